@@ -1,0 +1,118 @@
+// hakobu — message buffers: loans (being written) and samples (received).
+//
+// Both are move-only handles on one reference to a block of the domain's
+// shared heap (or, for a small received message, on a private copy of it).
+// The block returns to the heap when the last reference goes: when a loan is
+// dropped unsent, or when the sample that received it is released. A process
+// that dies while holding either has its references reclaimed by the domain.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "hakobu/array.hpp"
+#include "hakobu/error.hpp"
+
+namespace hakobu {
+
+namespace detail {
+class DomainState;
+class QueueState;
+}  // namespace detail
+
+/// What a message contains; travels with the message.
+enum class MessageKind : std::uint8_t {
+  Bytes = 1,   ///< Raw bytes.
+  Array = 2,   ///< Array metadata followed by the elements (see array.hpp).
+  Object = 3,  ///< A serialized object (the Python layer's pickle format).
+};
+
+/// Largest payload carried inline in a queue slot instead of a heap block.
+inline constexpr std::size_t kMaxInlineBytes = 224;
+
+/// A block of shared memory this process is writing, to be sent without a copy
+/// with `Queue::put(std::move(loan))`. Dropping an unsent loan frees its block.
+class Loan {
+ public:
+  Loan() = default;
+  Loan(Loan&& other) noexcept;
+  Loan& operator=(Loan&& other) noexcept;
+  Loan(const Loan&) = delete;
+  Loan& operator=(const Loan&) = delete;
+  ~Loan();
+
+  /// The whole payload (for an array loan: metadata, then elements).
+  [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data_, size_}; }
+  [[nodiscard]] MessageKind kind() const noexcept { return kind_; }
+  /// The array view of an array loan (elements are writable).
+  [[nodiscard]] Result<ArrayView, ArrayError> array() const noexcept;
+  /// Shrinks the payload to `size` bytes (e.g. after writing less than loaned).
+  void shrink(std::size_t size) noexcept {
+    if (size < size_) size_ = size;
+  }
+  [[nodiscard]] bool valid() const noexcept { return data_ != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+
+ private:
+  friend class Queue;
+  friend class detail::DomainState;
+  void release() noexcept;
+
+  std::shared_ptr<detail::DomainState> domain_;
+  std::uint64_t block_ = 0;       // heap offset of the block
+  std::uint32_t holding_ = 0;     // index in this process's holdings table
+  std::uint32_t fork_epoch_ = 0;  // a copy inherited by fork() never frees
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  MessageKind kind_ = MessageKind::Bytes;
+};
+
+/// A received message. The receiver owns it: its bytes are writable. Valid until
+/// released (destroyed or `reset()`); its memory then returns to the heap.
+class Sample {
+ public:
+  Sample() = default;
+  Sample(Sample&& other) noexcept;
+  Sample& operator=(Sample&& other) noexcept;
+  Sample(const Sample&) = delete;
+  Sample& operator=(const Sample&) = delete;
+  ~Sample();
+
+  [[nodiscard]] std::span<std::byte> bytes() noexcept { return {data(), size_}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data(), size_}; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] MessageKind kind() const noexcept { return kind_; }
+  /// The array view of an array message, bounds-checked.
+  [[nodiscard]] Result<ArrayView, ArrayError> array() noexcept;
+  /// True when the message lives in a shared block (false: a small inline copy).
+  [[nodiscard]] bool in_shared_memory() const noexcept { return block_ != 0; }
+  /// Releases the message now.
+  void reset() noexcept;
+  [[nodiscard]] bool valid() const noexcept { return valid_; }
+  explicit operator bool() const noexcept { return valid(); }
+
+  /// Heap offset of the block (0 for inline); used by language bindings.
+  [[nodiscard]] std::uint64_t block_offset() const noexcept { return block_; }
+
+ private:
+  friend class Queue;
+  friend class detail::DomainState;
+  friend class detail::QueueState;
+  std::byte* data() const noexcept {
+    return block_ != 0 ? shared_data_ : const_cast<std::byte*>(inline_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  }
+
+  std::shared_ptr<detail::DomainState> domain_;
+  std::uint64_t block_ = 0;
+  std::uint32_t holding_ = 0;
+  std::uint32_t fork_epoch_ = 0;
+  std::byte* shared_data_ = nullptr;
+  std::size_t size_ = 0;
+  MessageKind kind_ = MessageKind::Bytes;
+  bool valid_ = false;
+  alignas(64) std::byte inline_[kMaxInlineBytes]{};
+};
+
+}  // namespace hakobu

@@ -1,0 +1,90 @@
+// hakobu — domains: the namespace every named object lives in.
+//
+// A domain is a process table plus a shared heap. Every process that opens a
+// queue of the domain attaches to it once (later opens share the attachment)
+// and holds a slot in its process table with a liveness token the kernel
+// releases when the process dies. Any live process can then reclaim what a dead
+// one held. There is no daemon: the domain's files appear with its first user
+// and disappear when its last process detaches and no named object is left.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hakobu/error.hpp"
+
+namespace hakobu {
+
+namespace detail {
+class DomainState;
+}  // namespace detail
+
+/// Settings a domain is created with (ignored when it already exists).
+struct DomainOptions {
+  /// Domain name; empty means `default_domain_name()`.
+  std::string name;
+  /// Virtual size of the shared heap. Memory is committed only when used.
+  std::uint64_t heap_capacity = std::uint64_t{1} << 40;  // 1 TiB
+  /// Freed blocks kept faulted-in for reuse, in bytes; beyond this their pages
+  /// are returned to the system. 0 means a quarter of /dev/shm.
+  std::uint64_t cache_limit = 0;
+};
+
+/// The default domain name: `$HAKOBU_DOMAIN` if set, else `u<uid>`.
+[[nodiscard]] std::string default_domain_name();
+
+/// Checks a domain or object name: 1–64 characters of [A-Za-z0-9._-], not
+/// starting with '.' or '-'. Returns an explanation, or empty if valid.
+[[nodiscard]] std::string validate_name(std::string_view name);
+
+/// One process attached to a domain.
+struct ProcessInfo {
+  std::uint32_t slot = 0;
+  std::int32_t pid = 0;
+  bool alive = false;
+  std::uint64_t held_blocks = 0;  ///< loans and samples it holds
+};
+
+/// Counters of a domain's shared heap.
+struct DomainStats {
+  std::uint64_t heap_capacity = 0;
+  std::uint64_t heap_used = 0;      ///< bytes carved from the heap so far
+  std::uint64_t live_bytes = 0;     ///< bytes of blocks in use
+  std::uint64_t cached_bytes = 0;   ///< bytes of free blocks kept faulted-in
+  std::uint64_t live_blocks = 0;
+  std::uint32_t named_objects = 0;  ///< queues that exist in the domain
+  std::vector<ProcessInfo> processes;
+};
+
+/// A handle on this process's attachment to a domain.
+class Domain {
+ public:
+  /// Attaches to the domain, creating it if needed.
+  static Result<Domain, OpenError> open(const DomainOptions& options = {});
+
+  Domain(Domain&&) noexcept = default;
+  Domain& operator=(Domain&&) noexcept = default;
+  Domain(const Domain&) = delete;
+  Domain& operator=(const Domain&) = delete;
+  ~Domain();
+
+  [[nodiscard]] const std::string& name() const noexcept;
+  /// Reclaims what dead processes held (loans, unreleased samples). Returns the
+  /// number of dead processes reclaimed.
+  std::size_t collect_garbage();
+  [[nodiscard]] DomainStats stats() const;
+  /// The process-table slot of this process.
+  [[nodiscard]] std::uint32_t process_slot() const noexcept;
+
+ private:
+  friend class Queue;
+  explicit Domain(std::shared_ptr<detail::DomainState> state) noexcept : state_(std::move(state)) {}
+  std::shared_ptr<detail::DomainState> state_;
+};
+
+}  // namespace hakobu

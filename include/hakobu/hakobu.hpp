@@ -1,0 +1,10 @@
+// hakobu — moves arrays, buffers and objects between processes at memory speed.
+// Include this header for the whole public C++ API.
+#pragma once
+
+#include "hakobu/array.hpp"   // IWYU pragma: export
+#include "hakobu/buffer.hpp"  // IWYU pragma: export
+#include "hakobu/domain.hpp"  // IWYU pragma: export
+#include "hakobu/error.hpp"   // IWYU pragma: export
+#include "hakobu/queue.hpp"   // IWYU pragma: export
+#include "hakobu/version.hpp" // IWYU pragma: export

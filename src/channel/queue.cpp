@@ -1,0 +1,761 @@
+// hakobu — Queue (protocol in ring.hpp, ownership rules in domain_state.hpp).
+#include "hakobu/queue.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cstring>
+#include <optional>
+
+#include "channel/ring.hpp"
+#include "platform/os.hpp"
+#include "registry/domain_state.hpp"
+
+namespace hakobu {
+namespace detail {
+
+namespace {
+
+// A consumer waiting behind a slot claimed by another process re-checks that
+// the claimer is alive this often.
+constexpr std::int64_t kStuckCheckNs = 20'000'000;
+
+template <class T>
+Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
+  const int err = platform::value(failed.error().code);
+  OpenError code = OpenError::SystemError;
+  if (err == ENOENT) code = OpenError::NotFound;
+  if (err == EEXIST) code = OpenError::AlreadyExists;
+  if (err == EACCES || err == EPERM) code = OpenError::PermissionDenied;
+  if (err == ENOSPC || err == ENOMEM) code = OpenError::OutOfMemory;
+  return {code, failed.error().message};
+}
+
+}  // namespace
+
+/// Outcome of one try (Done, Empty, Full, Pending, Corrupt) or of a wait.
+enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, Timeout, Closed, Unlinked };
+
+class QueueState {
+ public:
+  std::shared_ptr<DomainState> domain;
+  std::string name;
+  std::string file;
+  int fd = -1;
+  QueueHeader* header = nullptr;
+  std::byte* slots = nullptr;
+  std::uint64_t map_bytes = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t mask = 0;
+  std::uint32_t slot_bytes = 0;
+  std::uint32_t inline_capacity = 0;
+  bool creator = false;
+  bool attached = false;  // holds the shared lifecycle lock
+  std::uint32_t epoch = 0;
+  std::atomic<bool> closed{false};
+  std::atomic<std::int64_t> spin_ns{0};
+
+  QueueState() = default;
+  QueueState(const QueueState&) = delete;
+  QueueState& operator=(const QueueState&) = delete;
+  ~QueueState();
+
+  SlotHeader* slot(std::uint64_t position) const noexcept {
+    return reinterpret_cast<SlotHeader*>(slots + (position & mask) * slot_bytes);  // NOLINT
+  }
+  std::byte* inline_data(SlotHeader* s) const noexcept { return reinterpret_cast<std::byte*>(s) + kSlotHeaderBytes; }
+  bool unlinked() const noexcept { return (header->flags.load(std::memory_order_acquire) & kQueueUnlinked) != 0; }
+  bool dequeue_ready() const noexcept {
+    const std::uint64_t c = slot(header->dequeue_pos.load(std::memory_order_relaxed))->control.load();
+    return control_state(c) == SlotState::Full;
+  }
+
+  Result<void, OpenError> create(const QueueOptions& options);
+  Result<void, OpenError> attach();
+  Result<void, OpenError> map_all(std::uint64_t bytes);
+
+  Attempt claim_write(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker) noexcept;
+  Attempt claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
+                     std::optional<std::uint32_t>& holding);
+  void publish(SlotHeader* s, std::uint64_t position) noexcept;
+  void release_slot(SlotHeader* s, std::uint64_t position) noexcept;
+  void repair(std::uint32_t blocker) noexcept;
+  void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept;
+  /// Calls `try_once(blocker)` until it is Done or fails, spinning and then
+  /// sleeping on `word` between tries, for at most `timeout`.
+  template <class TryOnce>
+  Attempt wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
+                          std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once);
+  /// One try at receiving into `sample`.
+  Attempt try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding);
+  void wake_everyone() noexcept;
+  bool mark_unlinked() noexcept;
+  void drain() noexcept;
+};
+
+QueueState::~QueueState() {
+  if (header != nullptr && domain && !domain->forked_away() && attached) {
+    // Last process out of an unlinked queue frees the messages left in it.
+    if (platform::lock_byte(fd, kQueueInitLockByte, true)) {
+      platform::unlock_byte(fd, kQueueLifecycleLockByte);
+      auto last = platform::try_lock_byte(fd, kQueueLifecycleLockByte, true);
+      if (last && *last && unlinked()) drain();
+      platform::unlock_byte(fd, kQueueLifecycleLockByte);
+      platform::unlock_byte(fd, kQueueInitLockByte);
+    }
+  }
+  platform::unmap(header, map_bytes);
+  platform::close_fd(fd);
+}
+
+Result<void, OpenError> QueueState::map_all(std::uint64_t bytes) {
+  auto mapped = platform::map_shared(fd, bytes);
+  if (!mapped) return to_open_error(mapped);
+  header = static_cast<QueueHeader*>(*mapped);
+  map_bytes = bytes;
+  slots = reinterpret_cast<std::byte*>(header) + sizeof(QueueHeader);  // NOLINT
+  return {};
+}
+
+Result<void, OpenError> QueueState::create(const QueueOptions& options) {
+  capacity = std::bit_ceil(std::max<std::size_t>(options.capacity, 1));
+  mask = capacity - 1;
+  inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
+  slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
+  const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
+  if (auto locked = platform::lock_byte(fd, kQueueInitLockByte, true); !locked) return to_open_error(locked);
+  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
+    platform::unlock_byte(fd, kQueueInitLockByte);
+    (void)platform::shm_remove(file);
+    auto error = to_open_error(backed);
+    error.message = "creating queue '" + name + "' (" + format_bytes(bytes) + "): " + error.message;
+    return error;
+  }
+  if (auto r = map_all(bytes); !r) {
+    platform::unlock_byte(fd, kQueueInitLockByte);
+    (void)platform::shm_remove(file);
+    return r;
+  }
+  header->layout_version = kLayoutVersion;
+  header->slot_bytes = slot_bytes;
+  header->capacity = capacity;
+  header->file_bytes = bytes;
+  header->inline_capacity = inline_capacity;
+  header->creator_token = domain->token();
+  header->creator_pid = platform::process_id();
+  for (std::uint64_t i = 0; i < capacity; ++i) slot(i)->control.store(make_control(i, SlotState::Empty, 0));
+  header->magic.store(kQueueMagic, std::memory_order_release);
+  domain->object_created();
+  auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false);
+  platform::unlock_byte(fd, kQueueInitLockByte);
+  if (!shared) return to_open_error(shared);
+  attached = true;
+  creator = true;
+  return {};
+}
+
+Result<void, OpenError> QueueState::attach() {
+  // The creator holds the init lock exclusively until the queue is ready.
+  if (auto locked = platform::lock_byte(fd, kQueueInitLockByte, false); !locked) return to_open_error(locked);
+  auto fail = [&](OpenError code, std::string message) -> Result<void, OpenError> {
+    platform::unlock_byte(fd, kQueueInitLockByte);
+    return {code, std::move(message)};
+  };
+  auto info = platform::file_info(fd);
+  if (!info) return fail(to_open_error(info).code, info.error().message);
+  if (info->owner != platform::user_id()) {
+    return fail(OpenError::PermissionDenied, "queue '" + name + "' belongs to another user (uid " +
+                                                 std::to_string(info->owner) + ")");
+  }
+  if (info->links == 0) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
+  if (info->size < sizeof(QueueHeader)) {
+    return fail(OpenError::Corrupt, "queue '" + name + "' is damaged (its creator died while creating it); "
+                                    "remove it with `hakobu rm " + name + "`");
+  }
+  if (auto r = map_all(sizeof(QueueHeader)); !r) return fail(r.error().code, r.error().message);
+  const std::string damaged = "queue '" + name + "' is damaged; remove it with `hakobu rm " + name + "`";
+  if (header->magic.load(std::memory_order_acquire) != kQueueMagic) return fail(OpenError::Corrupt, damaged);
+  if (header->layout_version != kLayoutVersion) {
+    return fail(OpenError::Incompatible, "queue '" + name + "' has layout version " +
+                                             std::to_string(header->layout_version) + ", this library knows " +
+                                             std::to_string(kLayoutVersion));
+  }
+  // Everything below comes from shared memory: check it before trusting it.
+  const std::uint64_t cap = header->capacity;
+  const std::uint32_t sb = header->slot_bytes;
+  const std::uint32_t inline_cap = header->inline_capacity;
+  const std::uint64_t bytes = header->file_bytes;
+  if (cap == 0 || cap > kMaxQueueCapacity || !std::has_single_bit(cap) || inline_cap > kMaxInlineBytes ||
+      sb < kSlotHeaderBytes + inline_cap || sb % 64 != 0 || sb > 4096 ||
+      bytes != sizeof(QueueHeader) + cap * sb || bytes > info->size) {
+    return fail(OpenError::Corrupt, damaged);
+  }
+  platform::unmap(header, map_bytes);
+  header = nullptr;
+  if (auto r = map_all(bytes); !r) return fail(r.error().code, r.error().message);
+  capacity = cap;
+  mask = cap - 1;
+  slot_bytes = sb;
+  inline_capacity = inline_cap;
+  if (unlinked()) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
+  auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false);
+  platform::unlock_byte(fd, kQueueInitLockByte);
+  if (!shared) return to_open_error(shared);
+  attached = true;
+  return {};
+}
+
+Attempt QueueState::claim_write(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker) noexcept {
+  const std::uint32_t me = domain->token();
+  for (;;) {
+    const std::uint64_t p = header->enqueue_pos.load(std::memory_order_relaxed);
+    SlotHeader* s = slot(p);
+    std::uint64_t c = s->control.load(std::memory_order_acquire);
+    const std::int64_t d = position_diff(control_position(c), p);
+    if (d == 0) {
+      if (control_state(c) == SlotState::Empty) {
+        if (s->control.compare_exchange_weak(c, make_control(p, SlotState::Writing, me), std::memory_order_acquire,
+                                             std::memory_order_relaxed)) {
+          std::uint64_t expected = p;
+          header->enqueue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
+          out = s;
+          position = p;
+          return Attempt::Done;
+        }
+      } else {
+        std::uint64_t expected = p;  // claimed by someone else: help it along
+        header->enqueue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
+      }
+    } else if (d < 0) {
+      // The slot still holds the message one lap behind: the queue is full.
+      const SlotState state = control_state(c);
+      if (state == SlotState::Reading || state == SlotState::Writing) {
+        blocker = control_token(c);
+        return Attempt::Pending;
+      }
+      return Attempt::Full;
+    }
+    // d > 0: our position is stale; reload.
+  }
+}
+
+Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
+                               std::optional<std::uint32_t>& holding) {
+  const std::uint32_t me = domain->token();
+  for (;;) {
+    const std::uint64_t p = header->dequeue_pos.load(std::memory_order_relaxed);
+    SlotHeader* s = slot(p);
+    std::uint64_t c = s->control.load(std::memory_order_acquire);
+    const std::int64_t d = position_diff(control_position(c), p);
+    if (d == 0) {
+      const SlotState state = control_state(c);
+      if (state == SlotState::Full) {
+        if (!holding) {
+          // Reserve a holdings entry before claiming: once claimed, the
+          // message must not be lost to a failed allocation.
+          auto reserved = domain->reserve_holding();
+          if (!reserved) return Attempt::Corrupt;
+          holding = *reserved;
+          continue;
+        }
+        if (s->control.compare_exchange_weak(c, make_control(p, SlotState::Reading, me), std::memory_order_acquire,
+                                             std::memory_order_relaxed)) {
+          std::uint64_t expected = p;
+          header->dequeue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
+          out = s;
+          position = p;
+          return Attempt::Done;
+        }
+      } else if (state == SlotState::Reading) {
+        std::uint64_t expected = p;
+        header->dequeue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
+      } else if (state == SlotState::Writing) {
+        blocker = control_token(c);
+        return Attempt::Pending;
+      } else {
+        return Attempt::Empty;
+      }
+    } else if (d < 0) {
+      return Attempt::Empty;
+    }
+  }
+}
+
+void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept {
+  // Pairs with the waiter's seq_cst increment of `waiting` before it re-checks:
+  // either we see the waiter, or the waiter sees our publication.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (waiting.load(std::memory_order_relaxed) == 0) return;
+  word.fetch_add(1, std::memory_order_release);
+  platform::futex_wake(&word, count);
+}
+
+void QueueState::publish(SlotHeader* s, std::uint64_t position) noexcept {
+  s->control.store(make_control(position, SlotState::Full, 0), std::memory_order_release);
+  header->put_count.fetch_add(1, std::memory_order_relaxed);
+  notify(header->not_empty, header->consumers_waiting, 1);
+}
+
+void QueueState::release_slot(SlotHeader* s, std::uint64_t position) noexcept {
+  s->control.store(make_control(position + capacity, SlotState::Empty, 0), std::memory_order_release);
+  notify(header->not_full, header->producers_waiting, 1);
+}
+
+void QueueState::wake_everyone() noexcept {
+  header->not_empty.fetch_add(1, std::memory_order_release);
+  header->not_full.fetch_add(1, std::memory_order_release);
+  platform::futex_wake(&header->not_empty, INT_MAX);
+  platform::futex_wake(&header->not_full, INT_MAX);
+}
+
+void QueueState::repair(std::uint32_t blocker) noexcept {
+  if (domain->token_alive(blocker)) return;
+  // Find the slots the dead process claimed near the ends of the queue.
+  const std::uint64_t starts[] = {header->dequeue_pos.load(), header->enqueue_pos.load() - capacity};
+  for (const std::uint64_t start : starts) {
+    for (std::uint64_t i = 0; i < capacity; ++i) {
+      SlotHeader* s = slot(start + i);
+      std::uint64_t c = s->control.load(std::memory_order_acquire);
+      if (control_token(c) != blocker) continue;
+      const std::uint64_t p = control_position(c);
+      if (control_state(c) == SlotState::Writing) {
+        // Take over the dead producer's claim, then publish a tombstone.
+        if (s->control.compare_exchange_strong(c, make_control(p, SlotState::Writing, domain->token()))) {
+          s->kind = kTombstone;
+          s->length = 0;
+          s->block = 0;
+          publish(s, p);
+        }
+      } else if (control_state(c) == SlotState::Reading) {
+        // The dead consumer's message is gone with it (its holdings return
+        // the block, if it got that far); free the slot.
+        if (s->control.compare_exchange_strong(c, make_control(p + capacity, SlotState::Empty, 0))) {
+          notify(header->not_full, header->producers_waiting, 1);
+        }
+      }
+    }
+  }
+}
+
+bool QueueState::mark_unlinked() noexcept {
+  const std::uint32_t old = header->flags.fetch_or(kQueueUnlinked, std::memory_order_acq_rel);
+  if ((old & kQueueUnlinked) != 0) return false;
+  (void)platform::shm_remove(file);
+  domain->object_removed();
+  wake_everyone();
+  return true;
+}
+
+void QueueState::drain() noexcept {
+  Heap& heap = domain->heap();
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    SlotHeader* s = slot(i);
+    const std::uint64_t c = s->control.load(std::memory_order_acquire);
+    if (control_state(c) != SlotState::Full || s->kind == kTombstone || s->block == 0) continue;
+    if (heap.check_block(s->block, s->length)) heap.drop_ref(s->block);
+    s->block = 0;
+  }
+}
+
+namespace {
+
+std::int64_t deadline_after(std::chrono::nanoseconds timeout, std::int64_t now) noexcept {
+  if (timeout == std::chrono::nanoseconds::max()) return -1;
+  const std::int64_t t = std::max<std::int64_t>(timeout.count(), 0);
+  return t > INT64_MAX - now ? -1 : now + t;
+}
+
+}  // namespace
+
+template <class TryOnce>
+Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
+                                    std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once) {
+  const std::int64_t start = platform::monotonic_ns();
+  const std::int64_t deadline = deadline_after(timeout, start);
+  const std::int64_t spin_until = start + spin_ns.load(std::memory_order_relaxed);
+  bool slept = false;
+  // A sleeper woken for a message it then does not take passes the wake-up on.
+  auto leave = [&](Attempt outcome) {
+    if (slept && is_get && dequeue_ready()) notify(word, waiting, 1);
+    return outcome;
+  };
+  for (;;) {
+    if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
+    std::uint32_t blocker = 0;
+    Attempt attempt = try_once(blocker);
+    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
+    if (unlinked() && (!is_get || attempt == Attempt::Empty)) return leave(Attempt::Unlinked);
+    if (timeout.count() == 0) return attempt == Attempt::Pending ? (is_get ? Attempt::Empty : Attempt::Full) : attempt;
+    const std::int64_t now = platform::monotonic_ns();
+    if (deadline >= 0 && now >= deadline) return leave(Attempt::Timeout);
+    if (now < spin_until) {
+      for (int i = 0; i < 32; ++i) platform::cpu_relax();
+      continue;
+    }
+    // Announce ourselves, then try once more: a publisher that missed the
+    // announcement published before it, and this try sees its message.
+    waiting.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seen = word.load(std::memory_order_seq_cst);
+    attempt = try_once(blocker);
+    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) {
+      waiting.fetch_sub(1, std::memory_order_relaxed);
+      return attempt;
+    }
+    std::int64_t wake_at = deadline;
+    if (attempt == Attempt::Pending) {
+      // Blocked behind another process's claim: wake up now and then to check it is alive.
+      wake_at = deadline < 0 ? now + kStuckCheckNs : std::min(deadline, now + kStuckCheckNs);
+    }
+    if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
+    waiting.fetch_sub(1, std::memory_order_relaxed);
+    slept = true;
+    if (attempt == Attempt::Pending) repair(blocker);
+  }
+}
+
+Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding) {
+  for (;;) {
+    SlotHeader* s = nullptr;
+    std::uint64_t position = 0;
+    const Attempt attempt = claim_read(s, position, blocker, holding);
+    if (attempt != Attempt::Done) return attempt;
+    // The descriptor came from shared memory: check it before use.
+    const std::uint8_t kind = s->kind;
+    const std::uint64_t length = s->length;
+    const std::uint64_t block = s->block;
+    if (kind == kTombstone) {  // its producer died before publishing: skip
+      release_slot(s, position);
+      continue;
+    }
+    const bool kind_ok = kind >= static_cast<std::uint8_t>(MessageKind::Bytes) &&
+                         kind <= static_cast<std::uint8_t>(MessageKind::Object);
+    if (!kind_ok || (block == 0 && length > inline_capacity) ||
+        (block != 0 && !domain->heap().check_block(block, length))) {
+      release_slot(s, position);  // drop the bad message, keep the queue going
+      return Attempt::Corrupt;
+    }
+    if (block == 0) {
+      if (length > 0) std::memcpy(sample.inline_, inline_data(s), length);
+      release_slot(s, position);
+      sample.size_ = length;
+      sample.kind_ = static_cast<MessageKind>(kind);
+      sample.valid_ = true;
+    } else {
+      domain->fill_holding(*holding, block);  // listed before the ring lets go of it
+      release_slot(s, position);
+      domain->fill_sample(sample, block, *holding, length, static_cast<MessageKind>(kind));
+      holding.reset();
+    }
+    header->get_count.fetch_add(1, std::memory_order_relaxed);
+    return Attempt::Done;
+  }
+}
+
+}  // namespace detail
+
+using detail::Attempt;
+
+// --- opening and closing ---------------------------------------------------------
+
+Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const QueueOptions& options) {
+  if (auto why = validate_name(name); !why.empty()) {
+    return {OpenError::InvalidName, "invalid queue name '" + std::string(name) + "': " + why};
+  }
+  if (options.capacity == 0 || options.capacity > detail::kMaxQueueCapacity) {
+    return {OpenError::InvalidArgument, "capacity must be between 1 and " +
+                                            std::to_string(detail::kMaxQueueCapacity) + ", got " +
+                                            std::to_string(options.capacity)};
+  }
+  if (options.inline_capacity > kMaxInlineBytes) {
+    return {OpenError::InvalidArgument, "inline_capacity must be at most " + std::to_string(kMaxInlineBytes)};
+  }
+  auto domain = detail::DomainState::attach(options.domain);
+  if (!domain) return std::move(domain).error();
+
+  auto state = std::make_shared<detail::QueueState>();
+  state->domain = *domain;
+  state->name = std::string(name);
+  state->file = state->domain->file_name("q-" + state->name);
+  state->epoch = detail::fork_epoch();
+  state->spin_ns.store(options.spin.count(), std::memory_order_relaxed);
+
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (mode != OpenMode::AttachOnly) {
+      auto fd = platform::shm_open_file(state->file, O_RDWR | O_CREAT | O_EXCL, 0600);
+      if (fd) {
+        state->fd = *fd;
+        if (auto r = state->create(options); !r) return std::move(r).error();
+        Queue queue;
+        queue.state_ = std::move(state);
+        return queue;
+      }
+      if (fd.error().code != EEXIST) return detail::to_open_error(fd);
+      if (mode == OpenMode::CreateExclusive) {
+        return {OpenError::AlreadyExists, "queue '" + state->name + "' already exists in domain '" +
+                                              state->domain->name() + "'"};
+      }
+    }
+    auto fd = platform::shm_open_file(state->file, O_RDWR, 0600);
+    if (!fd) {
+      if (fd.error().code == ENOENT && mode == OpenMode::CreateOrAttach) continue;  // removed meanwhile
+      if (fd.error().code == ENOENT) {
+        return {OpenError::NotFound, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'"};
+      }
+      return detail::to_open_error(fd);
+    }
+    state->fd = *fd;
+    auto attached = state->attach();
+    if (!attached) {
+      if (attached.error().code == OpenError::NotFound && mode == OpenMode::CreateOrAttach) {
+        platform::unmap(state->header, state->map_bytes);
+        state->header = nullptr;
+        platform::close_fd(state->fd);
+        state->fd = -1;
+        continue;
+      }
+      return std::move(attached).error();
+    }
+    Queue queue;
+    queue.state_ = std::move(state);
+    return queue;
+  }
+  return {OpenError::SystemError, "queue '" + std::string(name) + "' is being created and removed too often"};
+}
+
+Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view domain) {
+  QueueOptions options;
+  options.domain.name = std::string(domain);
+  auto queue = open(name, OpenMode::AttachOnly, options);
+  if (!queue) {
+    if (queue.error().code == OpenError::NotFound) return {UnlinkError::NotFound, queue.error().message};
+    if (queue.error().code == OpenError::Corrupt) {
+      // A damaged queue cannot be opened; removing its file is all there is to do.
+      auto state = detail::DomainState::attach(options.domain);
+      if (!state) return {UnlinkError::SystemError, state.error().message};
+      if (auto r = platform::shm_remove((*state)->file_name("q-" + std::string(name))); !r) {
+        return {UnlinkError::SystemError, r.error().message};
+      }
+      return {};
+    }
+    return {UnlinkError::SystemError, queue.error().message};
+  }
+  if (!queue->state_->mark_unlinked()) return {UnlinkError::NotFound, "queue '" + std::string(name) + "' was removed"};
+  return {};
+}
+
+Queue::Queue(Queue&&) noexcept = default;
+Queue& Queue::operator=(Queue&&) noexcept = default;
+Queue::~Queue() = default;
+
+void Queue::close() noexcept {
+  if (!state_) return;
+  state_->closed.store(true, std::memory_order_release);
+  state_->wake_everyone();  // this process's waiters see `closed`; others go back to sleep
+}
+
+Result<void, UnlinkError> Queue::unlink() {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {UnlinkError::Closed, "the queue handle is closed"};
+  if (!state_->creator) {
+    return {UnlinkError::NotCreator, "only the handle that created queue '" + state_->name +
+                                         "' may unlink it; use Queue::remove (or `hakobu rm`) to remove it anyway"};
+  }
+  const bool removed = state_->mark_unlinked();
+  close();
+  if (!removed) return {UnlinkError::NotFound, "queue '" + state_->name + "' was already removed"};
+  return {};
+}
+
+std::size_t Queue::size() const noexcept {
+  if (!state_) return 0;
+  const std::uint64_t head = state_->header->dequeue_pos.load(std::memory_order_relaxed);
+  const std::uint64_t tail = state_->header->enqueue_pos.load(std::memory_order_relaxed);
+  const auto n = static_cast<std::int64_t>(tail - head);
+  return n <= 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), state_->capacity);
+}
+
+std::size_t Queue::capacity() const noexcept { return state_ ? state_->capacity : 0; }
+
+const std::string& Queue::name() const noexcept {
+  static const std::string empty;
+  return state_ ? state_->name : empty;
+}
+
+bool Queue::is_creator() const noexcept { return state_ && state_->creator; }
+
+QueueStats Queue::stats() const noexcept {
+  QueueStats out;
+  if (!state_) return out;
+  out.size = size();
+  out.capacity = state_->capacity;
+  out.put_count = state_->header->put_count.load(std::memory_order_relaxed);
+  out.get_count = state_->header->get_count.load(std::memory_order_relaxed);
+  out.creator_pid = state_->header->creator_pid;
+  return out;
+}
+
+void Queue::set_spin(std::chrono::nanoseconds spin) noexcept {
+  if (state_) state_->spin_ns.store(spin.count(), std::memory_order_relaxed);
+}
+
+Domain Queue::domain() const { return Domain(state_ ? state_->domain : nullptr); }
+
+// --- sending -----------------------------------------------------------------------------
+
+namespace {
+
+Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
+  switch (attempt) {
+    case Attempt::Full: return {PutError::Full, "queue '" + name + "' is full"};
+    case Attempt::Timeout: return {PutError::Timeout, "queue '" + name + "' stayed full for the whole timeout"};
+    case Attempt::Unlinked: return {PutError::Unlinked, "queue '" + name + "' was unlinked by its creator"};
+    default: return {PutError::Closed, "the handle of queue '" + name + "' was closed"};
+  }
+}
+
+}  // namespace
+
+Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, MessageKind kind,
+                                        std::chrono::nanoseconds timeout) {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  auto& q = *state_;
+  if (bytes.size() > q.inline_capacity) {
+    // Too large for a slot: copy into a block, then hand the block over.
+    if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue '" + q.name + "' is full"};
+    auto loan = q.domain->make_loan(bytes.size(), kind);
+    if (!loan) {
+      const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
+      return {code, loan.error().message};
+    }
+    std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
+    return put_loan(*loan, timeout);
+  }
+  const Attempt outcome = q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false,
+                                            [&](std::uint32_t& blocker) {
+                                              detail::SlotHeader* s = nullptr;
+                                              std::uint64_t position = 0;
+                                              const Attempt a = q.claim_write(s, position, blocker);
+                                              if (a != Attempt::Done) return a;
+                                              s->kind = static_cast<std::uint8_t>(kind);
+                                              s->length = bytes.size();
+                                              s->block = 0;
+                                              if (!bytes.empty()) std::memcpy(q.inline_data(s), bytes.data(), bytes.size());
+                                              q.publish(s, position);
+                                              return Attempt::Done;
+                                            });
+  if (outcome == Attempt::Done) return {};
+  return put_failure(outcome, q.name);
+}
+
+Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds timeout) {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  auto& q = *state_;
+  if (!loan.valid() || loan.domain_ != q.domain || loan.fork_epoch_ != detail::fork_epoch()) {
+    return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
+  }
+  const Attempt outcome = q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false,
+                                            [&](std::uint32_t& blocker) {
+                                              detail::SlotHeader* s = nullptr;
+                                              std::uint64_t position = 0;
+                                              const Attempt a = q.claim_write(s, position, blocker);
+                                              if (a != Attempt::Done) return a;
+                                              s->kind = static_cast<std::uint8_t>(loan.kind_);
+                                              s->length = loan.size_;
+                                              s->block = loan.block_;
+                                              // The reference moves to the ring: unlisted first.
+                                              q.domain->clear_holding(loan.holding_);
+                                              q.publish(s, position);
+                                              return Attempt::Done;
+                                            });
+  if (outcome != Attempt::Done) return put_failure(outcome, q.name);
+  loan.domain_.reset();
+  loan.data_ = nullptr;
+  loan.block_ = 0;
+  loan.size_ = 0;
+  return {};
+}
+
+Result<void, PutError> Queue::try_put(std::span<const std::byte> bytes, MessageKind kind) {
+  return put_bytes(bytes, kind, std::chrono::nanoseconds(0));
+}
+Result<void, PutError> Queue::put(std::span<const std::byte> bytes, MessageKind kind) {
+  return put_bytes(bytes, kind, std::chrono::nanoseconds::max());
+}
+Result<void, PutError> Queue::put(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                                  MessageKind kind) {
+  return put_bytes(bytes, kind, timeout);
+}
+Result<void, PutError> Queue::try_put(Loan& loan) { return put_loan(loan, std::chrono::nanoseconds(0)); }
+Result<void, PutError> Queue::put(Loan& loan) { return put_loan(loan, std::chrono::nanoseconds::max()); }
+Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) { return put_loan(loan, timeout); }
+
+Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind) {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {LoanError::Closed, "the queue handle is closed"};
+  return state_->domain->make_loan(size, kind);
+}
+
+Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
+                                          std::string_view typestr) {
+  if (shape.size() > kMaxArrayDims) {
+    return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) + " dimensions"};
+  }
+  auto data_bytes = contiguous_bytes(dtype, shape);
+  if (!data_bytes) return std::move(data_bytes).error();
+  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
+  auto made = loan(meta + *data_bytes, MessageKind::Array);
+  if (!made) return made;
+  write_array_meta(made->bytes().first(meta), dtype, shape, {}, 0, typestr, order);
+  return made;
+}
+
+Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
+                                        std::chrono::nanoseconds timeout) {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  if (shape.size() > kMaxArrayDims) return {PutError::TooLarge, "too many dimensions"};
+  auto data_bytes = contiguous_bytes(dtype, shape);
+  if (!data_bytes) return {PutError::TooLarge, data_bytes.error().message};
+  const std::size_t meta = array_meta_size(shape.size(), 0);
+  const std::size_t total = meta + *data_bytes;
+  if (total <= state_->inline_capacity) {
+    // Small arrays ride inline in the slot.
+    alignas(64) std::byte buffer[kMaxInlineBytes];
+    write_array_meta({buffer, meta}, dtype, shape, {}, 0, {}, Order::C);
+    if (*data_bytes > 0) std::memcpy(buffer + meta, data, *data_bytes);
+    return put_bytes({buffer, total}, MessageKind::Array, timeout);
+  }
+  auto made = loan_array(dtype, shape);
+  if (!made) {
+    const auto code = made.error().code == LoanError::OutOfMemory ? PutError::OutOfMemory : PutError::TooLarge;
+    return {code, made.error().message};
+  }
+  if (*data_bytes > 0) std::memcpy(made->bytes().data() + meta, data, *data_bytes);
+  return put_loan(*made, timeout);
+}
+
+// --- receiving ------------------------------------------------------------------------------
+
+Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
+  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {GetError::Closed, "the queue handle is closed"};
+  auto& q = *state_;
+  Sample sample;
+  std::optional<std::uint32_t> holding;
+  const Attempt outcome = q.wait_until_done(q.header->not_empty, q.header->consumers_waiting, timeout, true,
+                                            [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
+  if (holding) q.domain->clear_holding(*holding);  // reserved but not used
+  switch (outcome) {
+    case Attempt::Done: return sample;
+    case Attempt::Empty: return {GetError::Empty, "queue '" + q.name + "' is empty"};
+    case Attempt::Timeout: return {GetError::Timeout, "queue '" + q.name + "' stayed empty for the whole timeout"};
+    case Attempt::Unlinked: return {GetError::Unlinked, "queue '" + q.name + "' was unlinked by its creator"};
+    case Attempt::Corrupt:
+      return {GetError::Corrupt, "queue '" + q.name + "': a message failed validation and was dropped"};
+    default: return {GetError::Closed, "the handle of queue '" + q.name + "' was closed"};
+  }
+}
+
+Result<Sample, GetError> Queue::try_get() { return get_for(std::chrono::nanoseconds(0)); }
+Result<Sample, GetError> Queue::get() { return get_for(std::chrono::nanoseconds::max()); }
+Result<Sample, GetError> Queue::get(std::chrono::nanoseconds timeout) { return get_for(timeout); }
+
+}  // namespace hakobu

@@ -1,0 +1,104 @@
+// hakobu — the queue's ring, byte for byte.
+//
+// A bounded MPMC ring of fixed-size slots with a per-slot control word
+// (after the per-slot sequence-number design of bounded MPMC queues), extended
+// so that a process that dies in the middle of a put or a get can be repaired
+// around: every claim records who made it.
+//
+// Slot protocol
+// -------------
+// control = position (40 bits) | state (2 bits) << 40 | claimer token (22 bits) << 42
+//
+//   EMPTY(p)    ready for the producer of position p
+//   WRITING(p)  claimed by that producer (token = who)
+//   FULL(p)     message p is ready for a consumer
+//   READING(p)  claimed by the consumer of p (token = who)
+//   → after the read: EMPTY(p + capacity)
+//
+// * Claims are compare-and-swaps on the control word; enqueue_pos/dequeue_pos
+//   are hints anyone may advance past a claimed slot ("helping").
+// * Publishing (FULL, EMPTY) is a release store; claiming reads with acquire.
+// * A WRITING slot whose claimer died is turned into a FULL tombstone that
+//   consumers skip; a READING slot whose claimer died becomes EMPTY(p + capacity).
+//   Whoever finds such a slot while waiting repairs it.
+// * Positions are 40-bit and compared modulo 2^40 (capacity divides 2^40).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "hakobu/buffer.hpp"
+
+namespace hakobu::detail {
+
+inline constexpr std::uint64_t kQueueMagic = 0x5545'5551'4F42'414BULL;  // "KABOQUEU"
+inline constexpr std::uint64_t kPositionMask = (std::uint64_t{1} << 40) - 1;
+inline constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
+
+enum class SlotState : std::uint8_t { Empty = 0, Writing = 1, Full = 2, Reading = 3 };
+
+constexpr std::uint64_t make_control(std::uint64_t position, SlotState state, std::uint32_t token) noexcept {
+  return (position & kPositionMask) | (static_cast<std::uint64_t>(state) << 40U) |
+         (static_cast<std::uint64_t>(token) << 42U);
+}
+constexpr std::uint64_t control_position(std::uint64_t control) noexcept { return control & kPositionMask; }
+constexpr SlotState control_state(std::uint64_t control) noexcept {
+  return static_cast<SlotState>((control >> 40U) & 3U);
+}
+constexpr std::uint32_t control_token(std::uint64_t control) noexcept {
+  return static_cast<std::uint32_t>(control >> 42U);
+}
+/// (a - b) modulo 2^40, as a signed number.
+constexpr std::int64_t position_diff(std::uint64_t a, std::uint64_t b) noexcept {
+  return static_cast<std::int64_t>(((a - b) & kPositionMask) << 24U) >> 24;
+}
+static_assert(position_diff(0, kPositionMask) == 1 && position_diff(kPositionMask, 0) == -1);
+
+/// Message kind of a slot whose producer died before publishing.
+inline constexpr std::uint8_t kTombstone = 0;
+
+/// The fixed part of a slot; the inline payload follows.
+struct SlotHeader {
+  std::atomic<std::uint64_t> control;
+  std::uint8_t kind;  ///< MessageKind, or kTombstone
+  std::uint8_t reserved0[7];
+  std::uint64_t length;  ///< payload bytes
+  std::uint64_t block;   ///< heap offset of the payload's block; 0: payload inline
+};
+inline constexpr std::size_t kSlotHeaderBytes = sizeof(SlotHeader);
+static_assert(kSlotHeaderBytes == 32 && std::is_standard_layout_v<SlotHeader>);
+
+inline constexpr std::uint32_t kQueueUnlinked = 1;
+
+struct QueueHeader {
+  std::atomic<std::uint64_t> magic;  ///< kQueueMagic once initialized
+  std::uint32_t layout_version;
+  std::uint32_t slot_bytes;
+  std::uint64_t capacity;
+  std::uint64_t file_bytes;
+  std::uint32_t inline_capacity;
+  std::uint32_t creator_token;
+  std::int32_t creator_pid;
+  std::atomic<std::uint32_t> flags;
+  std::uint64_t reserved0[2];
+
+  // Each hot counter on its own cache line: producers and consumers would
+  // otherwise invalidate each other's line on every operation (false sharing).
+  alignas(64) std::atomic<std::uint64_t> enqueue_pos;
+  alignas(64) std::atomic<std::uint64_t> dequeue_pos;
+  alignas(64) std::atomic<std::uint32_t> not_empty;  ///< futex word, bumped when a message arrives
+  std::atomic<std::uint32_t> consumers_waiting;
+  alignas(64) std::atomic<std::uint32_t> not_full;  ///< futex word, bumped when a slot frees
+  std::atomic<std::uint32_t> producers_waiting;
+  alignas(64) std::atomic<std::uint64_t> put_count;
+  std::atomic<std::uint64_t> get_count;
+};
+static_assert(std::is_standard_layout_v<QueueHeader> && sizeof(QueueHeader) % 64 == 0);
+
+/// Lock bytes on the queue file (open-file-description locks).
+inline constexpr std::uint64_t kQueueInitLockByte = 0;       ///< exclusive while initializing
+inline constexpr std::uint64_t kQueueLifecycleLockByte = 1;  ///< shared by every process that has it open
+
+}  // namespace hakobu::detail

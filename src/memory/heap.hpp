@@ -1,0 +1,78 @@
+// hakobu — the shared heap of a domain.
+//
+// One sparse file, mapped once per process at the same size (its capacity), so
+// a block is reached by offset with no per-message mapping. Memory is committed
+// only when a block is first carved (fallocate, so a full /dev/shm is an error
+// here rather than a SIGBUS later); freed blocks go to per-class lock-free free
+// lists and are reused with their pages already faulted in, up to the domain's
+// cache limit, beyond which their pages are returned to the system.
+//
+// Locking rules
+// -------------
+// * There are no locks: free lists are Treiber stacks with tagged heads, the
+//   bump pointer advances by compare-and-swap, and a block's header is written
+//   only by whoever holds it (refs > 0) or, while free, by whoever pops it.
+// * A block is freed exactly once: by the holder whose `drop_ref` takes refs
+//   from 1 to 0.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "hakobu/error.hpp"
+#include "memory/layout.hpp"
+
+namespace hakobu::detail {
+
+class Heap {
+ public:
+  Heap() = default;
+  /// Binds to a mapped heap: `base` maps `capacity` bytes of the file `fd`.
+  void bind(RegistryHeader* registry, std::byte* base, int fd, std::uint64_t capacity) noexcept;
+
+  /// A block whose payload holds `payload_bytes`, with refs = 1. Its memory is
+  /// backed; the payload is not cleared.
+  Result<std::uint64_t, LoanError> allocate(std::uint64_t payload_bytes);
+  /// Drops one reference; frees the block when it was the last. Returns true if freed.
+  bool drop_ref(std::uint64_t block) noexcept;
+  /// Adds one reference to a block the caller already holds one of.
+  void add_ref(std::uint64_t block) noexcept;
+
+  /// True when `block` is a carved, in-bounds block whose payload can hold
+  /// `payload_bytes` and lies inside the file. The check every offset read from
+  /// shared memory must pass before use.
+  [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcept;
+
+  [[nodiscard]] BlockHeader* header(std::uint64_t block) const noexcept {
+    return reinterpret_cast<BlockHeader*>(base_ + block);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  }
+  [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept {
+    return base_ + block + kBlockHeaderBytes;
+  }
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
+  /// Returns the pages of every cached free block to the system.
+  void trim_cache() noexcept;
+
+ private:
+  Result<std::uint64_t, LoanError> carve(unsigned size_class, std::uint64_t payload_bytes);
+  bool pop(unsigned size_class, std::uint64_t& block) noexcept;
+  void push_chain(unsigned size_class, std::uint64_t first, std::uint64_t last) noexcept;
+  void free_block(std::uint64_t block) noexcept;
+  Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
+  Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
+  [[nodiscard]] bool inside_file(std::uint64_t end) noexcept;
+  [[nodiscard]] std::string out_of_memory(std::uint64_t asked, const std::string& cause) const;
+
+  RegistryHeader* registry_ = nullptr;
+  std::byte* base_ = nullptr;
+  int fd_ = -1;
+  std::uint64_t capacity_ = 0;
+  std::atomic<std::uint64_t> known_file_size_{0};  // grows only; refreshed by fstat on a miss
+};
+
+/// "1.5 GiB", "320 B": sizes for messages.
+std::string format_bytes(std::uint64_t bytes);
+
+}  // namespace hakobu::detail

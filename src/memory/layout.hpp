@@ -1,0 +1,143 @@
+// hakobu — what lives in a domain's shared memory, byte for byte.
+//
+// Memory-layout rules
+// -------------------
+// * Everything here is read and written by several processes at once, some of
+//   which may be buggy, hostile or dead. Only plain integers and lock-free
+//   atomics live here (static_asserts below); no pointers: positions are
+//   offsets into the heap file.
+// * Every value read from these structures is untrusted: offsets, lengths,
+//   counts and indices are bounds-checked before use (Heap::check_block,
+//   parse_array, QueueState::read_descriptor).
+// * Layouts are versioned by `kLayoutVersion`; a process never attaches to a
+//   layout it does not know.
+//
+// Files of domain D (under /dev/shm):
+//   hakobu-D-registry   RegistryHeader, then ProcessSlot[max_processes]
+//   hakobu-D-heap       the heap: blocks, each starting with a BlockHeader
+//   hakobu-D-q-NAME     a queue: QueueHeader, then QueueSlot[capacity]
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace hakobu::detail {
+
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint64_t kRegistryMagic = 0x5245'554B'4F42'414BULL;  // "KABOKUER"
+inline constexpr std::uint32_t kBlockMagic = 0x4B4C'4248U;                 // "HBLK"
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
+              "shared memory needs lock-free (address-free) 32- and 64-bit atomics");
+
+// --- size classes -------------------------------------------------------------
+// Block sizes grow in quarter steps of powers of two (256, 320, 384, 448, 512,
+// 640, ...), so a block wastes at most a fifth of its size; pages of a block
+// that are never touched cost no memory.
+inline constexpr std::uint64_t kBlockHeaderBytes = 64;
+inline constexpr std::uint64_t kMinBlockBytes = 256;
+inline constexpr unsigned kSizeClassCount = 160;
+
+constexpr std::uint64_t class_bytes(unsigned size_class) noexcept {
+  return static_cast<std::uint64_t>(4U + size_class % 4U) << (6U + size_class / 4U);
+}
+
+/// Smallest class whose blocks hold `total` bytes (header included).
+constexpr unsigned class_for(std::uint64_t total) noexcept {
+  if (total <= kMinBlockBytes) return 0;
+  const auto exponent = static_cast<unsigned>(63 - std::countl_zero(total - 1));  // 2^e < total <= 2^(e+1)
+  const std::uint64_t unit = std::uint64_t{1} << (exponent - 2);
+  const std::uint64_t quarters = (total + unit - 1) / unit;  // 5..8
+  if (quarters == 8) return 4U * (exponent + 1U - 8U);
+  return 4U * (exponent - 8U) + static_cast<unsigned>(quarters - 4U);
+}
+static_assert(class_bytes(class_for(257)) == 320 && class_bytes(class_for(512)) == 512 &&
+              class_bytes(class_for(513)) == 640 && class_bytes(class_for(1ULL << 30)) == (1ULL << 30));
+
+/// Alignment of a block of `bytes`: 2 MiB for huge-page-sized blocks, a page
+/// for page-sized ones (so their pages can be returned), else a cache line.
+constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
+  if (bytes >= (std::uint64_t{2} << 20)) return std::uint64_t{2} << 20;
+  if (bytes >= 4096) return 4096;
+  return 64;
+}
+
+// --- heap blocks ----------------------------------------------------------------
+/// The first 64 bytes of every heap block.
+struct BlockHeader {
+  std::uint32_t magic;                      ///< kBlockMagic once carved
+  std::uint16_t size_class;                 ///< never changes once carved
+  std::uint16_t reserved0;
+  std::atomic<std::uint32_t> refs;          ///< holders; 0 while free
+  std::uint32_t reserved1;
+  std::atomic<std::uint64_t> next_free;     ///< free-list link, packed like FreeList::head
+  std::atomic<std::uint64_t> backed_bytes;  ///< bytes from the block start known to have memory
+  std::atomic<std::uint64_t> payload_bytes; ///< size asked by the current owner
+  std::uint64_t reserved2[3];
+};
+static_assert(sizeof(BlockHeader) == kBlockHeaderBytes && std::is_standard_layout_v<BlockHeader>);
+
+/// A lock-free stack of free blocks of one class. The head packs the block
+/// offset / 64 (40 bits, heaps up to 64 TiB) with a 24-bit tag against ABA.
+struct alignas(64) FreeList {
+  std::atomic<std::uint64_t> head;
+};
+inline constexpr std::uint64_t kMaxHeapCapacity = std::uint64_t{1} << 46;
+constexpr std::uint64_t pack_free(std::uint64_t offset, std::uint64_t tag) noexcept {
+  return (offset >> 6) | (tag << 40);
+}
+constexpr std::uint64_t free_offset(std::uint64_t packed) noexcept { return (packed & ((1ULL << 40) - 1)) << 6; }
+constexpr std::uint64_t free_tag(std::uint64_t packed) noexcept { return packed >> 40; }
+
+// --- process table ----------------------------------------------------------------
+inline constexpr std::uint32_t kSlotFree = 0;
+inline constexpr std::uint32_t kSlotActive = 1;
+inline constexpr std::uint32_t kMaxProcesses = 1024;  // claim tokens have 10 bits for the slot
+
+/// One attached process. Only its owner writes it while the owner lives; after
+/// the owner's death only the reclaimer (who holds the slot's lock) does.
+struct ProcessSlot {
+  std::atomic<std::uint32_t> state;
+  std::atomic<std::uint32_t> generation;  ///< bumped each time the slot is taken
+  std::atomic<std::int32_t> pid;
+  std::uint32_t reserved0;
+  std::atomic<std::uint64_t> holdings;           ///< heap offset of the holdings table (0: none)
+  std::atomic<std::uint64_t> holdings_capacity;  ///< entries that table holds
+  std::atomic<std::uint64_t> holdings_used;      ///< entries [0, used) may be non-zero
+  std::uint64_t reserved1[3];
+};
+static_assert(sizeof(ProcessSlot) == 64 && std::is_standard_layout_v<ProcessSlot>);
+
+/// Byte offsets of the open-file-description locks on the registry file.
+inline constexpr std::uint64_t kInitLockByte = 0;       ///< exclusive while initializing
+inline constexpr std::uint64_t kLifecycleLockByte = 1;  ///< shared by every attached process
+inline constexpr std::uint64_t kSlotLockBase = 1024;    ///< + slot: held by the slot's owner
+
+struct RegistryHeader {
+  std::atomic<std::uint64_t> magic;  ///< kRegistryMagic once initialized
+  std::uint32_t layout_version;
+  std::uint32_t max_processes;
+  std::uint64_t file_bytes;
+  std::uint64_t heap_capacity;
+  std::uint64_t cache_limit;
+  std::atomic<std::uint32_t> named_objects;
+  std::uint32_t reserved0;
+  std::uint64_t reserved1[2];
+
+  alignas(64) std::atomic<std::uint64_t> heap_top;  ///< bump pointer: [top, capacity) never carved
+  std::atomic<std::uint64_t> live_bytes;
+  std::atomic<std::uint64_t> live_blocks;
+  std::atomic<std::uint64_t> cached_bytes;
+
+  FreeList free_lists[kSizeClassCount];
+  ProcessSlot processes[kMaxProcesses];
+};
+static_assert(std::is_standard_layout_v<RegistryHeader>);
+
+/// The heap's first block starts here (offset 0 means "no block").
+inline constexpr std::uint64_t kHeapStart = 4096;
+
+}  // namespace hakobu::detail

@@ -1,0 +1,209 @@
+// hakobu — the thin OS layer, Linux.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "platform/os.hpp"
+
+namespace hakobu::platform {
+namespace {
+
+template <class F>
+auto retry_on_eintr(F&& call) {
+  for (;;) {
+    auto result = call();
+    if (result != -1 || errno != EINTR) return result;
+  }
+}
+
+std::string shm_path(const std::string& name) { return "/" + name; }
+
+struct flock one_byte(std::uint64_t offset, short type) {
+  struct flock lock{};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = static_cast<off_t>(offset);
+  lock.l_len = 1;
+  lock.l_pid = 0;  // required for OFD locks
+  return lock;
+}
+
+}  // namespace
+
+std::string describe(int err, std::string_view context) {
+  std::string out(context);
+  out += ": ";
+  out += std::strerror(err);  // NOLINT(concurrency-mt-unsafe): messages only
+  return out;
+}
+
+SysResult<int> shm_open_file(const std::string& name, int flags, mode_t mode) {
+  const int fd = retry_on_eintr([&] { return ::shm_open(shm_path(name).c_str(), flags | O_CLOEXEC, mode); });
+  if (fd < 0) return {Errno{errno}, describe(errno, "open /dev/shm/" + name)};
+  return fd;
+}
+
+SysResult<void> shm_remove(const std::string& name) {
+  if (::shm_unlink(shm_path(name).c_str()) != 0) return {Errno{errno}, describe(errno, "remove /dev/shm/" + name)};
+  return {};
+}
+
+std::string_view shm_directory() noexcept { return "/dev/shm"; }
+
+SysResult<FileInfo> file_info(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return {Errno{errno}, describe(errno, "fstat")};
+  FileInfo info;
+  info.size = static_cast<std::uint64_t>(st.st_size);
+  info.allocated = static_cast<std::uint64_t>(st.st_blocks) * 512U;
+  info.owner = st.st_uid;
+  info.mode = st.st_mode;
+  info.links = st.st_nlink;
+  info.inode = st.st_ino;
+  return info;
+}
+
+SysResult<void> resize(int fd, std::uint64_t size) {
+  if (retry_on_eintr([&] { return ::ftruncate(fd, static_cast<off_t>(size)); }) != 0) {
+    return {Errno{errno}, describe(errno, "ftruncate")};
+  }
+  return {};
+}
+
+SysResult<void> allocate(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) return {};
+  if (retry_on_eintr([&] {
+        return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
+      }) != 0) {
+    return {Errno{errno}, describe(errno, "fallocate")};
+  }
+  return {};
+}
+
+SysResult<void> punch_hole(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) return {};
+  if (retry_on_eintr([&] {
+        return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                           static_cast<off_t>(length));
+      }) != 0) {
+    return {Errno{errno}, describe(errno, "fallocate(punch hole)")};
+  }
+  return {};
+}
+
+void close_fd(int fd) noexcept {
+  if (fd >= 0) ::close(fd);  // never retried: Linux releases the fd even on EINTR
+}
+
+SysResult<SpaceInfo> space_info(const std::string& path) {
+  struct statvfs vfs{};
+  if (::statvfs(path.c_str(), &vfs) != 0) return {Errno{errno}, describe(errno, "statvfs " + path)};
+  return SpaceInfo{static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize,
+                   static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize};
+}
+
+SysResult<void*> map_shared(int fd, std::uint64_t length) {
+  void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (address == MAP_FAILED) return {Errno{errno}, describe(errno, "mmap")};
+  return address;
+}
+
+void unmap(void* address, std::uint64_t length) noexcept {
+  if (address != nullptr) ::munmap(address, length);
+}
+
+void advise_huge_pages(void* address, std::uint64_t length) noexcept {
+#ifdef MADV_HUGEPAGE
+  ::madvise(address, length, MADV_HUGEPAGE);
+#endif
+}
+
+void prefault_write(void* address, std::uint64_t length) noexcept {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
+#endif
+  ::madvise(address, length, MADV_POPULATE_WRITE);  // older kernels: EINVAL, pages fault on touch
+}
+
+std::size_t page_size() noexcept {
+  static const auto size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+SysResult<bool> try_lock_byte(int fd, std::uint64_t offset, bool exclusive) {
+  auto lock = one_byte(offset, exclusive ? F_WRLCK : F_RDLCK);
+  if (retry_on_eintr([&] { return ::fcntl(fd, F_OFD_SETLK, &lock); }) == 0) return true;
+  if (errno == EAGAIN || errno == EACCES) return false;
+  return {Errno{errno}, describe(errno, "fcntl(F_OFD_SETLK)")};
+}
+
+SysResult<void> lock_byte(int fd, std::uint64_t offset, bool exclusive) {
+  auto lock = one_byte(offset, exclusive ? F_WRLCK : F_RDLCK);
+  if (retry_on_eintr([&] { return ::fcntl(fd, F_OFD_SETLKW, &lock); }) != 0) {
+    return {Errno{errno}, describe(errno, "fcntl(F_OFD_SETLKW)")};
+  }
+  return {};
+}
+
+void unlock_byte(int fd, std::uint64_t offset) noexcept {
+  auto lock = one_byte(offset, F_UNLCK);
+  retry_on_eintr([&] { return ::fcntl(fd, F_OFD_SETLK, &lock); });
+}
+
+SysResult<bool> byte_locked_by_other(int fd, std::uint64_t offset) {
+  auto lock = one_byte(offset, F_WRLCK);
+  if (retry_on_eintr([&] { return ::fcntl(fd, F_OFD_GETLK, &lock); }) != 0) {
+    return {Errno{errno}, describe(errno, "fcntl(F_OFD_GETLK)")};
+  }
+  return lock.l_type != F_UNLCK;
+}
+
+WaitResult futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                      std::int64_t deadline_ns) noexcept {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                    std::atomic<std::uint32_t>::is_always_lock_free,
+                "a futex word must be a plain lock-free 32-bit word");
+  struct timespec deadline{};
+  struct timespec* deadline_ptr = nullptr;
+  if (deadline_ns >= 0) {
+    deadline.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000);
+    deadline.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000);
+    deadline_ptr = &deadline;
+  }
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a retry
+  // after a signal does not stretch the total wait.
+  const long rc = ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline_ptr, nullptr,
+                            FUTEX_BITSET_MATCH_ANY);
+  if (rc == 0) return WaitResult::Woken;
+  switch (errno) {
+    case EAGAIN: return WaitResult::ValueChanged;
+    case ETIMEDOUT: return WaitResult::TimedOut;
+    default: return WaitResult::Interrupted;
+  }
+}
+
+void futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+std::int64_t monotonic_ns() noexcept {
+  struct timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+std::int32_t process_id() noexcept { return static_cast<std::int32_t>(::getpid()); }
+uid_t user_id() noexcept { return ::geteuid(); }
+
+void on_fork_child(void (*handler)()) noexcept { ::pthread_atfork(nullptr, nullptr, handler); }
+
+}  // namespace hakobu::platform

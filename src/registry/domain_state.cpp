@@ -1,0 +1,464 @@
+// hakobu — a process's attachment to a domain (rules in domain_state.hpp).
+#include "registry/domain_state.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+
+#include "platform/os.hpp"
+
+namespace hakobu::detail {
+namespace {
+
+std::atomic<std::uint32_t> g_fork_epoch{0};
+
+// Registry descriptors of every attachment (stored as fd + 1; 0 is empty),
+// closed in a forked child so the child never keeps its parent's liveness
+// locks alive. Lock-free: the fork handler must not take a mutex another
+// thread may have held.
+constexpr std::size_t kMaxTrackedFds = 64;
+std::array<std::atomic<int>, kMaxTrackedFds> g_lock_fds{};
+
+void after_fork_in_child() {
+  g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
+  for (auto& entry : g_lock_fds) {
+    const int stored = entry.exchange(0, std::memory_order_relaxed);
+    if (stored > 0) platform::close_fd(stored - 1);
+  }
+}
+
+void track_lock_fd(int fd) noexcept {
+  static const bool installed = [] {
+    platform::on_fork_child(&after_fork_in_child);
+    return true;
+  }();
+  (void)installed;
+  for (auto& entry : g_lock_fds) {
+    int expected = 0;
+    if (entry.compare_exchange_strong(expected, fd + 1)) return;
+  }
+}
+
+void untrack_lock_fd(int fd) noexcept {
+  for (auto& entry : g_lock_fds) {
+    int expected = fd + 1;
+    if (entry.compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+// Recursive: a failed attach destroys its half-built state with the lock held.
+std::recursive_mutex g_domains_mutex;
+std::map<std::string, std::weak_ptr<DomainState>>& domains() {
+  static auto* map = new std::map<std::string, std::weak_ptr<DomainState>>();  // never destroyed: used at exit
+  return *map;
+}
+
+OpenError open_error_from_errno(int err) {
+  switch (err) {
+    case ENOENT: return OpenError::NotFound;
+    case EEXIST: return OpenError::AlreadyExists;
+    case EACCES:
+    case EPERM: return OpenError::PermissionDenied;
+    case ENOSPC:
+    case ENOMEM: return OpenError::OutOfMemory;
+    default: return OpenError::SystemError;
+  }
+}
+
+template <class T>
+Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
+  return {open_error_from_errno(platform::value(failed.error().code)), failed.error().message};
+}
+
+std::uint64_t default_cache_limit() {
+  if (auto space = platform::space_info(std::string(platform::shm_directory()))) return space->total / 4;
+  return std::uint64_t{1} << 30;
+}
+
+}  // namespace
+
+std::uint32_t fork_epoch() noexcept { return g_fork_epoch.load(std::memory_order_relaxed); }
+
+std::string DomainState::file_name(std::string_view suffix) const {
+  std::string out = "hakobu-";
+  out += name_;
+  out += '-';
+  out += suffix;
+  return out;
+}
+
+Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const DomainOptions& options) {
+  std::string name = options.name.empty() ? default_domain_name() : options.name;
+  if (auto why = validate_name(name); !why.empty()) {
+    return {OpenError::InvalidName, "invalid domain name '" + name + "': " + why};
+  }
+  if (options.heap_capacity < (std::uint64_t{1} << 24) || options.heap_capacity > kMaxHeapCapacity) {
+    return {OpenError::InvalidArgument, "heap_capacity must be between 16 MiB and 64 TiB"};
+  }
+  std::lock_guard guard(g_domains_mutex);
+  if (auto it = domains().find(name); it != domains().end()) {
+    if (auto existing = it->second.lock(); existing && !existing->forked_away()) return existing;
+  }
+  std::shared_ptr<DomainState> state(new DomainState());
+  state->name_ = name;
+  state->epoch_ = fork_epoch();
+  if (auto r = state->open_files(options); !r) return std::move(r).error();
+  if (auto r = state->take_slot(); !r) return std::move(r).error();
+  state->collect_garbage();
+  domains()[name] = state;
+  return state;
+}
+
+Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
+  const std::string registry_name = file_name("registry");
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto fd = platform::shm_open_file(registry_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (!fd && fd.error().code == EEXIST) {
+      fd = platform::shm_open_file(registry_name, O_RDWR, 0600);
+      if (!fd && fd.error().code == ENOENT) continue;  // removed meanwhile: try again
+    }
+    if (!fd) return to_open_error(fd);
+    registry_fd_ = *fd;
+    track_lock_fd(registry_fd_);
+
+    // Serialize with creators and destroyers, then make sure the file we hold
+    // is still the one with the name (a destroyer may have removed it).
+    if (auto locked = platform::lock_byte(registry_fd_, kInitLockByte, true); !locked) return to_open_error(locked);
+    auto info = platform::file_info(registry_fd_);
+    if (!info) return to_open_error(info);
+    if (info->links == 0) {
+      platform::unlock_byte(registry_fd_, kInitLockByte);
+      untrack_lock_fd(registry_fd_);
+      platform::close_fd(registry_fd_);
+      registry_fd_ = -1;
+      continue;
+    }
+    if (info->owner != platform::user_id()) {
+      platform::unlock_byte(registry_fd_, kInitLockByte);
+      return {OpenError::PermissionDenied, "domain '" + name_ + "' belongs to another user (uid " +
+                                               std::to_string(info->owner) + ")"};
+    }
+    auto ready = initialize(options);
+    if (ready) {
+      if (auto shared = platform::lock_byte(registry_fd_, kLifecycleLockByte, false); shared) {
+        attached_ = true;
+      } else {
+        ready = to_open_error(shared);
+      }
+    }
+    platform::unlock_byte(registry_fd_, kInitLockByte);
+    return ready;
+  }
+  return {OpenError::SystemError, "domain '" + name_ + "' is being created and removed too often to attach"};
+}
+
+// Called with the init lock held exclusively.
+Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
+  constexpr std::uint64_t registry_bytes = sizeof(RegistryHeader);
+  auto info = platform::file_info(registry_fd_);
+  if (!info) return to_open_error(info);
+  const std::string heap_name = file_name("heap");
+
+  if (info->size < registry_bytes) {
+    // Nobody finished initializing (a fresh file, or a creator that died):
+    // start over, including the heap file.
+    if (auto r = platform::resize(registry_fd_, registry_bytes); !r) return to_open_error(r);
+    auto mapped = platform::map_shared(registry_fd_, registry_bytes);
+    if (!mapped) return to_open_error(mapped);
+    registry_ = static_cast<RegistryHeader*>(*mapped);
+    std::memset(static_cast<void*>(registry_), 0, registry_bytes);
+    registry_->layout_version = kLayoutVersion;
+    registry_->max_processes = kMaxProcesses;
+    registry_->file_bytes = registry_bytes;
+    registry_->heap_capacity = options.heap_capacity;
+    registry_->cache_limit = options.cache_limit != 0 ? options.cache_limit : default_cache_limit();
+    registry_->heap_top.store(kHeapStart, std::memory_order_relaxed);
+    (void)platform::shm_remove(heap_name);  // a stale heap of a dead domain
+    auto heap_fd = platform::shm_open_file(heap_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (!heap_fd) return to_open_error(heap_fd);
+    heap_fd_ = *heap_fd;
+    if (auto r = platform::allocate(heap_fd_, 0, kHeapStart); !r) return to_open_error(r);
+    registry_->magic.store(kRegistryMagic, std::memory_order_release);
+  } else {
+    auto mapped = platform::map_shared(registry_fd_, registry_bytes);
+    if (!mapped) return to_open_error(mapped);
+    registry_ = static_cast<RegistryHeader*>(*mapped);
+    if (registry_->magic.load(std::memory_order_acquire) != kRegistryMagic) {
+      return {OpenError::Corrupt, "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " +
+                                      name_ + "`"};
+    }
+    if (registry_->layout_version != kLayoutVersion) {
+      return {OpenError::Incompatible, "domain '" + name_ + "' has layout version " +
+                                           std::to_string(registry_->layout_version) + ", this library knows " +
+                                           std::to_string(kLayoutVersion)};
+    }
+    if (registry_->max_processes != kMaxProcesses || registry_->heap_capacity > kMaxHeapCapacity ||
+        registry_->heap_capacity < (std::uint64_t{1} << 24)) {
+      return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid registry header"};
+    }
+    auto heap_fd = platform::shm_open_file(heap_name, O_RDWR, 0600);
+    if (!heap_fd) return to_open_error(heap_fd);
+    heap_fd_ = *heap_fd;
+    auto heap_info = platform::file_info(heap_fd_);
+    if (!heap_info) return to_open_error(heap_info);
+    if (heap_info->owner != platform::user_id()) {
+      return {OpenError::PermissionDenied, "the heap of domain '" + name_ + "' belongs to another user"};
+    }
+  }
+  heap_capacity_ = registry_->heap_capacity;
+  auto heap_map = platform::map_shared(heap_fd_, heap_capacity_);
+  if (!heap_map) return to_open_error(heap_map);
+  heap_base_ = static_cast<std::byte*>(*heap_map);
+  platform::advise_huge_pages(heap_base_, heap_capacity_);
+  heap_.bind(registry_, heap_base_, heap_fd_, heap_capacity_);
+  return {};
+}
+
+Result<void, OpenError> DomainState::take_slot() {
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
+      ProcessSlot& slot = registry_->processes[s];
+      if (pass == 0 && slot.state.load(std::memory_order_acquire) != kSlotFree) continue;
+      auto locked = platform::try_lock_byte(registry_fd_, kSlotLockBase + s, true);
+      if (!locked) return to_open_error(locked);
+      if (!*locked) continue;  // a live process owns it
+      if (slot.state.load(std::memory_order_acquire) != kSlotFree) reclaim_slot(s);  // its owner died
+      slot_ = s;
+      generation_ = slot.generation.load(std::memory_order_relaxed) + 1;
+      slot.generation.store(generation_, std::memory_order_relaxed);
+      slot.pid.store(platform::process_id(), std::memory_order_relaxed);
+      slot.holdings.store(0, std::memory_order_relaxed);
+      slot.holdings_capacity.store(0, std::memory_order_relaxed);
+      slot.holdings_used.store(0, std::memory_order_relaxed);
+      slot.state.store(kSlotActive, std::memory_order_release);
+      has_slot_ = true;
+      return {};
+    }
+  }
+  return {OpenError::TooManyProcesses,
+          "domain '" + name_ + "' has " + std::to_string(kMaxProcesses) + " live processes attached already"};
+}
+
+// Called with the slot's lock held by this process, its owner dead.
+void DomainState::reclaim_slot(std::uint32_t s) noexcept {
+  ProcessSlot& slot = registry_->processes[s];
+  const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
+  if (table != 0 && heap_.check_block(table, 0)) {
+    const std::uint64_t table_bytes = heap_.header(table)->payload_bytes.load(std::memory_order_relaxed);
+    const std::uint64_t entries = std::min(slot.holdings_used.load(std::memory_order_acquire),
+                                           std::min(table_bytes, class_bytes(heap_.header(table)->size_class) -
+                                                                     kBlockHeaderBytes) /
+                                               sizeof(std::uint64_t));
+    auto* list = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
+    for (std::uint64_t i = 0; i < entries; ++i) {
+      const std::uint64_t block = list[i].exchange(0, std::memory_order_acq_rel);
+      if (block != 0 && heap_.check_block(block, 0)) heap_.drop_ref(block);
+    }
+    heap_.drop_ref(table);
+  }
+  slot.holdings.store(0, std::memory_order_relaxed);
+  slot.holdings_capacity.store(0, std::memory_order_relaxed);
+  slot.holdings_used.store(0, std::memory_order_relaxed);
+  slot.pid.store(0, std::memory_order_relaxed);
+  slot.state.store(kSlotFree, std::memory_order_release);
+}
+
+std::size_t DomainState::collect_garbage() {
+  if (forked_away()) return 0;
+  std::size_t reclaimed = 0;
+  for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
+    if (has_slot_ && s == slot_) continue;
+    if (registry_->processes[s].state.load(std::memory_order_acquire) != kSlotActive) continue;
+    auto locked = platform::try_lock_byte(registry_fd_, kSlotLockBase + s, true);
+    if (!locked || !*locked) continue;
+    if (registry_->processes[s].state.load(std::memory_order_acquire) == kSlotActive) {
+      reclaim_slot(s);
+      ++reclaimed;
+    }
+    platform::unlock_byte(registry_fd_, kSlotLockBase + s);
+  }
+  return reclaimed;
+}
+
+bool DomainState::token_alive(std::uint32_t token) noexcept {
+  const std::uint32_t s = token & 0x3FFU;
+  const std::uint32_t generation = (token >> 10U) & 0xFFFU;
+  if (s >= kMaxProcesses) return false;
+  const ProcessSlot& slot = registry_->processes[s];
+  if (slot.state.load(std::memory_order_acquire) != kSlotActive ||
+      (slot.generation.load(std::memory_order_relaxed) & 0xFFFU) != generation) {
+    return false;
+  }
+  if (has_slot_ && s == slot_) return true;
+  auto locked = platform::byte_locked_by_other(registry_fd_, kSlotLockBase + s);
+  return !locked || *locked;  // if we cannot tell, assume alive (never reclaim the living)
+}
+
+Result<void, LoanError> DomainState::grow_holdings() {
+  const std::uint64_t capacity = std::max<std::uint64_t>(256, holdings_capacity_ * 2);
+  auto table = heap_.allocate(capacity * sizeof(std::uint64_t));
+  if (!table) return std::move(table).error();
+  auto* entries = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(*table));  // NOLINT
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    entries[i].store(i < holdings_used_ ? holdings_[i].load(std::memory_order_relaxed) : 0,
+                     std::memory_order_relaxed);
+  }
+  ProcessSlot& slot = registry_->processes[slot_];
+  const std::uint64_t old = slot.holdings.load(std::memory_order_relaxed);
+  slot.holdings_capacity.store(capacity, std::memory_order_relaxed);
+  slot.holdings.store(*table, std::memory_order_release);  // a reclaimer now reads the new table
+  holdings_ = entries;
+  holdings_capacity_ = capacity;
+  if (old != 0) heap_.drop_ref(old);
+  return {};
+}
+
+Result<std::uint32_t, LoanError> DomainState::reserve_holding() {
+  std::lock_guard guard(holdings_mutex_);
+  if (!free_holdings_.empty()) {
+    const std::uint32_t index = free_holdings_.back();
+    free_holdings_.pop_back();
+    return index;
+  }
+  if (holdings_used_ == holdings_capacity_) {
+    if (holdings_capacity_ >= (std::uint64_t{1} << 31)) return {LoanError::OutOfMemory, "too many held messages"};
+    if (auto r = grow_holdings(); !r) return std::move(r).error();
+  }
+  const auto index = static_cast<std::uint32_t>(holdings_used_++);
+  registry_->processes[slot_].holdings_used.store(holdings_used_, std::memory_order_release);
+  return index;
+}
+
+void DomainState::fill_holding(std::uint32_t index, std::uint64_t block) noexcept {
+  std::lock_guard guard(holdings_mutex_);
+  holdings_[index].store(block, std::memory_order_release);
+}
+
+void DomainState::clear_holding(std::uint32_t index) noexcept {
+  std::lock_guard guard(holdings_mutex_);
+  holdings_[index].store(0, std::memory_order_release);
+  free_holdings_.push_back(index);
+}
+
+void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
+  clear_holding(index);  // unlisted first: a death in between leaks, never frees twice
+  heap_.drop_ref(block);
+}
+
+Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind) {
+  auto holding = reserve_holding();
+  if (!holding) return std::move(holding).error();
+  auto block = heap_.allocate(payload_bytes);
+  if (!block) {
+    clear_holding(*holding);
+    return std::move(block).error();
+  }
+  fill_holding(*holding, *block);
+  Loan loan;
+  loan.domain_ = shared_from_this();
+  loan.block_ = *block;
+  loan.holding_ = *holding;
+  loan.fork_epoch_ = epoch_;
+  loan.data_ = heap_.payload(*block);
+  loan.size_ = payload_bytes;
+  loan.kind_ = kind;
+  return loan;
+}
+
+void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size,
+                              MessageKind kind) {
+  sample.domain_ = shared_from_this();
+  sample.block_ = block;
+  sample.holding_ = holding;
+  sample.fork_epoch_ = epoch_;
+  sample.shared_data_ = heap_.payload(block);
+  sample.size_ = size;
+  sample.kind_ = kind;
+  sample.valid_ = true;
+}
+
+void DomainState::object_removed() noexcept {
+  std::uint32_t count = registry_->named_objects.load(std::memory_order_relaxed);
+  while (count > 0 && !registry_->named_objects.compare_exchange_weak(count, count - 1)) {
+  }
+}
+
+DomainStats DomainState::stats() const {
+  DomainStats out;
+  out.heap_capacity = registry_->heap_capacity;
+  out.heap_used = registry_->heap_top.load(std::memory_order_relaxed) - kHeapStart;
+  out.live_bytes = registry_->live_bytes.load(std::memory_order_relaxed);
+  out.cached_bytes = registry_->cached_bytes.load(std::memory_order_relaxed);
+  out.live_blocks = registry_->live_blocks.load(std::memory_order_relaxed);
+  out.named_objects = registry_->named_objects.load(std::memory_order_relaxed);
+  for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
+    const ProcessSlot& slot = registry_->processes[s];
+    if (slot.state.load(std::memory_order_acquire) != kSlotActive) continue;
+    ProcessInfo info;
+    info.slot = s;
+    info.pid = slot.pid.load(std::memory_order_relaxed);
+    info.alive = const_cast<DomainState*>(this)->token_alive(  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+        make_token(s, slot.generation.load(std::memory_order_relaxed)));
+    const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
+    const std::uint64_t used = slot.holdings_used.load(std::memory_order_relaxed);
+    if (table != 0 && const_cast<Heap&>(heap_).check_block(table, used * sizeof(std::uint64_t))) {  // NOLINT
+      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));     // NOLINT
+      for (std::uint64_t i = 0; i < used; ++i) info.held_blocks += list[i].load(std::memory_order_relaxed) != 0;
+    }
+    out.processes.push_back(info);
+  }
+  return out;
+}
+
+void DomainState::detach() noexcept {
+  if (forked_away()) {
+    // Inherited from the parent: its slot and locks are the parent's. The fork
+    // handler closed the registry descriptor already.
+    platform::unmap(heap_base_, heap_capacity_);
+    platform::unmap(registry_, sizeof(RegistryHeader));
+    platform::close_fd(heap_fd_);
+    return;
+  }
+  if (has_slot_) {
+    // Give back what is still listed (normally only the holdings table: every
+    // loan and sample keeps the domain alive), then free the slot.
+    reclaim_slot(slot_);
+    platform::unlock_byte(registry_fd_, kSlotLockBase + slot_);
+  }
+  if (attached_ && platform::lock_byte(registry_fd_, kInitLockByte, true)) {
+    // Last one out removes the domain if no named object is left in it.
+    platform::unlock_byte(registry_fd_, kLifecycleLockByte);
+    auto last = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true);
+    if (last && *last && registry_->named_objects.load(std::memory_order_acquire) == 0) {
+      collect_garbage();
+      (void)platform::shm_remove(file_name("heap"));
+      (void)platform::shm_remove(file_name("registry"));
+    }
+    platform::unlock_byte(registry_fd_, kLifecycleLockByte);
+    platform::unlock_byte(registry_fd_, kInitLockByte);
+  }
+  platform::unmap(heap_base_, heap_capacity_);
+  platform::unmap(registry_, sizeof(RegistryHeader));
+  if (registry_fd_ >= 0) {
+    untrack_lock_fd(registry_fd_);
+    platform::close_fd(registry_fd_);
+  }
+  platform::close_fd(heap_fd_);
+}
+
+DomainState::~DomainState() {
+  {
+    std::lock_guard guard(g_domains_mutex);
+    auto it = domains().find(name_);
+    if (it != domains().end() && it->second.expired()) domains().erase(it);
+  }
+  detach();
+}
+
+}  // namespace hakobu::detail

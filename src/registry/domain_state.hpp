@@ -1,0 +1,122 @@
+// hakobu — a process's attachment to a domain.
+//
+// Process table rules
+// -------------------
+// * A process owns slot s of the table while it holds the exclusive OFD lock
+//   on byte kSlotLockBase + s of the registry file. The kernel drops the lock
+//   when the process dies, so "slot ACTIVE and its lock free" means "owner
+//   dead". Whoever then takes the lock is the one reclaimer of that slot.
+// * Every reference a process holds on a heap block (a loan or a sample) is an
+//   entry in its holdings table, a heap block listed in its slot. Reclaiming a
+//   dead process drops each reference it lists.
+// * Ordering is chosen so that a process killed at any instruction can cause
+//   a leak, never a double free: a reference is counted (refs++) before it is
+//   listed, unlisted before it is dropped, and handed to a ring only after it
+//   was unlisted.
+// * Within a process the holdings table is guarded by `holdings_mutex_`.
+//
+// Lifecycle: every attached process holds a shared lock on kLifecycleLockByte.
+// A detaching process that can turn it exclusive is the last one; if no named
+// object is left, it removes the domain's files. Attach and destroy serialize
+// on the exclusive kInitLockByte.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hakobu/buffer.hpp"
+#include "hakobu/domain.hpp"
+#include "hakobu/error.hpp"
+#include "memory/heap.hpp"
+#include "memory/layout.hpp"
+
+namespace hakobu::detail {
+
+/// Who claimed a ring slot: process slot (10 bits) and its generation (12 bits).
+inline constexpr std::uint32_t kTokenBits = 22;
+constexpr std::uint32_t make_token(std::uint32_t slot, std::uint32_t generation) noexcept {
+  return (slot & 0x3FFU) | ((generation & 0xFFFU) << 10U);
+}
+
+/// Incremented in the child after every fork(): handles inherited across a
+/// fork belong to the parent and must not free anything in the child.
+std::uint32_t fork_epoch() noexcept;
+
+class DomainState : public std::enable_shared_from_this<DomainState> {
+ public:
+  /// This process's attachment to the domain, creating the domain if needed.
+  static Result<std::shared_ptr<DomainState>, OpenError> attach(const DomainOptions& options);
+  ~DomainState();
+  DomainState(const DomainState&) = delete;
+  DomainState& operator=(const DomainState&) = delete;
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] Heap& heap() noexcept { return heap_; }
+  [[nodiscard]] RegistryHeader* registry() const noexcept { return registry_; }
+  [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
+  [[nodiscard]] std::uint32_t token() const noexcept { return make_token(slot_, generation_); }
+  [[nodiscard]] bool forked_away() const noexcept { return epoch_ != fork_epoch(); }
+  /// The shm object name of one of this domain's files, e.g. "hakobu-D-q-NAME".
+  [[nodiscard]] std::string file_name(std::string_view suffix) const;
+
+  // --- references held by this process ---------------------------------------
+  /// Reserves an entry in the holdings table (may grow it).
+  Result<std::uint32_t, LoanError> reserve_holding();
+  /// Lists `block` in a reserved entry.
+  void fill_holding(std::uint32_t index, std::uint64_t block) noexcept;
+  /// Returns an entry to the free ones.
+  void clear_holding(std::uint32_t index) noexcept;
+  /// Unlists and drops one reference (a loan or sample going away).
+  void release(std::uint32_t index, std::uint64_t block) noexcept;
+
+  /// Allocates a block and wraps it in a loan.
+  Result<Loan, LoanError> make_loan(std::uint64_t payload_bytes, MessageKind kind);
+  /// Wraps a listed block in a sample.
+  void fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size,
+                   MessageKind kind);
+
+  // --- other processes ------------------------------------------------------
+  /// False when the process that claimed with `token` has died.
+  [[nodiscard]] bool token_alive(std::uint32_t token) noexcept;
+  std::size_t collect_garbage();
+  [[nodiscard]] DomainStats stats() const;
+
+  // --- named objects -------------------------------------------------------
+  void object_created() noexcept { registry_->named_objects.fetch_add(1, std::memory_order_relaxed); }
+  void object_removed() noexcept;
+
+ private:
+  DomainState() = default;
+  Result<void, OpenError> open_files(const DomainOptions& options);
+  Result<void, OpenError> initialize(const DomainOptions& options);
+  Result<void, OpenError> take_slot();
+  void reclaim_slot(std::uint32_t slot) noexcept;
+  Result<void, LoanError> grow_holdings();
+  void detach() noexcept;
+
+  std::string name_;
+  int registry_fd_ = -1;
+  int heap_fd_ = -1;
+  RegistryHeader* registry_ = nullptr;
+  std::byte* heap_base_ = nullptr;
+  std::uint64_t heap_capacity_ = 0;
+  Heap heap_;
+  std::uint32_t slot_ = 0;
+  std::uint32_t generation_ = 0;
+  bool has_slot_ = false;
+  bool attached_ = false;  // holds the shared lifecycle lock
+  std::uint32_t epoch_ = 0;
+
+  std::mutex holdings_mutex_;
+  std::atomic<std::uint64_t>* holdings_ = nullptr;  // entries of the table block
+  std::uint64_t holdings_capacity_ = 0;
+  std::uint64_t holdings_used_ = 0;
+  std::vector<std::uint32_t> free_holdings_;
+};
+
+}  // namespace hakobu::detail
