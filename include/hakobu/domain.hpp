@@ -54,9 +54,9 @@ struct ProcessInfo {
 struct DomainStats {
   std::uint64_t heap_capacity = 0;
   std::uint64_t heap_used = 0;      ///< bytes carved from the heap so far
-  std::uint64_t live_bytes = 0;     ///< bytes of blocks in use
+  std::uint64_t live_bytes = 0;     ///< bytes of blocks held by messages, loans and samples
   std::uint64_t cached_bytes = 0;   ///< bytes of free blocks kept faulted-in
-  std::uint64_t live_blocks = 0;
+  std::uint64_t live_blocks = 0;    ///< blocks held by messages, loans and samples
   std::uint32_t named_objects = 0;  ///< queues that exist in the domain
   std::vector<ProcessInfo> processes;
 };

@@ -383,6 +383,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
   };
   for (;;) {
     if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
+    if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
     std::uint32_t blocker = 0;
     Attempt attempt = try_once(blocker);
     if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;

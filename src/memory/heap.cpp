@@ -80,6 +80,11 @@ std::string Heap::out_of_memory(std::uint64_t asked, const std::string& cause) c
 }
 
 Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked) {
+  // Refuse at once what cannot fit: fallocate would fill /dev/shm first and undo.
+  if (auto space = platform::space_info(std::string(platform::shm_directory()));
+      space && length > space->free + registry_->cached_bytes.load(std::memory_order_relaxed)) {
+    return {LoanError::OutOfMemory, out_of_memory(asked, "not enough free space")};
+  }
   auto backed = platform::allocate(fd_, offset, length);
   if (!backed && backed.error().code == ENOSPC) {
     trim_cache();  // cached free blocks may be what fills /dev/shm

@@ -410,6 +410,9 @@ DomainStats DomainState::stats() const {
     if (table != 0 && const_cast<Heap&>(heap_).check_block(table, used * sizeof(std::uint64_t))) {  // NOLINT
       auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));     // NOLINT
       for (std::uint64_t i = 0; i < used; ++i) info.held_blocks += list[i].load(std::memory_order_relaxed) != 0;
+      // The table itself is bookkeeping, not a message: leave it out of the counts.
+      out.live_blocks -= std::min<std::uint64_t>(out.live_blocks, 1);
+      out.live_bytes -= std::min(out.live_bytes, class_bytes(heap_.header(table)->size_class));
     }
     out.processes.push_back(info);
   }

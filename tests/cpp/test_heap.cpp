@@ -1,0 +1,156 @@
+// Unit tests: the shared heap (allocation, recycling, bounds checks, the cache
+// limit, a full /dev/shm) and the domain's lifecycle.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+
+#include "hakobu/domain.hpp"
+#include "memory/heap.hpp"
+#include "platform/os.hpp"
+#include "registry/domain_state.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using hakobu::detail::DomainState;
+using hakobu::detail::kBlockHeaderBytes;
+
+std::shared_ptr<DomainState> attach(std::uint64_t cache_limit = 0) {
+  hakobu::DomainOptions options;
+  options.cache_limit = cache_limit;
+  auto state = DomainState::attach(options);
+  EXPECT_TRUE(state) << state.error().message;
+  return state ? *state : nullptr;
+}
+
+TEST(Heap, AllocatesWritableBlocksOfEverySize) {
+  auto domain = attach();
+  auto& heap = domain->heap();
+  std::vector<std::uint64_t> blocks;
+  for (std::uint64_t size : {1ULL, 100ULL, 192ULL, 193ULL, 4096ULL, 65536ULL, 1ULL << 20, 5ULL << 20}) {
+    auto block = heap.allocate(size);
+    ASSERT_TRUE(block) << block.error().message;
+    EXPECT_TRUE(heap.check_block(*block, size));
+    EXPECT_FALSE(heap.check_block(*block, hakobu::detail::class_bytes(heap.header(*block)->size_class)));
+    std::memset(heap.payload(*block), 0xAB, size);  // must not fault
+    blocks.push_back(*block);
+  }
+  EXPECT_EQ(std::set<std::uint64_t>(blocks.begin(), blocks.end()).size(), blocks.size());
+  EXPECT_EQ(domain->stats().live_blocks, blocks.size());
+  for (auto b : blocks) EXPECT_TRUE(heap.drop_ref(b));
+  EXPECT_EQ(domain->stats().live_blocks, 0U);
+}
+
+TEST(Heap, RecyclesFreedBlocks) {
+  auto domain = attach();
+  auto& heap = domain->heap();
+  auto first = heap.allocate(3 << 20);
+  ASSERT_TRUE(first);
+  const auto used = domain->stats().heap_used;
+  EXPECT_TRUE(heap.drop_ref(*first));
+  auto second = heap.allocate(3 << 20);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(*second, *first) << "a freed block of the same class is reused";
+  EXPECT_EQ(domain->stats().heap_used, used) << "no new memory was carved";
+  heap.drop_ref(*second);
+}
+
+TEST(Heap, ReferencesKeepBlocksAlive) {
+  auto domain = attach();
+  auto& heap = domain->heap();
+  auto block = heap.allocate(1000);
+  ASSERT_TRUE(block);
+  heap.add_ref(*block);
+  EXPECT_FALSE(heap.drop_ref(*block));
+  EXPECT_EQ(domain->stats().live_blocks, 1U);
+  EXPECT_TRUE(heap.drop_ref(*block));
+  EXPECT_FALSE(heap.drop_ref(*block)) << "a doubled release is ignored, not a double free";
+  EXPECT_EQ(domain->stats().live_blocks, 0U);
+}
+
+TEST(Heap, RejectsOffsetsThatAreNotBlocks) {
+  auto domain = attach();
+  auto& heap = domain->heap();
+  auto block = heap.allocate(100);
+  ASSERT_TRUE(block);
+  EXPECT_FALSE(heap.check_block(0, 0));
+  EXPECT_FALSE(heap.check_block(*block + 8, 0));             // misaligned
+  EXPECT_FALSE(heap.check_block(*block + 64, 0));            // inside a block, no header
+  EXPECT_FALSE(heap.check_block(heap.capacity() - 64, 0));   // beyond the file
+  EXPECT_FALSE(heap.check_block(~std::uint64_t{0} << 6, 0));  // beyond the capacity
+  EXPECT_FALSE(heap.check_block(*block, std::uint64_t{1} << 40));
+  heap.drop_ref(*block);
+}
+
+TEST(Heap, ReturnsPagesBeyondTheCacheLimit) {
+  auto domain = attach(/*cache_limit=*/1 << 20);
+  auto& heap = domain->heap();
+  auto block = heap.allocate(16 << 20);
+  ASSERT_TRUE(block);
+  std::memset(heap.payload(*block), 1, 16 << 20);
+  heap.drop_ref(*block);
+  EXPECT_LE(domain->stats().cached_bytes, std::uint64_t{1} << 20);
+  auto again = heap.allocate(16 << 20);  // backed again on reuse
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, *block);
+  std::memset(heap.payload(*again), 2, 16 << 20);
+  heap.drop_ref(*again);
+}
+
+TEST(Heap, FullSharedMemoryIsAnErrorWithNumbers) {
+  auto domain = attach();
+  auto space = hakobu::platform::space_info("/dev/shm");
+  ASSERT_TRUE(space);
+  const auto before = domain->stats();
+  auto loan = domain->make_loan(space->free + (std::uint64_t{1} << 30), hakobu::MessageKind::Bytes);
+  ASSERT_FALSE(loan);
+  EXPECT_EQ(loan.error().code, hakobu::LoanError::OutOfMemory);
+  EXPECT_NE(loan.error().message.find("asked for"), std::string::npos) << loan.error().message;
+  EXPECT_NE(loan.error().message.find("free of"), std::string::npos) << loan.error().message;
+  const auto after = domain->stats();
+  EXPECT_EQ(after.live_blocks, before.live_blocks);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+}
+
+TEST(Heap, TooLargeForTheHeap) {
+  auto domain = attach();
+  auto block = domain->heap().allocate(domain->heap().capacity());
+  ASSERT_FALSE(block);
+  EXPECT_EQ(block.error().code, hakobu::LoanError::TooLarge);
+}
+
+TEST(Domain, RejectsBadNames) {
+  for (const char* bad : {"a/b", "..", ".x", "-x", "a..b", "sp ace"}) {
+    hakobu::DomainOptions options;
+    options.name = bad;
+    auto domain = hakobu::Domain::open(options);
+    ASSERT_FALSE(domain) << bad;
+    EXPECT_EQ(domain.error().code, hakobu::OpenError::InvalidName);
+    EXPECT_FALSE(domain.error().message.empty());
+  }
+  EXPECT_FALSE(hakobu::validate_name(std::string(65, 'a')).empty());
+  EXPECT_TRUE(hakobu::validate_name(std::string(64, 'a')).empty());
+  EXPECT_FALSE(hakobu::validate_name("").empty());
+}
+
+TEST(Domain, FilesAppearWithTheFirstUserAndGoWithTheLast) {
+  const std::string name = hakobu::test::domain() + "-life";
+  hakobu::DomainOptions options;
+  options.name = name;
+  {
+    auto domain = hakobu::Domain::open(options);
+    ASSERT_TRUE(domain) << domain.error().message;
+    EXPECT_EQ(hakobu::test::files_of_domain(name).size(), 2U);  // registry and heap
+    auto again = hakobu::Domain::open(options);                 // shares the attachment
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->process_slot(), domain->process_slot());
+    const auto stats = domain->stats();
+    ASSERT_EQ(stats.processes.size(), 1U);
+    EXPECT_EQ(stats.processes[0].pid, ::getpid());
+    EXPECT_TRUE(stats.processes[0].alive);
+  }
+  EXPECT_TRUE(hakobu::test::files_of_domain(name).empty());
+}
+
+}  // namespace

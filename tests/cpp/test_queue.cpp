@@ -1,0 +1,369 @@
+// Unit tests: Queue in one process — opening, FIFO order, the three forms of
+// put and get, loans and samples, arrays, close and unlink, and concurrent
+// producers and consumers as threads (run these under ThreadSanitizer; the
+// multi-process behaviour is in test_multiprocess.cpp).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "hakobu/hakobu.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hakobu::GetError;
+using hakobu::PutError;
+using hakobu::Queue;
+
+std::span<const std::byte> bytes_of(const auto& value) { return std::as_bytes(std::span(&value, 1)); }
+
+template <class T>
+T value_of(const hakobu::Sample& sample) {
+  T out{};
+  EXPECT_EQ(sample.size(), sizeof(T));
+  std::memcpy(&out, sample.bytes().data(), sizeof(T));
+  return out;
+}
+
+Queue make_queue(std::size_t capacity = 8) {
+  hakobu::QueueOptions options;
+  options.capacity = capacity;
+  auto queue = Queue::create(hakobu::test::unique_name("q"), options);
+  EXPECT_TRUE(queue) << queue.error().message;
+  return std::move(queue).value();
+}
+
+struct Unlinker {
+  Queue& queue;
+  ~Unlinker() { (void)queue.unlink(); }
+};
+
+TEST(Queue, OpenModes) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  EXPECT_TRUE(q.is_creator());
+  auto attached = Queue::attach(q.name());
+  ASSERT_TRUE(attached) << attached.error().message;
+  EXPECT_FALSE(attached->is_creator());
+  auto again = Queue::create(q.name());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, hakobu::OpenError::AlreadyExists);
+  auto either = Queue::open(q.name());
+  ASSERT_TRUE(either);
+  EXPECT_FALSE(either->is_creator());
+  auto missing = Queue::attach("no-such-queue");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, hakobu::OpenError::NotFound);
+  auto removed = attached->unlink();
+  ASSERT_FALSE(removed);
+  EXPECT_EQ(removed.error().code, hakobu::UnlinkError::NotCreator);
+}
+
+TEST(Queue, RejectsBadNamesAndOptions) {
+  for (const std::string& bad : std::vector<std::string>{"", "a/b", "..", ".hidden", std::string(65, 'x')}) {
+    auto q = Queue::open(bad);
+    ASSERT_FALSE(q) << bad;
+    EXPECT_EQ(q.error().code, hakobu::OpenError::InvalidName);
+  }
+  hakobu::QueueOptions options;
+  options.capacity = 0;
+  EXPECT_EQ(Queue::create("zero", options).error().code, hakobu::OpenError::InvalidArgument);
+  options.capacity = 4;
+  options.inline_capacity = 4096;
+  EXPECT_EQ(Queue::create("big-inline", options).error().code, hakobu::OpenError::InvalidArgument);
+}
+
+TEST(Queue, FifoAndCapacity) {
+  auto q = make_queue(5);  // rounded up to 8
+  Unlinker cleanup{q};
+  EXPECT_EQ(q.capacity(), 8U);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(q.try_put(bytes_of(i)));
+  EXPECT_EQ(q.size(), 8U);
+  auto full = q.try_put(bytes_of(99));
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, PutError::Full);
+  for (int i = 0; i < 8; ++i) {
+    auto s = q.try_get();
+    ASSERT_TRUE(s);
+    EXPECT_EQ(value_of<int>(*s), i);
+  }
+  auto empty = q.try_get();
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, GetError::Empty);
+  // Many laps around the ring keep order.
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(q.put(bytes_of(i)));
+    auto s = q.get();
+    ASSERT_TRUE(s);
+    ASSERT_EQ(value_of<int>(*s), i);
+  }
+}
+
+TEST(Queue, TimeoutsExpire) {
+  auto q = make_queue(1);
+  Unlinker cleanup{q};
+  auto got = q.get(20ms);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, GetError::Timeout);
+  ASSERT_TRUE(q.put(bytes_of(1)));
+  auto put = q.put(bytes_of(2), 20ms);
+  ASSERT_FALSE(put);
+  EXPECT_EQ(put.error().code, PutError::Timeout);
+  EXPECT_EQ(q.size(), 1U) << "a failed put leaves the queue as it was";
+}
+
+TEST(Queue, LargeMessagesTravelInBlocksAndComeBack) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  auto domain = q.domain();
+  std::vector<std::byte> big(3 << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 7);
+  ASSERT_TRUE(q.put(big));
+  EXPECT_EQ(domain.stats().live_blocks, 1U);
+  {
+    auto s = q.get();
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(s->in_shared_memory());
+    ASSERT_EQ(s->size(), big.size());
+    EXPECT_EQ(std::memcmp(s->bytes().data(), big.data(), big.size()), 0);
+    s->bytes()[0] = std::byte{1};  // the receiver owns it: writable
+  }
+  EXPECT_EQ(domain.stats().live_blocks, 0U) << "released samples return their block";
+}
+
+TEST(Queue, SmallMessagesRideInline) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  std::vector<std::byte> exact(hakobu::kMaxInlineBytes, std::byte{5});
+  ASSERT_TRUE(q.put(exact));
+  auto s = q.get();
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->in_shared_memory());
+  EXPECT_EQ(s->size(), exact.size());
+  EXPECT_EQ(q.domain().stats().live_blocks, 0U);
+  ASSERT_TRUE(q.put(std::span<const std::byte>{}));  // empty messages are messages
+  auto e = q.get();
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->size(), 0U);
+}
+
+TEST(Queue, LoansAreSentWithoutACopy) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  auto loan = q.loan(1 << 20);
+  ASSERT_TRUE(loan);
+  std::byte* where = loan->bytes().data();
+  std::memset(where, 0x5A, 1 << 20);
+  ASSERT_TRUE(q.put(*loan));
+  EXPECT_FALSE(loan->valid()) << "a sent loan is consumed";
+  auto again = q.put(*loan);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, PutError::Invalid);
+  auto s = q.get();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->bytes().data(), where) << "the receiver sees the very block the sender wrote";
+  EXPECT_EQ(s->bytes()[12345], std::byte{0x5A});
+}
+
+TEST(Queue, DroppedLoansAndFailedPutsKeepNothing) {
+  auto q = make_queue(1);
+  Unlinker cleanup{q};
+  auto domain = q.domain();
+  { auto loan = q.loan(1 << 16); }
+  EXPECT_EQ(domain.stats().live_blocks, 0U);
+  ASSERT_TRUE(q.put(bytes_of(1)));
+  auto loan = q.loan(1 << 16);
+  ASSERT_TRUE(loan);
+  auto full = q.try_put(*loan);
+  ASSERT_FALSE(full);
+  EXPECT_TRUE(loan->valid()) << "a failed put leaves the loan with the caller";
+  std::vector<std::byte> big(1 << 16);
+  ASSERT_FALSE(q.try_put(big));
+  EXPECT_EQ(domain.stats().live_blocks, 1U) << "only the kept loan holds a block";
+}
+
+TEST(Queue, ArraysKeepTypeShapeAndValues) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  // Small (inline) and large (block) arrays.
+  for (const std::int64_t rows : {2, 300}) {
+    const std::int64_t shape[] = {rows, 5};
+    std::vector<float> data(static_cast<std::size_t>(rows * 5));
+    std::iota(data.begin(), data.end(), 0.5F);
+    ASSERT_TRUE(q.put_array(data.data(), hakobu::DType::of<float>(), shape));
+    auto s = q.get();
+    ASSERT_TRUE(s);
+    auto view = s->array();
+    ASSERT_TRUE(view) << view.error().message;
+    EXPECT_EQ(view->dtype, hakobu::DType::of<float>());
+    ASSERT_EQ(view->ndim(), 2U);
+    EXPECT_EQ(view->shape[0], rows);
+    EXPECT_EQ(view->shape[1], 5);
+    EXPECT_TRUE(view->is_c_contiguous());
+    EXPECT_EQ(std::memcmp(view->data, data.data(), data.size() * sizeof(float)), 0);
+  }
+  auto loan = q.loan_array(hakobu::DType::of<std::int16_t>(), std::vector<std::int64_t>{4, 3}, hakobu::Order::F);
+  ASSERT_TRUE(loan);
+  ASSERT_TRUE(q.put(*loan));
+  auto s = q.get();
+  ASSERT_TRUE(s);
+  auto view = s->array();
+  ASSERT_TRUE(view);
+  EXPECT_TRUE(view->is_f_contiguous());
+  auto raw = q.put(bytes_of(1));
+  ASSERT_TRUE(raw);
+  auto r = q.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->array().error().code, hakobu::ArrayError::NotAnArray);
+}
+
+TEST(Queue, ManyHeldSamplesGrowTheHoldingsTable) {
+  hakobu::QueueOptions options;
+  options.capacity = 4096;
+  options.inline_capacity = 0;  // every message takes a block
+  auto q = Queue::create(hakobu::test::unique_name("held"), options);
+  ASSERT_TRUE(q);
+  Unlinker cleanup{*q};
+  std::vector<hakobu::Sample> held;
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_TRUE(q->put(bytes_of(i)));
+    auto s = q->get();
+    ASSERT_TRUE(s);
+    held.push_back(std::move(*s));
+  }
+  for (int i = 0; i < 3000; ++i) ASSERT_EQ(value_of<int>(held[static_cast<std::size_t>(i)]), i);
+  const auto stats = q->domain().stats();
+  ASSERT_EQ(stats.processes.size(), 1U);
+  EXPECT_EQ(stats.processes[0].held_blocks, 3000U);
+  held.clear();
+  EXPECT_EQ(q->domain().stats().processes[0].held_blocks, 0U);
+}
+
+TEST(Queue, CloseWakesThisProcessesWaiters) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  auto other = Queue::attach(q.name());
+  ASSERT_TRUE(other);
+  std::atomic<int> code{-1};
+  std::thread waiter([&] {
+    auto s = other->get();
+    code = s ? 100 : static_cast<int>(s.error().code);
+  });
+  std::this_thread::sleep_for(50ms);
+  other->close();
+  waiter.join();  // a deadlock here would hang: ctest's timeout is the watchdog
+  EXPECT_EQ(code.load(), static_cast<int>(GetError::Closed));
+  EXPECT_FALSE(other->is_open() && other->try_get()) << "a closed handle refuses work";
+  EXPECT_EQ(other->try_put(bytes_of(1)).error().code, PutError::Closed);
+}
+
+TEST(Queue, UnlinkWakesWaitersAndFreesLeftovers) {
+  auto q = make_queue();
+  auto domain = q.domain();
+  auto consumer = Queue::attach(q.name());
+  ASSERT_TRUE(consumer);
+  std::atomic<int> code{-1};
+  std::thread waiter([&] {
+    auto s = consumer->get();
+    code = s ? 100 : static_cast<int>(s.error().code);
+  });
+  std::this_thread::sleep_for(50ms);
+  std::vector<std::byte> big(1 << 20);
+  ASSERT_TRUE(q.unlink());
+  waiter.join();
+  EXPECT_EQ(code.load(), static_cast<int>(GetError::Unlinked));
+  EXPECT_FALSE(Queue::attach(q.name())) << "the name is gone";
+  auto late = consumer->put(big);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, PutError::Unlinked);
+  consumer = Queue();
+  EXPECT_EQ(domain.stats().live_blocks, 0U);
+  EXPECT_EQ(domain.stats().named_objects, 0U);
+}
+
+TEST(Queue, MessagesLeftAtUnlinkAreFreedByTheLastToClose) {
+  auto q = make_queue();
+  auto domain = q.domain();
+  std::vector<std::byte> big(1 << 20);
+  ASSERT_TRUE(q.put(big));
+  ASSERT_TRUE(q.put(big));
+  auto reader = Queue::attach(q.name());
+  ASSERT_TRUE(reader);
+  ASSERT_TRUE(q.unlink());
+  auto s = reader->get(1s);
+  ASSERT_TRUE(s) << "messages sent before unlink can still be received";
+  EXPECT_EQ(domain.stats().live_blocks, 2U);
+  s->reset();
+  reader = Queue();
+  q = Queue();
+  EXPECT_EQ(domain.stats().live_blocks, 0U);
+}
+
+TEST(Queue, RemoveByNameIsForAdministration) {
+  auto q = make_queue();
+  EXPECT_TRUE(Queue::remove(q.name()));
+  EXPECT_EQ(Queue::remove(q.name()).error().code, hakobu::UnlinkError::NotFound);
+  EXPECT_EQ(q.try_put(bytes_of(1)).error().code, PutError::Unlinked);
+}
+
+TEST(Queue, ThreadsAsProducersAndConsumers) {
+  constexpr int kProducers = 3;
+  constexpr int kConsumers = 3;
+  constexpr int kPerProducer = 3000;
+  auto q = make_queue(16);
+  Unlinker cleanup{q};
+  std::vector<std::vector<int>> seen(kConsumers);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      auto h = Queue::attach(q.name());
+      for (int i = 0; i < kPerProducer; ++i) {
+        const int value = p * kPerProducer + i;
+        if (i % 10 == 0) {
+          std::vector<int> big(1000, value);  // every tenth message takes a block
+          ASSERT_TRUE(h->put(std::as_bytes(std::span(big))));
+        } else {
+          ASSERT_TRUE(h->put(bytes_of(value)));
+        }
+      }
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      auto h = Queue::attach(q.name());
+      h->set_spin(0ns);
+      for (;;) {
+        auto s = h->get(5s);
+        if (!s) return;
+        int value = 0;
+        std::memcpy(&value, s->bytes().data(), sizeof value);
+        if (value < 0) return;
+        seen[static_cast<std::size_t>(c)].push_back(value);
+      }
+    });
+  }
+  for (int p = 0; p < kProducers; ++p) threads[static_cast<std::size_t>(p)].join();
+  for (int c = 0; c < kConsumers; ++c) ASSERT_TRUE(q.put(bytes_of(-1)));
+  for (int c = 0; c < kConsumers; ++c) threads[static_cast<std::size_t>(kProducers + c)].join();
+  std::vector<int> all;
+  for (auto& v : seen) {
+    // Each producer's messages arrive in order at every consumer.
+    std::vector<int> last(kProducers, -1);
+    for (int value : v) {
+      EXPECT_GT(value, last[static_cast<std::size_t>(value / kPerProducer)]);
+      last[static_cast<std::size_t>(value / kPerProducer)] = value;
+    }
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(kProducers * kPerProducer)) << "nothing lost, nothing doubled";
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int>(i));
+  EXPECT_EQ(q.domain().stats().live_blocks, 0U);
+}
+
+}  // namespace

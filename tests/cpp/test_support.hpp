@@ -1,0 +1,95 @@
+// hakobu tests — helpers shared by the test programs.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;  // NOLINT
+
+namespace hakobu::test {
+
+/// The domain this test run uses.
+inline std::string domain() {
+  const char* env = std::getenv("HAKOBU_DOMAIN");  // NOLINT(concurrency-mt-unsafe)
+  return env != nullptr ? env : "";
+}
+
+/// Files of `domain` in /dev/shm.
+inline std::vector<std::string> files_of_domain(const std::string& domain) {
+  std::vector<std::string> out;
+  const std::string prefix = "hakobu-" + domain + "-";
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) out.push_back(name);
+  }
+  return out;
+}
+
+/// A unique queue name for the current test.
+inline std::string unique_name(const std::string& stem) {
+  static int counter = 0;
+  return stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+/// A separately started process (posix_spawn of an executable), killed on
+/// destruction if still running.
+class Process {
+ public:
+  Process(const std::string& path, const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(path.c_str()));  // NOLINT
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
+    argv.push_back(nullptr);
+    if (::posix_spawn(&pid_, path.c_str(), nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process() {
+    if (pid_ > 0 && !done_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  void kill(int signal) const { ::kill(pid_, signal); }
+
+  /// Waits for exit; kills the process and reports -1 if the watchdog expires
+  /// first (a deadlock, not a slow machine: the watchdog is generous).
+  int wait(std::chrono::seconds watchdog = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + watchdog;
+    for (;;) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        done_ = true;
+        if (WIFEXITED(status)) return WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+        return -1;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        done_ = true;
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool done_ = false;
+};
+
+}  // namespace hakobu::test
