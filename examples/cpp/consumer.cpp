@@ -5,9 +5,8 @@
 //
 // It reads until the producer's zero-length end message, then removes the
 // queue, so nothing is left behind whichever program started first.
-#include <hakobu/hakobu.hpp>
-
 #include <cstdio>
+#include <hakobu/hakobu.hpp>
 #include <string>
 
 int main(int argc, char** argv) {
@@ -32,10 +31,12 @@ int main(int argc, char** argv) {
     if (sample->size() == 0) break;  // end of stream
     auto array = sample->array();
     if (!array || array->dtype != hakobu::DType::of<float>() || array->ndim() != 2) {
-      std::fprintf(stderr, "unexpected message: %s\n", array ? "not a 2-d float32 array" : array.error().message.c_str());
+      std::fprintf(stderr, "unexpected message: %s\n",
+                   array ? "not a 2-d float32 array" : array.error().message.c_str());
       return 1;
     }
-    const auto* data = reinterpret_cast<const float*>(array->data);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    const auto* data =
+        reinterpret_cast<const float*>(array->data);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
     for (std::int64_t i = 0; i < array->size(); ++i) {
       if (data[i] != static_cast<float>(frames + i % 1000)) {
         ++bad;

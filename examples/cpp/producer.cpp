@@ -6,11 +6,10 @@
 // Each frame is built in place in shared memory (a loan) and handed over
 // without a copy. Frame k holds value k + row*cols + col at [row, col], so the
 // consumer can check every element. A zero-length message ends the stream.
-#include <hakobu/hakobu.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <hakobu/hakobu.hpp>
 #include <string>
 
 int main(int argc, char** argv) {

@@ -96,8 +96,8 @@ enum class Order : std::uint8_t { C, F };
 /// `strides` in bytes; empty `strides` means contiguous in `order`.
 /// `byte_offset` is where element [0,...,0] lies relative to the data start.
 void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std::int64_t> shape,
-                      std::span<const std::int64_t> strides, std::int64_t byte_offset,
-                      std::string_view typestr, Order order = Order::C) noexcept;
+                      std::span<const std::int64_t> strides, std::int64_t byte_offset, std::string_view typestr,
+                      Order order = Order::C) noexcept;
 
 /// Parses and bounds-checks the array metadata at the start of `message`.
 /// Fails with `ArrayError::Corrupt` if any extent falls outside `message`.
@@ -105,6 +105,6 @@ void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std
 
 /// Bytes needed for the elements of a contiguous array, or an error on overflow.
 [[nodiscard]] Result<std::size_t, LoanError> contiguous_bytes(DType dtype,
-                                                             std::span<const std::int64_t> shape) noexcept;
+                                                              std::span<const std::int64_t> shape) noexcept;
 
 }  // namespace hakobu

@@ -101,7 +101,8 @@ class Sample {
   friend class detail::DomainState;
   friend class detail::QueueState;
   std::byte* data() const noexcept {
-    return block_ != 0 ? shared_data_ : const_cast<std::byte*>(inline_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+    return block_ != 0 ? shared_data_
+                       : const_cast<std::byte*>(inline_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   }
 
   std::shared_ptr<detail::DomainState> domain_;

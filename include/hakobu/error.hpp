@@ -18,16 +18,16 @@ namespace hakobu {
 
 /// Why opening (creating or attaching) a named object failed.
 enum class OpenError : std::uint8_t {
-  InvalidName,         ///< Name empty, too long, or has characters outside [A-Za-z0-9._-].
-  NotFound,            ///< Attach-only and no object has that name.
-  AlreadyExists,       ///< Create-exclusive and the name is taken.
-  PermissionDenied,    ///< The object belongs to another user or its mode forbids access.
-  Incompatible,        ///< The existing object has another layout version or configuration.
-  Corrupt,             ///< The object's header failed validation; remove it with `hakobu rm`.
-  OutOfMemory,         ///< Shared memory (e.g. /dev/shm) is full; the message says how full.
-  TooManyProcesses,    ///< The domain's process table is full.
-  InvalidArgument,     ///< An option is out of range (the message says which).
-  SystemError,         ///< Any other operating-system error (the message has errno text).
+  InvalidName,       ///< Name empty, too long, or has characters outside [A-Za-z0-9._-].
+  NotFound,          ///< Attach-only and no object has that name.
+  AlreadyExists,     ///< Create-exclusive and the name is taken.
+  PermissionDenied,  ///< The object belongs to another user or its mode forbids access.
+  Incompatible,      ///< The existing object has another layout version or configuration.
+  Corrupt,           ///< The object's header failed validation; remove it with `hakobu rm`.
+  OutOfMemory,       ///< Shared memory (e.g. /dev/shm) is full; the message says how full.
+  TooManyProcesses,  ///< The domain's process table is full.
+  InvalidArgument,   ///< An option is out of range (the message says which).
+  SystemError,       ///< Any other operating-system error (the message has errno text).
 };
 
 /// Why `put` (any form) failed. On every error the queue is left as it was.
@@ -96,8 +96,9 @@ class [[nodiscard]] Result {
   using error_type = Error<Code>;
 
   Result(T value) : storage_(std::in_place_index<0>, std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  Result(error_type error) : storage_(std::in_place_index<1>, std::move(error)) {}  // NOLINT(google-explicit-constructor)
-  Result(Code code, std::string message = {})  // NOLINT(google-explicit-constructor)
+  Result(error_type error)
+      : storage_(std::in_place_index<1>, std::move(error)) {}  // NOLINT(google-explicit-constructor)
+  Result(Code code, std::string message = {})                  // NOLINT(google-explicit-constructor)
       : storage_(std::in_place_index<1>, error_type{code, std::move(message)}) {}
 
   [[nodiscard]] bool has_value() const noexcept { return storage_.index() == 0; }
@@ -128,7 +129,7 @@ class [[nodiscard]] Result<void, Code> {
 
   Result() = default;
   Result(error_type error) : error_(std::move(error)), failed_(true) {}  // NOLINT(google-explicit-constructor)
-  Result(Code code, std::string message = {})  // NOLINT(google-explicit-constructor)
+  Result(Code code, std::string message = {})                            // NOLINT(google-explicit-constructor)
       : error_{code, std::move(message)}, failed_(true) {}
 
   [[nodiscard]] bool has_value() const noexcept { return !failed_; }

@@ -52,7 +52,7 @@ struct QueueOptions {
 
 /// Counters of a queue.
 struct QueueStats {
-  std::size_t size = 0;       ///< messages waiting
+  std::size_t size = 0;  ///< messages waiting
   std::size_t capacity = 0;
   std::uint64_t put_count = 0;
   std::uint64_t get_count = 0;

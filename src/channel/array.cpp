@@ -7,10 +7,10 @@
 //   padding to a multiple of 64 → the data region starts here
 // `byte_offset` locates element [0,...,0] within the data region, so views with
 // negative strides or into part of a block can be described.
+#include "hakobu/array.hpp"
+
 #include <cstring>
 #include <limits>
-
-#include "hakobu/array.hpp"
 
 namespace hakobu {
 namespace {
@@ -164,7 +164,11 @@ bool contiguous(const ArrayView& view, bool c_order) noexcept {
 
 }  // namespace
 
-bool ArrayView::is_c_contiguous() const noexcept { return contiguous(*this, true); }
-bool ArrayView::is_f_contiguous() const noexcept { return contiguous(*this, false); }
+bool ArrayView::is_c_contiguous() const noexcept {
+  return contiguous(*this, true);
+}
+bool ArrayView::is_f_contiguous() const noexcept {
+  return contiguous(*this, false);
+}
 
 }  // namespace hakobu

@@ -31,7 +31,9 @@ Loan& Loan::operator=(Loan&& other) noexcept {
   return *this;
 }
 
-Loan::~Loan() { release(); }
+Loan::~Loan() {
+  release();
+}
 
 void Loan::release() noexcept {
   // A loan inherited across fork() is the parent's to free.
@@ -47,7 +49,9 @@ Result<ArrayView, ArrayError> Loan::array() const noexcept {
   return parse_array(bytes());
 }
 
-Sample::Sample(Sample&& other) noexcept { *this = std::move(other); }
+Sample::Sample(Sample&& other) noexcept {
+  *this = std::move(other);
+}
 
 Sample& Sample::operator=(Sample&& other) noexcept {
   if (this != &other) {
@@ -65,7 +69,9 @@ Sample& Sample::operator=(Sample&& other) noexcept {
   return *this;
 }
 
-Sample::~Sample() { reset(); }
+Sample::~Sample() {
+  reset();
+}
 
 void Sample::reset() noexcept {
   if (domain_ && block_ != 0 && fork_epoch_ == detail::fork_epoch()) domain_->release(holding_, block_);

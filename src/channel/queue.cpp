@@ -166,13 +166,15 @@ Result<void, OpenError> QueueState::attach() {
   auto info = platform::file_info(fd);
   if (!info) return fail(to_open_error(info).code, info.error().message);
   if (info->owner != platform::user_id()) {
-    return fail(OpenError::PermissionDenied, "queue '" + name + "' belongs to another user (uid " +
-                                                 std::to_string(info->owner) + ")");
+    return fail(OpenError::PermissionDenied,
+                "queue '" + name + "' belongs to another user (uid " + std::to_string(info->owner) + ")");
   }
   if (info->links == 0) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
   if (info->size < sizeof(QueueHeader)) {
-    return fail(OpenError::Corrupt, "queue '" + name + "' is damaged (its creator died while creating it); "
-                                    "remove it with `hakobu rm " + name + "`");
+    return fail(OpenError::Corrupt, "queue '" + name +
+                                        "' is damaged (its creator died while creating it); "
+                                        "remove it with `hakobu rm " +
+                                        name + "`");
   }
   if (auto r = map_all(sizeof(QueueHeader)); !r) return fail(r.error().code, r.error().message);
   const std::string damaged = "queue '" + name + "' is damaged; remove it with `hakobu rm " + name + "`";
@@ -188,8 +190,8 @@ Result<void, OpenError> QueueState::attach() {
   const std::uint32_t inline_cap = header->inline_capacity;
   const std::uint64_t bytes = header->file_bytes;
   if (cap == 0 || cap > kMaxQueueCapacity || !std::has_single_bit(cap) || inline_cap > kMaxInlineBytes ||
-      sb < kSlotHeaderBytes + inline_cap || sb % 64 != 0 || sb > 4096 ||
-      bytes != sizeof(QueueHeader) + cap * sb || bytes > info->size) {
+      sb < kSlotHeaderBytes + inline_cap || sb % 64 != 0 || sb > 4096 || bytes != sizeof(QueueHeader) + cap * sb ||
+      bytes > info->size) {
     return fail(OpenError::Corrupt, damaged);
   }
   platform::unmap(header, map_bytes);
@@ -430,8 +432,8 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
       release_slot(s, position);
       continue;
     }
-    const bool kind_ok = kind >= static_cast<std::uint8_t>(MessageKind::Bytes) &&
-                         kind <= static_cast<std::uint8_t>(MessageKind::Object);
+    const bool kind_ok =
+        kind >= static_cast<std::uint8_t>(MessageKind::Bytes) && kind <= static_cast<std::uint8_t>(MessageKind::Object);
     if (!kind_ok || (block == 0 && length > inline_capacity) ||
         (block != 0 && !domain->heap().check_block(block, length))) {
       release_slot(s, position);  // drop the bad message, keep the queue going
@@ -465,9 +467,8 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
     return {OpenError::InvalidName, "invalid queue name '" + std::string(name) + "': " + why};
   }
   if (options.capacity == 0 || options.capacity > detail::kMaxQueueCapacity) {
-    return {OpenError::InvalidArgument, "capacity must be between 1 and " +
-                                            std::to_string(detail::kMaxQueueCapacity) + ", got " +
-                                            std::to_string(options.capacity)};
+    return {OpenError::InvalidArgument, "capacity must be between 1 and " + std::to_string(detail::kMaxQueueCapacity) +
+                                            ", got " + std::to_string(options.capacity)};
   }
   if (options.inline_capacity > kMaxInlineBytes) {
     return {OpenError::InvalidArgument, "inline_capacity must be at most " + std::to_string(kMaxInlineBytes)};
@@ -494,8 +495,8 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
       }
       if (fd.error().code != EEXIST) return detail::to_open_error(fd);
       if (mode == OpenMode::CreateExclusive) {
-        return {OpenError::AlreadyExists, "queue '" + state->name + "' already exists in domain '" +
-                                              state->domain->name() + "'"};
+        return {OpenError::AlreadyExists,
+                "queue '" + state->name + "' already exists in domain '" + state->domain->name() + "'"};
       }
     }
     auto fd = platform::shm_open_file(state->file, O_RDWR, 0600);
@@ -557,7 +558,8 @@ void Queue::close() noexcept {
 }
 
 Result<void, UnlinkError> Queue::unlink() {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {UnlinkError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {UnlinkError::Closed, "the queue handle is closed"};
   if (!state_->creator) {
     return {UnlinkError::NotCreator, "only the handle that created queue '" + state_->name +
                                          "' may unlink it; use Queue::remove (or `hakobu rm`) to remove it anyway"};
@@ -576,14 +578,18 @@ std::size_t Queue::size() const noexcept {
   return n <= 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), state_->capacity);
 }
 
-std::size_t Queue::capacity() const noexcept { return state_ ? state_->capacity : 0; }
+std::size_t Queue::capacity() const noexcept {
+  return state_ ? state_->capacity : 0;
+}
 
 const std::string& Queue::name() const noexcept {
   static const std::string empty;
   return state_ ? state_->name : empty;
 }
 
-bool Queue::is_creator() const noexcept { return state_ && state_->creator; }
+bool Queue::is_creator() const noexcept {
+  return state_ && state_->creator;
+}
 
 QueueStats Queue::stats() const noexcept {
   QueueStats out;
@@ -600,7 +606,9 @@ void Queue::set_spin(std::chrono::nanoseconds spin) noexcept {
   if (state_) state_->spin_ns.store(spin.count(), std::memory_order_relaxed);
 }
 
-Domain Queue::domain() const { return Domain(state_ ? state_->domain : nullptr); }
+Domain Queue::domain() const {
+  return Domain(state_ ? state_->domain : nullptr);
+}
 
 // --- sending -----------------------------------------------------------------------------
 
@@ -619,7 +627,8 @@ Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
 
 Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, MessageKind kind,
                                         std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {PutError::Closed, "the queue handle is closed"};
   auto& q = *state_;
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
@@ -632,43 +641,44 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
     std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
     return put_loan(*loan, timeout);
   }
-  const Attempt outcome = q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false,
-                                            [&](std::uint32_t& blocker) {
-                                              detail::SlotHeader* s = nullptr;
-                                              std::uint64_t position = 0;
-                                              const Attempt a = q.claim_write(s, position, blocker);
-                                              if (a != Attempt::Done) return a;
-                                              s->kind = static_cast<std::uint8_t>(kind);
-                                              s->length = bytes.size();
-                                              s->block = 0;
-                                              if (!bytes.empty()) std::memcpy(q.inline_data(s), bytes.data(), bytes.size());
-                                              q.publish(s, position);
-                                              return Attempt::Done;
-                                            });
+  const Attempt outcome =
+      q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
+        detail::SlotHeader* s = nullptr;
+        std::uint64_t position = 0;
+        const Attempt a = q.claim_write(s, position, blocker);
+        if (a != Attempt::Done) return a;
+        s->kind = static_cast<std::uint8_t>(kind);
+        s->length = bytes.size();
+        s->block = 0;
+        if (!bytes.empty()) std::memcpy(q.inline_data(s), bytes.data(), bytes.size());
+        q.publish(s, position);
+        return Attempt::Done;
+      });
   if (outcome == Attempt::Done) return {};
   return put_failure(outcome, q.name);
 }
 
 Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {PutError::Closed, "the queue handle is closed"};
   auto& q = *state_;
   if (!loan.valid() || loan.domain_ != q.domain || loan.fork_epoch_ != detail::fork_epoch()) {
     return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
   }
-  const Attempt outcome = q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false,
-                                            [&](std::uint32_t& blocker) {
-                                              detail::SlotHeader* s = nullptr;
-                                              std::uint64_t position = 0;
-                                              const Attempt a = q.claim_write(s, position, blocker);
-                                              if (a != Attempt::Done) return a;
-                                              s->kind = static_cast<std::uint8_t>(loan.kind_);
-                                              s->length = loan.size_;
-                                              s->block = loan.block_;
-                                              // The reference moves to the ring: unlisted first.
-                                              q.domain->clear_holding(loan.holding_);
-                                              q.publish(s, position);
-                                              return Attempt::Done;
-                                            });
+  const Attempt outcome =
+      q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
+        detail::SlotHeader* s = nullptr;
+        std::uint64_t position = 0;
+        const Attempt a = q.claim_write(s, position, blocker);
+        if (a != Attempt::Done) return a;
+        s->kind = static_cast<std::uint8_t>(loan.kind_);
+        s->length = loan.size_;
+        s->block = loan.block_;
+        // The reference moves to the ring: unlisted first.
+        q.domain->clear_holding(loan.holding_);
+        q.publish(s, position);
+        return Attempt::Done;
+      });
   if (outcome != Attempt::Done) return put_failure(outcome, q.name);
   loan.domain_.reset();
   loan.data_ = nullptr;
@@ -687,12 +697,19 @@ Result<void, PutError> Queue::put(std::span<const std::byte> bytes, std::chrono:
                                   MessageKind kind) {
   return put_bytes(bytes, kind, timeout);
 }
-Result<void, PutError> Queue::try_put(Loan& loan) { return put_loan(loan, std::chrono::nanoseconds(0)); }
-Result<void, PutError> Queue::put(Loan& loan) { return put_loan(loan, std::chrono::nanoseconds::max()); }
-Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) { return put_loan(loan, timeout); }
+Result<void, PutError> Queue::try_put(Loan& loan) {
+  return put_loan(loan, std::chrono::nanoseconds(0));
+}
+Result<void, PutError> Queue::put(Loan& loan) {
+  return put_loan(loan, std::chrono::nanoseconds::max());
+}
+Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) {
+  return put_loan(loan, timeout);
+}
 
 Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {LoanError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {LoanError::Closed, "the queue handle is closed"};
   return state_->domain->make_loan(size, kind);
 }
 
@@ -712,7 +729,8 @@ Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int6
 
 Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                         std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {PutError::Closed, "the queue handle is closed"};
   if (shape.size() > kMaxArrayDims) return {PutError::TooLarge, "too many dimensions"};
   auto data_bytes = contiguous_bytes(dtype, shape);
   if (!data_bytes) return {PutError::TooLarge, data_bytes.error().message};
@@ -737,12 +755,14 @@ Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span
 // --- receiving ------------------------------------------------------------------------------
 
 Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire)) return {GetError::Closed, "the queue handle is closed"};
+  if (!state_ || state_->closed.load(std::memory_order_acquire))
+    return {GetError::Closed, "the queue handle is closed"};
   auto& q = *state_;
   Sample sample;
   std::optional<std::uint32_t> holding;
-  const Attempt outcome = q.wait_until_done(q.header->not_empty, q.header->consumers_waiting, timeout, true,
-                                            [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
+  const Attempt outcome =
+      q.wait_until_done(q.header->not_empty, q.header->consumers_waiting, timeout, true,
+                        [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
   if (holding) q.domain->clear_holding(*holding);  // reserved but not used
   switch (outcome) {
     case Attempt::Done: return sample;
@@ -755,8 +775,14 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
   }
 }
 
-Result<Sample, GetError> Queue::try_get() { return get_for(std::chrono::nanoseconds(0)); }
-Result<Sample, GetError> Queue::get() { return get_for(std::chrono::nanoseconds::max()); }
-Result<Sample, GetError> Queue::get(std::chrono::nanoseconds timeout) { return get_for(timeout); }
+Result<Sample, GetError> Queue::try_get() {
+  return get_for(std::chrono::nanoseconds(0));
+}
+Result<Sample, GetError> Queue::get() {
+  return get_for(std::chrono::nanoseconds::max());
+}
+Result<Sample, GetError> Queue::get(std::chrono::nanoseconds timeout) {
+  return get_for(timeout);
+}
 
 }  // namespace hakobu

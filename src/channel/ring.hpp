@@ -43,7 +43,9 @@ constexpr std::uint64_t make_control(std::uint64_t position, SlotState state, st
   return (position & kPositionMask) | (static_cast<std::uint64_t>(state) << 40U) |
          (static_cast<std::uint64_t>(token) << 42U);
 }
-constexpr std::uint64_t control_position(std::uint64_t control) noexcept { return control & kPositionMask; }
+constexpr std::uint64_t control_position(std::uint64_t control) noexcept {
+  return control & kPositionMask;
+}
 constexpr SlotState control_state(std::uint64_t control) noexcept {
   return static_cast<SlotState>((control >> 40U) & 3U);
 }

@@ -74,7 +74,8 @@ std::string Heap::out_of_memory(std::uint64_t asked, const std::string& cause) c
     text += ", " + format_bytes(space->free) + " free of " + format_bytes(space->total) + " in " +
             std::string(platform::shm_directory());
   }
-  text += " (" + cause + "). Release received messages or loans, run `hakobu gc` to reclaim what dead "
+  text += " (" + cause +
+          "). Release received messages or loans, run `hakobu gc` to reclaim what dead "
           "processes held, or enlarge /dev/shm (mount -o remount,size=N /dev/shm).";
   return text;
 }
@@ -110,8 +111,8 @@ Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t b
 
 Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
   if (payload_bytes > capacity_ - kHeapStart - kBlockHeaderBytes) {
-    return {LoanError::TooLarge, "a message of " + format_bytes(payload_bytes) +
-                                     " does not fit the domain heap of " + format_bytes(capacity_)};
+    return {LoanError::TooLarge, "a message of " + format_bytes(payload_bytes) + " does not fit the domain heap of " +
+                                     format_bytes(capacity_)};
   }
   const std::uint64_t total = payload_bytes + kBlockHeaderBytes;
   const unsigned size_class = class_for(total);
@@ -202,11 +203,13 @@ void Heap::push_chain(unsigned size_class, std::uint64_t first, std::uint64_t la
   std::uint64_t old = head.load(std::memory_order_relaxed);
   do {
     header(last)->next_free.store(pack_free(free_offset(old), 0), std::memory_order_relaxed);
-  } while (!head.compare_exchange_weak(old, pack_free(first, (free_tag(old) + 1) & 0xFFFFFF),
-                                       std::memory_order_release, std::memory_order_relaxed));
+  } while (!head.compare_exchange_weak(old, pack_free(first, (free_tag(old) + 1) & 0xFFFFFF), std::memory_order_release,
+                                       std::memory_order_relaxed));
 }
 
-void Heap::add_ref(std::uint64_t block) noexcept { header(block)->refs.fetch_add(1, std::memory_order_relaxed); }
+void Heap::add_ref(std::uint64_t block) noexcept {
+  header(block)->refs.fetch_add(1, std::memory_order_relaxed);
+}
 
 bool Heap::drop_ref(std::uint64_t block) noexcept {
   BlockHeader* h = header(block);

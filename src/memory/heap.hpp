@@ -48,9 +48,7 @@ class Heap {
   [[nodiscard]] BlockHeader* header(std::uint64_t block) const noexcept {
     return reinterpret_cast<BlockHeader*>(base_ + block);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
   }
-  [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept {
-    return base_ + block + kBlockHeaderBytes;
-  }
+  [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept { return base_ + block + kBlockHeaderBytes; }
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
   /// Returns the pages of every cached free block to the system.
   void trim_cache() noexcept;

@@ -68,14 +68,14 @@ constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
 // --- heap blocks ----------------------------------------------------------------
 /// The first 64 bytes of every heap block.
 struct BlockHeader {
-  std::uint32_t magic;                      ///< kBlockMagic once carved
-  std::uint16_t size_class;                 ///< never changes once carved
+  std::uint32_t magic;       ///< kBlockMagic once carved
+  std::uint16_t size_class;  ///< never changes once carved
   std::uint16_t reserved0;
-  std::atomic<std::uint32_t> refs;          ///< holders; 0 while free
+  std::atomic<std::uint32_t> refs;  ///< holders; 0 while free
   std::uint32_t reserved1;
-  std::atomic<std::uint64_t> next_free;     ///< free-list link, packed like FreeList::head
-  std::atomic<std::uint64_t> backed_bytes;  ///< bytes from the block start known to have memory
-  std::atomic<std::uint64_t> payload_bytes; ///< size asked by the current owner
+  std::atomic<std::uint64_t> next_free;      ///< free-list link, packed like FreeList::head
+  std::atomic<std::uint64_t> backed_bytes;   ///< bytes from the block start known to have memory
+  std::atomic<std::uint64_t> payload_bytes;  ///< size asked by the current owner
   std::uint64_t reserved2[3];
 };
 static_assert(sizeof(BlockHeader) == kBlockHeaderBytes && std::is_standard_layout_v<BlockHeader>);
@@ -89,8 +89,12 @@ inline constexpr std::uint64_t kMaxHeapCapacity = std::uint64_t{1} << 46;
 constexpr std::uint64_t pack_free(std::uint64_t offset, std::uint64_t tag) noexcept {
   return (offset >> 6) | (tag << 40);
 }
-constexpr std::uint64_t free_offset(std::uint64_t packed) noexcept { return (packed & ((1ULL << 40) - 1)) << 6; }
-constexpr std::uint64_t free_tag(std::uint64_t packed) noexcept { return packed >> 40; }
+constexpr std::uint64_t free_offset(std::uint64_t packed) noexcept {
+  return (packed & ((1ULL << 40) - 1)) << 6;
+}
+constexpr std::uint64_t free_tag(std::uint64_t packed) noexcept {
+  return packed >> 40;
+}
 
 // --- process table ----------------------------------------------------------------
 inline constexpr std::uint32_t kSlotFree = 0;

@@ -20,8 +20,12 @@ namespace hakobu::platform {
 
 /// An errno value; the error message says what was being done ("open /dev/shm/x: ...").
 enum class Errno : int {};
-constexpr bool operator==(Errno a, int b) noexcept { return static_cast<int>(a) == b; }
-constexpr int value(Errno e) noexcept { return static_cast<int>(e); }
+constexpr bool operator==(Errno a, int b) noexcept {
+  return static_cast<int>(a) == b;
+}
+constexpr int value(Errno e) noexcept {
+  return static_cast<int>(e);
+}
 
 template <class T>
 using SysResult = Result<T, Errno>;

@@ -25,10 +25,12 @@ auto retry_on_eintr(F&& call) {
   }
 }
 
-std::string shm_path(const std::string& name) { return "/" + name; }
+std::string shm_path(const std::string& name) {
+  return "/" + name;
+}
 
 struct flock one_byte(std::uint64_t offset, short type) {
-  struct flock lock{};
+  struct flock lock {};
   lock.l_type = type;
   lock.l_whence = SEEK_SET;
   lock.l_start = static_cast<off_t>(offset);
@@ -57,10 +59,12 @@ SysResult<void> shm_remove(const std::string& name) {
   return {};
 }
 
-std::string_view shm_directory() noexcept { return "/dev/shm"; }
+std::string_view shm_directory() noexcept {
+  return "/dev/shm";
+}
 
 SysResult<FileInfo> file_info(int fd) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return {Errno{errno}, describe(errno, "fstat")};
   FileInfo info;
   info.size = static_cast<std::uint64_t>(st.st_size);
@@ -81,9 +85,7 @@ SysResult<void> resize(int fd, std::uint64_t size) {
 
 SysResult<void> allocate(int fd, std::uint64_t offset, std::uint64_t length) {
   if (length == 0) return {};
-  if (retry_on_eintr([&] {
-        return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
-      }) != 0) {
+  if (retry_on_eintr([&] { return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)); }) != 0) {
     return {Errno{errno}, describe(errno, "fallocate")};
   }
   return {};
@@ -105,7 +107,7 @@ void close_fd(int fd) noexcept {
 }
 
 SysResult<SpaceInfo> space_info(const std::string& path) {
-  struct statvfs vfs{};
+  struct statvfs vfs {};
   if (::statvfs(path.c_str(), &vfs) != 0) return {Errno{errno}, describe(errno, "statvfs " + path)};
   return SpaceInfo{static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize,
                    static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize};
@@ -169,10 +171,10 @@ SysResult<bool> byte_locked_by_other(int fd, std::uint64_t offset) {
 
 WaitResult futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
                       std::int64_t deadline_ns) noexcept {
-  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
-                    std::atomic<std::uint32_t>::is_always_lock_free,
-                "a futex word must be a plain lock-free 32-bit word");
-  struct timespec deadline{};
+  static_assert(
+      sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) && std::atomic<std::uint32_t>::is_always_lock_free,
+      "a futex word must be a plain lock-free 32-bit word");
+  struct timespec deadline {};
   struct timespec* deadline_ptr = nullptr;
   if (deadline_ns >= 0) {
     deadline.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000);
@@ -181,8 +183,8 @@ WaitResult futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expe
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a retry
   // after a signal does not stretch the total wait.
-  const long rc = ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline_ptr, nullptr,
-                            FUTEX_BITSET_MATCH_ANY);
+  const long rc =
+      ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline_ptr, nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return WaitResult::Woken;
   switch (errno) {
     case EAGAIN: return WaitResult::ValueChanged;
@@ -196,14 +198,20 @@ void futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept {
 }
 
 std::int64_t monotonic_ns() noexcept {
-  struct timespec now{};
+  struct timespec now {};
   ::clock_gettime(CLOCK_MONOTONIC, &now);
   return static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
 }
 
-std::int32_t process_id() noexcept { return static_cast<std::int32_t>(::getpid()); }
-uid_t user_id() noexcept { return ::geteuid(); }
+std::int32_t process_id() noexcept {
+  return static_cast<std::int32_t>(::getpid());
+}
+uid_t user_id() noexcept {
+  return ::geteuid();
+}
 
-void on_fork_child(void (*handler)()) noexcept { ::pthread_atfork(nullptr, nullptr, handler); }
+void on_fork_child(void (*handler)()) noexcept {
+  ::pthread_atfork(nullptr, nullptr, handler);
+}
 
 }  // namespace hakobu::platform

@@ -22,8 +22,8 @@ std::string validate_name(std::string_view name) {
   }
   if (name.front() == '.' || name.front() == '-') return "a name cannot start with '.' or '-'";
   for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return "only letters, digits, '.', '_' and '-' are allowed (no '/')";
   }
   if (name.find("..") != std::string_view::npos) return "a name cannot contain '..'";
@@ -43,11 +43,17 @@ const std::string& Domain::name() const noexcept {
   return state_ ? state_->name() : empty;
 }
 
-std::size_t Domain::collect_garbage() { return state_ ? state_->collect_garbage() : 0; }
+std::size_t Domain::collect_garbage() {
+  return state_ ? state_->collect_garbage() : 0;
+}
 
-DomainStats Domain::stats() const { return state_ ? state_->stats() : DomainStats{}; }
+DomainStats Domain::stats() const {
+  return state_ ? state_->stats() : DomainStats{};
+}
 
-std::uint32_t Domain::process_slot() const noexcept { return state_ ? state_->slot() : 0; }
+std::uint32_t Domain::process_slot() const noexcept {
+  return state_ ? state_->slot() : 0;
+}
 
 std::string_view to_string(OpenError code) noexcept {
   switch (code) {

@@ -83,7 +83,9 @@ std::uint64_t default_cache_limit() {
 
 }  // namespace
 
-std::uint32_t fork_epoch() noexcept { return g_fork_epoch.load(std::memory_order_relaxed); }
+std::uint32_t fork_epoch() noexcept {
+  return g_fork_epoch.load(std::memory_order_relaxed);
+}
 
 std::string DomainState::file_name(std::string_view suffix) const {
   std::string out = "hakobu-";
@@ -141,8 +143,8 @@ Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
     }
     if (info->owner != platform::user_id()) {
       platform::unlock_byte(registry_fd_, kInitLockByte);
-      return {OpenError::PermissionDenied, "domain '" + name_ + "' belongs to another user (uid " +
-                                               std::to_string(info->owner) + ")"};
+      return {OpenError::PermissionDenied,
+              "domain '" + name_ + "' belongs to another user (uid " + std::to_string(info->owner) + ")"};
     }
     auto ready = initialize(options);
     if (ready) {
@@ -190,8 +192,8 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     if (!mapped) return to_open_error(mapped);
     registry_ = static_cast<RegistryHeader*>(*mapped);
     if (registry_->magic.load(std::memory_order_acquire) != kRegistryMagic) {
-      return {OpenError::Corrupt, "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " +
-                                      name_ + "`"};
+      return {OpenError::Corrupt,
+              "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " + name_ + "`"};
     }
     if (registry_->layout_version != kLayoutVersion) {
       return {OpenError::Incompatible, "domain '" + name_ + "' has layout version " +
@@ -227,7 +229,7 @@ Result<void, OpenError> DomainState::take_slot() {
       if (pass == 0 && slot.state.load(std::memory_order_acquire) != kSlotFree) continue;
       auto locked = platform::try_lock_byte(registry_fd_, kSlotLockBase + s, true);
       if (!locked) return to_open_error(locked);
-      if (!*locked) continue;  // a live process owns it
+      if (!*locked) continue;                                                        // a live process owns it
       if (slot.state.load(std::memory_order_acquire) != kSlotFree) reclaim_slot(s);  // its owner died
       slot_ = s;
       generation_ = slot.generation.load(std::memory_order_relaxed) + 1;
@@ -251,10 +253,10 @@ void DomainState::reclaim_slot(std::uint32_t s) noexcept {
   const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
   if (table != 0 && heap_.check_block(table, 0)) {
     const std::uint64_t table_bytes = heap_.header(table)->payload_bytes.load(std::memory_order_relaxed);
-    const std::uint64_t entries = std::min(slot.holdings_used.load(std::memory_order_acquire),
-                                           std::min(table_bytes, class_bytes(heap_.header(table)->size_class) -
-                                                                     kBlockHeaderBytes) /
-                                               sizeof(std::uint64_t));
+    const std::uint64_t entries =
+        std::min(slot.holdings_used.load(std::memory_order_acquire),
+                 std::min(table_bytes, class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) /
+                     sizeof(std::uint64_t));
     auto* list = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
     for (std::uint64_t i = 0; i < entries; ++i) {
       const std::uint64_t block = list[i].exchange(0, std::memory_order_acq_rel);
@@ -306,8 +308,7 @@ Result<void, LoanError> DomainState::grow_holdings() {
   if (!table) return std::move(table).error();
   auto* entries = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(*table));  // NOLINT
   for (std::uint64_t i = 0; i < capacity; ++i) {
-    entries[i].store(i < holdings_used_ ? holdings_[i].load(std::memory_order_relaxed) : 0,
-                     std::memory_order_relaxed);
+    entries[i].store(i < holdings_used_ ? holdings_[i].load(std::memory_order_relaxed) : 0, std::memory_order_relaxed);
   }
   ProcessSlot& slot = registry_->processes[slot_];
   const std::uint64_t old = slot.holdings.load(std::memory_order_relaxed);
@@ -408,7 +409,7 @@ DomainStats DomainState::stats() const {
     const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
     const std::uint64_t used = slot.holdings_used.load(std::memory_order_relaxed);
     if (table != 0 && const_cast<Heap&>(heap_).check_block(table, used * sizeof(std::uint64_t))) {  // NOLINT
-      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));     // NOLINT
+      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));       // NOLINT
       for (std::uint64_t i = 0; i < used; ++i) info.held_blocks += list[i].load(std::memory_order_relaxed) != 0;
       // The table itself is bookkeeping, not a message: leave it out of the counts.
       out.live_blocks -= std::min<std::uint64_t>(out.live_blocks, 1);

@@ -77,8 +77,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   /// Allocates a block and wraps it in a loan.
   Result<Loan, LoanError> make_loan(std::uint64_t payload_bytes, MessageKind kind);
   /// Wraps a listed block in a sample.
-  void fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size,
-                   MessageKind kind);
+  void fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size, MessageKind kind);
 
   // --- other processes ------------------------------------------------------
   /// False when the process that claimed with `token` has died.

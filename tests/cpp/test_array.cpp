@@ -15,7 +15,8 @@ using hakobu::Order;
 
 // A 64-byte aligned message buffer.
 struct Message {
-  explicit Message(std::size_t size) : storage((size + 63) / 64 + 1), bytes(reinterpret_cast<std::byte*>(storage.data()), size) {}
+  explicit Message(std::size_t size)
+      : storage((size + 63) / 64 + 1), bytes(reinterpret_cast<std::byte*>(storage.data()), size) {}
   struct alignas(64) Line {
     std::byte b[64];
   };
@@ -23,7 +24,8 @@ struct Message {
   std::span<std::byte> bytes;
 };
 
-Message make_array(DType dtype, std::vector<std::int64_t> shape, Order order = Order::C, std::string_view typestr = {}) {
+Message make_array(DType dtype, std::vector<std::int64_t> shape, Order order = Order::C,
+                   std::string_view typestr = {}) {
   const std::size_t meta = hakobu::array_meta_size(shape.size(), typestr.size());
   const std::size_t data = *hakobu::contiguous_bytes(dtype, shape);
   Message m(meta + data);
@@ -115,12 +117,12 @@ TEST(Array, RejectsDamagedHeaders) {
     damage(m.bytes);
     return hakobu::parse_array(m.bytes);
   };
-  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[0] = std::byte{0}; }));          // magic
-  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[8] = std::byte{200}; }));        // ndim > 64
-  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[12] = std::byte{7}; }));         // meta size
-  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[32] = std::byte{0x7f}; }));      // shape beyond data
-  EXPECT_FALSE(hakobu::parse_array(good.bytes.first(16)));                              // truncated
-  EXPECT_FALSE(hakobu::parse_array(good.bytes.first(good.bytes.size() - 1)));           // data truncated
+  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[0] = std::byte{0}; }));      // magic
+  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[8] = std::byte{200}; }));    // ndim > 64
+  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[12] = std::byte{7}; }));     // meta size
+  EXPECT_FALSE(damaged([](std::span<std::byte> b) { b[32] = std::byte{0x7f}; }));  // shape beyond data
+  EXPECT_FALSE(hakobu::parse_array(good.bytes.first(16)));                         // truncated
+  EXPECT_FALSE(hakobu::parse_array(good.bytes.first(good.bytes.size() - 1)));      // data truncated
 }
 
 TEST(Array, ContiguousBytesDetectsOverflow) {

@@ -75,9 +75,9 @@ TEST(Heap, RejectsOffsetsThatAreNotBlocks) {
   auto block = heap.allocate(100);
   ASSERT_TRUE(block);
   EXPECT_FALSE(heap.check_block(0, 0));
-  EXPECT_FALSE(heap.check_block(*block + 8, 0));             // misaligned
-  EXPECT_FALSE(heap.check_block(*block + 64, 0));            // inside a block, no header
-  EXPECT_FALSE(heap.check_block(heap.capacity() - 64, 0));   // beyond the file
+  EXPECT_FALSE(heap.check_block(*block + 8, 0));              // misaligned
+  EXPECT_FALSE(heap.check_block(*block + 64, 0));             // inside a block, no header
+  EXPECT_FALSE(heap.check_block(heap.capacity() - 64, 0));    // beyond the file
   EXPECT_FALSE(heap.check_block(~std::uint64_t{0} << 6, 0));  // beyond the capacity
   EXPECT_FALSE(heap.check_block(*block, std::uint64_t{1} << 40));
   heap.drop_ref(*block);

@@ -20,7 +20,9 @@ using hakobu::GetError;
 using hakobu::PutError;
 using hakobu::Queue;
 
-std::span<const std::byte> bytes_of(const auto& value) { return std::as_bytes(std::span(&value, 1)); }
+std::span<const std::byte> bytes_of(const auto& value) {
+  return std::as_bytes(std::span(&value, 1));
+}
 
 template <class T>
 T value_of(const hakobu::Sample& sample) {

@@ -1,10 +1,10 @@
 // hakobu tests — helpers shared by the test programs.
 #pragma once
 
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -47,7 +47,7 @@ class Process {
  public:
   Process(const std::string& path, const std::vector<std::string>& args) {
     std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(path.c_str()));  // NOLINT
+    argv.push_back(const_cast<char*>(path.c_str()));                          // NOLINT
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
     argv.push_back(nullptr);
     if (::posix_spawn(&pid_, path.c_str(), nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
