@@ -71,9 +71,11 @@ void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std
   header.byte_offset = byte_offset;
   std::memcpy(out.data(), &header, sizeof header);
   std::byte* cursor = out.data() + sizeof header;
-  std::memcpy(cursor, shape.data(), ndim * sizeof(std::int64_t));
+  if (ndim > 0) std::memcpy(cursor, shape.data(), ndim * sizeof(std::int64_t));  // 0-d: shape.data() may be null
   cursor += ndim * sizeof(std::int64_t);
-  if (strides.size() == ndim) {
+  if (ndim == 0) {
+    // a 0-d array has no shape or strides
+  } else if (strides.size() == ndim) {
     std::memcpy(cursor, strides.data(), ndim * sizeof(std::int64_t));
   } else {
     // Contiguous in the requested order.
