@@ -100,7 +100,7 @@ class Sample {
   friend class Queue;
   friend class detail::DomainState;
   friend class detail::QueueState;
-  std::byte* data() const noexcept {
+  [[nodiscard]] std::byte* data() const noexcept {
     return block_ != 0 ? shared_data_
                        : const_cast<std::byte*>(inline_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   }

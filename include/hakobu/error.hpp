@@ -104,17 +104,17 @@ class [[nodiscard]] Result {
   [[nodiscard]] bool has_value() const noexcept { return storage_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }
 
-  T& value() & { return std::get<0>(storage_); }
-  const T& value() const& { return std::get<0>(storage_); }
-  T&& value() && { return std::get<0>(std::move(storage_)); }
+  [[nodiscard]] T& value() & { return std::get<0>(storage_); }
+  [[nodiscard]] const T& value() const& { return std::get<0>(storage_); }
+  [[nodiscard]] T&& value() && { return std::get<0>(std::move(storage_)); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
-  const error_type& error() const& { return std::get<1>(storage_); }
-  error_type&& error() && { return std::get<1>(std::move(storage_)); }
+  [[nodiscard]] const error_type& error() const& { return std::get<1>(storage_); }
+  [[nodiscard]] error_type&& error() && { return std::get<1>(std::move(storage_)); }
 
  private:
   std::variant<T, error_type> storage_;
@@ -134,8 +134,8 @@ class [[nodiscard]] Result<void, Code> {
 
   [[nodiscard]] bool has_value() const noexcept { return !failed_; }
   explicit operator bool() const noexcept { return has_value(); }
-  const error_type& error() const& { return error_; }
-  error_type&& error() && { return std::move(error_); }
+  [[nodiscard]] const error_type& error() const& { return error_; }
+  [[nodiscard]] error_type&& error() && { return std::move(error_); }
 
  private:
   error_type error_{};

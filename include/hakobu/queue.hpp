@@ -80,8 +80,8 @@ class Queue {
   static Result<void, UnlinkError> remove(std::string_view name, std::string_view domain = {});
 
   Queue() = default;
-  Queue(Queue&&) noexcept;
-  Queue& operator=(Queue&&) noexcept;
+  Queue(Queue&& other) noexcept;
+  Queue& operator=(Queue&& other) noexcept;
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
   ~Queue();

@@ -62,12 +62,14 @@ class QueueState {
   QueueState& operator=(const QueueState&) = delete;
   ~QueueState();
 
-  SlotHeader* slot(std::uint64_t position) const noexcept {
+  [[nodiscard]] SlotHeader* slot(std::uint64_t position) const noexcept {
     return reinterpret_cast<SlotHeader*>(slots + (position & mask) * slot_bytes);  // NOLINT
   }
-  std::byte* inline_data(SlotHeader* s) const noexcept { return reinterpret_cast<std::byte*>(s) + kSlotHeaderBytes; }
-  bool unlinked() const noexcept { return (header->flags.load(std::memory_order_acquire) & kQueueUnlinked) != 0; }
-  bool dequeue_ready() const noexcept {
+  static std::byte* inline_data(SlotHeader* s) noexcept { return reinterpret_cast<std::byte*>(s) + kSlotHeaderBytes; }
+  [[nodiscard]] bool unlinked() const noexcept {
+    return (header->flags.load(std::memory_order_acquire) & kQueueUnlinked) != 0;
+  }
+  [[nodiscard]] bool dequeue_ready() const noexcept {
     const std::uint64_t c = slot(header->dequeue_pos.load(std::memory_order_relaxed))->control.load();
     return control_state(c) == SlotState::Full;
   }
@@ -79,10 +81,10 @@ class QueueState {
   Attempt claim_write(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker) noexcept;
   Attempt claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
                      std::optional<std::uint32_t>& holding);
-  void publish(SlotHeader* s, std::uint64_t position) noexcept;
-  void release_slot(SlotHeader* s, std::uint64_t position) noexcept;
+  void publish(SlotHeader* s, std::uint64_t position) const noexcept;
+  void release_slot(SlotHeader* s, std::uint64_t position) const noexcept;
   void repair(std::uint32_t blocker) noexcept;
-  void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept;
+  static void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept;
   /// Calls `try_once(blocker)` until it is Done or fails, spinning and then
   /// sleeping on `word` between tries, for at most `timeout`.
   template <class TryOnce>
@@ -90,7 +92,7 @@ class QueueState {
                           std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once);
   /// One try at receiving into `sample`.
   Attempt try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding);
-  void wake_everyone() noexcept;
+  void wake_everyone() const noexcept;
   bool mark_unlinked() noexcept;
   void drain() noexcept;
 };
@@ -294,18 +296,18 @@ void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint3
   platform::futex_wake(&word, count);
 }
 
-void QueueState::publish(SlotHeader* s, std::uint64_t position) noexcept {
+void QueueState::publish(SlotHeader* s, std::uint64_t position) const noexcept {
   s->control.store(make_control(position, SlotState::Full, 0), std::memory_order_release);
   header->put_count.fetch_add(1, std::memory_order_relaxed);
   notify(header->not_empty, header->consumers_waiting, 1);
 }
 
-void QueueState::release_slot(SlotHeader* s, std::uint64_t position) noexcept {
+void QueueState::release_slot(SlotHeader* s, std::uint64_t position) const noexcept {
   s->control.store(make_control(position + capacity, SlotState::Empty, 0), std::memory_order_release);
   notify(header->not_full, header->producers_waiting, 1);
 }
 
-void QueueState::wake_everyone() noexcept {
+void QueueState::wake_everyone() const noexcept {
   header->not_empty.fetch_add(1, std::memory_order_release);
   header->not_full.fetch_add(1, std::memory_order_release);
   platform::futex_wake(&header->not_empty, INT_MAX);
@@ -650,7 +652,7 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
         s->kind = static_cast<std::uint8_t>(kind);
         s->length = bytes.size();
         s->block = 0;
-        if (!bytes.empty()) std::memcpy(q.inline_data(s), bytes.data(), bytes.size());
+        if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(s), bytes.data(), bytes.size());
         q.publish(s, position);
         return Attempt::Done;
       });

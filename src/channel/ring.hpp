@@ -74,7 +74,7 @@ static_assert(kSlotHeaderBytes == 32 && std::is_standard_layout_v<SlotHeader>);
 
 inline constexpr std::uint32_t kQueueUnlinked = 1;
 
-struct QueueHeader {
+struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): padding keeps hot counters apart
   std::atomic<std::uint64_t> magic;  ///< kQueueMagic once initialized
   std::uint32_t layout_version;
   std::uint32_t slot_bytes;

@@ -9,9 +9,9 @@
 namespace hakobu::detail {
 namespace {
 
-constexpr std::uint64_t kChunkBytes = 64 * 1024;      // small classes are carved this many bytes at a time
-constexpr std::uint64_t kTrimMinBytes = 64 * 1024;    // blocks this large may have their pages returned
-constexpr std::uint64_t kPrefaultMinBytes = 1 << 20;  // fresh blocks this large are prefaulted in one call
+constexpr std::uint64_t kChunkBytes = std::uint64_t{64} * 1024;    // small classes are carved this many bytes at a time
+constexpr std::uint64_t kTrimMinBytes = std::uint64_t{64} * 1024;  // blocks this large may have their pages returned
+constexpr std::uint64_t kPrefaultMinBytes = 1 << 20;               // fresh blocks this large are prefaulted in one call
 
 constexpr std::uint64_t align_up(std::uint64_t value, std::uint64_t alignment) noexcept {
   return (value + alignment - 1) & ~(alignment - 1);
@@ -21,7 +21,7 @@ constexpr std::uint64_t align_up(std::uint64_t value, std::uint64_t alignment) n
 
 std::string format_bytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double value = static_cast<double>(bytes);
+  auto value = static_cast<double>(bytes);
   std::size_t unit = 0;
   while (value >= 1024.0 && unit + 1 < std::size(units)) {
     value /= 1024.0;
@@ -29,9 +29,9 @@ std::string format_bytes(std::uint64_t bytes) {
   }
   char text[32];
   if (unit == 0) {
-    std::snprintf(text, sizeof text, "%llu B", static_cast<unsigned long long>(bytes));
+    (void)std::snprintf(text, sizeof text, "%llu B", static_cast<unsigned long long>(bytes));
   } else {
-    std::snprintf(text, sizeof text, "%.1f %s", value, units[unit]);
+    (void)std::snprintf(text, sizeof text, "%.1f %s", value, units[unit]);
   }
   return text;
 }
@@ -68,7 +68,7 @@ bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcep
   return inside_file(block + kBlockHeaderBytes + payload_bytes);
 }
 
-std::string Heap::out_of_memory(std::uint64_t asked, const std::string& cause) const {
+std::string out_of_memory_message(std::uint64_t asked, const std::string& cause) {
   std::string text = "shared memory is full: asked for " + format_bytes(asked);
   if (auto space = platform::space_info(std::string(platform::shm_directory()))) {
     text += ", " + format_bytes(space->free) + " free of " + format_bytes(space->total) + " in " +
@@ -84,7 +84,7 @@ Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t len
   // Refuse at once what cannot fit: fallocate would fill /dev/shm first and undo.
   if (auto space = platform::space_info(std::string(platform::shm_directory()));
       space && length > space->free + registry_->cached_bytes.load(std::memory_order_relaxed)) {
-    return {LoanError::OutOfMemory, out_of_memory(asked, "not enough free space")};
+    return {LoanError::OutOfMemory, out_of_memory_message(asked, "not enough free space")};
   }
   auto backed = platform::allocate(fd_, offset, length);
   if (!backed && backed.error().code == ENOSPC) {
@@ -92,7 +92,8 @@ Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t len
     backed = platform::allocate(fd_, offset, length);
   }
   if (!backed) {
-    if (backed.error().code == ENOSPC) return {LoanError::OutOfMemory, out_of_memory(asked, backed.error().message)};
+    if (backed.error().code == ENOSPC)
+      return {LoanError::OutOfMemory, out_of_memory_message(asked, backed.error().message)};
     return {LoanError::OutOfMemory, backed.error().message};
   }
   if (length >= kPrefaultMinBytes) platform::prefault_write(base_ + offset, length);
@@ -153,8 +154,8 @@ Result<std::uint64_t, LoanError> Heap::carve(unsigned size_class, std::uint64_t 
   } while (!registry_->heap_top.compare_exchange_weak(top, start + chunk, std::memory_order_relaxed));
 
   // A chunk of small blocks is backed whole; a large block only as far as asked.
-  const std::uint64_t backed = count > 1 ? chunk : align_up(total, platform::page_size());
-  if (auto r = back_range(start, backed, total); !r) return std::move(r).error();  // the range stays unused
+  const std::uint64_t commit_bytes = count > 1 ? chunk : align_up(total, platform::page_size());
+  if (auto r = back_range(start, commit_bytes, total); !r) return std::move(r).error();  // the range stays unused
 
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::uint64_t block = start + i * bytes;
@@ -162,7 +163,7 @@ Result<std::uint64_t, LoanError> Heap::carve(unsigned size_class, std::uint64_t 
     h->magic = kBlockMagic;
     h->size_class = static_cast<std::uint16_t>(size_class);
     h->refs.store(0, std::memory_order_relaxed);
-    h->backed_bytes.store(count > 1 ? bytes : backed, std::memory_order_relaxed);
+    h->backed_bytes.store(count > 1 ? bytes : commit_bytes, std::memory_order_relaxed);
     h->payload_bytes.store(0, std::memory_order_relaxed);
     h->next_free.store(i + 1 < count ? pack_free(block + bytes, 0) : 0, std::memory_order_relaxed);
   }
@@ -207,7 +208,7 @@ void Heap::push_chain(unsigned size_class, std::uint64_t first, std::uint64_t la
                                        std::memory_order_relaxed));
 }
 
-void Heap::add_ref(std::uint64_t block) noexcept {
+void Heap::add_ref(std::uint64_t block) const noexcept {
   header(block)->refs.fetch_add(1, std::memory_order_relaxed);
 }
 

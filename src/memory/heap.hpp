@@ -38,7 +38,7 @@ class Heap {
   /// Drops one reference; frees the block when it was the last. Returns true if freed.
   bool drop_ref(std::uint64_t block) noexcept;
   /// Adds one reference to a block the caller already holds one of.
-  void add_ref(std::uint64_t block) noexcept;
+  void add_ref(std::uint64_t block) const noexcept;
 
   /// True when `block` is a carved, in-bounds block whose payload can hold
   /// `payload_bytes` and lies inside the file. The check every offset read from
@@ -61,7 +61,6 @@ class Heap {
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
   [[nodiscard]] bool inside_file(std::uint64_t end) noexcept;
-  [[nodiscard]] std::string out_of_memory(std::uint64_t asked, const std::string& cause) const;
 
   RegistryHeader* registry_ = nullptr;
   std::byte* base_ = nullptr;
@@ -72,5 +71,7 @@ class Heap {
 
 /// "1.5 GiB", "320 B": sizes for messages.
 std::string format_bytes(std::uint64_t bytes);
+/// The message of an allocation that /dev/shm cannot hold: asked, free, what to do.
+std::string out_of_memory_message(std::uint64_t asked, const std::string& cause);
 
 }  // namespace hakobu::detail
