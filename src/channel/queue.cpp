@@ -36,6 +36,10 @@ Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
 }  // namespace
 
 /// Outcome of one try (Done, Empty, Full, Pending, Corrupt) or of a wait.
+constexpr const char* kClosedHandle =
+    "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
+    "child)";
+
 enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, Timeout, Closed, Unlinked };
 
 class QueueState {
@@ -66,6 +70,10 @@ class QueueState {
     return reinterpret_cast<SlotHeader*>(slots + (position & mask) * slot_bytes);  // NOLINT
   }
   static std::byte* inline_data(SlotHeader* s) noexcept { return reinterpret_cast<std::byte*>(s) + kSlotHeaderBytes; }
+  /// False once closed, and in a child of fork(): the handle is the parent's.
+  [[nodiscard]] bool usable() const noexcept {
+    return !closed.load(std::memory_order_acquire) && !domain->forked_away();
+  }
   [[nodiscard]] bool unlinked() const noexcept {
     return (header->flags.load(std::memory_order_acquire) & kQueueUnlinked) != 0;
   }
@@ -461,6 +469,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
 }  // namespace detail
 
 using detail::Attempt;
+using detail::kClosedHandle;
 
 // --- opening and closing ---------------------------------------------------------
 
@@ -560,8 +569,7 @@ void Queue::close() noexcept {
 }
 
 Result<void, UnlinkError> Queue::unlink() {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {UnlinkError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {UnlinkError::Closed, kClosedHandle};
   if (!state_->creator) {
     return {UnlinkError::NotCreator, "only the handle that created queue '" + state_->name +
                                          "' may unlink it; use Queue::remove (or `hakobu rm`) to remove it anyway"};
@@ -629,8 +637,7 @@ Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
 
 Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, MessageKind kind,
                                         std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
   auto& q = *state_;
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
@@ -661,8 +668,7 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
 }
 
 Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
   auto& q = *state_;
   if (!loan.valid() || loan.domain_ != q.domain || loan.fork_epoch_ != detail::fork_epoch()) {
     return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
@@ -710,8 +716,7 @@ Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) 
 }
 
 Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {LoanError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
   return state_->domain->make_loan(size, kind);
 }
 
@@ -731,8 +736,7 @@ Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int6
 
 Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                         std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {PutError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
   if (shape.size() > kMaxArrayDims) return {PutError::TooLarge, "too many dimensions"};
   auto data_bytes = contiguous_bytes(dtype, shape);
   if (!data_bytes) return {PutError::TooLarge, data_bytes.error().message};
@@ -757,8 +761,7 @@ Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span
 // --- receiving ------------------------------------------------------------------------------
 
 Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
-  if (!state_ || state_->closed.load(std::memory_order_acquire))
-    return {GetError::Closed, "the queue handle is closed"};
+  if (!state_ || !state_->usable()) return {GetError::Closed, kClosedHandle};
   auto& q = *state_;
   Sample sample;
   std::optional<std::uint32_t> holding;

@@ -3,6 +3,8 @@
 // producers and consumers as threads (run these under ThreadSanitizer; the
 // multi-process behaviour is in test_multiprocess.cpp).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -311,6 +313,39 @@ TEST(Queue, RemoveByNameIsForAdministration) {
   EXPECT_TRUE(Queue::remove(q.name()));
   EXPECT_EQ(Queue::remove(q.name()).error().code, hakobu::UnlinkError::NotFound);
   EXPECT_EQ(q.try_put(bytes_of(1)).error().code, PutError::Unlinked);
+}
+
+TEST(Queue, HandlesInheritedAcrossForkAreClosedInTheChild) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  std::vector<std::byte> big(1 << 20, std::byte{3});
+  ASSERT_TRUE(q.put(big));
+  const auto parent_slot = q.domain().process_slot();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int code = 0;
+    {
+      auto inherited = q.try_get();
+      if (inherited || inherited.error().code != GetError::Closed) code |= 1;
+      auto fresh = Queue::attach(q.name());  // the child attaches as itself
+      if (!fresh) {
+        code |= 2;
+      } else {
+        if (fresh->domain().process_slot() == parent_slot) code |= 4;
+        auto s = fresh->get(5s);
+        if (!s || s->size() != big.size() || s->bytes()[100] != std::byte{3}) code |= 8;
+      }
+    }
+    ::_exit(code);  // the parent's inherited objects are not destroyed here
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(q.size(), 0U);
+  EXPECT_EQ(q.domain().stats().live_blocks, 0U) << "the child released what it received";
+  EXPECT_EQ(q.domain().stats().processes.size(), 1U) << "the child detached";
 }
 
 TEST(Queue, ThreadsAsProducersAndConsumers) {
