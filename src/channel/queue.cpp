@@ -129,25 +129,35 @@ Result<void, OpenError> QueueState::map_all(std::uint64_t bytes) {
   return {};
 }
 
+// Builds the queue under a temporary name and publishes it with link(), so
+// others see a complete queue under its name or none at all. Fails with
+// AlreadyExists if the name is taken.
 Result<void, OpenError> QueueState::create(const QueueOptions& options) {
+  static std::atomic<unsigned> counter{0};
   capacity = std::bit_ceil(std::max<std::size_t>(options.capacity, 1));
   mask = capacity - 1;
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
-  if (auto locked = platform::lock_byte(fd, kQueueInitLockByte, true); !locked) return to_open_error(locked);
+  const std::string temporary = file + ".new." + std::to_string(platform::process_id()) + "." +
+                                std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  auto created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (!created) return to_open_error(created);
+  fd = *created;
+  auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
+    (void)platform::shm_remove(temporary);
+    platform::unmap(header, map_bytes);
+    header = nullptr;
+    platform::close_fd(fd);  // also drops any lock taken through it
+    fd = -1;
+    return error;
+  };
   if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
-    platform::unlock_byte(fd, kQueueInitLockByte);
-    (void)platform::shm_remove(file);
     auto error = to_open_error(backed);
     error.message = "creating queue '" + name + "' (" + format_bytes(bytes) + "): " + error.message;
-    return error;
+    return discard(std::move(error));
   }
-  if (auto r = map_all(bytes); !r) {
-    platform::unlock_byte(fd, kQueueInitLockByte);
-    (void)platform::shm_remove(file);
-    return r;
-  }
+  if (auto r = map_all(bytes); !r) return discard(std::move(r).error());
   header->layout_version = kLayoutVersion;
   header->slot_bytes = slot_bytes;
   header->capacity = capacity;
@@ -157,17 +167,26 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   header->creator_pid = platform::process_id();
   for (std::uint64_t i = 0; i < capacity; ++i) slot(i)->control.store(make_control(i, SlotState::Empty, 0));
   header->magic.store(kQueueMagic, std::memory_order_release);
+  if (auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false); !shared) {
+    return discard(to_open_error(shared));
+  }
+  auto linked = platform::shm_link(temporary, file);
+  (void)platform::shm_remove(temporary);
+  if (!linked) {
+    auto error = to_open_error(linked);
+    if (error.code == OpenError::AlreadyExists) {
+      error.message = "queue '" + name + "' already exists in domain '" + domain->name() + "'";
+    }
+    return discard(std::move(error));
+  }
   domain->object_created();
-  auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false);
-  platform::unlock_byte(fd, kQueueInitLockByte);
-  if (!shared) return to_open_error(shared);
   attached = true;
   creator = true;
   return {};
 }
 
 Result<void, OpenError> QueueState::attach() {
-  // The creator holds the init lock exclusively until the queue is ready.
+  // Shared: excludes only the last closer of an unlinked queue while it drains.
   if (auto locked = platform::lock_byte(fd, kQueueInitLockByte, false); !locked) return to_open_error(locked);
   auto fail = [&](OpenError code, std::string message) -> Result<void, OpenError> {
     platform::unlock_byte(fd, kQueueInitLockByte);
@@ -496,18 +515,14 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
 
   for (int attempt = 0; attempt < 100; ++attempt) {
     if (mode != OpenMode::AttachOnly) {
-      auto fd = platform::shm_open_file(state->file, O_RDWR | O_CREAT | O_EXCL, 0600);
-      if (fd) {
-        state->fd = *fd;
-        if (auto r = state->create(options); !r) return std::move(r).error();
+      auto created = state->create(options);
+      if (created) {
         Queue queue;
         queue.state_ = std::move(state);
         return queue;
       }
-      if (fd.error().code != EEXIST) return detail::to_open_error(fd);
-      if (mode == OpenMode::CreateExclusive) {
-        return {OpenError::AlreadyExists,
-                "queue '" + state->name + "' already exists in domain '" + state->domain->name() + "'"};
+      if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
+        return std::move(created).error();
       }
     }
     auto fd = platform::shm_open_file(state->file, O_RDWR, 0600);

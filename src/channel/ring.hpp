@@ -100,7 +100,7 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
 static_assert(std::is_standard_layout_v<QueueHeader> && sizeof(QueueHeader) % 64 == 0);
 
 /// Lock bytes on the queue file (open-file-description locks).
-inline constexpr std::uint64_t kQueueInitLockByte = 0;       ///< exclusive while initializing
+inline constexpr std::uint64_t kQueueInitLockByte = 0;       ///< shared while attaching, exclusive while draining
 inline constexpr std::uint64_t kQueueLifecycleLockByte = 1;  ///< shared by every process that has it open
 
 }  // namespace hakobu::detail

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "hakobu/error.hpp"
 
@@ -39,6 +40,11 @@ std::string describe(int err, std::string_view context);
 SysResult<int> shm_open_file(const std::string& name, int flags, mode_t mode);
 /// Removes the shm object `name`.
 SysResult<void> shm_remove(const std::string& name);
+/// Gives the shm object `from` the additional name `to`; fails with EEXIST if
+/// `to` exists. Publishes a fully built object atomically.
+SysResult<void> shm_link(const std::string& from, const std::string& to);
+/// Names of the shm objects that start with `prefix`.
+std::vector<std::string> shm_list(std::string_view prefix);
 /// Path of the directory shm objects live in ("/dev/shm").
 std::string_view shm_directory() noexcept;
 

@@ -1,4 +1,5 @@
 // hakobu — the thin OS layer, Linux.
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -57,6 +58,26 @@ SysResult<int> shm_open_file(const std::string& name, int flags, mode_t mode) {
 SysResult<void> shm_remove(const std::string& name) {
   if (::shm_unlink(shm_path(name).c_str()) != 0) return {Errno{errno}, describe(errno, "remove /dev/shm/" + name)};
   return {};
+}
+
+SysResult<void> shm_link(const std::string& from, const std::string& to) {
+  const std::string dir(shm_directory());
+  if (::linkat(AT_FDCWD, (dir + "/" + from).c_str(), AT_FDCWD, (dir + "/" + to).c_str(), 0) != 0) {
+    return {Errno{errno}, describe(errno, "link /dev/shm/" + to)};
+  }
+  return {};
+}
+
+std::vector<std::string> shm_list(std::string_view prefix) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(std::string(shm_directory()).c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* entry = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): a private DIR stream
+    const std::string_view name(entry->d_name);
+    if (name.substr(0, prefix.size()) == prefix) names.emplace_back(name);
+  }
+  ::closedir(dir);
+  return names;
 }
 
 std::string_view shm_directory() noexcept {

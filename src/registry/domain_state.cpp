@@ -384,6 +384,21 @@ void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::uint32_t
   sample.valid_ = true;
 }
 
+// Called by the last process attached: nobody is creating a queue, so a
+// half-built one (".new." in its name) was left by a creator that died.
+std::uint32_t DomainState::count_queues_removing_leftovers() noexcept {
+  std::uint32_t queues = 0;
+  for (const auto& name : platform::shm_list(file_name("q-"))) {
+    if (name.find(".new.") != std::string::npos) {
+      (void)platform::shm_remove(name);
+    } else {
+      ++queues;
+    }
+  }
+  registry_->named_objects.store(queues, std::memory_order_relaxed);  // the files are the truth
+  return queues;
+}
+
 void DomainState::object_removed() noexcept {
   std::uint32_t count = registry_->named_objects.load(std::memory_order_relaxed);
   while (count > 0 && !registry_->named_objects.compare_exchange_weak(count, count - 1)) {
@@ -439,7 +454,7 @@ void DomainState::detach() noexcept {
     // Last one out removes the domain if no named object is left in it.
     platform::unlock_byte(registry_fd_, kLifecycleLockByte);
     auto last = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true);
-    if (last && *last && registry_->named_objects.load(std::memory_order_acquire) == 0) {
+    if (last && *last && count_queues_removing_leftovers() == 0) {
       collect_garbage();
       (void)platform::shm_remove(file_name("heap"));
       (void)platform::shm_remove(file_name("registry"));

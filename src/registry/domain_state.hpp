@@ -97,6 +97,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   void reclaim_slot(std::uint32_t slot) noexcept;
   Result<void, LoanError> grow_holdings();
   void detach() noexcept;
+  std::uint32_t count_queues_removing_leftovers() noexcept;
 
   std::string name_;
   int registry_fd_ = -1;

@@ -153,4 +153,20 @@ TEST(Domain, FilesAppearWithTheFirstUserAndGoWithTheLast) {
   EXPECT_TRUE(hakobu::test::files_of_domain(name).empty());
 }
 
+TEST(Domain, LastProcessOutRemovesWhatACrashedCreatorLeft) {
+  const std::string name = hakobu::test::domain() + "-crash";
+  hakobu::DomainOptions options;
+  options.name = name;
+  {
+    auto domain = hakobu::Domain::open(options);
+    ASSERT_TRUE(domain);
+    // A queue file half-built by a creator that died before publishing it.
+    const std::string leftover = "/dev/shm/hakobu-" + name + "-q-x.new.99999.0";
+    FILE* f = std::fopen(leftover.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  EXPECT_TRUE(hakobu::test::files_of_domain(name).empty());
+}
+
 }  // namespace
