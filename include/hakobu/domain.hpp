@@ -24,6 +24,13 @@ namespace detail {
 class DomainState;
 }  // namespace detail
 
+/// Whether a domain's large blocks live in reserved huge pages.
+enum class HugePages : std::uint8_t {
+  Auto,     ///< Use huge pages if a hugetlbfs mount and reserved pages exist.
+  Never,    ///< Always /dev/shm (transparent huge pages are still requested).
+  Require,  ///< Fail to create the domain if no huge pages can be used.
+};
+
 /// Settings a domain is created with (ignored when it already exists).
 struct DomainOptions {
   /// Domain name; empty means `default_domain_name()`.
@@ -33,6 +40,12 @@ struct DomainOptions {
   /// Freed blocks kept faulted-in for reuse, in bytes; beyond this their pages
   /// are returned to the system. 0 means a quarter of /dev/shm.
   std::uint64_t cache_limit = 0;
+  /// Blocks of 2 MiB and more come from reserved huge pages (hugetlbfs) when
+  /// the system has them (`echo N > /proc/sys/vm/nr_hugepages` and a hugetlbfs
+  /// mount), falling back to /dev/shm when the pool runs dry.
+  HugePages huge_pages = HugePages::Auto;
+  /// The hugetlbfs mount to use; empty means the first one found.
+  std::string hugetlbfs_directory;
 };
 
 /// The default domain name: `$HAKOBU_DOMAIN` if set, else `u<uid>`.
@@ -53,11 +66,13 @@ struct ProcessInfo {
 /// Counters of a domain's shared heap.
 struct DomainStats {
   std::uint64_t heap_capacity = 0;
-  std::uint64_t heap_used = 0;      ///< bytes carved from the heap so far
-  std::uint64_t live_bytes = 0;     ///< bytes of blocks held by messages, loans and samples
-  std::uint64_t cached_bytes = 0;   ///< bytes of free blocks kept faulted-in
-  std::uint64_t live_blocks = 0;    ///< blocks held by messages, loans and samples
-  std::uint32_t named_objects = 0;  ///< queues that exist in the domain
+  std::uint64_t heap_used = 0;       ///< bytes carved from the heap so far
+  std::uint64_t live_bytes = 0;      ///< bytes of blocks held by messages, loans and samples
+  std::uint64_t cached_bytes = 0;    ///< bytes of free blocks kept faulted-in
+  std::uint64_t live_blocks = 0;     ///< blocks held by messages, loans and samples
+  bool huge_pages = false;           ///< large blocks come from a hugetlbfs mount
+  std::uint64_t huge_page_used = 0;  ///< bytes carved from huge pages so far
+  std::uint32_t named_objects = 0;   ///< queues that exist in the domain
   std::vector<ProcessInfo> processes;
 };
 

@@ -36,36 +36,40 @@ std::string format_bytes(std::uint64_t bytes) {
   return text;
 }
 
-void Heap::bind(RegistryHeader* registry, std::byte* base, int fd, std::uint64_t capacity) noexcept {
+void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge) noexcept {
   registry_ = registry;
   base_ = base;
-  fd_ = fd;
-  capacity_ = capacity;
-  known_file_size_.store(0, std::memory_order_relaxed);
+  segments_[0] = shm;
+  segments_[1] = huge;
+  capacity_ = shm.capacity + huge.capacity;
+  known_file_size_[0].store(0, std::memory_order_relaxed);
+  known_file_size_[1].store(0, std::memory_order_relaxed);
 }
 
-bool Heap::inside_file(std::uint64_t end) noexcept {
-  if (end <= known_file_size_.load(std::memory_order_relaxed)) return true;
-  auto info = platform::file_info(fd_);
+bool Heap::inside_file(unsigned segment, std::uint64_t end) noexcept {
+  const std::uint64_t file_end = end - segments_[segment].start;
+  auto& known_size = known_file_size_[segment];
+  if (file_end <= known_size.load(std::memory_order_relaxed)) return true;
+  auto info = platform::file_info(segments_[segment].fd);
   if (!info) return false;
-  std::uint64_t known = known_file_size_.load(std::memory_order_relaxed);
-  while (info->size > known && !known_file_size_.compare_exchange_weak(known, info->size)) {
+  std::uint64_t known = known_size.load(std::memory_order_relaxed);
+  while (info->size > known && !known_size.compare_exchange_weak(known, info->size)) {
   }
-  return end <= info->size;
+  return file_end <= info->size;
 }
 
 bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcept {
-  if (block < kHeapStart || block % 64 != 0 || block >= capacity_ || capacity_ - block < kBlockHeaderBytes) {
-    return false;
-  }
-  if (!inside_file(block + kBlockHeaderBytes)) return false;
+  if (block < kHeapStart || block % 64 != 0 || block >= capacity_) return false;
+  const unsigned segment = segment_of(block);
+  const std::uint64_t segment_end = segments_[segment].start + segments_[segment].capacity;
+  if (segment_end - block < kBlockHeaderBytes || !inside_file(segment, block + kBlockHeaderBytes)) return false;
   const BlockHeader* h = header(block);
   const std::uint32_t magic = h->magic;
   const unsigned size_class = h->size_class;
   if (magic != kBlockMagic || size_class >= kSizeClassCount) return false;
   const std::uint64_t bytes = class_bytes(size_class);
-  if (bytes > capacity_ - block || payload_bytes > bytes - kBlockHeaderBytes) return false;
-  return inside_file(block + kBlockHeaderBytes + payload_bytes);
+  if (bytes > segment_end - block || payload_bytes > bytes - kBlockHeaderBytes) return false;
+  return inside_file(segment, block + kBlockHeaderBytes + payload_bytes);
 }
 
 std::string out_of_memory_message(std::uint64_t asked, const std::string& cause) {
@@ -81,20 +85,37 @@ std::string out_of_memory_message(std::uint64_t asked, const std::string& cause)
 }
 
 Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked) {
-  // Refuse at once what cannot fit: fallocate would fill /dev/shm first and undo.
-  if (auto space = platform::space_info(std::string(platform::shm_directory()));
-      space && length > space->free + registry_->cached_bytes.load(std::memory_order_relaxed)) {
-    return {LoanError::OutOfMemory, out_of_memory_message(asked, "not enough free space")};
-  }
-  auto backed = platform::allocate(fd_, offset, length);
-  if (!backed && backed.error().code == ENOSPC) {
-    trim_cache();  // cached free blocks may be what fills /dev/shm
-    backed = platform::allocate(fd_, offset, length);
-  }
-  if (!backed) {
-    if (backed.error().code == ENOSPC)
-      return {LoanError::OutOfMemory, out_of_memory_message(asked, backed.error().message)};
-    return {LoanError::OutOfMemory, backed.error().message};
+  const HeapSegment& segment = segments_[segment_of(offset)];
+  const std::uint64_t file_offset = offset - segment.start;
+  if (segment.huge) {
+    // The pool of reserved huge pages is global and small: check it first, and
+    // give back a partial allocation (the caller falls back to /dev/shm).
+    const auto pool = platform::huge_page_info();
+    if (length > pool.free_pages * pool.page_size) {
+      return {LoanError::OutOfMemory, "the huge-page pool has " + format_bytes(pool.free_pages * pool.page_size) +
+                                          " free, asked for " + format_bytes(length)};
+    }
+    if (auto backed = platform::allocate(segment.fd, file_offset, length); !backed) {
+      (void)platform::punch_hole(segment.fd, file_offset, length);
+      return {LoanError::OutOfMemory, backed.error().message};
+    }
+  } else {
+    // Refuse at once what cannot fit: fallocate would fill /dev/shm first and undo.
+    if (auto space = platform::space_info(std::string(platform::shm_directory()));
+        space && length > space->free + registry_->cached_bytes.load(std::memory_order_relaxed)) {
+      return {LoanError::OutOfMemory, out_of_memory_message(asked, "not enough free space")};
+    }
+    auto backed = platform::allocate(segment.fd, file_offset, length);
+    if (!backed && backed.error().code == ENOSPC) {
+      trim_cache();  // cached free blocks may be what fills /dev/shm
+      backed = platform::allocate(segment.fd, file_offset, length);
+    }
+    if (!backed) {
+      if (backed.error().code == ENOSPC) {
+        return {LoanError::OutOfMemory, out_of_memory_message(asked, backed.error().message)};
+      }
+      return {LoanError::OutOfMemory, backed.error().message};
+    }
   }
   if (length >= kPrefaultMinBytes) platform::prefault_write(base_ + offset, length);
   return {};
@@ -104,57 +125,72 @@ Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t b
   BlockHeader* h = header(block);
   const std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
   if (backed >= bytes) return {};
-  const std::uint64_t target = align_up(bytes, platform::page_size());
+  const std::uint64_t target = align_up(bytes, segments_[segment_of(block)].page);
   if (auto r = back_range(block + backed, target - backed, bytes); !r) return r;
   h->backed_bytes.store(target, std::memory_order_relaxed);
   return {};
 }
 
 Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
-  if (payload_bytes > capacity_ - kHeapStart - kBlockHeaderBytes) {
+  if (payload_bytes > segments_[0].capacity - kHeapStart - kBlockHeaderBytes) {
     return {LoanError::TooLarge, "a message of " + format_bytes(payload_bytes) + " does not fit the domain heap of " +
-                                     format_bytes(capacity_)};
+                                     format_bytes(segments_[0].capacity)};
   }
   const std::uint64_t total = payload_bytes + kBlockHeaderBytes;
   const unsigned size_class = class_for(total);
   std::uint64_t block = 0;
-  if (!pop(size_class, block)) return carve(size_class, payload_bytes);
-
-  BlockHeader* h = header(block);
-  registry_->cached_bytes.fetch_sub(
-      std::min(h->backed_bytes.load(std::memory_order_relaxed), registry_->cached_bytes.load()),
-      std::memory_order_relaxed);
-  if (auto r = ensure_backed(block, total); !r) {
+  if (pop(size_class, block)) {
+    BlockHeader* h = header(block);
+    registry_->cached_bytes.fetch_sub(
+        std::min(h->backed_bytes.load(std::memory_order_relaxed), registry_->cached_bytes.load()),
+        std::memory_order_relaxed);
+    if (ensure_backed(block, total)) {
+      h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
+      h->refs.store(1, std::memory_order_release);
+      registry_->live_blocks.fetch_add(1, std::memory_order_relaxed);
+      registry_->live_bytes.fetch_add(class_bytes(size_class), std::memory_order_relaxed);
+      return block;
+    }
+    // Its pages were returned and cannot come back now (e.g. the huge-page pool
+    // is empty): keep it for later and carve elsewhere.
+    registry_->cached_bytes.fetch_add(h->backed_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
     push_chain(size_class, block, block);
-    return std::move(r).error();
   }
-  h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
-  h->refs.store(1, std::memory_order_release);
-  registry_->live_blocks.fetch_add(1, std::memory_order_relaxed);
-  registry_->live_bytes.fetch_add(class_bytes(size_class), std::memory_order_relaxed);
-  return block;
+  return carve(size_class, payload_bytes);
 }
 
 Result<std::uint64_t, LoanError> Heap::carve(unsigned size_class, std::uint64_t payload_bytes) {
+  if (has_huge_pages() && class_bytes(size_class) >= segments_[1].page) {
+    if (auto block = carve_in(1, size_class, payload_bytes)) return block;
+  }
+  return carve_in(0, size_class, payload_bytes);
+}
+
+Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned size_class,
+                                                std::uint64_t payload_bytes) {
+  const HeapSegment& segment = segments_[segment_index];
+  std::atomic<std::uint64_t>& top_word = segment_index == 0 ? registry_->heap_top : registry_->huge_top;
   const std::uint64_t bytes = class_bytes(size_class);
   const std::uint64_t count = bytes < kChunkBytes ? kChunkBytes / bytes : 1;
   const std::uint64_t chunk = count * bytes;
-  const std::uint64_t alignment = block_alignment(bytes);
+  const std::uint64_t alignment = std::max(block_alignment(bytes), std::min(segment.page, bytes));
   const std::uint64_t total = payload_bytes + kBlockHeaderBytes;
+  const std::uint64_t lowest = segment_index == 0 ? kHeapStart : segment.start;
+  const std::uint64_t end = segment.start + segment.capacity;
 
-  std::uint64_t top = registry_->heap_top.load(std::memory_order_relaxed);
+  std::uint64_t top = top_word.load(std::memory_order_relaxed);
   std::uint64_t start = 0;
   do {
-    start = align_up(std::max(top, kHeapStart), alignment);
-    if (start > capacity_ || chunk > capacity_ - start) {
-      return {LoanError::OutOfMemory, "the domain heap's address space of " + format_bytes(capacity_) +
+    start = align_up(std::max(top, lowest), alignment);
+    if (start > end || chunk > end - start) {
+      return {LoanError::OutOfMemory, "the domain heap's address space of " + format_bytes(segment.capacity) +
                                           " is used up; asked for " + format_bytes(total) +
                                           ". Create the domain with a larger heap_capacity."};
     }
-  } while (!registry_->heap_top.compare_exchange_weak(top, start + chunk, std::memory_order_relaxed));
+  } while (!top_word.compare_exchange_weak(top, start + chunk, std::memory_order_relaxed));
 
   // A chunk of small blocks is backed whole; a large block only as far as asked.
-  const std::uint64_t commit_bytes = count > 1 ? chunk : align_up(total, platform::page_size());
+  const std::uint64_t commit_bytes = count > 1 ? chunk : align_up(total, segment.page);
   if (auto r = back_range(start, commit_bytes, total); !r) return std::move(r).error();  // the range stays unused
 
   for (std::uint64_t i = 0; i < count; ++i) {
@@ -230,11 +266,12 @@ void Heap::free_block(std::uint64_t block) noexcept {
   registry_->live_blocks.fetch_sub(1, std::memory_order_relaxed);
   registry_->live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
   std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
-  const std::uint64_t page = platform::page_size();
+  const HeapSegment& segment = segments_[segment_of(block)];
+  const std::uint64_t page = segment.page;
   if (bytes >= kTrimMinBytes && backed > page &&
       registry_->cached_bytes.load(std::memory_order_relaxed) + backed > registry_->cache_limit) {
     // Over the cache limit: give the pages back, keep the header page.
-    if (platform::punch_hole(fd_, block + page, backed - page)) {
+    if (platform::punch_hole(segment.fd, block - segment.start + page, backed - page)) {
       backed = page;
       h->backed_bytes.store(backed, std::memory_order_relaxed);
     }
@@ -244,7 +281,6 @@ void Heap::free_block(std::uint64_t block) noexcept {
 }
 
 void Heap::trim_cache() noexcept {
-  const std::uint64_t page = platform::page_size();
   for (unsigned size_class = 0; size_class < kSizeClassCount; ++size_class) {
     if (class_bytes(size_class) < kTrimMinBytes) continue;
     std::vector<std::uint64_t> blocks;
@@ -252,8 +288,10 @@ void Heap::trim_cache() noexcept {
     while (pop(size_class, block)) blocks.push_back(block);
     for (const auto b : blocks) {
       BlockHeader* h = header(b);
+      const HeapSegment& segment = segments_[segment_of(b)];
+      const std::uint64_t page = segment.page;
       const std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
-      if (backed > page && platform::punch_hole(fd_, b + page, backed - page)) {
+      if (backed > page && platform::punch_hole(segment.fd, b - segment.start + page, backed - page)) {
         h->backed_bytes.store(page, std::memory_order_relaxed);
         registry_->cached_bytes.fetch_sub(std::min(backed - page, registry_->cached_bytes.load()),
                                           std::memory_order_relaxed);

@@ -1,7 +1,11 @@
 // hakobu — the shared heap of a domain.
 //
-// One sparse file, mapped once per process at the same size (its capacity), so
-// a block is reached by offset with no per-message mapping. Memory is committed
+// One sparse file in /dev/shm, mapped once per process at the same size (its
+// capacity), so a block is reached by offset with no per-message mapping. Where
+// the system has reserved huge pages, a second file on a hugetlbfs mount is
+// mapped right after the first; blocks of 2 MiB and more are carved there first
+// and from /dev/shm when the huge-page pool runs dry. Offsets below
+// `segments_[0].capacity` are in the first file, the rest in the second. Memory is committed
 // only when a block is first carved (fallocate, so a full /dev/shm is an error
 // here rather than a SIGBUS later); freed blocks go to per-class lock-free free
 // lists and are reused with their pages already faulted in, up to the domain's
@@ -26,11 +30,20 @@
 
 namespace hakobu::detail {
 
+/// One file of the heap and the part of the heap's offsets it backs.
+struct HeapSegment {
+  int fd = -1;
+  std::uint64_t start = 0;     ///< heap offset of the file's byte 0
+  std::uint64_t capacity = 0;  ///< bytes of offsets it backs (0: absent)
+  std::uint64_t page = 4096;   ///< allocation granule (2 MiB on hugetlbfs)
+  bool huge = false;
+};
+
 class Heap {
  public:
   Heap() = default;
-  /// Binds to a mapped heap: `base` maps `capacity` bytes of the file `fd`.
-  void bind(RegistryHeader* registry, std::byte* base, int fd, std::uint64_t capacity) noexcept;
+  /// Binds to a mapped heap: `base` maps the segments back to back.
+  void bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge) noexcept;
 
   /// A block whose payload holds `payload_bytes`, with refs = 1. Its memory is
   /// backed; the payload is not cleared.
@@ -50,23 +63,31 @@ class Heap {
   }
   [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept { return base_ + block + kBlockHeaderBytes; }
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
+  /// True when blocks of 2 MiB and more come from a hugetlbfs file.
+  [[nodiscard]] bool has_huge_pages() const noexcept { return segments_[1].capacity != 0; }
+  /// True when `block` lies in the hugetlbfs segment.
+  [[nodiscard]] bool on_huge_pages(std::uint64_t block) const noexcept {
+    return has_huge_pages() && block >= segments_[1].start;
+  }
   /// Returns the pages of every cached free block to the system.
   void trim_cache() noexcept;
 
  private:
   Result<std::uint64_t, LoanError> carve(unsigned size_class, std::uint64_t payload_bytes);
+  Result<std::uint64_t, LoanError> carve_in(unsigned segment, unsigned size_class, std::uint64_t payload_bytes);
+  [[nodiscard]] unsigned segment_of(std::uint64_t offset) const noexcept { return on_huge_pages(offset) ? 1U : 0U; }
   bool pop(unsigned size_class, std::uint64_t& block) noexcept;
   void push_chain(unsigned size_class, std::uint64_t first, std::uint64_t last) noexcept;
   void free_block(std::uint64_t block) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
-  [[nodiscard]] bool inside_file(std::uint64_t end) noexcept;
+  [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) noexcept;
 
   RegistryHeader* registry_ = nullptr;
   std::byte* base_ = nullptr;
-  int fd_ = -1;
-  std::uint64_t capacity_ = 0;
-  std::atomic<std::uint64_t> known_file_size_{0};  // grows only; refreshed by fstat on a miss
+  std::uint64_t capacity_ = 0;  // of all segments
+  HeapSegment segments_[2];
+  std::atomic<std::uint64_t> known_file_size_[2]{};  // grow only; refreshed by fstat on a miss
 };
 
 /// "1.5 GiB", "320 B": sizes for messages.

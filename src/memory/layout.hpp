@@ -136,6 +136,12 @@ struct RegistryHeader {
   std::atomic<std::uint64_t> live_blocks;
   std::atomic<std::uint64_t> cached_bytes;
 
+  // The optional hugetlbfs segment: heap offsets [heap_capacity, heap_capacity + huge_capacity).
+  alignas(64) std::atomic<std::uint64_t> huge_top;  ///< its bump pointer
+  std::uint64_t huge_capacity;                      ///< 0: no huge-page segment
+  std::uint64_t huge_page_size;
+  char huge_directory[192];  ///< its hugetlbfs mount, NUL-terminated
+
   FreeList free_lists[kSizeClassCount];
   ProcessSlot processes[kMaxProcesses];
 };

@@ -48,6 +48,20 @@ std::vector<std::string> shm_list(std::string_view prefix);
 /// Path of the directory shm objects live in ("/dev/shm").
 std::string_view shm_directory() noexcept;
 
+/// Opens a file by path (for heap files on a hugetlbfs mount). Always O_CLOEXEC.
+SysResult<int> open_path(const std::string& path, int flags, mode_t mode);
+SysResult<void> remove_path(const std::string& path);
+
+/// Reserved huge pages of the default size.
+struct HugePageInfo {
+  std::uint64_t page_size = 0;
+  std::uint64_t free_pages = 0;
+};
+/// The default huge-page size and how many are free in the reserved pool.
+HugePageInfo huge_page_info();
+/// Mount points of hugetlbfs file systems with the default huge-page size.
+std::vector<std::string> hugetlbfs_mounts();
+
 struct FileInfo {
   std::uint64_t size = 0;
   std::uint64_t allocated = 0;  ///< bytes actually backed by memory
@@ -75,6 +89,10 @@ SysResult<SpaceInfo> space_info(const std::string& path);
 // --- mappings ---------------------------------------------------------------
 /// Maps `length` bytes of `fd` shared, without reserving swap.
 SysResult<void*> map_shared(int fd, std::uint64_t length);
+/// Reserves `length` bytes of address space (no access, no memory).
+SysResult<void*> reserve_address_space(std::uint64_t length);
+/// Maps `length` bytes of `fd` shared at `address`, inside a reservation.
+SysResult<void> map_shared_at(void* address, int fd, std::uint64_t length);
 void unmap(void* address, std::uint64_t length) noexcept;
 /// Asks for transparent huge pages on the range (a hint; ignored if unsupported).
 void advise_huge_pages(void* address, std::uint64_t length) noexcept;

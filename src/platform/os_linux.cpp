@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 
 #include "platform/os.hpp"
 
@@ -84,6 +85,59 @@ std::string_view shm_directory() noexcept {
   return "/dev/shm";
 }
 
+SysResult<int> open_path(const std::string& path, int flags, mode_t mode) {
+  const int fd = retry_on_eintr([&] { return ::open(path.c_str(), flags | O_CLOEXEC, mode); });
+  if (fd < 0) return {Errno{errno}, describe(errno, "open " + path)};
+  return fd;
+}
+
+SysResult<void> remove_path(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return {Errno{errno}, describe(errno, "remove " + path)};
+  return {};
+}
+
+HugePageInfo huge_page_info() {
+  HugePageInfo info;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  std::uint64_t value = 0;
+  std::string unit;
+  while (meminfo >> key >> value) {
+    if (key == "HugePages_Free:") info.free_pages = value;
+    if (key == "Hugepagesize:") {
+      meminfo >> unit;  // "kB"
+      info.page_size = value * 1024;
+    }
+    std::getline(meminfo, unit);
+  }
+  return info;
+}
+
+std::vector<std::string> hugetlbfs_mounts() {
+  std::vector<std::string> mounts;
+  const std::uint64_t default_size = huge_page_info().page_size;
+  std::ifstream table("/proc/mounts");
+  std::string device;
+  std::string mount_point;
+  std::string type;
+  std::string options;
+  while (table >> device >> mount_point >> type >> options) {
+    std::string rest;
+    std::getline(table, rest);
+    if (type != "hugetlbfs") continue;
+    // "pagesize=2M" when not the default size; absent means the default.
+    const auto at = options.find("pagesize=");
+    if (at != std::string::npos && default_size != 0) {
+      const std::uint64_t size = std::strtoull(options.c_str() + at + 9, nullptr, 10);
+      const char unit = options[options.find_first_not_of("0123456789", at + 9)];
+      const std::uint64_t bytes = size << (unit == 'G' ? 30 : unit == 'M' ? 20 : unit == 'K' ? 10 : 0);
+      if (bytes != default_size) continue;
+    }
+    mounts.push_back(mount_point);
+  }
+  return mounts;
+}
+
 SysResult<FileInfo> file_info(int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return {Errno{errno}, describe(errno, "fstat")};
@@ -138,6 +192,18 @@ SysResult<void*> map_shared(int fd, std::uint64_t length) {
   void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (address == MAP_FAILED) return {Errno{errno}, describe(errno, "mmap")};
   return address;
+}
+
+SysResult<void*> reserve_address_space(std::uint64_t length) {
+  void* address = ::mmap(nullptr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (address == MAP_FAILED) return {Errno{errno}, describe(errno, "mmap (reserve)")};
+  return address;
+}
+
+SysResult<void> map_shared_at(void* address, int fd, std::uint64_t length) {
+  void* mapped = ::mmap(address, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0);
+  if (mapped == MAP_FAILED) return {Errno{errno}, describe(errno, "mmap (fixed)")};
+  return {};
 }
 
 void unmap(void* address, std::uint64_t length) noexcept {

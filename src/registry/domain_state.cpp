@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -75,6 +76,9 @@ template <class T>
 Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
   return {open_error_from_errno(platform::value(failed.error().code)), failed.error().message};
 }
+
+// Heap segments start on this boundary (the largest huge page we use).
+constexpr std::uint64_t kSegmentAlignment = std::uint64_t{2} << 20;
 
 std::uint64_t default_cache_limit() {
   if (auto space = platform::space_info(std::string(platform::shm_directory()))) return space->total / 4;
@@ -178,7 +182,7 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     registry_->layout_version = kLayoutVersion;
     registry_->max_processes = kMaxProcesses;
     registry_->file_bytes = registry_bytes;
-    registry_->heap_capacity = options.heap_capacity;
+    registry_->heap_capacity = (options.heap_capacity + kSegmentAlignment - 1) / kSegmentAlignment * kSegmentAlignment;
     registry_->cache_limit = options.cache_limit != 0 ? options.cache_limit : default_cache_limit();
     registry_->heap_top.store(kHeapStart, std::memory_order_relaxed);
     (void)platform::shm_remove(heap_name);  // a stale heap of a dead domain
@@ -186,6 +190,10 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     if (!heap_fd) return to_open_error(heap_fd);
     heap_fd_ = *heap_fd;
     if (auto r = platform::allocate(heap_fd_, 0, kHeapStart); !r) return to_open_error(r);
+    if (options.huge_pages != HugePages::Never) {
+      auto huge = create_huge_segment(options);
+      if (!huge && options.huge_pages == HugePages::Require) return huge;
+    }
     registry_->magic.store(kRegistryMagic, std::memory_order_release);
   } else {
     auto mapped = platform::map_shared(registry_fd_, registry_bytes);
@@ -200,8 +208,12 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
                                            std::to_string(registry_->layout_version) + ", this library knows " +
                                            std::to_string(kLayoutVersion)};
     }
+    const std::uint64_t page = registry_->huge_page_size;
     if (registry_->max_processes != kMaxProcesses || registry_->heap_capacity > kMaxHeapCapacity ||
-        registry_->heap_capacity < (std::uint64_t{1} << 24)) {
+        registry_->heap_capacity < (std::uint64_t{1} << 24) || registry_->heap_capacity % kSegmentAlignment != 0 ||
+        registry_->huge_capacity > kMaxHeapCapacity - registry_->heap_capacity ||
+        (registry_->huge_capacity != 0 && (!std::has_single_bit(page) || page < 4096 || page > kSegmentAlignment ||
+                                           registry_->huge_capacity % page != 0))) {
       return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid registry header"};
     }
     auto heap_fd = platform::shm_open_file(heap_name, O_RDWR, 0600);
@@ -212,13 +224,93 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     if (heap_info->owner != platform::user_id()) {
       return {OpenError::PermissionDenied, "the heap of domain '" + name_ + "' belongs to another user"};
     }
+    if (registry_->huge_capacity != 0) {
+      if (auto r = open_huge_segment(); !r) return r;
+    }
   }
+  return map_heap();
+}
+
+std::string DomainState::huge_file_path() const {
+  return std::string(registry_->huge_directory) + "/" + file_name("heap");
+}
+
+// Puts large blocks in reserved huge pages: a second heap file on a hugetlbfs mount.
+Result<void, OpenError> DomainState::create_huge_segment(const DomainOptions& options) {
+  const auto pool = platform::huge_page_info();
+  const std::vector<std::string> directories = options.hugetlbfs_directory.empty()
+                                                   ? platform::hugetlbfs_mounts()
+                                                   : std::vector<std::string>{options.hugetlbfs_directory};
+  if (pool.page_size == 0 || pool.page_size > kSegmentAlignment || pool.free_pages == 0 || directories.empty()) {
+    return {OpenError::InvalidArgument,
+            "huge pages were required but none can be used: reserve some (echo N > /proc/sys/vm/nr_hugepages) "
+            "and mount hugetlbfs (mount -t hugetlbfs none /dev/hugepages)"};
+  }
+  std::string failures;
+  for (const auto& directory : directories) {
+    if (directory.empty() || directory.front() != '/' || directory.size() >= sizeof(registry_->huge_directory)) {
+      continue;
+    }
+    const std::string path = directory + "/" + file_name("heap");
+    (void)platform::remove_path(path);  // a stale heap of a dead domain
+    auto fd = platform::open_path(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (!fd) {
+      failures += "; " + fd.error().message;
+      continue;
+    }
+    huge_fd_ = *fd;
+    std::memcpy(registry_->huge_directory, directory.c_str(), directory.size() + 1);
+    registry_->huge_page_size = pool.page_size;
+    registry_->huge_capacity = registry_->heap_capacity;
+    registry_->huge_top.store(registry_->heap_capacity, std::memory_order_relaxed);
+    return {};
+  }
+  return {OpenError::PermissionDenied, "no hugetlbfs mount could hold the heap" + failures};
+}
+
+Result<void, OpenError> DomainState::open_huge_segment() {
+  // The directory comes from shared memory: it must be a NUL-terminated absolute path.
+  const char* directory = registry_->huge_directory;
+  const std::size_t length = ::strnlen(directory, sizeof(registry_->huge_directory));
+  const std::string_view path_view(directory, length);
+  if (length == sizeof(registry_->huge_directory) || path_view.empty() || path_view.front() != '/' ||
+      path_view.find("..") != std::string_view::npos) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' names an invalid huge-page directory"};
+  }
+  auto fd = platform::open_path(huge_file_path(), O_RDWR, 0600);
+  if (!fd) return to_open_error(fd);
+  huge_fd_ = *fd;
+  auto info = platform::file_info(huge_fd_);
+  if (!info) return to_open_error(info);
+  if (info->owner != platform::user_id()) {
+    return {OpenError::PermissionDenied, "the huge-page heap of domain '" + name_ + "' belongs to another user"};
+  }
+  return {};
+}
+
+// Maps both heap segments back to back in one reservation, aligned so that the
+// huge-page segment starts on a huge-page boundary.
+Result<void, OpenError> DomainState::map_heap() {
   heap_capacity_ = registry_->heap_capacity;
-  auto heap_map = platform::map_shared(heap_fd_, heap_capacity_);
-  if (!heap_map) return to_open_error(heap_map);
-  heap_base_ = static_cast<std::byte*>(*heap_map);
+  const std::uint64_t huge_capacity = huge_fd_ >= 0 ? registry_->huge_capacity : 0;
+  reservation_bytes_ = heap_capacity_ + huge_capacity + kSegmentAlignment;
+  auto reserved = platform::reserve_address_space(reservation_bytes_);
+  if (!reserved) return to_open_error(reserved);
+  reservation_ = *reserved;
+  const auto start = reinterpret_cast<std::uintptr_t>(reservation_);                               // NOLINT
+  heap_base_ = reinterpret_cast<std::byte*>((start + kSegmentAlignment - 1) / kSegmentAlignment *  // NOLINT
+                                            kSegmentAlignment);
+  if (auto r = platform::map_shared_at(heap_base_, heap_fd_, heap_capacity_); !r) return to_open_error(r);
   platform::advise_huge_pages(heap_base_, heap_capacity_);
-  heap_.bind(registry_, heap_base_, heap_fd_, heap_capacity_);
+  HeapSegment shm{heap_fd_, 0, heap_capacity_, platform::page_size(), false};
+  HeapSegment huge{};
+  if (huge_capacity != 0) {
+    if (auto r = platform::map_shared_at(heap_base_ + heap_capacity_, huge_fd_, huge_capacity); !r) {
+      return to_open_error(r);
+    }
+    huge = HeapSegment{huge_fd_, heap_capacity_, huge_capacity, registry_->huge_page_size, true};
+  }
+  heap_.bind(registry_, heap_base_, shm, huge);
   return {};
 }
 
@@ -412,6 +504,8 @@ DomainStats DomainState::stats() const {
   out.live_bytes = registry_->live_bytes.load(std::memory_order_relaxed);
   out.cached_bytes = registry_->cached_bytes.load(std::memory_order_relaxed);
   out.live_blocks = registry_->live_blocks.load(std::memory_order_relaxed);
+  out.huge_pages = heap_.has_huge_pages();
+  if (out.huge_pages) out.huge_page_used = registry_->huge_top.load(std::memory_order_relaxed) - heap_capacity_;
   out.named_objects = registry_->named_objects.load(std::memory_order_relaxed);
   for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
     const ProcessSlot& slot = registry_->processes[s];
@@ -439,9 +533,10 @@ void DomainState::detach() noexcept {
   if (forked_away()) {
     // Inherited from the parent: its slot and locks are the parent's. The fork
     // handler closed the registry descriptor already.
-    platform::unmap(heap_base_, heap_capacity_);
+    platform::unmap(reservation_, reservation_bytes_);
     platform::unmap(registry_, sizeof(RegistryHeader));
     platform::close_fd(heap_fd_);
+    platform::close_fd(huge_fd_);
     return;
   }
   if (has_slot_) {
@@ -456,14 +551,16 @@ void DomainState::detach() noexcept {
     auto last = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true);
     if (last && *last && count_queues_removing_leftovers() == 0) {
       collect_garbage();
+      if (huge_fd_ >= 0) (void)platform::remove_path(huge_file_path());
       (void)platform::shm_remove(file_name("heap"));
       (void)platform::shm_remove(file_name("registry"));
     }
     platform::unlock_byte(registry_fd_, kLifecycleLockByte);
     platform::unlock_byte(registry_fd_, kInitLockByte);
   }
-  platform::unmap(heap_base_, heap_capacity_);
+  platform::unmap(reservation_, reservation_bytes_);
   platform::unmap(registry_, sizeof(RegistryHeader));
+  platform::close_fd(huge_fd_);
   if (registry_fd_ >= 0) {
     untrack_lock_fd(registry_fd_);
     platform::close_fd(registry_fd_);

@@ -93,6 +93,10 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   DomainState() = default;
   Result<void, OpenError> open_files(const DomainOptions& options);
   Result<void, OpenError> initialize(const DomainOptions& options);
+  Result<void, OpenError> create_huge_segment(const DomainOptions& options);
+  Result<void, OpenError> open_huge_segment();
+  Result<void, OpenError> map_heap();
+  [[nodiscard]] std::string huge_file_path() const;
   Result<void, OpenError> take_slot();
   void reclaim_slot(std::uint32_t slot) noexcept;
   Result<void, LoanError> grow_holdings();
@@ -105,6 +109,9 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   RegistryHeader* registry_ = nullptr;
   std::byte* heap_base_ = nullptr;
   std::uint64_t heap_capacity_ = 0;
+  int huge_fd_ = -1;             // the hugetlbfs segment's file, if any
+  void* reservation_ = nullptr;  // address space holding both heap segments
+  std::uint64_t reservation_bytes_ = 0;
   Heap heap_;
   std::uint32_t slot_ = 0;
   std::uint32_t generation_ = 0;

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "platform/os.hpp"
+
 extern char** environ;  // NOLINT
 
 namespace hakobu::test {
@@ -24,13 +26,17 @@ inline std::string domain() {
   return env != nullptr ? env : "";
 }
 
-/// Files of `domain` in /dev/shm.
+/// Files of `domain` in /dev/shm and on hugetlbfs mounts.
 inline std::vector<std::string> files_of_domain(const std::string& domain) {
   std::vector<std::string> out;
   const std::string prefix = "hakobu-" + domain + "-";
-  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) == 0) out.push_back(name);
+  std::vector<std::string> directories = hakobu::platform::hugetlbfs_mounts();
+  directories.emplace_back("/dev/shm");
+  for (const auto& directory : directories) {
+    for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(prefix, 0) == 0) out.push_back(directory + "/" + name);
+    }
   }
   return out;
 }
