@@ -47,6 +47,11 @@ void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, Heap
 }
 
 bool Heap::inside_file(unsigned segment, std::uint64_t end) noexcept {
+  if (segments_[segment].huge) {
+    // hugetlbfs sets a file's size to its mapping's on mmap, so the size says
+    // nothing; what was carved (and so backed) is below the bump pointer.
+    return end <= registry_->huge_top.load(std::memory_order_acquire);
+  }
   const std::uint64_t file_end = end - segments_[segment].start;
   auto& known_size = known_file_size_[segment];
   if (file_end <= known_size.load(std::memory_order_relaxed)) return true;
@@ -191,7 +196,12 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
 
   // A chunk of small blocks is backed whole; a large block only as far as asked.
   const std::uint64_t commit_bytes = count > 1 ? chunk : align_up(total, segment.page);
-  if (auto r = back_range(start, commit_bytes, total); !r) return std::move(r).error();  // the range stays unused
+  if (auto r = back_range(start, commit_bytes, total); !r) {
+    // Give the range back if nobody carved after it; else it stays an unused gap.
+    std::uint64_t expected = start + chunk;
+    top_word.compare_exchange_strong(expected, top, std::memory_order_relaxed);
+    return std::move(r).error();
+  }
 
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::uint64_t block = start + i * bytes;

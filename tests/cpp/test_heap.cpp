@@ -178,8 +178,9 @@ TEST(Domain, FilesAppearWithTheFirstUserAndGoWithTheLast) {
   {
     auto domain = hakobu::Domain::open(options);
     ASSERT_TRUE(domain) << domain.error().message;
-    EXPECT_EQ(hakobu::test::files_of_domain(name).size(), 2U);  // registry and heap
-    auto again = hakobu::Domain::open(options);                 // shares the attachment
+    // The registry and the heap, and a second heap file where huge pages are reserved.
+    EXPECT_EQ(hakobu::test::files_of_domain(name).size(), domain->stats().huge_pages ? 3U : 2U);
+    auto again = hakobu::Domain::open(options);  // shares the attachment
     ASSERT_TRUE(again);
     EXPECT_EQ(again->process_slot(), domain->process_slot());
     const auto stats = domain->stats();
