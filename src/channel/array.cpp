@@ -152,12 +152,14 @@ Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message) noexcept
 
 namespace {
 
+// As in NumPy: an empty array is both C- and F-contiguous, and axes of
+// length 1 may have any stride.
 bool contiguous(const ArrayView& view, bool c_order) noexcept {
+  if (view.size() == 0) return true;
   auto expected = static_cast<std::int64_t>(view.dtype.itemsize());
   const std::size_t ndim = view.ndim();
   for (std::size_t k = 0; k < ndim; ++k) {
     const std::size_t axis = c_order ? ndim - 1 - k : k;
-    if (view.shape[axis] == 0) return true;
     if (view.shape[axis] != 1 && view.strides[axis] != expected) return false;
     expected *= view.shape[axis];
   }

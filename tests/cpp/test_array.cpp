@@ -69,6 +69,8 @@ TEST(Array, ZeroDimensionalAndEmpty) {
   auto empty_view = hakobu::parse_array(empty.bytes);
   ASSERT_TRUE(empty_view);
   EXPECT_EQ(empty_view->size(), 0);
+  EXPECT_TRUE(empty_view->is_c_contiguous()) << "empty arrays are both, as in NumPy";
+  EXPECT_TRUE(empty_view->is_f_contiguous());
 }
 
 TEST(Array, NegativeStridesWithinBoundsAreAccepted) {
