@@ -1,0 +1,271 @@
+// hakobu._core — Queue, Message (a received message) and Loan (shared memory
+// being written), with the buffer protocol on messages and loans.
+//
+// Waiting rules: every wait releases the GIL and is cut into slices of at most
+// kSliceNs; between slices the GIL is taken back to run signal handlers, so
+// Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves the queue
+// as it was.
+#include "hakobu/queue.hpp"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "errors.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace hakobu::python {
+namespace {
+
+constexpr std::int64_t kSliceNs = 50'000'000;  // how long a wait runs without looking at signals
+
+/// A received message. Its bytes are exported writable through the buffer
+/// protocol; the sample (and so the shared block) lives as long as any view.
+struct PyMessage {
+  Sample sample;
+  Py_ssize_t exports = 0;
+};
+
+/// Shared memory being written, to be sent without a copy.
+struct PyLoan {
+  Loan loan;
+  std::size_t data_offset = 0;  // where an array loan's elements start
+  Py_ssize_t exports = 0;
+};
+
+int fill_buffer(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t size, int flags) {
+  view->obj = owner;
+  Py_INCREF(owner);
+  view->buf = data;
+  view->len = static_cast<Py_ssize_t>(size);
+  view->readonly = 0;
+  view->itemsize = 1;
+  view->format = (flags & PyBUF_FORMAT) != 0 ? const_cast<char*>("B") : nullptr;  // NOLINT
+  view->ndim = 1;
+  view->shape = (flags & PyBUF_ND) != 0 ? &view->len : nullptr;
+  view->strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES ? &view->itemsize : nullptr;
+  view->suboffsets = nullptr;
+  view->internal = nullptr;
+  return 0;
+}
+
+int message_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  auto* message = nb::inst_ptr<PyMessage>(self);
+  if (!message->sample.valid()) {
+    PyErr_SetString(PyExc_BufferError, "the message was released");
+    return -1;
+  }
+  ++message->exports;
+  return fill_buffer(self, view, message->sample.bytes().data(), message->sample.size(), flags);
+}
+
+void message_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
+  --nb::inst_ptr<PyMessage>(self)->exports;
+}
+
+int loan_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  auto* loan = nb::inst_ptr<PyLoan>(self);
+  if (!loan->loan.valid()) {
+    PyErr_SetString(PyExc_BufferError, "the loan was sent or released");
+    return -1;
+  }
+  ++loan->exports;
+  return fill_buffer(self, view, loan->loan.bytes().data(), loan->loan.bytes().size(), flags);
+}
+
+void loan_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
+  --nb::inst_ptr<PyLoan>(self)->exports;
+}
+
+PyType_Slot message_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(message_getbuffer)},  // NOLINT
+                               {Py_bf_releasebuffer, reinterpret_cast<void*>(message_releasebuffer)},
+                               {0, nullptr}};
+PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbuffer)},  // NOLINT
+                            {Py_bf_releasebuffer, reinterpret_cast<void*>(loan_releasebuffer)},
+                            {0, nullptr}};
+
+/// Runs `attempt(slice)` without the GIL until it succeeds, fails with another
+/// error than `timeout_code`, or `timeout` (seconds; None: forever) runs out.
+template <class Code, class Attempt>
+auto wait_interruptibly(std::optional<double> timeout, Code timeout_code, Attempt&& attempt) {
+  using Clock = std::chrono::steady_clock;
+  const bool forever = !timeout.has_value();
+  const auto deadline =
+      Clock::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(forever ? 0.0 : std::max(*timeout, 0.0) * 1e9));
+  for (;;) {
+    std::chrono::nanoseconds slice(kSliceNs);
+    if (!forever) slice = std::min(slice, std::max(std::chrono::nanoseconds(0), deadline - Clock::now()));
+    auto result = [&] {
+      nb::gil_scoped_release unlocked;
+      return attempt(slice);
+    }();
+    if (result || result.error().code != timeout_code) return result;
+    if (!forever && Clock::now() >= deadline) return result;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();  // e.g. KeyboardInterrupt
+  }
+}
+
+OpenMode open_mode(std::optional<bool> create) {
+  if (!create.has_value()) return OpenMode::CreateOrAttach;
+  return *create ? OpenMode::CreateExclusive : OpenMode::AttachOnly;
+}
+
+struct PyQueue {
+  Queue queue;
+
+  PyQueue(const std::string& name, std::optional<bool> create, std::size_t capacity, std::size_t inline_capacity,
+          const std::string& domain, double spin_seconds) {
+    QueueOptions options;
+    options.capacity = capacity;
+    options.inline_capacity = inline_capacity;
+    options.spin = std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(spin_seconds, 0.0) * 1e9));
+    options.domain.name = domain;
+    auto opened = [&] {
+      nb::gil_scoped_release unlocked;
+      return Queue::open(name, open_mode(create), options);
+    }();
+    if (!opened) raise(opened.error());
+    queue = std::move(*opened);
+  }
+
+  void put_bytes(nb::handle data, int kind, std::optional<double> timeout) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
+    const std::span<const std::byte> bytes(static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len));
+    const auto message_kind = static_cast<MessageKind>(kind);
+    Result<void, PutError> sent;
+    if (bytes.size() > kMaxInlineBytes) {
+      // Copy once into shared memory, then wait for room with the loan ready.
+      auto loan = [&] {
+        nb::gil_scoped_release unlocked;
+        auto made = queue.loan(bytes.size(), message_kind);
+        if (made) std::memcpy(made->bytes().data(), bytes.data(), bytes.size());
+        return made;
+      }();
+      PyBuffer_Release(&view);
+      if (!loan) raise(loan.error());
+      sent = wait_interruptibly(timeout, PutError::Timeout, [&](auto slice) { return queue.put(*loan, slice); });
+    } else {
+      try {
+        sent = wait_interruptibly(timeout, PutError::Timeout,
+                                  [&](auto slice) { return queue.put(bytes, slice, message_kind); });
+      } catch (...) {
+        PyBuffer_Release(&view);
+        throw;
+      }
+      PyBuffer_Release(&view);
+    }
+    if (!sent) raise(sent.error());
+  }
+
+  PyLoan* loan_array(int code, int bits, int lanes, const std::string& typestr, const std::vector<std::int64_t>& shape,
+                     bool fortran_order) {
+    const DType dtype{static_cast<DTypeCode>(code), static_cast<std::uint8_t>(bits), static_cast<std::uint16_t>(lanes)};
+    auto made = [&] {
+      nb::gil_scoped_release unlocked;
+      return queue.loan_array(dtype, shape, fortran_order ? Order::F : Order::C, typestr);
+    }();
+    if (!made) raise(made.error());
+    auto* loan = new PyLoan{std::move(*made), array_meta_size(shape.size(), typestr.size()), 0};
+    return loan;
+  }
+
+  void put_loan(PyLoan& loan, std::optional<double> timeout) {
+    if (loan.exports != 0) {
+      throw PythonError("InvalidArgument", "release every view of the loan before sending it");
+    }
+    auto sent = wait_interruptibly(timeout, PutError::Timeout, [&](auto slice) { return queue.put(loan.loan, slice); });
+    if (!sent) raise(sent.error());
+  }
+
+  PyMessage* get(std::optional<double> timeout) {
+    auto got = wait_interruptibly(timeout, GetError::Timeout,
+                                  [&](auto slice) { return slice.count() == 0 ? queue.try_get() : queue.get(slice); });
+    if (!got) raise(got.error());
+    return new PyMessage{std::move(*got), 0};
+  }
+
+  void unlink() {
+    auto removed = queue.unlink();
+    if (!removed) raise(removed.error());
+  }
+
+  nb::dict stats() const {
+    const auto s = queue.stats();
+    nb::dict out;
+    out["size"] = s.size;
+    out["capacity"] = s.capacity;
+    out["put_count"] = s.put_count;
+    out["get_count"] = s.get_count;
+    out["creator_pid"] = s.creator_pid;
+    return out;
+  }
+};
+
+/// (code, bits, lanes, typestr, shape, strides, data_offset) of an array message, or None.
+std::optional<std::tuple<int, int, int, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>, std::size_t>>
+array_layout(PyMessage& message) {
+  if (message.sample.kind() != MessageKind::Array) return std::nullopt;
+  auto view = message.sample.array();
+  if (!view) raise(view.error());
+  return std::make_tuple(static_cast<int>(view->dtype.code), static_cast<int>(view->dtype.bits),
+                         static_cast<int>(view->dtype.lanes), std::string(view->typestr),
+                         std::vector<std::int64_t>(view->shape.begin(), view->shape.end()),
+                         std::vector<std::int64_t>(view->strides.begin(), view->strides.end()),
+                         static_cast<std::size_t>(view->data - message.sample.bytes().data()));
+}
+
+}  // namespace
+
+void bind_queue(nb::module_& m) {
+  nb::class_<PyMessage>(m, "Message", nb::type_slots(message_slots),
+                        "A received message; its bytes are shared memory, exported through the buffer protocol")
+      .def_prop_ro("kind", [](const PyMessage& self) { return static_cast<int>(self.sample.kind()); })
+      .def_prop_ro("nbytes", [](const PyMessage& self) { return self.sample.size(); })
+      .def_prop_ro("in_shared_memory", [](const PyMessage& self) { return self.sample.in_shared_memory(); })
+      .def("array_layout", &array_layout,
+           "(code, bits, lanes, typestr, shape, strides, data_offset) of an array message, else None");
+
+  nb::class_<PyLoan>(m, "Loan", nb::type_slots(loan_slots), "Shared memory being written, sent without a copy")
+      .def_prop_ro("nbytes", [](const PyLoan& self) { return self.loan.bytes().size(); })
+      .def_prop_ro("data_offset", [](const PyLoan& self) { return self.data_offset; });
+
+  nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)")
+      .def(nb::init<const std::string&, std::optional<bool>, std::size_t, std::size_t, const std::string&, double>(),
+           "name"_a, "create"_a.none(), "capacity"_a, "inline_capacity"_a, "domain"_a, "spin"_a)
+      .def("put_bytes", &PyQueue::put_bytes, "data"_a, "kind"_a, "timeout"_a.none())
+      .def("loan_array", &PyQueue::loan_array, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
+           "typestr"_a, "shape"_a, "fortran_order"_a)
+      .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
+      .def("get", &PyQueue::get, nb::rv_policy::take_ownership, "timeout"_a.none())
+      .def("qsize", [](const PyQueue& self) { return self.queue.size(); })
+      .def_prop_ro("capacity", [](const PyQueue& self) { return self.queue.capacity(); })
+      .def_prop_ro("name", [](const PyQueue& self) { return self.queue.name(); })
+      .def_prop_ro("is_creator", [](const PyQueue& self) { return self.queue.is_creator(); })
+      .def_prop_ro("is_open", [](const PyQueue& self) { return self.queue.is_open(); })
+      .def("stats", &PyQueue::stats)
+      .def("close", [](PyQueue& self) { self.queue.close(); })
+      .def("unlink", &PyQueue::unlink);
+
+  m.def(
+      "remove",
+      [](const std::string& name, const std::string& domain) {
+        auto removed = Queue::remove(name, domain);
+        if (!removed) raise(removed.error());
+      },
+      "name"_a, "domain"_a = "", "Removes a queue by name, whoever created it");
+  m.def("default_domain", &default_domain_name, "The domain used when none is given");
+}
+
+}  // namespace hakobu::python

@@ -1,0 +1,67 @@
+"""hakobu: move NumPy arrays, buffers and Python objects between processes at memory speed.
+
+>>> import hakobu, numpy as np
+>>> q = hakobu.Queue("frames")          # any process opens it by name
+>>> q.put(np.zeros((480, 640)))         # one copy into shared memory
+>>> frame = q.get()                     # a writable view of shared memory
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._errors import (
+    AccessDenied,
+    AlreadyExists,
+    Closed,
+    Corrupt,
+    Empty,
+    Full,
+    HakobuError,
+    Incompatible,
+    InvalidArgument,
+    InvalidName,
+    NotCreator,
+    NotFound,
+    OutOfSharedMemory,
+    SystemFailure,
+    TooLarge,
+    TooManyProcesses,
+    Unlinked,
+)
+from ._queue import Queue
+
+__version__ = _core.__version__
+
+
+def remove(name: str, domain: str | None = None) -> None:
+    """Removes the queue ``name`` whoever created it (what ``hakobu rm`` does)."""
+    _core.remove(name, domain or "")
+
+
+def default_domain() -> str:
+    """The domain used when none is given: $HAKOBU_DOMAIN, else u<uid>."""
+    return _core.default_domain()
+
+
+__all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "Closed",
+    "Corrupt",
+    "Empty",
+    "Full",
+    "HakobuError",
+    "Incompatible",
+    "InvalidArgument",
+    "InvalidName",
+    "NotCreator",
+    "NotFound",
+    "OutOfSharedMemory",
+    "Queue",
+    "SystemFailure",
+    "TooLarge",
+    "TooManyProcesses",
+    "Unlinked",
+    "default_domain",
+    "remove",
+]

@@ -1,0 +1,124 @@
+"""How Python objects become hakobu messages and back.
+
+Wire formats (the message kind travels in the queue slot):
+
+* kind 1, raw bytes: ``bytes``, ``bytearray`` and ``memoryview`` are sent as
+  they are, so C++ programs read them directly; they are received as ``bytes``.
+* kind 2, array: array metadata (element type as DLPack code/bits/lanes plus
+  the NumPy type string, shape, strides) followed by the elements, 64-byte
+  aligned. Received arrays are writable ``numpy.ndarray`` views of shared
+  memory; the memory returns to the heap when the last view is gone.
+* kind 3, object: a pickle (protocol 5) of anything else; cloudpickle is used
+  for what plain pickle cannot handle (lambdas, locally defined functions).
+"""
+
+from __future__ import annotations
+
+import ast
+import pickle
+from typing import Any, Optional
+
+import cloudpickle
+import numpy as np
+
+from . import _core, _errors
+
+KIND_BYTES = 1
+KIND_ARRAY = 2
+KIND_OBJECT = 3
+
+# NumPy kind -> DLPack type code, for native-order numeric types.
+_DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+_DLPACK_UINT = 1
+_STRUCTURED_PREFIX = "descr:"
+
+
+def dtype_fields(dtype: np.dtype) -> tuple[int, int, int, str]:
+    """(code, bits, lanes, typestr) describing ``dtype`` in an array message.
+
+    Types DLPack has no code for (datetimes, strings, structured, non-native
+    byte order) travel as ``lanes`` bytes per element; their type string says
+    what they are.
+    """
+    if dtype.fields is not None or dtype.subdtype is not None:
+        typestr = _STRUCTURED_PREFIX + repr(dtype.descr)
+    else:
+        typestr = dtype.str
+    code = _DLPACK_CODES.get(dtype.kind)
+    native = dtype.isnative or dtype.itemsize == 1
+    if code is not None and native and dtype.fields is None and dtype.itemsize * 8 <= 255:
+        return code, dtype.itemsize * 8, 1, typestr
+    if dtype.itemsize > 0xFFFF:
+        raise _errors.InvalidArgument(f"elements of {dtype.itemsize} bytes are too large for an array message")
+    return _DLPACK_UINT, 8, max(dtype.itemsize, 1), typestr
+
+
+def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtype:
+    """The NumPy dtype of an array message (inverse of dtype_fields)."""
+    try:
+        if typestr.startswith(_STRUCTURED_PREFIX):
+            return np.dtype(ast.literal_eval(typestr[len(_STRUCTURED_PREFIX) :]))
+        if typestr:
+            return np.dtype(typestr)
+    except (ValueError, TypeError, SyntaxError) as error:
+        raise _errors.Corrupt(f"array message with an unreadable type {typestr!r}: {error}") from None
+    # From a C++ producer: the DLPack triple alone.
+    names = {0: "int", 1: "uint", 2: "float", 5: "complex"}
+    if lanes == 1 and code == 6 and bits == 8:
+        return np.dtype(bool)
+    if lanes == 1 and code in names:
+        try:
+            return np.dtype(f"{names[code]}{bits}")
+        except TypeError:
+            pass
+    if code == _DLPACK_UINT and bits == 8:
+        return np.dtype(f"V{lanes}") if lanes > 1 else np.dtype(np.uint8)
+    raise _errors.InvalidArgument(f"array element type (code={code}, bits={bits}, lanes={lanes}) has no NumPy dtype")
+
+
+def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
+    """Sends ``obj`` on ``queue`` in the format that fits it."""
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        _put_array(queue, obj, timeout)
+    elif isinstance(obj, (bytes, bytearray)):
+        queue.put_bytes(obj, KIND_BYTES, timeout)
+    elif isinstance(obj, memoryview):
+        queue.put_bytes(obj if obj.contiguous else obj.tobytes(), KIND_BYTES, timeout)
+    else:
+        queue.put_bytes(_dumps(obj), KIND_OBJECT, timeout)
+
+
+def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
+    code, bits, lanes, typestr = dtype_fields(array.dtype)
+    fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+    loan = queue.loan_array(code, bits, lanes, typestr, list(array.shape), fortran)
+    # One copy, straight into shared memory, whatever the source's strides.
+    target = np.ndarray(array.shape, array.dtype, buffer=loan, offset=loan.data_offset, order="F" if fortran else "C")
+    np.copyto(target, array, casting="no")
+    del target
+    queue.put_loan(loan, timeout)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def decode(message: _core.Message) -> Any:
+    """The Python object a received message carries."""
+    kind = message.kind
+    if kind == KIND_ARRAY:
+        layout = message.array_layout()
+        assert layout is not None
+        code, bits, lanes, typestr, shape, strides, offset = layout
+        dtype = dtype_from_fields(code, bits, lanes, typestr)
+        if dtype.itemsize != lanes * ((bits + 7) // 8):
+            raise _errors.Corrupt(f"array message: type {dtype} does not match its element size")
+        return np.ndarray(tuple(shape), dtype, buffer=message, offset=offset, strides=tuple(strides))
+    if kind == KIND_BYTES:
+        return bytes(memoryview(message))
+    if kind == KIND_OBJECT:
+        return pickle.loads(memoryview(message))
+    raise _errors.Corrupt(f"message of unknown kind {kind}")
