@@ -9,6 +9,7 @@ namespace nb = nanobind;
 namespace hakobu::python {
 
 void bind_queue(nb::module_& m);
+void bind_domain(nb::module_& m);
 
 const char* exception_name(OpenError code) noexcept {
   switch (code) {
@@ -93,4 +94,5 @@ NB_MODULE(_core, m) {
     }
   });
   hakobu::python::bind_queue(m);
+  hakobu::python::bind_domain(m);
 }

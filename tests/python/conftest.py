@@ -1,0 +1,74 @@
+"""pytest setup: every run works in its own hakobu domain, and fails if it
+leaves anything of that domain in /dev/shm (or on a hugetlbfs mount)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+# Set before hakobu is used, and inherited by every program a test starts.
+DOMAIN = f"py{os.getpid()}"
+os.environ["HAKOBU_DOMAIN"] = DOMAIN
+
+PROGRAMS = Path(__file__).parent / "programs"
+_names = itertools.count()
+
+
+def files_of_domain(domain: str = DOMAIN) -> list[str]:
+    directories = ["/dev/shm"]
+    with open("/proc/mounts") as mounts:
+        directories += [line.split()[1] for line in mounts if line.split()[2] == "hugetlbfs"]
+    prefix = f"hakobu-{domain}-"
+    return [f"{d}/{n}" for d in directories if os.path.isdir(d) for n in os.listdir(d) if n.startswith(prefix)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_shared_memory() -> Iterator[None]:
+    yield
+    import gc
+
+    gc.collect()
+    left = files_of_domain()
+    assert not left, f"files left in shared memory: {left}"
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh queue name; the queue is removed after the test if it still exists."""
+    import hakobu
+
+    queue_name = f"{request.node.name[:40]}-{next(_names)}".replace("[", "-").replace("]", "")
+    queue_name = "".join(c if c.isalnum() or c in "._-" else "-" for c in queue_name)
+    yield queue_name
+    try:
+        hakobu.remove(queue_name)
+    except hakobu.NotFound:
+        pass
+
+
+def start(program: str, *args: object, **popen: object) -> subprocess.Popen:
+    """Starts tests/python/programs/<program>.py as a separate interpreter."""
+    return subprocess.Popen(
+        [sys.executable, str(PROGRAMS / f"{program}.py"), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def finish(process: subprocess.Popen, watchdog: float = 120) -> tuple[int, str, str]:
+    """Waits for a program (the watchdog kills a deadlocked one) and returns (code, out, err)."""
+    try:
+        out, err = process.communicate(timeout=watchdog)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"program did not finish within the {watchdog} s watchdog: {err}")
+    return process.returncode, out, err
