@@ -1,9 +1,10 @@
 // hakobu._core — domains: statistics and reclaiming what dead processes held.
+#include "hakobu/domain.hpp"
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
 #include "errors.hpp"
-#include "hakobu/domain.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;

@@ -1,9 +1,9 @@
 // Sends one array through a queue using only the installed headers and library.
-#include <hakobu/hakobu.hpp>
+#include <unistd.h>
 
 #include <cstdio>
+#include <hakobu/hakobu.hpp>
 #include <string>
-#include <unistd.h>
 
 int main() {
   const std::string name = "install-check-" + std::to_string(::getpid());
