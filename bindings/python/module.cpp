@@ -10,6 +10,7 @@ namespace hakobu::python {
 
 void bind_queue(nb::module_& m);
 void bind_domain(nb::module_& m);
+void bind_admin(nb::module_& m);
 
 const char* exception_name(OpenError code) noexcept {
   switch (code) {
@@ -95,4 +96,5 @@ NB_MODULE(_core, m) {
   });
   hakobu::python::bind_queue(m);
   hakobu::python::bind_domain(m);
+  hakobu::python::bind_admin(m);
 }
