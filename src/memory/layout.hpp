@@ -120,7 +120,7 @@ inline constexpr std::uint64_t kInitLockByte = 0;       ///< exclusive while ini
 inline constexpr std::uint64_t kLifecycleLockByte = 1;  ///< shared by every attached process
 inline constexpr std::uint64_t kSlotLockBase = 1024;    ///< + slot: held by the slot's owner
 
-struct RegistryHeader {
+struct RegistryHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): hot counters on their own lines
   std::atomic<std::uint64_t> magic;  ///< kRegistryMagic once initialized
   std::uint32_t layout_version;
   std::uint32_t max_processes;
