@@ -315,10 +315,11 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
 }
 
 void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept {
-  // Pairs with the waiter's seq_cst increment of `waiting` before it re-checks:
-  // either we see the waiter, or the waiter sees our publication.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (waiting.load(std::memory_order_relaxed) == 0) return;
+  // A read-modify-write, not a load: it is ordered with the waiter's increment
+  // in `waiting`'s modification order. Either it reads the increment (we wake
+  // the waiter), or the waiter's increment reads ours and so sees our
+  // publication when it tries again before sleeping.
+  if (waiting.fetch_add(0, std::memory_order_acq_rel) == 0) return;
   word.fetch_add(1, std::memory_order_release);
   platform::futex_wake(&word, count);
 }
@@ -403,47 +404,59 @@ std::int64_t deadline_after(std::chrono::nanoseconds timeout, std::int64_t now) 
 template <class TryOnce>
 Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
                                     std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once) {
+  if (closed.load(std::memory_order_acquire)) return Attempt::Closed;
+  if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
+  std::uint32_t blocker = 0;
+  Attempt attempt = try_once(blocker);
+  if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
+  if (is_get && attempt == Attempt::Empty && unlinked()) return Attempt::Unlinked;
+  if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
+    return attempt == Attempt::Pending ? (is_get ? Attempt::Empty : Attempt::Full) : attempt;
+  }
+
   const std::int64_t start = platform::monotonic_ns();
   const std::int64_t deadline = deadline_after(timeout, start);
-  const std::int64_t spin_until = start + spin_ns.load(std::memory_order_relaxed);
+  const std::int64_t spin = spin_ns.load(std::memory_order_relaxed);
+  const std::int64_t spin_until = spin > INT64_MAX - start ? INT64_MAX : start + spin;
   bool slept = false;
   // A sleeper woken for a message it then does not take passes the wake-up on.
   auto leave = [&](Attempt outcome) {
     if (slept && is_get && dequeue_ready()) notify(word, waiting, 1);
     return outcome;
   };
-  for (;;) {
+  for (std::uint32_t tries = 1;; ++tries) {
+    if (tries % 64 != 0 && spin_until > start) {
+      // Spinning: look at the queue after every pause, at the clock now and then.
+      platform::cpu_relax();
+    } else {
+      const std::int64_t now = platform::monotonic_ns();
+      if (deadline >= 0 && now >= deadline) return leave(Attempt::Timeout);
+      if (now >= spin_until) {
+        // Announce ourselves, then try once more: a publisher that missed the
+        // announcement published before it, and this try sees its message.
+        waiting.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seen = word.load(std::memory_order_seq_cst);
+        attempt = try_once(blocker);
+        if (attempt == Attempt::Done || attempt == Attempt::Corrupt) {
+          waiting.fetch_sub(1, std::memory_order_relaxed);
+          return attempt;
+        }
+        std::int64_t wake_at = deadline;
+        if (attempt == Attempt::Pending) {
+          // Blocked behind another process's claim: wake up now and then to check it is alive.
+          wake_at = deadline < 0 ? now + kStuckCheckNs : std::min(deadline, now + kStuckCheckNs);
+        }
+        if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
+        waiting.fetch_sub(1, std::memory_order_relaxed);
+        slept = true;
+        if (attempt == Attempt::Pending) repair(blocker);
+      }
+    }
     if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
-    if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
-    std::uint32_t blocker = 0;
-    Attempt attempt = try_once(blocker);
-    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
-    if (unlinked() && (!is_get || attempt == Attempt::Empty)) return leave(Attempt::Unlinked);
-    if (timeout.count() == 0) return attempt == Attempt::Pending ? (is_get ? Attempt::Empty : Attempt::Full) : attempt;
-    const std::int64_t now = platform::monotonic_ns();
-    if (deadline >= 0 && now >= deadline) return leave(Attempt::Timeout);
-    if (now < spin_until) {
-      for (int i = 0; i < 32; ++i) platform::cpu_relax();
-      continue;
-    }
-    // Announce ourselves, then try once more: a publisher that missed the
-    // announcement published before it, and this try sees its message.
-    waiting.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t seen = word.load(std::memory_order_seq_cst);
+    if (!is_get && unlinked()) return Attempt::Unlinked;
     attempt = try_once(blocker);
-    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) {
-      waiting.fetch_sub(1, std::memory_order_relaxed);
-      return attempt;
-    }
-    std::int64_t wake_at = deadline;
-    if (attempt == Attempt::Pending) {
-      // Blocked behind another process's claim: wake up now and then to check it is alive.
-      wake_at = deadline < 0 ? now + kStuckCheckNs : std::min(deadline, now + kStuckCheckNs);
-    }
-    if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
-    waiting.fetch_sub(1, std::memory_order_relaxed);
-    slept = true;
-    if (attempt == Attempt::Pending) repair(blocker);
+    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
+    if (is_get && attempt == Attempt::Empty && unlinked()) return leave(Attempt::Unlinked);
   }
 }
 
@@ -641,8 +654,9 @@ namespace {
 
 Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
   switch (attempt) {
-    case Attempt::Full: return {PutError::Full, "queue '" + name + "' is full"};
-    case Attempt::Timeout: return {PutError::Timeout, "queue '" + name + "' stayed full for the whole timeout"};
+    // Short texts for the expected outcomes: no allocation in a polling loop.
+    case Attempt::Full: return {PutError::Full, "queue is full"};
+    case Attempt::Timeout: return {PutError::Timeout, "put timed out"};
     case Attempt::Unlinked: return {PutError::Unlinked, "queue '" + name + "' was unlinked by its creator"};
     default: return {PutError::Closed, "the handle of queue '" + name + "' was closed"};
   }
@@ -656,7 +670,7 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   auto& q = *state_;
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
-    if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue '" + q.name + "' is full"};
+    if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue is full"};
     auto loan = q.domain->make_loan(bytes.size(), kind);
     if (!loan) {
       const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
@@ -783,11 +797,12 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
   const Attempt outcome =
       q.wait_until_done(q.header->not_empty, q.header->consumers_waiting, timeout, true,
                         [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
-  if (holding) q.domain->clear_holding(*holding);  // reserved but not used
+  if (holding) q.domain->unreserve_holding(*holding);  // reserved but not used
   switch (outcome) {
     case Attempt::Done: return sample;
-    case Attempt::Empty: return {GetError::Empty, "queue '" + q.name + "' is empty"};
-    case Attempt::Timeout: return {GetError::Timeout, "queue '" + q.name + "' stayed empty for the whole timeout"};
+    // Short texts for the expected outcomes: no allocation in a polling loop.
+    case Attempt::Empty: return {GetError::Empty, "queue is empty"};
+    case Attempt::Timeout: return {GetError::Timeout, "get timed out"};
     case Attempt::Unlinked: return {GetError::Unlinked, "queue '" + q.name + "' was unlinked by its creator"};
     case Attempt::Corrupt:
       return {GetError::Corrupt, "queue '" + q.name + "': a message failed validation and was dropped"};

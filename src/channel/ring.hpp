@@ -95,7 +95,7 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::uint32_t> not_full;  ///< futex word, bumped when a slot frees
   std::atomic<std::uint32_t> producers_waiting;
   alignas(64) std::atomic<std::uint64_t> put_count;
-  std::atomic<std::uint64_t> get_count;
+  alignas(64) std::atomic<std::uint64_t> get_count;
 };
 static_assert(std::is_standard_layout_v<QueueHeader> && sizeof(QueueHeader) % 64 == 0);
 

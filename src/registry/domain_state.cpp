@@ -413,6 +413,9 @@ Result<void, LoanError> DomainState::grow_holdings() {
 }
 
 Result<std::uint32_t, LoanError> DomainState::reserve_holding() {
+  if (const std::int64_t spare = spare_holding_.exchange(-1, std::memory_order_acquire); spare >= 0) {
+    return static_cast<std::uint32_t>(spare);
+  }
   std::lock_guard guard(holdings_mutex_);
   if (!free_holdings_.empty()) {
     const std::uint32_t index = free_holdings_.back();
@@ -439,6 +442,13 @@ void DomainState::clear_holding(std::uint32_t index) noexcept {
   free_holdings_.push_back(index);
 }
 
+void DomainState::unreserve_holding(std::uint32_t index) noexcept {
+  std::int64_t empty = -1;
+  if (spare_holding_.compare_exchange_strong(empty, index, std::memory_order_release)) return;
+  std::lock_guard guard(holdings_mutex_);
+  free_holdings_.push_back(index);
+}
+
 void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
   clear_holding(index);  // unlisted first: a death in between leaks, never frees twice
   heap_.drop_ref(block);
@@ -449,7 +459,7 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
   if (!holding) return std::move(holding).error();
   auto block = heap_.allocate(payload_bytes);
   if (!block) {
-    clear_holding(*holding);
+    unreserve_holding(*holding);
     return std::move(block).error();
   }
   fill_holding(*holding, *block);

@@ -69,8 +69,10 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   Result<std::uint32_t, LoanError> reserve_holding();
   /// Lists `block` in a reserved entry.
   void fill_holding(std::uint32_t index, std::uint64_t block) noexcept;
-  /// Returns an entry to the free ones.
+  /// Empties a filled entry and returns it to the free ones.
   void clear_holding(std::uint32_t index) noexcept;
+  /// Returns a reserved entry that was never filled.
+  void unreserve_holding(std::uint32_t index) noexcept;
   /// Unlists and drops one reference (a loan or sample going away).
   void release(std::uint32_t index, std::uint64_t block) noexcept;
 
@@ -124,6 +126,9 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   std::uint64_t holdings_capacity_ = 0;
   std::uint64_t holdings_used_ = 0;
   std::vector<std::uint32_t> free_holdings_;
+  // One reserved entry kept aside, so that a get that finds an inline message
+  // reserves and returns an entry without taking the mutex.
+  std::atomic<std::int64_t> spare_holding_{-1};
 };
 
 }  // namespace hakobu::detail
