@@ -64,7 +64,7 @@ std::string cpu_list(const std::vector<int>& cpus) {
 }
 
 bool is_run_file(const std::string& name) {
-  const std::string hakobu_prefix = "hakobu-" + g_run_names.domain + "-";
+  const std::string hakobu_prefix = "hakobu:" + g_run_names.domain + ":";
   return (!g_run_names.domain.empty() && name.rfind(hakobu_prefix, 0) == 0) ||
          (!g_run_names.raw_prefix.empty() && name.rfind(g_run_names.raw_prefix, 0) == 0);
 }

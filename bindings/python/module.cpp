@@ -48,6 +48,7 @@ const char* exception_name(GetError code) noexcept {
     case GetError::Closed: return "Closed";
     case GetError::Unlinked: return "Unlinked";
     case GetError::Corrupt: return "Corrupt";
+    case GetError::OutOfMemory: return "OutOfSharedMemory";
   }
   return "HakobuError";
 }

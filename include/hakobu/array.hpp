@@ -7,6 +7,8 @@
 // DLPack has no code for. Strides are in bytes, as in NumPy.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -16,6 +18,9 @@
 #include "hakobu/error.hpp"
 
 namespace hakobu {
+
+/// Largest number of dimensions an array message may have (NumPy 2's limit).
+inline constexpr std::size_t kMaxArrayDims = 64;
 
 /// Element type codes, numerically equal to DLPack's `DLDataTypeCode`.
 enum class DTypeCode : std::uint8_t {
@@ -57,19 +62,38 @@ struct DType {
   }
 };
 
-/// Largest number of dimensions an array message may have (NumPy 2's limit).
-inline constexpr std::size_t kMaxArrayDims = 64;
-
 /// A validated view of an array message's layout and data.
 ///
 /// Every extent was checked against the message's bounds: all elements
-/// addressed by `shape`, `strides` and `data` lie inside the message.
+/// addressed by `shape`, `strides` and `data` lie inside the message. The view
+/// owns copies of the shape and strides it checked, so a sender that rewrites
+/// them afterwards cannot move the receiver out of bounds.
 struct ArrayView {
   DType dtype;
-  std::span<const std::int64_t> shape;
-  std::span<const std::int64_t> strides;  ///< in bytes
+  std::span<const std::int64_t> shape;    ///< points into this view's own storage
+  std::span<const std::int64_t> strides;  ///< in bytes; points into this view's own storage
   std::string_view typestr;               ///< NumPy type string, empty when `dtype` says it all
   std::byte* data = nullptr;              ///< address of element [0, 0, ..., 0]
+
+  ArrayView() = default;
+  ArrayView(const ArrayView& other) noexcept { *this = other; }
+  ArrayView& operator=(const ArrayView& other) noexcept {
+    if (this != &other) {
+      dtype = other.dtype;
+      typestr = other.typestr;
+      data = other.data;
+      set_layout(other.shape, other.strides);
+    }
+    return *this;
+  }
+  /// Copies `new_shape` and `new_strides` (at most kMaxArrayDims each) into the view.
+  void set_layout(std::span<const std::int64_t> new_shape, std::span<const std::int64_t> new_strides) noexcept {
+    const std::size_t n = std::min(new_shape.size(), kMaxDims);
+    std::copy_n(new_shape.begin(), n, storage_.begin());
+    std::copy_n(new_strides.begin(), std::min(new_strides.size(), n), storage_.begin() + kMaxDims);
+    shape = {storage_.data(), n};
+    strides = {storage_.data() + kMaxDims, n};
+  }
 
   [[nodiscard]] std::size_t ndim() const noexcept { return shape.size(); }
   /// Number of elements (product of the shape; 1 for a 0-d array).
@@ -82,6 +106,10 @@ struct ArrayView {
   [[nodiscard]] bool is_c_contiguous() const noexcept;
   /// True when elements are laid out in Fortran (column-major) order without gaps.
   [[nodiscard]] bool is_f_contiguous() const noexcept;
+
+ private:
+  static constexpr std::size_t kMaxDims = 64;  // kMaxArrayDims
+  std::array<std::int64_t, 2 * kMaxDims> storage_{};
 };
 
 /// How an array's elements are laid out when hakobu allocates it.
@@ -95,13 +123,22 @@ enum class Order : std::uint8_t { C, F };
 /// Writes array metadata into `out` (which must hold `array_meta_size` bytes).
 /// `strides` in bytes; empty `strides` means contiguous in `order`.
 /// `byte_offset` is where element [0,...,0] lies relative to the data start.
+/// `data_attachment`: 0 when the elements follow the metadata, i + 1 when they
+/// are in the message's attachment i (an array sent by reference).
 void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std::int64_t> shape,
                       std::span<const std::int64_t> strides, std::int64_t byte_offset, std::string_view typestr,
-                      Order order = Order::C) noexcept;
+                      Order order = Order::C, std::uint32_t data_attachment = 0) noexcept;
 
-/// Parses and bounds-checks the array metadata at the start of `message`.
-/// Fails with `ArrayError::Corrupt` if any extent falls outside `message`.
+/// Parses and bounds-checks the array metadata at the start of `message`, whose
+/// elements follow the metadata. Fails with `ArrayError::Corrupt` if any extent
+/// falls outside `message` (or the elements are in an attachment).
 [[nodiscard]] Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message) noexcept;
+/// Parses the metadata at the start of `message` for elements that are in `data`.
+[[nodiscard]] Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message,
+                                                        std::span<std::byte> data) noexcept;
+/// 0 when the elements of the array message follow its metadata, i + 1 when
+/// they are in its attachment i.
+[[nodiscard]] std::uint32_t array_data_attachment(std::span<const std::byte> message) noexcept;
 
 /// Bytes needed for the elements of a contiguous array, or an error on overflow.
 [[nodiscard]] Result<std::size_t, LoanError> contiguous_bytes(DType dtype,

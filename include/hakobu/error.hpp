@@ -43,11 +43,12 @@ enum class PutError : std::uint8_t {
 
 /// Why `get` (any form) failed.
 enum class GetError : std::uint8_t {
-  Empty,     ///< `try_get` on an empty queue.
-  Timeout,   ///< The timed form waited the whole timeout and the queue stayed empty.
-  Closed,    ///< This handle was closed (possibly while waiting).
-  Unlinked,  ///< The queue's name was removed by its creator.
-  Corrupt,   ///< A descriptor failed bounds checks; the message was dropped, the queue goes on.
+  Empty,        ///< `try_get` on an empty queue.
+  Timeout,      ///< The timed form waited the whole timeout and the queue stayed empty.
+  Closed,       ///< This handle was closed (possibly while waiting).
+  Unlinked,     ///< The queue's name was removed by its creator.
+  Corrupt,      ///< A descriptor failed bounds checks; the message was dropped, the queue goes on.
+  OutOfMemory,  ///< Shared memory is full: no room to record the message as held; nothing was taken.
 };
 
 /// Why `loan` failed.
@@ -66,6 +67,14 @@ enum class UnlinkError : std::uint8_t {
   SystemError,  ///< Any other operating-system error.
 };
 
+/// Why `Loan::attach` failed.
+enum class AttachError : std::uint8_t {
+  NoRoom,       ///< The loan was made with fewer attachment places.
+  NotShared,    ///< The source is not a block of shared memory (an empty or inline message).
+  OtherDomain,  ///< The source lives in another domain.
+  Invalid,      ///< The loan was sent or released, or the attachment index is out of range.
+};
+
 /// Why reading an array message failed.
 enum class ArrayError : std::uint8_t {
   NotAnArray,  ///< The message is raw bytes or an object.
@@ -78,6 +87,7 @@ std::string_view to_string(GetError code) noexcept;
 std::string_view to_string(LoanError code) noexcept;
 std::string_view to_string(UnlinkError code) noexcept;
 std::string_view to_string(ArrayError code) noexcept;
+std::string_view to_string(AttachError code) noexcept;
 
 /// An error code with a human-readable message.
 template <class Code>

@@ -37,8 +37,8 @@ enum class OpenMode : std::uint8_t {
   CreateExclusive,  ///< Fail with AlreadyExists if the name exists.
 };
 
-/// Settings a queue is created with (checked for compatibility on attach when
-/// set explicitly, ignored otherwise).
+/// Settings a queue is created with; attaching keeps the existing queue's
+/// capacity and inline capacity (only `spin` applies to every handle).
 struct QueueOptions {
   /// Number of messages the queue holds; rounded up to a power of two.
   std::size_t capacity = 1024;

@@ -27,7 +27,8 @@ struct ArrayMetaHeader {
   std::uint16_t typestr_size;
   std::uint32_t meta_size;  ///< bytes before the data region
   std::int64_t byte_offset;
-  std::uint64_t reserved;
+  std::uint32_t data_attachment;  ///< 0: elements follow; i + 1: in attachment i
+  std::uint32_t reserved;
 };
 static_assert(sizeof(ArrayMetaHeader) == 32);
 
@@ -56,7 +57,7 @@ Result<std::size_t, LoanError> contiguous_bytes(DType dtype, std::span<const std
 
 void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std::int64_t> shape,
                       std::span<const std::int64_t> strides, std::int64_t byte_offset, std::string_view typestr,
-                      Order order) noexcept {
+                      Order order, std::uint32_t data_attachment) noexcept {
   const std::size_t ndim = shape.size();
   const std::size_t meta = array_meta_size(ndim, typestr.size());
   std::memset(out.data(), 0, meta);
@@ -69,6 +70,7 @@ void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std
   header.typestr_size = static_cast<std::uint16_t>(typestr.size());
   header.meta_size = static_cast<std::uint32_t>(meta);
   header.byte_offset = byte_offset;
+  header.data_attachment = data_attachment;
   std::memcpy(out.data(), &header, sizeof header);
   std::byte* cursor = out.data() + sizeof header;
   if (ndim > 0) std::memcpy(cursor, shape.data(), ndim * sizeof(std::int64_t));  // 0-d: shape.data() may be null
@@ -92,7 +94,29 @@ void write_array_meta(std::span<std::byte> out, DType dtype, std::span<const std
   if (!typestr.empty()) std::memcpy(cursor, typestr.data(), typestr.size());
 }
 
+std::uint32_t array_data_attachment(std::span<const std::byte> message) noexcept {
+  ArrayMetaHeader header{};
+  if (message.size() < sizeof header) return 0;
+  std::memcpy(&header, message.data(), sizeof header);
+  return header.magic == kArrayMagic ? header.data_attachment : 0;
+}
+
+namespace {
+Result<ArrayView, ArrayError> parse(std::span<std::byte> message, std::span<std::byte> data, bool external) noexcept;
+}  // namespace
+
 Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message) noexcept {
+  return parse(message, {}, false);
+}
+
+Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message, std::span<std::byte> data) noexcept {
+  return parse(message, data, true);
+}
+
+namespace {
+
+Result<ArrayView, ArrayError> parse(std::span<std::byte> message, std::span<std::byte> external_data,
+                                    bool external) noexcept {
   const auto corrupt = [](const char* why) -> Result<ArrayView, ArrayError> {
     return {ArrayError::Corrupt, std::string("array message failed validation: ") + why};
   };
@@ -105,28 +129,33 @@ Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message) noexcept
   if (header.dtype_lanes == 0 || header.dtype_bits == 0) return corrupt("empty element type");
   const std::size_t meta = array_meta_size(header.ndim, header.typestr_size);
   if (header.meta_size != meta || meta > message.size()) return corrupt("metadata size out of bounds");
+  if (external != (header.data_attachment != 0)) return corrupt("elements are not where the message says");
+  const std::span<std::byte> data = external ? external_data : message.subspan(meta);
 
-  // Shape and strides are read in place: they must be 8-byte aligned, which
-  // they are when the message is (blocks and sample buffers are 64-aligned).
-  if (reinterpret_cast<std::uintptr_t>(message.data()) % alignof(std::int64_t) != 0) return corrupt("misaligned");
+  // Shape and strides are copied out of the message first and only the copies
+  // are checked and used: the sender may still be writing to shared memory.
+  std::array<std::int64_t, 2 * kMaxArrayDims> layout{};
+  std::memcpy(layout.data(), message.data() + sizeof header, 2 * header.ndim * sizeof(std::int64_t));
   ArrayView view;
   view.dtype = DType{static_cast<DTypeCode>(header.dtype_code), header.dtype_bits, header.dtype_lanes};
-  const auto* shape = reinterpret_cast<const std::int64_t*>(message.data() + sizeof header);  // NOLINT
-  view.shape = {shape, header.ndim};
-  view.strides = {shape + header.ndim, header.ndim};
-  view.typestr = {reinterpret_cast<const char*>(shape + 2 * header.ndim), header.typestr_size};  // NOLINT
+  view.set_layout({layout.data(), header.ndim}, {layout.data() + header.ndim, header.ndim});
+  view.typestr = {
+      reinterpret_cast<const char*>(message.data() + sizeof header + 2 * header.ndim * sizeof(std::int64_t)),  // NOLINT
+      header.typestr_size};
 
   // Every element addressed must lie inside the data region.
-  const std::uint64_t data_size = message.size() - meta;
+  const std::uint64_t data_size = data.size();
   const auto itemsize = static_cast<std::int64_t>(view.dtype.itemsize());
   bool empty = false;
   std::int64_t low = 0;
   std::int64_t high = 0;
+  std::int64_t count = 1;
   for (std::size_t k = 0; k < header.ndim; ++k) {
     const std::int64_t extent = view.shape[k];
     const std::int64_t stride = view.strides[k];
     if (extent < 0) return corrupt("negative dimension");
     if (extent == 0) empty = true;
+    if (__builtin_mul_overflow(count, extent, &count)) return corrupt("element count overflows");
     std::int64_t span = 0;
     if (extent > 0 && __builtin_mul_overflow(extent - 1, stride, &span)) return corrupt("stride overflow");
     if (span < 0) {
@@ -146,9 +175,11 @@ Result<ArrayView, ArrayError> parse_array(std::span<std::byte> message) noexcept
     }
     if (first < 0 || static_cast<std::uint64_t>(last) > data_size) return corrupt("elements outside the message");
   }
-  view.data = message.data() + meta + offset;
+  view.data = data.data() + offset;
   return view;
 }
+
+}  // namespace
 
 namespace {
 

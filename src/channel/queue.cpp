@@ -40,7 +40,7 @@ constexpr const char* kClosedHandle =
     "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
     "child)";
 
-enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, Timeout, Closed, Unlinked };
+enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
 
 class QueueState {
  public:
@@ -60,6 +60,7 @@ class QueueState {
   std::uint32_t epoch = 0;
   std::atomic<bool> closed{false};
   std::atomic<std::int64_t> spin_ns{0};
+  std::atomic<std::uint32_t> pending_polls{0};  // non-blocking tries that found a claimed slot
 
   QueueState() = default;
   QueueState(const QueueState&) = delete;
@@ -139,8 +140,8 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
-  const std::string temporary = file + ".new." + std::to_string(platform::process_id()) + "." +
-                                std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  const std::string temporary = domain->file_name("new:" + name + ":" + std::to_string(platform::process_id()) + ":" +
+                                                  std::to_string(counter.fetch_add(1, std::memory_order_relaxed)));
   auto created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
   if (!created) return to_open_error(created);
   fd = *created;
@@ -267,8 +268,12 @@ Attempt QueueState::claim_write(SlotHeader*& out, std::uint64_t& position, std::
         return Attempt::Pending;
       }
       return Attempt::Full;
+    } else {
+      // d > 0: the slot is past position p, so p was claimed (and maybe its
+      // claimer died before advancing the hint): help the hint along.
+      std::uint64_t expected = p;
+      header->enqueue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
     }
-    // d > 0: our position is stale; reload.
   }
 }
 
@@ -287,7 +292,7 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
           // Reserve a holdings entry before claiming: once claimed, the
           // message must not be lost to a failed allocation.
           auto reserved = domain->reserve_holding();
-          if (!reserved) return Attempt::Corrupt;
+          if (!reserved) return Attempt::OutOfMemory;
           holding = *reserved;
           continue;
         }
@@ -310,6 +315,11 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
       }
     } else if (d < 0) {
       return Attempt::Empty;
+    } else {
+      // d > 0: position p was consumed (its claimer may have died before
+      // advancing the hint): help the hint along.
+      std::uint64_t expected = p;
+      header->dequeue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
     }
   }
 }
@@ -408,10 +418,14 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
   if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
   std::uint32_t blocker = 0;
   Attempt attempt = try_once(blocker);
-  if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
+  if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
   if (is_get && attempt == Attempt::Empty && unlinked()) return Attempt::Unlinked;
   if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
-    return attempt == Attempt::Pending ? (is_get ? Attempt::Empty : Attempt::Full) : attempt;
+    if (attempt != Attempt::Pending) return attempt;
+    // Blocked behind another process's claim. Pollers must also repair a dead
+    // claimer (nobody else may ever wait), but checking is a system call: now and then.
+    if (pending_polls.fetch_add(1, std::memory_order_relaxed) % 256 == 255) repair(blocker);
+    return is_get ? Attempt::Empty : Attempt::Full;
   }
 
   const std::int64_t start = platform::monotonic_ns();
@@ -437,7 +451,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
         waiting.fetch_add(1, std::memory_order_seq_cst);
         const std::uint32_t seen = word.load(std::memory_order_seq_cst);
         attempt = try_once(blocker);
-        if (attempt == Attempt::Done || attempt == Attempt::Corrupt) {
+        if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) {
           waiting.fetch_sub(1, std::memory_order_relaxed);
           return attempt;
         }
@@ -455,7 +469,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
     if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
     if (!is_get && unlinked()) return Attempt::Unlinked;
     attempt = try_once(blocker);
-    if (attempt == Attempt::Done || attempt == Attempt::Corrupt) return attempt;
+    if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
     if (is_get && attempt == Attempt::Empty && unlinked()) return leave(Attempt::Unlinked);
   }
 }
@@ -477,7 +491,8 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
     const bool kind_ok =
         kind >= static_cast<std::uint8_t>(MessageKind::Bytes) && kind <= static_cast<std::uint8_t>(MessageKind::Object);
     if (!kind_ok || (block == 0 && length > inline_capacity) ||
-        (block != 0 && !domain->heap().check_block(block, length))) {
+        (block != 0 && (!domain->heap().check_block(block, length) ||
+                        domain->heap().header(block)->refs.load(std::memory_order_acquire) == 0))) {
       release_slot(s, position);  // drop the bad message, keep the queue going
       return Attempt::Corrupt;
     }
@@ -522,7 +537,7 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
   auto state = std::make_shared<detail::QueueState>();
   state->domain = *domain;
   state->name = std::string(name);
-  state->file = state->domain->file_name("q-" + state->name);
+  state->file = state->domain->file_name("q:" + state->name);
   state->epoch = detail::fork_epoch();
   state->spin_ns.store(options.spin.count(), std::memory_order_relaxed);
 
@@ -575,7 +590,7 @@ Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view 
       // A damaged queue cannot be opened; removing its file is all there is to do.
       auto state = detail::DomainState::attach(options.domain);
       if (!state) return {UnlinkError::SystemError, state.error().message};
-      if (auto r = platform::shm_remove((*state)->file_name("q-" + std::string(name))); !r) {
+      if (auto r = platform::shm_remove((*state)->file_name("q:" + std::string(name))); !r) {
         return {UnlinkError::SystemError, r.error().message};
       }
       return {};
@@ -806,6 +821,8 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
     case Attempt::Unlinked: return {GetError::Unlinked, "queue '" + q.name + "' was unlinked by its creator"};
     case Attempt::Corrupt:
       return {GetError::Corrupt, "queue '" + q.name + "': a message failed validation and was dropped"};
+    case Attempt::OutOfMemory:
+      return {GetError::OutOfMemory, "no memory to record the message as held (shared memory full); nothing was taken"};
     default: return {GetError::Closed, "the handle of queue '" + q.name + "' was closed"};
   }
 }

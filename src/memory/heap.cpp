@@ -74,6 +74,9 @@ bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcep
   if (magic != kBlockMagic || size_class >= kSizeClassCount) return false;
   const std::uint64_t bytes = class_bytes(size_class);
   if (bytes > segment_end - block || payload_bytes > bytes - kBlockHeaderBytes) return false;
+  // Only what was backed may be read: on hugetlbfs, touching an unbacked page
+  // is a SIGBUS once the pool is empty.
+  if (kBlockHeaderBytes + payload_bytes > h->backed_bytes.load(std::memory_order_relaxed)) return false;
   return inside_file(segment, block + kBlockHeaderBytes + payload_bytes);
 }
 
@@ -149,9 +152,16 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
     registry_->cached_bytes.fetch_sub(
         std::min(h->backed_bytes.load(std::memory_order_relaxed), registry_->cached_bytes.load()),
         std::memory_order_relaxed);
+    std::uint32_t free_refs = 0;
+    if (!h->refs.compare_exchange_strong(free_refs, 1, std::memory_order_acq_rel)) {
+      // A block on the free list that someone holds: the list is damaged.
+      // Leave the block to its holder and carve a fresh one.
+      return carve(size_class, payload_bytes);
+    }
     if (ensure_backed(block, total)) {
       h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
-      h->refs.store(1, std::memory_order_release);
+      h->attachment_count = 0;
+      h->attachment_table = 0;
       registry_->live_blocks.fetch_add(1, std::memory_order_relaxed);
       registry_->live_bytes.fetch_add(class_bytes(size_class), std::memory_order_relaxed);
       return block;
@@ -159,6 +169,7 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
     // Its pages were returned and cannot come back now (e.g. the huge-page pool
     // is empty): keep it for later and carve elsewhere.
     registry_->cached_bytes.fetch_add(h->backed_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    h->refs.store(0, std::memory_order_release);
     push_chain(size_class, block, block);
   }
   return carve(size_class, payload_bytes);
@@ -186,6 +197,9 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
   std::uint64_t top = top_word.load(std::memory_order_relaxed);
   std::uint64_t start = 0;
   do {
+    if (top > end) {  // from shared memory: a damaged top must not wrap around
+      return {LoanError::OutOfMemory, "the domain heap is damaged (its top lies beyond its end)"};
+    }
     start = align_up(std::max(top, lowest), alignment);
     if (start > end || chunk > end - start) {
       return {LoanError::OutOfMemory, "the domain heap's address space of " + format_bytes(segment.capacity) +
@@ -211,6 +225,8 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
     h->refs.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(count > 1 ? bytes : commit_bytes, std::memory_order_relaxed);
     h->payload_bytes.store(0, std::memory_order_relaxed);
+    h->attachment_count = 0;
+    h->attachment_table = 0;
     h->next_free.store(i + 1 < count ? pack_free(block + bytes, 0) : 0, std::memory_order_relaxed);
   }
   if (count > 1) {
@@ -258,19 +274,39 @@ void Heap::add_ref(std::uint64_t block) const noexcept {
   header(block)->refs.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool Heap::drop_ref(std::uint64_t block) noexcept {
+std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) const noexcept {
+  const BlockHeader* h = header(block);
+  const std::uint64_t count = h->attachment_count;
+  const std::uint64_t table = h->attachment_table;
+  const std::uint64_t capacity = class_bytes(h->size_class) - kBlockHeaderBytes;
+  if (count == 0 || table % 8 != 0 || table > capacity || count > (capacity - table) / 8) return {};
+  return {reinterpret_cast<std::atomic<std::uint64_t>*>(payload(block) + table), count};  // NOLINT
+}
+
+bool Heap::drop_ref(std::uint64_t block, unsigned depth) noexcept {
   BlockHeader* h = header(block);
   std::uint32_t refs = h->refs.load(std::memory_order_relaxed);
   do {
     if (refs == 0) return false;  // already free: a corrupted or doubled reference, ignored
   } while (!h->refs.compare_exchange_weak(refs, refs - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
   if (refs != 1) return false;
-  free_block(block);
+  free_block(block, depth);
   return true;
 }
 
-void Heap::free_block(std::uint64_t block) noexcept {
+void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   BlockHeader* h = header(block);
+  // Drop what it holds. Depth is bounded: a forwarded array attaches the block
+  // holding the data, not the message it came in, so chains stay short; a
+  // damaged chain deeper than this leaks instead of exhausting the stack.
+  constexpr unsigned kMaxAttachmentDepth = 16;
+  for (auto& entry : attachments(block)) {
+    const std::uint64_t child = entry.exchange(0, std::memory_order_acq_rel);
+    if (child != 0 && child != block && depth < kMaxAttachmentDepth && check_block(child, 0)) {
+      drop_ref(child, depth + 1);
+    }
+  }
+  h->attachment_count = 0;
   const unsigned size_class = h->size_class;
   const std::uint64_t bytes = class_bytes(size_class);
   registry_->live_blocks.fetch_sub(1, std::memory_order_relaxed);

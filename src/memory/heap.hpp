@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "hakobu/error.hpp"
@@ -48,8 +49,12 @@ class Heap {
   /// A block whose payload holds `payload_bytes`, with refs = 1. Its memory is
   /// backed; the payload is not cleared.
   Result<std::uint64_t, LoanError> allocate(std::uint64_t payload_bytes);
-  /// Drops one reference; frees the block when it was the last. Returns true if freed.
-  bool drop_ref(std::uint64_t block) noexcept;
+  /// Drops one reference; frees the block when it was the last (and drops its
+  /// attachments). Returns true if freed.
+  bool drop_ref(std::uint64_t block) noexcept { return drop_ref(block, 0); }
+  /// The attachments table of `block` (a block this process holds), bounds-checked;
+  /// empty when it has none or the header is damaged.
+  [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) const noexcept;
   /// Adds one reference to a block the caller already holds one of.
   void add_ref(std::uint64_t block) const noexcept;
 
@@ -78,7 +83,8 @@ class Heap {
   [[nodiscard]] unsigned segment_of(std::uint64_t offset) const noexcept { return on_huge_pages(offset) ? 1U : 0U; }
   bool pop(unsigned size_class, std::uint64_t& block) noexcept;
   void push_chain(unsigned size_class, std::uint64_t first, std::uint64_t last) noexcept;
-  void free_block(std::uint64_t block) noexcept;
+  bool drop_ref(std::uint64_t block, unsigned depth) noexcept;
+  void free_block(std::uint64_t block, unsigned depth) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
   [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) noexcept;

@@ -12,10 +12,13 @@
 // * Layouts are versioned by `kLayoutVersion`; a process never attaches to a
 //   layout it does not know.
 //
-// Files of domain D (under /dev/shm):
-//   hakobu-D-registry   RegistryHeader, then ProcessSlot[max_processes]
-//   hakobu-D-heap       the heap: blocks, each starting with a BlockHeader
-//   hakobu-D-q-NAME     a queue: QueueHeader, then QueueSlot[capacity]
+// Files of domain D (under /dev/shm; ':' cannot appear in names):
+//   hakobu:D:registry      RegistryHeader, then ProcessSlot[max_processes]
+//   hakobu:D:heap          the heap: blocks, each starting with a BlockHeader
+//                          (and, where huge pages are used, a second heap file
+//                          of that name on a hugetlbfs mount)
+//   hakobu:D:q:NAME        a queue: QueueHeader, then QueueSlot[capacity]
+//   hakobu:D:new:NAME:...  a queue being built, before link() publishes it
 #pragma once
 
 #include <atomic>
@@ -66,17 +69,21 @@ constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
 }
 
 // --- heap blocks ----------------------------------------------------------------
+// A block may hold references to other blocks ("attachments": the data of an
+// array sent by reference, out-of-band buffers of a pickle). Their heap offsets
+// are a table inside the payload; they are dropped when the block is freed.
 /// The first 64 bytes of every heap block.
 struct BlockHeader {
   std::uint32_t magic;       ///< kBlockMagic once carved
   std::uint16_t size_class;  ///< never changes once carved
   std::uint16_t reserved0;
-  std::atomic<std::uint32_t> refs;  ///< holders; 0 while free
-  std::uint32_t reserved1;
+  std::atomic<std::uint32_t> refs;           ///< holders; 0 while free
+  std::uint32_t attachment_count;            ///< references to other blocks this block holds
   std::atomic<std::uint64_t> next_free;      ///< free-list link, packed like FreeList::head
   std::atomic<std::uint64_t> backed_bytes;   ///< bytes from the block start known to have memory
   std::atomic<std::uint64_t> payload_bytes;  ///< size asked by the current owner
-  std::uint64_t reserved2[3];
+  std::uint64_t attachment_table;            ///< payload offset of the attachments' heap offsets
+  std::uint64_t reserved2[2];
 };
 static_assert(sizeof(BlockHeader) == kBlockHeaderBytes && std::is_standard_layout_v<BlockHeader>);
 

@@ -59,6 +59,8 @@ struct HugePageInfo {
 };
 /// The default huge-page size and how many are free in the reserved pool.
 HugePageInfo huge_page_info();
+/// True when `fd` is a file on a hugetlbfs file system.
+bool on_hugetlbfs(int fd) noexcept;
 /// Mount points of hugetlbfs file systems with the default huge-page size.
 std::vector<std::string> hugetlbfs_mounts();
 
@@ -133,7 +135,7 @@ inline void cpu_relax() noexcept {
   asm volatile("yield" ::: "memory");
 #endif
 }
-/// Calls `handler` in the child after every fork().
-void on_fork_child(void (*handler)()) noexcept;
+/// Calls `prepare` before every fork() and `parent`/`child` after it.
+void on_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept;
 
 }  // namespace hakobu::platform

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -111,6 +112,12 @@ HugePageInfo huge_page_info() {
     std::getline(meminfo, unit);
   }
   return info;
+}
+
+bool on_hugetlbfs(int fd) noexcept {
+  constexpr long kHugetlbfsMagic = 0x958458f6;  // linux/magic.h HUGETLBFS_MAGIC
+  struct statfs fs {};
+  return ::fstatfs(fd, &fs) == 0 && static_cast<long>(fs.f_type) == kHugetlbfsMagic;
 }
 
 std::vector<std::string> hugetlbfs_mounts() {
@@ -297,8 +304,8 @@ uid_t user_id() noexcept {
   return ::geteuid();
 }
 
-void on_fork_child(void (*handler)()) noexcept {
-  ::pthread_atfork(nullptr, nullptr, handler);
+void on_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept {
+  ::pthread_atfork(prepare, parent, child);
 }
 
 }  // namespace hakobu::platform

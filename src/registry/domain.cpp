@@ -91,6 +91,7 @@ std::string_view to_string(GetError code) noexcept {
     case GetError::Closed: return "Closed";
     case GetError::Unlinked: return "Unlinked";
     case GetError::Corrupt: return "Corrupt";
+    case GetError::OutOfMemory: return "OutOfMemory";
   }
   return "?";
 }
@@ -111,6 +112,16 @@ std::string_view to_string(UnlinkError code) noexcept {
     case UnlinkError::Closed: return "Closed";
     case UnlinkError::NotFound: return "NotFound";
     case UnlinkError::SystemError: return "SystemError";
+  }
+  return "?";
+}
+
+std::string_view to_string(AttachError code) noexcept {
+  switch (code) {
+    case AttachError::NoRoom: return "NoRoom";
+    case AttachError::NotShared: return "NotShared";
+    case AttachError::OtherDomain: return "OtherDomain";
+    case AttachError::Invalid: return "Invalid";
   }
   return "?";
 }

@@ -26,7 +26,19 @@ std::atomic<std::uint32_t> g_fork_epoch{0};
 constexpr std::size_t kMaxTrackedFds = 64;
 std::array<std::atomic<int>, kMaxTrackedFds> g_lock_fds{};
 
+// Held by attach/detach bookkeeping; never across a destructor of DomainState
+// (which takes it too). fork() waits for it, so a child never inherits it locked.
+std::mutex g_domains_mutex;
+
+void before_fork() {
+  g_domains_mutex.lock();
+}
+void after_fork_in_parent() {
+  g_domains_mutex.unlock();
+}
+
 void after_fork_in_child() {
+  g_domains_mutex.unlock();  // a plain mutex: the child's thread may unlock it
   g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
   for (auto& entry : g_lock_fds) {
     const int stored = entry.exchange(0, std::memory_order_relaxed);
@@ -36,10 +48,11 @@ void after_fork_in_child() {
 
 void track_lock_fd(int fd) noexcept {
   static const bool installed = [] {
-    platform::on_fork_child(&after_fork_in_child);
+    platform::on_fork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
     return true;
   }();
   (void)installed;
+  if (fd < 0) return;
   for (auto& entry : g_lock_fds) {
     int expected = 0;
     if (entry.compare_exchange_strong(expected, fd + 1)) return;
@@ -53,8 +66,6 @@ void untrack_lock_fd(int fd) noexcept {
   }
 }
 
-// Recursive: a failed attach destroys its half-built state with the lock held.
-std::recursive_mutex g_domains_mutex;
 std::map<std::string, std::weak_ptr<DomainState>>& domains() {
   static auto* map = new std::map<std::string, std::weak_ptr<DomainState>>();  // never destroyed: used at exit
   return *map;
@@ -92,9 +103,11 @@ std::uint32_t fork_epoch() noexcept {
 }
 
 std::string DomainState::file_name(std::string_view suffix) const {
-  std::string out = "hakobu-";
+  // ':' cannot appear in names, so no domain or queue name can make one
+  // domain's file look like another's.
+  std::string out = "hakobu:";
   out += name_;
-  out += '-';
+  out += ':';
   out += suffix;
   return out;
 }
@@ -107,15 +120,25 @@ Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const Domain
   if (options.heap_capacity < (std::uint64_t{1} << 24) || options.heap_capacity > kMaxHeapCapacity) {
     return {OpenError::InvalidArgument, "heap_capacity must be between 16 MiB and 64 TiB"};
   }
+  // Declared before the lock: states dropped here are destroyed after it is
+  // released (their destructor takes it).
+  std::shared_ptr<DomainState> dropped;
   std::lock_guard guard(g_domains_mutex);
   if (auto it = domains().find(name); it != domains().end()) {
-    if (auto existing = it->second.lock(); existing && !existing->forked_away()) return existing;
+    auto existing = it->second.lock();
+    if (existing && !existing->forked_away()) return existing;
+    dropped = std::move(existing);
   }
+  track_lock_fd(-1);  // installs the fork handlers before the first descriptor exists
   std::shared_ptr<DomainState> state(new DomainState());
   state->name_ = name;
   state->epoch_ = fork_epoch();
-  if (auto r = state->open_files(options); !r) return std::move(r).error();
-  if (auto r = state->take_slot(); !r) return std::move(r).error();
+  auto failed = [&](Error<OpenError> error) -> Result<std::shared_ptr<DomainState>, OpenError> {
+    dropped = std::move(state);
+    return error;
+  };
+  if (auto r = state->open_files(options); !r) return failed(std::move(r).error());
+  if (auto r = state->take_slot(); !r) return failed(std::move(r).error());
   state->collect_garbage();
   domains()[name] = state;
   return state;
@@ -164,71 +187,87 @@ Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
   return {OpenError::SystemError, "domain '" + name_ + "' is being created and removed too often to attach"};
 }
 
-// Called with the init lock held exclusively.
+// Called with the init lock held exclusively. Whether the registry needs
+// initializing is decided by its magic: 0 means nobody finished (a fresh file,
+// or a creator that failed or died half-way), which we may redo.
 Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
   constexpr std::uint64_t registry_bytes = sizeof(RegistryHeader);
   auto info = platform::file_info(registry_fd_);
   if (!info) return to_open_error(info);
-  const std::string heap_name = file_name("heap");
-
   if (info->size < registry_bytes) {
-    // Nobody finished initializing (a fresh file, or a creator that died):
-    // start over, including the heap file.
-    if (auto r = platform::resize(registry_fd_, registry_bytes); !r) return to_open_error(r);
-    auto mapped = platform::map_shared(registry_fd_, registry_bytes);
-    if (!mapped) return to_open_error(mapped);
-    registry_ = static_cast<RegistryHeader*>(*mapped);
-    std::memset(static_cast<void*>(registry_), 0, registry_bytes);
-    registry_->layout_version = kLayoutVersion;
-    registry_->max_processes = kMaxProcesses;
-    registry_->file_bytes = registry_bytes;
-    registry_->heap_capacity = (options.heap_capacity + kSegmentAlignment - 1) / kSegmentAlignment * kSegmentAlignment;
-    registry_->cache_limit = options.cache_limit != 0 ? options.cache_limit : default_cache_limit();
-    registry_->heap_top.store(kHeapStart, std::memory_order_relaxed);
-    (void)platform::shm_remove(heap_name);  // a stale heap of a dead domain
-    auto heap_fd = platform::shm_open_file(heap_name, O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (!heap_fd) return to_open_error(heap_fd);
-    heap_fd_ = *heap_fd;
-    if (auto r = platform::allocate(heap_fd_, 0, kHeapStart); !r) return to_open_error(r);
-    if (options.huge_pages != HugePages::Never) {
-      auto huge = create_huge_segment(options);
-      if (!huge && options.huge_pages == HugePages::Require) return huge;
-    }
-    registry_->magic.store(kRegistryMagic, std::memory_order_release);
-  } else {
-    auto mapped = platform::map_shared(registry_fd_, registry_bytes);
-    if (!mapped) return to_open_error(mapped);
-    registry_ = static_cast<RegistryHeader*>(*mapped);
-    if (registry_->magic.load(std::memory_order_acquire) != kRegistryMagic) {
-      return {OpenError::Corrupt,
-              "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " + name_ + "`"};
-    }
-    if (registry_->layout_version != kLayoutVersion) {
-      return {OpenError::Incompatible, "domain '" + name_ + "' has layout version " +
-                                           std::to_string(registry_->layout_version) + ", this library knows " +
-                                           std::to_string(kLayoutVersion)};
-    }
-    const std::uint64_t page = registry_->huge_page_size;
-    if (registry_->max_processes != kMaxProcesses || registry_->heap_capacity > kMaxHeapCapacity ||
-        registry_->heap_capacity < (std::uint64_t{1} << 24) || registry_->heap_capacity % kSegmentAlignment != 0 ||
-        registry_->huge_capacity > kMaxHeapCapacity - registry_->heap_capacity ||
-        (registry_->huge_capacity != 0 && (!std::has_single_bit(page) || page < 4096 || page > kSegmentAlignment ||
-                                           registry_->huge_capacity % page != 0))) {
-      return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid registry header"};
-    }
-    auto heap_fd = platform::shm_open_file(heap_name, O_RDWR, 0600);
-    if (!heap_fd) return to_open_error(heap_fd);
-    heap_fd_ = *heap_fd;
-    auto heap_info = platform::file_info(heap_fd_);
-    if (!heap_info) return to_open_error(heap_info);
-    if (heap_info->owner != platform::user_id()) {
-      return {OpenError::PermissionDenied, "the heap of domain '" + name_ + "' belongs to another user"};
-    }
-    if (registry_->huge_capacity != 0) {
-      if (auto r = open_huge_segment(); !r) return r;
-    }
+    // Backed with fallocate: a full /dev/shm is an error here, not a SIGBUS later.
+    if (auto r = platform::allocate(registry_fd_, 0, registry_bytes); !r) return abandon(to_open_error(r));
+  }
+  auto mapped = platform::map_shared(registry_fd_, registry_bytes);
+  if (!mapped) return to_open_error(mapped);
+  registry_ = static_cast<RegistryHeader*>(*mapped);
+  const std::uint64_t magic = registry_->magic.load(std::memory_order_acquire);
+  if (magic == 0) {
+    if (auto r = create_registry(options); !r) return abandon(std::move(r).error());
+  } else if (magic != kRegistryMagic) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " +
+                                    name_ + " --everything`"};
+  } else if (auto r = open_registry(); !r) {
+    return r;
   }
   return map_heap();
+}
+
+// Removes what a failed initialization left, so the next attach starts afresh.
+Error<OpenError> DomainState::abandon(Error<OpenError> error) {
+  if (huge_fd_ >= 0 && registry_ != nullptr) (void)platform::remove_path(huge_file_path());
+  (void)platform::shm_remove(file_name("heap"));
+  (void)platform::shm_remove(file_name("registry"));
+  return error;
+}
+
+Result<void, OpenError> DomainState::create_registry(const DomainOptions& options) {
+  std::memset(static_cast<void*>(registry_), 0, sizeof(RegistryHeader));
+  registry_->layout_version = kLayoutVersion;
+  registry_->max_processes = kMaxProcesses;
+  registry_->file_bytes = sizeof(RegistryHeader);
+  registry_->heap_capacity = (options.heap_capacity + kSegmentAlignment - 1) / kSegmentAlignment * kSegmentAlignment;
+  registry_->cache_limit = options.cache_limit != 0 ? options.cache_limit : default_cache_limit();
+  registry_->heap_top.store(kHeapStart, std::memory_order_relaxed);
+  const std::string heap_name = file_name("heap");
+  (void)platform::shm_remove(heap_name);  // a stale heap of a dead domain
+  auto heap_fd = platform::shm_open_file(heap_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (!heap_fd) return to_open_error(heap_fd);
+  heap_fd_ = *heap_fd;
+  if (auto r = platform::allocate(heap_fd_, 0, kHeapStart); !r) return to_open_error(r);
+  if (options.huge_pages != HugePages::Never) {
+    auto huge = create_huge_segment(options);
+    if (!huge && options.huge_pages == HugePages::Require) return huge;
+  }
+  registry_->magic.store(kRegistryMagic, std::memory_order_release);
+  return {};
+}
+
+Result<void, OpenError> DomainState::open_registry() {
+  if (registry_->layout_version != kLayoutVersion) {
+    return {OpenError::Incompatible, "domain '" + name_ + "' has layout version " +
+                                         std::to_string(registry_->layout_version) + ", this library knows " +
+                                         std::to_string(kLayoutVersion)};
+  }
+  // Everything below comes from shared memory: check it before trusting it.
+  const std::uint64_t page = registry_->huge_page_size;
+  if (registry_->max_processes != kMaxProcesses || registry_->heap_capacity > kMaxHeapCapacity ||
+      registry_->heap_capacity < (std::uint64_t{1} << 24) || registry_->heap_capacity % kSegmentAlignment != 0 ||
+      registry_->huge_capacity > kMaxHeapCapacity - registry_->heap_capacity ||
+      (registry_->huge_capacity != 0 && (!std::has_single_bit(page) || page < 4096 || page > kSegmentAlignment ||
+                                         registry_->huge_capacity % page != 0))) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid registry header"};
+  }
+  auto heap_fd = platform::shm_open_file(file_name("heap"), O_RDWR, 0600);
+  if (!heap_fd) return to_open_error(heap_fd);
+  heap_fd_ = *heap_fd;
+  auto heap_info = platform::file_info(heap_fd_);
+  if (!heap_info) return to_open_error(heap_info);
+  if (heap_info->owner != platform::user_id()) {
+    return {OpenError::PermissionDenied, "the heap of domain '" + name_ + "' belongs to another user"};
+  }
+  if (registry_->huge_capacity != 0) return open_huge_segment();
+  return {};
 }
 
 std::string DomainState::huge_file_path() const {
@@ -258,6 +297,12 @@ Result<void, OpenError> DomainState::create_huge_segment(const DomainOptions& op
       failures += "; " + fd.error().message;
       continue;
     }
+    if (!platform::on_hugetlbfs(*fd)) {
+      platform::close_fd(*fd);
+      (void)platform::remove_path(path);
+      failures += "; " + directory + " is not hugetlbfs";
+      continue;
+    }
     huge_fd_ = *fd;
     std::memcpy(registry_->huge_directory, directory.c_str(), directory.size() + 1);
     registry_->huge_page_size = pool.page_size;
@@ -284,6 +329,9 @@ Result<void, OpenError> DomainState::open_huge_segment() {
   if (!info) return to_open_error(info);
   if (info->owner != platform::user_id()) {
     return {OpenError::PermissionDenied, "the huge-page heap of domain '" + name_ + "' belongs to another user"};
+  }
+  if (!platform::on_hugetlbfs(huge_fd_)) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' names a huge-page directory that is not hugetlbfs"};
   }
   return {};
 }
@@ -343,22 +391,23 @@ Result<void, OpenError> DomainState::take_slot() {
 void DomainState::reclaim_slot(std::uint32_t s) noexcept {
   ProcessSlot& slot = registry_->processes[s];
   const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
+  const std::uint64_t used = slot.holdings_used.load(std::memory_order_acquire);
+  // Unlist the table before freeing it: a reclaimer killed in between leaks
+  // the table instead of leaving the slot pointing at a freed block.
+  slot.holdings.store(0, std::memory_order_release);
+  slot.holdings_capacity.store(0, std::memory_order_relaxed);
+  slot.holdings_used.store(0, std::memory_order_relaxed);
   if (table != 0 && heap_.check_block(table, 0)) {
-    const std::uint64_t table_bytes = heap_.header(table)->payload_bytes.load(std::memory_order_relaxed);
-    const std::uint64_t entries =
-        std::min(slot.holdings_used.load(std::memory_order_acquire),
-                 std::min(table_bytes, class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) /
-                     sizeof(std::uint64_t));
+    // The entry count comes from shared memory: bound it by the table's block.
+    const std::uint64_t fits = (class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) / 8;
+    const std::uint64_t entries = std::min(used, fits);
     auto* list = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
     for (std::uint64_t i = 0; i < entries; ++i) {
       const std::uint64_t block = list[i].exchange(0, std::memory_order_acq_rel);
-      if (block != 0 && heap_.check_block(block, 0)) heap_.drop_ref(block);
+      if (block != 0 && block != table && heap_.check_block(block, 0)) heap_.drop_ref(block);
     }
     heap_.drop_ref(table);
   }
-  slot.holdings.store(0, std::memory_order_relaxed);
-  slot.holdings_capacity.store(0, std::memory_order_relaxed);
-  slot.holdings_used.store(0, std::memory_order_relaxed);
   slot.pid.store(0, std::memory_order_relaxed);
   slot.state.store(kSlotFree, std::memory_order_release);
 }
@@ -487,16 +536,10 @@ void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::uint32_t
 }
 
 // Called by the last process attached: nobody is creating a queue, so a
-// half-built one (".new." in its name) was left by a creator that died.
+// half-built one (a "new:" file) was left by a creator that died.
 std::uint32_t DomainState::count_queues_removing_leftovers() noexcept {
-  std::uint32_t queues = 0;
-  for (const auto& name : platform::shm_list(file_name("q-"))) {
-    if (name.find(".new.") != std::string::npos) {
-      (void)platform::shm_remove(name);
-    } else {
-      ++queues;
-    }
-  }
+  for (const auto& name : platform::shm_list(file_name("new:"))) (void)platform::shm_remove(name);
+  const auto queues = static_cast<std::uint32_t>(platform::shm_list(file_name("q:")).size());
   registry_->named_objects.store(queues, std::memory_order_relaxed);  // the files are the truth
   return queues;
 }
@@ -526,9 +569,12 @@ DomainStats DomainState::stats() const {
     info.alive = const_cast<DomainState*>(this)->token_alive(  // NOLINT(cppcoreguidelines-pro-type-const-cast)
         make_token(s, slot.generation.load(std::memory_order_relaxed)));
     const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
-    const std::uint64_t used = slot.holdings_used.load(std::memory_order_relaxed);
-    if (table != 0 && const_cast<Heap&>(heap_).check_block(table, used * sizeof(std::uint64_t))) {  // NOLINT
-      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));       // NOLINT
+    auto& heap = const_cast<Heap&>(heap_);  // NOLINT(cppcoreguidelines-pro-type-const-cast): checks only
+    if (table != 0 && heap.check_block(table, 0)) {
+      // The entry count comes from shared memory: bound it by the table's block.
+      const std::uint64_t fits = (class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) / 8;
+      const std::uint64_t used = std::min(slot.holdings_used.load(std::memory_order_relaxed), fits);
+      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
       for (std::uint64_t i = 0; i < used; ++i) info.held_blocks += list[i].load(std::memory_order_relaxed) != 0;
       // The table itself is bookkeeping, not a message: leave it out of the counts.
       out.live_blocks -= std::min<std::uint64_t>(out.live_blocks, 1);

@@ -95,6 +95,9 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   DomainState() = default;
   Result<void, OpenError> open_files(const DomainOptions& options);
   Result<void, OpenError> initialize(const DomainOptions& options);
+  Result<void, OpenError> create_registry(const DomainOptions& options);
+  Result<void, OpenError> open_registry();
+  Error<OpenError> abandon(Error<OpenError> error);
   Result<void, OpenError> create_huge_segment(const DomainOptions& options);
   Result<void, OpenError> open_huge_segment();
   Result<void, OpenError> map_heap();

@@ -199,7 +199,7 @@ TEST(Domain, LastProcessOutRemovesWhatACrashedCreatorLeft) {
     auto domain = hakobu::Domain::open(options);
     ASSERT_TRUE(domain);
     // A queue file half-built by a creator that died before publishing it.
-    const std::string leftover = "/dev/shm/hakobu-" + name + "-q-x.new.99999.0";
+    const std::string leftover = "/dev/shm/hakobu:" + name + ":new:x:99999:0";
     FILE* f = std::fopen(leftover.c_str(), "w");
     ASSERT_NE(f, nullptr);
     std::fclose(f);

@@ -226,7 +226,7 @@ struct Unlinker {
 /// The queue's file mapped directly, to watch waiters and to corrupt it.
 class QueueFile {
  public:
-  explicit QueueFile(const std::string& queue) : path_("/dev/shm/hakobu-" + hakobu::test::domain() + "-q-" + queue) {
+  explicit QueueFile(const std::string& queue) : path_("/dev/shm/hakobu:" + hakobu::test::domain() + ":q:" + queue) {
     fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     struct stat info {};
     if (fd_ < 0 || ::fstat(fd_, &info) != 0) {
@@ -849,7 +849,7 @@ TEST_F(MultiProcess, DamagedQueueFileFailsAttachAndCanBeRemoved) {
   auto domain = open_domain();  // keeps the domain's files while the fake queues exist
   for (const std::size_t bytes : {std::size_t{10}, sizeof(hakobu::detail::QueueHeader) + 4096}) {
     const std::string name = unique_name("damaged");
-    const std::string path = "/dev/shm/hakobu-" + hakobu::test::domain() + "-q-" + name;
+    const std::string path = "/dev/shm/hakobu:" + hakobu::test::domain() + ":q:" + name;
     {
       const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       ASSERT_GE(fd, 0) << path;
@@ -909,6 +909,60 @@ TEST_F(MultiProcess, SlotsClaimedByDeadProcessesAreRepairedAround) {
     EXPECT_EQ(sample->size(), 100U);
     EXPECT_EQ(queue.size(), 0U);
   }
+}
+
+TEST_F(MultiProcess, ClaimersThatDiedBeforeAdvancingThePositionDoNotWedgeTheQueue) {
+  // As above, but the dead process claimed the slot and died before it moved
+  // the position hint on: whoever comes next must help the hint past it.
+  namespace d = hakobu::detail;
+  const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);
+  {
+    auto queue = make_queue(4);
+    Unlinker cleanup{queue};
+    QueueFile queue_file(queue.name());
+    ASSERT_TRUE(queue_file.valid());
+    const std::uint64_t p = queue_file.header().enqueue_pos.load();
+    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Writing, dead));  // enqueue_pos stays p
+    // A consumer repairs the claim into a tombstone; producers must then move on.
+    EXPECT_EQ(run_peer({"get-expect", queue.name(), "Timeout", "200"}), 0);
+    const auto after = stamped(9, 4, 100);
+    ASSERT_TRUE(queue.put(after, std::chrono::seconds(5)));
+    ASSERT_EQ(run_peer({"get-report", queue.name(), "1", file("after-stuck-writer")}), 0);
+    EXPECT_EQ(read_lines(file("after-stuck-writer")),
+              std::vector<std::string>{"ok 100 " + std::to_string(hash_bytes(after))});
+  }
+  {
+    auto queue = make_queue(2);
+    Unlinker cleanup{queue};
+    QueueFile queue_file(queue.name());
+    ASSERT_TRUE(queue_file.valid());
+    const std::uint64_t p = queue_file.header().dequeue_pos.load();
+    ASSERT_TRUE(queue.put(stamped(9, 5, 100)));
+    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Reading, dead));  // dequeue_pos stays p
+    ASSERT_TRUE(queue.put(stamped(9, 6, 100)));
+    // A producer repairs the dead read; consumers must then move on.
+    EXPECT_EQ(run_peer({"put-expect", queue.name(), "100", "ok", "-1"}), 0);
+    auto first = queue.get(std::chrono::seconds(5));
+    ASSERT_TRUE(first) << first.error().message;
+    EXPECT_EQ(first->size(), 100U);
+  }
+}
+
+TEST_F(MultiProcess, PollersAloneRepairADeadClaim) {
+  // Nobody blocks: only non-blocking calls must still get past a dead claim.
+  namespace d = hakobu::detail;
+  const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);
+  auto queue = make_queue(4);
+  Unlinker cleanup{queue};
+  QueueFile queue_file(queue.name());
+  ASSERT_TRUE(queue_file.valid());
+  const std::uint64_t p = queue_file.header().enqueue_pos.load();
+  queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Writing, dead));
+  queue_file.header().enqueue_pos.store(p + 1);
+  ASSERT_TRUE(queue.try_put(stamped(9, 7, 100)));
+  bool received = false;
+  for (int i = 0; i < 10'000 && !received; ++i) received = queue.try_get().has_value();
+  EXPECT_TRUE(received) << "polling alone never got past the dead claim";
 }
 
 // --- 9. processes that exit without closing ------------------------------------------------

@@ -29,7 +29,7 @@ inline std::string domain() {
 /// Files of `domain` in /dev/shm and on hugetlbfs mounts.
 inline std::vector<std::string> files_of_domain(const std::string& domain) {
   std::vector<std::string> out;
-  const std::string prefix = "hakobu-" + domain + "-";
+  const std::string prefix = "hakobu:" + domain + ":";
   std::vector<std::string> directories = hakobu::platform::hugetlbfs_mounts();
   directories.emplace_back("/dev/shm");
   for (const auto& directory : directories) {

@@ -24,7 +24,7 @@ def files_of_domain(domain: str = DOMAIN) -> list[str]:
     directories = ["/dev/shm"]
     with open("/proc/mounts") as mounts:
         directories += [line.split()[1] for line in mounts if line.split()[2] == "hugetlbfs"]
-    prefix = f"hakobu-{domain}-"
+    prefix = f"hakobu:{domain}:"
     return [f"{d}/{n}" for d in directories if os.path.isdir(d) for n in os.listdir(d) if n.startswith(prefix)]
 
 
