@@ -29,6 +29,8 @@ enum class MessageKind : std::uint8_t {
   Object = 3,  ///< A serialized object (the Python layer's pickle format).
 };
 
+class Sample;
+
 /// Largest payload carried inline in a queue slot instead of a heap block.
 inline constexpr std::size_t kMaxInlineBytes = 224;
 
@@ -52,6 +54,20 @@ class Loan {
   void shrink(std::size_t size) noexcept {
     if (size < size_) size_ = size;
   }
+
+  /// Attachments: the message holds references to other blocks of shared memory
+  /// (the elements of an array sent by reference, buffers of a serialized
+  /// object), which travel with it without a copy and stay alive until the
+  /// receiver releases the message. The loan must have been made with room for
+  /// them (`Queue::loan(size, kind, attachments)`). Returns the attachment's index.
+  Result<std::size_t, AttachError> attach(const Loan& source);
+  /// Attaches the block a received message lives in.
+  Result<std::size_t, AttachError> attach(const Sample& source);
+  /// Attaches attachment `index` of a received message (forwarding its data).
+  Result<std::size_t, AttachError> attach(const Sample& source, std::size_t index);
+  /// Attachments added so far, and room for more.
+  [[nodiscard]] std::size_t attachment_count() const noexcept;
+  [[nodiscard]] std::size_t attachment_capacity() const noexcept { return attachment_capacity_; }
   [[nodiscard]] bool valid() const noexcept { return data_ != nullptr; }
   explicit operator bool() const noexcept { return valid(); }
 
@@ -59,6 +75,7 @@ class Loan {
   friend class Queue;
   friend class detail::DomainState;
   void release() noexcept;
+  Result<std::size_t, AttachError> attach_block(std::uint64_t block, const detail::DomainState* domain);
 
   std::shared_ptr<detail::DomainState> domain_;
   std::uint64_t block_ = 0;       // heap offset of the block
@@ -66,6 +83,7 @@ class Loan {
   std::uint32_t fork_epoch_ = 0;  // a copy inherited by fork() never frees
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::uint32_t attachment_capacity_ = 0;
   MessageKind kind_ = MessageKind::Bytes;
 };
 
@@ -88,6 +106,10 @@ class Sample {
   [[nodiscard]] Result<ArrayView, ArrayError> array() noexcept;
   /// True when the message lives in a shared block (false: a small inline copy).
   [[nodiscard]] bool in_shared_memory() const noexcept { return block_ != 0; }
+  /// Number of attachments (blocks the message holds; see Loan::attach).
+  [[nodiscard]] std::size_t attachment_count() const noexcept;
+  /// The bytes of attachment `index`, bounds-checked (Corrupt if it fails the checks).
+  [[nodiscard]] Result<std::span<std::byte>, GetError> attachment(std::size_t index) const;
   /// Releases the message now.
   void reset() noexcept;
   [[nodiscard]] bool valid() const noexcept { return valid_; }
@@ -98,6 +120,7 @@ class Sample {
 
  private:
   friend class Queue;
+  friend class Loan;
   friend class detail::DomainState;
   friend class detail::QueueState;
   [[nodiscard]] std::byte* data() const noexcept {

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hakobu/buffer.hpp"
 #include "hakobu/error.hpp"
 
 namespace hakobu {
@@ -95,6 +96,12 @@ class Domain {
   [[nodiscard]] DomainStats stats() const;
   /// The process-table slot of this process.
   [[nodiscard]] std::uint32_t process_slot() const noexcept;
+  /// Lends `size` bytes of the domain's shared memory, to fill and then attach
+  /// to messages of any queue of the domain without a copy (see Loan::attach).
+  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes);
+  /// The prefix of the names of every file of domain `name` in /dev/shm
+  /// ("hakobu:NAME:"); queues are "hakobu:NAME:q:QUEUE".
+  [[nodiscard]] static std::string file_prefix(std::string_view name);
 
  private:
   friend class Queue;

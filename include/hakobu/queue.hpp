@@ -108,8 +108,16 @@ class Queue {
   Result<void, PutError> put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                    std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
-  /// Lends `size` bytes of shared memory to build a message in place.
-  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes);
+  /// Lends `size` bytes of shared memory to build a message in place, with
+  /// room for `attachments` references to other blocks (see Loan::attach).
+  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes, std::size_t attachments = 0);
+  /// Lends an array message whose elements are not copied into it but live in
+  /// another block, to be attached as attachment 0 before sending (a view of
+  /// shared memory this process holds, sent without a copy). `strides` in
+  /// bytes; `byte_offset` locates element [0,...,0] in that block's payload.
+  Result<Loan, LoanError> loan_array_ref(DType dtype, std::span<const std::int64_t> shape,
+                                         std::span<const std::int64_t> strides, std::int64_t byte_offset,
+                                         std::string_view typestr = {});
   /// Lends an array of `dtype` and `shape` (contiguous in `order`); its
   /// metadata is written, its elements are left for the caller.
   Result<Loan, LoanError> loan_array(DType dtype, std::span<const std::int64_t> shape, Order order = Order::C,

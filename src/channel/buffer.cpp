@@ -15,6 +15,7 @@ Loan::Loan(Loan&& other) noexcept
       fork_epoch_(other.fork_epoch_),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      attachment_capacity_(std::exchange(other.attachment_capacity_, 0)),
       kind_(other.kind_) {}
 
 Loan& Loan::operator=(Loan&& other) noexcept {
@@ -26,6 +27,7 @@ Loan& Loan::operator=(Loan&& other) noexcept {
     fork_epoch_ = other.fork_epoch_;
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    attachment_capacity_ = std::exchange(other.attachment_capacity_, 0);
     kind_ = other.kind_;
   }
   return *this;
@@ -44,9 +46,79 @@ void Loan::release() noexcept {
   size_ = 0;
 }
 
+namespace {
+
+// The bytes of the block at heap offset `block` (held by the caller), checked.
+Result<std::span<std::byte>, GetError> block_bytes(detail::Heap& heap, std::uint64_t block) {
+  if (!heap.check_block(block, 0)) return {GetError::Corrupt, "an attachment failed validation"};
+  const std::uint64_t size = heap.header(block)->payload_bytes.load(std::memory_order_relaxed);
+  if (!heap.check_block(block, size)) return {GetError::Corrupt, "an attachment's size failed validation"};
+  return std::span<std::byte>(heap.payload(block), size);
+}
+
+// Attachment `index` of the block at `block`, checked; 0 if there is none.
+std::uint64_t attachment_of(detail::Heap& heap, std::uint64_t block, std::size_t index) {
+  const auto table = heap.attachments(block);
+  return index < table.size() ? table[index].load(std::memory_order_acquire) : 0;
+}
+
+// The array view of an array message in `message`, wherever its elements are.
+template <class Attachment>
+Result<ArrayView, ArrayError> array_of(std::span<std::byte> message, Attachment&& attachment) {
+  const std::uint32_t source = array_data_attachment(message);
+  if (source == 0) return parse_array(message);
+  auto data = attachment(source - 1);
+  if (!data) return {ArrayError::Corrupt, "the array's elements: " + data.error().message};
+  return parse_array(message, *data);
+}
+
+}  // namespace
+
 Result<ArrayView, ArrayError> Loan::array() const noexcept {
   if (kind_ != MessageKind::Array) return {ArrayError::NotAnArray, "the loan is not an array"};
-  return parse_array(bytes());
+  return array_of(bytes(), [&](std::size_t index) -> Result<std::span<std::byte>, GetError> {
+    const std::uint64_t child = attachment_of(domain_->heap(), block_, index);
+    if (child == 0) return {GetError::Corrupt, "the attachment was never attached"};
+    return block_bytes(domain_->heap(), child);
+  });
+}
+
+std::size_t Loan::attachment_count() const noexcept {
+  return valid() ? domain_->heap().header(block_)->attachment_count : 0;
+}
+
+Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const detail::DomainState* domain) {
+  if (!valid() || fork_epoch_ != detail::fork_epoch()) return {AttachError::Invalid, "the loan was sent or released"};
+  if (block == 0) return {AttachError::NotShared, "the source is not in shared memory (an empty or inline message)"};
+  if (domain != domain_.get()) return {AttachError::OtherDomain, "the source lives in another domain"};
+  auto& heap = domain_->heap();
+  detail::BlockHeader* h = heap.header(block_);
+  const std::uint32_t index = h->attachment_count;
+  if (index >= attachment_capacity_) {
+    return {AttachError::NoRoom, "the loan has room for " + std::to_string(attachment_capacity_) + " attachments"};
+  }
+  heap.add_ref(block);  // counted before listed: a death in between leaks, never frees twice
+  auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + h->attachment_table);  // NOLINT
+  table[index].store(block, std::memory_order_release);
+  h->attachment_count = index + 1;
+  return static_cast<std::size_t>(index);
+}
+
+Result<std::size_t, AttachError> Loan::attach(const Loan& source) {
+  return attach_block(source.valid() ? source.block_ : 0, source.domain_.get());
+}
+
+Result<std::size_t, AttachError> Loan::attach(const Sample& source) {
+  return attach_block(source.valid() ? source.block_ : 0, source.domain_.get());
+}
+
+Result<std::size_t, AttachError> Loan::attach(const Sample& source, std::size_t index) {
+  if (!source.valid() || source.block_ == 0) return {AttachError::NotShared, "the message has no attachments"};
+  const std::uint64_t child = attachment_of(source.domain_->heap(), source.block_, index);
+  if (child == 0 || !source.domain_->heap().check_block(child, 0)) {
+    return {AttachError::Invalid, "the message has no valid attachment " + std::to_string(index)};
+  }
+  return attach_block(child, source.domain_.get());
 }
 
 Sample::Sample(Sample&& other) noexcept {
@@ -84,7 +156,18 @@ void Sample::reset() noexcept {
 
 Result<ArrayView, ArrayError> Sample::array() noexcept {
   if (kind_ != MessageKind::Array) return {ArrayError::NotAnArray, "the message is not an array"};
-  return parse_array(bytes());
+  return array_of(bytes(), [&](std::size_t index) { return attachment(index); });
+}
+
+std::size_t Sample::attachment_count() const noexcept {
+  return valid_ && block_ != 0 ? domain_->heap().attachments(block_).size() : 0;
+}
+
+Result<std::span<std::byte>, GetError> Sample::attachment(std::size_t index) const {
+  if (!valid_ || block_ == 0) return {GetError::Corrupt, "the message has no attachments"};
+  const std::uint64_t child = attachment_of(domain_->heap(), block_, index);
+  if (child == 0) return {GetError::Corrupt, "the message has no attachment " + std::to_string(index)};
+  return block_bytes(domain_->heap(), child);
 }
 
 }  // namespace hakobu

@@ -717,6 +717,11 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   if (!loan.valid() || loan.domain_ != q.domain || loan.fork_epoch_ != detail::fork_epoch()) {
     return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
   }
+  if (loan.kind_ == MessageKind::Array) {
+    // Refuse here what the receiver would refuse: metadata that does not match
+    // the elements (e.g. an array by reference whose data was never attached).
+    if (auto view = loan.array(); !view) return {PutError::Invalid, view.error().message};
+  }
   const Attempt outcome =
       q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
         detail::SlotHeader* s = nullptr;
@@ -759,9 +764,9 @@ Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) 
   return put_loan(loan, timeout);
 }
 
-Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind) {
+Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::size_t attachments) {
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
-  return state_->domain->make_loan(size, kind);
+  return state_->domain->make_loan(size, kind, attachments);
 }
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
@@ -775,6 +780,20 @@ Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int6
   auto made = loan(meta + *data_bytes, MessageKind::Array);
   if (!made) return made;
   write_array_meta(made->bytes().first(meta), dtype, shape, {}, 0, typestr, order);
+  return made;
+}
+
+Result<Loan, LoanError> Queue::loan_array_ref(DType dtype, std::span<const std::int64_t> shape,
+                                              std::span<const std::int64_t> strides, std::int64_t byte_offset,
+                                              std::string_view typestr) {
+  if (shape.size() > kMaxArrayDims || strides.size() != shape.size()) {
+    return {LoanError::InvalidArgument,
+            "shape and strides must have the same length, at most " + std::to_string(kMaxArrayDims)};
+  }
+  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
+  auto made = loan(meta, MessageKind::Array, 1);
+  if (!made) return made;
+  write_array_meta(made->bytes(), dtype, shape, strides, byte_offset, typestr, Order::C, 1);
   return made;
 }
 

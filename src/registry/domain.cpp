@@ -55,6 +55,15 @@ std::uint32_t Domain::process_slot() const noexcept {
   return state_ ? state_->slot() : 0;
 }
 
+Result<Loan, LoanError> Domain::loan(std::size_t size, MessageKind kind) {
+  if (!state_ || state_->forked_away()) return {LoanError::Closed, "the domain handle is closed"};
+  return state_->make_loan(size, kind);
+}
+
+std::string Domain::file_prefix(std::string_view name) {
+  return "hakobu:" + std::string(name) + ":";
+}
+
 std::string_view to_string(OpenError code) noexcept {
   switch (code) {
     case OpenError::InvalidName: return "InvalidName";

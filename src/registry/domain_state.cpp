@@ -503,15 +503,19 @@ void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
   heap_.drop_ref(block);
 }
 
-Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind) {
+Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments) {
+  if (attachments > 0xFFFF) return {LoanError::InvalidArgument, "at most 65535 attachments"};
+  // The attachments' table follows the payload, 8-byte aligned.
+  const std::uint64_t table = (payload_bytes + 7) / 8 * 8;
   auto holding = reserve_holding();
   if (!holding) return std::move(holding).error();
-  auto block = heap_.allocate(payload_bytes);
+  auto block = heap_.allocate(table + attachments * sizeof(std::uint64_t));
   if (!block) {
     unreserve_holding(*holding);
     return std::move(block).error();
   }
   fill_holding(*holding, *block);
+  if (attachments > 0) heap_.header(*block)->attachment_table = table;
   Loan loan;
   loan.domain_ = shared_from_this();
   loan.block_ = *block;
@@ -519,6 +523,7 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
   loan.fork_epoch_ = epoch_;
   loan.data_ = heap_.payload(*block);
   loan.size_ = payload_bytes;
+  loan.attachment_capacity_ = static_cast<std::uint32_t>(attachments);
   loan.kind_ = kind;
   return loan;
 }

@@ -348,6 +348,104 @@ TEST(Queue, HandlesInheritedAcrossForkAreClosedInTheChild) {
   EXPECT_EQ(q.domain().stats().processes.size(), 1U) << "the child detached";
 }
 
+TEST(Queue, ArraysInSharedMemoryAreSentByReference) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  auto domain = q.domain();
+  {
+    // A buffer of the domain, filled in place, then sent as an array without a copy.
+    auto buffer = domain.loan(10 * sizeof(double));
+    ASSERT_TRUE(buffer);
+    auto* values = reinterpret_cast<double*>(buffer->bytes().data());
+    for (int i = 0; i < 10; ++i) values[i] = i * 1.5;
+    const std::int64_t shape[] = {5};
+    const std::int64_t strides[] = {2 * sizeof(double)};  // every other element
+    auto message = q.loan_array_ref(hakobu::DType::of<double>(), shape, strides, sizeof(double));
+    ASSERT_TRUE(message);
+    ASSERT_TRUE(message->attach(*buffer));
+    ASSERT_TRUE(q.put(*message));
+    auto sample = q.get();
+    ASSERT_TRUE(sample);
+    auto view = sample->array();
+    ASSERT_TRUE(view) << view.error().message;
+    EXPECT_EQ(view->data, buffer->bytes().data() + sizeof(double)) << "the receiver sees the sender's memory";
+    EXPECT_EQ(view->strides[0], 16);
+    EXPECT_EQ(reinterpret_cast<const double*>(view->data)[2], 4.5);  // view element 1 is buffer[3]
+    buffer = hakobu::Loan();  // the sender lets go: the message keeps the data alive
+    EXPECT_EQ(reinterpret_cast<const double*>(view->data)[8], 13.5);  // view element 4 is buffer[9]
+    EXPECT_EQ(domain.stats().live_blocks, 2U);
+  }
+  EXPECT_EQ(domain.stats().live_blocks, 0U) << "message and data return when the last holder lets go";
+}
+
+TEST(Queue, ReceivedArraysAreForwardedWithoutACopy) {
+  auto first = make_queue();
+  Unlinker cleanup_first{first};
+  auto second = make_queue();
+  Unlinker cleanup_second{second};
+  auto domain = first.domain();
+  std::vector<std::int32_t> data(1000);
+  std::iota(data.begin(), data.end(), 0);
+  const std::int64_t shape[] = {1000};
+  ASSERT_TRUE(first.put_array(data.data(), hakobu::DType::of<std::int32_t>(), shape));
+  auto received = first.get();
+  ASSERT_TRUE(received);
+  auto view = received->array();
+  ASSERT_TRUE(view);
+  // Forward the last 10 elements, reversed.
+  const auto offset = (view->data - received->bytes().data()) + 999 * 4;
+  const std::int64_t tail_shape[] = {10};
+  const std::int64_t tail_strides[] = {-4};
+  auto forward = second.loan_array_ref(hakobu::DType::of<std::int32_t>(), tail_shape, tail_strides, offset);
+  ASSERT_TRUE(forward);
+  ASSERT_TRUE(forward->attach(*received));
+  ASSERT_TRUE(second.put(*forward));
+  received->reset();  // the forwarded message keeps the block alive
+  auto again = second.get();
+  ASSERT_TRUE(again);
+  auto tail = again->array();
+  ASSERT_TRUE(tail) << tail.error().message;
+  EXPECT_EQ(reinterpret_cast<const std::int32_t*>(tail->data)[0], 999);
+  EXPECT_EQ(*(reinterpret_cast<const std::int32_t*>(tail->data) - 9), 990);
+  // Forward it once more: its data is its attachment 0.
+  auto third = first.loan_array_ref(hakobu::DType::of<std::int32_t>(), tail_shape, tail_strides, offset);
+  ASSERT_TRUE(third);
+  ASSERT_TRUE(third->attach(*again, 0));
+  ASSERT_TRUE(first.put(*third));
+  again->reset();
+  {
+    auto last = first.get();
+    ASSERT_TRUE(last);
+    EXPECT_EQ(reinterpret_cast<const std::int32_t*>(last->array()->data)[0], 999);
+  }
+  EXPECT_EQ(domain.stats().live_blocks, 0U);
+}
+
+TEST(Queue, AttachmentsAreChecked) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  const std::int64_t shape[] = {4};
+  const std::int64_t strides[] = {8};
+  auto unattached = q.loan_array_ref(hakobu::DType::of<double>(), shape, strides, 0);
+  ASSERT_TRUE(unattached);
+  auto refused = q.put(*unattached);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, PutError::Invalid) << "an array whose data was never attached";
+  auto small = q.domain().loan(16);  // too small for 4 doubles
+  ASSERT_TRUE(small);
+  ASSERT_TRUE(unattached->attach(*small));
+  EXPECT_EQ(unattached->attach(*small).error().code, hakobu::AttachError::NoRoom);
+  EXPECT_EQ(q.put(*unattached).error().code, PutError::Invalid) << "elements beyond the attached block";
+  ASSERT_TRUE(q.put(bytes_of(7)));
+  auto inline_sample = q.get();
+  ASSERT_TRUE(inline_sample);
+  auto with_room = q.loan(8, hakobu::MessageKind::Bytes, 2);
+  ASSERT_TRUE(with_room);
+  EXPECT_EQ(with_room->attach(*inline_sample).error().code, hakobu::AttachError::NotShared);
+  EXPECT_EQ(inline_sample->attachment_count(), 0U);
+  EXPECT_FALSE(inline_sample->attachment(0));
+}
+
 TEST(Queue, ThreadsAsProducersAndConsumers) {
   constexpr int kProducers = 3;
   constexpr int kConsumers = 3;
