@@ -37,10 +37,19 @@ struct PyMessage {
   Py_ssize_t exports = 0;
 };
 
-/// Shared memory being written, to be sent without a copy.
+/// Shared memory this process holds: a message being built, or the memory of
+/// an array made with hakobu.empty() (attached to messages, never sent itself).
 struct PyLoan {
   Loan loan;
   std::size_t data_offset = 0;  // where an array loan's elements start
+  Py_ssize_t exports = 0;
+};
+
+/// Attachment `index` of a received message; keeps the message alive.
+struct PyAttachment {
+  nb::object message;  // the PyMessage
+  std::span<std::byte> bytes;
+  std::size_t index = 0;
   Py_ssize_t exports = 0;
 };
 
@@ -88,9 +97,22 @@ void loan_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
   --nb::inst_ptr<PyLoan>(self)->exports;
 }
 
+int attachment_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  auto* attachment = nb::inst_ptr<PyAttachment>(self);
+  ++attachment->exports;
+  return fill_buffer(self, view, attachment->bytes.data(), attachment->bytes.size(), flags);
+}
+
+void attachment_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
+  --nb::inst_ptr<PyAttachment>(self)->exports;
+}
+
 PyType_Slot message_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(message_getbuffer)},  // NOLINT
                                {Py_bf_releasebuffer, reinterpret_cast<void*>(message_releasebuffer)},
                                {0, nullptr}};
+PyType_Slot attachment_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(attachment_getbuffer)},  // NOLINT
+                                  {Py_bf_releasebuffer, reinterpret_cast<void*>(attachment_releasebuffer)},
+                                  {0, nullptr}};
 PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbuffer)},  // NOLINT
                             {Py_bf_releasebuffer, reinterpret_cast<void*>(loan_releasebuffer)},
                             {0, nullptr}};
@@ -189,6 +211,15 @@ struct PyQueue {
     if (!sent) raise(sent.error());
   }
 
+  PyLoan* loan_array_ref(int code, int bits, int lanes, const std::string& typestr,
+                         const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+                         std::int64_t byte_offset) {
+    const DType dtype{static_cast<DTypeCode>(code), static_cast<std::uint8_t>(bits), static_cast<std::uint16_t>(lanes)};
+    auto made = queue.loan_array_ref(dtype, shape, strides, byte_offset, typestr);
+    if (!made) raise(made.error());
+    return new PyLoan{std::move(*made), 0, 0};
+  }
+
   PyMessage* get(std::optional<double> timeout) {
     auto got = wait_interruptibly(timeout, GetError::Timeout,
                                   [&](auto slice) { return slice.count() == 0 ? queue.try_get() : queue.get(slice); });
@@ -213,18 +244,67 @@ struct PyQueue {
   }
 };
 
-/// (code, bits, lanes, typestr, shape, strides, data_offset) of an array message, or None.
-std::optional<std::tuple<int, int, int, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>, std::size_t>>
+/// (code, bits, lanes, typestr, shape, strides, data_offset, data_attachment) of
+/// an array message, or None. The elements are in the message itself when
+/// data_attachment is 0, else in its attachment data_attachment - 1;
+/// data_offset is relative to the start of that buffer.
+std::optional<std::tuple<int, int, int, std::string, std::vector<std::int64_t>, std::vector<std::int64_t>, std::int64_t,
+                         std::uint32_t>>
 array_layout(PyMessage& message) {
   if (message.sample.kind() != MessageKind::Array) return std::nullopt;
   auto view = message.sample.array();
   if (!view) raise(view.error());
+  const std::uint32_t source = array_data_attachment(message.sample.bytes());
+  std::byte* base = message.sample.bytes().data();
+  if (source != 0) {
+    auto data = message.sample.attachment(source - 1);
+    if (!data) raise(data.error());
+    base = data->data();
+  }
   return std::make_tuple(static_cast<int>(view->dtype.code), static_cast<int>(view->dtype.bits),
                          static_cast<int>(view->dtype.lanes), std::string(view->typestr),
                          std::vector<std::int64_t>(view->shape.begin(), view->shape.end()),
                          std::vector<std::int64_t>(view->strides.begin(), view->strides.end()),
-                         static_cast<std::size_t>(view->data - message.sample.bytes().data()));
+                         static_cast<std::int64_t>(view->data - base), source);
 }
+
+/// Attaches `source` (a Loan, a Message or an Attachment) to `loan`. False when
+/// it cannot be attached (not in shared memory, or another domain): the caller copies instead.
+bool attach(PyLoan& loan, nb::handle source) {
+  Result<std::size_t, AttachError> attached = AttachError::Invalid;
+  if (nb::isinstance<PyLoan>(source)) {
+    attached = loan.loan.attach(nb::cast<PyLoan&>(source).loan);
+  } else if (nb::isinstance<PyMessage>(source)) {
+    attached = loan.loan.attach(nb::cast<PyMessage&>(source).sample);
+  } else if (nb::isinstance<PyAttachment>(source)) {
+    auto& attachment = nb::cast<PyAttachment&>(source);
+    attached = loan.loan.attach(nb::cast<PyMessage&>(attachment.message).sample, attachment.index);
+  } else {
+    throw PythonError("InvalidArgument", "only hakobu shared memory (a Loan, Message or Attachment) can be attached");
+  }
+  if (attached) return true;
+  if (attached.error().code == AttachError::NotShared || attached.error().code == AttachError::OtherDomain) {
+    return false;
+  }
+  throw PythonError("InvalidArgument", attached.error().message);
+}
+
+PyLoan* allocate(std::size_t size, const std::string& domain_name) {
+  DomainOptions options;
+  options.name = domain_name;
+  auto made = [&]() -> Result<Loan, LoanError> {
+    nb::gil_scoped_release unlocked;
+    auto domain = Domain::open(options);
+    if (!domain) return {LoanError::InvalidArgument, domain.error().message};
+    return domain->loan(size);
+  }();
+  if (!made) raise(made.error());
+  return new PyLoan{std::move(*made), 0, 0};
+}
+
+std::uintptr_t address_of(const std::byte* data) {
+  return reinterpret_cast<std::uintptr_t>(data);
+}  // NOLINT
 
 }  // namespace
 
@@ -235,11 +315,31 @@ void bind_queue(nb::module_& m) {
       .def_prop_ro("nbytes", [](const PyMessage& self) { return self.sample.size(); })
       .def_prop_ro("in_shared_memory", [](const PyMessage& self) { return self.sample.in_shared_memory(); })
       .def("array_layout", &array_layout,
-           "(code, bits, lanes, typestr, shape, strides, data_offset) of an array message, else None");
+           "(code, bits, lanes, typestr, shape, strides, data_offset, data_attachment) of an array message, else None")
+      .def_prop_ro("address", [](PyMessage& self) { return address_of(self.sample.bytes().data()); })
+      .def_prop_ro("attachment_count", [](const PyMessage& self) { return self.sample.attachment_count(); })
+      .def(
+          "attachment",
+          [](nb::handle self, std::size_t index) {
+            auto& message = nb::cast<PyMessage&>(self);
+            auto bytes = message.sample.attachment(index);
+            if (!bytes) raise(bytes.error());
+            return new PyAttachment{nb::borrow(self), *bytes, index, 0};
+          },
+          nb::rv_policy::take_ownership, "index"_a, "Attachment `index` (shared memory the message holds)");
+
+  nb::class_<PyAttachment>(m, "Attachment", nb::type_slots(attachment_slots),
+                           "Shared memory a received message holds (e.g. the elements of an array sent by reference)")
+      .def_prop_ro("nbytes", [](const PyAttachment& self) { return self.bytes.size(); })
+      .def_prop_ro("address", [](const PyAttachment& self) { return address_of(self.bytes.data()); })
+      .def_prop_ro("index", [](const PyAttachment& self) { return self.index; });
 
   nb::class_<PyLoan>(m, "Loan", nb::type_slots(loan_slots), "Shared memory being written, sent without a copy")
       .def_prop_ro("nbytes", [](const PyLoan& self) { return self.loan.bytes().size(); })
-      .def_prop_ro("data_offset", [](const PyLoan& self) { return self.data_offset; });
+      .def_prop_ro("data_offset", [](const PyLoan& self) { return self.data_offset; })
+      .def_prop_ro("address", [](const PyLoan& self) { return address_of(self.loan.bytes().data()); })
+      .def("attach", &attach, "source"_a,
+           "Attaches a Loan, Message or Attachment; False if it cannot be (then copy instead)");
 
   nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)")
       .def(nb::init<const std::string&, std::optional<bool>, std::size_t, std::size_t, const std::string&, double>(),
@@ -247,6 +347,8 @@ void bind_queue(nb::module_& m) {
       .def("put_bytes", &PyQueue::put_bytes, "data"_a, "kind"_a, "timeout"_a.none())
       .def("loan_array", &PyQueue::loan_array, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "fortran_order"_a)
+      .def("loan_array_ref", &PyQueue::loan_array_ref, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
+           "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
       .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
       .def("get", &PyQueue::get, nb::rv_policy::take_ownership, "timeout"_a.none())
       .def("qsize", [](const PyQueue& self) { return self.queue.size(); })
@@ -266,6 +368,9 @@ void bind_queue(nb::module_& m) {
       },
       "name"_a, "domain"_a = "", "Removes a queue by name, whoever created it");
   m.def("default_domain", &default_domain_name, "The domain used when none is given");
+  m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a, "domain"_a = "",
+        "Shared memory of the domain, to build arrays in (hakobu.empty)");
+  m.def("file_prefix", &Domain::file_prefix, "domain"_a, "The prefix of the names of a domain's files in /dev/shm");
 }
 
 }  // namespace hakobu::python

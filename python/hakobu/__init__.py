@@ -28,6 +28,7 @@ from ._errors import (
     TooManyProcesses,
     Unlinked,
 )
+from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
 from ._queue import Queue
 
 __version__ = _core.__version__
@@ -44,6 +45,13 @@ def default_domain() -> str:
 
 
 __all__ = [
+    "array",
+    "empty",
+    "empty_like",
+    "full",
+    "is_shared",
+    "zeros",
+    "zeros_like",
     "AccessDenied",
     "AlreadyExists",
     "Closed",

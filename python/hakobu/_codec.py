@@ -6,8 +6,11 @@ Wire formats (the message kind travels in the queue slot):
   they are, so C++ programs read them directly; they are received as ``bytes``.
 * kind 2, array: array metadata (element type as DLPack code/bits/lanes plus
   the NumPy type string, shape, strides) followed by the elements, 64-byte
-  aligned. Received arrays are writable ``numpy.ndarray`` views of shared
-  memory; the memory returns to the heap when the last view is gone.
+  aligned; or, for an array that already lives in hakobu memory (made with
+  hakobu.empty & co., or received), the metadata and a reference to that
+  memory (an attachment): no copy. Received arrays are writable
+  ``numpy.ndarray`` views of shared memory; the memory returns to the heap when
+  the last view is gone.
 * kind 3, object: a pickle (protocol 5) of anything else; cloudpickle is used
   for what plain pickle cannot handle (lambdas, locally defined functions).
 """
@@ -21,7 +24,7 @@ from typing import Any, Optional
 import cloudpickle
 import numpy as np
 
-from . import _core, _errors
+from . import _arrays, _core, _errors
 
 KIND_BYTES = 1
 KIND_ARRAY = 2
@@ -90,6 +93,12 @@ def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
 
 def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
     code, bits, lanes, typestr = dtype_fields(array.dtype)
+    owner = _arrays.owner_of(array)
+    if owner is not None and array.size > 0:
+        loan = _loan_by_reference(queue, array, owner, (code, bits, lanes, typestr))
+        if loan is not None:
+            queue.put_loan(loan, timeout)
+            return
     fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
     loan = queue.loan_array(code, bits, lanes, typestr, list(array.shape), fortran)
     # One copy, straight into shared memory, whatever the source's strides.
@@ -97,6 +106,21 @@ def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) 
     np.copyto(target, array, casting="no")
     del target
     queue.put_loan(loan, timeout)
+
+
+def _loan_by_reference(
+    queue: _core.Queue, array: np.ndarray, owner: Any, fields: tuple[int, int, int, str]
+) -> Optional[_core.Loan]:
+    """A message referring to ``array``'s memory in ``owner``, or None to copy instead."""
+    start = array.__array_interface__["data"][0] - owner.address
+    extents = [(n - 1) * s for n, s in zip(array.shape, array.strides)]
+    low = start + sum(e for e in extents if e < 0)
+    high = start + sum(e for e in extents if e > 0) + array.itemsize
+    if low < 0 or high > owner.nbytes:
+        return None  # not inside that memory after all (e.g. a strange as_strided view)
+    code, bits, lanes, typestr = fields
+    loan = queue.loan_array_ref(code, bits, lanes, typestr, list(array.shape), list(array.strides), start)
+    return loan if loan.attach(owner) else None  # another domain: copy
 
 
 def _dumps(obj: Any) -> bytes:
@@ -112,11 +136,12 @@ def decode(message: _core.Message) -> Any:
     if kind == KIND_ARRAY:
         layout = message.array_layout()
         assert layout is not None
-        code, bits, lanes, typestr, shape, strides, offset = layout
+        code, bits, lanes, typestr, shape, strides, offset, source = layout
         dtype = dtype_from_fields(code, bits, lanes, typestr)
         if dtype.itemsize != lanes * ((bits + 7) // 8):
             raise _errors.Corrupt(f"array message: type {dtype} does not match its element size")
-        return np.ndarray(tuple(shape), dtype, buffer=message, offset=offset, strides=tuple(strides))
+        buffer = message if source == 0 else message.attachment(source - 1)
+        return np.ndarray(tuple(shape), dtype, buffer=buffer, offset=offset, strides=tuple(strides))
     if kind == KIND_BYTES:
         return bytes(memoryview(message))
     if kind == KIND_OBJECT:

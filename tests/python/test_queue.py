@@ -232,3 +232,85 @@ def test_python_producer_feeds_a_cpp_consumer(name: str) -> None:
     out, _ = consumer.communicate(timeout=120)
     assert consumer.returncode == 0
     assert "received 50 frames, 0 with wrong values" in out
+
+
+# --- arrays in shared memory: sent and forwarded without a copy --------------------------
+
+
+def test_array_constructors_allocate_in_shared_memory() -> None:
+    a = hakobu.empty((3, 4), np.int32)
+    assert hakobu.is_shared(a) and a.shape == (3, 4) and a.dtype == np.int32 and a.flags.writeable
+    assert not hakobu.is_shared(np.empty(3))
+    z = hakobu.zeros((2, 5), order="F")
+    assert z.flags.f_contiguous and not z.any()
+    assert (hakobu.full(4, 7, np.uint8) == 7).all()
+    source = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    copy = hakobu.array(source)
+    assert hakobu.is_shared(copy) and copy.flags.f_contiguous and np.array_equal(copy, source)
+    assert hakobu.empty_like(source).flags.f_contiguous and not hakobu.zeros_like(source).any()
+    assert hakobu.empty(0).size == 0
+    with pytest.raises(TypeError):
+        hakobu.empty(3, object)
+    with pytest.raises(ValueError):
+        hakobu.empty(-1)
+
+
+def test_shared_arrays_are_sent_without_a_copy(name: str) -> None:
+    q = hakobu.Queue(name)
+    before = live_blocks()
+    a = hakobu.zeros((500, 500))
+    q.put(a)
+    b = q.get()
+    assert b.ctypes.data == a.ctypes.data, "the receiver sees the sender's memory"
+    a[3, 4] = 1.5
+    assert b[3, 4] == 1.5 and b.flags.writeable
+    del a
+    assert b[3, 4] == 1.5, "the message keeps the memory alive"
+    del b
+    assert live_blocks() == before
+
+
+def test_received_arrays_and_their_views_are_forwarded_without_a_copy(name: str) -> None:
+    q = hakobu.Queue(name)
+    before = live_blocks()
+    q.put(np.arange(1000.0).reshape(10, 100))  # copied once into shared memory
+    received = q.get()
+    q.put(received[::3, ::-7])
+    view = q.get()
+    assert np.shares_memory(view, received) and np.array_equal(view, received[::3, ::-7])
+    q.put(view.T)  # forwarded again: its memory is the first message's
+    again = q.get()
+    assert np.shares_memory(again, received) and np.array_equal(again, view.T)
+    shared_pointer = again.ctypes.data
+    del received, view
+    assert again.ctypes.data == shared_pointer and again[0, 0] == np.arange(1000.0).reshape(10, 100)[0, 99]
+    del again
+    assert live_blocks() == before
+
+
+def test_a_program_forwards_arrays_without_copying_them(name: str) -> None:
+    inbox, outbox = hakobu.Queue(name + "-in"), hakobu.Queue(name + "-out")
+    try:
+        forwarder = start("forward", inbox.name, outbox.name, 3)
+        originals = [hakobu.array(np.arange(12.0 * (k + 1)).reshape(-1, 4)) for k in range(3)]
+        for original in originals:
+            inbox.put(original)
+        for original in originals:
+            result = outbox.get(timeout=60)
+            assert np.array_equal(result, original[::-2])
+            # Same process, same mapping: equal addresses prove nobody copied on the way.
+            assert result.ctypes.data == original[::-2].ctypes.data
+        code, _, err = finish(forwarder)
+        assert code == 0, err
+    finally:
+        inbox.unlink()
+        outbox.unlink()
+
+
+def test_dlpack_consumers_share_the_memory(name: str) -> None:
+    q = hakobu.Queue(name)
+    q.put(np.arange(10, dtype=np.float32))
+    received = q.get()
+    view = np.from_dlpack(received)
+    assert np.shares_memory(view, received)
+    assert received.__dlpack_device__() == (1, 0)  # the CPU
