@@ -1,10 +1,96 @@
 // hakobu._core — administration: what the `hakobu` command needs to inspect queues.
+//
+// Everything here goes through the public C++ API. Attaching to a queue or a
+// domain also attaches this process to the domain (and creates the domain if
+// it has no files), so the command checks for the domain's files first and
+// holds one DomainAttachment for the whole command: every call below then
+// reuses that attachment instead of attaching (and reclaiming) again.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "errors.hpp"
+#include "hakobu/domain.hpp"
+#include "hakobu/queue.hpp"
 
 namespace nb = nanobind;
+using namespace nb::literals;
 
 namespace hakobu::python {
+namespace {
 
-void bind_admin(nb::module_& /*m*/) {}
+/// Keeps this process attached to a domain until closed, so that the calls
+/// made meanwhile share one attachment (one process-table slot).
+struct DomainAttachment {
+  std::optional<Domain> domain;
+
+  explicit DomainAttachment(const std::string& name) {
+    DomainOptions options;
+    options.name = name;
+    options.collect_on_attach = false;  // dead processes stay visible until `gc` reclaims them
+    auto opened = [&] {
+      nb::gil_scoped_release unlocked;
+      return Domain::open(options);
+    }();
+    if (!opened) raise(opened.error());
+    domain.emplace(std::move(*opened));
+  }
+
+  [[nodiscard]] std::string name() const { return domain ? domain->name() : std::string(); }
+
+  void close() {
+    nb::gil_scoped_release unlocked;  // the last process out may remove the domain's files
+    domain.reset();
+  }
+};
+
+/// Counters of queue `name` of `domain` (empty: the default domain). Attaches
+/// to the queue for the duration of the call; raises NotFound if it is missing.
+nb::dict queue_info(const std::string& name, const std::string& domain) {
+  QueueOptions options;
+  options.domain.name = domain;
+  auto queue = [&] {
+    nb::gil_scoped_release unlocked;
+    return Queue::attach(name, options);
+  }();
+  if (!queue) raise(queue.error());
+  const QueueStats stats = queue->stats();
+  nb::dict out;
+  out["name"] = queue->name();
+  out["domain"] = queue->domain().name();
+  out["size"] = stats.size;
+  out["capacity"] = stats.capacity;
+  out["inline_capacity"] = stats.inline_capacity;
+  out["put_count"] = stats.put_count;
+  out["get_count"] = stats.get_count;
+  out["creator_pid"] = stats.creator_pid;
+  {
+    nb::gil_scoped_release unlocked;
+    *queue = Queue();  // let go of the queue file now
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_admin(nb::module_& m) {
+  nb::class_<DomainAttachment>(m, "DomainAttachment",
+                               "Keeps this process attached to a domain (creating it if it has no files) until closed")
+      .def(nb::init<const std::string&>(), "name"_a = "")
+      .def_prop_ro("name", &DomainAttachment::name)
+      .def("close", &DomainAttachment::close, "Lets go of the domain (the last process out removes an empty one)")
+      .def(
+          "__enter__", [](DomainAttachment& self) -> DomainAttachment& { return self; }, nb::rv_policy::reference)
+      .def("__exit__", [](DomainAttachment& self, const nb::args& /*exc_info*/) { self.close(); });
+
+  m.def("queue_info", &queue_info, "name"_a, "domain"_a = "",
+        "Size, capacity, put/get counts and creator pid of a queue (attaches to it; NotFound if missing)");
+  m.def(
+      "validate_name", [](const std::string& name) { return validate_name(name); }, "name"_a,
+      "Why a queue or domain name is invalid, or an empty string if it is valid");
+}
 
 }  // namespace hakobu::python

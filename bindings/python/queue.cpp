@@ -211,6 +211,15 @@ struct PyQueue {
     if (!sent) raise(sent.error());
   }
 
+  PyLoan* loan(std::size_t size, int kind, std::size_t attachments) {
+    auto made = [&] {
+      nb::gil_scoped_release unlocked;
+      return queue.loan(size, static_cast<MessageKind>(kind), attachments);
+    }();
+    if (!made) raise(made.error());
+    return new PyLoan{std::move(*made), 0, 0};
+  }
+
   PyLoan* loan_array_ref(int code, int bits, int lanes, const std::string& typestr,
                          const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
                          std::int64_t byte_offset) {
@@ -347,6 +356,8 @@ void bind_queue(nb::module_& m) {
       .def("put_bytes", &PyQueue::put_bytes, "data"_a, "kind"_a, "timeout"_a.none())
       .def("loan_array", &PyQueue::loan_array, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "fortran_order"_a)
+      .def("loan", &PyQueue::loan, nb::rv_policy::take_ownership, "nbytes"_a, "kind"_a, "attachments"_a,
+           "Shared memory for a message of `nbytes` with room for `attachments`")
       .def("loan_array_ref", &PyQueue::loan_array_ref, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
       .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
@@ -370,7 +381,8 @@ void bind_queue(nb::module_& m) {
   m.def("default_domain", &default_domain_name, "The domain used when none is given");
   m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a, "domain"_a = "",
         "Shared memory of the domain, to build arrays in (hakobu.empty)");
-  m.def("file_prefix", &Domain::file_prefix, "domain"_a, "The prefix of the names of a domain's files in /dev/shm");
+  m.def(
+      "file_prefix", [](const std::string& domain) { return Domain::file_prefix(domain); }, "domain"_a, "The prefix of the names of a domain's files in /dev/shm");
 }
 
 }  // namespace hakobu::python

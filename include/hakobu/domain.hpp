@@ -47,6 +47,10 @@ struct DomainOptions {
   HugePages huge_pages = HugePages::Auto;
   /// The hugetlbfs mount to use; empty means the first one found.
   std::string hugetlbfs_directory;
+  /// Reclaim what dead processes held when this process attaches (the first
+  /// time). Tools that want to see dead processes first (`hakobu ls`, `gc`) turn
+  /// it off and call Domain::collect_garbage themselves.
+  bool collect_on_attach = true;
 };
 
 /// The default domain name: `$HAKOBU_DOMAIN` if set, else `u<uid>`.

@@ -54,6 +54,7 @@ struct QueueOptions {
 struct QueueStats {
   std::size_t size = 0;  ///< messages waiting
   std::size_t capacity = 0;
+  std::size_t inline_capacity = 0;  ///< largest message carried inside a slot
   std::uint64_t put_count = 0;
   std::uint64_t get_count = 0;
   std::int32_t creator_pid = 0;

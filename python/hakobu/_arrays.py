@@ -9,7 +9,7 @@ share the memory; writes by one are seen by the others.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def empty(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Opt
         raise ValueError("order must be 'C' or 'F'")
     nbytes = math.prod(shape_tuple) * dtype.itemsize
     buffer = _core.allocate(max(nbytes, 1), domain or "")
-    return np.ndarray(shape_tuple, dtype, buffer=buffer, order=order)
+    layout = cast(Literal["C", "F"], order)
+    return np.ndarray(shape_tuple, dtype, buffer=memoryview(buffer), order=layout)
 
 
 def zeros(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None) -> np.ndarray:

@@ -13,12 +13,19 @@ Wire formats (the message kind travels in the queue slot):
   the last view is gone.
 * kind 3, object: a pickle (protocol 5) of anything else; cloudpickle is used
   for what plain pickle cannot handle (lambdas, locally defined functions).
+  Large buffers inside the object (the arrays in a dict, a list, a dataclass,
+  a DataFrame) are not pickled: they travel as attachments, without a copy
+  when they already live in hakobu memory and with one copy into shared
+  memory otherwise, and the receiver's arrays are views of them. Payload:
+  ``b"HKP1"``, a u32 count N, N entries of (u32 attachment, u64 offset,
+  u64 length) little-endian, then the pickle stream.
 """
 
 from __future__ import annotations
 
 import ast
 import pickle
+import struct
 from typing import Any, Optional
 
 import cloudpickle
@@ -29,6 +36,13 @@ from . import _arrays, _core, _errors
 KIND_BYTES = 1
 KIND_ARRAY = 2
 KIND_OBJECT = 3
+
+# Buffers inside pickled objects smaller than this stay in the pickle stream:
+# an attachment costs a block and bookkeeping that small copies do not.
+OUT_OF_BAND_MIN_BYTES = 64 * 1024
+_OBJECT_MAGIC = b"HKP1"
+_OBJECT_HEADER = struct.Struct("<4sI")
+_OBJECT_ENTRY = struct.Struct("<IQQ")
 
 # NumPy kind -> DLPack type code, for native-order numeric types.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
@@ -60,7 +74,9 @@ def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtyp
     """The NumPy dtype of an array message (inverse of dtype_fields)."""
     try:
         if typestr.startswith(_STRUCTURED_PREFIX):
-            return np.dtype(ast.literal_eval(typestr[len(_STRUCTURED_PREFIX) :]))
+            descr: Any = ast.literal_eval(typestr[len(_STRUCTURED_PREFIX) :])
+            structured: np.dtype[Any] = np.dtype(descr)
+            return structured
         if typestr:
             return np.dtype(typestr)
     except (ValueError, TypeError, SyntaxError) as error:
@@ -88,7 +104,7 @@ def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
     elif isinstance(obj, memoryview):
         queue.put_bytes(obj if obj.contiguous else obj.tobytes(), KIND_BYTES, timeout)
     else:
-        queue.put_bytes(_dumps(obj), KIND_OBJECT, timeout)
+        _put_pickled(queue, obj, timeout)
 
 
 def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
@@ -102,7 +118,9 @@ def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) 
     fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
     loan = queue.loan_array(code, bits, lanes, typestr, list(array.shape), fortran)
     # One copy, straight into shared memory, whatever the source's strides.
-    target = np.ndarray(array.shape, array.dtype, buffer=loan, offset=loan.data_offset, order="F" if fortran else "C")
+    target = np.ndarray(
+        array.shape, array.dtype, buffer=memoryview(loan), offset=loan.data_offset, order="F" if fortran else "C"
+    )
     np.copyto(target, array, casting="no")
     del target
     queue.put_loan(loan, timeout)
@@ -123,11 +141,79 @@ def _loan_by_reference(
     return loan if loan.attach(owner) else None  # another domain: copy
 
 
-def _dumps(obj: Any) -> bytes:
+def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
+    large: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            view = buffer.raw()
+        except BufferError:  # not contiguous: let pickle copy it in-band
+            return True
+        if view.nbytes < OUT_OF_BAND_MIN_BYTES:
+            return True
+        large.append(view)
+        return False
+
+    stream = _dumps(obj, out_of_band)
+    sources = [_shared_source(view) for view in large]
+    header = _OBJECT_HEADER.pack(_OBJECT_MAGIC, len(sources))
+    entries = b"".join(_OBJECT_ENTRY.pack(index, offset, view.nbytes) for index, (_, offset, view) in enumerate(sources))
+    loan = queue.loan(len(header) + len(entries) + len(stream), KIND_OBJECT, len(sources))
+    payload = memoryview(loan)
+    payload[: len(header)] = header
+    payload[len(header) : len(header) + len(entries)] = entries
+    payload[len(header) + len(entries) :] = stream
+    payload.release()
+    for owner, _, _ in sources:
+        if not loan.attach(owner):
+            raise _errors.InvalidArgument("a buffer of the object lives in another hakobu domain than the queue")
+    queue.put_loan(loan, timeout)
+
+
+def _shared_source(view: memoryview) -> tuple[Any, int, memoryview]:
+    """(owner, offset, view): the hakobu memory holding ``view``, copied there if needed."""
+    exporter = view.obj
+    owner = _arrays.owner_of(exporter) if isinstance(exporter, np.ndarray) else None
+    if owner is not None:
+        offset = np.frombuffer(view, np.uint8).ctypes.data - owner.address
+        if 0 <= offset and offset + view.nbytes <= owner.nbytes:
+            return owner, offset, view  # already shared: no copy
+    copy = _core.allocate(view.nbytes)
+    target = memoryview(copy)
+    target[:] = view.cast("B")
+    target.release()
+    return copy, 0, view
+
+
+def _dumps(obj: Any, buffer_callback: Any) -> bytes:
     try:
-        return pickle.dumps(obj, protocol=5)
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return cloudpickle.dumps(obj, protocol=5)
+        stream: bytes = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        return stream
+
+
+def _loads_object(message: _core.Message) -> Any:
+    payload = memoryview(message)
+    try:
+        if len(payload) < _OBJECT_HEADER.size:
+            raise _errors.Corrupt("object message shorter than its header")
+        magic, count = _OBJECT_HEADER.unpack_from(payload)
+        if magic != _OBJECT_MAGIC or count > message.attachment_count:
+            raise _errors.Corrupt("object message with a damaged header")
+        entries_end = _OBJECT_HEADER.size + count * _OBJECT_ENTRY.size
+        if entries_end > len(payload):
+            raise _errors.Corrupt("object message shorter than its buffer table")
+        buffers = []
+        for k in range(count):
+            index, offset, length = _OBJECT_ENTRY.unpack_from(payload, _OBJECT_HEADER.size + k * _OBJECT_ENTRY.size)
+            attachment = message.attachment(index)
+            if offset + length > attachment.nbytes:
+                raise _errors.Corrupt("object message: a buffer lies outside its attachment")
+            buffers.append(memoryview(attachment)[offset : offset + length])
+        return pickle.loads(payload[entries_end:], buffers=buffers)
+    finally:
+        payload.release()
 
 
 def decode(message: _core.Message) -> Any:
@@ -141,9 +227,9 @@ def decode(message: _core.Message) -> Any:
         if dtype.itemsize != lanes * ((bits + 7) // 8):
             raise _errors.Corrupt(f"array message: type {dtype} does not match its element size")
         buffer = message if source == 0 else message.attachment(source - 1)
-        return np.ndarray(tuple(shape), dtype, buffer=buffer, offset=offset, strides=tuple(strides))
+        return np.ndarray(tuple(shape), dtype, buffer=memoryview(buffer), offset=offset, strides=tuple(strides))
     if kind == KIND_BYTES:
         return bytes(memoryview(message))
     if kind == KIND_OBJECT:
-        return pickle.loads(memoryview(message))
+        return _loads_object(message)
     raise _errors.Corrupt(f"message of unknown kind {kind}")

@@ -122,7 +122,7 @@ class Queue:
         return (Queue, (self.name, self.capacity), None)
 
 
-async def _poll(attempt: Any, retry_on: type, timeout: Optional[float]) -> Any:
+async def _poll(attempt: Any, retry_on: type[BaseException], timeout: Optional[float]) -> Any:
     """Runs a non-blocking ``attempt`` until it succeeds, sleeping between tries.
 
     Cancelling the awaiting task never loses a message: no receive is in flight

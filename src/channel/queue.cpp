@@ -649,6 +649,7 @@ QueueStats Queue::stats() const noexcept {
   if (!state_) return out;
   out.size = size();
   out.capacity = state_->capacity;
+  out.inline_capacity = state_->inline_capacity;
   out.put_count = state_->header->put_count.load(std::memory_order_relaxed);
   out.get_count = state_->header->get_count.load(std::memory_order_relaxed);
   out.creator_pid = state_->header->creator_pid;

@@ -139,7 +139,7 @@ Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const Domain
   };
   if (auto r = state->open_files(options); !r) return failed(std::move(r).error());
   if (auto r = state->take_slot(); !r) return failed(std::move(r).error());
-  state->collect_garbage();
+  if (options.collect_on_attach) state->collect_garbage();
   domains()[name] = state;
   return state;
 }

@@ -209,11 +209,6 @@ def test_gc_reclaims_a_killed_program_holding_an_array(name: str) -> None:
     assert text.returncode == 0 and "reclaimed" in text.stdout, text.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: Domain::open reclaims dead processes when the command attaches, before "
-    "collect_garbage() or stats() can see them, so the count is lost",
-)
 def test_gc_counts_the_killed_program(name: str) -> None:
     hold_an_array_and_get_killed(name)
     result = cli_json("gc")
