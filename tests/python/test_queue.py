@@ -314,3 +314,20 @@ def test_dlpack_consumers_share_the_memory(name: str) -> None:
     view = np.from_dlpack(received)
     assert np.shares_memory(view, received)
     assert received.__dlpack_device__() == (1, 0)  # the CPU
+
+
+def test_large_arrays_inside_objects_travel_in_shared_memory(name: str) -> None:
+    q = hakobu.Queue(name)
+    before = live_blocks()
+    shared = hakobu.full((400, 400), 2.0)
+    plain = np.arange(200_000, dtype=np.int64)
+    small = np.arange(5)
+    q.put({"shared": shared, "plain": plain, "small": small, "nested": [plain[::2]]})
+    received = q.get()
+    assert received["shared"].ctypes.data == shared.ctypes.data, "hakobu memory inside an object: no copy"
+    assert hakobu.is_shared(received["plain"]) and np.array_equal(received["plain"], plain)
+    assert np.array_equal(received["nested"][0], plain[::2])
+    assert not hakobu.is_shared(received["small"]), "small buffers stay in the pickle"
+    assert received["plain"].flags.writeable
+    del received, shared
+    assert live_blocks() == before

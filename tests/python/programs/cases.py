@@ -45,6 +45,8 @@ def cases() -> list[tuple[str, Any]]:
         ("bytes", b"raw bytes \x00\x01"),
         ("bytearray", bytearray(b"x" * 1000)),
         ("dict-with-arrays", {"a": np.ones(5), "b": [np.zeros((2, 2)), "text"], "n": 7}),
+        # Large enough to travel out of band, as attachments in shared memory.
+        ("dict-with-large-arrays", {"x": np.arange(100_000.0), "y": [np.ones((300, 300), np.float32)]}),
         ("dataclass", Sample("s", np.arange(4))),
         ("none", None),
         ("text", "日本語 text"),
