@@ -331,3 +331,13 @@ def test_large_arrays_inside_objects_travel_in_shared_memory(name: str) -> None:
     assert received["plain"].flags.writeable
     del received, shared
     assert live_blocks() == before
+
+
+def test_dataframes_arrive_with_their_columns_in_shared_memory(name: str) -> None:
+    pandas = pytest.importorskip("pandas")  # installed by the test extras: pip install ".[test]"
+    q = hakobu.Queue(name)
+    frame = pandas.DataFrame({"x": np.arange(50_000.0), "n": np.arange(50_000, dtype=np.int64), "s": "text"})
+    q.put(frame)
+    received = q.get()
+    assert received.equals(frame)
+    assert hakobu.is_shared(received["x"].to_numpy())
