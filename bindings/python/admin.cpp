@@ -28,15 +28,7 @@ struct DomainAttachment {
   std::optional<Domain> domain;
 
   explicit DomainAttachment(const std::string& name) {
-    DomainOptions options;
-    options.name = name;
-    options.collect_on_attach = false;  // dead processes stay visible until `gc` reclaims them
-    auto opened = [&] {
-      nb::gil_scoped_release unlocked;
-      return Domain::open(options);
-    }();
-    if (!opened) raise(opened.error());
-    domain.emplace(std::move(*opened));
+    domain.emplace(open_domain(name, /*collect_on_attach=*/false));  // dead processes stay visible until `gc`
   }
 
   [[nodiscard]] std::string name() const { return domain ? domain->name() : std::string(); }

@@ -10,11 +10,11 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 namespace hakobu::python {
-namespace {
 
-Domain open_domain(const std::string& name) {
+Domain open_domain(const std::string& name, bool collect_on_attach) {
   DomainOptions options;
   options.name = name;
+  options.collect_on_attach = collect_on_attach;
   auto domain = [&] {
     nb::gil_scoped_release unlocked;
     return Domain::open(options);
@@ -22,6 +22,8 @@ Domain open_domain(const std::string& name) {
   if (!domain) raise(domain.error());
   return std::move(*domain);
 }
+
+namespace {
 
 nb::dict domain_stats(const std::string& name) {
   const Domain domain = open_domain(name);

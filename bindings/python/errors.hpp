@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
 
 namespace hakobu::python {
@@ -25,6 +26,11 @@ const char* exception_name(GetError code) noexcept;
 const char* exception_name(LoanError code) noexcept;
 const char* exception_name(UnlinkError code) noexcept;
 const char* exception_name(ArrayError code) noexcept;
+
+/// Attaches to domain `name` (empty: the default) without holding the GIL;
+/// raises the matching Python exception on failure. `collect_on_attach`: see
+/// DomainOptions (tools that report dead processes turn it off).
+Domain open_domain(const std::string& name, bool collect_on_attach = true);
 
 template <class Code>
 [[noreturn]] void raise(const Error<Code>& error) {

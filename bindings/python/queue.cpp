@@ -299,13 +299,10 @@ bool attach(PyLoan& loan, nb::handle source) {
 }
 
 PyLoan* allocate(std::size_t size, const std::string& domain_name) {
-  DomainOptions options;
-  options.name = domain_name;
-  auto made = [&]() -> Result<Loan, LoanError> {
+  Domain domain = open_domain(domain_name);
+  auto made = [&] {
     nb::gil_scoped_release unlocked;
-    auto domain = Domain::open(options);
-    if (!domain) return {LoanError::InvalidArgument, domain.error().message};
-    return domain->loan(size);
+    return domain.loan(size);
   }();
   if (!made) raise(made.error());
   return new PyLoan{std::move(*made), 0, 0};
@@ -382,7 +379,8 @@ void bind_queue(nb::module_& m) {
   m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a, "domain"_a = "",
         "Shared memory of the domain, to build arrays in (hakobu.empty)");
   m.def(
-      "file_prefix", [](const std::string& domain) { return Domain::file_prefix(domain); }, "domain"_a, "The prefix of the names of a domain's files in /dev/shm");
+      "file_prefix", [](const std::string& domain) { return Domain::file_prefix(domain); }, "domain"_a,
+      "The prefix of the names of a domain's files in /dev/shm");
 }
 
 }  // namespace hakobu::python

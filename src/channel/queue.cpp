@@ -99,6 +99,17 @@ class QueueState {
   template <class TryOnce>
   Attempt wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
                           std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once);
+  /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
+  template <class Fill>
+  Attempt try_send(std::uint32_t& blocker, Fill&& fill) noexcept {
+    SlotHeader* s = nullptr;
+    std::uint64_t position = 0;
+    const Attempt claimed = claim_write(s, position, blocker);
+    if (claimed != Attempt::Done) return claimed;
+    fill(*s);
+    publish(s, position);
+    return Attempt::Done;
+  }
   /// One try at receiving into `sample`.
   Attempt try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding);
   void wake_everyone() const noexcept;
@@ -697,16 +708,12 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   }
   const Attempt outcome =
       q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
-        detail::SlotHeader* s = nullptr;
-        std::uint64_t position = 0;
-        const Attempt a = q.claim_write(s, position, blocker);
-        if (a != Attempt::Done) return a;
-        s->kind = static_cast<std::uint8_t>(kind);
-        s->length = bytes.size();
-        s->block = 0;
-        if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(s), bytes.data(), bytes.size());
-        q.publish(s, position);
-        return Attempt::Done;
+        return q.try_send(blocker, [&](detail::SlotHeader& s) {
+          s.kind = static_cast<std::uint8_t>(kind);
+          s.length = bytes.size();
+          s.block = 0;
+          if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(&s), bytes.data(), bytes.size());
+        });
       });
   if (outcome == Attempt::Done) return {};
   return put_failure(outcome, q.name);
@@ -725,17 +732,12 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   }
   const Attempt outcome =
       q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
-        detail::SlotHeader* s = nullptr;
-        std::uint64_t position = 0;
-        const Attempt a = q.claim_write(s, position, blocker);
-        if (a != Attempt::Done) return a;
-        s->kind = static_cast<std::uint8_t>(loan.kind_);
-        s->length = loan.size_;
-        s->block = loan.block_;
-        // The reference moves to the ring: unlisted first.
-        q.domain->clear_holding(loan.holding_);
-        q.publish(s, position);
-        return Attempt::Done;
+        return q.try_send(blocker, [&](detail::SlotHeader& s) {
+          s.kind = static_cast<std::uint8_t>(loan.kind_);
+          s.length = loan.size_;
+          s.block = loan.block_;
+          q.domain->clear_holding(loan.holding_);  // the reference moves to the ring: unlisted first
+        });
       });
   if (outcome != Attempt::Done) return put_failure(outcome, q.name);
   loan.domain_.reset();

@@ -45,10 +45,13 @@
 #include "channel/ring.hpp"
 #include "hakobu/hakobu.hpp"
 #include "memory/layout.hpp"
+#include "message_stamp.hpp"
 #include "registry/domain_state.hpp"
 #include "test_support.hpp"
 
 namespace {
+
+using namespace hakobu::test;  // NOLINT(google-build-using-namespace): the test helpers
 
 using namespace std::chrono_literals;
 using hakobu::Domain;
@@ -61,58 +64,6 @@ using hakobu::test::Process;
 using hakobu::test::unique_name;
 
 const std::string kPeer = HAKOBU_TEST_PEER;
-
-// --- message contents (kept identical to peer.cpp) ------------------------------------
-
-void fill_pattern(std::span<std::byte> out, std::uint64_t seed) {
-  std::uint64_t state = seed * 0x9E37'79B9'7F4A'7C15ULL + 0x2545'F491'4F6C'DD1DULL;
-  std::size_t i = 0;
-  for (; i + 8 <= out.size(); i += 8) {
-    state ^= state << 13U;
-    state ^= state >> 7U;
-    state ^= state << 17U;
-    std::memcpy(out.data() + i, &state, 8);
-  }
-  for (; i < out.size(); ++i) out[i] = static_cast<std::byte>(state >> (8U * (i % 8)));
-}
-
-std::uint64_t hash_bytes(std::span<const std::byte> in) {
-  constexpr std::uint64_t kPrime = 0x0000'0100'0000'01B3ULL;
-  std::uint64_t h = 0xCBF2'9CE4'8422'2325ULL ^ in.size();
-  std::size_t i = 0;
-  for (; i + 8 <= in.size(); i += 8) {
-    std::uint64_t word = 0;
-    std::memcpy(&word, in.data() + i, 8);
-    h = (h ^ word) * kPrime;
-    h ^= h >> 29U;
-  }
-  for (; i < in.size(); ++i) h = (h ^ static_cast<std::uint64_t>(in[i])) * kPrime;
-  return h ^ (h >> 32U);
-}
-
-constexpr std::uint32_t kStampMagic = 0x504D'4B48U;  // "HKMP"
-constexpr std::uint32_t kSentinelProducer = 0xFFFF'FFFFU;
-constexpr std::size_t kStampBytes = 24;
-
-std::size_t stamped_size(std::uint32_t producer, std::uint64_t seq) {
-  constexpr std::size_t kSizes[] = {24, 100, 224, 225, 1000, 5000, 70000};
-  return kSizes[(seq + producer) % std::size(kSizes)];
-}
-
-void write_stamp(std::span<std::byte> out, std::uint32_t producer, std::uint64_t seq) {
-  fill_pattern(out.subspan(kStampBytes), (std::uint64_t{producer} << 40U) ^ seq);
-  const std::uint64_t hash = hash_bytes(out.subspan(kStampBytes));
-  std::memcpy(out.data(), &kStampMagic, 4);
-  std::memcpy(out.data() + 4, &producer, 4);
-  std::memcpy(out.data() + 8, &seq, 8);
-  std::memcpy(out.data() + 16, &hash, 8);
-}
-
-std::vector<std::byte> stamped(std::uint32_t producer, std::uint64_t seq, std::size_t size) {
-  std::vector<std::byte> out(size);
-  write_stamp(out, producer, seq);
-  return out;
-}
 
 // --- helpers ----------------------------------------------------------------------
 
@@ -251,6 +202,19 @@ class QueueFile {
   }
 
   [[nodiscard]] bool valid() const { return base_ != nullptr; }
+
+  /// Leaves the claim a dead process would: a producer's claim of the next
+  /// position to write (Writing) or a consumer's claim of the next message
+  /// (Reading), the position hint moved past it or not. Returns the position.
+  std::uint64_t plant_dead_claim(hakobu::detail::SlotState state, bool hint_moved) {
+    namespace d = hakobu::detail;
+    const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);  // a slot no live process holds
+    auto& hint = state == d::SlotState::Writing ? header().enqueue_pos : header().dequeue_pos;
+    const std::uint64_t p = hint.load();
+    slot(p).control.store(d::make_control(p, state, dead));
+    if (hint_moved) hint.store(p + 1);
+    return p;
+  }
   hakobu::detail::QueueHeader& header() { return *reinterpret_cast<hakobu::detail::QueueHeader*>(base_); }
   /// The slot of `position` (the layout the queue was created with).
   hakobu::detail::SlotHeader& slot(std::uint64_t position) {
@@ -869,16 +833,13 @@ TEST_F(MultiProcess, SlotsClaimedByDeadProcessesAreRepairedAround) {
   // claim a dead process would leave is written into the slot directly. Its
   // token names a process-table slot no live process holds.
   namespace d = hakobu::detail;
-  const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);
   {
     // A producer died after claiming slot p: consumers must skip it.
     auto queue = make_queue(4);
     Unlinker cleanup{queue};
     QueueFile queue_file(queue.name());
     ASSERT_TRUE(queue_file.valid());
-    const std::uint64_t p = queue_file.header().enqueue_pos.load();
-    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Writing, dead));
-    queue_file.header().enqueue_pos.store(p + 1);
+    queue_file.plant_dead_claim(d::SlotState::Writing, true);
     const auto after = stamped(9, 1, 100);
     ASSERT_TRUE(queue.put(after));
     ASSERT_EQ(run_peer({"get-report", queue.name(), "1", file("after-writer")}), 0);
@@ -893,12 +854,10 @@ TEST_F(MultiProcess, SlotsClaimedByDeadProcessesAreRepairedAround) {
     Unlinker cleanup{queue};
     QueueFile queue_file(queue.name());
     ASSERT_TRUE(queue_file.valid());
-    const std::uint64_t p = queue_file.header().dequeue_pos.load();
     ASSERT_TRUE(queue.put(stamped(9, 2, 100)));  // the message the dead consumer took
     const auto behind = stamped(9, 3, 100);
     ASSERT_TRUE(queue.put(behind));
-    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Reading, dead));
-    queue_file.header().dequeue_pos.store(p + 1);
+    queue_file.plant_dead_claim(d::SlotState::Reading, true);
     ASSERT_EQ(run_peer({"get-report", queue.name(), "1", file("after-reader")}), 0);
     EXPECT_EQ(read_lines(file("after-reader")),
               std::vector<std::string>{"ok 100 " + std::to_string(hash_bytes(behind))});
@@ -915,14 +874,12 @@ TEST_F(MultiProcess, ClaimersThatDiedBeforeAdvancingThePositionDoNotWedgeTheQueu
   // As above, but the dead process claimed the slot and died before it moved
   // the position hint on: whoever comes next must help the hint past it.
   namespace d = hakobu::detail;
-  const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);
   {
     auto queue = make_queue(4);
     Unlinker cleanup{queue};
     QueueFile queue_file(queue.name());
     ASSERT_TRUE(queue_file.valid());
-    const std::uint64_t p = queue_file.header().enqueue_pos.load();
-    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Writing, dead));  // enqueue_pos stays p
+    queue_file.plant_dead_claim(d::SlotState::Writing, false);
     // A consumer repairs the claim into a tombstone; producers must then move on.
     EXPECT_EQ(run_peer({"get-expect", queue.name(), "Timeout", "200"}), 0);
     const auto after = stamped(9, 4, 100);
@@ -936,9 +893,8 @@ TEST_F(MultiProcess, ClaimersThatDiedBeforeAdvancingThePositionDoNotWedgeTheQueu
     Unlinker cleanup{queue};
     QueueFile queue_file(queue.name());
     ASSERT_TRUE(queue_file.valid());
-    const std::uint64_t p = queue_file.header().dequeue_pos.load();
     ASSERT_TRUE(queue.put(stamped(9, 5, 100)));
-    queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Reading, dead));  // dequeue_pos stays p
+    queue_file.plant_dead_claim(d::SlotState::Reading, false);
     ASSERT_TRUE(queue.put(stamped(9, 6, 100)));
     // A producer repairs the dead read; consumers must then move on.
     EXPECT_EQ(run_peer({"put-expect", queue.name(), "100", "ok", "-1"}), 0);
@@ -951,14 +907,11 @@ TEST_F(MultiProcess, ClaimersThatDiedBeforeAdvancingThePositionDoNotWedgeTheQueu
 TEST_F(MultiProcess, PollersAloneRepairADeadClaim) {
   // Nobody blocks: only non-blocking calls must still get past a dead claim.
   namespace d = hakobu::detail;
-  const std::uint32_t dead = d::make_token(d::kMaxProcesses - 1, 1);
   auto queue = make_queue(4);
   Unlinker cleanup{queue};
   QueueFile queue_file(queue.name());
   ASSERT_TRUE(queue_file.valid());
-  const std::uint64_t p = queue_file.header().enqueue_pos.load();
-  queue_file.slot(p).control.store(d::make_control(p, d::SlotState::Writing, dead));
-  queue_file.header().enqueue_pos.store(p + 1);
+  queue_file.plant_dead_claim(d::SlotState::Writing, true);
   ASSERT_TRUE(queue.try_put(stamped(9, 7, 100)));
   bool received = false;
   for (int i = 0; i < 10'000 && !received; ++i) received = queue.try_get().has_value();
