@@ -21,6 +21,8 @@ namespace hakobu {
 
 /// Largest number of dimensions an array message may have (NumPy 2's limit).
 inline constexpr std::size_t kMaxArrayDims = 64;
+/// Longest NumPy type string an array message may carry.
+inline constexpr std::size_t kMaxTypestrBytes = 4096;
 
 /// Element type codes, numerically equal to DLPack's `DLDataTypeCode`.
 enum class DTypeCode : std::uint8_t {

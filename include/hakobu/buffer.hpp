@@ -89,6 +89,8 @@ class Loan {
 
 /// A received message. The receiver owns it: its bytes are writable. Valid until
 /// released (destroyed or `reset()`); its memory then returns to the heap.
+/// A small message is copied into the sample itself, so moving a sample moves
+/// its bytes: take `bytes()` and `array()` again after a move.
 class Sample {
  public:
   Sample() = default;

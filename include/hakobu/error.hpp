@@ -99,6 +99,8 @@ struct Error {
 };
 
 /// Either a `T` or an `Error<Code>`; a small subset of C++23 `std::expected`.
+/// Check before taking the value: `value()` on an error is a programming error
+/// and throws std::bad_variant_access.
 template <class T, class Code>
 class [[nodiscard]] Result {
  public:

@@ -16,7 +16,6 @@ namespace hakobu {
 namespace {
 
 constexpr std::uint32_t kArrayMagic = 0x3141'4B48U;  // "HKA1"
-constexpr std::size_t kMaxTypestrBytes = 4096;
 
 struct ArrayMetaHeader {
   std::uint32_t magic;

@@ -154,6 +154,11 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   const std::string temporary = domain->file_name("new:" + name + ":" + std::to_string(platform::process_id()) + ":" +
                                                   std::to_string(counter.fetch_add(1, std::memory_order_relaxed)));
   auto created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (!created && created.error().code == EEXIST) {
+    // Left by a dead process that had our pid: the name is ours now.
+    (void)platform::shm_remove(temporary);
+    created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
+  }
   if (!created) return to_open_error(created);
   fd = *created;
   auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
@@ -774,8 +779,10 @@ Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::siz
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
                                           std::string_view typestr) {
-  if (shape.size() > kMaxArrayDims) {
-    return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) + " dimensions"};
+  if (shape.size() > kMaxArrayDims || typestr.size() > kMaxTypestrBytes) {
+    return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) +
+                                            " dimensions and a type string of at most " +
+                                            std::to_string(kMaxTypestrBytes) + " bytes"};
   }
   auto data_bytes = contiguous_bytes(dtype, shape);
   if (!data_bytes) return std::move(data_bytes).error();
@@ -789,7 +796,7 @@ Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int6
 Result<Loan, LoanError> Queue::loan_array_ref(DType dtype, std::span<const std::int64_t> shape,
                                               std::span<const std::int64_t> strides, std::int64_t byte_offset,
                                               std::string_view typestr) {
-  if (shape.size() > kMaxArrayDims || strides.size() != shape.size()) {
+  if (shape.size() > kMaxArrayDims || strides.size() != shape.size() || typestr.size() > kMaxTypestrBytes) {
     return {LoanError::InvalidArgument,
             "shape and strides must have the same length, at most " + std::to_string(kMaxArrayDims)};
   }

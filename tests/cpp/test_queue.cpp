@@ -226,6 +226,18 @@ TEST(Queue, ArraysKeepTypeShapeAndValues) {
   EXPECT_EQ(r->array().error().code, hakobu::ArrayError::NotAnArray);
 }
 
+TEST(Queue, ArrayMetadataMustFitItsLimits) {
+  auto q = make_queue();
+  Unlinker cleanup{q};
+  const std::int64_t shape[] = {2};
+  const std::string long_type(hakobu::kMaxTypestrBytes + 1, 'x');
+  auto refused = q.loan_array(hakobu::DType::of<double>(), shape, hakobu::Order::C, long_type);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, hakobu::LoanError::InvalidArgument);
+  const std::vector<std::int64_t> too_many_dims(hakobu::kMaxArrayDims + 1, 1);
+  EXPECT_EQ(q.loan_array(hakobu::DType::of<double>(), too_many_dims).error().code, hakobu::LoanError::InvalidArgument);
+}
+
 TEST(Queue, ManyHeldSamplesGrowTheHoldingsTable) {
   hakobu::QueueOptions options;
   options.capacity = 4096;
