@@ -6,6 +6,7 @@
     hakobu rm --everything         remove every file of a domain, also a damaged one
     hakobu gc                      reclaim what dead processes held
     hakobu doctor                  check the system settings that matter for shared memory
+    hakobu bench [--quick]         IPC methods side by side with hakobu, measured here
 
 Every subcommand takes ``--domain D`` (default: $HAKOBU_DOMAIN, else u<uid>)
 and ``--json`` (machine-readable output on stdout). Errors go to stderr with
@@ -934,6 +935,13 @@ def command_doctor(args: argparse.Namespace, out: Output) -> int:
 # --- the parser -------------------------------------------------------------------------
 
 
+def command_bench(args: argparse.Namespace, out: Output) -> int:
+    """`hakobu bench`: see hakobu.bench."""
+    from .bench import run_command
+
+    return run_command(args, out.console, out.as_json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hakobu",
@@ -980,6 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--force", action="store_true", help="with --everything: even while processes are attached")
     subcommand("gc", command_gc, "reclaim what dead processes held")
     subcommand("doctor", command_doctor, "check the system settings that matter for shared memory")
+    from . import bench  # argparse only: the benchmark's own imports wait for `run_command`
+
+    bench.add_arguments(subcommand("bench", command_bench, "compare IPC methods with hakobu on this machine"))
     return parser
 
 

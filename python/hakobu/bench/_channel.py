@@ -1,0 +1,418 @@
+"""The interface every IPC method implements, and what the methods share.
+
+A method is one module in ``hakobu.bench.methods`` that defines a ``Channel``
+subclass (the sender's end, in the bench process) and a ``PeerEnd`` subclass
+(the other end, in a separately started interpreter: ``python -m
+hakobu.bench.peer METHOD CONFIG``). The runner drives a round trip as
+
+    sender:  t0 = now; channel.send(array)          ... channel.receive(); t3 = now
+    peer:              raw = end.receive_raw(); t1 = now; a = end.rebuild(raw); t2 = now;
+                       end.send_back(a)
+
+so ``send`` = t1 - t0 (the bytes are in the peer's hands), ``rebuild`` =
+t2 - t1 (the peer has an ndarray), ``return`` = t3 - t2 (back, rebuilt, in
+the sender). Both processes read CLOCK_MONOTONIC (``time.monotonic_ns``), one
+clock for the whole machine on Linux. The peer writes t1 and t2 into a small
+memory-mapped "stamp board" file, so the timestamps never travel on (or slow
+down) the channel under test; the reply happens after the write, so the
+sender reads them after its receive.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Protocol
+
+import numpy as np
+
+# --- timestamps ------------------------------------------------------------------------------
+
+_STAMPS = struct.Struct("<QQQ")  # trip number, t1, t2
+
+
+class StampBoard:
+    """Three u64 in a mapped file: the peer writes (trip, t1, t2), the sender reads them."""
+
+    def __init__(self, path: Path, create: bool) -> None:
+        self.path = path
+        if create:
+            path.write_bytes(bytes(mmap.PAGESIZE))
+        with open(path, "r+b") as file:
+            self._map = mmap.mmap(file.fileno(), mmap.PAGESIZE)
+
+    def write(self, trip: int, received: int, rebuilt: int) -> None:
+        _STAMPS.pack_into(self._map, 0, trip, received, rebuilt)
+
+    def read(self) -> tuple[int, int, int]:
+        trip, received, rebuilt = _STAMPS.unpack_from(self._map, 0)
+        return int(trip), int(received), int(rebuilt)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+class PeerProcess(Protocol):
+    """What the sender needs of its peer, whichever way it was started."""
+
+    def alive(self) -> bool: ...
+
+    def stop(self, timeout: float) -> Optional[int]:
+        """Waits up to ``timeout`` s for the peer to exit, then kills it; returns its exit code."""
+        ...
+
+    def kill(self) -> None: ...
+
+
+class PopenPeer:
+    """A peer started as ``python -m hakobu.bench.peer METHOD CONFIG``."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float) -> Optional[int]:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+
+
+class PeerFailed(RuntimeError):
+    """The peer died, stopped answering, or the channel broke."""
+
+
+class Channel(abc.ABC):
+    """The sender's end of one IPC method; one instance serves every shape of a run.
+
+    Subclasses set the class attributes and implement ``start`` (start the peer,
+    connect), ``send``, ``receive`` and ``close``. ``workdir`` is a private
+    temporary directory for FIFOs, sockets and files; it is removed after ``close``.
+    """
+
+    name: ClassVar[str]  # used in --methods and by the peer
+    label: ClassVar[str]  # shown in the table
+    order: ClassVar[int]  # position in tables (hakobu first)
+    description: ClassVar[str]  # how the method moves an array, for the JSON file
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules the method needs
+    install: ClassVar[str] = ""  # the line that installs them
+    peer_end: ClassVar[type["PeerEnd"]]
+
+    def __init__(self, workdir: Path, stamps: StampBoard) -> None:
+        self.workdir = workdir
+        self.stamps = stamps
+        self.peer: Optional[PeerProcess] = None
+        self.peer_log = workdir / f"{self.name}-peer.log"
+
+    @classmethod
+    def missing(cls) -> Optional[str]:
+        """Why the method cannot run here (a module is missing), or None."""
+        for module in cls.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                return f"{module} is not installed ({error}); install it with: {cls.install}"
+        return None
+
+    def prepare(self, array: np.ndarray) -> np.ndarray:
+        """The array to send, made from ``array`` outside the timed region (a private copy)."""
+        return array.copy()
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Starts the peer and connects to it."""
+
+    @abc.abstractmethod
+    def send(self, array: np.ndarray) -> None:
+        """Sends ``array`` to the peer."""
+
+    @abc.abstractmethod
+    def receive(self) -> np.ndarray:
+        """Receives the array the peer sends back, rebuilt as an ndarray owned by the caller."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Tells the peer to stop, waits for it, and releases everything the channel made."""
+
+    # --- helpers for subclasses ---------------------------------------------------------
+
+    def spawn_peer(self, config: dict[str, Any], **popen: Any) -> PopenPeer:
+        """Starts ``python -m hakobu.bench.peer NAME CONFIG``; its stderr goes to ``peer_log``."""
+        config = {**config, "stamps": str(self.stamps.path)}
+        command = [sys.executable, "-m", "hakobu.bench.peer", self.name, json.dumps(config)]
+        with open(self.peer_log, "ab") as log:
+            process = subprocess.Popen(command, stderr=log, **popen)
+        self.peer = PopenPeer(process)
+        return self.peer
+
+    def peer_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` plus what every peer needs, for peers started another way (multiprocessing)."""
+        return {**config, "stamps": str(self.stamps.path)}
+
+    def peer_alive(self) -> bool:
+        return self.peer is not None and self.peer.alive()
+
+    def check_peer(self) -> None:
+        """Raises PeerFailed, with the peer's stderr, when the peer has exited."""
+        if not self.peer_alive():
+            raise PeerFailed(f"the {self.name} peer exited: {self.peer_errors()}")
+
+    def peer_errors(self) -> str:
+        try:
+            text = self.peer_log.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text[-2000:] or "(no message)"
+
+    def stop_peer(self, timeout: float = 10.0) -> None:
+        """Waits for the peer to exit after it was told to stop (kills it after ``timeout``)."""
+        if self.peer is not None:
+            self.peer.stop(timeout)
+
+    def wait_until(self, ready: Any, what: str, timeout: float = 30.0) -> Any:
+        """Polls ``ready()`` until it returns something other than None, while the peer lives."""
+        deadline = time.monotonic() + timeout
+        pause = 1e-4
+        while True:
+            result = ready()
+            if result is not None:
+                return result
+            self.check_peer()
+            if time.monotonic() > deadline:
+                raise PeerFailed(f"{what}: no answer from the {self.name} peer within {timeout} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+class PeerEnd(abc.ABC):
+    """The peer's end of a method: receive, rebuild, send back, until told to stop."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def receive_raw(self) -> Any:
+        """Waits for the next message; returns what arrived (bytes, a name...), or None to stop."""
+
+    def rebuild(self, raw: Any) -> np.ndarray:
+        """Makes the ndarray from what arrived (the identity when the channel delivers arrays)."""
+        assert isinstance(raw, np.ndarray)
+        return raw
+
+    @abc.abstractmethod
+    def send_back(self, array: np.ndarray) -> None:
+        """Sends ``array`` back to the sender."""
+
+    def close(self) -> None:
+        """Releases what the end holds."""
+
+
+# --- byte streams (pipes, FIFOs, sockets) ----------------------------------------------------
+
+# kind (0 data, 1 stop), nbytes, ndim, dtype string, shape
+_HEADER = struct.Struct("<IQI16s8q")
+_DATA, _STOP = 0, 1
+MAX_DIMS = 8
+
+
+class Stream(Protocol):
+    """A reliable byte stream."""
+
+    def write_all(self, data: memoryview) -> None: ...
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Reads up to len(buffer) bytes; 0 at end of stream."""
+        ...
+
+
+class FdStream:
+    """A stream over file descriptors (pipes, FIFOs)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    def write_all(self, data: memoryview) -> None:
+        while data:
+            data = data[os.write(self.write_fd, data) :]
+
+    def read_into(self, buffer: memoryview) -> int:
+        return os.readv(self.read_fd, [buffer])
+
+
+class SocketStream:
+    """A stream over a connected stream socket (TCP, Unix)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def write_all(self, data: memoryview) -> None:
+        self.sock.sendall(data)  # loops over partial sends
+
+    def read_into(self, buffer: memoryview) -> int:
+        return int(self.sock.recv_into(buffer))
+
+
+def read_exactly(stream: Stream, buffer: memoryview) -> bool:
+    """Fills ``buffer``; False at a clean end of stream before the first byte, PeerFailed mid-way."""
+    done = 0
+    while done < len(buffer):
+        count = stream.read_into(buffer[done:])
+        if count == 0:
+            if done == 0:
+                return False
+            raise PeerFailed(f"stream ended after {done} of {len(buffer)} bytes")
+        done += count
+    return True
+
+
+def encode_header(array: Optional[np.ndarray]) -> bytes:
+    """The frame header for ``array`` (None: the stop message)."""
+    if array is None:
+        return _HEADER.pack(_STOP, 0, 0, b"", *([0] * MAX_DIMS))
+    if array.ndim > MAX_DIMS:
+        raise ValueError(f"at most {MAX_DIMS} dimensions")
+    shape = list(array.shape) + [0] * (MAX_DIMS - array.ndim)
+    return _HEADER.pack(_DATA, array.nbytes, array.ndim, array.dtype.str.encode(), *shape)
+
+
+def decode_header(data: bytes) -> Optional[tuple[np.dtype[Any], tuple[int, ...], int]]:
+    """(dtype, shape, nbytes) from a frame header, or None for the stop message."""
+    kind, nbytes, ndim, dtype, *shape = _HEADER.unpack(data)
+    if kind == _STOP:
+        return None
+    return np.dtype(dtype.rstrip(b"\0").decode()), tuple(shape[:ndim]), int(nbytes)
+
+
+HEADER_SIZE = _HEADER.size
+
+
+def as_bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, without a copy."""
+    return np.ascontiguousarray(array).data.cast("B")
+
+
+def write_frame(stream: Stream, array: Optional[np.ndarray]) -> None:
+    """Writes a header and the array's bytes (only the header for the stop message)."""
+    stream.write_all(memoryview(encode_header(array)))
+    if array is not None and array.nbytes:
+        stream.write_all(as_bytes(array))
+
+
+def read_frame(stream: Stream) -> Optional[tuple[np.dtype[Any], tuple[int, ...], np.ndarray]]:
+    """Reads a frame straight into fresh array memory: (dtype, shape, bytes), or None (stop/end)."""
+    header = bytearray(HEADER_SIZE)
+    if not read_exactly(stream, memoryview(header)):
+        return None
+    decoded = decode_header(bytes(header))
+    if decoded is None:
+        return None
+    dtype, shape, nbytes = decoded
+    payload = np.empty(nbytes, np.uint8)
+    if nbytes and not read_exactly(stream, payload.data):
+        raise PeerFailed("stream ended between a header and its data")
+    return dtype, shape, payload
+
+
+def rebuild_frame(frame: tuple[np.dtype[Any], tuple[int, ...], np.ndarray]) -> np.ndarray:
+    """The array of a received frame: a view of the bytes it was read into (no copy)."""
+    dtype, shape, payload = frame
+    return payload.view(dtype).reshape(shape)
+
+
+class FramedPeerEnd(PeerEnd):
+    """A peer that reads and writes frames (a fixed header, then the raw bytes) on a byte stream."""
+
+    stream: Stream
+
+    def receive_raw(self) -> Any:
+        return read_frame(self.stream)
+
+    def rebuild(self, raw: Any) -> np.ndarray:
+        return rebuild_frame(raw)
+
+    def send_back(self, array: np.ndarray) -> None:
+        write_frame(self.stream, array)
+
+
+class FramedChannel(Channel):
+    """The sender's end of a byte stream: frames out, frames back, an empty frame to finish.
+
+    A method sets ``stream`` in ``start`` and closes what carries it in ``release_stream``.
+    """
+
+    stream: Optional[Stream] = None
+
+    def send(self, array: np.ndarray) -> None:
+        assert self.stream is not None
+        write_frame(self.stream, array)
+
+    def receive(self) -> np.ndarray:
+        assert self.stream is not None
+        frame = read_frame(self.stream)
+        if frame is None:
+            raise PeerFailed(f"the {self.label} peer closed its end: {self.peer_errors()}")
+        return rebuild_frame(frame)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            try:
+                if self.peer_alive():
+                    write_frame(self.stream, None)  # tells the peer to finish
+            except OSError:  # a broken pipe or reset connection: the peer is gone already
+                pass
+        self.stop_peer()
+        if self.stream is not None:
+            self.release_stream()
+            self.stream = None
+
+    def release_stream(self) -> None:
+        """Closes what carries the stream (descriptors, sockets, pipes)."""
+
+
+def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Asks for a 1 MiB pipe buffer (Linux F_SETPIPE_SZ) so big writes take fewer wakeups."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, size)  # F_SETPIPE_SZ; beyond /proc/sys/fs/pipe-max-size it fails
+    except (OSError, ImportError):
+        pass
+
+
+def parent_watch(interval: float = 0.5) -> None:
+    """In a peer: exit when the process that started it is gone (no orphan blocked forever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def monotonic_ns() -> int:
+    """CLOCK_MONOTONIC, the clock both processes stamp with."""
+    return time.monotonic_ns()
+

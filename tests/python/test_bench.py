@@ -1,0 +1,161 @@
+"""`hakobu bench`: every method makes real round trips with a separately started peer, its data
+validated bit for bit; wrong data, missing dependencies and bad options are reported; the command
+writes its table, JSON file and plot. No test asserts how fast anything is."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from hakobu.bench import runner
+from hakobu.bench.methods import all_methods
+
+METHODS = list(all_methods())
+SMALL = [runner.parse_shape("64B"), runner.parse_shape("1x3x224x224")]
+WATCHDOG = 120  # s, for whole commands: only against a hang
+
+
+def leftovers() -> list[str]:
+    """What a bench run may create outside hakobu's domain: work directories, tmpfs files, segments."""
+    return (
+        glob.glob(os.path.join(tempfile.gettempdir(), "hakobu-bench-*-*"))
+        + glob.glob(f"/dev/shm/hakobu-bench.{os.getpid()}.*")
+        + [p for p in glob.glob("/dev/shm/psm_*") if os.stat(p).st_uid == os.getuid()]
+    )
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    before = set(leftovers())
+    yield
+    assert set(leftovers()) - before == set(), "the bench left files behind"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_round_trips_validated_data(method: str, clean: None) -> None:
+    reason = all_methods()[method].missing()
+    if reason is not None:
+        pytest.skip(reason)
+    run = runner.run([method], SMALL, repeat=3, warmup=1, quick=True)
+    assert not run.skipped
+    assert [r.shape for r in run.results] == ["64B", "1x3x224x224"]
+    for result in run.results:
+        assert result.error is None, result.error
+        assert result.validated == 4  # 1 warm-up + 3 timed arrays, each compared bit for bit
+        assert len(result.total) == 3
+        for send, rebuild, back, total in zip(result.send, result.rebuild, result.back, result.total):
+            # One clock in both processes: every phase is causally after the previous one.
+            assert send > 0 and rebuild >= 0 and back > 0
+            assert send + rebuild + back == total
+
+
+@pytest.mark.parametrize("method", ["hakobu", "unix-socket", "mp-queue"])
+def test_wrong_data_from_the_peer_is_reported(method: str, clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAKOBU_BENCH_CORRUPT", "1")  # the peer flips a byte of what it sends back
+    run = runner.run([method], SMALL, repeat=2, warmup=0, quick=True)
+    first, second = run.results
+    assert first.error is not None and "wrong data came back on trip 1" in first.error
+    assert first.validated == 0 and not first.total
+    assert second.error is not None and "earlier shape failed" in second.error
+
+
+def test_a_missing_dependency_skips_the_method_with_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    method = all_methods()["pipe"]
+    monkeypatch.setattr(method, "requires", ("hakobu_bench_no_such_module",))
+    monkeypatch.setattr(method, "install", "pip install hakobu-bench-no-such-module")
+    run = runner.run(["pipe", "hakobu"], SMALL[:1], repeat=1, warmup=0, quick=True)
+    assert [s.method for s in run.skipped] == ["pipe"]
+    assert "pip install hakobu-bench-no-such-module" in run.skipped[0].reason
+    assert [r.method for r in run.results] == ["hakobu"] and run.results[0].ok
+
+
+def test_zeromq_without_pyzmq_is_skipped_with_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zmq", None)  # `import zmq` now fails as if it were not installed
+    run = runner.run(["zeromq"], SMALL[:1], repeat=1, warmup=0, quick=True)
+    assert not run.results
+    assert run.skipped[0].method == "zeromq" and "pip install pyzmq" in run.skipped[0].reason
+
+
+def test_validation_compares_every_bit() -> None:
+    a = np.arange(1000, dtype=np.float64)
+    b = a.copy()
+    assert runner.same_bits(b, a) is None
+    b.view(np.uint8)[4321] ^= 1
+    assert "byte 4321" in (runner.same_bits(b, a) or "")
+    assert "float32" in (runner.same_bits(a.astype(np.float32), a) or "")
+    negative_zero = np.array([-0.0])
+    assert runner.same_bits(negative_zero, np.array([0.0])) is not None  # equal values, other bits
+
+
+def test_shapes_by_name_or_dimensions() -> None:
+    assert runner.parse_shape("mnist-70000x784").nbytes == 70000 * 784 * 4
+    custom = runner.parse_shape("3x5:int16")
+    assert (custom.dims, custom.dtype, custom.nbytes) == ((3, 5), "int16", 30)
+    with pytest.raises(ValueError, match="unknown shape"):
+        runner.parse_shape("big")
+
+
+def bench(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m hakobu bench ARGS`; a wide terminal, so that table cells are not folded."""
+    command = [sys.executable, "-m", "hakobu", "bench", *args]
+    environment = {**os.environ, "COLUMNS": "200", **env}
+    return subprocess.run(command, capture_output=True, text=True, timeout=WATCHDOG, check=False, env=environment)
+
+
+def test_command_writes_table_json_and_plot(tmp_path: Path, clean: None) -> None:
+    methods = "hakobu,hakobu-zero-copy,pipe,unix-socket"
+    result = bench("--quick", "--methods", methods, "--shapes", "64B,2x1024x16x16", "--repeat", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for text in ("round trip between two processes", "hakobu (zero-copy)", "stdin/stdout pipe", "speed-up", "2x1024x16x16"):
+        assert text in result.stdout
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {"cpu", "cores", "kernel", "dev_shm_bytes"} <= set(data["machine"])
+    assert data["versions"]["hakobu"] and data["versions"]["numpy"]
+    assert len(data["results"]) == 4 * 2
+    for entry in data["results"]:
+        assert entry["error"] is None and entry["repeat"] == 2 and entry["validated"] == 3
+        assert {"send", "rebuild", "return", "total"} <= set(entry)
+        assert len(entry["total"]["all_us"]) == 2
+    assert [row["shape"] for row in data["speedup"]] == ["64B", "2x1024x16x16"]
+    assert all(row["speedup"] > 0 and row["best_other_method"] in ("pipe", "unix-socket") for row in data["speedup"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no plot" in result.stdout
+    else:
+        assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_json_output_and_list(tmp_path: Path) -> None:
+    result = bench("--quick", "--methods", "fifo", "--shapes", "64B", "--repeat", "1", "--out", str(tmp_path), "--no-plot", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [r["method"] for r in data["results"]] == ["fifo"]
+    assert not (tmp_path / "bench.png").exists()
+    listed = bench("--list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [m["name"] for m in json.loads(listed.stdout)] == METHODS
+
+
+def test_command_rejects_unknown_methods_and_shapes(tmp_path: Path) -> None:
+    result = bench("--methods", "carrier-pigeon", "--out", str(tmp_path))
+    assert result.returncode == 2 and "unknown method(s) carrier-pigeon" in result.stderr
+    result = bench("--shapes", "huge", "--out", str(tmp_path))
+    assert result.returncode == 2 and "unknown shape 'huge'" in result.stderr
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_a_failed_method_makes_the_command_fail(tmp_path: Path, clean: None) -> None:
+    result = bench("--methods", "tcp", "--shapes", "64B", "--repeat", "1", "--out", str(tmp_path), "--no-plot", HAKOBU_BENCH_CORRUPT="1")
+    assert result.returncode == 1
+    assert "wrong data came back" in result.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["error"].startswith("wrong data")
