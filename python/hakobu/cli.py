@@ -141,7 +141,7 @@ def find_domain_names() -> list[str]:
 def domain_files(domain: str) -> DomainFiles:
     """The files of `domain`, found by name."""
     files = DomainFiles(domain)
-    prefix = f"{FILE_PREFIX}{domain}:"
+    prefix = _core.file_prefix(domain)
     for file_name in _hakobu_file_names(SHM_DIRECTORY):
         if not file_name.startswith(prefix):
             continue

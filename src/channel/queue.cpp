@@ -22,24 +22,13 @@ namespace {
 // the claimer is alive this often.
 constexpr std::int64_t kStuckCheckNs = 20'000'000;
 
-template <class T>
-Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
-  const int err = platform::value(failed.error().code);
-  OpenError code = OpenError::SystemError;
-  if (err == ENOENT) code = OpenError::NotFound;
-  if (err == EEXIST) code = OpenError::AlreadyExists;
-  if (err == EACCES || err == EPERM) code = OpenError::PermissionDenied;
-  if (err == ENOSPC || err == ENOMEM) code = OpenError::OutOfMemory;
-  return {code, failed.error().message};
-}
-
 }  // namespace
 
-/// Outcome of one try (Done, Empty, Full, Pending, Corrupt) or of a wait.
 constexpr const char* kClosedHandle =
     "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
     "child)";
 
+/// Outcome of one try (Done, Empty, Full, Pending, Corrupt, OutOfMemory) or of a wait.
 enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
 
 class QueueState {

@@ -46,13 +46,16 @@ void after_fork_in_child() {
   }
 }
 
-void track_lock_fd(int fd) noexcept {
+// Once per process, before the first attachment.
+void install_fork_handlers() noexcept {
   static const bool installed = [] {
     platform::on_fork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
     return true;
   }();
   (void)installed;
-  if (fd < 0) return;
+}
+
+void track_lock_fd(int fd) noexcept {
   for (auto& entry : g_lock_fds) {
     int expected = 0;
     if (entry.compare_exchange_strong(expected, fd + 1)) return;
@@ -71,7 +74,17 @@ std::map<std::string, std::weak_ptr<DomainState>>& domains() {
   return *map;
 }
 
-OpenError open_error_from_errno(int err) {
+// Heap segments start on this boundary (the largest huge page we use).
+constexpr std::uint64_t kSegmentAlignment = std::uint64_t{2} << 20;
+
+std::uint64_t default_cache_limit() {
+  if (auto space = platform::space_info(std::string(platform::shm_directory()))) return space->total / 4;
+  return std::uint64_t{1} << 30;
+}
+
+}  // namespace
+
+OpenError open_error_from_errno(int err) noexcept {
   switch (err) {
     case ENOENT: return OpenError::NotFound;
     case EEXIST: return OpenError::AlreadyExists;
@@ -82,21 +95,6 @@ OpenError open_error_from_errno(int err) {
     default: return OpenError::SystemError;
   }
 }
-
-template <class T>
-Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
-  return {open_error_from_errno(platform::value(failed.error().code)), failed.error().message};
-}
-
-// Heap segments start on this boundary (the largest huge page we use).
-constexpr std::uint64_t kSegmentAlignment = std::uint64_t{2} << 20;
-
-std::uint64_t default_cache_limit() {
-  if (auto space = platform::space_info(std::string(platform::shm_directory()))) return space->total / 4;
-  return std::uint64_t{1} << 30;
-}
-
-}  // namespace
 
 std::uint32_t fork_epoch() noexcept {
   return g_fork_epoch.load(std::memory_order_relaxed);
@@ -129,7 +127,7 @@ Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const Domain
     if (existing && !existing->forked_away()) return existing;
     dropped = std::move(existing);
   }
-  track_lock_fd(-1);  // installs the fork handlers before the first descriptor exists
+  install_fork_handlers();
   std::shared_ptr<DomainState> state(new DomainState());
   state->name_ = name;
   state->epoch_ = fork_epoch();

@@ -34,6 +34,7 @@
 #include "hakobu/error.hpp"
 #include "memory/heap.hpp"
 #include "memory/layout.hpp"
+#include "platform/os.hpp"
 
 namespace hakobu::detail {
 
@@ -41,6 +42,15 @@ namespace hakobu::detail {
 inline constexpr std::uint32_t kTokenBits = 22;
 constexpr std::uint32_t make_token(std::uint32_t slot, std::uint32_t generation) noexcept {
   return (slot & 0x3FFU) | ((generation & 0xFFFU) << 10U);
+}
+
+/// The OpenError for an errno value from opening or creating a file.
+OpenError open_error_from_errno(int err) noexcept;
+
+/// An OpenError carrying a failed system call's message.
+template <class T>
+Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
+  return {open_error_from_errno(platform::value(failed.error().code)), failed.error().message};
 }
 
 /// Incremented in the child after every fork(): handles inherited across a
