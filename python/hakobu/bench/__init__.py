@@ -33,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, help="timed round trips per method and shape (default: per shape)")
     parser.add_argument("--warmup", type=int, help="untimed round trips first (default: 1, 5 for tiny messages)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory for bench.json and bench.png (default: %(default)s)")
+    parser.add_argument(
+        "--serialize",
+        choices=["pickle+base64"],
+        help="encode every array as the older comparisons did (pickle, then base64) before sending it",
+    )
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="also run methods on arrays above their size limit (HTTP+JSON of 1 GiB takes minutes and tens of GB)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not write bench.png")
     parser.add_argument("--list", action="store_true", help="list the methods and whether each can run here")
 
@@ -84,6 +94,8 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
         "shapes": [s.name for s in shapes],
         "repeat": args.repeat,
         "warmup": args.warmup,
+        "serialize": args.serialize,
+        "no_limits": args.no_limits,
     }
     data = report.to_json(run, options)
     json_path = out / "bench.json"
@@ -98,7 +110,7 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
             console.print(f"plot: {out / 'bench.png'}")
         else:
             console.print(f"[yellow]no plot[/]: {plot_problem}")
-    failed = [r for r in run.results if not r.ok]
+    failed = [r for r in run.results if r.failed]
     return 1 if failed else 0
 
 
@@ -107,7 +119,8 @@ def _run_with_progress(runner: Any, names: list[str], shapes: list[Any], args: a
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = len(names) * runner.trips_of(shapes, args.repeat, args.quick, args.warmup)
+    settings = runner.Settings(args.repeat, args.warmup, args.quick, args.serialize, args.no_limits)
+    total = len(names) * settings.trips(shapes)
     with Progress(
         TextColumn("{task.description:<40}"),
         BarColumn(),
@@ -121,4 +134,13 @@ def _run_with_progress(runner: Any, names: list[str], shapes: list[Any], args: a
         def advance(what: str, trips: int) -> None:
             progress.update(task, description=what, advance=trips)
 
-        return runner.run(names, shapes, repeat=args.repeat, quick=args.quick, warmup=args.warmup, progress=advance)
+        return runner.run(
+            names,
+            shapes,
+            repeat=args.repeat,
+            quick=args.quick,
+            warmup=args.warmup,
+            serialize=args.serialize,
+            no_limits=args.no_limits,
+            progress=advance,
+        )

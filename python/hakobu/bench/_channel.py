@@ -31,9 +31,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .runner import Progress, Record, Settings, Shape, Watchdog
 
 # --- timestamps ------------------------------------------------------------------------------
 
@@ -117,10 +120,18 @@ class Channel(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the method needs
     install: ClassVar[str] = ""  # the line that installs them
     peer_end: ClassVar[type["PeerEnd"]]
+    # Arrays above this many bytes are not run by default (--no-limits runs them): for
+    # methods that would need minutes and tens of GB per trip (JSON text of 1 GiB of floats).
+    max_bytes: ClassVar[Optional[int]] = None
+    max_bytes_why: ClassVar[str] = ""
+    # False for methods that encode arrays their own way, or whose point is to send an
+    # array by reference: with --serialize every message is fresh encoded bytes.
+    serializable: ClassVar[bool] = True
 
-    def __init__(self, workdir: Path, stamps: StampBoard) -> None:
+    def __init__(self, workdir: Path, stamps: StampBoard, serialize: Optional[str] = None) -> None:
         self.workdir = workdir
         self.stamps = stamps
+        self.serialize = serialize  # the peer decodes and encodes with the same Serializer
         self.peer: Optional[PeerProcess] = None
         self.peer_log = workdir / f"{self.name}-peer.log"
 
@@ -134,9 +145,37 @@ class Channel(abc.ABC):
                 return f"{module} is not installed ({error}); install it with: {cls.install}"
         return None
 
+    @classmethod
+    def refuses(cls, nbytes: int, serialize: Optional[str], no_limits: bool) -> Optional[str]:
+        """Why the method does not run an array of ``nbytes`` in this run, or None."""
+        if serialize is not None and not cls.serializable:
+            return f"not run with --serialize {serialize}: {cls.label} does not carry pre-encoded bytes meaningfully"
+        if cls.max_bytes is not None and nbytes > cls.max_bytes and not no_limits:
+            return f"not run above {cls.max_bytes >> 20} MiB by default ({cls.max_bytes_why}); --no-limits runs it"
+        return None
+
     def prepare(self, array: np.ndarray) -> np.ndarray:
         """The array to send, made from ``array`` outside the timed region (a private copy)."""
         return array.copy()
+
+    def measure(
+        self,
+        pending: list["Shape"],
+        settings: "Settings",
+        arrays: dict[str, np.ndarray],
+        record: "Record",
+        watchdog: Optional["Watchdog"],
+        progress: Optional["Progress"],
+    ) -> None:
+        """The timed round trips over ``pending`` (``runner.measure``), after ``start``.
+
+        A method whose sender must run in another process (MPI programs are
+        started by ``mpiexec``) overrides this: its sender calls
+        ``runner.measure`` there and reports each Result back.
+        """
+        from .runner import measure
+
+        measure(self, pending, settings, arrays, record, watchdog, progress)
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -158,16 +197,15 @@ class Channel(abc.ABC):
 
     def spawn_peer(self, config: dict[str, Any], **popen: Any) -> PopenPeer:
         """Starts ``python -m hakobu.bench.peer NAME CONFIG``; its stderr goes to ``peer_log``."""
-        config = {**config, "stamps": str(self.stamps.path)}
-        command = [sys.executable, "-m", "hakobu.bench.peer", self.name, json.dumps(config)]
+        command = [sys.executable, "-m", "hakobu.bench.peer", self.name, json.dumps(self.peer_config(config))]
         with open(self.peer_log, "ab") as log:
             process = subprocess.Popen(command, stderr=log, **popen)
         self.peer = PopenPeer(process)
         return self.peer
 
     def peer_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """``config`` plus what every peer needs, for peers started another way (multiprocessing)."""
-        return {**config, "stamps": str(self.stamps.path)}
+        """``config`` plus what every peer needs (also for peers started another way)."""
+        return {**config, "stamps": str(self.stamps.path), "serialize": self.serialize}
 
     def peer_alive(self) -> bool:
         return self.peer is not None and self.peer.alive()
@@ -204,27 +242,94 @@ class Channel(abc.ABC):
             pause = min(pause * 2, 0.05)
 
 
-class PeerEnd(abc.ABC):
-    """The peer's end of a method: receive, rebuild, send back, until told to stop."""
+class Echo(Protocol):
+    """What a peer does with each message (``peer.Echo``): stamps, decodes, answers."""
+
+    def arrived(self) -> None:
+        """Call as soon as a message is in (stamps t1)."""
+        ...
+
+    def answer(self, array: np.ndarray) -> np.ndarray:
+        """Call with the rebuilt array (stamps t2); returns what to send back."""
+        ...
+
+
+class PeerEnd:
+    """The peer's end of a method: receive, rebuild, send back, until told to stop.
+
+    Message-loop methods implement ``receive_raw``, ``rebuild`` and ``send_back``;
+    servers (HTTP, WebSocket) override ``serve`` and call ``echo`` from their handlers.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    @abc.abstractmethod
+    def serve(self, echo: Echo) -> None:
+        """Answers messages until the stop message (or the end of the channel)."""
+        while True:
+            raw = self.receive_raw()
+            echo.arrived()
+            if raw is None:
+                return
+            answer = echo.answer(self.rebuild(raw))
+            del raw  # let go of received memory before sending (and before the next message)
+            self.send_back(answer)
+            del answer
+
     def receive_raw(self) -> Any:
         """Waits for the next message; returns what arrived (bytes, a name...), or None to stop."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither receive_raw nor serve")
 
     def rebuild(self, raw: Any) -> np.ndarray:
         """Makes the ndarray from what arrived (the identity when the channel delivers arrays)."""
         assert isinstance(raw, np.ndarray)
         return raw
 
-    @abc.abstractmethod
     def send_back(self, array: np.ndarray) -> None:
         """Sends ``array`` back to the sender."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither send_back nor serve")
 
     def close(self) -> None:
         """Releases what the end holds."""
+
+
+# --- --serialize: encode every array as the older comparisons did ---------------------------
+
+SERIALIZERS = ("pickle+base64",)
+
+
+class Serializer:
+    """Turns arrays into the bytes a run sends (as a uint8 array) and back.
+
+    ``None`` sends arrays as they are; ``"pickle+base64"`` pickles the array
+    (the default protocol, buffers in-band) and base64-encodes the pickle, as
+    the comparisons that sent everything as text did. Encoding is timed: the
+    sender encodes inside ``send`` and the peer decodes inside ``rebuild``.
+    """
+
+    def __init__(self, kind: Optional[str]) -> None:
+        if kind is not None and kind not in SERIALIZERS:
+            raise ValueError(f"unknown serialization '{kind}'; known: {', '.join(SERIALIZERS)}")
+        self.kind = kind
+
+    def encode(self, array: np.ndarray) -> np.ndarray:
+        if self.kind is None:
+            return array
+        import base64
+        import pickle
+
+        return np.frombuffer(base64.b64encode(pickle.dumps(array)), np.uint8)
+
+    def decode(self, array: np.ndarray) -> np.ndarray:
+        if self.kind is None:
+            return array
+        import base64
+        import pickle
+
+        decoded = pickle.loads(base64.b64decode(as_bytes(array)))
+        if not isinstance(decoded, np.ndarray):
+            raise PeerFailed(f"decoded a {type(decoded).__name__}, not an ndarray")
+        return decoded
 
 
 # --- byte streams (pipes, FIFOs, sockets) ----------------------------------------------------

@@ -18,31 +18,41 @@ from typing import Any
 
 import numpy as np
 
-from ._channel import StampBoard, monotonic_ns, parent_watch
+from ._channel import Serializer, StampBoard, monotonic_ns, parent_watch
 from .methods import all_methods
 
 
+class Echo:
+    """What the peer does with every message: stamp t1 and t2, decode, answer (``_channel.Echo``)."""
+
+    def __init__(self, stamps: StampBoard, serializer: Serializer, corrupt: bool) -> None:
+        self.stamps = stamps
+        self.serializer = serializer
+        self.corrupt = corrupt
+        self.trip = 0
+        self.received = 0
+
+    def arrived(self) -> None:
+        self.received = monotonic_ns()
+
+    def answer(self, array: np.ndarray) -> np.ndarray:
+        array = self.serializer.decode(array)
+        rebuilt = monotonic_ns()
+        self.trip += 1
+        self.stamps.write(self.trip, self.received, rebuilt)
+        if self.corrupt:
+            array = _flip_a_byte(array)
+        return self.serializer.encode(array)
+
+
 def serve(method: str, config: dict[str, Any]) -> None:
-    """Runs the echo loop of ``method`` until the stop message (or the end of the channel)."""
+    """Runs ``method``'s peer until the stop message (or the end of the channel)."""
     parent_watch()
     end = all_methods()[method].peer_end(config)
     stamps = StampBoard(Path(config["stamps"]), create=False)
-    corrupt = os.environ.get("HAKOBU_BENCH_CORRUPT") == "1"
-    trip = 0
+    echo = Echo(stamps, Serializer(config.get("serialize")), os.environ.get("HAKOBU_BENCH_CORRUPT") == "1")
     try:
-        while True:
-            raw = end.receive_raw()
-            received = monotonic_ns()
-            if raw is None:
-                return
-            array = end.rebuild(raw)
-            rebuilt = monotonic_ns()
-            trip += 1
-            stamps.write(trip, received, rebuilt)
-            if corrupt:
-                array = _flip_a_byte(array)
-            end.send_back(array)
-            del raw, array  # let go of received memory before waiting for the next message
+        end.serve(echo)
     finally:
         end.close()
         stamps.close()

@@ -13,7 +13,21 @@ from typing import Any, Optional
 
 from .runner import Result, Run, as_dict
 
-LIBRARIES = ("hakobu", "numpy", "rich", "matplotlib", "pyzmq", "mpi4py", "fastapi", "uvicorn", "ray", "iceoryx2")
+LIBRARIES = (
+    "hakobu",
+    "numpy",
+    "rich",
+    "matplotlib",
+    "pyzmq",
+    "mpi4py",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "websockets",
+    "ray",
+    "iceoryx2",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -140,7 +154,10 @@ def render(run: Run, console: Any) -> None:
     from rich.table import Table
 
     labels = {m.name: m.label for m in run.methods}
-    table = Table(title="hakobu bench: round trip between two processes (median)", box=box.SIMPLE_HEAD)
+    title = "hakobu bench: round trip between two processes (median)"
+    if run.settings.serialize:
+        title += f", every array sent as {run.settings.serialize}"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for column, justify in (
         ("shape", "left"),
         ("method", "left"),
@@ -160,6 +177,9 @@ def render(run: Run, console: Any) -> None:
             label = labels.get(result.method, result.method)
             if is_hakobu(result.method):
                 label = f"[bold cyan]{label}[/]"
+            if result.skipped is not None:
+                table.add_row(name, label, f"[yellow]skipped: {_escape(result.skipped)}[/]", "", "", "", "", "")
+                continue
             if not result.ok:
                 table.add_row(name, label, f"[red]failed: {_escape(result.error or 'no trips')}[/]", "", "", "", "", "")
                 continue
@@ -196,7 +216,8 @@ def render(run: Run, console: Any) -> None:
 
 
 def _sort_key(result: Result) -> tuple[int, float]:
-    return (0 if result.ok else 1, result.median("total") if result.ok else 0.0)
+    """Finished methods fastest first, then skipped shapes, then failures."""
+    return (0 if result.ok else 1 if result.skipped else 2, result.median("total") if result.ok else 0.0)
 
 
 def _escape(text: str) -> str:

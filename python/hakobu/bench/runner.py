@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._channel import Channel, PeerFailed, StampBoard, monotonic_ns
+from ._channel import Channel, PeerFailed, Serializer, StampBoard, monotonic_ns
 from .methods import all_methods
 
 
@@ -70,6 +70,29 @@ def parse_shape(text: str) -> Shape:
     return Shape(text, dims, dtype, 10, 3)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How a run measures: trips per shape, encoding, limits."""
+
+    repeat: Optional[int] = None  # timed trips per shape (None: the shape's default)
+    warmup: Optional[int] = None  # untimed trips first (None: 1, or 5 for tiny messages)
+    quick: bool = False  # the shapes' quick repeat counts
+    serialize: Optional[str] = None  # None, or a _channel.SERIALIZERS entry
+    no_limits: bool = False  # run methods on arrays above their max_bytes
+
+    def repeats(self, shape: "Shape") -> int:
+        return self.repeat if self.repeat is not None else (shape.quick_repeat if self.quick else shape.repeat)
+
+    def warmups(self, shape: "Shape") -> int:
+        if self.warmup is not None:
+            return self.warmup
+        return 5 if shape.nbytes < 4096 and not self.quick else 1  # the latency workload warms caches and wakeups more
+
+    def trips(self, shapes: Sequence["Shape"]) -> int:
+        """Round trips one method makes over ``shapes`` (for the progress bar)."""
+        return sum(self.repeats(s) + self.warmups(s) for s in shapes)
+
+
 @dataclass
 class Result:
     """The figures of one method on one shape (times in nanoseconds, one per timed trip)."""
@@ -82,11 +105,16 @@ class Result:
     back: list[int] = field(default_factory=list)  # "return": the answer back and rebuilt in the sender
     total: list[int] = field(default_factory=list)
     validated: int = 0  # arrays that came back bit for bit equal (warm-up trips included)
-    error: Optional[str] = None
+    error: Optional[str] = None  # the method failed on this shape
+    skipped: Optional[str] = None  # the method did not run this shape, and why (not a failure)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and bool(self.total)
+        return self.error is None and self.skipped is None and bool(self.total)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def median(self, phase: str) -> float:
         values: list[int] = getattr(self, phase)
@@ -112,6 +140,7 @@ class Result:
             "repeat": len(self.total),
             "validated": self.validated,
             "error": self.error,
+            "skipped": self.skipped,
             **phases,
         }
 
@@ -129,6 +158,7 @@ class Run:
 
     methods: list[type[Channel]]
     shapes: list[Shape]
+    settings: Settings = field(default_factory=Settings)
     results: list[Result] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
@@ -138,6 +168,7 @@ class Run:
 
 
 Progress = Callable[[str, int], None]  # (what is running, trips done since the last call)
+Record = Callable[[Result], None]  # takes each Result as soon as its shape starts
 
 
 def make_array(shape: Shape, seed: int = 2024) -> np.ndarray:
@@ -213,6 +244,8 @@ def run(
     repeat: Optional[int] = None,
     quick: bool = False,
     warmup: Optional[int] = None,
+    serialize: Optional[str] = None,
+    no_limits: bool = False,
     progress: Optional[Progress] = None,
 ) -> Run:
     """Measures ``method_names`` on ``shapes``; methods whose dependency is missing are skipped."""
@@ -220,7 +253,9 @@ def run(
     unknown = [m for m in method_names if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    outcome = Run([known[m] for m in method_names], list(shapes))
+    Serializer(serialize)  # rejects an unknown encoding before anything starts
+    settings = Settings(repeat, warmup, quick, serialize, no_limits)
+    outcome = Run([known[m] for m in method_names], list(shapes), settings)
     started = time.monotonic()
     arrays: dict[str, np.ndarray] = {}
     watchdog = Watchdog()
@@ -230,28 +265,13 @@ def run(
             if reason is not None:
                 outcome.skipped.append(Skipped(method.name, method.label, reason))
                 if progress:
-                    progress(f"{method.label}: skipped", trips_of(shapes, repeat, quick, warmup))
+                    progress(f"{method.label}: skipped", settings.trips(shapes))
                 continue
-            _run_method(method, outcome, arrays, watchdog, repeat, quick, warmup, progress)
+            _run_method(method, outcome, arrays, watchdog, progress)
     finally:
         watchdog.close()
     outcome.seconds = time.monotonic() - started
     return outcome
-
-
-def repeats_of(shape: Shape, repeat: Optional[int], quick: bool) -> int:
-    return repeat if repeat is not None else (shape.quick_repeat if quick else shape.repeat)
-
-
-def warmups_of(shape: Shape, warmup: Optional[int], quick: bool) -> int:
-    if warmup is not None:
-        return warmup
-    return 5 if shape.nbytes < 4096 and not quick else 1  # the latency workload warms caches and wakeups more
-
-
-def trips_of(shapes: Sequence[Shape], repeat: Optional[int], quick: bool, warmup: Optional[int]) -> int:
-    """Round trips one method makes over ``shapes`` (for the progress bar)."""
-    return sum(repeats_of(s, repeat, quick) + warmups_of(s, warmup, quick) for s in shapes)
 
 
 def _run_method(
@@ -259,42 +279,94 @@ def _run_method(
     outcome: Run,
     arrays: dict[str, np.ndarray],
     watchdog: Watchdog,
-    repeat: Optional[int],
-    quick: bool,
-    warmup: Optional[int],
     progress: Optional[Progress],
 ) -> None:
+    """Starts ``method``'s channel, measures every shape it takes, closes it."""
+    settings = outcome.settings
+    pending: list[Shape] = []
+    for shape in outcome.shapes:
+        reason = method.refuses(shape.nbytes, settings.serialize, settings.no_limits)
+        if reason is None:
+            pending.append(shape)
+            continue
+        outcome.results.append(Result(method.name, shape.name, shape.nbytes, skipped=reason))
+        if progress:
+            progress(f"{method.label}: skipped {shape.name}", settings.trips([shape]))
+    if not pending:
+        return
     workdir = Path(tempfile.mkdtemp(prefix=f"hakobu-bench-{method.name}-"))
     stamps = StampBoard(workdir / "stamps", create=True)
-    channel = method(workdir, stamps)
-    pending = list(outcome.shapes)
-    current: Optional[Result] = None
+    channel = method(workdir, stamps, settings.serialize)
+    mine: list[Result] = []
+
+    def record(result: Result) -> None:
+        mine.append(result)
+        outcome.results.append(result)
+
     try:
         watchdog.arm(channel, 60.0)
         channel.start()
         watchdog.disarm()
-        trip = 0
+        channel.measure(pending, settings, arrays, record, watchdog, progress)
+    except Exception as error:  # a failed start; measure reports its own failures
+        _fail_rest(method, pending, _failure(error, watchdog), record, settings, progress)
+    finally:
+        watchdog.disarm()
+        watchdog.fired = False
+        try:
+            channel.close()
+        except Exception as error:  # reported on the method's last result, the run goes on
+            if mine and mine[-1].error is None:
+                mine[-1].error = f"closing failed: {type(error).__name__}: {error}"
+        finally:
+            stamps.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(
+    channel: Channel,
+    pending: list[Shape],
+    settings: Settings,
+    arrays: dict[str, np.ndarray],
+    record: Record,
+    watchdog: Optional[Watchdog],
+    progress: Optional[Progress],
+) -> None:
+    """The timed, validated round trips of ``channel`` (started) over ``pending``, which it empties.
+
+    Every shape gets a Result, passed to ``record`` when the shape starts; when
+    the channel fails, the shape that was running and those left get the error.
+    This is ``Channel.measure``; a sender that runs in another process (MPI's
+    rank 0) calls it there.
+    """
+    serializer = Serializer(settings.serialize)
+    stamps = channel.stamps
+    current: Optional[Result] = None
+    trip = 0
+    try:
         while pending:
             shape = pending.pop(0)
+            current = Result(channel.name, shape.name, shape.nbytes)
+            record(current)
             if shape.name not in arrays:
                 arrays[shape.name] = make_array(shape)
             reference = arrays[shape.name]
-            current = Result(method.name, shape.name, shape.nbytes)
-            outcome.results.append(current)
             to_send = channel.prepare(reference)  # outside the timing (hakobu.empty for zero-copy)
             expected = reference.copy()
             first_expected = expected.reshape(-1)[:1]
-            warm, timed = warmups_of(shape, warmup, quick), repeats_of(shape, repeat, quick)
+            warm, timed = settings.warmups(shape), settings.repeats(shape)
             for index in range(warm + timed):
                 trip += 1
                 if reference.size:
                     to_send.reshape(-1)[:1] = first_expected[:] = _stamp_value(reference, trip)
-                watchdog.arm(channel, trip_limit(shape.nbytes))
+                if watchdog is not None:
+                    watchdog.arm(channel, trip_limit(shape.nbytes))
                 t0 = monotonic_ns()
-                channel.send(to_send)
-                received = channel.receive()
+                channel.send(serializer.encode(to_send))
+                received = serializer.decode(channel.receive())
                 t3 = monotonic_ns()
-                watchdog.disarm()
+                if watchdog is not None:
+                    watchdog.disarm()
                 stamped_trip, t1, t2 = stamps.read()
                 if stamped_trip != trip:
                     raise PeerFailed(f"the peer stamped trip {stamped_trip}, expected {trip}")
@@ -310,47 +382,39 @@ def _run_method(
                     current.back.append(t3 - t2)
                     current.total.append(t3 - t0)
                 if progress:
-                    progress(f"{method.label} · {shape.name}", 1)
+                    progress(f"{channel.label} · {shape.name}", 1)
             del to_send, expected, first_expected
             if current.error is not None:
-                _skip_rest(outcome, method, pending, "not run: an earlier shape failed", progress, repeat, quick, warmup)
+                _fail_rest(type(channel), pending, "not run: an earlier shape failed", record, settings, progress)
     except Exception as error:  # one method's failure is reported, the run goes on
-        message = f"{type(error).__name__}: {error}"
-        if watchdog.fired:
-            message = f"no answer within the watchdog's limit ({message})"
+        message = _failure(error, watchdog)
         if current is not None and current.error is None:
             current.error = message
-        _skip_rest(outcome, method, pending, message, progress, repeat, quick, warmup)
-    finally:
-        watchdog.disarm()
-        watchdog.fired = False
-        try:
-            channel.close()
-        except Exception as error:  # reported on the method's last result, the run goes on
-            if current is not None and current.error is None:
-                current.error = f"closing failed: {type(error).__name__}: {error}"
-        finally:
-            stamps.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+        _fail_rest(type(channel), pending, message, record, settings, progress)
 
 
-def _skip_rest(
-    outcome: Run,
+def _failure(error: Exception, watchdog: Optional[Watchdog]) -> str:
+    message = f"{type(error).__name__}: {error}"
+    if watchdog is not None and watchdog.fired:
+        message = f"no answer within the watchdog's limit ({message})"
+    return message
+
+
+def _fail_rest(
     method: type[Channel],
     pending: list[Shape],
     message: str,
+    record: Record,
+    settings: Settings,
     progress: Optional[Progress],
-    repeat: Optional[int],
-    quick: bool,
-    warmup: Optional[int],
 ) -> None:
     """Records the shapes a failed method did not get to, each with the failure."""
     if not pending:
         return
     for shape in pending:
-        outcome.results.append(Result(method.name, shape.name, shape.nbytes, error=message))
+        record(Result(method.name, shape.name, shape.nbytes, error=message))
     if progress:
-        progress(f"{method.label}: failed", trips_of(pending, repeat, quick, warmup))
+        progress(f"{method.label}: failed", settings.trips(pending))
     pending.clear()
 
 

@@ -18,6 +18,7 @@ class HakobuZeroCopy(HakobuCopy):
     label = "hakobu (zero-copy)"
     order = 1
     description = "hakobu.Queue.put of an array made with hakobu.empty: a reference travels, no copy"
+    serializable = False  # encoded bytes are new every trip: nothing to send by reference
 
     def prepare(self, array: np.ndarray) -> np.ndarray:
         shared = hakobu.empty(array.shape, array.dtype)  # built in shared memory, outside the timing
