@@ -85,6 +85,45 @@ def test_zeromq_without_pyzmq_is_skipped_with_the_install_line(monkeypatch: pyte
     assert run.skipped[0].method == "zeromq" and "pip install pyzmq" in run.skipped[0].reason
 
 
+def test_serialize_pickle_base64_sends_encoded_text_and_validates(clean: None) -> None:
+    run = runner.run(["hakobu", "pipe", "hakobu-zero-copy"], SMALL, repeat=2, warmup=1, quick=True, serialize="pickle+base64")
+    assert run.settings.serialize == "pickle+base64"
+    for method in ("hakobu", "pipe"):
+        for shape in ("64B", "1x3x224x224"):
+            result = run.result(method, shape)
+            assert result is not None and result.ok and result.validated == 3, result
+    # Sending by reference means nothing when every message is freshly encoded bytes.
+    for shape in ("64B", "1x3x224x224"):
+        zero_copy = run.result("hakobu-zero-copy", shape)
+        assert zero_copy is not None and not zero_copy.ok and not zero_copy.failed
+        assert zero_copy.skipped is not None and "--serialize" in zero_copy.skipped
+
+
+def test_serializer_round_trip_and_unknown_kind() -> None:
+    from hakobu.bench._channel import Serializer
+
+    a = np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2]  # not contiguous
+    encoded = Serializer("pickle+base64").encode(a)
+    assert encoded.dtype == np.uint8 and set(bytes(encoded)) <= set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+    assert runner.same_bits(Serializer("pickle+base64").decode(encoded), a) is None
+    assert Serializer(None).encode(a) is a
+    with pytest.raises(ValueError, match="unknown serialization 'xml'"):
+        runner.run(["pipe"], SMALL, serialize="xml")
+
+
+def test_a_size_limit_skips_big_shapes_unless_no_limits(monkeypatch: pytest.MonkeyPatch, clean: None) -> None:
+    method = all_methods()["unix-socket"]
+    monkeypatch.setattr(method, "max_bytes", 1024)
+    monkeypatch.setattr(method, "max_bytes_why", "a test limit")
+    run = runner.run(["unix-socket"], SMALL, repeat=1, warmup=0, quick=True)
+    small, big = run.result("unix-socket", "64B"), run.result("unix-socket", "1x3x224x224")
+    assert small is not None and big is not None
+    assert small.ok and not big.ok and not big.failed
+    assert big.skipped is not None and "a test limit" in big.skipped and "--no-limits" in big.skipped
+    run = runner.run(["unix-socket"], SMALL, repeat=1, warmup=0, quick=True, no_limits=True)
+    assert all(r.ok for r in run.results)
+
+
 def test_validation_compares_every_bit() -> None:
     a = np.arange(1000, dtype=np.float64)
     b = a.copy()
@@ -152,6 +191,17 @@ def test_command_rejects_unknown_methods_and_shapes(tmp_path: Path) -> None:
     result = bench("--shapes", "huge", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown shape 'huge'" in result.stderr
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_command_serialize_option_is_recorded(tmp_path: Path, clean: None) -> None:
+    result = bench("--methods", "hakobu,hakobu-zero-copy,fifo", "--shapes", "64B", "--repeat", "1", "--warmup", "1", "--serialize", "pickle+base64", "--out", str(tmp_path), "--no-plot")
+    assert result.returncode == 0, result.stderr  # a method skipped for a shape is not a failure
+    assert "every array sent as pickle+base64" in result.stdout and "skipped: not run with --serialize" in result.stdout
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["options"]["serialize"] == "pickle+base64"
+    by_method = {r["method"]: r for r in data["results"]}
+    assert by_method["hakobu"]["validated"] == 2 and by_method["fifo"]["validated"] == 2
+    assert by_method["hakobu-zero-copy"]["skipped"] and by_method["hakobu-zero-copy"]["error"] is None
 
 
 def test_a_failed_method_makes_the_command_fail(tmp_path: Path, clean: None) -> None:
