@@ -52,6 +52,25 @@ def copy_into_new_segment(array: np.ndarray) -> shared_memory.SharedMemory:
     return segment
 
 
+def copy_into_answer_segment(array: np.ndarray) -> shared_memory.SharedMemory:
+    """``copy_into_new_segment`` for an answer the sender takes over and unlinks."""
+    answer = copy_into_new_segment(array)
+    # The sender unlinks it: this process's tracker must forget it.
+    resource_tracker.unregister(answer._name, "shared_memory")  # type: ignore[attr-defined]
+    return answer
+
+
+def take_answer(name: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray:
+    """Copies the peer's answer out of segment ``name`` into a private array, then unlinks the segment."""
+    answer = shared_memory.SharedMemory(name)
+    view: np.ndarray = np.ndarray(shape, dtype, buffer=answer.buf)
+    received = np.array(view)  # a private copy: the segment goes away now
+    del view
+    answer.close()
+    answer.unlink()
+    return received
+
+
 class SharedMemoryPeer(PeerEnd):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -73,9 +92,7 @@ class SharedMemoryPeer(PeerEnd):
         return np.ndarray(shape, dtype, buffer=segment.buf)
 
     def send_back(self, array: np.ndarray) -> None:
-        answer = copy_into_new_segment(array)
-        # The sender takes the answer over and unlinks it: this process's tracker must forget it.
-        resource_tracker.unregister(answer._name, "shared_memory")  # type: ignore[attr-defined]
+        answer = copy_into_answer_segment(array)
         write_name(self.stream, array, answer.name)
         answer.close()
 
@@ -116,12 +133,7 @@ class SharedMemory(Channel):
         if message is None:
             raise PeerFailed(f"the {self.name} peer closed the socket: {self.peer_errors()}")
         dtype, shape, name = message
-        answer = shared_memory.SharedMemory(name)
-        view: np.ndarray = np.ndarray(shape, dtype, buffer=answer.buf)
-        received = np.array(view)  # a private copy: the segment goes away now
-        del view
-        answer.close()
-        answer.unlink()
+        received = take_answer(name, dtype, shape)
         self.release_sent()
         return received
 

@@ -1,0 +1,69 @@
+"""WebSocket carrying a shared-memory name: the array in a new multiprocessing.shared_memory segment.
+
+As ``http-shm``, over one WebSocket connection (FastAPI endpoint under
+uvicorn, the ``websockets`` library's synchronous client): the sender copies
+the array into a new segment and sends its name, dtype and shape as a JSON
+text message; the peer views the segment (rebuild), answers in a segment of
+its own and sends that name back. The sender copies the answer out and
+unlinks both segments.
+"""
+
+from __future__ import annotations
+
+import json
+from multiprocessing import shared_memory
+from typing import Any, Optional
+
+import numpy as np
+
+from .._channel import Echo
+from ._web import WebSocketChannel, WebSocketPeer
+from .http_shm import echo_segment, share, take
+
+
+class WsShmPeer(WebSocketPeer):
+    async def exchange(self, websocket: Any, echo: Echo) -> bool:
+        text = await websocket.receive_text()
+        echo.arrived()
+        message = json.loads(text)
+        if "name" not in message:
+            return False  # {"stop": true}
+        await websocket.send_text(json.dumps(echo_segment(message, echo)))
+        return True
+
+
+class WebSocketShm(WebSocketChannel):
+    name = "websocket-shm"
+    label = "WebSocket + shared_memory name"
+    order = 54
+    description = (
+        "FastAPI/uvicorn WebSocket endpoint, websockets' sync client: a new multiprocessing.shared_memory segment "
+        "per message, its name, dtype and shape sent as JSON text; the peer answers in a segment of its own"
+    )
+    peer_end = WsShmPeer
+    stop_message = json.dumps({"stop": True})
+    sent: Optional[shared_memory.SharedMemory] = None
+
+    def send(self, array: np.ndarray) -> None:
+        self.sent, message = share(array)
+        self.send_messages(json.dumps(message))
+
+    def receive(self) -> np.ndarray:
+        received = take(json.loads(self.recv()))
+        self.release_sent()
+        return received
+
+    def release_sent(self) -> None:
+        if self.sent is not None:
+            self.sent.close()
+            self.sent.unlink()
+            self.sent = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_sent()
+
+
+METHOD = WebSocketShm
