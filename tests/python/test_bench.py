@@ -196,7 +196,8 @@ def test_command_rejects_unknown_methods_and_shapes(tmp_path: Path) -> None:
 def test_command_serialize_option_is_recorded(tmp_path: Path, clean: None) -> None:
     result = bench("--methods", "hakobu,hakobu-zero-copy,fifo", "--shapes", "64B", "--repeat", "1", "--warmup", "1", "--serialize", "pickle+base64", "--out", str(tmp_path), "--no-plot")
     assert result.returncode == 0, result.stderr  # a method skipped for a shape is not a failure
-    assert "every array sent as pickle+base64" in result.stdout and "skipped: not run with --serialize" in result.stdout
+    assert "every array sent as pickle+base64" in result.stdout and "skipped [1]" in result.stdout
+    assert "[1] not run with --serialize pickle+base64" in result.stdout
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["options"]["serialize"] == "pickle+base64"
     by_method = {r["method"]: r for r in data["results"]}

@@ -132,6 +132,9 @@ class Channel(abc.ABC):
         self.workdir = workdir
         self.stamps = stamps
         self.serialize = serialize  # the peer decodes and encodes with the same Serializer
+        # The largest message of the run in bytes, as sent (encoded); set before ``start``
+        # for methods that size their buffers or stores up front.
+        self.largest_message = 0
         self.peer: Optional[PeerProcess] = None
         self.peer_log = workdir / f"{self.name}-peer.log"
 
@@ -311,6 +314,12 @@ class Serializer:
         if kind is not None and kind not in SERIALIZERS:
             raise ValueError(f"unknown serialization '{kind}'; known: {', '.join(SERIALIZERS)}")
         self.kind = kind
+
+    def encoded_size(self, nbytes: int) -> int:
+        """An upper bound of the bytes an array of ``nbytes`` becomes."""
+        if self.kind is None:
+            return nbytes
+        return (nbytes + 4096) * 4 // 3 + 4  # the pickle's header, then base64's 4 bytes per 3
 
     def encode(self, array: np.ndarray) -> np.ndarray:
         if self.kind is None:

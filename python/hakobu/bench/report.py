@@ -154,6 +154,11 @@ def render(run: Run, console: Any) -> None:
     from rich.table import Table
 
     labels = {m.name: m.label for m in run.methods}
+    notes: dict[str, int] = {}  # why a method was skipped or failed, printed under the table
+
+    def note(text: str) -> str:
+        return f"[{notes.setdefault(text, len(notes) + 1)}]"
+
     title = "hakobu bench: round trip between two processes (median)"
     if run.settings.serialize:
         title += f", every array sent as {run.settings.serialize}"
@@ -178,10 +183,10 @@ def render(run: Run, console: Any) -> None:
             if is_hakobu(result.method):
                 label = f"[bold cyan]{label}[/]"
             if result.skipped is not None:
-                table.add_row(name, label, f"[yellow]skipped: {_escape(result.skipped)}[/]", "", "", "", "", "")
+                table.add_row(name, label, f"[yellow]skipped[/] {_escape(note(result.skipped))}", "", "", "", "", "")
                 continue
             if not result.ok:
-                table.add_row(name, label, f"[red]failed: {_escape(result.error or 'no trips')}[/]", "", "", "", "", "")
+                table.add_row(name, label, f"[red]failed[/] {_escape(note(result.error or 'no trips'))}", "", "", "", "", "")
                 continue
             total = result.median("total")
             table.add_row(
@@ -196,6 +201,8 @@ def render(run: Run, console: Any) -> None:
             )
         table.add_section()
     console.print(table)
+    for text, number in notes.items():
+        console.print(f"  {_escape(f'[{number}]')} {_escape(text)}", highlight=False)
 
     summary = Table(title="hakobu vs the fastest other method", box=box.SIMPLE_HEAD)
     for column in ("shape", "hakobu", "fastest other", "speed-up"):

@@ -297,6 +297,7 @@ def _run_method(
     workdir = Path(tempfile.mkdtemp(prefix=f"hakobu-bench-{method.name}-"))
     stamps = StampBoard(workdir / "stamps", create=True)
     channel = method(workdir, stamps, settings.serialize)
+    channel.largest_message = max(Serializer(settings.serialize).encoded_size(s.nbytes) for s in pending)
     mine: list[Result] = []
 
     def record(result: Result) -> None:

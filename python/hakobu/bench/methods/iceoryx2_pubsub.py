@@ -92,7 +92,7 @@ class Ports:
         self.publisher = (
             self.services[0]
             .publisher_builder()
-            .initial_max_slice_len(_INITIAL_SLICE)
+            .initial_max_slice_len(max(_INITIAL_SLICE, int(config["largest"])))
             .allocation_strategy(iox2.AllocationStrategy.PowerOfTwo)  # grows for larger arrays
             .create()
         )
@@ -213,7 +213,15 @@ class Iceoryx2PubSub(Channel):
             root = self.own_root = Path(tempfile.mkdtemp(prefix="hb-iox2-", dir="/tmp"))
         self.prefix = prefix
         base = f"hakobu-bench-{os.getpid()}"
-        config = {"prefix": prefix, "root": str(root), "to": f"{base}-to", "from": f"{base}-from"}
+        # Publishers are sized for the run's largest message up front: a data segment can
+        # only be grown a few times (a run from 64 B to 1 GiB ran out: LoanError.OutOfMemory).
+        config: dict[str, Any] = {
+            "prefix": prefix,
+            "root": str(root),
+            "to": f"{base}-to",
+            "from": f"{base}-from",
+            "largest": self.largest_message,
+        }
         self.ports = Ports(config, config["to"], config["from"], create=True)
         self.spawn_peer(config)
         # The peer's notification says its subscriber is connected: nothing sent is lost.

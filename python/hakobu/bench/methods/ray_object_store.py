@@ -25,14 +25,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .._channel import Channel, PeerEnd, PeerFailed, Serializer, StampBoard
 
-if TYPE_CHECKING:
-    from ..runner import Progress, Record, Settings, Shape, Watchdog
 
 _POLL = 1.0  # s: ray.get wakes up this often to check that the actor lives
 _MARGIN = 256 << 20  # object store bytes beyond the arrays (Ray's own objects, fragmentation)
@@ -46,16 +44,14 @@ def _ray() -> Any:
     return ray
 
 
-def object_store_bytes(largest: int, serialize: Optional[str]) -> int:
-    """How large to make the object store for arrays of up to ``largest`` bytes.
+def object_store_bytes(largest: int) -> int:
+    """How large to make the object store for messages of up to ``largest`` bytes.
 
     A trip holds the argument and the answer in the store, and the previous
-    trip's objects may not be freed yet: three arrays and a margin. pickle+base64
-    makes every message 4/3 larger. Capped by what /dev/shm has free: beyond it
-    Ray would put the store in /tmp, a disk, and measure something else.
+    trip's objects may not be freed yet: three messages and a margin. Capped by
+    what /dev/shm has free: beyond it Ray would put the store in /tmp, a disk,
+    and measure something else.
     """
-    if serialize is not None:
-        largest = largest * 4 // 3 + 4096
     wanted = 3 * largest + _MARGIN
     try:
         shm = os.statvfs("/dev/shm")
@@ -148,20 +144,7 @@ class RayObjectStore(Channel):
     own_dir: Optional[Path] = None  # Ray's session directory when the work directory's path is too long
 
     def start(self) -> None:
-        """Nothing yet: ``measure`` starts Ray, once it knows how large the object store must be."""
-
-    def measure(
-        self,
-        pending: list["Shape"],
-        settings: "Settings",
-        arrays: dict[str, np.ndarray],
-        record: "Record",
-        watchdog: Optional["Watchdog"],
-        progress: Optional["Progress"],
-    ) -> None:
-        largest = max((shape.nbytes for shape in pending), default=0)
-        self.start_ray(object_store_bytes(largest, settings.serialize))
-        super().measure(pending, settings, arrays, record, watchdog, progress)
+        self.start_ray(object_store_bytes(self.largest_message))
 
     def start_ray(self, object_store_memory: int) -> None:
         """Starts a private local Ray instance and the echo actor; waits until the actor answers."""
