@@ -248,7 +248,7 @@ def plot(run: Run, path: Path) -> Optional[str]:
     shapes = run.shapes
     width = 0.8 / len(methods)
     figure, axes = plt.subplots(figsize=(max(8.0, 1.6 * len(shapes) + 0.35 * len(methods)), 5.5))
-    colors = plt.get_cmap("tab20")
+    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]  # type: ignore[attr-defined]
     for index, method in enumerate(methods):
         xs, ys = [], []
         for position, shape in enumerate(shapes):
@@ -257,7 +257,8 @@ def plot(run: Run, path: Path) -> Optional[str]:
                 xs.append(position - 0.4 + width * (index + 0.5))
                 ys.append(result.median("total") / 1e9)
         style: dict[str, Any] = {"edgecolor": "black", "linewidth": 1.2} if is_hakobu(method.name) else {}
-        axes.bar(xs, ys, width, label=method.label, color=colors(index % 20), **style)
+        axes.bar(xs, ys, width, label=method.label, color=palette[index % len(palette)], **style)
+    axes.set_axisbelow(True)  # grid lines behind the bars
     axes.set_yscale("log")
     axes.set_ylabel("round trip, median (s, log scale)")
     axes.set_xticks(range(len(shapes)))
