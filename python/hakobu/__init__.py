@@ -4,6 +4,8 @@
 >>> q = hakobu.Queue("frames")          # any process opens it by name
 >>> q.put(np.zeros((480, 640)))         # one copy into shared memory
 >>> frame = q.get()                     # a writable view of shared memory
+>>> with hakobu.Pool() as pool:         # multiprocessing.Pool, data through shared memory
+...     sums = pool.map(np.sum, [frame] * 8)
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from . import _core
 from ._errors import (
     AccessDenied,
     AlreadyExists,
+    BrokenPool,
     Closed,
     Corrupt,
+    EncodingError,
     Empty,
     Full,
     HakobuError,
@@ -23,13 +27,18 @@ from ._errors import (
     NotCreator,
     NotFound,
     OutOfSharedMemory,
+    PoolTerminated,
+    RemoteError,
+    RemoteTraceback,
     SystemFailure,
     TooLarge,
     TooManyProcesses,
     Unlinked,
+    WorkerLost,
 )
 from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
 from ._queue import Queue
+from .pool import Executor, Pool
 
 __version__ = _core.__version__
 
@@ -54,9 +63,12 @@ __all__ = [
     "zeros_like",
     "AccessDenied",
     "AlreadyExists",
+    "BrokenPool",
     "Closed",
     "Corrupt",
+    "EncodingError",
     "Empty",
+    "Executor",
     "Full",
     "HakobuError",
     "Incompatible",
@@ -65,11 +77,16 @@ __all__ = [
     "NotCreator",
     "NotFound",
     "OutOfSharedMemory",
+    "Pool",
+    "PoolTerminated",
     "Queue",
+    "RemoteError",
+    "RemoteTraceback",
     "SystemFailure",
     "TooLarge",
     "TooManyProcesses",
     "Unlinked",
+    "WorkerLost",
     "default_domain",
     "remove",
 ]

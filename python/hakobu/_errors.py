@@ -7,7 +7,17 @@ standard library has a matching class, ours derives from it too, so existing
 
 from __future__ import annotations
 
+import concurrent.futures.process as _futures_process
+import multiprocessing.pool as _mp_pool
 import queue as _queue
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the typing stubs lack these two multiprocessing classes
+    _RemoteTracebackBase = Exception
+    _MaybeEncodingErrorBase = Exception
+else:
+    _RemoteTracebackBase = _mp_pool.RemoteTraceback
+    _MaybeEncodingErrorBase = _mp_pool.MaybeEncodingError
 
 
 class HakobuError(Exception):
@@ -76,6 +86,90 @@ class TooManyProcesses(HakobuError):
 
 class SystemFailure(HakobuError, OSError):
     """Another operating-system error; the message has the details."""
+
+
+# --- hakobu.Pool and hakobu.Executor ------------------------------------------------------
+
+
+class WorkerLost(HakobuError, _futures_process.BrokenProcessPool):
+    """A pool worker died (a signal, the out-of-memory killer, a crash) while running the task.
+
+    Only that task fails: the pool replaces the worker and goes on (pass
+    ``retries=N`` to run such tasks again). It derives from
+    ``concurrent.futures.process.BrokenProcessPool`` so that code written for
+    ProcessPoolExecutor, which catches that, handles it too. ``worker``, ``pid``,
+    ``signal`` (a signal number, or None) and ``exit_code`` (or None) say who
+    died and how; ``task`` is the engine's task number.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: int = 0,
+        pid: int = 0,
+        signal: int | None = None,
+        exit_code: int | None = None,
+        task: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.pid = pid
+        self.signal = signal
+        self.exit_code = exit_code
+        self.task = task
+
+
+class BrokenPool(HakobuError, _futures_process.BrokenProcessPool):
+    """The pool cannot run tasks: its initializer failed, or its workers cannot start.
+
+    Every pending task fails with this error and new ones are refused; the
+    cause (``__cause__``) is the initializer's exception where there is one.
+    Fix the cause and make a new pool.
+    """
+
+
+class PoolTerminated(HakobuError):
+    """The pool was terminated (terminate(), leaving a with-block) before the task finished."""
+
+
+class RemoteTraceback(HakobuError, _RemoteTracebackBase):
+    """The formatted traceback of an exception raised in a worker.
+
+    Set as the ``__cause__`` of the exception re-raised in the parent, as
+    multiprocessing does, so a printed traceback shows where the task failed.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class RemoteError(HakobuError):
+    """A task raised an exception that cannot travel back as itself (it cannot be pickled,
+    or not rebuilt in the parent); the message gives its type and text, the cause its traceback."""
+
+
+class EncodingError(HakobuError, _MaybeEncodingErrorBase):
+    """A task's result cannot be pickled to travel back to the parent; the message says why.
+
+    Derives from ``multiprocessing.pool.MaybeEncodingError``, what
+    multiprocessing raises in that case.
+    """
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.exc = message
+        self.value = ""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.args[0]!r})"
 
 
 __all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Exception)]

@@ -1,0 +1,216 @@
+"""A pool worker process: ``python -m hakobu._worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
+
+The engine (_pool.py, which also describes the messages) starts each worker as
+a fresh interpreter: nothing is forked and nothing of the parent's
+``__main__`` is imported, so scripts without a main guard and notebooks work;
+their functions travel by value (cloudpickle). The worker takes the parent's
+sys.path from its first message (and inherits its working directory), runs
+the initializer, then runs tasks from its inbox until told to stop or its
+inbox goes away.
+
+A worker exits by itself when its parent dies (PR_SET_PDEATHSIG with SIGHUP,
+and a thread that watches getppid), removing the pool's queues the dead parent
+cannot remove. It ignores SIGINT: Ctrl-C in a terminal interrupts the parent, which
+then stops its workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from . import _core, _errors
+from ._pool import DONE, INIT_FAILED, MODE_ARG, MODE_STAR, READY, describe_exception, pack, pack_error, unpack
+from ._queue import Queue
+
+_PARENT_WATCH_SECONDS = 0.5
+# How long a hang-up waits to see whether the whole parent is exiting.
+_PARENT_EXIT_SECONDS = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+class _Unloadable:
+    """A cached function whose blob failed to load: every task using it fails the same way."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
+    """Exits when the parent dies, removing the pool's queues the parent cannot remove anymore.
+
+    The kernel sends SIGHUP (PR_SET_PDEATHSIG) when the parent's thread that
+    started this worker ends: when the parent dies, or, if the parent lives
+    on, when its pool has ended (then the parent removes the queues). A
+    thread watching getppid() covers the rest (other systems, a task that
+    takes SIGHUP for itself). SIGTERM keeps its default: a worker killed by
+    it is reported as such.
+    """
+
+    def parent_gone() -> bool:
+        return os.getppid() != parent_pid
+
+    def leave() -> None:
+        for name in queue_names:
+            try:
+                _core.remove(name)
+            except _errors.HakobuError:
+                pass  # already removed (by the parent, or by another worker)
+        os._exit(1)
+
+    def on_hang_up(signum: int, frame: Any) -> None:
+        # The starting thread ended; if the whole parent is dying, we are reparented in a moment.
+        deadline = time.monotonic() + _PARENT_EXIT_SECONDS
+        while not parent_gone() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if parent_gone():
+            leave()
+        os._exit(1)
+
+    def watch() -> None:
+        while not parent_gone():
+            time.sleep(_PARENT_WATCH_SECONDS)
+        leave()
+
+    signal.signal(signal.SIGHUP, on_hang_up)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher thread below still notices
+    if parent_gone():  # died before the prctl took effect
+        leave()
+    threading.Thread(target=watch, name="hakobu-parent-watch", daemon=True).start()
+
+
+def _limit_threads(threads: int) -> None:
+    """Caps OpenMP/BLAS thread pools already loaded (the environment caps those loaded later)."""
+    if threads <= 0:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads)
+
+
+class _Worker:
+    """This process's side of the pool: its two queues and its cache of unpickled functions."""
+
+    def __init__(self, inbox: Queue, results: Queue, number: int) -> None:
+        self.inbox = inbox
+        self.results = results
+        self.number = number
+        self.functions: dict[bytes, Any] = {}
+
+    def start(self, threads: int) -> bool:
+        """Takes the HELLO message, runs the initializer; False if it failed (the parent is told)."""
+        try:
+            hello = self.inbox.get()
+        except (_errors.Unlinked, _errors.Closed):
+            return False  # the pool went away before this worker started
+        if hello is None:
+            return False
+        _, sys_path, stream, buffers = hello
+        sys.path[:] = sys_path  # functions pickled by reference import as in the parent
+        try:
+            initializer, initargs = unpack(stream, buffers)
+            del stream, buffers, hello
+            if initializer is not None:
+                initializer(*initargs)
+        except BaseException as error:  # noqa: BLE001 - the parent decides what it means
+            self.results.put((INIT_FAILED, self.number, *pack_error(error)))
+            return False
+        _limit_threads(threads)  # after the initializer: it may have loaded libraries
+        self.results.put((READY, self.number))
+        return True
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.inbox.get()
+            except (_errors.Unlinked, _errors.Closed):
+                return  # the pool went away
+            if message is None:
+                return
+            _, task_id, key, blob, forget, mode, stream, buffers = message
+            del message
+            reply = self.run(task_id, key, blob, forget, mode, stream, buffers)
+            del stream, buffers  # let the arguments' shared memory go before the next task
+            try:
+                self.results.put(reply)
+            except (_errors.Unlinked, _errors.Closed):
+                return
+            except Exception as error:  # noqa: BLE001 - e.g. /dev/shm full: the task fails with it
+                self.results.put((DONE, self.number, task_id, False, pack_error(error)))
+            del reply  # the results were copied to shared memory: free our copy now
+
+    def function(self, key: bytes, blob: Any, forget: list[bytes]) -> Any:
+        for old in forget:
+            self.functions.pop(old, None)
+        if blob is not None:
+            try:
+                self.functions[key] = pickle.loads(blob)
+            except BaseException as error:  # noqa: BLE001 - reported with each task that uses it
+                self.functions[key] = _Unloadable(error)
+        return self.functions[key]
+
+    def run(
+        self, task_id: int, key: bytes, blob: Any, forget: list[bytes], mode: int, stream: Any, buffers: Any
+    ) -> tuple[Any, ...]:
+        try:
+            function = self.function(key, blob, forget)
+            if isinstance(function, _Unloadable):
+                raise function.error
+            items = unpack(stream, buffers)
+            results = _call(function, mode, items)
+            del items
+        except BaseException as error:  # noqa: BLE001 - as concurrent.futures: SystemExit too
+            return (DONE, self.number, task_id, False, pack_error(error))
+        try:
+            packed = pack(results)
+        except Exception as why:  # noqa: BLE001 - the result cannot travel: say so
+            name = getattr(function, "__qualname__", None) or repr(function)
+            unsendable = _errors.EncodingError(
+                f"the result of {name} cannot be pickled to travel back to the parent "
+                f"({describe_exception(why)}); return arrays, plain data or picklable objects"
+            )
+            unsendable.__cause__ = why
+            return (DONE, self.number, task_id, False, pack_error(unsendable))
+        return (DONE, self.number, task_id, True, *packed)
+
+
+def _call(function: Callable[..., Any], mode: int, items: list[Any]) -> list[Any]:
+    if mode == MODE_ARG:
+        return [function(item) for item in items]
+    if mode == MODE_STAR:
+        return [function(*item) for item in items]
+    return [function(*args, **kwargs) for args, kwargs in items]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    # Ctrl-C in a terminal reaches the whole foreground group: the parent handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inbox_name, results_name, number, parent_pid, threads = (argv if argv is not None else sys.argv[1:])[:5]
+    _die_with_parent(int(parent_pid), (inbox_name, results_name))
+    try:
+        inbox, results = Queue(inbox_name, create=False), Queue(results_name, create=False)
+    except _errors.NotFound:
+        return 1  # the pool was closed before this worker started
+    worker = _Worker(inbox, results, int(number))
+    if worker.start(int(threads)):
+        worker.serve()
+    inbox.close()
+    results.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
