@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from multiprocessing import shared_memory
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from .._channel import Echo
 from ._web import HttpChannel, HttpPeer
-from .shared_memory import attach, copy_into_answer_segment, copy_into_new_segment, take_answer
+from .shared_memory import SendsSegments, attach, copy_into_answer_segment, copy_into_new_segment, take_answer
 
 
 def share(array: np.ndarray) -> tuple[shared_memory.SharedMemory, dict[str, Any]]:
@@ -52,7 +52,7 @@ class ShmPeer(HttpPeer):
         return echo_segment(json.loads(body), echo)
 
 
-class HttpShm(HttpChannel):
+class HttpShm(SendsSegments, HttpChannel):
     name = "http-shm"
     label = "HTTP + shared_memory name"
     order = 53
@@ -62,7 +62,6 @@ class HttpShm(HttpChannel):
     )
     peer_end = ShmPeer
     serializable = True  # any array goes into a segment, encoded bytes too (as for shared-memory)
-    sent: Optional[shared_memory.SharedMemory] = None
 
     def to_message(self, array: np.ndarray) -> dict[str, Any]:
         self.sent, message = share(array)
@@ -72,12 +71,6 @@ class HttpShm(HttpChannel):
         received = take(message)
         self.release_sent()
         return received
-
-    def release_sent(self) -> None:
-        if self.sent is not None:
-            self.sent.close()
-            self.sent.unlink()
-            self.sent = None
 
     def close(self) -> None:
         try:

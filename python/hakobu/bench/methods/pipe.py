@@ -6,11 +6,9 @@ to 1 MiB where the system allows, as a careful implementation would.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any, Optional
 
-import numpy as np
 
 from .._channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
 

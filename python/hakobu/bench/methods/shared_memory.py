@@ -106,14 +106,25 @@ class SharedMemoryPeer(PeerEnd):
         self.sock.close()
 
 
-class SharedMemory(Channel):
+class SendsSegments:
+    """A sender that puts each message in a new segment, unlinked once the answer is in."""
+
+    sent: Optional[shared_memory.SharedMemory] = None
+
+    def release_sent(self) -> None:
+        if self.sent is not None:
+            self.sent.close()
+            self.sent.unlink()
+            self.sent = None
+
+
+class SharedMemory(SendsSegments, Channel):
     name = "shared-memory"
     label = "mp.shared_memory + socket"
     order = 23
     description = "a new multiprocessing.shared_memory segment per message, its name sent over a Unix socket"
     peer_end = SharedMemoryPeer
     sock: Optional[socket.socket] = None
-    sent: Optional[shared_memory.SharedMemory] = None
 
     def start(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -136,12 +147,6 @@ class SharedMemory(Channel):
         received = take_answer(name, dtype, shape)
         self.release_sent()
         return received
-
-    def release_sent(self) -> None:
-        if self.sent is not None:
-            self.sent.close()
-            self.sent.unlink()
-            self.sent = None
 
     def close(self) -> None:
         if self.sock is not None:

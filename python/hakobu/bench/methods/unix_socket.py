@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from typing import Any, Optional
 
-import numpy as np
 
 from .._channel import FramedChannel, FramedPeerEnd, SocketStream
 

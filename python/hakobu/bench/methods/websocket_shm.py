@@ -11,14 +11,14 @@ unlinks both segments.
 from __future__ import annotations
 
 import json
-from multiprocessing import shared_memory
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from .._channel import Echo
 from ._web import WebSocketChannel, WebSocketPeer
 from .http_shm import echo_segment, share, take
+from .shared_memory import SendsSegments
 
 
 class WsShmPeer(WebSocketPeer):
@@ -32,7 +32,7 @@ class WsShmPeer(WebSocketPeer):
         return True
 
 
-class WebSocketShm(WebSocketChannel):
+class WebSocketShm(SendsSegments, WebSocketChannel):
     name = "websocket-shm"
     label = "WebSocket + shared_memory name"
     order = 54
@@ -42,7 +42,6 @@ class WebSocketShm(WebSocketChannel):
     )
     peer_end = WsShmPeer
     stop_message = json.dumps({"stop": True})
-    sent: Optional[shared_memory.SharedMemory] = None
 
     def send(self, array: np.ndarray) -> None:
         self.sent, message = share(array)
@@ -52,12 +51,6 @@ class WebSocketShm(WebSocketChannel):
         received = take(json.loads(self.recv()))
         self.release_sent()
         return received
-
-    def release_sent(self) -> None:
-        if self.sent is not None:
-            self.sent.close()
-            self.sent.unlink()
-            self.sent = None
 
     def close(self) -> None:
         try:
