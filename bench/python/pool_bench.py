@@ -181,7 +181,6 @@ def main() -> int:
     args = parser.parse_args()
 
     results: dict[str, Any] = {"machine": machine(), "method": __doc__}
-    results["machine"]["available_cores"] = len(os.sched_getaffinity(0))
     print(f"machine: {results['machine']}")
     count = 32 if args.quick else 64
     print(f"\n1. map over {count} tasks of 8 MiB float64 arrays, task a * 2 (8 MiB back), {WORKERS} workers")

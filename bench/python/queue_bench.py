@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,22 +43,10 @@ GIB = 1024 * MIB
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    shm = os.statvfs("/dev/shm")
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "hakobu": hakobu.__version__,
-        "dev_shm_bytes": shm.f_blocks * shm.f_frsize,
-    }
+    """The machine, as `hakobu bench` records it, plus the versions these figures depend on."""
+    from hakobu.bench.report import machine as described
+
+    return {**described(), "numpy": np.__version__, "hakobu": hakobu.__version__}
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .._channel import Channel, PeerFailed, StampBoard, parent_watch, rebuild_frame
+from .._channel import PeerFailed, StampBoard, parent_watch, rebuild_frame
 from .mpi import LINE_PREFIX, PEER, Mpi, receive_array, send_array
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-    from ..runner import Progress, Record, Result, Settings, Shape, Watchdog
+    from ..runner import Result
 
 _PROGRESS_EVERY = 0.1  # s: progress lines are batched, so reporting stays out of the trips' way
 
@@ -58,17 +58,6 @@ class RankZero(Mpi):
 
     def start(self) -> None:
         """Nothing to start: mpiexec started both ranks."""
-
-    def measure(
-        self,
-        pending: list["Shape"],
-        settings: "Settings",
-        arrays: dict[str, np.ndarray],
-        record: "Record",
-        watchdog: Optional["Watchdog"],
-        progress: Optional["Progress"],
-    ) -> None:
-        Channel.measure(self, pending, settings, arrays, record, watchdog, progress)  # runner.measure
 
     def send(self, array: np.ndarray) -> None:
         send_array(self.comm, array, PEER)
@@ -138,7 +127,7 @@ def _exit_at_end_of_stdin(reporter: Reporter) -> None:
 
 
 def _sender(config: dict[str, Any], comm: "MPI.Comm") -> None:
-    from ..runner import Settings, Shape
+    from ..runner import Settings, Shape, measure
 
     parent_watch()  # mpiexec gone: this rank goes too
     reporter = Reporter()
@@ -157,7 +146,8 @@ def _sender(config: dict[str, Any], comm: "MPI.Comm") -> None:
                 arrays.clear()  # no other method reuses them here: keep only the running shape's array
                 reporter.record(result)
 
-            channel.measure(pending, Settings(**job["settings"]), arrays, record, None, reporter.progress)
+            # runner.measure itself: Mpi.measure is the bench side, which hands the work to this rank.
+            measure(channel, pending, Settings(**job["settings"]), arrays, record, None, reporter.progress)
             reporter.finish_shape()
     finally:
         channel.close()
