@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "registry/domain_state.hpp"
+#include "support/kill_point.hpp"
 
 namespace hakobu {
 
@@ -98,6 +99,7 @@ Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const d
     return {AttachError::NoRoom, "the loan has room for " + std::to_string(attachment_capacity_) + " attachments"};
   }
   heap.add_ref(block);  // counted before listed: a death in between leaks, never frees twice
+  detail::kill_point("attach.counted");
   auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + h->attachment_table);  // NOLINT
   table[index].store(block, std::memory_order_release);
   h->attachment_count = index + 1;

@@ -12,6 +12,7 @@
 #include "channel/ring.hpp"
 #include "platform/os.hpp"
 #include "registry/domain_state.hpp"
+#include "support/kill_point.hpp"
 
 namespace hakobu {
 namespace detail {
@@ -95,7 +96,9 @@ class QueueState {
     std::uint64_t position = 0;
     const Attempt claimed = claim_write(s, position, blocker);
     if (claimed != Attempt::Done) return claimed;
+    kill_point("put.claimed");
     fill(*s);
+    kill_point("put.filled");
     publish(s, position);
     return Attempt::Done;
   }
@@ -485,6 +488,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
     std::uint64_t position = 0;
     const Attempt attempt = claim_read(s, position, blocker, holding);
     if (attempt != Attempt::Done) return attempt;
+    kill_point("get.claimed");
     // The descriptor came from shared memory: check it before use.
     const std::uint8_t kind = s->kind;
     const std::uint64_t length = s->length;
@@ -509,6 +513,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
       sample.valid_ = true;
     } else {
       domain->fill_holding(*holding, block);  // listed before the ring lets go of it
+      kill_point("get.listed");
       release_slot(s, position);
       domain->fill_sample(sample, block, *holding, length, static_cast<MessageKind>(kind));
       holding.reset();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "platform/os.hpp"
+#include "support/kill_point.hpp"
 
 namespace hakobu::detail {
 namespace {
@@ -207,6 +208,7 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
                                           ". Create the domain with a larger heap_capacity."};
     }
   } while (!top_word.compare_exchange_weak(top, start + chunk, std::memory_order_relaxed));
+  kill_point("carve.reserved");
 
   // A chunk of small blocks is backed whole; a large block only as far as asked.
   const std::uint64_t commit_bytes = count > 1 ? chunk : align_up(total, segment.page);
@@ -307,6 +309,7 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
     }
   }
   h->attachment_count = 0;
+  kill_point("free.detached");
   const unsigned size_class = h->size_class;
   const std::uint64_t bytes = class_bytes(size_class);
   registry_->live_blocks.fetch_sub(1, std::memory_order_relaxed);

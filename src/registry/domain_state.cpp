@@ -13,6 +13,7 @@
 #include <new>
 
 #include "platform/os.hpp"
+#include "support/kill_point.hpp"
 
 namespace hakobu::detail {
 namespace {
@@ -403,6 +404,7 @@ void DomainState::reclaim_slot(std::uint32_t s) noexcept {
     for (std::uint64_t i = 0; i < entries; ++i) {
       const std::uint64_t block = list[i].exchange(0, std::memory_order_acq_rel);
       if (block != 0 && block != table && heap_.check_block(block, 0)) heap_.drop_ref(block);
+      kill_point("reclaim.dropped");
     }
     heap_.drop_ref(table);
   }
@@ -498,6 +500,7 @@ void DomainState::unreserve_holding(std::uint32_t index) noexcept {
 
 void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
   clear_holding(index);  // unlisted first: a death in between leaks, never frees twice
+  kill_point("release.unlisted");
   heap_.drop_ref(block);
 }
 
@@ -512,6 +515,7 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
     unreserve_holding(*holding);
     return std::move(block).error();
   }
+  kill_point("loan.allocated");
   fill_holding(*holding, *block);
   if (attachments > 0) heap_.header(*block)->attachment_table = table;
   Loan loan;
@@ -612,6 +616,7 @@ void DomainState::detach() noexcept {
       collect_garbage();
       if (huge_fd_ >= 0) (void)platform::remove_path(huge_file_path());
       (void)platform::shm_remove(file_name("heap"));
+      kill_point("detach.heap_removed");
       (void)platform::shm_remove(file_name("registry"));
     }
     platform::unlock_byte(registry_fd_, kLifecycleLockByte);
