@@ -98,7 +98,8 @@ Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const d
   if (index >= attachment_capacity_) {
     return {AttachError::NoRoom, "the loan has room for " + std::to_string(attachment_capacity_) + " attachments"};
   }
-  heap.add_ref(block);  // counted before listed: a death in between leaks, never frees twice
+  // Counted before listed: a death in between leaks, never frees twice.
+  if (!heap.add_ref(block)) return {AttachError::Invalid, "the source block is no longer held by anyone"};
   detail::kill_point("attach.counted");
   auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + h->attachment_table);  // NOLINT
   table[index].store(block, std::memory_order_release);

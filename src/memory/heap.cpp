@@ -47,7 +47,7 @@ void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, Heap
   known_file_size_[1].store(0, std::memory_order_relaxed);
 }
 
-bool Heap::inside_file(unsigned segment, std::uint64_t end) noexcept {
+bool Heap::inside_file(unsigned segment, std::uint64_t end) const noexcept {
   if (segments_[segment].huge) {
     // hugetlbfs sets a file's size to its mapping's on mmap, so the size says
     // nothing; what was carved (and so backed) is below the bump pointer.
@@ -64,7 +64,7 @@ bool Heap::inside_file(unsigned segment, std::uint64_t end) noexcept {
   return file_end <= info->size;
 }
 
-bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcept {
+bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept {
   if (block < kHeapStart || block % 64 != 0 || block >= capacity_) return false;
   const unsigned segment = segment_of(block);
   const std::uint64_t segment_end = segments_[segment].start + segments_[segment].capacity;
@@ -272,16 +272,27 @@ void Heap::push_chain(unsigned size_class, std::uint64_t first, std::uint64_t la
                                        std::memory_order_relaxed));
 }
 
-void Heap::add_ref(std::uint64_t block) const noexcept {
-  header(block)->refs.fetch_add(1, std::memory_order_relaxed);
+bool Heap::add_ref(std::uint64_t block) noexcept {
+  // Never from 0: a free block (a corrupt or stale offset) must not come back
+  // to life, or it would be on a free list and held at the same time.
+  std::atomic<std::uint32_t>& refs = header(block)->refs;
+  std::uint32_t count = refs.load(std::memory_order_relaxed);
+  do {
+    if (count == 0 || count == UINT32_MAX) return false;
+  } while (!refs.compare_exchange_weak(count, count + 1, std::memory_order_relaxed));
+  return true;
 }
 
-std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) const noexcept {
+std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) noexcept {
+  if (!check_block(block, 0)) return {};
   const BlockHeader* h = header(block);
+  // Both come from shared memory: the table must lie inside the block, in
+  // memory that is backed and inside the file (check_block), or reading it
+  // could run past the end of the heap file.
   const std::uint64_t count = h->attachment_count;
   const std::uint64_t table = h->attachment_table;
-  const std::uint64_t capacity = class_bytes(h->size_class) - kBlockHeaderBytes;
-  if (count == 0 || table % 8 != 0 || table > capacity || count > (capacity - table) / 8) return {};
+  if (count == 0 || count > kMaxAttachments || table % 8 != 0 || table > kMaxHeapCapacity) return {};
+  if (!check_block(block, table + count * sizeof(std::uint64_t))) return {};
   return {reinterpret_cast<std::atomic<std::uint64_t>*>(payload(block) + table), count};  // NOLINT
 }
 
@@ -298,6 +309,7 @@ bool Heap::drop_ref(std::uint64_t block, unsigned depth) noexcept {
 
 void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   BlockHeader* h = header(block);
+  if (!check_block(block, 0)) return;  // damaged since it was checked: leak it rather than push garbage
   // Drop what it holds. Depth is bounded: a forwarded array attaches the block
   // holding the data, not the message it came in, so chains stay short; a
   // damaged chain deeper than this leaks instead of exhausting the stack.
@@ -330,11 +342,18 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
 }
 
 void Heap::trim_cache() noexcept {
+  // Carved bytes bound how many blocks a free list can hold: a damaged list
+  // with a cycle ends the walk instead of looping forever.
+  const std::uint64_t carved = registry_->heap_top.load(std::memory_order_relaxed) +
+                               (has_huge_pages() ? registry_->huge_top.load(std::memory_order_relaxed) -
+                                                       std::min(registry_->huge_top.load(), segments_[1].start)
+                                                 : 0);
   for (unsigned size_class = 0; size_class < kSizeClassCount; ++size_class) {
     if (class_bytes(size_class) < kTrimMinBytes) continue;
     std::vector<std::uint64_t> blocks;
     std::uint64_t block = 0;
-    while (pop(size_class, block)) blocks.push_back(block);
+    const std::uint64_t most = carved / class_bytes(size_class) + 1;
+    while (blocks.size() < most && pop(size_class, block)) blocks.push_back(block);
     for (const auto b : blocks) {
       BlockHeader* h = header(b);
       const HeapSegment& segment = segments_[segment_of(b)];

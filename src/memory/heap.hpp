@@ -54,14 +54,15 @@ class Heap {
   bool drop_ref(std::uint64_t block) noexcept { return drop_ref(block, 0); }
   /// The attachments table of `block` (a block this process holds), bounds-checked;
   /// empty when it has none or the header is damaged.
-  [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) const noexcept;
-  /// Adds one reference to a block the caller already holds one of.
-  void add_ref(std::uint64_t block) const noexcept;
+  [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) noexcept;
+  /// Adds one reference to a block the caller already holds one of. False (and
+  /// nothing changed) when the block is free: a stale or corrupt offset.
+  [[nodiscard]] bool add_ref(std::uint64_t block) noexcept;
 
   /// True when `block` is a carved, in-bounds block whose payload can hold
   /// `payload_bytes` and lies inside the file. The check every offset read from
   /// shared memory must pass before use.
-  [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) noexcept;
+  [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept;
 
   [[nodiscard]] BlockHeader* header(std::uint64_t block) const noexcept {
     return reinterpret_cast<BlockHeader*>(base_ + block);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
@@ -87,13 +88,13 @@ class Heap {
   void free_block(std::uint64_t block, unsigned depth) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
-  [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) noexcept;
+  [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) const noexcept;
 
   RegistryHeader* registry_ = nullptr;
   std::byte* base_ = nullptr;
   std::uint64_t capacity_ = 0;  // of all segments
   HeapSegment segments_[2];
-  std::atomic<std::uint64_t> known_file_size_[2]{};  // grow only; refreshed by fstat on a miss
+  mutable std::atomic<std::uint64_t> known_file_size_[2]{};  // grow only; refreshed by fstat on a miss
 };
 
 /// "1.5 GiB", "320 B": sizes for messages.

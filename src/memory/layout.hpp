@@ -69,6 +69,8 @@ constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
 }
 
 // --- heap blocks ----------------------------------------------------------------
+/// Most attachments one block may hold.
+inline constexpr std::uint64_t kMaxAttachments = 0xFFFF;
 // A block may hold references to other blocks ("attachments": the data of an
 // array sent by reference, out-of-band buffers of a pickle). Their heap offsets
 // are a table inside the payload; they are dropped when the block is freed.

@@ -386,6 +386,17 @@ Result<void, OpenError> DomainState::take_slot() {
           "domain '" + name_ + "' has " + std::to_string(kMaxProcesses) + " live processes attached already"};
 }
 
+std::span<std::atomic<std::uint64_t>> DomainState::holdings_table(std::uint64_t table,
+                                                                  std::uint64_t used) const noexcept {
+  // Offset and count come from shared memory: the entries read must lie in
+  // the table's block, in memory that is backed and inside the heap file.
+  if (!heap_.check_block(table, 0)) return {};
+  const std::uint64_t bytes = heap_.header(table)->payload_bytes.load(std::memory_order_relaxed);
+  if (!heap_.check_block(table, bytes)) return {};
+  return {reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(table)),  // NOLINT
+          static_cast<std::size_t>(std::min(used, bytes / sizeof(std::uint64_t)))};
+}
+
 // Called with the slot's lock held by this process, its owner dead.
 void DomainState::reclaim_slot(std::uint32_t s) noexcept {
   ProcessSlot& slot = registry_->processes[s];
@@ -396,17 +407,13 @@ void DomainState::reclaim_slot(std::uint32_t s) noexcept {
   slot.holdings.store(0, std::memory_order_release);
   slot.holdings_capacity.store(0, std::memory_order_relaxed);
   slot.holdings_used.store(0, std::memory_order_relaxed);
-  if (table != 0 && heap_.check_block(table, 0)) {
-    // The entry count comes from shared memory: bound it by the table's block.
-    const std::uint64_t fits = (class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) / 8;
-    const std::uint64_t entries = std::min(used, fits);
-    auto* list = reinterpret_cast<std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
-    for (std::uint64_t i = 0; i < entries; ++i) {
-      const std::uint64_t block = list[i].exchange(0, std::memory_order_acq_rel);
+  if (table != 0) {
+    for (auto& entry : holdings_table(table, used)) {
+      const std::uint64_t block = entry.exchange(0, std::memory_order_acq_rel);
       if (block != 0 && block != table && heap_.check_block(block, 0)) heap_.drop_ref(block);
       kill_point("reclaim.dropped");
     }
-    heap_.drop_ref(table);
+    if (heap_.check_block(table, 0)) heap_.drop_ref(table);
   }
   slot.pid.store(0, std::memory_order_relaxed);
   slot.state.store(kSlotFree, std::memory_order_release);
@@ -414,6 +421,9 @@ void DomainState::reclaim_slot(std::uint32_t s) noexcept {
 
 std::size_t DomainState::collect_garbage() {
   if (forked_away()) return 0;
+  // Slot locks belong to the open file, which this process's threads share:
+  // both would get the same dead slot's lock. One reclaimer per process.
+  std::lock_guard guard(reclaim_mutex_);
   std::size_t reclaimed = 0;
   for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
     if (has_slot_ && s == slot_) continue;
@@ -505,8 +515,15 @@ void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
 }
 
 Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments) {
-  if (attachments > 0xFFFF) return {LoanError::InvalidArgument, "at most 65535 attachments"};
-  // The attachments' table follows the payload, 8-byte aligned.
+  if (attachments > kMaxAttachments) {
+    return {LoanError::InvalidArgument, "at most " + std::to_string(kMaxAttachments) + " attachments"};
+  }
+  // The attachments' table follows the payload, 8-byte aligned. Sizes come
+  // from callers (and Python users): nothing here may wrap around.
+  if (payload_bytes > heap_.capacity()) {
+    return {LoanError::TooLarge, "a message of " + format_bytes(payload_bytes) + " does not fit the domain heap of " +
+                                     format_bytes(heap_.capacity())};
+  }
   const std::uint64_t table = (payload_bytes + 7) / 8 * 8;
   auto holding = reserve_holding();
   if (!holding) return std::move(holding).error();
@@ -576,13 +593,10 @@ DomainStats DomainState::stats() const {
     info.alive = const_cast<DomainState*>(this)->token_alive(  // NOLINT(cppcoreguidelines-pro-type-const-cast)
         make_token(s, slot.generation.load(std::memory_order_relaxed)));
     const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
-    auto& heap = const_cast<Heap&>(heap_);  // NOLINT(cppcoreguidelines-pro-type-const-cast): checks only
-    if (table != 0 && heap.check_block(table, 0)) {
-      // The entry count comes from shared memory: bound it by the table's block.
-      const std::uint64_t fits = (class_bytes(heap_.header(table)->size_class) - kBlockHeaderBytes) / 8;
-      const std::uint64_t used = std::min(slot.holdings_used.load(std::memory_order_relaxed), fits);
-      auto* list = reinterpret_cast<const std::atomic<std::uint64_t>*>(heap_.payload(table));  // NOLINT
-      for (std::uint64_t i = 0; i < used; ++i) info.held_blocks += list[i].load(std::memory_order_relaxed) != 0;
+    if (table != 0 && heap_.check_block(table, 0)) {
+      for (const auto& entry : holdings_table(table, slot.holdings_used.load(std::memory_order_relaxed))) {
+        info.held_blocks += entry.load(std::memory_order_relaxed) != 0;
+      }
       // The table itself is bookkeeping, not a message: leave it out of the counts.
       out.live_blocks -= std::min<std::uint64_t>(out.live_blocks, 1);
       out.live_bytes -= std::min(out.live_bytes, class_bytes(heap_.header(table)->size_class));

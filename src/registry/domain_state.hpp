@@ -14,6 +14,9 @@
 //   listed, unlisted before it is dropped, and handed to a ring only after it
 //   was unlisted.
 // * Within a process the holdings table is guarded by `holdings_mutex_`.
+// * Slot locks are open-file-description locks, shared by the threads of a
+//   process (they use one registry descriptor): two threads would both "own"
+//   a dead slot. `reclaim_mutex_` makes one thread at a time the reclaimer.
 //
 // Lifecycle: every attached process holds a shared lock on kLifecycleLockByte.
 // A detaching process that can turn it exclusive is the last one; if no named
@@ -25,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -114,6 +118,9 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   [[nodiscard]] std::string huge_file_path() const;
   Result<void, OpenError> take_slot();
   void reclaim_slot(std::uint32_t slot) noexcept;
+  /// The first `used` entries of a holdings table read from shared memory, checked.
+  [[nodiscard]] std::span<std::atomic<std::uint64_t>> holdings_table(std::uint64_t table,
+                                                                     std::uint64_t used) const noexcept;
   Result<void, LoanError> grow_holdings();
   void detach() noexcept;
   std::uint32_t count_queues_removing_leftovers() noexcept;
@@ -134,6 +141,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   bool attached_ = false;  // holds the shared lifecycle lock
   std::uint32_t epoch_ = 0;
 
+  std::mutex reclaim_mutex_;
   std::mutex holdings_mutex_;
   std::atomic<std::uint64_t>* holdings_ = nullptr;  // entries of the table block
   std::uint64_t holdings_capacity_ = 0;

@@ -61,7 +61,7 @@ TEST(Heap, ReferencesKeepBlocksAlive) {
   auto& heap = domain->heap();
   auto block = heap.allocate(1000);
   ASSERT_TRUE(block);
-  heap.add_ref(*block);
+  ASSERT_TRUE(heap.add_ref(*block));
   EXPECT_FALSE(heap.drop_ref(*block));
   EXPECT_EQ(domain->stats().live_blocks, 1U);
   EXPECT_TRUE(heap.drop_ref(*block));
