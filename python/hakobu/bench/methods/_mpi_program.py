@@ -42,7 +42,8 @@ def _library() -> str:
     """The first line of the MPI library's version (without the C string's NUL)."""
     from mpi4py import MPI
 
-    return MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
+    version: str = MPI.Get_library_version()  # typed as str even when mpi4py (and so its types) is missing
+    return version.replace("\0", "").strip().splitlines()[0]
 
 
 class RankZero(Mpi):

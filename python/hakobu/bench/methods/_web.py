@@ -19,7 +19,7 @@ imports every method module, FastAPI installed or not).
 import inspect
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union, cast
 
 import numpy as np
 
@@ -37,6 +37,13 @@ _POLL = 1.0  # s: a WebSocket receive wakes up this often to check that the peer
 _STOP_WITHIN = 10.0  # s for the stop request
 _IDLE = 3600  # s uvicorn keeps an idle keep-alive connection (its default, 5 s, is shorter than a 1 GiB check)
 _WS_MAX_SIZE = 1 << 40  # bytes: no practical limit on a WebSocket message (uvicorn's default is 16 MiB)
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def _route(decorator: Any) -> Callable[[_Endpoint], _Endpoint]:
+    """A FastAPI route decorator, typed whether FastAPI is installed or not (without it, mypy sees Any)."""
+    return cast("Callable[[_Endpoint], _Endpoint]", decorator)
 
 
 # --- the peer ---------------------------------------------------------------------------------
@@ -85,17 +92,17 @@ class HttpPeer(WebPeer):
 
         app = FastAPI()
 
-        @app.get("/ready")
+        @_route(app.get("/ready"))
         async def ready() -> Response:
             return PlainTextResponse("ready")
 
-        @app.post("/stop")
+        @_route(app.post("/stop"))
         async def stop_serving() -> Response:
             stop()
             return PlainTextResponse("stopping")
 
         # async def: one client at a time, so the work runs on the event loop without a thread hop.
-        @app.post("/echo")
+        @_route(app.post("/echo"))
         async def echo_array(request: Request) -> Response:
             body = await request.body()
             echo.arrived()
@@ -117,7 +124,7 @@ class WebSocketPeer(WebPeer):
 
         app = FastAPI()
 
-        @app.websocket("/ws")
+        @_route(app.websocket("/ws"))
         async def exchange(websocket: WebSocket) -> None:
             await websocket.accept()
             try:
