@@ -680,7 +680,8 @@ std::uint64_t test_seed() {
 void report(const Figures& figures, std::uint64_t seed) {
   std::cout << "[chaos] HAKOBU_CHAOS_SEED=" << run_seed() << " (test seed " << seed << ") " << figures.summary()
             << "\n";
-  ::testing::Test::RecordProperty("chaos", figures.summary());
+  static int runs = 0;
+  ::testing::Test::RecordProperty("chaos" + std::to_string(runs++), figures.summary());
 }
 
 Figures run_scenario(const Scenario& scenario) {
@@ -714,44 +715,52 @@ TEST(Chaos, RandomKillsProducersForwardersConsumers) {
 
 // --- injected kills: one test per kill point in src/ ------------------------------------------
 
-/// Which worker is killed at a point, at which pass, and what it may leak.
-Scenario injected(const std::string& point, std::mt19937_64& rng) {
-  struct Plan {
-    Stage stage;
-    Role victim;
-    std::uint64_t max_n;  // N is drawn from 1..max_n
-    std::uint64_t allowed_leak;
-  };
-  // allowed_leak: the README's "a kill can leak a block" where the window
-  // holds a reference nobody else lists (a claimed slot's or a loan's block,
-  // a counted attachment, an unlisted holding, a block being freed).
-  const std::map<std::string, Plan> plans = {
+// A message of this workload holds at most one attachment, so "one message's
+// blocks" (README, "Known limits") is at most two here.
+constexpr std::uint64_t kMessageBlocks = 2;
+
+/// Which worker is killed at a point, at which passes, and what it may leak.
+struct PointPlan {
+  Stage stage;
+  Role victim;
+  std::uint64_t max_n;         // N is drawn from 1..max_n
+  std::uint64_t allowed_leak;  // blocks left after every process exited and collect_garbage ran
+};
+
+PointPlan plan_for(const std::string& point) {
+  // allowed_leak: where the window holds a reference nobody else lists, the
+  // README's "a kill can leak a block" — the block of the message in flight
+  // (with its attachment), the fresh loan, the counted attachment.
+  const std::map<std::string, PointPlan> plans = {
       {"put.claimed", {Stage::Workload, Role::Producer, 100, 0}},
-      {"put.filled", {Stage::Workload, Role::Producer, 100, 1}},
-      {"get.claimed", {Stage::Workload, Role::Consumer, 60, 1}},
+      {"put.filled", {Stage::Workload, Role::Producer, 100, kMessageBlocks}},
+      {"get.claimed", {Stage::Workload, Role::Consumer, 60, kMessageBlocks}},
       {"get.listed", {Stage::Workload, Role::Consumer, 30, 0}},
       {"loan.allocated", {Stage::Workload, Role::Producer, 60, 1}},
       {"attach.counted", {Stage::Workload, Role::Forwarder, 30, 1}},
-      {"release.unlisted", {Stage::Workload, Role::Consumer, 30, 1}},
-      {"free.detached", {Stage::Workload, Role::Consumer, 30, 1}},
+      {"release.unlisted", {Stage::Workload, Role::Consumer, 30, kMessageBlocks}},
+      {"free.detached", {Stage::Workload, Role::Consumer, 30, kMessageBlocks}},
       {"carve.reserved", {Stage::Workload, Role::Producer, 3, 0}},
-      {"reclaim.dropped", {Stage::Reclaim, Role::Producer, 1, 1}},
+      // A dead holder of 4 loans is reclaimed by a process killed at its Nth entry.
+      {"reclaim.dropped", {Stage::Reclaim, Role::Producer, 4, 1}},
       {"detach.heap_removed", {Stage::Detach, Role::Producer, 1, 0}},
   };
   const auto found = plans.find(point);
   // A point added later: a producer at its first pass, and the general promise.
-  const Plan plan = found != plans.end() ? found->second : Plan{Stage::Workload, Role::Producer, 1, 1};
-  Scenario s;
-  s.producers = 2;
-  s.forwarders = 1;
-  s.consumers = 2;
-  s.per_producer = 100;
-  s.stage = plan.stage;
-  s.point = point;
-  s.victim = plan.victim;
-  s.n = std::uniform_int_distribution<std::uint64_t>(1, plan.max_n)(rng);
-  s.allowed_leak = plan.allowed_leak;
-  return s;
+  return found != plans.end() ? found->second : PointPlan{Stage::Workload, Role::Producer, 1, 1};
+}
+
+/// The passes N to kill at: HAKOBU_CHAOS_KILL_N alone if set, else
+/// HAKOBU_CHAOS_SWEEP (default 4) distinct values of 1..max_n (all if fewer).
+std::vector<std::uint64_t> passes(const PointPlan& plan, std::mt19937_64& rng) {
+  if (const std::uint64_t forced = env_number("HAKOBU_CHAOS_KILL_N", 0); forced > 0) return {forced};
+  const std::uint64_t sweep = std::max<std::uint64_t>(1, env_number("HAKOBU_CHAOS_SWEEP", 4));
+  std::vector<std::uint64_t> all(plan.max_n);
+  for (std::uint64_t n = 0; n < plan.max_n; ++n) all[n] = n + 1;
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(std::min<std::uint64_t>(sweep, plan.max_n));
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
 std::vector<std::string> kill_points() {
@@ -768,14 +777,28 @@ class KillPoint : public ::testing::TestWithParam<std::string> {};
 TEST_P(KillPoint, WorkerKilledThereLeavesTheOthersWhole) {
   if (!HAKOBU_CHAOS_KILL_POINTS_ON) GTEST_SKIP() << "the library was built without HAKOBU_KILL_POINTS";
   std::mt19937_64 rng(test_seed());
-  const Scenario scenario = injected(GetParam(), rng);
-  std::cout << "[chaos] " << GetParam() << ": the "
-            << (scenario.stage == Stage::Reclaim  ? "reclaiming process"
-                : scenario.stage == Stage::Detach ? "last process out"
-                                                  : role_name(scenario.victim))
-            << " dies at pass " << scenario.n << "\n";
-  const Figures figures = run_scenario(scenario);
-  EXPECT_EQ(figures.injected, 1U) << "the worker did not die at " << GetParam();
+  const std::string& point = GetParam();
+  const PointPlan plan = plan_for(point);
+  for (const std::uint64_t n : passes(plan, rng)) {
+    SCOPED_TRACE(point + ":" + std::to_string(n));
+    Scenario s;
+    s.producers = 2;
+    s.forwarders = 1;
+    s.consumers = 2;
+    s.per_producer = 100;
+    s.stage = plan.stage;
+    s.point = point;
+    s.victim = plan.victim;
+    s.n = n;
+    s.allowed_leak = plan.allowed_leak;
+    std::cout << "[chaos] " << point << ":" << n << ": the "
+              << (s.stage == Stage::Reclaim  ? "reclaiming process"
+                  : s.stage == Stage::Detach ? "last process out"
+                                             : role_name(s.victim))
+              << " dies there (HAKOBU_CHAOS_KILL_N=" << n << " to run this one alone)\n";
+    const Figures figures = run_scenario(s);
+    EXPECT_EQ(figures.injected, 1U) << "the worker did not die at " << point << ":" << n;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(KillPoints, KillPoint, ::testing::ValuesIn(kill_points()),
