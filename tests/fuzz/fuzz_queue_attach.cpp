@@ -1,0 +1,107 @@
+// fuzz_queue_attach — a queue file written by a buggy or hostile process:
+// Queue::open (attach-only) validates its header (QueueHeader), then the ring
+// protocol runs over fuzz-made control words and slot descriptors (SlotHeader).
+//
+// Each iteration makes a fresh domain fz<pid>q (16 MiB heap, no huge pages)
+// holding two loans (1000 and 300 bytes), then writes the input, byte for byte, as the file
+// /dev/shm/hakobu:fz<pid>q:q:f (mode 0600): a QueueHeader (448 bytes), then the
+// slots. If Queue::open accepts it: try_get, try_put (inline and by block),
+// get and put with a 1 ms timeout, a loan sent with try_put, size() and stats(),
+// each a few times, then Queue::remove (unlinking: the last handle to close
+// drains the ring, dropping the blocks its slots name). Every call must
+// return: libFuzzer's -timeout reports a hang.
+//
+// The input is raw (no block references): the loans lie at fixed offsets in a
+// fresh domain, and the seeds made by fuzz_seeds name them in their slots.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fuzz_support.hpp"
+#include "hakobu/hakobu.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string g_domain;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+
+[[noreturn]] void harness_broken(const std::string& what) {
+  std::fprintf(stderr, "fuzz_queue_attach: harness setup failed: %s\n", what.c_str());
+  std::abort();
+}
+
+hakobu::QueueOptions queue_options() {
+  hakobu::QueueOptions options;
+  options.spin = 0ns;
+  options.domain.name = g_domain;
+  options.domain.heap_capacity = std::uint64_t{16} << 20;
+  options.domain.cache_limit = std::uint64_t{256} << 10;
+  options.domain.huge_pages = hakobu::HugePages::Never;
+  return options;
+}
+
+void inspect(hakobu::Sample& sample) {
+  hakobu::fuzz::touch(sample.bytes());
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (auto a = sample.attachment(i)) hakobu::fuzz::touch(*a);
+  }
+  if (sample.kind() == hakobu::MessageKind::Array) (void)sample.array();
+}
+
+void exercise(hakobu::Queue& queue) {
+  std::vector<hakobu::Sample> held;
+  const auto keep = [&](hakobu::Result<hakobu::Sample, hakobu::GetError> got) {
+    if (!got) return;
+    inspect(*got);
+    held.push_back(std::move(*got));
+  };
+  std::byte small[16] = {};
+  std::vector<std::byte> large(1000, std::byte{0x5A});
+  for (int round = 0; round < 3; ++round) {
+    keep(queue.try_get());
+    (void)queue.try_put(small);
+    (void)queue.try_put(large);
+    keep(queue.get(1ms));
+    (void)queue.put(small, 1ms);
+    if (auto loan = queue.loan(500)) (void)queue.try_put(*loan);
+    keep(queue.try_get());
+    (void)queue.size();
+    (void)queue.stats();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  g_domain = hakobu::fuzz::domain_name("q");
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const hakobu::fuzz::LeakCheck leaks(g_domain);
+  const auto options = queue_options();
+  auto domain = hakobu::Domain::open(options.domain);
+  if (!domain) harness_broken(domain.error().message);
+  // Blocks for the slots to name (see fuzz_seeds.cpp).
+  auto data_loan = domain->loan(1000);
+  auto message = domain->loan(300);
+  if (!data_loan || !message) harness_broken("loans");
+
+  hakobu::fuzz::write_file("hakobu:" + g_domain + ":q:f",
+                           std::as_bytes(std::span(reinterpret_cast<const char*>(data), size)));  // NOLINT
+  {
+    auto queue = hakobu::Queue::open("f", hakobu::OpenMode::AttachOnly, options);
+    if (queue) {
+      exercise(*queue);
+      (void)hakobu::Queue::remove("f", g_domain);
+    }
+  }
+  return 0;
+}

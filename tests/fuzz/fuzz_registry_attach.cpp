@@ -1,0 +1,265 @@
+// fuzz_registry_attach — a domain registry (RegistryHeader: header fields,
+// free-list heads, process slots and their holdings tables) damaged by a buggy
+// or hostile process, met by a process that attaches: Domain::open validates
+// the header, takes a slot and collects garbage (reclaims what dead processes
+// held, walking their holdings tables); then collect_garbage(), stats(), loans
+// (popping the free lists) and the queue "keep" of the domain (try_get).
+//
+// Once, in LLVMFuzzerInitialize, a forked child builds domain fz<pid>r: a
+// queue "keep" (8 slots) holding messages (1000 bytes with no attachment,
+// 70000 bytes, 8 inline bytes), and it dies holding a 4096-byte loan, a
+// 300-byte loan attached to the first message's block, and a received sample.
+// The three files are kept in memory as a template. Each iteration writes the
+// template back to /dev/shm, damaged by the input, then attaches.
+//
+// Input: records (fuzz_support.hpp: op byte, [index], u64 value; block
+// references resolve against the known blocks: the dead process's holdings
+// table, then the blocks it lists, then the blocks in the ring).
+//   op 0x00-0x0F: header field (0 magic, 1 layout_version, 2 max_processes,
+//                 3 file_bytes, 4 heap_capacity, 5 cache_limit, 6 named_objects,
+//                 7 heap_top, 8 live_bytes, 9 live_blocks, 10 cached_bytes,
+//                 11 huge_top, 12 huge_capacity, 13 huge_page_size,
+//                 14-15 huge_directory bytes 0-7 and 8-15)
+//   op 0x10-0x3F: process slot (op - 0x10) / 8 (0 is the dead child's), field
+//                 (op - 0x10) % 8: 0 state, 1 generation, 2 pid, 3 reserved0,
+//                 4 holdings, 5 holdings_capacity, 6 holdings_used, 7 reserved1[0]
+//   op 0x40-0xDF: free_lists[op - 0x40].head
+//   op 0xE0-0xFF: a u8 index picks a known block; field (op - 0xE0) % 16 of it
+//                 (BlockField; PayloadWord reads a u16 index, AttachmentEntry a u8)
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "channel/ring.hpp"
+#include "fuzz_support.hpp"
+#include "hakobu/hakobu.hpp"
+#include "memory/layout.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hakobu::detail::ProcessSlot;
+using hakobu::detail::RegistryHeader;
+using hakobu::fuzz::BlockField;
+
+// NOLINTBEGIN(cppcoreguidelines-avoid-non-const-global-variables): the template, built once
+std::string g_domain;
+std::vector<std::byte> g_registry;
+std::vector<std::byte> g_heap;
+std::vector<std::byte> g_queue;
+std::vector<std::uint64_t> g_blocks;
+// NOLINTEND(cppcoreguidelines-avoid-non-const-global-variables)
+
+[[noreturn]] void harness_broken(const std::string& what) {
+  std::fprintf(stderr, "fuzz_registry_attach: harness setup failed: %s\n", what.c_str());
+  std::abort();
+}
+
+hakobu::QueueOptions queue_options() {
+  hakobu::QueueOptions options;
+  options.capacity = 8;
+  options.spin = 0ns;
+  options.domain.name = g_domain;
+  options.domain.heap_capacity = std::uint64_t{16} << 20;
+  options.domain.cache_limit = std::uint64_t{256} << 10;
+  options.domain.huge_pages = hakobu::HugePages::Never;
+  return options;
+}
+
+std::string file(const char* suffix) {
+  return "hakobu:" + g_domain + ":" + suffix;
+}
+
+// The child: builds the domain and dies holding loans and a sample.
+[[noreturn]] void die_holding_things() {
+  auto queue = hakobu::Queue::create("keep", queue_options());
+  if (!queue) _exit(10);
+  auto first = queue->loan(1000);
+  auto held = queue->loan(300, hakobu::MessageKind::Bytes, 2);
+  auto scratch = queue->loan(4096);
+  if (!first || !held || !scratch) _exit(11);
+  std::memset(first->bytes().data(), 0x31, 1000);
+  std::memset(scratch->bytes().data(), 0, 4096);
+  if (!held->attach(*first)) _exit(12);
+  if (!queue->try_put(*first)) _exit(13);
+  auto second = queue->loan(70000);
+  if (!second || !queue->try_put(*second)) _exit(14);
+  const std::byte small[8] = {};
+  if (!queue->try_put(small)) _exit(15);
+  auto sample = queue->try_get();  // the first message: now held by this process too
+  if (!sample) _exit(16);
+  _exit(0);  // no destructors: the slot stays ACTIVE with its holdings listed
+}
+
+void build_template() {
+  hakobu::fuzz::remove_domain_files(g_domain);
+  const pid_t child = ::fork();
+  if (child < 0) harness_broken("fork");
+  if (child == 0) die_holding_things();
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    harness_broken("the child that builds the domain failed (status " + std::to_string(status) + ")");
+  }
+  g_registry = hakobu::fuzz::read_file(file("registry"));
+  g_heap = hakobu::fuzz::read_file(file("heap"));
+  g_queue = hakobu::fuzz::read_file(file("q:keep"));
+  hakobu::fuzz::remove_domain_files(g_domain);
+  if (g_registry.size() < sizeof(RegistryHeader) || g_queue.size() < sizeof(hakobu::detail::QueueHeader)) {
+    harness_broken("the template files are too short");
+  }
+
+  // Known blocks: the dead process's holdings table and what it lists, then the ring's blocks.
+  const auto* registry = reinterpret_cast<const RegistryHeader*>(g_registry.data());  // NOLINT
+  for (const ProcessSlot& slot : registry->processes) {
+    if (slot.state.load() != hakobu::detail::kSlotActive) continue;
+    const std::uint64_t table = slot.holdings.load();
+    g_blocks.push_back(table);
+    for (std::uint64_t i = 0; i < slot.holdings_used.load(); ++i) {
+      std::uint64_t entry = 0;
+      std::memcpy(&entry, g_heap.data() + table + hakobu::detail::kBlockHeaderBytes + 8 * i, 8);
+      if (entry != 0) g_blocks.push_back(entry);
+    }
+  }
+  const auto* queue = reinterpret_cast<const hakobu::detail::QueueHeader*>(g_queue.data());  // NOLINT
+  for (std::uint64_t i = 0; i < queue->capacity; ++i) {
+    const auto* s = reinterpret_cast<const hakobu::detail::SlotHeader*>(  // NOLINT
+        g_queue.data() + sizeof(hakobu::detail::QueueHeader) + i * queue->slot_bytes);
+    if (s->block != 0) g_blocks.push_back(s->block);
+  }
+  if (g_blocks.size() < 4) harness_broken("the template has too few blocks");
+}
+
+template <class T>
+void put(std::vector<std::byte>& image, std::size_t offset, std::uint64_t value) {
+  const auto narrowed = static_cast<T>(value);
+  std::memcpy(image.data() + offset, &narrowed, sizeof narrowed);
+}
+
+void damage_header(std::vector<std::byte>& r, unsigned field, std::uint64_t v) {
+  switch (field) {
+    case 0: put<std::uint64_t>(r, offsetof(RegistryHeader, magic), v); break;
+    case 1: put<std::uint32_t>(r, offsetof(RegistryHeader, layout_version), v); break;
+    case 2: put<std::uint32_t>(r, offsetof(RegistryHeader, max_processes), v); break;
+    case 3: put<std::uint64_t>(r, offsetof(RegistryHeader, file_bytes), v); break;
+    case 4: put<std::uint64_t>(r, offsetof(RegistryHeader, heap_capacity), v); break;
+    case 5: put<std::uint64_t>(r, offsetof(RegistryHeader, cache_limit), v); break;
+    case 6: put<std::uint32_t>(r, offsetof(RegistryHeader, named_objects), v); break;
+    case 7: put<std::uint64_t>(r, offsetof(RegistryHeader, heap_top), v); break;
+    case 8: put<std::uint64_t>(r, offsetof(RegistryHeader, live_bytes), v); break;
+    case 9: put<std::uint64_t>(r, offsetof(RegistryHeader, live_blocks), v); break;
+    case 10: put<std::uint64_t>(r, offsetof(RegistryHeader, cached_bytes), v); break;
+    case 11: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_top), v); break;
+    case 12: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_capacity), v); break;
+    case 13: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_page_size), v); break;
+    case 14: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_directory), v); break;
+    default: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_directory) + 8, v); break;
+  }
+}
+
+void damage_slot(std::vector<std::byte>& r, unsigned slot, unsigned field, std::uint64_t v) {
+  const std::size_t at = offsetof(RegistryHeader, processes) + slot * sizeof(ProcessSlot);
+  switch (field) {
+    case 0: put<std::uint32_t>(r, at + offsetof(ProcessSlot, state), v); break;
+    case 1: put<std::uint32_t>(r, at + offsetof(ProcessSlot, generation), v); break;
+    case 2: put<std::uint32_t>(r, at + offsetof(ProcessSlot, pid), v); break;
+    case 3: put<std::uint32_t>(r, at + offsetof(ProcessSlot, reserved0), v); break;
+    case 4: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings), v); break;
+    case 5: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings_capacity), v); break;
+    case 6: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings_used), v); break;
+    default: put<std::uint64_t>(r, at + offsetof(ProcessSlot, reserved1), v); break;
+  }
+}
+
+void damage(hakobu::fuzz::Input& in, std::vector<std::byte>& registry, std::vector<std::byte>& heap) {
+  while (!in.empty()) {
+    const std::uint8_t op = in.u8();
+    if (op < 0x10) {
+      damage_header(registry, op, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else if (op < 0x40) {
+      damage_slot(registry, (op - 0x10U) / 8U, (op - 0x10U) % 8U, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else if (op < 0xE0) {
+      const std::size_t at = offsetof(RegistryHeader, free_lists) + (op - 0x40U) * sizeof(hakobu::detail::FreeList);
+      put<std::uint64_t>(registry, at, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else {
+      const std::uint64_t block = g_blocks[in.u8() % g_blocks.size()];
+      const unsigned field = (op - 0xE0U) % 16U;
+      std::uint16_t index = 0;
+      if (field == static_cast<unsigned>(BlockField::PayloadWord)) index = in.u16();
+      if (field == static_cast<unsigned>(BlockField::AttachmentEntry)) index = in.u8();
+      const std::uint64_t value = hakobu::fuzz::resolve(in.u64(), g_blocks);
+      if (field >= static_cast<unsigned>(BlockField::Count)) continue;
+      if (block > g_heap.size() || g_heap.size() - block < sizeof(hakobu::detail::BlockHeader)) continue;
+      // The block's extent and table before any damage (from the template).
+      hakobu::detail::BlockHeader original{};
+      std::memcpy(static_cast<void*>(&original), g_heap.data() + block, sizeof original);
+      hakobu::fuzz::patch_block(
+          heap.data(), heap.size(), block,
+          std::min<std::uint64_t>(hakobu::detail::class_bytes(original.size_class), heap.size() - block),
+          original.attachment_table, static_cast<BlockField>(field), value, index);
+    }
+  }
+}
+
+void inspect(hakobu::Sample& sample) {
+  hakobu::fuzz::touch(sample.bytes());
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (auto a = sample.attachment(i)) hakobu::fuzz::touch(*a);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  g_domain = hakobu::fuzz::domain_name("r");
+  build_template();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const hakobu::fuzz::LeakCheck leaks(g_domain);
+  std::vector<std::byte> registry = g_registry;
+  std::vector<std::byte> heap = g_heap;
+  hakobu::fuzz::Input in(data, size);
+  damage(in, registry, heap);
+  hakobu::fuzz::write_file(file("heap"), heap);
+  hakobu::fuzz::write_file(file("q:keep"), g_queue);
+  hakobu::fuzz::write_file(file("registry"), registry);
+
+  const auto options = queue_options();
+  auto domain = hakobu::Domain::open(options.domain);  // collects the dead child's garbage
+  if (!domain) return 0;
+  (void)domain->collect_garbage();
+  (void)domain->stats();
+  {
+    std::vector<hakobu::Loan> loans;
+    for (const std::size_t bytes : {std::size_t{300}, std::size_t{1000}, std::size_t{4096}, std::size_t{70000}}) {
+      if (auto loan = domain->loan(bytes)) {
+        std::memset(loan->bytes().data(), 0x55, bytes);
+        loans.push_back(std::move(*loan));
+      }
+    }
+  }
+  auto queue = hakobu::Queue::open("keep", hakobu::OpenMode::AttachOnly, options);
+  if (queue) {
+    std::vector<hakobu::Sample> samples;
+    for (int i = 0; i < 4; ++i) {
+      auto sample = queue->try_get();
+      if (!sample) continue;
+      inspect(*sample);
+      samples.push_back(std::move(*sample));
+    }
+    samples.clear();
+    (void)domain->stats();
+    (void)hakobu::Queue::remove("keep", g_domain);
+  }
+  return 0;
+}

@@ -1,0 +1,294 @@
+// fuzz_seeds — writes the seed corpora of the fuzz targets:
+//
+//   build/fuzz/tests/fuzz/fuzz_seeds tests/fuzz/corpus
+//
+// writes DIR/<target>/<seed> for every target. Array messages and queue files
+// are made by the library itself (so they are valid to begin with); the
+// record-based targets get small hand-made records (formats in each target's
+// header comment), each aimed at one reader of damaged shared memory.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "channel/ring.hpp"
+#include "fuzz_support.hpp"
+#include "hakobu/hakobu.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hakobu::fuzz::block_ref;
+using hakobu::fuzz::BlockField;
+using hakobu::fuzz::packed_block_ref;
+using Bytes = std::vector<std::uint8_t>;
+
+std::string g_out;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "fuzz_seeds: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void save(const std::string& target, const std::string& name, std::span<const std::uint8_t> bytes) {
+  const std::string dir = g_out + "/" + target;
+  ::mkdir(dir.c_str(), 0755);
+  const std::string path = dir + "/" + name;
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fclose(f) != 0) {
+    fail("cannot write " + path);
+  }
+}
+
+// --- records --------------------------------------------------------------------
+
+struct Records {
+  Bytes bytes;
+  explicit Records(std::uint8_t first) { bytes.push_back(first); }
+  Records() = default;
+  Records& op(std::uint8_t code) {
+    bytes.push_back(code);
+    return *this;
+  }
+  Records& u8(std::uint8_t value) {
+    bytes.push_back(value);
+    return *this;
+  }
+  Records& u16(std::uint16_t value) {
+    bytes.push_back(static_cast<std::uint8_t>(value));
+    bytes.push_back(static_cast<std::uint8_t>(value >> 8U));
+    return *this;
+  }
+  Records& u64(std::uint64_t value) {
+    for (unsigned i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(value >> (8U * i)));
+    return *this;
+  }
+};
+
+constexpr std::uint8_t block_op(unsigned block, BlockField field) {
+  return static_cast<std::uint8_t>(block << 4U | static_cast<unsigned>(field));
+}
+constexpr std::uint8_t slot_op(unsigned slot, unsigned field) {
+  return static_cast<std::uint8_t>(0x60U | slot << 2U | field);
+}
+
+// Blocks of fuzz_block: 0 arr, 1 msg, 2 data0, 3 data1, 4 holdings table, 5 spare.
+void block_seeds() {
+  const std::string t = "fuzz_block";
+  constexpr unsigned kArr = 0;
+  constexpr unsigned kMsg = 1;
+  constexpr unsigned kData0 = 2;
+  constexpr unsigned kData1 = 3;
+  constexpr unsigned kHoldings = 4;
+  constexpr unsigned kSpare = 5;
+  save(t, "send-all", Records(0x1E).bytes);
+  save(t, "send-all-trim", Records(0x3F).bytes);
+  save(t, "msg-huge-size-class", Records(0x04).op(block_op(kMsg, BlockField::SizeClass)).u64(159).bytes);
+  save(t, "msg-huge-size-class-late", Records(0x25).op(block_op(kMsg, BlockField::SizeClass)).u64(120).bytes);
+  save(t, "msg-attachment-count", Records(0x05).op(block_op(kMsg, BlockField::AttachmentCount)).u64(0xFFFF'FFFF).bytes);
+  save(t, "msg-attachment-table",
+       Records(0x05).op(block_op(kMsg, BlockField::AttachmentTable)).u64(std::uint64_t{1} << 40).bytes);
+  save(t, "msg-entry-inside-data1",
+       Records(0x05).op(block_op(kMsg, BlockField::AttachmentEntry)).u8(1).u64(block_ref(kData1, 4096)).bytes);
+  save(t, "msg-entry-self",
+       Records(0x05).op(block_op(kMsg, BlockField::AttachmentEntry)).u8(0).u64(block_ref(kMsg)).bytes);
+  save(t, "arr-entry-is-holdings",
+       Records(0x03).op(block_op(kArr, BlockField::AttachmentEntry)).u8(0).u64(block_ref(kHoldings)).bytes);
+  save(t, "arr-meta-shape",
+       Records(0x02).op(block_op(kArr, BlockField::PayloadWord)).u16(1).u64(0x7FFF'FFFF'FFFF'FFFFULL).bytes);
+  save(t, "data0-refs-zero", Records(0x06).op(block_op(kData0, BlockField::Refs)).u64(0).bytes);
+  save(t, "data0-payload-bytes", Records(0x07).op(block_op(kData0, BlockField::PayloadBytes)).u64(~0ULL).bytes);
+  save(t, "data1-backed-bytes", Records(0x0C).op(block_op(kData1, BlockField::BackedBytes)).u64(64).bytes);
+  save(t, "data1-next-free-self",
+       Records(0x2C).op(block_op(kData1, BlockField::NextFree)).u64(packed_block_ref(kData1)).bytes);
+  save(t, "holdings-size-class", Records(0x06).op(block_op(kHoldings, BlockField::SizeClass)).u64(150).bytes);
+  save(t, "spare-attachment-table",
+       Records(0x04).op(block_op(kSpare, BlockField::AttachmentTable)).u64(std::uint64_t{1} << 32).bytes);
+  save(t, "spare-attachment-count", Records(0x04).op(block_op(kSpare, BlockField::AttachmentCount)).u64(1).bytes);
+  save(t, "slot-names-data0",
+       Records(0x10)
+           .op(slot_op(0, 3))
+           .u64(block_ref(kData0))
+           .op(slot_op(0, 2))
+           .u64(1000)
+           .op(slot_op(0, 1))
+           .u64(1)
+           .bytes);
+  save(t, "slot-names-arr-data", Records(0x12).op(slot_op(0, 3)).u64(block_ref(kData0)).op(slot_op(0, 1)).u64(2).bytes);
+  save(t, "slot-inline-too-long", Records(0x10).op(slot_op(0, 2)).u64(4096).bytes);
+  save(t, "slot-control-ahead", Records(0x10).op(slot_op(1, 0)).u64(0x0000'0200'0000'0001ULL).bytes);
+}
+
+// fuzz_registry_attach: known blocks are the dead child's holdings table (0), what it lists (1 the
+// first message it received, 2 its 300-byte loan, 3 its 4096-byte loan), then the ring's (4 first, 5 second).
+void registry_seeds() {
+  const std::string t = "fuzz_registry_attach";
+  save(t, "as-left", Records().bytes);
+  save(t, "holdings-used-huge", Records().op(0x16).u64(std::uint64_t{1} << 40).bytes);
+  save(t, "holdings-table-size-class", Records().op(0xE1).u8(0).u64(159).bytes);
+  save(t, "holdings-table-is-scratch", Records().op(0x14).u64(block_ref(3)).op(0x16).u64(64).bytes);
+  save(t, "holdings-entry-inside", Records().op(0xE9).u8(0).u8(0).u64(block_ref(2, 64)).bytes);
+  save(t, "holdings-lists-table", Records().op(0xE9).u8(0).u8(1).u64(block_ref(0)).bytes);
+  save(t, "second-dead-slot",
+       Records().op(0x18).u64(1).op(0x19).u64(7).op(0x1C).u64(block_ref(5)).op(0x1E).u64(8).bytes);
+  save(t, "free-list-class-9-loop",
+       Records().op(0x40 + 9).u64(packed_block_ref(1)).op(0xE4).u8(1).u64(packed_block_ref(1)).bytes);
+  save(t, "refs-zero-then-attach", Records().op(0xE2).u8(3).u64(0).bytes);
+  save(t, "heap-top-beyond", Records().op(0x07).u64(std::uint64_t{1} << 40).bytes);
+  save(t, "bad-magic", Records().op(0x00).u64(0x1234).bytes);
+  save(t, "huge-segment",
+       Records()
+           .op(0x0C)
+           .u64(std::uint64_t{2} << 20)
+           .op(0x0D)
+           .u64(std::uint64_t{2} << 20)
+           .op(0x0E)
+           .u64(0x2F706D742F)
+           .bytes);
+  save(t, "cache-limit-zero", Records().op(0x05).u64(0).op(0x0A).u64(~0ULL).bytes);
+}
+
+// --- arrays ---------------------------------------------------------------------
+
+void array_seed(const std::string& name, hakobu::DType dtype, std::vector<std::int64_t> shape,
+                std::vector<std::int64_t> strides, std::int64_t byte_offset, std::string typestr, std::size_t data,
+                bool external) {
+  const std::size_t meta = hakobu::array_meta_size(shape.size(), typestr.size());
+  std::vector<std::byte> message(meta + (external ? 0 : data));
+  hakobu::write_array_meta(std::span(message).first(meta), dtype, shape, strides, byte_offset, typestr,
+                           hakobu::Order::C, external ? 1 : 0);
+  for (std::size_t i = meta; i < message.size(); ++i) message[i] = static_cast<std::byte>(i);
+  Bytes out;
+  out.push_back(external ? 1 : 0);
+  if (external) {
+    out.push_back(static_cast<std::uint8_t>(message.size()));
+    out.push_back(static_cast<std::uint8_t>(message.size() >> 8U));
+  }
+  for (const auto b : message) out.push_back(static_cast<std::uint8_t>(b));
+  if (external) out.insert(out.end(), data, 0x7E);
+  save("fuzz_array_header", name, out);
+}
+
+void array_seeds() {
+  using hakobu::DType;
+  using hakobu::DTypeCode;
+  array_seed("f32-vector", DType::of<float>(), {6}, {}, 0, "", 24, false);
+  array_seed("i16-matrix", DType::of<std::int16_t>(), {3, 4}, {}, 0, "", 24, false);
+  array_seed("f64-scalar", DType::of<double>(), {}, {}, 0, "", 8, false);
+  array_seed("u8-reversed", DType::of<std::uint8_t>(), {2, 5}, {-5, -1}, 9, "", 10, false);
+  array_seed("u8-broadcast", DType::of<std::uint8_t>(), {1000, 3}, {0, 1}, 0, "", 3, false);
+  array_seed("empty", DType::of<std::int32_t>(), {0, 7}, {}, 0, "", 0, false);
+  array_seed("datetime-typestr", DType{DTypeCode::Int, 64, 1}, {3}, {}, 0, "<M8[ns]", 24, false);
+  array_seed("complex-lanes", DType{DTypeCode::Complex, 64, 2}, {2}, {}, 0, "", 32, false);
+  array_seed("f32-by-reference", DType::of<float>(), {4, 2}, {8, 4}, 16, "", 48, true);
+  array_seed("u16-by-reference-fortran", DType::of<std::uint16_t>(), {3, 3}, {2, 6}, 0, "", 18, true);
+}
+
+// --- queue files ------------------------------------------------------------------
+
+hakobu::QueueOptions queue_options(const std::string& domain, std::size_t capacity, std::size_t inline_capacity) {
+  hakobu::QueueOptions options;
+  options.capacity = capacity;
+  options.inline_capacity = inline_capacity;
+  options.spin = 0ns;
+  options.domain.name = domain;
+  options.domain.heap_capacity = std::uint64_t{16} << 20;
+  options.domain.cache_limit = std::uint64_t{256} << 10;
+  options.domain.huge_pages = hakobu::HugePages::Never;
+  return options;
+}
+
+// As fuzz_queue_attach sets up its domain: two loans, 1000 and 300 bytes, so
+// block offsets in these files name the target's blocks. `fill` puts messages.
+template <class Fill>
+Bytes queue_file(std::size_t capacity, std::size_t inline_capacity, Fill&& fill) {
+  const std::string domain = hakobu::fuzz::domain_name("seeds");
+  const auto options = queue_options(domain, capacity, inline_capacity);
+  Bytes out;
+  {
+    auto d = hakobu::Domain::open(options.domain);
+    if (!d) fail(d.error().message);
+    auto data_loan = d->loan(1000);
+    auto message = d->loan(300);
+    if (!data_loan || !message) fail("loans");
+    auto queue = hakobu::Queue::create("f", options);
+    if (!queue) fail(queue.error().message);
+    fill(*queue, *message);
+    for (const auto b : hakobu::fuzz::read_file("hakobu:" + domain + ":q:f"))
+      out.push_back(static_cast<std::uint8_t>(b));
+    (void)queue->unlink();
+  }
+  hakobu::fuzz::remove_domain_files(domain);
+  return out;
+}
+
+std::span<std::uint8_t> slot_bytes(Bytes& file, std::size_t index) {
+  const auto* header = reinterpret_cast<const hakobu::detail::QueueHeader*>(file.data());  // NOLINT
+  return std::span(file).subspan(sizeof(hakobu::detail::QueueHeader) + index * header->slot_bytes,
+                                 hakobu::detail::kSlotHeaderBytes);
+}
+
+void queue_seeds() {
+  const std::string t = "fuzz_queue_attach";
+  const std::byte small[8] = {std::byte{1}, std::byte{2}, std::byte{3}};
+  const std::vector<std::byte> large(1000, std::byte{0x6B});
+  save(t, "empty-4", queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {}));
+  save(t, "mixed-4", queue_file(4, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, hakobu::Loan& message) {
+         (void)q.try_put(small);
+         (void)q.try_put(message);
+         (void)q.try_put(large);
+       }));
+  save(t, "full-1", queue_file(1, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); }));
+  save(t, "wrapped-2", queue_file(2, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, auto&) {
+         for (int i = 0; i < 5; ++i) {
+           (void)q.try_put(small);
+           (void)q.try_get();
+         }
+         (void)q.try_put(small);
+       }));
+  save(t, "no-inline-8", queue_file(8, 0, [&](hakobu::Queue& q, hakobu::Loan& message) {
+         (void)q.try_put(message);
+         (void)q.try_put(large);
+       }));
+  Bytes unlinked = queue_file(4, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); });
+  const std::uint32_t flag = hakobu::detail::kQueueUnlinked;
+  std::memcpy(unlinked.data() + offsetof(hakobu::detail::QueueHeader, flags), &flag, 4);
+  save(t, "unlinked-4", unlinked);
+  // A producer that died while writing slot 0 (token: slot 5, generation 1).
+  Bytes claimed = queue_file(4, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); });
+  const std::uint64_t writing = hakobu::detail::make_control(0, hakobu::detail::SlotState::Writing, 5U | 1U << 10U);
+  std::memcpy(slot_bytes(claimed, 0).data(), &writing, 8);
+  save(t, "dead-writer-4", claimed);
+  // Positions far ahead of the hints: every claimer has to skip forward.
+  Bytes ahead = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+  for (std::size_t i = 0; i < 4; ++i) {
+    const std::uint64_t far =
+        hakobu::detail::make_control(i + (std::uint64_t{1} << 20), hakobu::detail::SlotState::Full, 0);
+    std::memcpy(slot_bytes(ahead, i).data(), &far, 8);
+  }
+  save(t, "positions-ahead-4", ahead);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR (e.g. tests/fuzz/corpus)\n", argv[0]);
+    return 2;
+  }
+  g_out = argv[1];
+  ::mkdir(g_out.c_str(), 0755);
+  array_seeds();
+  block_seeds();
+  queue_seeds();
+  registry_seeds();
+  std::printf("seeds written to %s\n", g_out.c_str());
+  return 0;
+}

@@ -1,0 +1,67 @@
+#!/bin/sh
+# Runs the fuzz targets for a bounded time each, as CI does (ctest runs it per target):
+#   1. replays every input of tests/fuzz/regressions/<target>/ (each once: all must pass);
+#   2. fuzzes for SECONDS, starting from tests/fuzz/corpus/<target>/ (read-only) and
+#      a scratch corpus under the build directory that keeps growing between runs.
+# Crashes, leaks and timeouts are saved in BUILD/artifacts/<target>/.
+#
+# Usage: tests/fuzz/run.sh [-b BUILD_DIR] [-t SECONDS] [TARGET...]
+#   BUILD_DIR  where the fuzz binaries are (default: build/fuzz/tests/fuzz)
+#   SECONDS    fuzzing time per target (default: 30; 0 replays the regressions only)
+#   TARGET     default: all four. Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 ...".
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+build="$here/../../build/fuzz/tests/fuzz"
+seconds=30
+while getopts b:t: opt; do
+  case $opt in
+    b) build=$OPTARG ;;
+    t) seconds=$OPTARG ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+targets=${*:-"fuzz_array_header fuzz_block fuzz_queue_attach fuzz_registry_attach"}
+flags="-timeout=10 -rss_limit_mb=4096"
+status=0
+
+for target in $targets; do
+  bin="$build/$target"
+  if [ ! -x "$bin" ]; then
+    echo "run.sh: $bin is missing: cmake --preset fuzz && cmake --build --preset fuzz" >&2
+    exit 2
+  fi
+  artifacts="$build/artifacts/$target"
+  work="$build/corpus/$target"
+  mkdir -p "$artifacts" "$work"
+
+  # 1. Regressions: inputs that once crashed or hung.
+  failed=0
+  replayed=0
+  for input in "$here/regressions/$target"/*; do
+    [ -f "$input" ] || continue
+    replayed=$((replayed + 1))
+    log="$artifacts/replay-$(basename "$input").log"
+    if ! "$bin" $flags "$input" >"$log" 2>&1; then
+      echo "FAIL $target: regression $(basename "$input") (log: $log)"
+      grep -E "ERROR|SUMMARY|#[0-5] |ALARM|deadly" "$log" | head -12
+      failed=$((failed + 1))
+    fi
+  done
+  echo "$target: $replayed regression input(s) replayed, $failed failed"
+  [ "$failed" -eq 0 ] || status=1
+
+  # 2. Fuzzing for a bounded time.
+  [ "$seconds" -gt 0 ] || continue
+  log="$artifacts/fuzz.log"
+  # shellcheck disable=SC2086 # flags are word lists
+  if "$bin" $flags ${FUZZ_FLAGS:-} -max_total_time="$seconds" -print_final_stats=1 \
+    -artifact_prefix="$artifacts/" "$work" "$here/corpus/$target" >"$log" 2>&1; then
+    echo "$target: fuzzed ${seconds}s: $(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$log" | tail -1)"
+  else
+    echo "FAIL $target: fuzzing found a problem (log: $log; inputs in $artifacts/)"
+    grep -E "ERROR|SUMMARY|#[0-5] |ALARM|deadly|Test unit written" "$log" | head -16
+    status=1
+  fi
+done
+exit $status
