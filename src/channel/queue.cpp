@@ -22,6 +22,8 @@ namespace {
 // A consumer waiting behind a slot claimed by another process re-checks that
 // the claimer is alive this often.
 constexpr std::int64_t kStuckCheckNs = 20'000'000;
+// A try that gave up after its bounded steps (Attempt::Busy) is retried this often.
+constexpr std::int64_t kBusyRecheckNs = 1'000'000;
 
 }  // namespace
 
@@ -29,8 +31,10 @@ constexpr const char* kClosedHandle =
     "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
     "child)";
 
-/// Outcome of one try (Done, Empty, Full, Pending, Corrupt, OutOfMemory) or of a wait.
-enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
+/// Outcome of one try (Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory) or of a wait.
+/// Busy: the try gave up after a bounded number of steps (a damaged ring, or
+/// very heavy contention); the caller's wait loop tries again within its deadline.
+enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
 
 class QueueState {
  public:
@@ -121,6 +125,8 @@ QueueState::~QueueState() {
     }
   }
   platform::unmap(header, map_bytes);
+  if (domain && domain->forked_away()) return;  // the fork handler closed it (the number may be reused)
+  if (fd >= 0) keep_after_fork(fd);
   platform::close_fd(fd);
 }
 
@@ -137,26 +143,26 @@ Result<void, OpenError> QueueState::map_all(std::uint64_t bytes) {
 // others see a complete queue under its name or none at all. Fails with
 // AlreadyExists if the name is taken.
 Result<void, OpenError> QueueState::create(const QueueOptions& options) {
-  static std::atomic<unsigned> counter{0};
   capacity = std::bit_ceil(std::max<std::size_t>(options.capacity, 1));
   mask = capacity - 1;
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
-  const std::string temporary = domain->file_name("new:" + name + ":" + std::to_string(platform::process_id()) + ":" +
-                                                  std::to_string(counter.fetch_add(1, std::memory_order_relaxed)));
-  auto created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
-  if (!created && created.error().code == EEXIST) {
-    // Left by a dead process that had our pid: the name is ours now.
-    (void)platform::shm_remove(temporary);
-    created = platform::shm_open_file(temporary, O_RDWR | O_CREAT | O_EXCL, 0600);
-  }
-  if (!created) return to_open_error(created);
+  // An unguessable temporary name: processes of other PID namespaces share
+  // /dev/shm and may have our pid; nobody may predict, take or remove it.
+  char nonce[40];
+  (void)std::snprintf(nonce, sizeof nonce, "%016llx%016llx", static_cast<unsigned long long>(platform::random_u64()),
+                      static_cast<unsigned long long>(platform::random_u64()));
+  const std::string temporary = domain->file_name("new:" + name + ":" + nonce);
+  auto created = open_domain_file({temporary, true, "queue '" + name + "'"}, true);
+  if (!created) return std::move(created).error();
   fd = *created;
+  close_after_fork(fd);
   auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
     (void)platform::shm_remove(temporary);
     platform::unmap(header, map_bytes);
     header = nullptr;
+    keep_after_fork(fd);
     platform::close_fd(fd);  // also drops any lock taken through it
     fd = -1;
     return error;
@@ -203,10 +209,6 @@ Result<void, OpenError> QueueState::attach() {
   };
   auto info = platform::file_info(fd);
   if (!info) return fail(to_open_error(info).code, info.error().message);
-  if (info->owner != platform::user_id()) {
-    return fail(OpenError::PermissionDenied,
-                "queue '" + name + "' belongs to another user (uid " + std::to_string(info->owner) + ")");
-  }
   if (info->links == 0) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
   if (info->size < sizeof(QueueHeader)) {
     return fail(OpenError::Corrupt, "queue '" + name +
@@ -249,7 +251,9 @@ Result<void, OpenError> QueueState::attach() {
 
 Attempt QueueState::claim_write(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker) noexcept {
   const std::uint32_t me = domain->token();
-  for (;;) {
+  // Bounded: positions come from shared memory, and a damaged ring must not
+  // keep a caller here past its deadline.
+  for (std::uint64_t step = 0; step <= 2 * capacity + 64; ++step) {
     const std::uint64_t p = header->enqueue_pos.load(std::memory_order_relaxed);
     SlotHeader* s = slot(p);
     std::uint64_t c = s->control.load(std::memory_order_acquire);
@@ -283,12 +287,13 @@ Attempt QueueState::claim_write(SlotHeader*& out, std::uint64_t& position, std::
       header->enqueue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
     }
   }
+  return Attempt::Busy;
 }
 
 Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
                                std::optional<std::uint32_t>& holding) {
   const std::uint32_t me = domain->token();
-  for (;;) {
+  for (std::uint64_t step = 0; step <= 2 * capacity + 64; ++step) {  // bounded, as in claim_write
     const std::uint64_t p = header->dequeue_pos.load(std::memory_order_relaxed);
     SlotHeader* s = slot(p);
     std::uint64_t c = s->control.load(std::memory_order_acquire);
@@ -330,6 +335,7 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
       header->dequeue_pos.compare_exchange_strong(expected, p + 1, std::memory_order_relaxed);
     }
   }
+  return Attempt::Busy;
 }
 
 void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept {
@@ -392,7 +398,7 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
 bool QueueState::mark_unlinked() noexcept {
   const std::uint32_t old = header->flags.fetch_or(kQueueUnlinked, std::memory_order_acq_rel);
   if ((old & kQueueUnlinked) != 0) return false;
-  (void)platform::shm_remove(file);
+  remove_if_same({file, true, "queue '" + name + "'"}, fd);  // never a newer queue of the same name
   domain->object_removed();
   wake_everyone();
   return true;
@@ -429,6 +435,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
   if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
   if (is_get && attempt == Attempt::Empty && unlinked()) return Attempt::Unlinked;
   if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
+    if (attempt == Attempt::Busy) return is_get ? Attempt::Empty : Attempt::Full;
     if (attempt != Attempt::Pending) return attempt;
     // Blocked behind another process's claim. Pollers must also repair a dead
     // claimer (nobody else may ever wait), but checking is a system call: now and then.
@@ -461,12 +468,14 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
         attempt = try_once(blocker);
         if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) {
           waiting.fetch_sub(1, std::memory_order_relaxed);
-          return attempt;
+          return attempt == Attempt::Done ? attempt : leave(attempt);
         }
         std::int64_t wake_at = deadline;
-        if (attempt == Attempt::Pending) {
-          // Blocked behind another process's claim: wake up now and then to check it is alive.
-          wake_at = deadline < 0 ? now + kStuckCheckNs : std::min(deadline, now + kStuckCheckNs);
+        if (attempt == Attempt::Pending || attempt == Attempt::Busy) {
+          // Blocked behind another process's claim: wake up now and then to check it
+          // is alive. Busy: nobody may wake us for what is already there; look again soon.
+          const std::int64_t recheck = attempt == Attempt::Pending ? kStuckCheckNs : kBusyRecheckNs;
+          wake_at = deadline < 0 ? now + recheck : std::min(deadline, now + recheck);
         }
         if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
         waiting.fetch_sub(1, std::memory_order_relaxed);
@@ -477,13 +486,16 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
     if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
     if (!is_get && unlinked()) return Attempt::Unlinked;
     attempt = try_once(blocker);
-    if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
+    if (attempt == Attempt::Done) return attempt;
+    // A failed take leaves the message (OutOfMemory) or others behind it (Corrupt
+    // dropped one): a wake-up meant for us goes on to another waiter.
+    if (attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return leave(attempt);
     if (is_get && attempt == Attempt::Empty && unlinked()) return leave(Attempt::Unlinked);
   }
 }
 
 Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding) {
-  for (;;) {
+  for (std::uint64_t skipped = 0; skipped <= capacity; ++skipped) {  // tombstones are skipped, at most a lap
     SlotHeader* s = nullptr;
     std::uint64_t position = 0;
     const Attempt attempt = claim_read(s, position, blocker, holding);
@@ -521,6 +533,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
     header->get_count.fetch_add(1, std::memory_order_relaxed);
     return Attempt::Done;
   }
+  return Attempt::Busy;
 }
 
 }  // namespace detail
@@ -551,41 +564,45 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
   state->epoch = detail::fork_epoch();
   state->spin_ns.store(options.spin.count(), std::memory_order_relaxed);
 
+  // Attach first: create-or-attach of an existing queue then costs an open and
+  // a map, and never needs room in /dev/shm for a second queue.
+  const detail::DomainFile file{state->file, true, "queue '" + state->name + "'"};
   for (int attempt = 0; attempt < 100; ++attempt) {
-    if (mode != OpenMode::AttachOnly) {
-      auto created = state->create(options);
-      if (created) {
-        Queue queue;
-        queue.state_ = std::move(state);
-        return queue;
-      }
-      if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
-        return std::move(created).error();
-      }
-    }
-    auto fd = platform::shm_open_file(state->file, O_RDWR, 0600);
-    if (!fd) {
-      if (fd.error().code == ENOENT && mode == OpenMode::CreateOrAttach) continue;  // removed meanwhile
-      if (fd.error().code == ENOENT) {
-        return {OpenError::NotFound, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'"};
-      }
-      return detail::to_open_error(fd);
-    }
-    state->fd = *fd;
-    auto attached = state->attach();
-    if (!attached) {
-      if (attached.error().code == OpenError::NotFound && mode == OpenMode::CreateOrAttach) {
+    if (mode != OpenMode::CreateExclusive) {
+      auto fd = detail::open_domain_file(file, false);
+      if (fd) {
+        state->fd = *fd;
+        detail::close_after_fork(state->fd);
+        auto attached = state->attach();
+        if (attached) {
+          Queue queue;
+          queue.state_ = std::move(state);
+          return queue;
+        }
+        detail::keep_after_fork(state->fd);
         platform::unmap(state->header, state->map_bytes);
         state->header = nullptr;
         platform::close_fd(state->fd);
         state->fd = -1;
-        continue;
+        if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
+          return std::move(attached).error();
+        }
+        continue;  // removed while we attached: look again
       }
-      return std::move(attached).error();
+      if (fd.error().code != OpenError::NotFound) return std::move(fd).error();
+      if (mode == OpenMode::AttachOnly) {
+        return {OpenError::NotFound, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'"};
+      }
     }
-    Queue queue;
-    queue.state_ = std::move(state);
-    return queue;
+    auto created = state->create(options);
+    if (created) {
+      Queue queue;
+      queue.state_ = std::move(state);
+      return queue;
+    }
+    if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
+      return std::move(created).error();
+    }
   }
   return {OpenError::SystemError, "queue '" + std::string(name) + "' is being created and removed too often"};
 }

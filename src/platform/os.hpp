@@ -73,6 +73,10 @@ struct FileInfo {
   std::uint64_t inode = 0;
 };
 SysResult<FileInfo> file_info(int fd);
+/// The same facts of the file at `path`, without opening it.
+SysResult<FileInfo> path_info(const std::string& path);
+/// Sets the permission bits (creation is subject to the umask; this is not).
+SysResult<void> set_mode(int fd, mode_t mode);
 SysResult<void> resize(int fd, std::uint64_t size);
 /// Backs [offset, offset+length) with memory (extends the file if needed);
 /// fails with ENOSPC instead of a later SIGBUS when memory is short.
@@ -127,6 +131,10 @@ void futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept;
 std::int64_t monotonic_ns() noexcept;
 std::int32_t process_id() noexcept;
 uid_t user_id() noexcept;
+/// The login name of `uid`, or "uid N" when it has none.
+std::string user_name(uid_t uid);
+/// 64 bits from the kernel's random source (for names others must not guess).
+std::uint64_t random_u64() noexcept;
 /// A pause instruction for spin loops.
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -145,9 +147,8 @@ std::vector<std::string> hugetlbfs_mounts() {
   return mounts;
 }
 
-SysResult<FileInfo> file_info(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return {Errno{errno}, describe(errno, "fstat")};
+namespace {
+FileInfo to_file_info(const struct stat& st) {
   FileInfo info;
   info.size = static_cast<std::uint64_t>(st.st_size);
   info.allocated = static_cast<std::uint64_t>(st.st_blocks) * 512U;
@@ -156,6 +157,24 @@ SysResult<FileInfo> file_info(int fd) {
   info.links = st.st_nlink;
   info.inode = st.st_ino;
   return info;
+}
+}  // namespace
+
+SysResult<FileInfo> file_info(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {Errno{errno}, describe(errno, "fstat")};
+  return to_file_info(st);
+}
+
+SysResult<FileInfo> path_info(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {Errno{errno}, describe(errno, "stat " + path)};
+  return to_file_info(st);
+}
+
+SysResult<void> set_mode(int fd, mode_t mode) {
+  if (::fchmod(fd, mode) != 0) return {Errno{errno}, describe(errno, "fchmod")};
+  return {};
 }
 
 SysResult<void> resize(int fd, std::uint64_t size) {
@@ -302,6 +321,33 @@ std::int32_t process_id() noexcept {
 }
 uid_t user_id() noexcept {
   return ::geteuid();
+}
+
+std::string user_name(uid_t uid) {
+  struct passwd entry {};
+  struct passwd* found = nullptr;
+  char buffer[1024];
+  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr) {
+    return std::string(found->pw_name) + " (uid " + std::to_string(uid) + ")";
+  }
+  return "uid " + std::to_string(uid);
+}
+
+std::uint64_t random_u64() noexcept {
+  std::uint64_t value = 0;
+  auto* bytes = reinterpret_cast<unsigned char*>(&value);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  std::size_t got = 0;
+  while (got < sizeof value) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof value - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (errno != EINTR) {
+      // No random source (very old kernels): mix the clock and pid instead.
+      return static_cast<std::uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL ^
+             static_cast<std::uint64_t>(::getpid());
+    }
+  }
+  return value;
 }
 
 void on_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept {

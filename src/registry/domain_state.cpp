@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <new>
+#include <set>
 
 #include "platform/os.hpp"
 #include "support/kill_point.hpp"
@@ -20,31 +21,38 @@ namespace {
 
 std::atomic<std::uint32_t> g_fork_epoch{0};
 
-// Registry descriptors of every attachment (stored as fd + 1; 0 is empty),
-// closed in a forked child so the child never keeps its parent's liveness
-// locks alive. Lock-free: the fork handler must not take a mutex another
-// thread may have held.
-constexpr std::size_t kMaxTrackedFds = 64;
-std::array<std::atomic<int>, kMaxTrackedFds> g_lock_fds{};
+// Descriptors whose locks say "this process is alive" (registries and
+// queues), closed in a forked child: the child must not keep its parent's
+// liveness and lifecycle locks, which belong to the open file, alive.
+//
+// Fork locking rules: before fork() takes g_domains_mutex then g_fork_fds_mutex
+// (in that order, like every other holder of both), so the child inherits
+// neither locked and a consistent set; its handler closes the set and empties it.
+std::mutex g_fork_fds_mutex;
+std::set<int>& fork_fds() {
+  static auto* fds = new std::set<int>();  // never destroyed: used at exit
+  return *fds;
+}
 
 // Held by attach/detach bookkeeping; never across a destructor of DomainState
-// (which takes it too). fork() waits for it, so a child never inherits it locked.
+// (which takes it too).
 std::mutex g_domains_mutex;
 
 void before_fork() {
   g_domains_mutex.lock();
+  g_fork_fds_mutex.lock();
 }
 void after_fork_in_parent() {
+  g_fork_fds_mutex.unlock();
   g_domains_mutex.unlock();
 }
 
 void after_fork_in_child() {
-  g_domains_mutex.unlock();  // a plain mutex: the child's thread may unlock it
   g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
-  for (auto& entry : g_lock_fds) {
-    const int stored = entry.exchange(0, std::memory_order_relaxed);
-    if (stored > 0) platform::close_fd(stored - 1);
-  }
+  for (const int fd : fork_fds()) platform::close_fd(fd);
+  fork_fds().clear();
+  g_fork_fds_mutex.unlock();  // plain mutexes: the child's thread may unlock them
+  g_domains_mutex.unlock();
 }
 
 // Once per process, before the first attachment.
@@ -54,20 +62,6 @@ void install_fork_handlers() noexcept {
     return true;
   }();
   (void)installed;
-}
-
-void track_lock_fd(int fd) noexcept {
-  for (auto& entry : g_lock_fds) {
-    int expected = 0;
-    if (entry.compare_exchange_strong(expected, fd + 1)) return;
-  }
-}
-
-void untrack_lock_fd(int fd) noexcept {
-  for (auto& entry : g_lock_fds) {
-    int expected = fd + 1;
-    if (entry.compare_exchange_strong(expected, 0)) return;
-  }
 }
 
 std::map<std::string, std::weak_ptr<DomainState>>& domains() {
@@ -84,6 +78,77 @@ std::uint64_t default_cache_limit() {
 }
 
 }  // namespace
+
+void close_after_fork(int fd) noexcept {
+  install_fork_handlers();
+  std::lock_guard guard(g_fork_fds_mutex);
+  fork_fds().insert(fd);
+}
+
+void keep_after_fork(int fd) noexcept {
+  std::lock_guard guard(g_fork_fds_mutex);
+  fork_fds().erase(fd);
+}
+
+std::string DomainFile::path() const {
+  return shm ? std::string(platform::shm_directory()) + "/" + name : name;
+}
+
+Result<int, OpenError> open_domain_file(const DomainFile& file, bool create) {
+  const auto open = [&](int flags) {
+    return file.shm ? platform::shm_open_file(file.name, flags, 0600) : platform::open_path(file.name, flags, 0600);
+  };
+  if (create) {
+    auto fd = open(O_RDWR | O_CREAT | O_EXCL);
+    if (!fd) return to_open_error(fd);
+    // Created files are the user's alone, whatever the umask (0277 would make
+    // them read-only, and the user's other processes could not attach).
+    if (auto r = platform::set_mode(*fd, 0600); !r) {
+      platform::close_fd(*fd);
+      return to_open_error(r);
+    }
+    return *fd;
+  }
+  auto fd = open(O_RDWR);
+  if (!fd && fd.error().code != EACCES && fd.error().code != EPERM) return to_open_error(fd);
+  // Checked before any lock is taken on it or any byte read: a file another
+  // user planted must not make us wait on its lock or trust its contents.
+  auto info = fd ? platform::file_info(*fd) : platform::path_info(file.path());
+  if (!info) {
+    if (fd) platform::close_fd(*fd);
+    return to_open_error(info);
+  }
+  const uid_t me = platform::user_id();
+  std::string problem;
+  if (info->owner != me) {
+    problem = " belongs to user " + platform::user_name(info->owner) + ", not to you (" + platform::user_name(me) +
+              "): another user created a file in its place, perhaps to lock you out. Use another domain "
+              "(HAKOBU_DOMAIN=NAME, or the domain option), or ask that user or root to remove it";
+  } else if ((info->mode & 0077) != 0 || !fd) {
+    char mode[8];
+    (void)std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info->mode & 07777));
+    problem = std::string(" has mode ") + mode +
+              (fd ? ": other users may read or change it, so it cannot be trusted"
+                  : ", which does not let you open it for writing") +
+              ". Remove it (`hakobu rm --domain D --everything` for a domain) and open again";
+  }
+  if (!problem.empty()) {
+    if (fd) platform::close_fd(*fd);
+    return {OpenError::PermissionDenied, std::string(file.what) + " (" + file.path() + ")" + problem + "."};
+  }
+  return *fd;
+}
+
+void remove_if_same(const DomainFile& file, int fd) noexcept {
+  auto mine = platform::file_info(fd);
+  auto named = platform::path_info(file.path());
+  if (!mine || !named || mine->inode != named->inode) return;
+  if (file.shm) {
+    (void)platform::shm_remove(file.name);
+  } else {
+    (void)platform::remove_path(file.name);
+  }
+}
 
 OpenError open_error_from_errno(int err) noexcept {
   switch (err) {
@@ -144,16 +209,17 @@ Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const Domain
 }
 
 Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
-  const std::string registry_name = file_name("registry");
+  const std::string what = "the registry of domain '" + name_ + "'";
+  const DomainFile registry{file_name("registry"), true, what};
   for (int attempt = 0; attempt < 100; ++attempt) {
-    auto fd = platform::shm_open_file(registry_name, O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (!fd && fd.error().code == EEXIST) {
-      fd = platform::shm_open_file(registry_name, O_RDWR, 0600);
-      if (!fd && fd.error().code == ENOENT) continue;  // removed meanwhile: try again
+    auto fd = open_domain_file(registry, true);
+    if (!fd && fd.error().code == OpenError::AlreadyExists) {
+      fd = open_domain_file(registry, false);                       // checks owner and mode before we lock it
+      if (!fd && fd.error().code == OpenError::NotFound) continue;  // removed meanwhile: try again
     }
-    if (!fd) return to_open_error(fd);
+    if (!fd) return std::move(fd).error();
     registry_fd_ = *fd;
-    track_lock_fd(registry_fd_);
+    close_after_fork(registry_fd_);
 
     // Serialize with creators and destroyers, then make sure the file we hold
     // is still the one with the name (a destroyer may have removed it).
@@ -162,15 +228,10 @@ Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
     if (!info) return to_open_error(info);
     if (info->links == 0) {
       platform::unlock_byte(registry_fd_, kInitLockByte);
-      untrack_lock_fd(registry_fd_);
+      keep_after_fork(registry_fd_);
       platform::close_fd(registry_fd_);
       registry_fd_ = -1;
       continue;
-    }
-    if (info->owner != platform::user_id()) {
-      platform::unlock_byte(registry_fd_, kInitLockByte);
-      return {OpenError::PermissionDenied,
-              "domain '" + name_ + "' belongs to another user (uid " + std::to_string(info->owner) + ")"};
     }
     auto ready = initialize(options);
     if (ready) {
@@ -207,9 +268,22 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     return {OpenError::Corrupt, "domain '" + name_ + "' has a damaged registry; remove it with `hakobu rm --domain " +
                                     name_ + " --everything`"};
   } else if (auto r = open_registry(); !r) {
-    return r;
+    if (r.error().code != OpenError::NotFound || !nobody_attached()) return r;
+    // The last process died between removing the heap and the registry (or
+    // someone removed the heap by hand) and nobody is attached: start afresh.
+    platform::close_fd(huge_fd_);
+    huge_fd_ = -1;
+    if (auto c = create_registry(options); !c) return abandon(std::move(c).error());
   }
   return map_heap();
+}
+
+// Called with the init lock held: true when no process holds the domain open.
+bool DomainState::nobody_attached() const noexcept {
+  auto alone = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true);
+  if (!alone || !*alone) return false;
+  platform::unlock_byte(registry_fd_, kLifecycleLockByte);
+  return true;
 }
 
 // Removes what a failed initialization left, so the next attach starts afresh.
@@ -230,8 +304,8 @@ Result<void, OpenError> DomainState::create_registry(const DomainOptions& option
   registry_->heap_top.store(kHeapStart, std::memory_order_relaxed);
   const std::string heap_name = file_name("heap");
   (void)platform::shm_remove(heap_name);  // a stale heap of a dead domain
-  auto heap_fd = platform::shm_open_file(heap_name, O_RDWR | O_CREAT | O_EXCL, 0600);
-  if (!heap_fd) return to_open_error(heap_fd);
+  auto heap_fd = open_domain_file({heap_name, true, "the heap of domain '" + name_ + "'"}, true);
+  if (!heap_fd) return std::move(heap_fd).error();
   heap_fd_ = *heap_fd;
   if (auto r = platform::allocate(heap_fd_, 0, kHeapStart); !r) return to_open_error(r);
   if (options.huge_pages != HugePages::Never) {
@@ -257,14 +331,9 @@ Result<void, OpenError> DomainState::open_registry() {
                                          registry_->huge_capacity % page != 0))) {
     return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid registry header"};
   }
-  auto heap_fd = platform::shm_open_file(file_name("heap"), O_RDWR, 0600);
-  if (!heap_fd) return to_open_error(heap_fd);
+  auto heap_fd = open_domain_file({file_name("heap"), true, "the heap of domain '" + name_ + "'"}, false);
+  if (!heap_fd) return std::move(heap_fd).error();
   heap_fd_ = *heap_fd;
-  auto heap_info = platform::file_info(heap_fd_);
-  if (!heap_info) return to_open_error(heap_info);
-  if (heap_info->owner != platform::user_id()) {
-    return {OpenError::PermissionDenied, "the heap of domain '" + name_ + "' belongs to another user"};
-  }
   if (registry_->huge_capacity != 0) return open_huge_segment();
   return {};
 }
@@ -291,7 +360,7 @@ Result<void, OpenError> DomainState::create_huge_segment(const DomainOptions& op
     }
     const std::string path = directory + "/" + file_name("heap");
     (void)platform::remove_path(path);  // a stale heap of a dead domain
-    auto fd = platform::open_path(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    auto fd = open_domain_file({path, false, "the huge-page heap of domain '" + name_ + "'"}, true);
     if (!fd) {
       failures += "; " + fd.error().message;
       continue;
@@ -321,14 +390,9 @@ Result<void, OpenError> DomainState::open_huge_segment() {
       path_view.find("..") != std::string_view::npos) {
     return {OpenError::Corrupt, "domain '" + name_ + "' names an invalid huge-page directory"};
   }
-  auto fd = platform::open_path(huge_file_path(), O_RDWR, 0600);
-  if (!fd) return to_open_error(fd);
+  auto fd = open_domain_file({huge_file_path(), false, "the huge-page heap of domain '" + name_ + "'"}, false);
+  if (!fd) return std::move(fd).error();
   huge_fd_ = *fd;
-  auto info = platform::file_info(huge_fd_);
-  if (!info) return to_open_error(info);
-  if (info->owner != platform::user_id()) {
-    return {OpenError::PermissionDenied, "the huge-page heap of domain '" + name_ + "' belongs to another user"};
-  }
   if (!platform::on_hugetlbfs(huge_fd_)) {
     return {OpenError::Corrupt, "domain '" + name_ + "' names a huge-page directory that is not hugetlbfs"};
   }
@@ -435,6 +499,13 @@ std::size_t DomainState::collect_garbage() {
       ++reclaimed;
     }
     platform::unlock_byte(registry_fd_, kSlotLockBase + s);
+  }
+  if (attached_) {
+    if (auto alone = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true); alone && *alone) {
+      // No other process is attached: the cache of free blocks serves nobody.
+      heap_.trim_cache();
+      (void)platform::lock_byte(registry_fd_, kLifecycleLockByte, false);  // back to shared, atomically
+    }
   }
   return reclaimed;
 }
@@ -626,8 +697,13 @@ void DomainState::detach() noexcept {
     // Last one out removes the domain if no named object is left in it.
     platform::unlock_byte(registry_fd_, kLifecycleLockByte);
     auto last = platform::try_lock_byte(registry_fd_, kLifecycleLockByte, true);
-    if (last && *last && count_queues_removing_leftovers() == 0) {
+    if (last && *last) {
+      // What dead processes held goes back before the last one leaves, and
+      // nothing stays cached for nobody.
       collect_garbage();
+      heap_.trim_cache();
+    }
+    if (last && *last && count_queues_removing_leftovers() == 0) {
       if (huge_fd_ >= 0) (void)platform::remove_path(huge_file_path());
       (void)platform::shm_remove(file_name("heap"));
       kill_point("detach.heap_removed");
@@ -640,7 +716,7 @@ void DomainState::detach() noexcept {
   platform::unmap(registry_, sizeof(RegistryHeader));
   platform::close_fd(huge_fd_);
   if (registry_fd_ >= 0) {
-    untrack_lock_fd(registry_fd_);
+    keep_after_fork(registry_fd_);
     platform::close_fd(registry_fd_);
   }
   platform::close_fd(heap_fd_);

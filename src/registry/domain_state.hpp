@@ -57,6 +57,28 @@ Error<OpenError> to_open_error(const platform::SysResult<T>& failed) {
   return {open_error_from_errno(platform::value(failed.error().code)), failed.error().message};
 }
 
+/// Where a file of a domain lives: a shm object name, or a path (hugetlbfs).
+struct DomainFile {
+  std::string name;  ///< shm object name ("hakobu:D:registry") or absolute path
+  bool shm = true;
+  std::string what;  ///< for messages: "the registry of domain 'D'", "queue 'q'"
+  [[nodiscard]] std::string path() const;
+};
+
+/// Opens a file of a domain. With `create`, makes it exclusively, mode 0600
+/// whatever the umask. Otherwise the file is checked before any lock is taken
+/// on it or any byte read from it: it must belong to this user and be closed
+/// to every other user, or the error names its owner and the way out.
+Result<int, OpenError> open_domain_file(const DomainFile& file, bool create);
+/// Removes the file at `file` only if it is still the one `fd` has open (a
+/// newer file of the same name is left alone).
+void remove_if_same(const DomainFile& file, int fd) noexcept;
+
+/// Closes `fd` in the child after a fork() (files whose locks say "alive").
+void close_after_fork(int fd) noexcept;
+/// No longer closes `fd` after a fork (call before closing it).
+void keep_after_fork(int fd) noexcept;
+
 /// Incremented in the child after every fork(): handles inherited across a
 /// fork belong to the parent and must not free anything in the child.
 std::uint32_t fork_epoch() noexcept;
@@ -112,6 +134,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   Result<void, OpenError> create_registry(const DomainOptions& options);
   Result<void, OpenError> open_registry();
   Error<OpenError> abandon(Error<OpenError> error);
+  [[nodiscard]] bool nobody_attached() const noexcept;
   Result<void, OpenError> create_huge_segment(const DomainOptions& options);
   Result<void, OpenError> open_huge_segment();
   Result<void, OpenError> map_heap();

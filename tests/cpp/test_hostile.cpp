@@ -2,7 +2,9 @@
 // sizes and two threads of one process. Each test reproduces a defect found by
 // a review (forged headers, wrapping sizes, doubled reclaims) and checks that
 // it is now an error for that message, never a crash or a double free.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -234,6 +236,69 @@ TEST(Hostile, TwoThreadsNeverReclaimTheSameDeadProcessTwice) {
     EXPECT_EQ(domain->stats().live_blocks, 0U) << "round " << round;
   }
   EXPECT_EQ(reclaimed_total, std::size_t{kRounds * kChildren});
+}
+
+// A damaged queue header (positions far from the slots' own) must not keep a
+// timed get or put in the queue's loops past its deadline.
+TEST(Hostile, ADamagedRingNeverHoldsACallerPastItsDeadline) {
+  auto domain = attach();
+  hakobu::QueueOptions options;
+  options.capacity = 4;
+  auto queue = hakobu::Queue::create(hakobu::test::unique_name("damaged"), options);
+  ASSERT_TRUE(queue);
+  const std::string path = "/dev/shm/hakobu:" + domain->name() + ":q:" + queue->name();
+  auto file = hakobu::platform::open_path(path, O_RDWR, 0600);
+  ASSERT_TRUE(file);
+  auto mapped = hakobu::platform::map_shared(*file, sizeof(hakobu::detail::QueueHeader) + 4 * 256);
+  ASSERT_TRUE(mapped);
+  auto* header = static_cast<hakobu::detail::QueueHeader*>(*mapped);
+  auto* slots = reinterpret_cast<hakobu::detail::SlotHeader*>(header + 1);
+  for (std::uint64_t seed = 1; seed < 64; ++seed) {
+    // Every slot a lap ahead of the positions: each try "helps" forever without a bound.
+    header->dequeue_pos.store(seed * 977);
+    header->enqueue_pos.store(seed * 977 + 2);
+    for (std::uint64_t i = 0; i < 4; ++i) {
+      auto* slot = reinterpret_cast<hakobu::detail::SlotHeader*>(reinterpret_cast<std::byte*>(slots) + i * 256);
+      slot->control.store(hakobu::detail::make_control(seed * 977 + 1000 + i * 7, hakobu::detail::SlotState::Full, 0));
+    }
+    // Whatever the garbage yields, each call returns: a watchdog thread fails
+    // the test if one is still inside the queue after a generous minute.
+    std::atomic<bool> returned{false};
+    std::thread caller([&] {
+      (void)queue->get(std::chrono::milliseconds(2));
+      (void)queue->put(std::as_bytes(std::span("x", 1)), std::chrono::milliseconds(2));
+      (void)queue->try_get();
+      (void)queue->try_put(std::as_bytes(std::span("y", 1)));
+      returned = true;
+    });
+    for (int waited = 0; waited < 600 && !returned; ++waited)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(returned) << "a call on a damaged ring did not return (seed " << seed << ")";
+    caller.join();
+  }
+  hakobu::platform::unmap(*mapped, sizeof(hakobu::detail::QueueHeader) + 4 * 256);
+  hakobu::platform::close_fd(*file);
+  (void)queue->unlink();
+}
+
+// Files are the user's alone whatever the umask: under 0277 they would be
+// read-only and the user's other processes could not attach.
+TEST(Hostile, FilesAreCreatedReadWriteForTheUserWhateverTheUmask) {
+  const mode_t old = ::umask(0277);
+  const std::string name = hakobu::test::unique_name("umask");
+  hakobu::DomainOptions options;
+  options.name = hakobu::test::domain() + "-umask";
+  hakobu::QueueOptions queue_options;
+  queue_options.domain = options;
+  auto queue = hakobu::Queue::create(name, queue_options);
+  ::umask(old);
+  ASSERT_TRUE(queue) << queue.error().message;
+  for (const auto& file : hakobu::test::files_of_domain(options.name)) {
+    auto info = hakobu::platform::path_info(file);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->mode & 0777, 0600U) << file;
+  }
+  (void)queue->unlink();
 }
 
 }  // namespace
