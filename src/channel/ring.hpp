@@ -7,7 +7,7 @@
 //
 // Slot protocol
 // -------------
-// control = position (40 bits) | state (2 bits) << 40 | claimer token (22 bits) << 42
+// control = position (32 bits) | state (2 bits) << 32 | claimer token (30 bits) << 34
 //
 //   EMPTY(p)    ready for the producer of position p
 //   WRITING(p)  claimed by that producer (token = who)
@@ -21,7 +21,11 @@
 // * A WRITING slot whose claimer died is turned into a FULL tombstone that
 //   consumers skip; a READING slot whose claimer died becomes EMPTY(p + capacity).
 //   Whoever finds such a slot while waiting repairs it.
-// * Positions are 40-bit and compared modulo 2^40 (capacity divides 2^40).
+// * Positions are 32-bit and compared modulo 2^32 (capacity, at most 2^24,
+//   divides 2^32, and no two live positions are 2^31 apart).
+// * The token names the claimer's process slot and that slot's generation
+//   (20 bits: a slot is reused a million times before a dead claim could
+//   look like its new owner's; slots are taken round-robin, see take_slot).
 #pragma once
 
 #include <atomic>
@@ -34,27 +38,27 @@
 namespace hakobu::detail {
 
 inline constexpr std::uint64_t kQueueMagic = 0x5545'5551'4F42'414BULL;  // "KABOQUEU"
-inline constexpr std::uint64_t kPositionMask = (std::uint64_t{1} << 40) - 1;
+inline constexpr std::uint64_t kPositionMask = (std::uint64_t{1} << 32) - 1;
 inline constexpr std::size_t kMaxQueueCapacity = std::size_t{1} << 24;
 
 enum class SlotState : std::uint8_t { Empty = 0, Writing = 1, Full = 2, Reading = 3 };
 
 constexpr std::uint64_t make_control(std::uint64_t position, SlotState state, std::uint32_t token) noexcept {
-  return (position & kPositionMask) | (static_cast<std::uint64_t>(state) << 40U) |
-         (static_cast<std::uint64_t>(token) << 42U);
+  return (position & kPositionMask) | (static_cast<std::uint64_t>(state) << 32U) |
+         (static_cast<std::uint64_t>(token) << 34U);
 }
 constexpr std::uint64_t control_position(std::uint64_t control) noexcept {
   return control & kPositionMask;
 }
 constexpr SlotState control_state(std::uint64_t control) noexcept {
-  return static_cast<SlotState>((control >> 40U) & 3U);
+  return static_cast<SlotState>((control >> 32U) & 3U);
 }
 constexpr std::uint32_t control_token(std::uint64_t control) noexcept {
-  return static_cast<std::uint32_t>(control >> 42U);
+  return static_cast<std::uint32_t>(control >> 34U);
 }
-/// (a - b) modulo 2^40, as a signed number.
+/// (a - b) modulo 2^32, as a signed number.
 constexpr std::int64_t position_diff(std::uint64_t a, std::uint64_t b) noexcept {
-  return static_cast<std::int64_t>(((a - b) & kPositionMask) << 24U) >> 24;
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(a - b));
 }
 static_assert(position_diff(0, kPositionMask) == 1 && position_diff(kPositionMask, 0) == -1);
 

@@ -29,7 +29,7 @@
 
 namespace hakobu::detail {
 
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint64_t kRegistryMagic = 0x5245'554B'4F42'414BULL;  // "KABOKUER"
 inline constexpr std::uint32_t kBlockMagic = 0x4B4C'4248U;                 // "HBLK"
 
@@ -137,7 +137,7 @@ struct RegistryHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): ho
   std::uint64_t heap_capacity;
   std::uint64_t cache_limit;
   std::atomic<std::uint32_t> named_objects;
-  std::uint32_t reserved0;
+  std::atomic<std::uint32_t> next_slot;  ///< where the next attacher starts looking (slots are reused round-robin)
   std::uint64_t reserved1[2];
 
   alignas(64) std::atomic<std::uint64_t> heap_top;  ///< bump pointer: [top, capacity) never carved

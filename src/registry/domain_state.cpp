@@ -353,6 +353,12 @@ Result<void, OpenError> DomainState::create_huge_segment(const DomainOptions& op
             "huge pages were required but none can be used: reserve some (echo N > /proc/sys/vm/nr_hugepages) "
             "and mount hugetlbfs (mount -t hugetlbfs none /dev/hugepages)"};
   }
+  // Free-list heads name offsets below kMaxHeapCapacity: both segments together stay below it.
+  const std::uint64_t huge_capacity =
+      std::min(registry_->heap_capacity, kMaxHeapCapacity - registry_->heap_capacity) / pool.page_size * pool.page_size;
+  if (huge_capacity == 0) {
+    return {OpenError::InvalidArgument, "a heap of 64 TiB leaves no room for a huge-page segment"};
+  }
   std::string failures;
   for (const auto& directory : directories) {
     if (directory.empty() || directory.front() != '/' || directory.size() >= sizeof(registry_->huge_directory)) {
@@ -374,7 +380,7 @@ Result<void, OpenError> DomainState::create_huge_segment(const DomainOptions& op
     huge_fd_ = *fd;
     std::memcpy(registry_->huge_directory, directory.c_str(), directory.size() + 1);
     registry_->huge_page_size = pool.page_size;
-    registry_->huge_capacity = registry_->heap_capacity;
+    registry_->huge_capacity = huge_capacity;
     registry_->huge_top.store(registry_->heap_capacity, std::memory_order_relaxed);
     return {};
   }
@@ -426,8 +432,12 @@ Result<void, OpenError> DomainState::map_heap() {
 }
 
 Result<void, OpenError> DomainState::take_slot() {
+  // Round-robin, not lowest-first: each slot's generation then wraps only
+  // after a million times the table's size in attaches (see make_token).
+  const std::uint32_t first = registry_->next_slot.fetch_add(1, std::memory_order_relaxed) % kMaxProcesses;
   for (int pass = 0; pass < 2; ++pass) {
-    for (std::uint32_t s = 0; s < kMaxProcesses; ++s) {
+    for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+      const std::uint32_t s = (first + i) % kMaxProcesses;
       ProcessSlot& slot = registry_->processes[s];
       if (pass == 0 && slot.state.load(std::memory_order_acquire) != kSlotFree) continue;
       auto locked = platform::try_lock_byte(registry_fd_, kSlotLockBase + s, true);
@@ -511,12 +521,12 @@ std::size_t DomainState::collect_garbage() {
 }
 
 bool DomainState::token_alive(std::uint32_t token) noexcept {
-  const std::uint32_t s = token & 0x3FFU;
-  const std::uint32_t generation = (token >> 10U) & 0xFFFU;
+  const std::uint32_t s = token & ((1U << kTokenSlotBits) - 1);
+  const std::uint32_t generation = (token >> kTokenSlotBits) & kTokenGenerationMask;
   if (s >= kMaxProcesses) return false;
   const ProcessSlot& slot = registry_->processes[s];
   if (slot.state.load(std::memory_order_acquire) != kSlotActive ||
-      (slot.generation.load(std::memory_order_relaxed) & 0xFFFU) != generation) {
+      (slot.generation.load(std::memory_order_relaxed) & kTokenGenerationMask) != generation) {
     return false;
   }
   if (has_slot_ && s == slot_) return true;

@@ -42,10 +42,12 @@
 
 namespace hakobu::detail {
 
-/// Who claimed a ring slot: process slot (10 bits) and its generation (12 bits).
-inline constexpr std::uint32_t kTokenBits = 22;
+/// Who claimed a ring slot: process slot (10 bits) and its generation (20 bits).
+inline constexpr std::uint32_t kTokenSlotBits = 10;
+inline constexpr std::uint32_t kTokenGenerationMask = (1U << 20U) - 1;
+static_assert(kMaxProcesses <= (1U << kTokenSlotBits), "a token names every process slot");
 constexpr std::uint32_t make_token(std::uint32_t slot, std::uint32_t generation) noexcept {
-  return (slot & 0x3FFU) | ((generation & 0xFFFU) << 10U);
+  return (slot & ((1U << kTokenSlotBits) - 1)) | ((generation & kTokenGenerationMask) << kTokenSlotBits);
 }
 
 /// The OpenError for an errno value from opening or creating a file.

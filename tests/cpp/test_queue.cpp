@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hakobu/hakobu.hpp"
+#include "registry/domain_state.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -358,6 +359,42 @@ TEST(Queue, HandlesInheritedAcrossForkAreClosedInTheChild) {
   EXPECT_EQ(q.size(), 0U);
   EXPECT_EQ(q.domain().stats().live_blocks, 0U) << "the child released what it received";
   EXPECT_EQ(q.domain().stats().processes.size(), 1U) << "the child detached";
+}
+
+// A child of fork() must not keep its parent's queue open: the last process
+// out of an unlinked queue frees the messages left in it, child or no child.
+TEST(Queue, AForkedChildDoesNotKeepAnUnlinkedQueuesMessagesAlive) {
+  auto domain = hakobu::Domain::open();
+  ASSERT_TRUE(domain);
+  int to_child[2];
+  ASSERT_EQ(::pipe(to_child), 0);
+  pid_t pid = -1;
+  {
+    auto q = make_queue();
+    std::vector<std::byte> big(1 << 20, std::byte{5});
+    ASSERT_TRUE(q.put(big));
+    pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      char go = 0;
+      (void)::read(to_child[0], &go, 1);  // holds the inherited handle until told
+      ::_exit(0);
+    }
+    ASSERT_TRUE(q.unlink());
+  }
+  EXPECT_EQ(domain->stats().live_blocks, 0U) << "the message left in the queue was freed while the child lives";
+  (void)::write(to_child[1], "x", 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ::close(to_child[0]);
+  ::close(to_child[1]);
+}
+
+TEST(Queue, SlotGenerationsDoNotWrapSoon) {
+  using hakobu::detail::make_token;
+  EXPECT_NE(make_token(5, 0), make_token(5, 4096)) << "a slot reused 4096 times keeps telling its owners apart";
+  EXPECT_NE(make_token(5, 0), make_token(5, 65536));
+  EXPECT_NE(make_token(5, 1), make_token(6, 1));
 }
 
 TEST(Queue, ArraysInSharedMemoryAreSentByReference) {
