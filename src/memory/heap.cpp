@@ -37,48 +37,107 @@ std::string format_bytes(std::uint64_t bytes) {
   return text;
 }
 
-void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge) noexcept {
+void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge, PageMap map) noexcept {
   registry_ = registry;
   base_ = base;
   segments_[0] = shm;
   segments_[1] = huge;
   capacity_ = shm.capacity + huge.capacity;
-  known_file_size_[0].store(0, std::memory_order_relaxed);
-  known_file_size_[1].store(0, std::memory_order_relaxed);
+  map_ = map;
 }
 
-bool Heap::inside_file(unsigned segment, std::uint64_t end) const noexcept {
-  if (segments_[segment].huge) {
-    // hugetlbfs sets a file's size to its mapping's on mmap, so the size says
-    // nothing; what was carved (and so backed) is below the bump pointer.
-    return end <= registry_->huge_top.load(std::memory_order_acquire);
+// --- the page map ---------------------------------------------------------------
+
+template <class Visit>
+bool Heap::for_page_bits(unsigned segment, std::uint64_t first, std::uint64_t last, Visit&& visit) const noexcept {
+  std::atomic<std::uint64_t>* words = map_.words + (segment == 0 ? 0 : map_.segment_words[0]);
+  for (std::uint64_t word = first / 64; word <= last / 64; ++word) {
+    const std::uint64_t low = word == first / 64 ? first % 64 : 0;
+    const std::uint64_t high = word == last / 64 ? last % 64 : 63;
+    const std::uint64_t mask =
+        (high == 63 ? ~std::uint64_t{0} : (std::uint64_t{1} << (high + 1)) - 1) & ~((std::uint64_t{1} << low) - 1);
+    if (!visit(words[word], mask)) return false;
   }
-  const std::uint64_t file_end = end - segments_[segment].start;
-  auto& known_size = known_file_size_[segment];
-  if (file_end <= known_size.load(std::memory_order_relaxed)) return true;
-  auto info = platform::file_info(segments_[segment].fd);
-  if (!info) return false;
-  std::uint64_t known = known_size.load(std::memory_order_relaxed);
-  while (info->size > known && !known_size.compare_exchange_weak(known, info->size)) {
-  }
-  return file_end <= info->size;
+  return true;
 }
+
+bool Heap::is_backed(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (length == 0 || offset >= capacity_ || length > capacity_ - offset) return false;
+  const unsigned segment = segment_of(offset);
+  const HeapSegment& s = segments_[segment];
+  if (offset + length > s.start + s.capacity) return false;
+  const std::uint64_t first = (offset - s.start) / s.page;
+  const std::uint64_t last = (offset + length - 1 - s.start) / s.page;
+  // The words themselves are read only where they are backed (a count from
+  // shared memory, bounded by the map's validated size).
+  const std::uint64_t backed_words =
+      std::min(registry_->page_map_backed[segment].load(std::memory_order_acquire) / 8, map_.segment_words[segment]);
+  if (last / 64 >= backed_words) return false;
+  return for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
+    return (word.load(std::memory_order_acquire) & mask) == mask;
+  });
+}
+
+Result<void, LoanError> Heap::back_map_words(unsigned segment, std::uint64_t word_end) {
+  std::atomic<std::uint64_t>& backed = registry_->page_map_backed[segment];
+  const std::uint64_t need = word_end * 8;
+  std::uint64_t have = backed.load(std::memory_order_acquire);
+  if (need <= have) return {};
+  // Whole 64 KiB steps (each covers 2 GiB of 4 KiB pages), at most the map.
+  constexpr std::uint64_t kStep = std::uint64_t{64} << 10;
+  const std::uint64_t target = std::min((need + kStep - 1) / kStep * kStep, map_.segment_words[segment] * 8);
+  const std::uint64_t start = map_.file_offset + (segment == 0 ? 0 : map_.segment_words[0] * 8);
+  const std::uint64_t from = std::min(have, target);
+  if (auto r = platform::allocate(map_.registry_fd, start + from, target - from); !r) {
+    return {LoanError::OutOfMemory, out_of_memory_message(target - from, r.error().message)};
+  }
+  while (have < target && !backed.compare_exchange_weak(have, target, std::memory_order_acq_rel)) {
+  }
+  return {};
+}
+
+void Heap::set_page_bits(std::uint64_t offset, std::uint64_t length) noexcept {
+  const unsigned segment = segment_of(offset);
+  const HeapSegment& s = segments_[segment];
+  const std::uint64_t first = (offset - s.start) / s.page;
+  const std::uint64_t last = (offset + length - 1 - s.start) / s.page;
+  (void)for_page_bits(segment, first, last, [](std::atomic<std::uint64_t>& word, std::uint64_t mask) {
+    word.fetch_or(mask, std::memory_order_release);
+    return true;
+  });
+}
+
+bool Heap::return_pages(std::uint64_t offset, std::uint64_t length) noexcept {
+  const unsigned segment = segment_of(offset);
+  const HeapSegment& s = segments_[segment];
+  // Only pages wholly inside the range are returned (a punch zeroes the rest).
+  const std::uint64_t begin = offset - s.start;
+  const std::uint64_t first = (begin + s.page - 1) / s.page;
+  const std::uint64_t end_page = (begin + length) / s.page;
+  if (end_page <= first) return false;
+  (void)for_page_bits(segment, first, end_page - 1, [](std::atomic<std::uint64_t>& word, std::uint64_t mask) {
+    word.fetch_and(~mask, std::memory_order_acq_rel);  // cleared before the hole exists
+    return true;
+  });
+  return platform::punch_hole(s.fd, first * s.page, (end_page - first) * s.page).has_value();
+}
+
+// --- blocks ---------------------------------------------------------------------
 
 bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept {
   if (block < kHeapStart || block % 64 != 0 || block >= capacity_) return false;
   const unsigned segment = segment_of(block);
   const std::uint64_t segment_end = segments_[segment].start + segments_[segment].capacity;
-  if (segment_end - block < kBlockHeaderBytes || !inside_file(segment, block + kBlockHeaderBytes)) return false;
+  // The header is read only once the page map says its page is backed.
+  if (segment_end - block < kBlockHeaderBytes || !is_backed(block, kBlockHeaderBytes)) return false;
   const BlockHeader* h = header(block);
   const std::uint32_t magic = h->magic;
   const unsigned size_class = h->size_class;
   if (magic != kBlockMagic || size_class >= kSizeClassCount) return false;
   const std::uint64_t bytes = class_bytes(size_class);
   if (bytes > segment_end - block || payload_bytes > bytes - kBlockHeaderBytes) return false;
-  // Only what was backed may be read: on hugetlbfs, touching an unbacked page
-  // is a SIGBUS once the pool is empty.
   if (kBlockHeaderBytes + payload_bytes > h->backed_bytes.load(std::memory_order_relaxed)) return false;
-  return inside_file(segment, block + kBlockHeaderBytes + payload_bytes);
+  return payload_bytes == 0 || is_backed(block + kBlockHeaderBytes, payload_bytes);
 }
 
 std::string out_of_memory_message(std::uint64_t asked, const std::string& cause) {
@@ -94,8 +153,11 @@ std::string out_of_memory_message(std::uint64_t asked, const std::string& cause)
 }
 
 Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked) {
-  const HeapSegment& segment = segments_[segment_of(offset)];
+  const unsigned segment_index = segment_of(offset);
+  const HeapSegment& segment = segments_[segment_index];
   const std::uint64_t file_offset = offset - segment.start;
+  // The map's words first: pages are never backed without a bit to say so.
+  if (auto r = back_map_words(segment_index, ((file_offset + length - 1) / segment.page) / 64 + 1); !r) return r;
   if (segment.huge) {
     // The pool of reserved huge pages is global and small: check it first, and
     // give back a partial allocation (the caller falls back to /dev/shm).
@@ -126,6 +188,7 @@ Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t len
       return {LoanError::OutOfMemory, backed.error().message};
     }
   }
+  set_page_bits(offset, length);
   if (length >= kPrefaultMinBytes) platform::prefault_write(base_ + offset, length);
   return {};
 }
@@ -332,7 +395,7 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   if (bytes >= kTrimMinBytes && backed > page &&
       registry_->cached_bytes.load(std::memory_order_relaxed) + backed > registry_->cache_limit) {
     // Over the cache limit: give the pages back, keep the header page.
-    if (platform::punch_hole(segment.fd, block - segment.start + page, backed - page)) {
+    if (return_pages(block + page, backed - page)) {
       backed = page;
       h->backed_bytes.store(backed, std::memory_order_relaxed);
     }
@@ -359,7 +422,7 @@ void Heap::trim_cache() noexcept {
       const HeapSegment& segment = segments_[segment_of(b)];
       const std::uint64_t page = segment.page;
       const std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
-      if (backed > page && platform::punch_hole(segment.fd, b - segment.start + page, backed - page)) {
+      if (backed > page && return_pages(b + page, backed - page)) {
         h->backed_bytes.store(page, std::memory_order_relaxed);
         registry_->cached_bytes.fetch_sub(std::min(backed - page, registry_->cached_bytes.load()),
                                           std::memory_order_relaxed);

@@ -40,11 +40,19 @@ struct HeapSegment {
   bool huge = false;
 };
 
+/// The page map (see layout.hpp) as this process has it mapped.
+struct PageMap {
+  std::atomic<std::uint64_t>* words = nullptr;  ///< segment 0's words, then segment 1's
+  std::uint64_t segment_words[2] = {0, 0};      ///< validated at attach
+  int registry_fd = -1;                         ///< to back the map's words as the heap grows
+  std::uint64_t file_offset = 0;                ///< of segment 0's words in the registry file
+};
+
 class Heap {
  public:
   Heap() = default;
   /// Binds to a mapped heap: `base` maps the segments back to back.
-  void bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge) noexcept;
+  void bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, HeapSegment huge, PageMap map) noexcept;
 
   /// A block whose payload holds `payload_bytes`, with refs = 1. Its memory is
   /// backed; the payload is not cleared.
@@ -60,8 +68,9 @@ class Heap {
   [[nodiscard]] bool add_ref(std::uint64_t block) noexcept;
 
   /// True when `block` is a carved, in-bounds block whose payload can hold
-  /// `payload_bytes` and lies inside the file. The check every offset read from
-  /// shared memory must pass before use.
+  /// `payload_bytes`, every byte of it backed by memory (the page map says so
+  /// before any of it is read). The check every offset read from shared memory
+  /// must pass before use.
   [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept;
 
   [[nodiscard]] BlockHeader* header(std::uint64_t block) const noexcept {
@@ -88,13 +97,27 @@ class Heap {
   void free_block(std::uint64_t block, unsigned depth) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
-  [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) const noexcept;
+  /// Returns the memory of [offset, offset + length) (pages wholly inside it):
+  /// their bits are cleared first, so no reader trusts them once they are holes.
+  bool return_pages(std::uint64_t offset, std::uint64_t length) noexcept;
+
+  // --- the page map ---
+  /// True when every page touched by [offset, offset + length) is backed.
+  [[nodiscard]] bool is_backed(std::uint64_t offset, std::uint64_t length) const noexcept;
+  /// Backs the map's words for pages up to `offset + length`, then sets the bits
+  /// of every page the range touches (backed whole by fallocate).
+  Result<void, LoanError> back_map_words(unsigned segment, std::uint64_t word_end);
+  void set_page_bits(std::uint64_t offset, std::uint64_t length) noexcept;
+  /// Visits the words and masks covering pages [first, last] of `segment`;
+  /// `visit(word, mask)` returns false to stop. False if stopped.
+  template <class Visit>
+  bool for_page_bits(unsigned segment, std::uint64_t first, std::uint64_t last, Visit&& visit) const noexcept;
 
   RegistryHeader* registry_ = nullptr;
   std::byte* base_ = nullptr;
   std::uint64_t capacity_ = 0;  // of all segments
   HeapSegment segments_[2];
-  mutable std::atomic<std::uint64_t> known_file_size_[2]{};  // grow only; refreshed by fstat on a miss
+  PageMap map_;
 };
 
 /// "1.5 GiB", "320 B": sizes for messages.

@@ -12,8 +12,15 @@
 // * Layouts are versioned by `kLayoutVersion`; a process never attaches to a
 //   layout it does not know.
 //
+// * Which pages of the heap are backed by memory is recorded outside them, in
+//   the page map (below). A page is read through an offset from shared memory
+//   only when its bit says it is backed: reading a hole of /dev/shm allocates a
+//   page, and when /dev/shm is full that is a SIGBUS, not an error.
+//
 // Files of domain D (under /dev/shm; ':' cannot appear in names):
-//   hakobu:D:registry      RegistryHeader, then ProcessSlot[max_processes]
+//   hakobu:D:registry      RegistryHeader (with ProcessSlot[max_processes]),
+//                          then at `page_map_offset` the page map: one bit per
+//                          page of each heap segment, backed as the heap grows
 //   hakobu:D:heap          the heap: blocks, each starting with a BlockHeader
 //                          (and, where huge pages are used, a second heap file
 //                          of that name on a hugetlbfs mount)
@@ -145,6 +152,13 @@ struct RegistryHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): ho
   std::atomic<std::uint64_t> live_blocks;
   std::atomic<std::uint64_t> cached_bytes;
 
+  // The page map: bit i of segment s's words is set while page i of that
+  // segment is backed (set after backing, cleared before returning the page).
+  // Its words are backed in order; page_map_backed[s] bytes of them are.
+  alignas(64) std::uint64_t page_map_offset;  ///< registry file offset of segment 0's words
+  std::uint64_t page_map_words[2];            ///< words of each segment's map (segment 1's follow segment 0's)
+  std::atomic<std::uint64_t> page_map_backed[2];
+
   // The optional hugetlbfs segment: heap offsets [heap_capacity, heap_capacity + huge_capacity).
   alignas(64) std::atomic<std::uint64_t> huge_top;  ///< its bump pointer
   std::uint64_t huge_capacity;                      ///< 0: no huge-page segment
@@ -158,5 +172,13 @@ static_assert(std::is_standard_layout_v<RegistryHeader>);
 
 /// The heap's first block starts here (offset 0 means "no block").
 inline constexpr std::uint64_t kHeapStart = 4096;
+
+/// Where the page map starts in the registry file, and its words for a segment.
+constexpr std::uint64_t page_map_offset() noexcept {
+  return (sizeof(RegistryHeader) + 4095) / 4096 * 4096;
+}
+constexpr std::uint64_t page_map_words(std::uint64_t segment_bytes, std::uint64_t page) noexcept {
+  return (segment_bytes / page + 63) / 64;
+}
 
 }  // namespace hakobu::detail

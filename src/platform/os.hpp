@@ -93,8 +93,8 @@ struct SpaceInfo {
 SysResult<SpaceInfo> space_info(const std::string& path);
 
 // --- mappings ---------------------------------------------------------------
-/// Maps `length` bytes of `fd` shared, without reserving swap.
-SysResult<void*> map_shared(int fd, std::uint64_t length);
+/// Maps `length` bytes of `fd` from `offset` (page-aligned) shared, without reserving swap.
+SysResult<void*> map_shared(int fd, std::uint64_t length, std::uint64_t offset = 0);
 /// Reserves `length` bytes of address space (no access, no memory).
 SysResult<void*> reserve_address_space(std::uint64_t length);
 /// Maps `length` bytes of `fd` shared at `address`, inside a reservation.

@@ -214,8 +214,9 @@ SysResult<SpaceInfo> space_info(const std::string& path) {
                    static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize};
 }
 
-SysResult<void*> map_shared(int fd, std::uint64_t length) {
-  void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+SysResult<void*> map_shared(int fd, std::uint64_t length, std::uint64_t offset) {
+  void* address =
+      ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, static_cast<off_t>(offset));
   if (address == MAP_FAILED) return {Errno{errno}, describe(errno, "mmap")};
   return address;
 }

@@ -275,7 +275,32 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     huge_fd_ = -1;
     if (auto c = create_registry(options); !c) return abandon(std::move(c).error());
   }
+  if (auto r = map_page_map(); !r) return r;
   return map_heap();
+}
+
+// The page map follows the header in the registry file; its size follows from
+// the heap's, which was checked already.
+Result<void, OpenError> DomainState::map_page_map() {
+  const std::uint64_t words[2] = {
+      page_map_words(registry_->heap_capacity, platform::page_size()),
+      registry_->huge_capacity != 0 ? page_map_words(registry_->huge_capacity, registry_->huge_page_size) : 0};
+  if (registry_->page_map_offset != page_map_offset() || registry_->page_map_words[0] != words[0] ||
+      registry_->page_map_words[1] != words[1]) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' has an invalid page map; remove it with `hakobu rm --domain " +
+                                    name_ + " --everything`"};
+  }
+  page_map_bytes_ = (words[0] + words[1]) * sizeof(std::uint64_t);
+  auto info = platform::file_info(registry_fd_);
+  if (!info) return to_open_error(info);
+  if (info->size < page_map_offset() + page_map_bytes_) {
+    return {OpenError::Corrupt, "domain '" + name_ + "' has a truncated registry; remove it with `hakobu rm --domain " +
+                                    name_ + " --everything`"};
+  }
+  auto mapped = platform::map_shared(registry_fd_, page_map_bytes_, page_map_offset());
+  if (!mapped) return to_open_error(mapped);
+  page_map_ = *mapped;
+  return {};
 }
 
 // Called with the init lock held: true when no process holds the domain open.
@@ -312,6 +337,14 @@ Result<void, OpenError> DomainState::create_registry(const DomainOptions& option
     auto huge = create_huge_segment(options);
     if (!huge && options.huge_pages == HugePages::Require) return huge;
   }
+  // The page map: sized for both segments now, its words backed as the heap grows.
+  registry_->page_map_offset = page_map_offset();
+  registry_->page_map_words[0] = page_map_words(registry_->heap_capacity, platform::page_size());
+  registry_->page_map_words[1] =
+      registry_->huge_capacity != 0 ? page_map_words(registry_->huge_capacity, registry_->huge_page_size) : 0;
+  const std::uint64_t map_end =
+      page_map_offset() + (registry_->page_map_words[0] + registry_->page_map_words[1]) * sizeof(std::uint64_t);
+  if (auto r = platform::resize(registry_fd_, map_end); !r) return to_open_error(r);
   registry_->magic.store(kRegistryMagic, std::memory_order_release);
   return {};
 }
@@ -427,7 +460,11 @@ Result<void, OpenError> DomainState::map_heap() {
     }
     huge = HeapSegment{huge_fd_, heap_capacity_, huge_capacity, registry_->huge_page_size, true};
   }
-  heap_.bind(registry_, heap_base_, shm, huge);
+  PageMap map{static_cast<std::atomic<std::uint64_t>*>(page_map_),
+              {registry_->page_map_words[0], huge_capacity != 0 ? registry_->page_map_words[1] : 0},
+              registry_fd_,
+              page_map_offset()};
+  heap_.bind(registry_, heap_base_, shm, huge, map);
   return {};
 }
 
@@ -693,6 +730,7 @@ void DomainState::detach() noexcept {
     // handler closed the registry descriptor already.
     platform::unmap(reservation_, reservation_bytes_);
     platform::unmap(registry_, sizeof(RegistryHeader));
+    platform::unmap(page_map_, page_map_bytes_);
     platform::close_fd(heap_fd_);
     platform::close_fd(huge_fd_);
     return;
@@ -724,6 +762,7 @@ void DomainState::detach() noexcept {
   }
   platform::unmap(reservation_, reservation_bytes_);
   platform::unmap(registry_, sizeof(RegistryHeader));
+  platform::unmap(page_map_, page_map_bytes_);
   platform::close_fd(huge_fd_);
   if (registry_fd_ >= 0) {
     keep_after_fork(registry_fd_);

@@ -140,6 +140,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   Result<void, OpenError> create_huge_segment(const DomainOptions& options);
   Result<void, OpenError> open_huge_segment();
   Result<void, OpenError> map_heap();
+  Result<void, OpenError> map_page_map();
   [[nodiscard]] std::string huge_file_path() const;
   Result<void, OpenError> take_slot();
   void reclaim_slot(std::uint32_t slot) noexcept;
@@ -154,6 +155,8 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   int registry_fd_ = -1;
   int heap_fd_ = -1;
   RegistryHeader* registry_ = nullptr;
+  void* page_map_ = nullptr;  // the registry file's page map (layout.hpp)
+  std::uint64_t page_map_bytes_ = 0;
   std::byte* heap_base_ = nullptr;
   std::uint64_t heap_capacity_ = 0;
   int huge_fd_ = -1;             // the hugetlbfs segment's file, if any

@@ -238,6 +238,35 @@ TEST(Hostile, TwoThreadsNeverReclaimTheSameDeadProcessTwice) {
   EXPECT_EQ(reclaimed_total, std::size_t{kRounds * kChildren});
 }
 
+// An offset into memory whose pages were returned (a hole of /dev/shm) is
+// refused before anything there is read: reading a hole allocates a page,
+// which is a SIGBUS when /dev/shm is full. The file's allocation shows it.
+TEST(Hostile, OffsetsIntoReturnedPagesAreRefusedWithoutReadingThem) {
+  hakobu::DomainOptions options;
+  options.name = hakobu::test::domain() + "-holes";
+  options.cache_limit = 1 << 20;
+  options.huge_pages = hakobu::HugePages::Never;
+  auto domain = DomainState::attach(options);
+  ASSERT_TRUE(domain);
+  auto& heap = (*domain)->heap();
+  auto block = heap.allocate(16 << 20);
+  ASSERT_TRUE(block);
+  std::memset(heap.payload(*block), 1, 16 << 20);
+  heap.drop_ref(*block);  // over the cache limit: its pages go back, the header page stays
+  const std::string file = "/dev/shm/hakobu:" + options.name + ":heap";
+  const auto before = hakobu::platform::path_info(file);
+  ASSERT_TRUE(before);
+  for (std::uint64_t offset = 4096; offset < (std::uint64_t{16} << 20); offset += std::uint64_t{1} << 20) {
+    EXPECT_FALSE(heap.check_block(*block + offset, 0));
+    EXPECT_TRUE(heap.attachments(*block + offset).empty());
+  }
+  EXPECT_TRUE(heap.check_block(*block, 0)) << "the header page of a free block stays readable";
+  EXPECT_FALSE(heap.check_block(*block, 8 << 20)) << "its returned payload does not";
+  const auto after = hakobu::platform::path_info(file);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->allocated, before->allocated) << "no page of a hole was touched";
+}
+
 // A damaged queue header (positions far from the slots' own) must not keep a
 // timed get or put in the queue's loops past its deadline.
 TEST(Hostile, ADamagedRingNeverHoldsACallerPastItsDeadline) {
