@@ -22,6 +22,8 @@
 //   op 0x60-0x6F: slot ((op >> 2) & 3) of the ring, descriptor field (op & 3):
 //                 0 control, 1 kind, 2 length, 3 block = value (written after the puts)
 //   other ops:    ignored
+// Mask names (HAKOBU_FUZZ_MASK, exploration only): spare-attach (no Loan::attach
+// on the damaged spare loan).
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -161,7 +163,7 @@ void inspect_sample(hakobu::Queue& queue, hakobu::Sample& sample, hakobu::Loan& 
     (void)forward->attach(sample, 1);
     (void)forward->attachment_count();
   }
-  if (spare) {
+  if (spare && !hakobu::fuzz::masked("spare-attach")) {
     (void)spare.attach(sample, 0);
     (void)spare.attach(sample);
   }

@@ -15,16 +15,19 @@
 // Input: records (fuzz_support.hpp: op byte, [index], u64 value; block
 // references resolve against the known blocks: the dead process's holdings
 // table, then the blocks it lists, then the blocks in the ring).
-//   op 0x00-0x0F: header field (0 magic, 1 layout_version, 2 max_processes,
+//   op 0x00-0x17: header field (0 magic, 1 layout_version, 2 max_processes,
 //                 3 file_bytes, 4 heap_capacity, 5 cache_limit, 6 named_objects,
-//                 7 heap_top, 8 live_bytes, 9 live_blocks, 10 cached_bytes,
-//                 11 huge_top, 12 huge_capacity, 13 huge_page_size,
-//                 14-15 huge_directory bytes 0-7 and 8-15)
-//   op 0x10-0x3F: process slot (op - 0x10) / 8 (0 is the dead child's), field
-//                 (op - 0x10) % 8: 0 state, 1 generation, 2 pid, 3 reserved0,
+//                 7 next_slot, 8 heap_top, 9 live_bytes, 10 live_blocks,
+//                 11 cached_bytes, 12 page_map_offset, 13-14 page_map_words[0-1],
+//                 15-16 page_map_backed[0-1], 17 huge_top, 18 huge_capacity,
+//                 19 huge_page_size, 20-21 huge_directory bytes 0-7 and 8-15,
+//                 22-23 reserved1[0-1])
+//   op 0x18-0x47: process slot (op - 0x18) / 8 (0 is the dead child's), field
+//                 (op - 0x18) % 8: 0 state, 1 generation, 2 pid, 3 reserved0,
 //                 4 holdings, 5 holdings_capacity, 6 holdings_used, 7 reserved1[0]
-//   op 0x40-0xDF: free_lists[op - 0x40].head
-//   op 0xE0-0xFF: a u8 index picks a known block; field (op - 0xE0) % 16 of it
+//   op 0x48-0xE7: free_lists[op - 0x48].head
+//   op 0xE8-0xEF: a u16 index, then page-map word [index] of the heap (raw value)
+//   op 0xF0-0xFF: a u8 index picks a known block; field op - 0xF0 of it
 //                 (BlockField; PayloadWord reads a u16 index, AttachmentEntry a u8)
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <span>
 #include <string>
 #include <vector>
@@ -138,60 +142,79 @@ void build_template() {
   if (g_blocks.size() < 4) harness_broken("the template has too few blocks");
 }
 
-template <class T>
-void put(std::vector<std::byte>& image, std::size_t offset, std::uint64_t value) {
-  const auto narrowed = static_cast<T>(value);
-  std::memcpy(image.data() + offset, &narrowed, sizeof narrowed);
-}
+struct Field {
+  std::size_t offset;
+  std::size_t width;
+};
 
-void damage_header(std::vector<std::byte>& r, unsigned field, std::uint64_t v) {
-  switch (field) {
-    case 0: put<std::uint64_t>(r, offsetof(RegistryHeader, magic), v); break;
-    case 1: put<std::uint32_t>(r, offsetof(RegistryHeader, layout_version), v); break;
-    case 2: put<std::uint32_t>(r, offsetof(RegistryHeader, max_processes), v); break;
-    case 3: put<std::uint64_t>(r, offsetof(RegistryHeader, file_bytes), v); break;
-    case 4: put<std::uint64_t>(r, offsetof(RegistryHeader, heap_capacity), v); break;
-    case 5: put<std::uint64_t>(r, offsetof(RegistryHeader, cache_limit), v); break;
-    case 6: put<std::uint32_t>(r, offsetof(RegistryHeader, named_objects), v); break;
-    case 7: put<std::uint64_t>(r, offsetof(RegistryHeader, heap_top), v); break;
-    case 8: put<std::uint64_t>(r, offsetof(RegistryHeader, live_bytes), v); break;
-    case 9: put<std::uint64_t>(r, offsetof(RegistryHeader, live_blocks), v); break;
-    case 10: put<std::uint64_t>(r, offsetof(RegistryHeader, cached_bytes), v); break;
-    case 11: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_top), v); break;
-    case 12: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_capacity), v); break;
-    case 13: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_page_size), v); break;
-    case 14: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_directory), v); break;
-    default: put<std::uint64_t>(r, offsetof(RegistryHeader, huge_directory) + 8, v); break;
-  }
-}
+// Header fields, by record opcode.
+constexpr Field kHeaderFields[] = {
+    {offsetof(RegistryHeader, magic), 8},
+    {offsetof(RegistryHeader, layout_version), 4},
+    {offsetof(RegistryHeader, max_processes), 4},
+    {offsetof(RegistryHeader, file_bytes), 8},
+    {offsetof(RegistryHeader, heap_capacity), 8},
+    {offsetof(RegistryHeader, cache_limit), 8},
+    {offsetof(RegistryHeader, named_objects), 4},
+    {offsetof(RegistryHeader, next_slot), 4},
+    {offsetof(RegistryHeader, heap_top), 8},
+    {offsetof(RegistryHeader, live_bytes), 8},
+    {offsetof(RegistryHeader, live_blocks), 8},
+    {offsetof(RegistryHeader, cached_bytes), 8},
+    {offsetof(RegistryHeader, page_map_offset), 8},
+    {offsetof(RegistryHeader, page_map_words), 8},
+    {offsetof(RegistryHeader, page_map_words) + 8, 8},
+    {offsetof(RegistryHeader, page_map_backed), 8},
+    {offsetof(RegistryHeader, page_map_backed) + 8, 8},
+    {offsetof(RegistryHeader, huge_top), 8},
+    {offsetof(RegistryHeader, huge_capacity), 8},
+    {offsetof(RegistryHeader, huge_page_size), 8},
+    {offsetof(RegistryHeader, huge_directory), 8},
+    {offsetof(RegistryHeader, huge_directory) + 8, 8},
+    {offsetof(RegistryHeader, reserved1), 8},
+    {offsetof(RegistryHeader, reserved1) + 8, 8},
+};
+constexpr unsigned kHeaderOps = std::size(kHeaderFields);  // 0x00-0x17
 
-void damage_slot(std::vector<std::byte>& r, unsigned slot, unsigned field, std::uint64_t v) {
-  const std::size_t at = offsetof(RegistryHeader, processes) + slot * sizeof(ProcessSlot);
-  switch (field) {
-    case 0: put<std::uint32_t>(r, at + offsetof(ProcessSlot, state), v); break;
-    case 1: put<std::uint32_t>(r, at + offsetof(ProcessSlot, generation), v); break;
-    case 2: put<std::uint32_t>(r, at + offsetof(ProcessSlot, pid), v); break;
-    case 3: put<std::uint32_t>(r, at + offsetof(ProcessSlot, reserved0), v); break;
-    case 4: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings), v); break;
-    case 5: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings_capacity), v); break;
-    case 6: put<std::uint64_t>(r, at + offsetof(ProcessSlot, holdings_used), v); break;
-    default: put<std::uint64_t>(r, at + offsetof(ProcessSlot, reserved1), v); break;
-  }
+// Process slot fields.
+constexpr Field kSlotFields[] = {
+    {offsetof(ProcessSlot, state), 4},         {offsetof(ProcessSlot, generation), 4},
+    {offsetof(ProcessSlot, pid), 4},           {offsetof(ProcessSlot, reserved0), 4},
+    {offsetof(ProcessSlot, holdings), 8},      {offsetof(ProcessSlot, holdings_capacity), 8},
+    {offsetof(ProcessSlot, holdings_used), 8}, {offsetof(ProcessSlot, reserved1), 8},
+};
+constexpr unsigned kSlotOps = 0x18;      // 0x18-0x47: 6 slots x 8 fields
+constexpr unsigned kFreeListOps = 0x48;  // 0x48-0xE7: 160 free-list heads
+constexpr unsigned kPageMapOps = 0xE8;   // 0xE8-0xEF: a page-map word of segment 0
+constexpr unsigned kBlockOps = 0xF0;     // 0xF0-0xFF: a field of a known block
+
+void put(std::vector<std::byte>& image, std::size_t offset, std::size_t width, std::uint64_t value) {
+  if (offset > image.size() || width > image.size() - offset) return;
+  std::memcpy(image.data() + offset, &value, width);  // little-endian: the low bytes
 }
 
 void damage(hakobu::fuzz::Input& in, std::vector<std::byte>& registry, std::vector<std::byte>& heap) {
+  static_assert(kHeaderOps == kSlotOps && kSlotOps + 6 * 8 == kFreeListOps &&
+                kFreeListOps + hakobu::detail::kSizeClassCount == kPageMapOps);
   while (!in.empty()) {
-    const std::uint8_t op = in.u8();
-    if (op < 0x10) {
-      damage_header(registry, op, hakobu::fuzz::resolve(in.u64(), g_blocks));
-    } else if (op < 0x40) {
-      damage_slot(registry, (op - 0x10U) / 8U, (op - 0x10U) % 8U, hakobu::fuzz::resolve(in.u64(), g_blocks));
-    } else if (op < 0xE0) {
-      const std::size_t at = offsetof(RegistryHeader, free_lists) + (op - 0x40U) * sizeof(hakobu::detail::FreeList);
-      put<std::uint64_t>(registry, at, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    const unsigned op = in.u8();
+    if (op < kSlotOps) {
+      const Field f = kHeaderFields[op];
+      put(registry, f.offset, f.width, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else if (op < kFreeListOps) {
+      const Field f = kSlotFields[(op - kSlotOps) % 8];
+      const std::size_t at = offsetof(RegistryHeader, processes) + (op - kSlotOps) / 8 * sizeof(ProcessSlot);
+      put(registry, at + f.offset, f.width, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else if (op < kPageMapOps) {
+      const std::size_t at =
+          offsetof(RegistryHeader, free_lists) + (op - kFreeListOps) * sizeof(hakobu::detail::FreeList);
+      put(registry, at, 8, hakobu::fuzz::resolve(in.u64(), g_blocks));
+    } else if (op < kBlockOps) {
+      const std::size_t word = in.u16();
+      put(registry, hakobu::detail::page_map_offset() + word * 8, 8, in.u64());
     } else {
       const std::uint64_t block = g_blocks[in.u8() % g_blocks.size()];
-      const unsigned field = (op - 0xE0U) % 16U;
+      const unsigned field = op - kBlockOps;
       std::uint16_t index = 0;
       if (field == static_cast<unsigned>(BlockField::PayloadWord)) index = in.u16();
       if (field == static_cast<unsigned>(BlockField::AttachmentEntry)) index = in.u8();
@@ -201,10 +224,10 @@ void damage(hakobu::fuzz::Input& in, std::vector<std::byte>& registry, std::vect
       // The block's extent and table before any damage (from the template).
       hakobu::detail::BlockHeader original{};
       std::memcpy(static_cast<void*>(&original), g_heap.data() + block, sizeof original);
-      hakobu::fuzz::patch_block(
-          heap.data(), heap.size(), block,
-          std::min<std::uint64_t>(hakobu::detail::class_bytes(original.size_class), heap.size() - block),
-          original.attachment_table, static_cast<BlockField>(field), value, index);
+      const std::uint64_t limit =
+          std::min<std::uint64_t>(hakobu::detail::class_bytes(original.size_class), heap.size() - block);
+      hakobu::fuzz::patch_block(heap.data(), heap.size(), block, limit, original.attachment_table,
+                                static_cast<BlockField>(field), value, index);
     }
   }
 }

@@ -123,36 +123,49 @@ void block_seeds() {
            .bytes);
   save(t, "slot-names-arr-data", Records(0x12).op(slot_op(0, 3)).u64(block_ref(kData0)).op(slot_op(0, 1)).u64(2).bytes);
   save(t, "slot-inline-too-long", Records(0x10).op(slot_op(0, 2)).u64(4096).bytes);
-  save(t, "slot-control-ahead", Records(0x10).op(slot_op(1, 0)).u64(0x0000'0200'0000'0001ULL).bytes);
+  save(t, "slot-control-ahead",
+       Records(0x10)
+           .op(slot_op(1, 0))
+           .u64(hakobu::detail::make_control(1 + (1U << 20), hakobu::detail::SlotState::Full, 0))
+           .bytes);
 }
 
 // fuzz_registry_attach: known blocks are the dead child's holdings table (0), what it lists (1 the
 // first message it received, 2 its 300-byte loan, 3 its 4096-byte loan), then the ring's (4 first, 5 second).
 void registry_seeds() {
   const std::string t = "fuzz_registry_attach";
+  constexpr std::uint8_t kSlot0 = 0x18;  // + field: 0 state, 1 generation, 4 holdings, 6 holdings_used
+  constexpr std::uint8_t kSlot1 = 0x20;
+  constexpr std::uint8_t kFreeList = 0x48;  // + size class
+  constexpr std::uint8_t kPageMap = 0xE8;
+  constexpr std::uint8_t kBlock = 0xF0;  // + BlockField
+  const auto block = [](BlockField field) { return static_cast<std::uint8_t>(kBlock + static_cast<unsigned>(field)); };
   save(t, "as-left", Records().bytes);
-  save(t, "holdings-used-huge", Records().op(0x16).u64(std::uint64_t{1} << 40).bytes);
-  save(t, "holdings-table-size-class", Records().op(0xE1).u8(0).u64(159).bytes);
-  save(t, "holdings-table-is-scratch", Records().op(0x14).u64(block_ref(3)).op(0x16).u64(64).bytes);
-  save(t, "holdings-entry-inside", Records().op(0xE9).u8(0).u8(0).u64(block_ref(2, 64)).bytes);
-  save(t, "holdings-lists-table", Records().op(0xE9).u8(0).u8(1).u64(block_ref(0)).bytes);
+  save(t, "holdings-used-huge", Records().op(kSlot0 + 6).u64(std::uint64_t{1} << 40).bytes);
+  save(t, "holdings-table-size-class", Records().op(block(BlockField::SizeClass)).u8(0).u64(159).bytes);
+  save(t, "holdings-table-is-scratch", Records().op(kSlot0 + 4).u64(block_ref(3)).op(kSlot0 + 6).u64(64).bytes);
+  save(t, "holdings-entry-inside",
+       Records().op(block(BlockField::PayloadWord)).u8(0).u16(0).u64(block_ref(2, 64)).bytes);
+  save(t, "holdings-lists-table", Records().op(block(BlockField::PayloadWord)).u8(0).u16(1).u64(block_ref(0)).bytes);
   save(t, "second-dead-slot",
-       Records().op(0x18).u64(1).op(0x19).u64(7).op(0x1C).u64(block_ref(5)).op(0x1E).u64(8).bytes);
+       Records().op(kSlot1).u64(1).op(kSlot1 + 1).u64(7).op(kSlot1 + 4).u64(block_ref(5)).op(kSlot1 + 6).u64(8).bytes);
   save(t, "free-list-class-9-loop",
-       Records().op(0x40 + 9).u64(packed_block_ref(1)).op(0xE4).u8(1).u64(packed_block_ref(1)).bytes);
-  save(t, "refs-zero-then-attach", Records().op(0xE2).u8(3).u64(0).bytes);
-  save(t, "heap-top-beyond", Records().op(0x07).u64(std::uint64_t{1} << 40).bytes);
-  save(t, "bad-magic", Records().op(0x00).u64(0x1234).bytes);
-  save(t, "huge-segment",
        Records()
-           .op(0x0C)
-           .u64(std::uint64_t{2} << 20)
-           .op(0x0D)
-           .u64(std::uint64_t{2} << 20)
-           .op(0x0E)
-           .u64(0x2F706D742F)
+           .op(kFreeList + 9)
+           .u64(packed_block_ref(1))
+           .op(block(BlockField::NextFree))
+           .u8(1)
+           .u64(packed_block_ref(1))
            .bytes);
-  save(t, "cache-limit-zero", Records().op(0x05).u64(0).op(0x0A).u64(~0ULL).bytes);
+  save(t, "refs-zero", Records().op(block(BlockField::Refs)).u8(3).u64(0).bytes);
+  save(t, "heap-top-beyond", Records().op(8).u64(std::uint64_t{1} << 40).bytes);
+  save(t, "bad-magic", Records().op(0).u64(0x1234).bytes);
+  save(t, "huge-segment",
+       Records().op(18).u64(std::uint64_t{2} << 20).op(19).u64(std::uint64_t{2} << 20).op(20).u64(0x2F706D742F).bytes);
+  save(t, "cache-limit-zero", Records().op(5).u64(0).op(11).u64(~0ULL).bytes);
+  save(t, "page-map-empty", Records().op(kPageMap).u16(0).u64(0).op(kPageMap).u16(1).u64(0).bytes);
+  save(t, "page-map-full", Records().op(kPageMap).u16(2).u64(~0ULL).op(kPageMap).u16(3).u64(~0ULL).bytes);
+  save(t, "page-map-backed-huge", Records().op(15).u64(~0ULL).bytes);
 }
 
 // --- arrays ---------------------------------------------------------------------

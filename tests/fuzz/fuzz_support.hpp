@@ -129,6 +129,22 @@ inline void patch_block(std::byte* base, std::uint64_t heap_bytes, std::uint64_t
   }
 }
 
+/// True when the comma-separated list in $HAKOBU_FUZZ_MASK names `what`. Off by
+/// default; it lets an exploratory run look past a known, not yet fixed finding
+/// (each target lists its mask names). CI runs never set it.
+inline bool masked(std::string_view what) {
+  const char* env = std::getenv("HAKOBU_FUZZ_MASK");  // NOLINT(concurrency-mt-unsafe): read-only
+  if (env == nullptr) return false;
+  std::string_view list(env);
+  while (!list.empty()) {
+    const std::size_t comma = list.find(',');
+    if (list.substr(0, comma) == what) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 /// Reads a byte the way a consumer would, so a bad address faults here.
 inline void touch(const std::byte* address) noexcept {
   (void)*static_cast<const volatile std::byte*>(address);  // a volatile read is never optimized away
