@@ -14,12 +14,14 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "convert.hpp"
 #include "errors.hpp"
 
 namespace nb = nanobind;
@@ -118,13 +120,14 @@ PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbu
                             {0, nullptr}};
 
 /// Runs `attempt(slice)` without the GIL until it succeeds, fails with another
-/// error than `timeout_code`, or `timeout` (seconds; None: forever) runs out.
+/// error than `timeout_code`, or `timeout` (seconds; None, +inf or beyond
+/// kForeverNs: forever; NaN or negative: InvalidArgument) runs out.
 template <class Code, class Attempt>
 auto wait_interruptibly(std::optional<double> timeout, Code timeout_code, Attempt&& attempt) {
   using Clock = std::chrono::steady_clock;
-  const bool forever = !timeout.has_value();
-  const auto deadline =
-      Clock::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(forever ? 0.0 : std::max(*timeout, 0.0) * 1e9));
+  const std::optional<std::chrono::nanoseconds> wait = wait_duration(timeout, "timeout");
+  const bool forever = !wait.has_value();
+  const auto deadline = Clock::now() + wait.value_or(std::chrono::nanoseconds(0));
   for (;;) {
     std::chrono::nanoseconds slice(kSliceNs);
     if (!forever) slice = std::min(slice, std::max(std::chrono::nanoseconds(0), deadline - Clock::now()));
@@ -145,20 +148,26 @@ OpenMode open_mode(std::optional<bool> create) {
 
 struct PyQueue {
   Queue queue;
+  std::string domain;  // the domain's name, kept: a closed handle has no domain to ask
 
-  PyQueue(const std::string& name, std::optional<bool> create, std::size_t capacity, std::size_t inline_capacity,
-          const std::string& domain, double spin_seconds) {
+  // capacity and inline_capacity arrive as Python objects: a float, a bool or a
+  // negative number is an InvalidArgument naming the option, not a TypeError.
+  PyQueue(const std::string& name, std::optional<bool> create, nb::handle capacity, nb::handle inline_capacity,
+          const std::string& domain_name, double spin_seconds) {
+    check_name(name, "queue");
+    check_name(domain_name, "domain", /*empty_ok=*/true);
     QueueOptions options;
-    options.capacity = capacity;
-    options.inline_capacity = inline_capacity;
-    options.spin = std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(spin_seconds, 0.0) * 1e9));
-    options.domain.name = domain;
+    options.capacity = to_size(capacity, "capacity", SIZE_MAX, Beyond::InvalidArgument);
+    options.inline_capacity = to_size(inline_capacity, "inline_capacity", SIZE_MAX, Beyond::InvalidArgument);
+    options.spin = duration(spin_seconds, "spin");
+    options.domain.name = domain_name;
     auto opened = [&] {
       nb::gil_scoped_release unlocked;
       return Queue::open(name, open_mode(create), options);
     }();
     if (!opened) raise(opened.error());
     queue = std::move(*opened);
+    domain = queue.domain().name();
   }
 
   void put_bytes(nb::handle data, int kind, std::optional<double> timeout) {
@@ -211,7 +220,9 @@ struct PyQueue {
     if (!sent) raise(sent.error());
   }
 
-  PyLoan* loan(std::size_t size, int kind, std::size_t attachments) {
+  PyLoan* loan(nb::handle nbytes, int kind, nb::handle attachment_count) {
+    const std::size_t size = to_size(nbytes, "nbytes", PTRDIFF_MAX, Beyond::TooLarge);
+    const std::size_t attachments = to_size(attachment_count, "attachments", UINT32_MAX, Beyond::InvalidArgument);
     auto made = [&] {
       nb::gil_scoped_release unlocked;
       return queue.loan(size, static_cast<MessageKind>(kind), attachments);
@@ -246,6 +257,7 @@ struct PyQueue {
     nb::dict out;
     out["size"] = s.size;
     out["capacity"] = s.capacity;
+    out["inline_capacity"] = s.inline_capacity;
     out["put_count"] = s.put_count;
     out["get_count"] = s.get_count;
     out["creator_pid"] = s.creator_pid;
@@ -298,7 +310,10 @@ bool attach(PyLoan& loan, nb::handle source) {
   throw PythonError("InvalidArgument", attached.error().message);
 }
 
-PyLoan* allocate(std::size_t size, const std::string& domain_name) {
+PyLoan* allocate(nb::handle nbytes, const std::string& domain_name) {
+  // Beyond PTRDIFF_MAX no buffer can describe the memory (and the core's rounding could wrap).
+  const std::size_t size = to_size(nbytes, "nbytes", PTRDIFF_MAX, Beyond::TooLarge);
+  check_name(domain_name, "domain", /*empty_ok=*/true);
   Domain domain = open_domain(domain_name);
   auto made = [&] {
     nb::gil_scoped_release unlocked;
@@ -348,12 +363,13 @@ void bind_queue(nb::module_& m) {
            "Attaches a Loan, Message or Attachment; False if it cannot be (then copy instead)");
 
   nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)")
-      .def(nb::init<const std::string&, std::optional<bool>, std::size_t, std::size_t, const std::string&, double>(),
-           "name"_a, "create"_a.none(), "capacity"_a, "inline_capacity"_a, "domain"_a, "spin"_a)
+      .def(nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double>(),
+           "name"_a, "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
+           "capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds")
       .def("put_bytes", &PyQueue::put_bytes, "data"_a, "kind"_a, "timeout"_a.none())
       .def("loan_array", &PyQueue::loan_array, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "fortran_order"_a)
-      .def("loan", &PyQueue::loan, nb::rv_policy::take_ownership, "nbytes"_a, "kind"_a, "attachments"_a,
+      .def("loan", &PyQueue::loan, nb::rv_policy::take_ownership, "nbytes"_a.none(), "kind"_a, "attachments"_a.none(),
            "Shared memory for a message of `nbytes` with room for `attachments`")
       .def("loan_array_ref", &PyQueue::loan_array_ref, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
@@ -362,6 +378,7 @@ void bind_queue(nb::module_& m) {
       .def("qsize", [](const PyQueue& self) { return self.queue.size(); })
       .def_prop_ro("capacity", [](const PyQueue& self) { return self.queue.capacity(); })
       .def_prop_ro("name", [](const PyQueue& self) { return self.queue.name(); })
+      .def_prop_ro("domain", [](const PyQueue& self) { return self.domain; })
       .def_prop_ro("is_creator", [](const PyQueue& self) { return self.queue.is_creator(); })
       .def_prop_ro("is_open", [](const PyQueue& self) { return self.queue.is_open(); })
       .def("stats", &PyQueue::stats)
@@ -371,12 +388,15 @@ void bind_queue(nb::module_& m) {
   m.def(
       "remove",
       [](const std::string& name, const std::string& domain) {
+        // Checked here: the core reports a bad name in removal as a system error.
+        check_name(name, "queue");
+        check_name(domain, "domain", /*empty_ok=*/true);
         auto removed = Queue::remove(name, domain);
         if (!removed) raise(removed.error());
       },
       "name"_a, "domain"_a = "", "Removes a queue by name, whoever created it");
   m.def("default_domain", &default_domain_name, "The domain used when none is given");
-  m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a, "domain"_a = "",
+  m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a.none(), "domain"_a = "",
         "Shared memory of the domain, to build arrays in (hakobu.empty)");
   m.def(
       "file_prefix", [](const std::string& domain) { return Domain::file_prefix(domain); }, "domain"_a,

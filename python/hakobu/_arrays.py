@@ -8,29 +8,38 @@ share the memory; writes by one are seen by the others.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal, Optional, Sequence, Union, cast
+from typing import Any, Iterable, Literal, Optional, Sequence, Union, cast
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core, _errors
 
 ShapeLike = Union[int, Sequence[int]]
 _OWNERS = (_core.Loan, _core.Message, _core.Attachment)
 
 
+def _shape(shape: object) -> tuple[int, ...]:
+    """``shape`` (an int or a sequence of ints) as a tuple; InvalidArgument for floats, bools,
+    negative numbers and anything else."""
+    if isinstance(shape, Iterable) and not isinstance(shape, (str, bytes)):
+        return tuple(_checks.count(n, f"dimension {k} of the shape") for k, n in enumerate(shape))
+    return (_checks.count(shape, "the shape"),)
+
+
 def empty(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None) -> np.ndarray:
-    """Like ``numpy.empty``, in shared memory: sending it costs no copy."""
-    shape_tuple = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
-    if any(n < 0 for n in shape_tuple):
-        raise ValueError(f"negative dimensions are not allowed: {shape_tuple}")
+    """Like ``numpy.empty``, in shared memory: sending it costs no copy.
+
+    Raises InvalidArgument for a shape that is not ints (or has negative ones)
+    and TooLarge for one whose size no memory can hold.
+    """
+    shape_tuple = _shape(shape)
     dtype = np.dtype(dtype)
     if dtype.hasobject:
         raise TypeError("arrays of Python objects cannot live in shared memory")
     if order not in ("C", "F"):
-        raise ValueError("order must be 'C' or 'F'")
-    nbytes = math.prod(shape_tuple) * dtype.itemsize
-    buffer = _core.allocate(max(nbytes, 1), domain or "")
+        raise _errors.InvalidArgument(f"order must be 'C' or 'F', got {order!r}")
+    nbytes = _checks.byte_size(shape_tuple, dtype.itemsize)
+    buffer = _core.allocate(max(nbytes, 1), _checks.domain(domain))
     layout = cast(Literal["C", "F"], order)
     return np.ndarray(shape_tuple, dtype, buffer=memoryview(buffer), order=layout)
 

@@ -85,13 +85,16 @@ class Loan:
 class Queue:
     """A named shared-memory queue (use hakobu.Queue)"""
 
-    def __init__(self, name: str, create: bool | None, capacity: int, inline_capacity: int, domain: str, spin: float) -> None: ...
+    def __init__(self, name: str, create: bool | None, capacity: object, inline_capacity: object, domain: str, spin: float) -> None:
+        """
+        capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds
+        """
 
     def put_bytes(self, data: object, kind: int, timeout: float | None) -> None: ...
 
     def loan_array(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], fortran_order: bool) -> Loan: ...
 
-    def loan(self, nbytes: int, kind: int, attachments: int) -> Loan:
+    def loan(self, nbytes: object, kind: int, attachments: object) -> Loan:
         """Shared memory for a message of `nbytes` with room for `attachments`"""
 
     def loan_array_ref(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], strides: Sequence[int], byte_offset: int) -> Loan: ...
@@ -107,6 +110,9 @@ class Queue:
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
 
     @property
     def is_creator(self) -> bool: ...
@@ -126,7 +132,7 @@ def remove(name: str, domain: str = '') -> None:
 def default_domain() -> str:
     """The domain used when none is given"""
 
-def allocate(nbytes: int, domain: str = '') -> Loan:
+def allocate(nbytes: object, domain: str = '') -> Loan:
     """Shared memory of the domain, to build arrays in (hakobu.empty)"""
 
 def file_prefix(domain: str) -> str:
