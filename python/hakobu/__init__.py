@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from . import _core
+from . import _checks, _core
 from ._errors import (
     AccessDenied,
     AlreadyExists,
@@ -25,6 +25,7 @@ from ._errors import (
     InvalidArgument,
     InvalidName,
     NotCreator,
+    NoSenderWarning,
     NotFound,
     OutOfSharedMemory,
     PoolTerminated,
@@ -34,6 +35,7 @@ from ._errors import (
     TooLarge,
     TooManyProcesses,
     Unlinked,
+    UnpicklingRefused,
     WorkerLost,
 )
 from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
@@ -44,8 +46,11 @@ __version__ = _core.__version__
 
 
 def remove(name: str, domain: str | None = None) -> None:
-    """Removes the queue ``name`` whoever created it (what ``hakobu rm`` does)."""
-    _core.remove(name, domain or "")
+    """Removes the queue ``name`` whoever created it (what ``hakobu rm`` does).
+
+    Raises NotFound if there is no such queue, InvalidName for a name that no queue can have.
+    """
+    _core.remove(_checks.name(name, "queue"), _checks.domain(domain))
 
 
 def default_domain() -> str:
@@ -74,6 +79,7 @@ __all__ = [
     "Incompatible",
     "InvalidArgument",
     "InvalidName",
+    "NoSenderWarning",
     "NotCreator",
     "NotFound",
     "OutOfSharedMemory",
@@ -86,6 +92,7 @@ __all__ = [
     "TooLarge",
     "TooManyProcesses",
     "Unlinked",
+    "UnpicklingRefused",
     "WorkerLost",
     "default_domain",
     "remove",

@@ -19,14 +19,21 @@ Wire formats (the message kind travels in the queue slot):
   memory otherwise, and the receiver's arrays are views of them. Payload:
   ``b"HKP1"``, a u32 count N, N entries of (u32 attachment, u64 offset,
   u64 length) little-endian, then the pickle stream.
+
+Unpickling runs code named by the stream, so a peer that can write the domain
+can run code in a reader. A queue opened with ``allow_pickle=False`` decodes
+object messages with a restricted unpickler (_PlainUnpickler) that builds only
+plain built-in types and raises UnpicklingRefused for anything else.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import io
 import pickle
 import struct
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import cloudpickle
 import numpy as np
@@ -193,7 +200,52 @@ def _dumps(obj: Any, buffer_callback: Any) -> bytes:
         return stream
 
 
-def _loads_object(message: _core.Message) -> Any:
+# What a queue with allow_pickle=False accepts in an object message. Their pickles name
+# no global (protocol 5) or only these types themselves (older protocols, complex):
+# calling a plain type with any arguments builds data and runs nothing else.
+PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+_PLAIN_GLOBALS = frozenset(("builtins", kind.__name__) for kind in PLAIN_TYPES if kind is not type(None))
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain built-in types only: every global the stream names is checked here,
+    and a pickle can call nothing it did not name, so nothing else can run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PLAIN_GLOBALS:
+            return getattr(builtins, name)
+        raise _errors.UnpicklingRefused(
+            f"refused an object message that needs {module}.{name}: this queue was opened with "
+            "allow_pickle=False and takes only plain built-in types (None, bool, int, float, complex, str, "
+            "bytes, bytearray, list, tuple, dict, set, frozenset), arrays and bytes; the message was dropped"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _errors.UnpicklingRefused(
+            "refused an object message with a persistent id (allow_pickle=False); the message was dropped"
+        )
+
+
+def _plain_loads(stream: memoryview, buffers: list[memoryview]) -> Any:
+    """``stream`` unpickled with _PlainUnpickler; out-of-band buffers arrive as ``bytes``
+    (copied only when the stream reaches them: a refused message costs no copy)."""
+
+    def copies() -> Iterator[bytes]:
+        for view in buffers:
+            yield bytes(view)
+
+    try:
+        return _PlainUnpickler(io.BytesIO(stream), buffers=copies()).load()
+    except _errors.UnpicklingRefused:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged or hostile stream: refused the same way
+        raise _errors.UnpicklingRefused(
+            f"refused an object message that is not a plain pickle ({type(error).__name__}: {error}); "
+            "the message was dropped"
+        ) from error
+
+
+def _loads_object(message: _core.Message, allow_pickle: bool) -> Any:
     payload = memoryview(message)
     try:
         if len(payload) < _OBJECT_HEADER.size:
@@ -211,13 +263,19 @@ def _loads_object(message: _core.Message) -> Any:
             if offset + length > attachment.nbytes:
                 raise _errors.Corrupt("object message: a buffer lies outside its attachment")
             buffers.append(memoryview(attachment)[offset : offset + length])
+        if not allow_pickle:
+            return _plain_loads(payload[entries_end:], buffers)
         return pickle.loads(payload[entries_end:], buffers=buffers)
     finally:
         payload.release()
 
 
-def decode(message: _core.Message) -> Any:
-    """The Python object a received message carries."""
+def decode(message: _core.Message, allow_pickle: bool = True) -> Any:
+    """The Python object a received message carries.
+
+    ``allow_pickle=False``: an object message must hold plain built-in types
+    only (PLAIN_TYPES), else UnpicklingRefused; arrays and bytes are unaffected.
+    """
     kind = message.kind
     if kind == KIND_ARRAY:
         layout = message.array_layout()
@@ -231,5 +289,5 @@ def decode(message: _core.Message) -> Any:
     if kind == KIND_BYTES:
         return bytes(memoryview(message))
     if kind == KIND_OBJECT:
-        return _loads_object(message)
+        return _loads_object(message, allow_pickle)
     raise _errors.Corrupt(f"message of unknown kind {kind}")

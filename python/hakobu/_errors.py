@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures.process as _futures_process
 import multiprocessing.pool as _mp_pool
+import pickle as _pickle
 import queue as _queue
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,30 @@ class TooManyProcesses(HakobuError):
 
 class SystemFailure(HakobuError, OSError):
     """Another operating-system error; the message has the details."""
+
+
+class UnpicklingRefused(HakobuError, _pickle.UnpicklingError):
+    """A queue opened with ``allow_pickle=False`` received an object that is not made of plain
+    built-in types (None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict,
+    set, frozenset); the message names what it asked for.
+
+    Nothing of it was run: the message was consumed and dropped, and the queue goes on.
+    If the sender is trusted, open the queue with ``allow_pickle=True`` (the default);
+    otherwise have it send arrays, bytes or plain data.
+    """
+
+
+# --- warnings ----------------------------------------------------------------------------
+
+
+class NoSenderWarning(UserWarning):
+    """A blocking get() waited a while on a queue that its own handle created and that nothing
+    was ever put on: often a typo in the name, which made a new empty queue.
+
+    The message names the queue, its domain and the domain's queues with similar names.
+    Check the name in the producer and the consumer; if the producer simply starts late,
+    silence it with ``warnings.filterwarnings("ignore", category=hakobu.NoSenderWarning)``.
+    """
 
 
 # --- hakobu.Pool and hakobu.Executor ------------------------------------------------------

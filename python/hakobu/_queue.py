@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+import difflib
+import time
+import warnings
+from typing import Any, Callable, Optional
 
-from . import _codec, _core, _errors
+from . import _checks, _codec, _core, _errors
+
+# A blocking get() on a queue its own handle created, which nothing was ever put on, warns
+# (NoSenderWarning) after waiting this long: a typo in a name makes such a queue. Seconds;
+# the tests lower it.
+NO_SENDER_WARNING_SECONDS = 5.0
 
 
-def _wait_time(block: bool, timeout: Optional[float]) -> Optional[float]:
-    """The core's timeout: None waits forever, 0 does not wait."""
-    if not block:
-        return 0.0
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return timeout
+def _wait_time(block: bool, timeout: object) -> Optional[float]:
+    """The core's timeout: None waits without a limit, 0 does not wait.
+
+    ``timeout`` is checked even when not blocking: a NaN is a mistake either way.
+    """
+    limit = _checks.timeout(timeout)
+    return limit if block else 0.0
 
 
 class Queue:
@@ -27,7 +35,28 @@ class Queue:
     ``create``: None (default) creates the queue or attaches to it, True
     requires creating it, False requires it to exist. ``capacity`` (messages)
     and ``inline_capacity`` (bytes carried inside a slot, at most 224) apply
-    when creating. ``spin`` is how long a blocking call spins before sleeping.
+    when creating. ``spin`` is how long (seconds) a blocking call spins before
+    sleeping; ``float("inf")`` spins without sleeping.
+
+    ``allow_pickle`` (as in ``numpy.load``): unpickling runs code that the
+    stream names, so any program that can write the domain could run code in
+    this one through an object message. With ``allow_pickle=False`` received
+    objects must be made of plain built-in types (None, bool, int, float,
+    complex, str, bytes, bytearray, list, tuple, dict, set, frozenset; large
+    out-of-band buffers in them arrive as ``bytes``); anything else raises
+    hakobu.UnpicklingRefused, having run nothing. The refused message is
+    consumed and dropped, and the queue stays usable. Arrays and bytes arrive
+    as always. Sending is not affected.
+
+    Timeouts are seconds: None or ``float("inf")`` waits without a limit (so
+    does anything beyond about 31 years); NaN and negative values raise
+    InvalidArgument (a ValueError), as do floats and bools given for
+    capacities, which must be ints.
+
+    A blocking get() that has waited NO_SENDER_WARNING_SECONDS (5 s) on a
+    queue this handle created, when nothing was ever put on it, warns once
+    with hakobu.NoSenderWarning naming the domain's queues with similar names:
+    a typo in a consumer's queue name creates a new empty queue.
     """
 
     def __init__(
@@ -39,16 +68,26 @@ class Queue:
         domain: Optional[str] = None,
         inline_capacity: int = 224,
         spin: float = 20e-6,
+        allow_pickle: bool = True,
     ) -> None:
-        if capacity <= 0:
-            raise _errors.InvalidArgument(f"capacity must be positive, got {capacity}")
-        self._core = _core.Queue(name, create, capacity, inline_capacity, domain or "", spin)
+        _checks.name(name, "queue")
+        if create is not None:
+            _checks.flag(create, "create")
+        self._allow_pickle = _checks.flag(allow_pickle, "allow_pickle")
+        self._spin = _checks.duration(spin, "spin")
+        # capacity and inline_capacity: the bindings check the type, the core the range.
+        self._core = _core.Queue(name, create, capacity, inline_capacity, _checks.domain(domain), self._spin)
+        stats = self._core.stats()
+        self._inline_capacity: int = stats["inline_capacity"]
+        # Watch for a consumer waiting on a queue nobody feeds (see get); False once settled.
+        self._watch_for_sender = self._core.is_creator and stats["put_count"] == 0
 
     # --- sending ---------------------------------------------------------------
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Sends ``obj``; waits for room (at most ``timeout`` seconds) unless ``block`` is false.
 
-        Raises Full when no room came, Closed or Unlinked when the queue went away.
+        Raises Full when no room came, Closed or Unlinked when the queue went
+        away, InvalidArgument for a NaN or negative timeout.
         """
         _codec.put_object(self._core, obj, _wait_time(block, timeout))
 
@@ -58,15 +97,31 @@ class Queue:
 
     async def put_async(self, obj: Any, timeout: Optional[float] = None) -> None:
         """Sends ``obj`` without blocking the event loop while waiting for room."""
-        await _poll(lambda: self.put(obj, block=False), _errors.Full, timeout)
+        await _poll(lambda: self.put(obj, block=False), _errors.Full, _checks.timeout(timeout))
 
     # --- receiving -------------------------------------------------------------
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Receives a message; waits (at most ``timeout`` seconds) unless ``block`` is false.
 
-        Raises Empty when none came, Closed or Unlinked when the queue went away.
+        Raises Empty when none came, Closed or Unlinked when the queue went
+        away, InvalidArgument for a NaN or negative timeout, UnpicklingRefused
+        for an object this queue does not accept (``allow_pickle=False``).
         """
-        return _codec.decode(self._core.get(_wait_time(block, timeout)))
+        wait = _wait_time(block, timeout)
+        message = None
+        if self._watch_for_sender and (wait is None or wait > NO_SENDER_WARNING_SECONDS):
+            # Wait in two parts: after the first, say so if nobody ever sent anything here.
+            started = time.monotonic()
+            try:
+                message = self._core.get(NO_SENDER_WARNING_SECONDS)
+            except _errors.Empty:
+                self._warn_if_never_sent(stacklevel=3)
+                if wait is not None:
+                    wait = max(0.0, wait - (time.monotonic() - started))
+        if message is None:
+            message = self._core.get(wait)
+        self._watch_for_sender = False  # something was sent: the name is right
+        return self._decode(message)
 
     def get_nowait(self) -> Any:
         """Receives a message if one is waiting, else raises Empty."""
@@ -74,7 +129,21 @@ class Queue:
 
     async def get_async(self, timeout: Optional[float] = None) -> Any:
         """Receives a message without blocking the event loop while waiting."""
-        return await _poll(lambda: self.get(block=False), _errors.Empty, timeout)
+        limit = _checks.timeout(timeout)
+        on_long_wait = (lambda: self._warn_if_never_sent(stacklevel=4)) if self._watch_for_sender else None
+        return await _poll(lambda: self.get(block=False), _errors.Empty, limit, on_long_wait)
+
+    def _decode(self, message: _core.Message) -> Any:
+        return _codec.decode(message, self._allow_pickle)
+
+    def _warn_if_never_sent(self, stacklevel: int) -> None:
+        """Warns once (NoSenderWarning) if nothing was ever put on this queue."""
+        if not self._watch_for_sender:
+            return
+        self._watch_for_sender = False  # once per handle, whatever comes next
+        if self._core.stats()["put_count"] != 0:
+            return
+        warnings.warn(_never_sent_message(self.name, self.domain), _errors.NoSenderWarning, stacklevel=stacklevel)
 
     # --- state -----------------------------------------------------------------
     def qsize(self) -> int:
@@ -92,8 +161,18 @@ class Queue:
         return self._core.name
 
     @property
+    def domain(self) -> str:
+        """The domain the queue lives in."""
+        return self._core.domain
+
+    @property
     def capacity(self) -> int:
         return self._core.capacity
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether received objects may be any pickle (see the class's docstring)."""
+        return self._allow_pickle
 
     @property
     def is_creator(self) -> bool:
@@ -118,18 +197,53 @@ class Queue:
         return f"hakobu.Queue({self.name!r}, capacity={self.capacity}, size={self.qsize()})"
 
     def __reduce__(self) -> Any:
-        # Another process opens the same queue by name.
-        return (Queue, (self.name, self.capacity), None)
+        # Another process attaches to the same queue: same name and domain (the resolved
+        # one: the receiver's default domain may differ), same per-handle settings.
+        options = {
+            "domain": self.domain,
+            "inline_capacity": self._inline_capacity,
+            "spin": self._spin,
+            "allow_pickle": self._allow_pickle,
+        }
+        return (_reopen, (self.name, self.capacity, options))
 
 
-async def _poll(attempt: Any, retry_on: type[BaseException], timeout: Optional[float]) -> Any:
+def _reopen(name: str, capacity: int, options: dict[str, Any]) -> Queue:
+    """Unpickles a Queue: attaches to the queue it was (NotFound if it was removed since)."""
+    return Queue(name, capacity, create=False, **options)
+
+
+def _never_sent_message(name: str, domain: str) -> str:
+    from .cli import domain_files  # how `hakobu ls` finds a domain's queues; imported late (it imports us)
+
+    others = [queue for queue in domain_files(domain).queues if queue != name]
+    similar = difflib.get_close_matches(name, others, n=5)
+    if similar:
+        hint = "queues with similar names in the domain: " + ", ".join(repr(queue) for queue in similar)
+    else:
+        hint = "no queue of the domain has a similar name"
+    return (
+        f"get() has waited {NO_SENDER_WARNING_SECONDS:g} s on queue {name!r} of domain {domain!r}, which this "
+        f"handle created and nothing was ever put on: is the name right? A mistyped name creates a new, empty "
+        f"queue ({hint}). Check the producer's and consumer's names and domains (hakobu ls)."
+    )
+
+
+async def _poll(
+    attempt: Callable[[], Any],
+    retry_on: type[BaseException],
+    timeout: Optional[float],
+    on_long_wait: Optional[Callable[[], None]] = None,
+) -> Any:
     """Runs a non-blocking ``attempt`` until it succeeds, sleeping between tries.
 
-    Cancelling the awaiting task never loses a message: no receive is in flight
-    while the task sleeps.
+    ``timeout`` is checked already (None: no limit). ``on_long_wait`` runs once
+    after NO_SENDER_WARNING_SECONDS of retries. Cancelling the awaiting task
+    never loses a message: no receive is in flight while the task sleeps.
     """
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    started = loop.time()
+    deadline = None if timeout is None else started + timeout
     pause = 50e-6
     while True:
         try:
@@ -137,5 +251,8 @@ async def _poll(attempt: Any, retry_on: type[BaseException], timeout: Optional[f
         except retry_on:
             if deadline is not None and loop.time() >= deadline:
                 raise
+        if on_long_wait is not None and loop.time() - started >= NO_SENDER_WARNING_SECONDS:
+            on_long_wait()
+            on_long_wait = None
         await asyncio.sleep(pause)
         pause = min(pause * 2, 5e-3)

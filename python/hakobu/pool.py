@@ -25,7 +25,7 @@ import warnings
 import weakref
 from typing import Any, Callable, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
 
-from . import _errors
+from . import _checks, _errors
 from ._pool import (
     CLOSE,
     MODE_ARG,
@@ -118,9 +118,15 @@ class ApplyResult(_ResultTarget, Generic[T]):
         return self._success
 
     def wait(self, timeout: Optional[float] = None) -> None:
-        self._event.wait(timeout)
+        """Waits until the result is ready or ``timeout`` seconds (None or inf: no limit) passed.
+
+        A NaN or negative timeout raises hakobu.InvalidArgument (a ValueError).
+        """
+        self._event.wait(_checks.timeout(timeout))
 
     def get(self, timeout: Optional[float] = None) -> T:
+        """The result (or the task's exception, raised); multiprocessing.TimeoutError if not
+        ready within ``timeout`` seconds (None or inf: no limit; NaN or negative: InvalidArgument)."""
         self.wait(timeout)
         if not self.ready():
             raise multiprocessing.TimeoutError
@@ -198,7 +204,8 @@ class IMapIterator(_ResultTarget, Generic[T]):
         return self
 
     def next(self, timeout: Optional[float] = None) -> T:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = _checks.timeout(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
         with self._cond:
             while not self._items:
                 if self._index == self._length:
@@ -570,11 +577,13 @@ class Executor(concurrent.futures.Executor):
         """``map(fn, *iterables)`` across the workers; results lazily, in order.
 
         ``timeout`` counts from this call; the iterator raises TimeoutError when
-        a result is not ready by then. ``chunksize`` calls travel as one task.
+        a result is not ready by then (None or inf: no limit; NaN or negative:
+        InvalidArgument). ``chunksize`` calls travel as one task.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        end_time = None if timeout is None else timeout + time.monotonic()
+        limit = _checks.timeout(timeout)
+        end_time = None if limit is None else limit + time.monotonic()
         futures: list[concurrent.futures.Future[list[T]]] = self._submit(
             fn, _chunks(zip(*iterables), chunksize), MODE_STAR, False
         )
