@@ -10,13 +10,17 @@ inbox goes away.
 
 A worker exits by itself when its parent dies (PR_SET_PDEATHSIG with SIGHUP,
 and a thread that watches getppid), removing the pool's queues the dead parent
-cannot remove. It ignores SIGINT: Ctrl-C in a terminal interrupts the parent, which
-then stops its workers.
+cannot remove. It leaves in order: the running task is unwound (ParentGone,
+raised in the main thread) and every hakobu object is released before the
+interpreter exits normally, so that the library detaches this process from the
+domain and the last process out removes the domain's files. It ignores SIGINT:
+Ctrl-C in a terminal interrupts the parent, which then stops its workers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import signal
@@ -32,7 +36,23 @@ from ._queue import Queue
 _PARENT_WATCH_SECONDS = 0.5
 # How long a hang-up waits to see whether the whole parent is exiting.
 _PARENT_EXIT_SECONDS = 2.0
+# How long the main thread may take to unwind a task and exit once the parent is gone; a task
+# stuck in native code never returns to Python, and the worker then leaves without it.
+_UNWIND_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
+
+
+# Set once the main thread is on its way out (ParentGone raised, or its work done): from then
+# on a hang-up raises nothing, so that the cleanup runs to its end.
+_LEAVING = threading.Event()
+
+
+class ParentGone(BaseException):
+    """Raised in the main thread when the pool's parent has gone (or its pool ended): unwinds
+    the running task so that its hakobu objects are released before the worker exits.
+
+    A BaseException, as SystemExit, and passed through every handler of tasks and initializers.
+    """
 
 
 class _Unloadable:
@@ -43,40 +63,55 @@ class _Unloadable:
 
 
 def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
-    """Exits when the parent dies, removing the pool's queues the parent cannot remove anymore.
+    """Makes the worker leave when the parent dies, removing the pool's queues the parent cannot
+    remove anymore.
 
     The kernel sends SIGHUP (PR_SET_PDEATHSIG) when the parent's thread that
     started this worker ends: when the parent dies, or, if the parent lives
     on, when its pool has ended (then the parent removes the queues). A
     thread watching getppid() covers the rest (other systems, a task that
-    takes SIGHUP for itself). SIGTERM keeps its default: a worker killed by
-    it is reported as such.
+    takes SIGHUP for itself). Either way the main thread gets ParentGone and
+    main() exits in order; os._exit only when it has not within
+    _UNWIND_SECONDS. SIGTERM keeps its default: a worker killed by it is
+    reported as such.
     """
+    main_thread = threading.main_thread().ident
 
     def parent_gone() -> bool:
         return os.getppid() != parent_pid
 
-    def leave() -> None:
+    def remove_queues() -> None:
+        # Wakes a main thread blocked on the inbox (Unlinked) as well.
         for name in queue_names:
             try:
                 _core.remove(name)
             except _errors.HakobuError:
                 pass  # already removed (by the parent, or by another worker)
-        os._exit(1)
 
     def on_hang_up(signum: int, frame: Any) -> None:
+        if _LEAVING.is_set():
+            return  # unwinding already: a second ParentGone would interrupt the cleanup
         # The starting thread ended; if the whole parent is dying, we are reparented in a moment.
         deadline = time.monotonic() + _PARENT_EXIT_SECONDS
         while not parent_gone() and time.monotonic() < deadline:
             time.sleep(0.01)
         if parent_gone():
-            leave()
-        os._exit(1)
+            remove_queues()
+        _LEAVING.set()
+        threading.Thread(target=exit_anyway, name="hakobu-worker-exit", daemon=True).start()
+        raise ParentGone
+
+    def exit_anyway() -> None:
+        time.sleep(_UNWIND_SECONDS)
+        os._exit(1)  # the main thread is stuck (in native code): leave without releasing
 
     def watch() -> None:
         while not parent_gone():
             time.sleep(_PARENT_WATCH_SECONDS)
-        leave()
+        remove_queues()
+        if not _LEAVING.is_set() and main_thread is not None:
+            signal.pthread_kill(main_thread, signal.SIGHUP)  # runs on_hang_up in the main thread
+        exit_anyway()  # in case the main thread never gets back to Python to run it
 
     signal.signal(signal.SIGHUP, on_hang_up)
     if sys.platform.startswith("linux"):
@@ -85,8 +120,9 @@ def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the watcher thread below still notices
-    if parent_gone():  # died before the prctl took effect
-        leave()
+    if parent_gone():  # died before the prctl took effect; this process holds nothing of hakobu yet
+        remove_queues()
+        os._exit(1)
     threading.Thread(target=watch, name="hakobu-parent-watch", daemon=True).start()
 
 
@@ -125,6 +161,8 @@ class _Worker:
             del stream, buffers, hello
             if initializer is not None:
                 initializer(*initargs)
+        except ParentGone:
+            raise
         except BaseException as error:  # noqa: BLE001 - the parent decides what it means
             self.results.put((INIT_FAILED, self.number, *pack_error(error)))
             return False
@@ -158,6 +196,8 @@ class _Worker:
         if blob is not None:
             try:
                 self.functions[key] = pickle.loads(blob)
+            except ParentGone:
+                raise
             except BaseException as error:  # noqa: BLE001 - reported with each task that uses it
                 self.functions[key] = _Unloadable(error)
         return self.functions[key]
@@ -172,6 +212,8 @@ class _Worker:
             items = unpack(stream, buffers)
             results = _call(function, mode, items)
             del items
+        except ParentGone:
+            raise
         except BaseException as error:  # noqa: BLE001 - as concurrent.futures: SystemExit too
             return (DONE, self.number, task_id, False, pack_error(error))
         try:
@@ -195,21 +237,39 @@ def _call(function: Callable[..., Any], mode: int, items: list[Any]) -> list[Any
     return [function(*args, **kwargs) for args, kwargs in items]
 
 
+def _work(inbox_name: str, results_name: str, number: int, threads: int) -> int:
+    try:
+        inbox, results = Queue(inbox_name, create=False), Queue(results_name, create=False)
+    except _errors.NotFound:
+        return 1  # the pool was closed before this worker started
+    try:
+        worker = _Worker(inbox, results, number)
+        if worker.start(threads):
+            worker.serve()
+    finally:
+        inbox.close()
+        results.close()
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     # Ctrl-C in a terminal reaches the whole foreground group: the parent handles it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbox_name, results_name, number, parent_pid, threads = (argv if argv is not None else sys.argv[1:])[:5]
     _die_with_parent(int(parent_pid), (inbox_name, results_name))
+    code = 1
     try:
-        inbox, results = Queue(inbox_name, create=False), Queue(results_name, create=False)
-    except _errors.NotFound:
-        return 1  # the pool was closed before this worker started
-    worker = _Worker(inbox, results, int(number))
-    if worker.start(int(threads)):
-        worker.serve()
-    inbox.close()
-    results.close()
-    return 0
+        try:
+            code = _work(inbox_name, results_name, int(number), int(threads))
+        finally:
+            _LEAVING.set()
+    except ParentGone:
+        pass
+    # Out of the handler: the exception and its traceback, which held the task's frames and
+    # so its arrays, are gone. What cycles still hold goes now, while the library is loaded:
+    # the interpreter then exits normally and the library detaches this process from the domain.
+    gc.collect()
+    return code
 
 
 if __name__ == "__main__":

@@ -160,3 +160,11 @@ def double_frames(batch: dict[str, Any]) -> dict[str, Any]:
         "frame": Frame(frame.label + "!", frame.pixels * 2),
         "shared": [hakobu.is_shared(pair[0]), hakobu.is_shared(frame.pixels)],
     }
+
+
+def announce_and_sum(directory: str, array: np.ndarray) -> float:
+    """Says it runs (a file in ``directory``, one per worker), then sums ``array`` slowly."""
+    with open(os.path.join(directory, f"running-{os.getpid()}"), "w"):
+        pass
+    time.sleep(0.5)
+    return float(array.sum())

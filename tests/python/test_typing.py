@@ -1,0 +1,36 @@
+"""Strict mypy passes whichever optional libraries are installed: the bench's peers (mpi4py, Ray,
+iceoryx2) and its extras are hidden here as in an environment without them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Imported by hakobu.bench only when installed ("pip install 'hakobu[bench-peers]'").
+OPTIONAL = ["mpi4py", "ray", "iceoryx2", "fastapi", "uvicorn", "httpx", "websockets", "zmq", "matplotlib", "joblib"]
+
+
+def test_mypy_passes_without_the_optional_libraries(tmp_path: Path) -> None:
+    pytest.importorskip("mypy")
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(REPO / "pyproject.toml", "rb") as pyproject:
+        settings = tomllib.load(pyproject)["tool"]["mypy"]
+    # The project's own settings, plus: treat the optional libraries as missing (Any), installed or not.
+    lines = ["[tool.mypy]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    lines += ["[[tool.mypy.overrides]]", f"module = {json.dumps([f'{m}.*' for m in OPTIONAL] + OPTIONAL)}"]
+    lines += ['follow_imports = "skip"', "follow_imports_for_stubs = true"]
+    config = tmp_path / "mypy.toml"
+    config.write_text("\n".join(lines) + "\n")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path / "cache")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a watchdog
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
