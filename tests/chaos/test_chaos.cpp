@@ -284,6 +284,16 @@ class ChaosRun {
   ChaosRun& operator=(const ChaosRun&) = delete;
   ~ChaosRun() {
     kill_all();
+    // After a failure part-way: remove what the run made, whatever state it is in.
+    for (hakobu::Queue* queue : {&a_, &b_}) {
+      if (queue->is_open()) (void)queue->unlink();
+      *queue = hakobu::Queue();
+    }
+    domain_handle_.reset();
+    const auto left = hakobu::test::files_of_domain(domain_);
+    for (const auto& path : left) std::filesystem::remove(path);
+    EXPECT_TRUE(left.empty()) << "files of domain " << domain_
+                              << " were left (removed now): " << ::testing::PrintToString(left);
     std::error_code ignored;
     if (::testing::Test::HasFailure()) {
       std::cout << "[chaos] the workers' logs are kept in " << dir_.string() << "\n";
@@ -770,29 +780,38 @@ Figures run_scenario(const Scenario& scenario) {
 
 std::vector<std::string> kill_points();
 
-Scenario random_kills(int forwarders) {
+Scenario random_kills(int forwarders, bool inject) {
   Scenario s;
-  if (HAKOBU_CHAOS_KILL_POINTS_ON) {
+  s.forwarders = forwarders;
+  s.kills = env_number("HAKOBU_CHAOS_KILLS", 100);
+  s.seconds = static_cast<double>(env_number("HAKOBU_CHAOS_SECONDS", 10));
+  s.per_producer = env_number("HAKOBU_CHAOS_MESSAGES", 200);
+  if (inject) {
     s.inject_percent = env_number("HAKOBU_CHAOS_INJECT", 25);
     for (const auto& point : kill_points()) {
       if (point != "detach.heap_removed") s.inject_points.push_back(point);  // never passed: the supervisor stays
     }
   }
-  s.forwarders = forwarders;
-  s.kills = env_number("HAKOBU_CHAOS_KILLS", 100);
-  s.seconds = static_cast<double>(env_number("HAKOBU_CHAOS_SECONDS", 10));
-  s.per_producer = env_number("HAKOBU_CHAOS_MESSAGES", 200);
   return s;
 }
 
 TEST(Chaos, RandomKillsProducersConsumers) {
-  const Figures figures = run_scenario(random_kills(0));
+  const Figures figures = run_scenario(random_kills(0, false));
   EXPECT_GT(figures.received, 0U);
 }
 
 TEST(Chaos, RandomKillsProducersForwardersConsumers) {
-  const Figures figures = run_scenario(random_kills(2));
+  const Figures figures = run_scenario(random_kills(2, false));
   EXPECT_GT(figures.received, 0U);
+}
+
+// The same, and a quarter of the workers also die at a random kill point: kills
+// inside the critical windows while other processes repair and reclaim.
+TEST(Chaos, RandomKillsAndKillPoints) {
+  if (!HAKOBU_CHAOS_KILL_POINTS_ON) GTEST_SKIP() << "the library was built without HAKOBU_KILL_POINTS";
+  const Figures figures = run_scenario(random_kills(2, true));
+  EXPECT_GT(figures.received, 0U);
+  EXPECT_GT(figures.injected, 0U);
 }
 
 // --- injected kills: one test per kill point in src/ ------------------------------------------
