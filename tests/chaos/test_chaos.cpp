@@ -691,6 +691,7 @@ class ChaosRun {
     const int code = gc->wait(watchdog_);
     ASSERT_EQ(code, 128 + SIGKILL) << "the reclaiming process " << describe_exit(code);
     ++figures.injected;
+    ++figures.injected_by_point[s_.point];
     std::cout << "[chaos] a process reclaiming a dead holder of 4 loans died at " << s_.point << ":" << s_.n << "\n";
   }
 
@@ -702,6 +703,7 @@ class ChaosRun {
     const int code = touch->wait(watchdog_);
     ASSERT_EQ(code, 128 + SIGKILL) << "the last process " << describe_exit(code);
     ++figures.injected;
+    ++figures.injected_by_point[s_.point];
     std::cout << "[chaos] the last process out died at " << s_.point << ":" << s_.n
               << "; left: " << ::testing::PrintToString(hakobu::test::files_of_domain(domain_)) << "\n";
     {
