@@ -164,19 +164,26 @@ def test_rm_everything_with_force_removes_a_domain_in_use(other_domain: str) -> 
     assert files_of_domain(other_domain) == []
 
 
+def fake(path: Path | str, data: bytes) -> Path:
+    """Writes a file as the library makes its own (mode 0600: the library refuses files others may change)."""
+    path = Path(path)
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
 def test_rm_everything_removes_a_damaged_domain(other_domain: str) -> None:
     # A registry that fails validation (overwritten with 0xff) and a garbage queue.
-    registry = Path(f"/dev/shm/hakobu:{other_domain}:registry")
-    registry.write_bytes(b"\xff" * (1 << 20))
-    Path(f"/dev/shm/hakobu:{other_domain}:heap").write_bytes(b"")
-    Path(f"/dev/shm/hakobu:{other_domain}:q:x").write_bytes(b"garbage")
+    registry = fake(f"/dev/shm/hakobu:{other_domain}:registry", b"\xff" * (1 << 20))
+    fake(f"/dev/shm/hakobu:{other_domain}:heap", b"")
+    fake(f"/dev/shm/hakobu:{other_domain}:q:x", b"garbage")
     listed = run_cli("ls", "--domain", other_domain)
     assert listed.returncode == 1 and f"hakobu rm --domain {other_domain} --everything" in listed.stderr
     removed = cli_json("rm", "--domain", other_domain, "--everything")
     assert len(removed["removed"]) == 3 and files_of_domain(other_domain) == []
 
     # Without a heap the domain cannot be attached to at all: ls says so and touches nothing.
-    registry.write_bytes(b"")
+    fake(registry, b"")
     report = cli_json("ls", "--domain", other_domain, expect_code=1)
     assert report["damaged"] and "--everything" in report["error"] and report["queues"] == []
     assert cli_json("rm", "--domain", other_domain, "--everything")["removed"] == [str(registry)]
@@ -238,8 +245,8 @@ def test_doctor_reports_dev_shm_figures() -> None:
 
 def test_doctor_flags_a_stale_domain(other_domain: str) -> None:
     # What a crash leaves: the domain's files, no queue, and nobody attached.
-    Path(f"/dev/shm/hakobu:{other_domain}:registry").write_bytes(bytes(64))
-    Path(f"/dev/shm/hakobu:{other_domain}:heap").write_bytes(b"")
+    fake(f"/dev/shm/hakobu:{other_domain}:registry", bytes(64))
+    fake(f"/dev/shm/hakobu:{other_domain}:heap", b"")
     report = cli_json("doctor", expect_code=1)
     stale = next(c for c in report["checks"] if c["name"] == f"domain {other_domain}")
     assert stale["status"] == "problem" and f"hakobu gc --domain {other_domain}" in stale["action"]
