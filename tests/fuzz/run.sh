@@ -25,6 +25,15 @@ targets=${*:-"fuzz_array_header fuzz_block fuzz_queue_attach fuzz_registry_attac
 flags="-timeout=10 -rss_limit_mb=4096"
 status=0
 
+# A target that crashed could not remove its domain (fz<pid>...): remove those of dead processes.
+clean_shm() {
+  for file in /dev/shm/hakobu:fz*; do
+    [ -e "$file" ] || continue
+    pid=$(basename "$file" | sed -E 's/^hakobu:fz([0-9]+).*/\1/')
+    kill -0 "$pid" 2>/dev/null || rm -f "$file"
+  done
+}
+
 for target in $targets; do
   bin="$build/$target"
   if [ ! -x "$bin" ]; then
@@ -63,5 +72,6 @@ for target in $targets; do
     grep -E "ERROR|SUMMARY|#[0-5] |ALARM|deadly|Test unit written" "$log" | head -16
     status=1
   fi
+  clean_shm
 done
 exit $status
