@@ -209,6 +209,7 @@ struct Figures {
   std::uint64_t out_of_order = 0;
   std::uint64_t undrained = 0;  // messages left in a queue at the end
   std::uint64_t hangs = 0;
+  std::uint64_t double_handed = 0;  // overlapping loans in the audit after the chaos
   std::uint64_t unexpected_exits = 0;
   std::uint64_t receiver_deaths = 0;  // consumers and forwarders that died
   std::uint64_t leaked_blocks = 0;
@@ -226,8 +227,9 @@ struct Figures {
     out << " workers=" << started << " sent=" << sent << " received=" << received << " duplicates=" << duplicates
         << " corrupt=" << corrupt << " lost=" << lost << " in_flight=" << in_flight << " phantom=" << phantom
         << " out_of_order=" << out_of_order << " undrained=" << undrained << " hangs=" << hangs
-        << " unexpected_exits=" << unexpected_exits << " leaked_blocks=" << leaked_blocks
-        << " leaked_bytes=" << leaked_bytes << " heap_used=" << heap_used << " files_left=" << files_left << " mix:";
+        << " double_handed=" << double_handed << " unexpected_exits=" << unexpected_exits
+        << " leaked_blocks=" << leaked_blocks << " leaked_bytes=" << leaked_bytes << " heap_used=" << heap_used
+        << " files_left=" << files_left << " mix:";
     for (const auto& [way, count] : mix) out << " " << way << "=" << count;
     return out.str();
   }
@@ -325,6 +327,7 @@ class ChaosRun {
     if (::testing::Test::HasFatalFailure()) return;
     check_logs();
     leftovers();
+    audit_heap(*domain_handle_);
 
     // Every worker has exited. Remove the queues; with the domain still held
     // (letting go would remove its files), reclaim and count what is left.
@@ -642,6 +645,33 @@ class ChaosRun {
     // A consumer or forwarder holds at most one message at a time.
     EXPECT_LE(figures.lost, figures.receiver_deaths)
         << "messages accepted by the queue were lost beyond what dead consumers and forwarders held";
+  }
+
+  /// After the chaos, the heap hands out no block twice: a block freed twice
+  /// sits twice in its free list and comes out twice. Many loans of every size
+  /// class the workload used, checked for overlap, then released.
+  void audit_heap(hakobu::Domain& domain) {
+    std::vector<hakobu::Loan> loans;
+    std::vector<std::pair<const std::byte*, const std::byte*>> ranges;
+    for (std::size_t size = 256; size <= (std::size_t{4} << 20); size += size / 4) {
+      const int count = size <= (std::size_t{64} << 10) ? 96 : 4;
+      for (int i = 0; i < count; ++i) {
+        auto loan = domain.loan(size);
+        if (!loan) {
+          ADD_FAILURE() << "a loan of " << size << " bytes failed after the chaos: " << loan.error().message;
+          return;
+        }
+        ranges.emplace_back(loan->bytes().data(), loan->bytes().data() + loan->bytes().size());
+        loans.push_back(std::move(loan).value());
+      }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (std::size_t i = 1; i < ranges.size(); ++i) {
+      if (ranges[i].first < ranges[i - 1].second) {
+        ++figures.double_handed;
+        ADD_FAILURE() << "the heap handed out overlapping blocks (a block freed twice?)";
+      }
+    }
   }
 
   void check_heap(hakobu::Domain& domain) {
