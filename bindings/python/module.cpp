@@ -68,6 +68,8 @@ const char* exception_name(UnlinkError code) noexcept {
     case UnlinkError::NotCreator: return "NotCreator";
     case UnlinkError::Closed: return "Closed";
     case UnlinkError::NotFound: return "NotFound";
+    case UnlinkError::InvalidName: return "InvalidName";
+    case UnlinkError::PermissionDenied: return "AccessDenied";
     case UnlinkError::SystemError: return "SystemFailure";
   }
   return "HakobuError";

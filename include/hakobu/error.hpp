@@ -61,10 +61,12 @@ enum class LoanError : std::uint8_t {
 
 /// Why `unlink` failed.
 enum class UnlinkError : std::uint8_t {
-  NotCreator,   ///< Only the handle that created the name may unlink it (see `Queue::remove`).
-  Closed,       ///< The handle was closed.
-  NotFound,     ///< The name was already removed.
-  SystemError,  ///< Any other operating-system error.
+  NotCreator,        ///< Only the handle that created the name may unlink it (see `Queue::remove`).
+  Closed,            ///< The handle was closed.
+  NotFound,          ///< The name was already removed.
+  InvalidName,       ///< The name (of the object or its domain) is not a valid name.
+  PermissionDenied,  ///< The object or its domain belongs to another user (the message names the owner).
+  SystemError,       ///< Any other operating-system error.
 };
 
 /// Why `Loan::attach` failed.

@@ -94,14 +94,20 @@ Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const d
   if (domain != domain_.get()) return {AttachError::OtherDomain, "the source lives in another domain"};
   auto& heap = domain_->heap();
   detail::BlockHeader* h = heap.header(block_);
+  // The header is in shared memory: count and table are checked before the write.
   const std::uint32_t index = h->attachment_count;
   if (index >= attachment_capacity_) {
     return {AttachError::NoRoom, "the loan has room for " + std::to_string(attachment_capacity_) + " attachments"};
   }
+  const std::uint64_t table_offset = h->attachment_table;
+  if (table_offset % 8 != 0 || table_offset > heap.capacity() ||
+      !heap.check_block(block_, table_offset + (std::uint64_t{index} + 1) * sizeof(std::uint64_t))) {
+    return {AttachError::Invalid, "the loan's attachment table is damaged"};
+  }
   // Counted before listed: a death in between leaks, never frees twice.
   if (!heap.add_ref(block)) return {AttachError::Invalid, "the source block is no longer held by anyone"};
   detail::kill_point("attach.counted");
-  auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + h->attachment_table);  // NOLINT
+  auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + table_offset);  // NOLINT
   table[index].store(block, std::memory_order_release);
   h->attachment_count = index + 1;
   return static_cast<std::size_t>(index);

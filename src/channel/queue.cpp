@@ -612,7 +612,12 @@ Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view 
   options.domain.name = std::string(domain);
   auto queue = open(name, OpenMode::AttachOnly, options);
   if (!queue) {
-    if (queue.error().code == OpenError::NotFound) return {UnlinkError::NotFound, queue.error().message};
+    switch (queue.error().code) {
+      case OpenError::NotFound: return {UnlinkError::NotFound, queue.error().message};
+      case OpenError::InvalidName: return {UnlinkError::InvalidName, queue.error().message};
+      case OpenError::PermissionDenied: return {UnlinkError::PermissionDenied, queue.error().message};
+      default: break;
+    }
     if (queue.error().code == OpenError::Corrupt) {
       // A damaged queue cannot be opened; removing its file is all there is to do.
       auto state = detail::DomainState::attach(options.domain);

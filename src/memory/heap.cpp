@@ -44,9 +44,28 @@ void Heap::bind(RegistryHeader* registry, std::byte* base, HeapSegment shm, Heap
   segments_[1] = huge;
   capacity_ = shm.capacity + huge.capacity;
   map_ = map;
+  known_file_size_[0].store(0, std::memory_order_relaxed);
+  known_file_size_[1].store(0, std::memory_order_relaxed);
 }
 
 // --- the page map ---------------------------------------------------------------
+
+bool Heap::inside_file(unsigned segment, std::uint64_t end) const noexcept {
+  if (segments_[segment].huge) {
+    // hugetlbfs sets a file's size to its mapping's on mmap, so the size says
+    // nothing; what was carved is below the bump pointer.
+    return end <= registry_->huge_top.load(std::memory_order_acquire);
+  }
+  const std::uint64_t file_end = end - segments_[segment].start;
+  auto& known_size = known_file_size_[segment];
+  if (file_end <= known_size.load(std::memory_order_relaxed)) return true;
+  auto info = platform::file_info(segments_[segment].fd);
+  if (!info) return false;
+  std::uint64_t known = known_size.load(std::memory_order_relaxed);
+  while (info->size > known && !known_size.compare_exchange_weak(known, info->size)) {
+  }
+  return file_end <= info->size;
+}
 
 template <class Visit>
 bool Heap::for_page_bits(unsigned segment, std::uint64_t first, std::uint64_t last, Visit&& visit) const noexcept {
@@ -73,6 +92,9 @@ bool Heap::is_backed(std::uint64_t offset, std::uint64_t length) const noexcept 
   const std::uint64_t backed_words =
       std::min(registry_->page_map_backed[segment].load(std::memory_order_acquire) / 8, map_.segment_words[segment]);
   if (last / 64 >= backed_words) return false;
+  // The bits are in shared memory too: a page beyond what the file holds is
+  // never backed, whatever its bit says.
+  if (!inside_file(segment, offset + length)) return false;
   return for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
     return (word.load(std::memory_order_acquire) & mask) == mask;
   });
@@ -108,8 +130,10 @@ void Heap::set_page_bits(std::uint64_t offset, std::uint64_t length) noexcept {
 }
 
 bool Heap::return_pages(std::uint64_t offset, std::uint64_t length) noexcept {
+  if (offset >= capacity_ || length > capacity_ - offset) return false;
   const unsigned segment = segment_of(offset);
   const HeapSegment& s = segments_[segment];
+  if (offset + length > s.start + s.capacity) return false;
   // Only pages wholly inside the range are returned (a punch zeroes the rest).
   const std::uint64_t begin = offset - s.start;
   const std::uint64_t first = (begin + s.page - 1) / s.page;
@@ -193,9 +217,17 @@ Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t len
   return {};
 }
 
+std::uint64_t Heap::backed_bytes_of(std::uint64_t block) const noexcept {
+  // A count from shared memory: never more than the block, and only what the page map confirms.
+  const BlockHeader* h = header(block);
+  if (h->size_class >= kSizeClassCount) return 0;
+  const std::uint64_t claimed = std::min(h->backed_bytes.load(std::memory_order_relaxed), class_bytes(h->size_class));
+  return is_backed(block, claimed) ? claimed : 0;
+}
+
 Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t bytes) {
   BlockHeader* h = header(block);
-  const std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
+  const std::uint64_t backed = backed_bytes_of(block);
   if (backed >= bytes) return {};
   const std::uint64_t target = align_up(bytes, segments_[segment_of(block)].page);
   if (auto r = back_range(block + backed, target - backed, bytes); !r) return r;
@@ -213,9 +245,8 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
   std::uint64_t block = 0;
   if (pop(size_class, block)) {
     BlockHeader* h = header(block);
-    registry_->cached_bytes.fetch_sub(
-        std::min(h->backed_bytes.load(std::memory_order_relaxed), registry_->cached_bytes.load()),
-        std::memory_order_relaxed);
+    registry_->cached_bytes.fetch_sub(std::min(backed_bytes_of(block), registry_->cached_bytes.load()),
+                                      std::memory_order_relaxed);
     std::uint32_t free_refs = 0;
     if (!h->refs.compare_exchange_strong(free_refs, 1, std::memory_order_acq_rel)) {
       // A block on the free list that someone holds: the list is damaged.
@@ -232,7 +263,7 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
     }
     // Its pages were returned and cannot come back now (e.g. the huge-page pool
     // is empty): keep it for later and carve elsewhere.
-    registry_->cached_bytes.fetch_add(h->backed_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    registry_->cached_bytes.fetch_add(backed_bytes_of(block), std::memory_order_relaxed);
     h->refs.store(0, std::memory_order_release);
     push_chain(size_class, block, block);
   }
@@ -389,7 +420,7 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   const std::uint64_t bytes = class_bytes(size_class);
   registry_->live_blocks.fetch_sub(1, std::memory_order_relaxed);
   registry_->live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
-  std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
+  std::uint64_t backed = backed_bytes_of(block);
   const HeapSegment& segment = segments_[segment_of(block)];
   const std::uint64_t page = segment.page;
   if (bytes >= kTrimMinBytes && backed > page &&
@@ -421,7 +452,7 @@ void Heap::trim_cache() noexcept {
       BlockHeader* h = header(b);
       const HeapSegment& segment = segments_[segment_of(b)];
       const std::uint64_t page = segment.page;
-      const std::uint64_t backed = h->backed_bytes.load(std::memory_order_relaxed);
+      const std::uint64_t backed = backed_bytes_of(b);
       if (backed > page && return_pages(b + page, backed - page)) {
         h->backed_bytes.store(page, std::memory_order_relaxed);
         registry_->cached_bytes.fetch_sub(std::min(backed - page, registry_->cached_bytes.load()),

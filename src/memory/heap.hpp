@@ -96,10 +96,14 @@ class Heap {
   bool drop_ref(std::uint64_t block, unsigned depth) noexcept;
   void free_block(std::uint64_t block, unsigned depth) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
+  /// Bytes from the block's start that are backed: its header's figure, checked.
+  [[nodiscard]] std::uint64_t backed_bytes_of(std::uint64_t block) const noexcept;
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);
   /// Returns the memory of [offset, offset + length) (pages wholly inside it):
   /// their bits are cleared first, so no reader trusts them once they are holes.
   bool return_pages(std::uint64_t offset, std::uint64_t length) noexcept;
+  /// True when [.., end) lies inside the segment's file (a cross-check of the page map).
+  [[nodiscard]] bool inside_file(unsigned segment, std::uint64_t end) const noexcept;
 
   // --- the page map ---
   /// True when every page touched by [offset, offset + length) is backed.
@@ -118,6 +122,7 @@ class Heap {
   std::uint64_t capacity_ = 0;  // of all segments
   HeapSegment segments_[2];
   PageMap map_;
+  mutable std::atomic<std::uint64_t> known_file_size_[2]{};  // grow only; refreshed by fstat on a miss
 };
 
 /// "1.5 GiB", "320 B": sizes for messages.

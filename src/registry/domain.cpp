@@ -120,6 +120,8 @@ std::string_view to_string(UnlinkError code) noexcept {
     case UnlinkError::NotCreator: return "NotCreator";
     case UnlinkError::Closed: return "Closed";
     case UnlinkError::NotFound: return "NotFound";
+    case UnlinkError::InvalidName: return "InvalidName";
+    case UnlinkError::PermissionDenied: return "PermissionDenied";
     case UnlinkError::SystemError: return "SystemError";
   }
   return "?";

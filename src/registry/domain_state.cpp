@@ -273,6 +273,8 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
     // someone removed the heap by hand) and nobody is attached: start afresh.
     platform::close_fd(huge_fd_);
     huge_fd_ = -1;
+    platform::close_fd(heap_fd_);
+    heap_fd_ = -1;
     if (auto c = create_registry(options); !c) return abandon(std::move(c).error());
   }
   if (auto r = map_page_map(); !r) return r;

@@ -4,6 +4,7 @@ started programs that hold queues; assertions are on --json output and exit code
 from __future__ import annotations
 
 import itertools
+import gc
 import json
 import os
 import subprocess
@@ -192,9 +193,10 @@ def test_rm_everything_removes_a_damaged_domain(other_domain: str) -> None:
 # --- gc -------------------------------------------------------------------------------------
 
 
-def hold_an_array_and_get_killed(name: str) -> tuple[int, int]:
+def hold_an_array_and_get_killed(name: str) -> tuple[int, int, hakobu.Queue]:
     """A program receives an 8 MiB array and is SIGKILLed holding it. Returns (its pid, the
-    domain's live bytes `hakobu ls` saw while it held the array)."""
+    domain's live bytes `hakobu ls` saw while it held the array, the queue). Keep the queue
+    open until `hakobu gc` has run: the last process to leave a domain reclaims the dead itself."""
     queue = hakobu.Queue(name)
     holder = start("hold", name)
     queue.put(np.ones(2**20))
@@ -204,11 +206,11 @@ def hold_an_array_and_get_killed(name: str) -> tuple[int, int]:
     assert held >= 8 << 20
     holder.kill()
     finish(holder)
-    return holder.pid, held
+    return holder.pid, held, queue
 
 
 def test_gc_reclaims_a_killed_program_holding_an_array(name: str) -> None:
-    pid, held = hold_an_array_and_get_killed(name)
+    pid, held, _queue = hold_an_array_and_get_killed(name)
     result = cli_json("gc")
     assert result["exists"] and result["live_bytes_after"] <= held - (8 << 20), result
     assert pid not in [p["pid"] for p in result["processes"]]
@@ -217,9 +219,17 @@ def test_gc_reclaims_a_killed_program_holding_an_array(name: str) -> None:
 
 
 def test_gc_counts_the_killed_program(name: str) -> None:
-    hold_an_array_and_get_killed(name)
+    _pid, _held, _queue = hold_an_array_and_get_killed(name)
     result = cli_json("gc")
     assert result["reclaimed"] == 1 and result["live_bytes_before"] > result["live_bytes_after"]
+
+
+def test_the_last_process_to_leave_reclaims_the_killed_program(name: str) -> None:
+    _pid, _held, queue = hold_an_array_and_get_killed(name)
+    del queue
+    gc.collect()  # this process lets go of the domain: it is the last one out
+    result = cli_json("gc")
+    assert result["reclaimed"] == 0 and result["live_bytes_before"] == 0, result
 
 
 # --- doctor and the rest -----------------------------------------------------------------------
