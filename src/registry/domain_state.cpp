@@ -515,19 +515,22 @@ void DomainState::reclaim_slot(std::uint32_t s) noexcept {
   ProcessSlot& slot = registry_->processes[s];
   const std::uint64_t table = slot.holdings.load(std::memory_order_acquire);
   const std::uint64_t used = slot.holdings_used.load(std::memory_order_acquire);
-  // Unlist the table before freeing it: a reclaimer killed in between leaks
-  // the table instead of leaving the slot pointing at a freed block.
-  slot.holdings.store(0, std::memory_order_release);
-  slot.holdings_capacity.store(0, std::memory_order_relaxed);
-  slot.holdings_used.store(0, std::memory_order_relaxed);
   if (table != 0) {
+    // Entries are emptied one by one while the table stays listed: a reclaimer
+    // killed half-way leaves the rest to the next one (at most the one block
+    // between an exchange and its drop leaks).
     for (auto& entry : holdings_table(table, used)) {
       const std::uint64_t block = entry.exchange(0, std::memory_order_acq_rel);
       if (block != 0 && block != table && heap_.check_block(block, 0)) heap_.drop_ref(block);
       kill_point("reclaim.dropped");
     }
-    if (heap_.check_block(table, 0)) heap_.drop_ref(table);
   }
+  // Unlist the table before freeing it: a reclaimer killed in between leaks
+  // the table instead of leaving the slot pointing at a freed block.
+  slot.holdings.store(0, std::memory_order_release);
+  slot.holdings_capacity.store(0, std::memory_order_relaxed);
+  slot.holdings_used.store(0, std::memory_order_relaxed);
+  if (table != 0 && heap_.check_block(table, 0)) heap_.drop_ref(table);
   slot.pid.store(0, std::memory_order_relaxed);
   slot.state.store(kSlotFree, std::memory_order_release);
 }
