@@ -511,14 +511,15 @@ class ChaosRun {
   }
 
   /// Pumps until `done`; a watchdog turns a hang into a failure.
-  bool pump_until(const std::function<bool()>& done, const std::string& what) {
-    const auto deadline = Clock::now() + watchdog_;
+  bool pump_until(const std::function<bool()>& done, const std::string& what,
+                  std::chrono::seconds planned = std::chrono::seconds(0)) {
+    const auto deadline = Clock::now() + planned + watchdog_;
     while (!done()) {
       pump();
       if (Clock::now() > deadline) {
         ++figures.hangs;
-        ADD_FAILURE() << what << " did not happen within " << watchdog_.count() << " s: a hang; " << workers_.size()
-                      << " workers still running";
+        ADD_FAILURE() << what << " did not happen within " << watchdog_.count() << " s beyond its plan: a hang; "
+                      << workers_.size() << " workers still running";
         kill_all();
         return false;
       }
@@ -538,7 +539,8 @@ class ChaosRun {
     schedule_kill();
 
     phase_ = Phase::Chaos;
-    if (!pump_until([&] { return figures.kills >= s_.kills && victim_resolved_; }, "the chaos phase")) return;
+    const std::chrono::seconds planned(static_cast<std::int64_t>(s_.seconds) + 1);
+    if (!pump_until([&] { return figures.kills >= s_.kills && victim_resolved_; }, "the chaos phase", planned)) return;
     phase_ = Phase::Producers;
     if (!pump_until([&] { return live(Role::Producer) == 0; }, "every producer finishing")) return;
     if (s_.forwarders > 0) {
