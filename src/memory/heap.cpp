@@ -221,7 +221,9 @@ std::uint64_t Heap::backed_bytes_of(std::uint64_t block) const noexcept {
   // A count from shared memory: never more than the block, and only what the page map confirms.
   const BlockHeader* h = header(block);
   if (h->size_class >= kSizeClassCount) return 0;
-  const std::uint64_t claimed = std::min(h->backed_bytes.load(std::memory_order_relaxed), class_bytes(h->size_class));
+  // A block owns up to its class's size rounded up to its segment's page (the next block starts there).
+  const std::uint64_t owned = align_up(class_bytes(h->size_class), segments_[segment_of(block)].page);
+  const std::uint64_t claimed = std::min(h->backed_bytes.load(std::memory_order_relaxed), owned);
   return is_backed(block, claimed) ? claimed : 0;
 }
 
@@ -267,6 +269,7 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
     h->refs.store(0, std::memory_order_release);
     push_chain(size_class, block, block);
   }
+  if (auto returned = take_returned(size_class, payload_bytes)) return returned;
   return carve(size_class, payload_bytes);
 }
 
@@ -283,7 +286,8 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
   std::atomic<std::uint64_t>& top_word = segment_index == 0 ? registry_->heap_top : registry_->huge_top;
   const std::uint64_t bytes = class_bytes(size_class);
   const std::uint64_t count = bytes < kChunkBytes ? kChunkBytes / bytes : 1;
-  const std::uint64_t chunk = count * bytes;
+  // Whole pages: a block owns up to the next page boundary, where the next carve starts.
+  const std::uint64_t chunk = align_up(count * bytes, segment.page);
   const std::uint64_t alignment = std::max(block_alignment(bytes), std::min(segment.page, bytes));
   const std::uint64_t total = payload_bytes + kBlockHeaderBytes;
   const std::uint64_t lowest = segment_index == 0 ? kHeapStart : segment.start;
@@ -425,6 +429,7 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   const std::uint64_t page = segment.page;
   if (bytes >= kTrimMinBytes && backed > page &&
       registry_->cached_bytes.load(std::memory_order_relaxed) + backed > registry_->cache_limit) {
+    if (return_whole(block, size_class, backed)) return;
     // Over the cache limit: give the pages back, keep the header page.
     if (return_pages(block + page, backed - page)) {
       backed = page;
@@ -433,6 +438,65 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   }
   registry_->cached_bytes.fetch_add(backed, std::memory_order_relaxed);
   push_chain(size_class, block, block);
+}
+
+// A free huge-page block gives back every page, header included, and is
+// remembered in the registry instead of on its free list. Pages go back before
+// the block is listed: once listed, another process may take and use it.
+bool Heap::return_whole(std::uint64_t block, unsigned size_class, std::uint64_t backed) noexcept {
+  if (!on_huge_pages(block) || backed == 0) return false;
+  std::atomic<std::uint64_t>* empty = nullptr;
+  for (auto& entry : registry_->returned_huge) {
+    if (entry.load(std::memory_order_relaxed) == 0) {
+      empty = &entry;
+      break;
+    }
+  }
+  if (empty == nullptr) return false;  // no room to remember it: it keeps its header page
+  if (!return_pages(block, backed)) return false;
+  remember_returned(pack_returned(block, size_class));
+  return true;
+}
+
+void Heap::remember_returned(std::uint64_t packed) noexcept {
+  for (auto& entry : registry_->returned_huge) {
+    std::uint64_t expected = 0;
+    if (entry.compare_exchange_strong(expected, packed, std::memory_order_acq_rel)) return;
+  }
+  // The table filled meanwhile: the block's address range leaks, its memory does not.
+}
+
+// A remembered huge-page block of `size_class`, backed again and carved afresh.
+Result<std::uint64_t, LoanError> Heap::take_returned(unsigned size_class, std::uint64_t payload_bytes) {
+  if (!has_huge_pages() || class_bytes(size_class) < segments_[1].page) return {LoanError::OutOfMemory, {}};
+  const std::uint64_t bytes = class_bytes(size_class);
+  const std::uint64_t segment_end = segments_[1].start + segments_[1].capacity;
+  for (auto& entry : registry_->returned_huge) {
+    std::uint64_t packed = entry.load(std::memory_order_relaxed);
+    if (packed == 0 || returned_class(packed) != size_class) continue;
+    if (!entry.compare_exchange_strong(packed, 0, std::memory_order_acq_rel)) continue;
+    // From shared memory: the block must lie in the huge-page segment, aligned.
+    const std::uint64_t block = returned_offset(packed);
+    if (block < segments_[1].start || block % segments_[1].page != 0 || bytes > segment_end - block) continue;
+    const std::uint64_t commit = align_up(payload_bytes + kBlockHeaderBytes, segments_[1].page);
+    if (!back_range(block, commit, payload_bytes + kBlockHeaderBytes)) {
+      remember_returned(packed);  // the pool is dry now; keep it for later
+      return {LoanError::OutOfMemory, {}};
+    }
+    BlockHeader* h = header(block);
+    h->magic = kBlockMagic;
+    h->size_class = static_cast<std::uint16_t>(size_class);
+    h->backed_bytes.store(commit, std::memory_order_relaxed);
+    h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
+    h->attachment_count = 0;
+    h->attachment_table = 0;
+    h->next_free.store(0, std::memory_order_relaxed);
+    h->refs.store(1, std::memory_order_release);
+    registry_->live_blocks.fetch_add(1, std::memory_order_relaxed);
+    registry_->live_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    return block;
+  }
+  return {LoanError::OutOfMemory, {}};
 }
 
 void Heap::trim_cache() noexcept {
@@ -453,6 +517,10 @@ void Heap::trim_cache() noexcept {
       const HeapSegment& segment = segments_[segment_of(b)];
       const std::uint64_t page = segment.page;
       const std::uint64_t backed = backed_bytes_of(b);
+      if (return_whole(b, size_class, backed)) {
+        registry_->cached_bytes.fetch_sub(std::min(backed, registry_->cached_bytes.load()), std::memory_order_relaxed);
+        continue;
+      }
       if (backed > page && return_pages(b + page, backed - page)) {
         h->backed_bytes.store(page, std::memory_order_relaxed);
         registry_->cached_bytes.fetch_sub(std::min(backed - page, registry_->cached_bytes.load()),

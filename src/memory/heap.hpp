@@ -96,6 +96,9 @@ class Heap {
   bool drop_ref(std::uint64_t block, unsigned depth) noexcept;
   void free_block(std::uint64_t block, unsigned depth) noexcept;
   Result<void, LoanError> ensure_backed(std::uint64_t block, std::uint64_t bytes);
+  bool return_whole(std::uint64_t block, unsigned size_class, std::uint64_t backed) noexcept;
+  Result<std::uint64_t, LoanError> take_returned(unsigned size_class, std::uint64_t payload_bytes);
+  void remember_returned(std::uint64_t packed) noexcept;
   /// Bytes from the block's start that are backed: its header's figure, checked.
   [[nodiscard]] std::uint64_t backed_bytes_of(std::uint64_t block) const noexcept;
   Result<void, LoanError> back_range(std::uint64_t offset, std::uint64_t length, std::uint64_t asked);

@@ -112,6 +112,18 @@ constexpr std::uint64_t free_tag(std::uint64_t packed) noexcept {
   return packed >> 40;
 }
 
+/// Free huge-page blocks whose pages were all returned, remembered outside them.
+inline constexpr std::size_t kReturnedHugeBlocks = 256;
+constexpr std::uint64_t pack_returned(std::uint64_t offset, unsigned size_class) noexcept {
+  return (offset >> 6) | (static_cast<std::uint64_t>(size_class) << 48);
+}
+constexpr std::uint64_t returned_offset(std::uint64_t packed) noexcept {
+  return (packed & ((std::uint64_t{1} << 40) - 1)) << 6;
+}
+constexpr unsigned returned_class(std::uint64_t packed) noexcept {
+  return static_cast<unsigned>((packed >> 48) & 0xFFU);
+}
+
 // --- process table ----------------------------------------------------------------
 inline constexpr std::uint32_t kSlotFree = 0;
 inline constexpr std::uint32_t kSlotActive = 1;
@@ -158,6 +170,11 @@ struct RegistryHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): ho
   alignas(64) std::uint64_t page_map_offset;  ///< registry file offset of segment 0's words
   std::uint64_t page_map_words[2];            ///< words of each segment's map (segment 1's follow segment 0's)
   std::atomic<std::uint64_t> page_map_backed[2];
+
+  // Free blocks of the hugetlbfs segment whose every page went back to the
+  // pool, header included (a kept header page would pin a whole huge page):
+  // pack_returned(offset, class) or 0. Taken by compare-and-swap to 0.
+  std::atomic<std::uint64_t> returned_huge[kReturnedHugeBlocks];
 
   // The optional hugetlbfs segment: heap offsets [heap_capacity, heap_capacity + huge_capacity).
   alignas(64) std::atomic<std::uint64_t> huge_top;  ///< its bump pointer

@@ -138,6 +138,34 @@ TEST(Heap, LargeBlocksUseReservedHugePagesAndFallBackWhenTheyRunOut) {
   heap.drop_ref(*small);
 }
 
+TEST(Heap, TrimmedHugePageBlocksPinNoPage) {
+  const auto pool = hakobu::platform::huge_page_info();
+  if (pool.free_pages < 8 || hakobu::platform::hugetlbfs_mounts().empty()) {
+    GTEST_SKIP() << "needs reserved huge pages and a hugetlbfs mount (CI sets them up)";
+  }
+  hakobu::DomainOptions options;
+  options.name = hakobu::test::domain() + "-hugetrim";
+  options.huge_pages = hakobu::HugePages::Require;
+  auto domain = DomainState::attach(options);
+  ASSERT_TRUE(domain) << domain.error().message;
+  auto& heap = (*domain)->heap();
+  const auto before = hakobu::platform::huge_page_info().free_pages;
+  auto block = heap.allocate(6 << 20);
+  ASSERT_TRUE(block);
+  ASSERT_TRUE(heap.on_huge_pages(*block));
+  std::memset(heap.payload(*block), 3, 6 << 20);
+  heap.drop_ref(*block);
+  heap.trim_cache();
+  EXPECT_EQ(hakobu::platform::huge_page_info().free_pages, before) << "no huge page stays pinned by a free block";
+  EXPECT_FALSE(heap.check_block(*block, 0)) << "a returned block is not readable";
+  auto again = heap.allocate(6 << 20);  // the returned block comes back, backed afresh
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, *block);
+  EXPECT_TRUE(heap.check_block(*again, 6 << 20));
+  std::memset(heap.payload(*again), 4, 6 << 20);
+  heap.drop_ref(*again);
+}
+
 TEST(Heap, FullSharedMemoryIsAnErrorWithNumbers) {
   auto domain = attach();
   auto space = hakobu::platform::space_info("/dev/shm");
