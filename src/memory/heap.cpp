@@ -370,7 +370,7 @@ void Heap::push_chain(unsigned size_class, std::uint64_t first, std::uint64_t la
                                        std::memory_order_relaxed));
 }
 
-bool Heap::add_ref(std::uint64_t block) noexcept {
+bool Heap::add_ref(std::uint64_t block) const noexcept {
   // Never from 0: a free block (a corrupt or stale offset) must not come back
   // to life, or it would be on a free list and held at the same time.
   std::atomic<std::uint32_t>& refs = header(block)->refs;
@@ -381,7 +381,7 @@ bool Heap::add_ref(std::uint64_t block) noexcept {
   return true;
 }
 
-std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) noexcept {
+std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) const noexcept {
   if (!check_block(block, 0)) return {};
   const BlockHeader* h = header(block);
   // Both come from shared memory: the table must lie inside the block, in

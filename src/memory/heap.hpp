@@ -62,10 +62,10 @@ class Heap {
   bool drop_ref(std::uint64_t block) noexcept { return drop_ref(block, 0); }
   /// The attachments table of `block` (a block this process holds), bounds-checked;
   /// empty when it has none or the header is damaged.
-  [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) noexcept;
+  [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) const noexcept;
   /// Adds one reference to a block the caller already holds one of. False (and
   /// nothing changed) when the block is free: a stale or corrupt offset.
-  [[nodiscard]] bool add_ref(std::uint64_t block) noexcept;
+  [[nodiscard]] bool add_ref(std::uint64_t block) const noexcept;
 
   /// True when `block` is a carved, in-bounds block whose payload can hold
   /// `payload_bytes`, every byte of it backed by memory (the page map says so

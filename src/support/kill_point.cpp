@@ -3,7 +3,7 @@
 
 #ifdef HAKOBU_KILL_POINTS
 
-#include <signal.h>
+#include <csignal>
 
 #include <atomic>
 #include <cstdlib>
@@ -38,7 +38,7 @@ std::atomic<long> g_passes{0};
 void kill_point(const char* name) noexcept {
   const KillTarget& t = target();
   if (t.at <= 0 || t.point != name) return;
-  if (g_passes.fetch_add(1, std::memory_order_relaxed) + 1 == t.at) ::raise(SIGKILL);
+  if (g_passes.fetch_add(1, std::memory_order_relaxed) + 1 == t.at) (void)std::raise(SIGKILL);
 }
 
 }  // namespace hakobu::detail
