@@ -75,8 +75,13 @@ Result<ArrayView, ArrayError> array_of(std::span<std::byte> message, Attachment&
 
 }  // namespace
 
+namespace {
+constexpr const char* kInherited = "inherited across fork(): the domain's bookkeeping is not mapped in this process";
+}  // namespace
+
 Result<ArrayView, ArrayError> Loan::array() const noexcept {
   if (kind_ != MessageKind::Array) return {ArrayError::NotAnArray, "the loan is not an array"};
+  if (fork_epoch_ != detail::fork_epoch()) return {ArrayError::Corrupt, kInherited};
   return array_of(bytes(), [&](std::size_t index) -> Result<std::span<std::byte>, GetError> {
     const std::uint64_t child = attachment_of(domain_->heap(), block_, index);
     if (child == 0) return {GetError::Corrupt, "the attachment was never attached"};
@@ -85,7 +90,7 @@ Result<ArrayView, ArrayError> Loan::array() const noexcept {
 }
 
 std::size_t Loan::attachment_count() const noexcept {
-  return valid() ? domain_->heap().header(block_)->attachment_count : 0;
+  return valid() && fork_epoch_ == detail::fork_epoch() ? domain_->heap().header(block_)->attachment_count : 0;
 }
 
 Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const detail::DomainState* domain) {
@@ -165,15 +170,17 @@ void Sample::reset() noexcept {
 
 Result<ArrayView, ArrayError> Sample::array() noexcept {
   if (kind_ != MessageKind::Array) return {ArrayError::NotAnArray, "the message is not an array"};
+  if (block_ != 0 && fork_epoch_ != detail::fork_epoch()) return {ArrayError::Corrupt, kInherited};
   return array_of(bytes(), [&](std::size_t index) { return attachment(index); });
 }
 
 std::size_t Sample::attachment_count() const noexcept {
-  return valid_ && block_ != 0 ? domain_->heap().attachments(block_).size() : 0;
+  return valid_ && block_ != 0 && fork_epoch_ == detail::fork_epoch() ? domain_->heap().attachments(block_).size() : 0;
 }
 
 Result<std::span<std::byte>, GetError> Sample::attachment(std::size_t index) const {
   if (!valid_ || block_ == 0) return {GetError::Corrupt, "the message has no attachments"};
+  if (fork_epoch_ != detail::fork_epoch()) return {GetError::Closed, kInherited};
   const std::uint64_t child = attachment_of(domain_->heap(), block_, index);
   if (child == 0) return {GetError::Corrupt, "the message has no attachment " + std::to_string(index)};
   return block_bytes(domain_->heap(), child);

@@ -114,7 +114,10 @@ class QueueState {
 };
 
 QueueState::~QueueState() {
-  if (header != nullptr && domain && !domain->forked_away() && attached) {
+  // Inherited across fork(): the mapping was not (keep_from_children) and the
+  // fork handler closed the descriptor; nothing here is this process's to release.
+  if (domain && domain->forked_away()) return;
+  if (header != nullptr && domain && attached) {
     // Last process out of an unlinked queue frees the messages left in it.
     if (platform::lock_byte(fd, kQueueInitLockByte, true)) {
       platform::unlock_byte(fd, kQueueLifecycleLockByte);
@@ -125,7 +128,6 @@ QueueState::~QueueState() {
     }
   }
   platform::unmap(header, map_bytes);
-  if (domain && domain->forked_away()) return;  // the fork handler closed it (the number may be reused)
   if (fd >= 0) keep_after_fork(fd);
   platform::close_fd(fd);
 }
@@ -135,6 +137,8 @@ Result<void, OpenError> QueueState::map_all(std::uint64_t bytes) {
   if (!mapped) return to_open_error(mapped);
   header = static_cast<QueueHeader*>(*mapped);
   map_bytes = bytes;
+  // A child of fork() must not hold the file (and its lifecycle lock) through the mapping.
+  platform::keep_from_children(header, bytes);
   slots = reinterpret_cast<std::byte*>(header) + sizeof(QueueHeader);  // NOLINT
   return {};
 }
@@ -640,7 +644,8 @@ Queue::~Queue() = default;
 void Queue::close() noexcept {
   if (!state_) return;
   state_->closed.store(true, std::memory_order_release);
-  state_->wake_everyone();  // this process's waiters see `closed`; others go back to sleep
+  if (state_->domain->forked_away()) return;  // inherited across fork(): not mapped here
+  state_->wake_everyone();                    // this process's waiters see `closed`; others go back to sleep
 }
 
 Result<void, UnlinkError> Queue::unlink() {
@@ -656,7 +661,7 @@ Result<void, UnlinkError> Queue::unlink() {
 }
 
 std::size_t Queue::size() const noexcept {
-  if (!state_) return 0;
+  if (!state_ || state_->domain->forked_away()) return 0;
   const std::uint64_t head = state_->header->dequeue_pos.load(std::memory_order_relaxed);
   const std::uint64_t tail = state_->header->enqueue_pos.load(std::memory_order_relaxed);
   const auto n = static_cast<std::int64_t>(tail - head);
@@ -682,6 +687,7 @@ QueueStats Queue::stats() const noexcept {
   out.size = size();
   out.capacity = state_->capacity;
   out.inline_capacity = state_->inline_capacity;
+  if (state_->domain->forked_away()) return out;  // inherited across fork(): its counters are not mapped here
   out.put_count = state_->header->put_count.load(std::memory_order_relaxed);
   out.get_count = state_->header->get_count.load(std::memory_order_relaxed);
   out.creator_pid = state_->header->creator_pid;

@@ -100,6 +100,9 @@ SysResult<void*> reserve_address_space(std::uint64_t length);
 /// Maps `length` bytes of `fd` shared at `address`, inside a reservation.
 SysResult<void> map_shared_at(void* address, int fd, std::uint64_t length);
 void unmap(void* address, std::uint64_t length) noexcept;
+/// Keeps the range out of children made by fork(): a mapping holds its open file,
+/// and with it the file's locks, alive for as long as any process maps it.
+void keep_from_children(void* address, std::uint64_t length) noexcept;
 /// Asks for transparent huge pages on the range (a hint; ignored if unsupported).
 void advise_huge_pages(void* address, std::uint64_t length) noexcept;
 /// Faults the range in for writing in one call (a hint; ignored if unsupported).

@@ -237,6 +237,10 @@ void unmap(void* address, std::uint64_t length) noexcept {
   if (address != nullptr) ::munmap(address, length);
 }
 
+void keep_from_children(void* address, std::uint64_t length) noexcept {
+  ::madvise(address, length, MADV_DONTFORK);
+}
+
 void advise_huge_pages(void* address, std::uint64_t length) noexcept {
 #ifdef MADV_HUGEPAGE
   ::madvise(address, length, MADV_HUGEPAGE);

@@ -261,6 +261,8 @@ Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
   auto mapped = platform::map_shared(registry_fd_, registry_bytes);
   if (!mapped) return to_open_error(mapped);
   registry_ = static_cast<RegistryHeader*>(*mapped);
+  // A child of fork() must not hold the registry (and this process's liveness lock) through the mapping.
+  platform::keep_from_children(registry_, registry_bytes);
   const std::uint64_t magic = registry_->magic.load(std::memory_order_acquire);
   if (magic == 0) {
     if (auto r = create_registry(options); !r) return abandon(std::move(r).error());
@@ -302,6 +304,7 @@ Result<void, OpenError> DomainState::map_page_map() {
   auto mapped = platform::map_shared(registry_fd_, page_map_bytes_, page_map_offset());
   if (!mapped) return to_open_error(mapped);
   page_map_ = *mapped;
+  platform::keep_from_children(page_map_, page_map_bytes_);
   return {};
 }
 
@@ -699,6 +702,7 @@ void DomainState::object_removed() noexcept {
 
 DomainStats DomainState::stats() const {
   DomainStats out;
+  if (forked_away()) return out;  // inherited across fork(): the registry is not mapped here
   out.heap_capacity = registry_->heap_capacity;
   out.heap_used = registry_->heap_top.load(std::memory_order_relaxed) - kHeapStart;
   out.live_bytes = registry_->live_bytes.load(std::memory_order_relaxed);
@@ -733,9 +737,8 @@ void DomainState::detach() noexcept {
   if (forked_away()) {
     // Inherited from the parent: its slot and locks are the parent's. The fork
     // handler closed the registry descriptor already.
+    // The registry's mappings were not inherited (keep_from_children).
     platform::unmap(reservation_, reservation_bytes_);
-    platform::unmap(registry_, sizeof(RegistryHeader));
-    platform::unmap(page_map_, page_map_bytes_);
     platform::close_fd(heap_fd_);
     platform::close_fd(huge_fd_);
     return;

@@ -3,9 +3,8 @@
 
 #ifdef HAKOBU_KILL_POINTS
 
-#include <csignal>
-
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <string>

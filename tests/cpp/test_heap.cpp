@@ -305,6 +305,7 @@ TEST(Domain, TheLastProcessOutReclaimsTheDeadAndTrimsTheCache) {
   const std::string name = hakobu::test::domain() + "-lastout";
   hakobu::DomainOptions options;
   options.name = name;
+  options.huge_pages = hakobu::HugePages::Never;  // the figure below is of the /dev/shm heap file
   hakobu::QueueOptions queue_options;
   queue_options.domain = options;
   {

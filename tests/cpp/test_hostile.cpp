@@ -283,12 +283,14 @@ TEST(Hostile, ADamagedRingNeverHoldsACallerPastItsDeadline) {
   auto* header = static_cast<hakobu::detail::QueueHeader*>(*mapped);
   auto* slots = reinterpret_cast<hakobu::detail::SlotHeader*>(header + 1);
   for (std::uint64_t seed = 1; seed < 64; ++seed) {
-    // Every slot a lap ahead of the positions: each try "helps" forever without a bound.
+    // Every slot as far ahead of the positions as positions go: each try
+    // "helps" the position along, one step at a time, half the position space.
     header->dequeue_pos.store(seed * 977);
     header->enqueue_pos.store(seed * 977 + 2);
+    const auto state = seed % 2 == 0 ? hakobu::detail::SlotState::Reading : hakobu::detail::SlotState::Full;
     for (std::uint64_t i = 0; i < 4; ++i) {
       auto* slot = reinterpret_cast<hakobu::detail::SlotHeader*>(reinterpret_cast<std::byte*>(slots) + i * 256);
-      slot->control.store(hakobu::detail::make_control(seed * 977 + 1000 + i * 7, hakobu::detail::SlotState::Full, 0));
+      slot->control.store(hakobu::detail::make_control(seed * 977 + hakobu::detail::kPositionMask / 2 - i, state, 0));
     }
     // Whatever the garbage yields, each call returns: a watchdog thread fails
     // the test if one is still inside the queue after a generous minute.

@@ -361,33 +361,47 @@ TEST(Queue, HandlesInheritedAcrossForkAreClosedInTheChild) {
   EXPECT_EQ(q.domain().stats().processes.size(), 1U) << "the child detached";
 }
 
-// A child of fork() must not keep its parent's queue open: the last process
-// out of an unlinked queue frees the messages left in it, child or no child.
+// A child of fork() must not keep its parent's queue open: if the parent dies,
+// an inherited descriptor would hold the parent's lifecycle lock, and the last
+// process to close an unlinked queue would not know it is the last.
 TEST(Queue, AForkedChildDoesNotKeepAnUnlinkedQueuesMessagesAlive) {
-  auto domain = hakobu::Domain::open();
-  ASSERT_TRUE(domain);
-  int to_child[2];
-  ASSERT_EQ(::pipe(to_child), 0);
-  pid_t pid = -1;
-  {
-    auto q = make_queue();
-    std::vector<std::byte> big(1 << 20, std::byte{5});
-    ASSERT_TRUE(q.put(big));
-    pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
+  auto q = make_queue();
+  auto domain = q.domain();
+  std::vector<std::byte> big(1 << 20, std::byte{5});
+  ASSERT_TRUE(q.put(big));
+  int to_grandchild[2];
+  int ready[2];
+  ASSERT_EQ(::pipe(to_grandchild), 0);
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t parent = ::fork();
+  ASSERT_GE(parent, 0);
+  if (parent == 0) {
+    // Another process with the queue open, which forks a child and dies.
+    auto mine = Queue::attach(q.name());
+    if (!mine) ::_exit(1);
+    const pid_t child = ::fork();
+    if (child == 0) {
       char go = 0;
-      (void)::read(to_child[0], &go, 1);  // holds the inherited handle until told
+      (void)::write(ready[1], "r", 1);         // running: the fork handlers have run
+      (void)::read(to_grandchild[0], &go, 1);  // holds what it inherited until told
       ::_exit(0);
     }
-    ASSERT_TRUE(q.unlink());
+    char running = 0;
+    if (child < 0 || ::read(ready[0], &running, 1) != 1) ::_exit(2);
+    ::_exit(0);  // dies without closing: what it had open lives on only in the child
   }
-  EXPECT_EQ(domain->stats().live_blocks, 0U) << "the message left in the queue was freed while the child lives";
-  (void)::write(to_child[1], "x", 1);
   int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ::close(to_child[0]);
-  ::close(to_child[1]);
+  ASSERT_EQ(::waitpid(parent, &status, 0), parent);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The dead process looks dead, though its child lives on: what it held can be reclaimed.
+  EXPECT_GE(domain.collect_garbage(), 1U);
+  for (const auto& process : domain.stats().processes) EXPECT_NE(process.pid, parent);
+  ASSERT_TRUE(q.unlink());
+  q = Queue();  // the last process to close the unlinked queue frees what is left in it
+  EXPECT_EQ(domain.stats().live_blocks, 0U) << "the message left in the queue was freed while the child lives";
+  (void)::write(to_grandchild[1], "x", 1);
+  for (const int fd : {to_grandchild[0], to_grandchild[1], ready[0], ready[1]}) ::close(fd);
+  // The grandchild is not ours to wait for; it exits on its own.
 }
 
 TEST(Queue, SlotGenerationsDoNotWrapSoon) {
