@@ -312,6 +312,26 @@ TEST(Hostile, ADamagedRingNeverHoldsACallerPastItsDeadline) {
   (void)queue->unlink();
 }
 
+// Unlinking removes the queue's own file, never a newer queue that took its name.
+TEST(Hostile, UnlinkNeverRemovesANewerQueueOfTheSameName) {
+  auto domain = attach();
+  const std::string name = hakobu::test::unique_name("renamed");
+  auto old_queue = hakobu::Queue::create(name);
+  ASSERT_TRUE(old_queue);
+  // Its file goes (an administrator's rm of what looked damaged), a new queue takes the name.
+  ASSERT_TRUE(hakobu::platform::shm_remove("hakobu:" + domain->name() + ":q:" + name));
+  auto new_queue = hakobu::Queue::create(name);
+  ASSERT_TRUE(new_queue) << new_queue.error().message;
+  ASSERT_TRUE(new_queue->put(std::as_bytes(std::span("new", 3))));
+  (void)old_queue->unlink();
+  auto again = hakobu::Queue::attach(name);
+  ASSERT_TRUE(again) << "the newer queue is still there: " << again.error().message;
+  auto message = again->try_get();
+  ASSERT_TRUE(message);
+  EXPECT_EQ(message->size(), 3U);
+  EXPECT_TRUE(new_queue->unlink());
+}
+
 // Files are the user's alone whatever the umask: under 0277 they would be
 // read-only and the user's other processes could not attach.
 TEST(Hostile, FilesAreCreatedReadWriteForTheUserWhateverTheUmask) {
