@@ -80,15 +80,6 @@ std::uint64_t run_seed() {
   return seed;
 }
 
-/// True once `pid` has exited (a zombie waiting for waitpid) or is gone.
-bool has_exited(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const auto paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' || line[paren + 2] == 'X';
-}
-
 /// Files of every domain whose name starts with `stem` (/dev/shm and hugetlbfs).
 std::vector<std::string> files_with_prefix(const std::string& stem) {
   std::vector<std::string> out;
@@ -489,7 +480,7 @@ class ChaosRun {
   /// Reaps exited workers, starts replacements, kills at random while the chaos lasts.
   void pump() {
     for (std::size_t i = 0; i < workers_.size();) {
-      if (!has_exited(workers_[i].process->pid())) {
+      if (!hakobu::test::has_exited(workers_[i].process->pid())) {
         ++i;
         continue;
       }
@@ -712,7 +703,7 @@ class ChaosRun {
     auto holder = spawn({"holder", "--queue=a", "--count=4", "--ready=" + ready});
     ASSERT_TRUE(holder);
     const auto deadline = Clock::now() + watchdog_;
-    while (!std::filesystem::exists(ready) && !has_exited(holder->pid()) && Clock::now() < deadline) {
+    while (!std::filesystem::exists(ready) && !hakobu::test::has_exited(holder->pid()) && Clock::now() < deadline) {
       std::this_thread::sleep_for(1ms);
     }
     ASSERT_TRUE(std::filesystem::exists(ready)) << "the holder " << describe_exit(holder->wait());

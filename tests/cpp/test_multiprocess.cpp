@@ -78,15 +78,6 @@ int run_peer(const std::vector<std::string>& args, std::chrono::seconds watchdog
   return start_peer(args)->wait(watchdog);
 }
 
-/// True once `pid` has exited (a zombie waiting for waitpid) or is gone.
-bool has_exited(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const auto paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' || line[paren + 2] == 'X';
-}
-
 /// Polls `done` until it holds; false if the watchdog expires first (a deadlock).
 bool wait_until(const std::function<bool()>& done, std::chrono::seconds watchdog = 60s) {
   const auto deadline = std::chrono::steady_clock::now() + watchdog;
@@ -107,7 +98,8 @@ std::vector<std::string> read_lines(const std::string& path) {
 /// Waits for a peer's ready file and returns its first line; fails at once if
 /// the peer exited instead.
 std::string wait_for_ready(const std::string& path, const Process& process) {
-  const bool ready = wait_until([&] { return std::filesystem::exists(path) || has_exited(process.pid()); });
+  const bool ready =
+      wait_until([&] { return std::filesystem::exists(path) || hakobu::test::has_exited(process.pid()); });
   if (!ready || !std::filesystem::exists(path)) {
     ADD_FAILURE() << "peer " << process.pid() << " never wrote " << path << (ready ? " (it exited)" : "");
     return {};
@@ -417,7 +409,7 @@ TEST_F(MultiProcess, KilledConsumerHoldingASampleIsReclaimed) {
   for (std::uint64_t seq = 1; seq <= 2; ++seq) ASSERT_TRUE(queue.put(stamped(1, seq, stamped_size(1, seq))));
   // Once it has received both, its attach (which reclaims dead processes
   // itself) is over: the reclaim below is the test's own.
-  ASSERT_TRUE(wait_until([&] { return queue.stats().get_count >= 3 || has_exited(other->pid()); }));
+  ASSERT_TRUE(wait_until([&] { return queue.stats().get_count >= 3 || hakobu::test::has_exited(other->pid()); }));
   ASSERT_EQ(queue.stats().get_count, 3U) << "the other consumer did not receive while the victim held its message";
 
   victim->kill(SIGKILL);
@@ -529,9 +521,11 @@ TEST_F(MultiProcess, UnlinkWakesPeersBlockedInGet) {
   auto second = start_peer({"get-expect", name, "Unlinked", "-1"});
   // Both are asleep in get() (or about to re-check before sleeping).
   ASSERT_TRUE(wait_until([&] {
-    return queue_file.header().consumers_waiting.load() >= 2 || has_exited(first->pid()) || has_exited(second->pid());
+    return queue_file.header().consumers_waiting.load() >= 2 || hakobu::test::has_exited(first->pid()) ||
+           hakobu::test::has_exited(second->pid());
   }));
-  ASSERT_FALSE(has_exited(first->pid()) || has_exited(second->pid())) << "a peer ended instead of waiting";
+  ASSERT_FALSE(hakobu::test::has_exited(first->pid()) || hakobu::test::has_exited(second->pid()))
+      << "a peer ended instead of waiting";
   ASSERT_TRUE(queue.unlink());
   EXPECT_EQ(first->wait(), 0);
   EXPECT_EQ(second->wait(), 0);
@@ -549,9 +543,9 @@ TEST_F(MultiProcess, UnlinkWakesAPeerBlockedInPut) {
   ASSERT_TRUE(queue.put(stamped(4, 0, 1000)));  // full now, with a block in it
 
   auto blocked = start_peer({"put-expect", name, "16", "Unlinked", "-1"});
-  ASSERT_TRUE(
-      wait_until([&] { return queue_file.header().producers_waiting.load() >= 1 || has_exited(blocked->pid()); }));
-  ASSERT_FALSE(has_exited(blocked->pid())) << "the peer ended instead of waiting: " << blocked->wait();
+  ASSERT_TRUE(wait_until(
+      [&] { return queue_file.header().producers_waiting.load() >= 1 || hakobu::test::has_exited(blocked->pid()); }));
+  ASSERT_FALSE(hakobu::test::has_exited(blocked->pid())) << "the peer ended instead of waiting: " << blocked->wait();
   ASSERT_TRUE(queue.unlink());
   EXPECT_EQ(blocked->wait(), 0);
 
@@ -569,8 +563,9 @@ TEST_F(MultiProcess, CloseWakesOnlyTheClosingProcessesWaiters) {
 
   // A peer waits for a message on the same queue; our close must not wake it.
   auto peer = start_peer({"get-expect", name, "ok", "-1"});
-  ASSERT_TRUE(wait_until([&] { return queue_file.header().consumers_waiting.load() >= 1 || has_exited(peer->pid()); }));
-  ASSERT_FALSE(has_exited(peer->pid())) << "the peer ended instead of waiting: " << peer->wait();
+  ASSERT_TRUE(wait_until(
+      [&] { return queue_file.header().consumers_waiting.load() >= 1 || hakobu::test::has_exited(peer->pid()); }));
+  ASSERT_FALSE(hakobu::test::has_exited(peer->pid())) << "the peer ended instead of waiting: " << peer->wait();
 
   auto handle = Queue::attach(name);
   ASSERT_TRUE(handle) << handle.error().message;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +40,15 @@ inline std::vector<std::string> files_of_domain(const std::string& domain) {
     }
   }
   return out;
+}
+
+/// True once `pid` has exited (a zombie waiting for waitpid) or is gone.
+inline bool has_exited(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' || line[paren + 2] == 'X';
 }
 
 /// A unique queue name for the current test.

@@ -50,19 +50,11 @@ using hakobu::fuzz::BlockField;
 std::string g_domain;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 [[noreturn]] void harness_broken(const std::string& what) {
-  std::fprintf(stderr, "fuzz_block: harness setup failed: %s\n", what.c_str());
-  std::abort();
+  hakobu::fuzz::harness_broken("fuzz_block", what);
 }
 
 hakobu::QueueOptions queue_options() {
-  hakobu::QueueOptions options;
-  options.capacity = 4;
-  options.spin = 0ns;
-  options.domain.name = g_domain;
-  options.domain.heap_capacity = std::uint64_t{16} << 20;
-  options.domain.cache_limit = std::uint64_t{256} << 10;
-  options.domain.huge_pages = hakobu::HugePages::Never;
-  return options;
+  return hakobu::fuzz::small_queue_options(g_domain, 4);
 }
 
 struct Record {

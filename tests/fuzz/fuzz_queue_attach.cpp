@@ -33,18 +33,11 @@ using namespace std::chrono_literals;
 std::string g_domain;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 [[noreturn]] void harness_broken(const std::string& what) {
-  std::fprintf(stderr, "fuzz_queue_attach: harness setup failed: %s\n", what.c_str());
-  std::abort();
+  hakobu::fuzz::harness_broken("fuzz_queue_attach", what);
 }
 
 hakobu::QueueOptions queue_options() {
-  hakobu::QueueOptions options;
-  options.spin = 0ns;
-  options.domain.name = g_domain;
-  options.domain.heap_capacity = std::uint64_t{16} << 20;
-  options.domain.cache_limit = std::uint64_t{256} << 10;
-  options.domain.huge_pages = hakobu::HugePages::Never;
-  return options;
+  return hakobu::fuzz::small_queue_options(g_domain, hakobu::QueueOptions{}.capacity);
 }
 
 void inspect(hakobu::Sample& sample) {

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hakobu/queue.hpp"
 #include "memory/layout.hpp"
 
 namespace hakobu::fuzz {
@@ -311,5 +313,23 @@ class LeakCheck {
   std::string domain_;
   int fds_;
 };
+
+/// Ends a run whose own setup failed (not a finding): says which target and why.
+[[noreturn]] inline void harness_broken(const char* target, const std::string& what) {
+  std::fprintf(stderr, "%s: harness setup failed: %s\n", target, what.c_str());
+  std::abort();
+}
+
+/// Options of the small, fast domain every target works in (16 MiB heap, no huge pages).
+inline hakobu::QueueOptions small_queue_options(const std::string& domain, std::size_t capacity) {
+  hakobu::QueueOptions options;
+  options.capacity = capacity;
+  options.spin = std::chrono::nanoseconds(0);
+  options.domain.name = domain;
+  options.domain.heap_capacity = std::uint64_t{16} << 20;
+  options.domain.cache_limit = std::uint64_t{256} << 10;
+  options.domain.huge_pages = hakobu::HugePages::Never;
+  return options;
+}
 
 }  // namespace hakobu::fuzz
