@@ -95,9 +95,12 @@ bool Heap::is_backed(std::uint64_t offset, std::uint64_t length) const noexcept 
   // The bits are in shared memory too: a page beyond what the file holds is
   // never backed, whatever its bit says.
   if (!inside_file(segment, offset + length)) return false;
-  return for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
-    return (word.load(std::memory_order_acquire) & mask) == mask;
-  });
+  const bool all_set =
+      for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
+        return (word.load(std::memory_order_relaxed) & mask) == mask;
+      });
+  std::atomic_thread_fence(std::memory_order_acquire);  // pairs with the release of set_page_bits
+  return all_set;
 }
 
 Result<void, LoanError> Heap::back_map_words(unsigned segment, std::uint64_t word_end) {
@@ -218,18 +221,20 @@ Result<void, LoanError> Heap::back_range(std::uint64_t offset, std::uint64_t len
 }
 
 std::uint64_t Heap::backed_bytes_of(std::uint64_t block) const noexcept {
-  // A count from shared memory: never more than the block, and only what the page map confirms.
+  // A count from shared memory: never more than the block. Used for accounting
+  // and for what to return; what is read or written is confirmed by the page map.
   const BlockHeader* h = header(block);
   if (h->size_class >= kSizeClassCount) return 0;
   // A block owns up to its class's size rounded up to its segment's page (the next block starts there).
   const std::uint64_t owned = align_up(class_bytes(h->size_class), segments_[segment_of(block)].page);
-  const std::uint64_t claimed = std::min(h->backed_bytes.load(std::memory_order_relaxed), owned);
-  return is_backed(block, claimed) ? claimed : 0;
+  return std::min(h->backed_bytes.load(std::memory_order_relaxed), owned);
 }
 
 Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t bytes) {
   BlockHeader* h = header(block);
-  const std::uint64_t backed = backed_bytes_of(block);
+  // The block is about to be written: its header's figure counts only where the page map confirms it.
+  const std::uint64_t claimed = backed_bytes_of(block);
+  const std::uint64_t backed = claimed >= bytes && is_backed(block, bytes) ? claimed : 0;
   if (backed >= bytes) return {};
   const std::uint64_t target = align_up(bytes, segments_[segment_of(block)].page);
   if (auto r = back_range(block + backed, target - backed, bytes); !r) return r;
