@@ -68,8 +68,8 @@ std::size_t to_size(nb::handle value, const char* what, std::size_t limit, Beyon
     if (beyond == Beyond::InvalidArgument) {
       throw PythonError("InvalidArgument", std::string(what) + " " + text_of(value) + " is out of range");
     }
-    throw PythonError("TooLarge", std::string(what) + " " + text_of(value) + " is too large: no buffer holds more than " +
-                                      std::to_string(limit) + " bytes");
+    throw PythonError("TooLarge", std::string(what) + " " + text_of(value) +
+                                      " is too large: no buffer holds more than " + std::to_string(limit) + " bytes");
   }
   return static_cast<std::size_t>(count);
 }
