@@ -95,12 +95,10 @@ bool Heap::is_backed(std::uint64_t offset, std::uint64_t length) const noexcept 
   // The bits are in shared memory too: a page beyond what the file holds is
   // never backed, whatever its bit says.
   if (!inside_file(segment, offset + length)) return false;
-  const bool all_set =
-      for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
-        return (word.load(std::memory_order_relaxed) & mask) == mask;
-      });
-  std::atomic_thread_fence(std::memory_order_acquire);  // pairs with the release of set_page_bits
-  return all_set;
+  // Acquire pairs with the release of set_page_bits (a plain load on x86).
+  return for_page_bits(segment, first, last, [](const std::atomic<std::uint64_t>& word, std::uint64_t mask) {
+    return (word.load(std::memory_order_acquire) & mask) == mask;
+  });
 }
 
 Result<void, LoanError> Heap::back_map_words(unsigned segment, std::uint64_t word_end) {
