@@ -145,10 +145,13 @@ def test_another_user_can_neither_attach_nor_remove(other_user: str, name: str, 
 
 @needs_root
 def test_a_nearly_full_dev_shm(tmp_path: Path) -> None:
-    # A private mount namespace with a 48 MiB tmpfs on /dev/shm.
+    # A private mount namespace with a 48 MiB tmpfs on /dev/shm and no hugetlbfs
+    # mount (so that large blocks cannot go to reserved huge pages instead).
     if shutil.which("unshare") is None:
         pytest.skip("unshare is not installed")
-    script = f"mount -t tmpfs -o size=48m tmpfs /dev/shm && exec {sys.executable} {PROGRAMS / 'iso_small_shm.py'} 64"
+    no_huge_pages = "for m in $(awk '$3 == \"hugetlbfs\" {print $2}' /proc/mounts); do umount \"$m\"; done"
+    script = (f"mount -t tmpfs -o size=48m tmpfs /dev/shm && {no_huge_pages} && "
+              f"exec {sys.executable} {PROGRAMS / 'iso_small_shm.py'} 64")
     process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     code, out, err = finish(process)
