@@ -1,8 +1,11 @@
 // hakobu._core — module definition and the error table.
 #include <nanobind/nanobind.h>
 
+#include "codec.hpp"
 #include "errors.hpp"
+#include "hakobu/domain.hpp"
 #include "hakobu/version.hpp"
+#include "objects.hpp"
 
 namespace nb = nanobind;
 
@@ -83,6 +86,27 @@ const char* exception_name(ArrayError code) noexcept {
   return "HakobuError";
 }
 
+namespace {
+
+// Interpreter exit (Py_AtExit: after the last Python object that will ever be
+// freed was freed, with no Python left to call). Messages, loans or attachments
+// still alive now are held by something the runtime never frees, e.g. a JAX
+// array made with from_dlpack() that the JAX runtime keeps to the end. They
+// keep this process attached to its domains, so the domain files would stay
+// behind (stale in `hakobu doctor`), and nanobind would report them as leaks.
+// This process leaves its domains instead (the last one out removes the files;
+// the leftovers' releases become no-ops), and, when nothing but such holders
+// outlived the interpreter (no queue), nanobind's leak report is silenced:
+// those objects were outlived on purpose by their holder, not leaked by us.
+// Registered after nanobind's own handler, so it runs before its leak report.
+void at_exit() {
+  if (live_holders().load(std::memory_order_relaxed) <= 0) return;  // all freed: the domains left already
+  Domain::leave_all_at_exit();
+  if (live_queues().load(std::memory_order_relaxed) <= 0) nb::set_leak_warnings(false);
+}
+
+}  // namespace
+
 }  // namespace hakobu::python
 
 NB_MODULE(_core, m) {
@@ -97,6 +121,11 @@ NB_MODULE(_core, m) {
       PyErr_SetString(cls.ptr(), e.what());
     }
   });
+  hakobu::python::import_numpy();
+  if (Py_AtExit(&hakobu::python::at_exit) != 0) {
+    // Not fatal: only the clean exit of processes that end holding shared arrays is lost.
+    PyErr_WarnEx(PyExc_RuntimeWarning, "hakobu: could not register the interpreter-exit handler", 1);
+  }
   hakobu::python::bind_queue(m);
   hakobu::python::bind_domain(m);
   hakobu::python::bind_admin(m);

@@ -1,6 +1,12 @@
 // hakobu._core — Queue, Message (a received message) and Loan (shared memory
 // being written), with the buffer protocol on messages and loans.
 //
+// One call per message: put_object() sends bytes, arrays of the built-in
+// numeric types (codec.hpp) and plain scalars, and get_object() decodes bytes,
+// such arrays and small pickles, without going back to Python; what they do not
+// take (put_object returns False, get_object returns the Message) goes to the
+// Python codec (python/hakobu/_codec.py), which writes and reads the same format.
+//
 // Waiting rules: every wait releases the GIL and is cut into slices of at most
 // kSliceNs; between slices the GIL is taken back to run signal handlers, so
 // Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves the queue
@@ -13,6 +19,8 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -21,39 +29,62 @@
 #include <tuple>
 #include <vector>
 
+#include "codec.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "objects.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 
 namespace hakobu::python {
+
+std::atomic<std::ptrdiff_t>& live_holders() noexcept {
+  static std::atomic<std::ptrdiff_t> count{0};
+  return count;
+}
+
+std::atomic<std::ptrdiff_t>& live_queues() noexcept {
+  static std::atomic<std::ptrdiff_t> count{0};
+  return count;
+}
+
 namespace {
 
 constexpr std::int64_t kSliceNs = 50'000'000;  // how long a wait runs without looking at signals
 
-/// A received message. Its bytes are exported writable through the buffer
-/// protocol; the sample (and so the shared block) lives as long as any view.
-struct PyMessage {
-  Sample sample;
-  Py_ssize_t exports = 0;
-};
+// Copies at least this large run without the GIL: below it, releasing and
+// taking the GIL back costs more than other threads gain.
+constexpr std::size_t kReleaseGilBytes = 64 * 1024;
 
-/// Shared memory this process holds: a message being built, or the memory of
-/// an array made with hakobu.empty() (attached to messages, never sent itself).
-struct PyLoan {
-  Loan loan;
-  std::size_t data_offset = 0;  // where an array loan's elements start
-  Py_ssize_t exports = 0;
-};
+// Object messages (the Python codec's format): b"HKP1", a u32 count of
+// out-of-band buffers (little-endian), the table of those, then the pickle.
+constexpr char kObjectMagic[4] = {'H', 'K', 'P', '1'};
+constexpr std::size_t kObjectHeaderBytes = 8;
+// Pickles up to this size are unpickled here, from a copy (one allocation);
+// larger ones from a view of the message, by the Python codec.
+constexpr std::size_t kSmallPickleBytes = 64 * 1024;
 
-/// Attachment `index` of a received message; keeps the message alive.
-struct PyAttachment {
-  nb::object message;  // the PyMessage
-  std::span<std::byte> bytes;
-  std::size_t index = 0;
-  Py_ssize_t exports = 0;
-};
+/// pickle.dumps and pickle.loads, looked up once and kept to the end (never
+/// released: the interpreter may be gone by the time static objects die).
+PyObject* pickle_function(const char* name) {
+  nb::object function = nb::module_::import_("pickle").attr(name);
+  return function.release().ptr();
+}
+PyObject* pickle_dumps() {
+  static PyObject* const function = pickle_function("dumps");
+  return function;
+}
+PyObject* pickle_loads() {
+  static PyObject* const function = pickle_function("loads");
+  return function;
+}
+
+/// Plain scalars, pickled here: their pickle never has out-of-band buffers.
+bool is_plain_scalar(PyObject* obj) noexcept {
+  return obj == Py_None || PyBool_Check(obj) || PyLong_CheckExact(obj) || PyFloat_CheckExact(obj) ||
+         PyUnicode_CheckExact(obj) || PyComplex_CheckExact(obj);
+}
 
 int fill_buffer(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t size, int flags) {
   view->obj = owner;
@@ -119,19 +150,25 @@ PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbu
                             {Py_bf_releasebuffer, reinterpret_cast<void*>(loan_releasebuffer)},
                             {0, nullptr}};
 
-/// Runs `attempt(slice)` without the GIL until it succeeds, fails with another
-/// error than `timeout_code`, or `timeout` (seconds; None, +inf or beyond
-/// kForeverNs: forever; NaN or negative: InvalidArgument) runs out.
+/// Runs `attempt(slice)` until it succeeds, fails with another error than
+/// `busy_code` or `timeout_code`, or `timeout` (seconds; None, +inf or beyond
+/// kForeverNs: forever; NaN or negative: InvalidArgument) runs out. The first
+/// try is made with the GIL held and without waiting (slice 0, which fails
+/// with `busy_code`): most calls succeed at once, and letting go of the GIL
+/// and taking it back would cost more than the try. Waits run without the GIL.
 template <class Code, class Attempt>
-auto wait_interruptibly(std::optional<double> timeout, Code timeout_code, Attempt&& attempt) {
+auto wait_interruptibly(std::optional<double> timeout, Code busy_code, Code timeout_code, Attempt&& attempt) {
   using Clock = std::chrono::steady_clock;
   const std::optional<std::chrono::nanoseconds> wait = wait_duration(timeout, "timeout");
+  auto result = attempt(std::chrono::nanoseconds(0));
+  if (result || result.error().code != busy_code) return result;
   const bool forever = !wait.has_value();
+  if (!forever && wait->count() == 0) return result;
   const auto deadline = Clock::now() + wait.value_or(std::chrono::nanoseconds(0));
   for (;;) {
     std::chrono::nanoseconds slice(kSliceNs);
     if (!forever) slice = std::min(slice, std::max(std::chrono::nanoseconds(0), deadline - Clock::now()));
-    auto result = [&] {
+    result = [&] {
       nb::gil_scoped_release unlocked;
       return attempt(slice);
     }();
@@ -139,6 +176,60 @@ auto wait_interruptibly(std::optional<double> timeout, Code timeout_code, Attemp
     if (!forever && Clock::now() >= deadline) return result;
     if (PyErr_CheckSignals() != 0) throw nb::python_error();  // e.g. KeyboardInterrupt
   }
+}
+
+/// A new instance of the bound class T, built in place (no separate heap
+/// object, unlike casting a pointer) from `args`.
+template <class T, class... Args>
+nb::object make_instance(Args&&... args) {
+  static const nb::handle type = nb::type<T>();  // bound once, lives as long as the module
+  nb::object instance = nb::inst_alloc(type);
+  new (nb::inst_ptr<T>(instance)) T{std::forward<Args>(args)...};
+  nb::inst_mark_ready(instance);  // from now on nanobind runs ~T when the instance dies
+  return instance;
+}
+
+/// The array a received array message carries, as a view of the message (or
+/// of its attachment, for an array sent by reference); the Message itself when
+/// its element type is for the Python codec.
+nb::object decode_array(Sample&& received) {
+  if (!received.in_shared_memory()) {
+    // Inline: the bytes are this process's copy already; the array takes its own copy of them.
+    auto view = received.array();
+    if (!view) raise(view.error());
+    if (nb::object array = array_copy(*view); array.is_valid()) return array;
+  }
+  // Moved first: an inline message's bytes move with the sample, so the view is taken after.
+  nb::object owner = make_instance<PyMessage>(std::move(received));
+  auto* message = nb::inst_ptr<PyMessage>(owner);
+  auto view = message->sample.array();
+  if (!view) raise(view.error());
+  nb::object base = owner;
+  if (const std::uint32_t source = array_data_attachment(message->sample.bytes()); source != 0) {
+    auto data = message->sample.attachment(source - 1);
+    if (!data) raise(data.error());
+    base = make_instance<PyAttachment>(owner, *data, source - 1);
+  }
+  nb::object array = array_over(*view, base);
+  return array.is_valid() ? array : owner;
+}
+
+/// The object of a small object message without out-of-band buffers, or an
+/// invalid object (left to the Python codec, which also reports damage).
+nb::object small_pickle(const Sample& sample) {
+  const auto bytes = sample.bytes();
+  if (bytes.size() < kObjectHeaderBytes || bytes.size() > kSmallPickleBytes) return {};
+  std::uint32_t count = 0;
+  std::memcpy(&count, bytes.data() + sizeof kObjectMagic, sizeof count);
+  if (std::memcmp(bytes.data(), kObjectMagic, sizeof kObjectMagic) != 0 || count != 0) return {};
+  // A copy: the stream must not outlive the message (pickle.loads keeps nothing, but a copy is cheap here).
+  nb::object stream = nb::steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(bytes.data()) +  // NOLINT
+                                                              kObjectHeaderBytes,
+                                                          static_cast<Py_ssize_t>(bytes.size() - kObjectHeaderBytes)));
+  if (!stream.is_valid()) throw nb::python_error();
+  nb::object obj = nb::steal(PyObject_CallOneArg(pickle_loads(), stream.ptr()));
+  if (!obj.is_valid()) throw nb::python_error();
+  return obj;
 }
 
 OpenMode open_mode(std::optional<bool> create) {
@@ -149,6 +240,8 @@ OpenMode open_mode(std::optional<bool> create) {
 struct PyQueue {
   Queue queue;
   std::string domain;  // the domain's name, kept: a closed handle has no domain to ask
+  std::size_t slot_bytes = 0;  // messages up to this size ride inline in the slot
+  LiveCount<live_queues> counted{};
 
   // capacity and inline_capacity arrive as Python objects: a float, a bool or a
   // negative number is an InvalidArgument naming the option, not a TypeError.
@@ -168,6 +261,110 @@ struct PyQueue {
     if (!opened) raise(opened.error());
     queue = std::move(*opened);
     domain = queue.domain().name();
+    slot_bytes = std::min(queue.stats().inline_capacity, kMaxInlineBytes);
+  }
+
+  /// Sends `obj` in one call if this path takes it (bytes, bytearray, a
+  /// C-contiguous memoryview, an array of a built-in numeric type that is not
+  /// in hakobu memory, a plain scalar); False leaves it to the Python codec.
+  bool put_object(nb::handle obj, std::optional<double> timeout) {
+    PyObject* object = obj.ptr();
+    if (PyBytes_Check(object) || PyByteArray_Check(object)) {
+      put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
+      return true;
+    }
+    if (auto plan = plan_array(obj)) {
+      put_array(*plan, timeout);
+      return true;
+    }
+    if (PyMemoryView_Check(object)) {
+      if (PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(object), 'C') == 0) return false;
+      put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
+      return true;
+    }
+    if (is_plain_scalar(object)) {
+      nb::object protocol = nb::int_(5);
+      nb::object stream = nb::steal(PyObject_CallFunctionObjArgs(pickle_dumps(), object, protocol.ptr(), nullptr));
+      if (!stream.is_valid()) throw nb::python_error();
+      put_pickle(stream, timeout);
+      return true;
+    }
+    return false;
+  }
+
+  /// Sends an array per `plan`: inline in the slot when metadata and elements
+  /// fit (no heap block: as Queue::put_array), else one copy into a loan.
+  void put_array(const ArrayPlan& plan, std::optional<double> timeout) {
+    const std::size_t meta = array_meta_size(plan.ndim, plan.typestr.size());
+    Result<void, PutError> sent;
+    if (plan.nbytes <= slot_bytes && meta + plan.nbytes <= slot_bytes) {
+      alignas(64) std::byte buffer[kMaxInlineBytes];
+      write_array_meta({buffer, meta}, plan.dtype, plan.dims(), {}, 0, plan.typestr, plan.order);
+      copy_elements(plan, buffer + meta);
+      const std::span<const std::byte> bytes(buffer, meta + plan.nbytes);
+      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                [&](auto slice) { return queue.put(bytes, slice, MessageKind::Array); });
+    } else {
+      const bool large = plan.nbytes >= kReleaseGilBytes;
+      auto made = [&] {
+        std::optional<nb::gil_scoped_release> unlocked;
+        if (large) unlocked.emplace();
+        // copy-align: once Queue::loan_array takes a `copy_source` (branch copy-align), pass the
+        // source's address here so the core places the block where the copy does not 4K-alias.
+        return queue.loan_array(plan.dtype, plan.dims(), plan.order, plan.typestr);
+      }();
+      if (!made) raise(made.error());
+      std::byte* elements = made->bytes().data() + meta;
+      if (large && plan.contiguous) {
+        nb::gil_scoped_release unlocked;
+        copy_elements(plan, elements);
+      } else {
+        copy_elements(plan, elements);
+      }
+      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*made, slice); });
+    }
+    if (!sent) raise(sent.error());
+  }
+
+  /// Sends a pickle `stream` (bytes-like) without out-of-band buffers as an
+  /// object message: the header, then the stream, in the slot or in one loan.
+  void put_pickle(nb::handle stream, std::optional<double> timeout) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(stream.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
+    const std::span<const std::byte> pickle(static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len));
+    const std::size_t total = kObjectHeaderBytes + pickle.size();
+    Result<void, PutError> sent;
+    try {
+      if (total <= slot_bytes) {
+        alignas(64) std::byte buffer[kMaxInlineBytes];
+        std::memcpy(buffer, kObjectMagic, sizeof kObjectMagic);
+        std::memset(buffer + sizeof kObjectMagic, 0, kObjectHeaderBytes - sizeof kObjectMagic);
+        if (!pickle.empty()) std::memcpy(buffer + kObjectHeaderBytes, pickle.data(), pickle.size());
+        const std::span<const std::byte> bytes(buffer, total);
+        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                  [&](auto slice) { return queue.put(bytes, slice, MessageKind::Object); });
+      } else {
+        auto made = queue.loan(total, MessageKind::Object);
+        if (!made) raise(made.error());
+        std::byte* out = made->bytes().data();
+        std::memcpy(out, kObjectMagic, sizeof kObjectMagic);
+        std::memset(out + sizeof kObjectMagic, 0, kObjectHeaderBytes - sizeof kObjectMagic);
+        if (pickle.size() >= kReleaseGilBytes) {
+          nb::gil_scoped_release unlocked;
+          std::memcpy(out + kObjectHeaderBytes, pickle.data(), pickle.size());
+        } else if (!pickle.empty()) {
+          std::memcpy(out + kObjectHeaderBytes, pickle.data(), pickle.size());
+        }
+        PyBuffer_Release(&view);
+        view.obj = nullptr;
+        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*made, slice); });
+      }
+    } catch (...) {
+      if (view.obj != nullptr) PyBuffer_Release(&view);
+      throw;
+    }
+    if (view.obj != nullptr) PyBuffer_Release(&view);
+    if (!sent) raise(sent.error());
   }
 
   void put_bytes(nb::handle data, int kind, std::optional<double> timeout) {
@@ -186,10 +383,10 @@ struct PyQueue {
       }();
       PyBuffer_Release(&view);
       if (!loan) raise(loan.error());
-      sent = wait_interruptibly(timeout, PutError::Timeout, [&](auto slice) { return queue.put(*loan, slice); });
+      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*loan, slice); });
     } else {
       try {
-        sent = wait_interruptibly(timeout, PutError::Timeout,
+        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
                                   [&](auto slice) { return queue.put(bytes, slice, message_kind); });
       } catch (...) {
         PyBuffer_Release(&view);
@@ -216,7 +413,7 @@ struct PyQueue {
     if (loan.exports != 0) {
       throw PythonError("InvalidArgument", "release every view of the loan before sending it");
     }
-    auto sent = wait_interruptibly(timeout, PutError::Timeout, [&](auto slice) { return queue.put(loan.loan, slice); });
+    auto sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(loan.loan, slice); });
     if (!sent) raise(sent.error());
   }
 
@@ -241,10 +438,37 @@ struct PyQueue {
   }
 
   PyMessage* get(std::optional<double> timeout) {
-    auto got = wait_interruptibly(timeout, GetError::Timeout,
+    auto got = wait_interruptibly(timeout, GetError::Empty, GetError::Timeout,
                                   [&](auto slice) { return slice.count() == 0 ? queue.try_get() : queue.get(slice); });
     if (!got) raise(got.error());
     return new PyMessage{std::move(*got), 0};
+  }
+
+  /// Receives a message and decodes it in one call: bytes, arrays of the
+  /// built-in numeric types (writable views of the message) and, with
+  /// `allow_pickle`, small pickles without out-of-band buffers. Anything else
+  /// comes back as the Message, for the Python codec.
+  nb::object get_object(std::optional<double> timeout, bool allow_pickle) {
+    auto got = wait_interruptibly(timeout, GetError::Empty, GetError::Timeout,
+                                  [&](auto slice) { return slice.count() == 0 ? queue.try_get() : queue.get(slice); });
+    if (!got) raise(got.error());
+    Sample& sample = *got;
+    switch (sample.kind()) {
+      case MessageKind::Bytes: {
+        const auto bytes = sample.bytes();
+        PyObject* out = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(bytes.data()),  // NOLINT
+                                                  static_cast<Py_ssize_t>(bytes.size()));
+        if (out == nullptr) throw nb::python_error();
+        return nb::steal(out);
+      }
+      case MessageKind::Array: return decode_array(std::move(sample));
+      case MessageKind::Object:
+        if (allow_pickle) {
+          if (nb::object obj = small_pickle(sample); obj.is_valid()) return obj;
+        }
+        break;
+    }
+    return make_instance<PyMessage>(std::move(sample));
   }
 
   void unlink() {
@@ -374,6 +598,13 @@ void bind_queue(nb::module_& m) {
       .def("loan_array_ref", &PyQueue::loan_array_ref, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
            "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
       .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
+      .def("put_object", &PyQueue::put_object, "obj"_a.none(), "timeout"_a.none(),
+           "Sends bytes, an array of a built-in numeric type or a plain scalar in one call; "
+           "False when the Python codec must send `obj`")
+      .def("put_pickle", &PyQueue::put_pickle, "stream"_a, "timeout"_a.none(),
+           "Sends a pickle without out-of-band buffers as an object message")
+      .def("get_object", &PyQueue::get_object, "timeout"_a.none(), "allow_pickle"_a,
+           "Receives and decodes a message in one call; a Message when the Python codec must decode it")
       .def("get", &PyQueue::get, nb::rv_policy::take_ownership, "timeout"_a.none())
       .def("qsize", [](const PyQueue& self) { return self.queue.size(); })
       .def_prop_ro("capacity", [](const PyQueue& self) { return self.queue.capacity(); })

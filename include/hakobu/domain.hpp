@@ -107,6 +107,16 @@ class Domain {
   /// ("hakobu:NAME:"); queues are "hakobu:NAME:q:QUEUE".
   [[nodiscard]] static std::string file_prefix(std::string_view name);
 
+  /// For language bindings at interpreter exit: this process leaves every
+  /// domain it is attached to now, although loans and samples that the runtime
+  /// will never free (e.g. held by a foreign library until exit) still refer
+  /// to them. What the process holds is given back, its slot freed, and the
+  /// last process out removes the domain's files as on a normal detach. The
+  /// memory stays mapped, so leftover views read stale data, never fault;
+  /// releasing a leftover loan or sample afterwards does nothing, and new loans
+  /// fail with Closed. Call it only when no other thread uses hakobu.
+  static void leave_all_at_exit() noexcept;
+
  private:
   friend class Queue;
   explicit Domain(std::shared_ptr<detail::DomainState> state) noexcept : state_(std::move(state)) {}

@@ -90,6 +90,8 @@ def owner_of(array: np.ndarray) -> Optional[Any]:
         base = base.base
     if isinstance(base, memoryview):
         base = base.obj
+    if isinstance(base, _core.Message) and not base.in_shared_memory:
+        return None  # a small message received inline: a copy in this process's memory
     return base if isinstance(base, _OWNERS) else None
 
 

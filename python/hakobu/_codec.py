@@ -103,7 +103,13 @@ def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtyp
 
 
 def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
-    """Sends ``obj`` on ``queue`` in the format that fits it."""
+    """Sends ``obj`` on ``queue`` in the format that fits it.
+
+    The extension sends bytes, arrays of the built-in numeric types and plain
+    scalars itself (``queue.put_object``, one call); the rest is encoded here.
+    """
+    if queue.put_object(obj, timeout):
+        return
     if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
         _put_array(queue, obj, timeout)
     elif isinstance(obj, (bytes, bytearray)):
@@ -162,6 +168,9 @@ def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None
         return False
 
     stream = _dumps(obj, out_of_band)
+    if not large:
+        queue.put_pickle(stream, timeout)  # header and stream written in one call
+        return
     sources = [_shared_source(view) for view in large]
     header = _OBJECT_HEADER.pack(_OBJECT_MAGIC, len(sources))
     entries = b"".join(_OBJECT_ENTRY.pack(index, offset, view.nbytes) for index, (_, offset, view) in enumerate(sources))
@@ -272,6 +281,10 @@ def _loads_object(message: _core.Message, allow_pickle: bool) -> Any:
 
 def decode(message: _core.Message, allow_pickle: bool = True) -> Any:
     """The Python object a received message carries.
+
+    Queue.get decodes most messages in the extension (``get_object``); this
+    decodes what it hands back: exotic dtypes, large or restricted pickles,
+    pickles with out-of-band buffers.
 
     ``allow_pickle=False``: an object message must hold plain built-in types
     only (PLAIN_TYPES), else UnpicklingRefused; arrays and bytes are unaffected.

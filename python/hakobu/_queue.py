@@ -15,6 +15,9 @@ from . import _checks, _codec, _core, _errors
 # the tests lower it.
 NO_SENDER_WARNING_SECONDS = 5.0
 
+# What Queue._core.get_object hands back for the Python codec to decode (looked up once: get is hot).
+_Message = _core.Message
+
 
 def _wait_time(block: bool, timeout: object) -> Optional[float]:
     """The core's timeout: None waits without a limit, 0 does not wait.
@@ -89,7 +92,10 @@ class Queue:
         Raises Full when no room came, Closed or Unlinked when the queue went
         away, InvalidArgument for a NaN or negative timeout.
         """
-        _codec.put_object(self._core, obj, _wait_time(block, timeout))
+        # One call into the extension for bytes, numeric arrays and scalars; the codec for the rest.
+        wait = (None if block else 0.0) if timeout is None else _wait_time(block, timeout)
+        if not self._core.put_object(obj, wait):
+            _codec.put_object(self._core, obj, wait)
 
     def put_nowait(self, obj: Any) -> None:
         """Sends ``obj`` if there is room now, else raises Full."""
@@ -107,21 +113,30 @@ class Queue:
         away, InvalidArgument for a NaN or negative timeout, UnpicklingRefused
         for an object this queue does not accept (``allow_pickle=False``).
         """
-        wait = _wait_time(block, timeout)
-        message = None
-        if self._watch_for_sender and (wait is None or wait > NO_SENDER_WARNING_SECONDS):
+        wait = (None if block else 0.0) if timeout is None else _wait_time(block, timeout)
+        if self._watch_for_sender:
+            return self._get_watching(wait)
+        # One call: the extension decodes bytes, numeric arrays and small pickles; the codec the rest.
+        obj = self._core.get_object(wait, self._allow_pickle)
+        return self._decode(obj) if type(obj) is _Message else obj
+
+    def _get_watching(self, wait: Optional[float]) -> Any:
+        """get() on a queue this handle created that nothing was put on yet (see NoSenderWarning)."""
+        if wait is None or wait > NO_SENDER_WARNING_SECONDS:
             # Wait in two parts: after the first, say so if nobody ever sent anything here.
             started = time.monotonic()
             try:
-                message = self._core.get(NO_SENDER_WARNING_SECONDS)
+                obj = self._core.get_object(NO_SENDER_WARNING_SECONDS, self._allow_pickle)
             except _errors.Empty:
-                self._warn_if_never_sent(stacklevel=3)
+                self._warn_if_never_sent(stacklevel=4)
                 if wait is not None:
                     wait = max(0.0, wait - (time.monotonic() - started))
-        if message is None:
-            message = self._core.get(wait)
+            else:
+                self._watch_for_sender = False
+                return self._decode(obj) if type(obj) is _Message else obj
+        obj = self._core.get_object(wait, self._allow_pickle)
         self._watch_for_sender = False  # something was sent: the name is right
-        return self._decode(message)
+        return self._decode(obj) if type(obj) is _Message else obj
 
     def get_nowait(self) -> Any:
         """Receives a message if one is waiting, else raises Empty."""

@@ -60,6 +60,10 @@ Result<Loan, LoanError> Domain::loan(std::size_t size, MessageKind kind) {
   return state_->make_loan(size, kind);
 }
 
+void Domain::leave_all_at_exit() noexcept {
+  detail::DomainState::leave_all();
+}
+
 std::string Domain::file_prefix(std::string_view name) {
   return "hakobu:" + std::string(name) + ":";
 }

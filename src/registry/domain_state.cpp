@@ -598,6 +598,7 @@ Result<void, LoanError> DomainState::grow_holdings() {
 }
 
 Result<std::uint32_t, LoanError> DomainState::reserve_holding() {
+  if (left()) return {LoanError::Closed, "this process has left the domain (interpreter exit)"};
   if (const std::int64_t spare = spare_holding_.exchange(-1, std::memory_order_acquire); spare >= 0) {
     return static_cast<std::uint32_t>(spare);
   }
@@ -618,16 +619,19 @@ Result<std::uint32_t, LoanError> DomainState::reserve_holding() {
 
 void DomainState::fill_holding(std::uint32_t index, std::uint64_t block) noexcept {
   std::lock_guard guard(holdings_mutex_);
+  if (left()) return;  // the table went back to the heap with the slot
   holdings_[index].store(block, std::memory_order_release);
 }
 
 void DomainState::clear_holding(std::uint32_t index) noexcept {
   std::lock_guard guard(holdings_mutex_);
+  if (left()) return;  // the table went back to the heap with the slot
   holdings_[index].store(0, std::memory_order_release);
   free_holdings_.push_back(index);
 }
 
 void DomainState::unreserve_holding(std::uint32_t index) noexcept {
+  if (left()) return;
   std::int64_t empty = -1;
   if (spare_holding_.compare_exchange_strong(empty, index, std::memory_order_release)) return;
   std::lock_guard guard(holdings_mutex_);
@@ -635,6 +639,8 @@ void DomainState::unreserve_holding(std::uint32_t index) noexcept {
 }
 
 void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
+  // After leave() the reference was given back with the slot: dropping it again would free twice.
+  if (left()) return;
   clear_holding(index);  // unlisted first: a death in between leaks, never frees twice
   kill_point("release.unlisted");
   heap_.drop_ref(block);
@@ -733,21 +739,14 @@ DomainStats DomainState::stats() const {
   return out;
 }
 
-void DomainState::detach() noexcept {
-  if (forked_away()) {
-    // Inherited from the parent: its slot and locks are the parent's. The fork
-    // handler closed the registry descriptor already.
-    // The registry's mappings were not inherited (keep_from_children).
-    platform::unmap(reservation_, reservation_bytes_);
-    platform::close_fd(heap_fd_);
-    platform::close_fd(huge_fd_);
-    return;
-  }
+void DomainState::leave() noexcept {
+  if (left_.exchange(true, std::memory_order_acq_rel)) return;
   if (has_slot_) {
     // Give back what is still listed (normally only the holdings table: every
     // loan and sample keeps the domain alive), then free the slot.
     reclaim_slot(slot_);
     platform::unlock_byte(registry_fd_, kSlotLockBase + slot_);
+    has_slot_ = false;
   }
   if (attached_ && platform::lock_byte(registry_fd_, kInitLockByte, true)) {
     // Last one out removes the domain if no named object is left in it.
@@ -768,6 +767,32 @@ void DomainState::detach() noexcept {
     platform::unlock_byte(registry_fd_, kLifecycleLockByte);
     platform::unlock_byte(registry_fd_, kInitLockByte);
   }
+  attached_ = false;
+}
+
+void DomainState::leave_all() noexcept {
+  std::vector<std::shared_ptr<DomainState>> attached;
+  {
+    std::lock_guard guard(g_domains_mutex);
+    for (auto& [name, state] : domains()) {
+      if (auto alive = state.lock(); alive && !alive->forked_away()) attached.push_back(std::move(alive));
+    }
+  }
+  for (auto& state : attached) state->leave();
+  // `attached` may hold the last references: destroyed here, outside the lock (the destructor takes it).
+}
+
+void DomainState::detach() noexcept {
+  if (forked_away()) {
+    // Inherited from the parent: its slot and locks are the parent's. The fork
+    // handler closed the registry descriptor already.
+    // The registry's mappings were not inherited (keep_from_children).
+    platform::unmap(reservation_, reservation_bytes_);
+    platform::close_fd(heap_fd_);
+    platform::close_fd(huge_fd_);
+    return;
+  }
+  leave();
   platform::unmap(reservation_, reservation_bytes_);
   platform::unmap(registry_, sizeof(RegistryHeader));
   platform::unmap(page_map_, page_map_bytes_);

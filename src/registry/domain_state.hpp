@@ -22,6 +22,13 @@
 // A detaching process that can turn it exclusive is the last one; if no named
 // object is left, it removes the domain's files. Attach and destroy serialize
 // on the exclusive kInitLockByte.
+//
+// Leaving early (leave_all, at interpreter exit): the process table part of a
+// detach (give back holdings, free the slot, last one out removes the files)
+// runs while loans and samples still point at the state, and `left_` is set
+// first. From then on every use of the holdings table (release, reserve, fill,
+// clear) is a no-op or fails with Closed: that table's block went back to the
+// heap with the slot. Mappings and descriptors stay until the destructor.
 #pragma once
 
 #include <atomic>
@@ -89,6 +96,8 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
  public:
   /// This process's attachment to the domain, creating the domain if needed.
   static Result<std::shared_ptr<DomainState>, OpenError> attach(const DomainOptions& options);
+  /// Leaves every domain this process is attached to (Domain::leave_all_at_exit).
+  static void leave_all() noexcept;
   ~DomainState();
   DomainState(const DomainState&) = delete;
   DomainState& operator=(const DomainState&) = delete;
@@ -149,6 +158,9 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
                                                                      std::uint64_t used) const noexcept;
   Result<void, LoanError> grow_holdings();
   void detach() noexcept;
+  /// The process-table part of detach(); runs once (sets left_).
+  void leave() noexcept;
+  [[nodiscard]] bool left() const noexcept { return left_.load(std::memory_order_acquire); }
   std::uint32_t count_queues_removing_leftovers() noexcept;
 
   std::string name_;
@@ -178,6 +190,7 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   // One reserved entry kept aside, so that a get that finds an inline message
   // reserves and returns an entry without taking the mutex.
   std::atomic<std::int64_t> spare_holding_{-1};
+  std::atomic<bool> left_{false};  // leave() ran: the holdings table is gone
 };
 
 }  // namespace hakobu::detail

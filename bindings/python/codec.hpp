@@ -1,0 +1,65 @@
+// hakobu._core — NumPy arrays encoded and decoded in the extension, so that a
+// put or a get of an array is one call from Python.
+//
+// The wire format is the one of python/hakobu/_codec.py and array.hpp: DLPack
+// (code, bits, lanes) plus NumPy's type string (`dtype.str`). Only the
+// built-in numeric types in native byte order (bool, integers, floats incl.
+// float16 and long double, complex) take this path; their descriptors are
+// singletons, looked up in a table built once. Everything else (structured,
+// datetime, strings, non-native byte order, object arrays) and arrays that
+// already live in hakobu memory (sent by reference) stay with the Python codec.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "hakobu/array.hpp"
+
+namespace hakobu::python {
+
+/// Imports NumPy's C API (once, from the module's init); raises on failure.
+void import_numpy();
+
+/// How the one-call path sends an ndarray.
+struct ArrayPlan {
+  PyObject* array = nullptr;  ///< the ndarray (borrowed from the caller)
+  DType dtype;
+  std::string_view typestr;  ///< NumPy's `dtype.str`, in static storage
+  std::size_t ndim = 0;
+  std::array<std::int64_t, kMaxArrayDims> shape{};
+  Order order = Order::C;
+  bool contiguous = true;  ///< contiguous in `order`; else the elements are gathered
+  std::size_t nbytes = 0;
+  [[nodiscard]] std::span<const std::int64_t> dims() const noexcept { return {shape.data(), ndim}; }
+};
+
+/// The plan to send `obj`, or nullopt when the Python codec takes it (not an
+/// ndarray, an element type outside the table, or an array in hakobu shared
+/// memory, which is sent by reference).
+std::optional<ArrayPlan> plan_array(nanobind::handle obj);
+
+/// Copies the elements to `out` (plan.nbytes bytes laid out in plan.order).
+/// A contiguous source is one memcpy (callable without the GIL); any other
+/// layout is gathered by NumPy (needs the GIL).
+void copy_elements(const ArrayPlan& plan, std::byte* out);
+
+/// A writable ndarray over `view` whose base is `owner` (which keeps the
+/// memory alive), or an invalid object when the element type is not in the
+/// table or does not match the element size (the Python codec decodes those,
+/// and reports what is wrong).
+nanobind::object array_over(const ArrayView& view, nanobind::handle owner);
+
+/// A new writable ndarray holding a copy of the elements of `view` (same
+/// shape, C or Fortran order as the view), or an invalid object when the
+/// element type is not in the table or the view is not contiguous. For small
+/// messages received inline: their bytes are already a private copy, and an
+/// array owning its elements costs less than a view kept alive by a Message.
+nanobind::object array_copy(const ArrayView& view);
+
+}  // namespace hakobu::python
