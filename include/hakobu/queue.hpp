@@ -111,7 +111,13 @@ class Queue {
 
   /// Lends `size` bytes of shared memory to build a message in place, with
   /// room for `attachments` references to other blocks (see Loan::attach).
-  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes, std::size_t attachments = 0);
+  /// `copy_source`: the address the payload will be copied from, if the caller
+  /// fills the loan with one copy; the block is laid out so that this copy (and
+  /// the receiver's copy out into an ordinary buffer) runs at memcpy speed.
+  /// Without it, big payloads are placed well for the usual buffers (see
+  /// heap.hpp, "Payload placement").
+  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes, std::size_t attachments = 0,
+                               const void* copy_source = nullptr);
   /// Lends an array message whose elements are not copied into it but live in
   /// another block, to be attached as attachment 0 before sending (a view of
   /// shared memory this process holds, sent without a copy). `strides` in
@@ -121,8 +127,11 @@ class Queue {
                                          std::string_view typestr = {});
   /// Lends an array of `dtype` and `shape` (contiguous in `order`); its
   /// metadata is written, its elements are left for the caller.
+  /// `copy_source`: the address the elements will be copied from, if the caller
+  /// fills them with one copy; the elements are placed so that this copy runs at
+  /// memcpy speed (see `loan`).
   Result<Loan, LoanError> loan_array(DType dtype, std::span<const std::int64_t> shape, Order order = Order::C,
-                                     std::string_view typestr = {});
+                                     std::string_view typestr = {}, const void* copy_source = nullptr);
 
   // --- receiving -----------------------------------------------------------
   /// Receives a message if one is waiting now.

@@ -794,13 +794,16 @@ Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) 
   return put_loan(loan, timeout);
 }
 
-Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::size_t attachments) {
+Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::size_t attachments,
+                                    const void* copy_source) {
+  (void)copy_source;  // placement: see heap.hpp
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
   return state_->domain->make_loan(size, kind, attachments);
 }
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
-                                          std::string_view typestr) {
+                                          std::string_view typestr, const void* copy_source) {
+  (void)copy_source;  // placement: see heap.hpp
   if (shape.size() > kMaxArrayDims || typestr.size() > kMaxTypestrBytes) {
     return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) +
                                             " dimensions and a type string of at most " +
