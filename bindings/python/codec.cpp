@@ -29,7 +29,9 @@ struct DTypeEntry {
 };
 
 /// The table, by NumPy type number (the legacy built-in numbers are small).
-constexpr int kTableSize = NPY_CLONGDOUBLE + 1;
+constexpr int kTableSize = 32;
+static_assert(NPY_HALF < kTableSize && NPY_CLONGDOUBLE < kTableSize && NPY_ULONGLONG < kTableSize,
+              "the built-in numeric type numbers index the table");
 
 struct DTypeTable {
   std::array<DTypeEntry, kTableSize> by_number{};
@@ -58,10 +60,10 @@ DType fields_of(char kind, std::size_t itemsize) {
 }
 
 void build_table() {
-  static constexpr int kNumbers[] = {NPY_BOOL,     NPY_BYTE,      NPY_UBYTE,     NPY_SHORT,   NPY_USHORT,
-                                     NPY_INT,      NPY_UINT,      NPY_LONG,      NPY_ULONG,   NPY_LONGLONG,
-                                     NPY_ULONGLONG, NPY_HALF,     NPY_FLOAT,     NPY_DOUBLE,  NPY_LONGDOUBLE,
-                                     NPY_CFLOAT,   NPY_CDOUBLE,   NPY_CLONGDOUBLE};
+  static constexpr int kNumbers[] = {NPY_BOOL,      NPY_BYTE,    NPY_UBYTE,      NPY_SHORT,  NPY_USHORT,
+                                     NPY_INT,       NPY_UINT,    NPY_LONG,       NPY_ULONG,  NPY_LONGLONG,
+                                     NPY_ULONGLONG, NPY_HALF,    NPY_FLOAT,      NPY_DOUBLE, NPY_LONGDOUBLE,
+                                     NPY_CFLOAT,    NPY_CDOUBLE, NPY_CLONGDOUBLE};
   DTypeTable& t = table();
   for (const int number : kNumbers) {
     PyArray_Descr* builtin = PyArray_DescrFromType(number);
@@ -165,6 +167,7 @@ std::optional<ArrayPlan> plan_array(nb::handle obj) {
     plan.contiguous = false;
   }
   plan.nbytes = static_cast<std::size_t>(PyArray_NBYTES(array));
+  if (plan.contiguous) plan.source = PyArray_DATA(array);
   return plan;
 }
 
@@ -223,7 +226,8 @@ nb::object array_copy(const ArrayView& view) {
   if (!array.is_valid()) throw nb::python_error();
   // The view was bounds-checked against the message: size * itemsize bytes lie inside it.
   const auto nbytes = static_cast<std::size_t>(view.size()) * entry->itemsize;
-  if (nbytes > 0) std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(array.ptr())), view.data, nbytes);  // NOLINT
+  if (nbytes > 0)
+    std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(array.ptr())), view.data, nbytes);  // NOLINT
   return array;
 }
 

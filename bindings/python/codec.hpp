@@ -36,6 +36,7 @@ struct ArrayPlan {
   Order order = Order::C;
   bool contiguous = true;  ///< contiguous in `order`; else the elements are gathered
   std::size_t nbytes = 0;
+  const void* source = nullptr;  ///< the elements' address when contiguous (what one memcpy copies)
   [[nodiscard]] std::span<const std::int64_t> dims() const noexcept { return {shape.data(), ndim}; }
 };
 

@@ -239,7 +239,7 @@ OpenMode open_mode(std::optional<bool> create) {
 
 struct PyQueue {
   Queue queue;
-  std::string domain;  // the domain's name, kept: a closed handle has no domain to ask
+  std::string domain;          // the domain's name, kept: a closed handle has no domain to ask
   std::size_t slot_bytes = 0;  // messages up to this size ride inline in the slot
   LiveCount<live_queues> counted{};
 
@@ -309,9 +309,8 @@ struct PyQueue {
       auto made = [&] {
         std::optional<nb::gil_scoped_release> unlocked;
         if (large) unlocked.emplace();
-        // copy-align: once Queue::loan_array takes a `copy_source` (branch copy-align), pass the
-        // source's address here so the core places the block where the copy does not 4K-alias.
-        return queue.loan_array(plan.dtype, plan.dims(), plan.order, plan.typestr);
+        // The source's address lets the core place the elements where the copy does not 4K-alias.
+        return queue.loan_array(plan.dtype, plan.dims(), plan.order, plan.typestr, plan.source);
       }();
       if (!made) raise(made.error());
       std::byte* elements = made->bytes().data() + meta;
@@ -321,7 +320,8 @@ struct PyQueue {
       } else {
         copy_elements(plan, elements);
       }
-      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*made, slice); });
+      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                [&](auto slice) { return queue.put(*made, slice); });
     }
     if (!sent) raise(sent.error());
   }
@@ -331,7 +331,8 @@ struct PyQueue {
   void put_pickle(nb::handle stream, std::optional<double> timeout) {
     Py_buffer view;
     if (PyObject_GetBuffer(stream.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
-    const std::span<const std::byte> pickle(static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len));
+    const std::span<const std::byte> pickle(static_cast<const std::byte*>(view.buf),
+                                            static_cast<std::size_t>(view.len));
     const std::size_t total = kObjectHeaderBytes + pickle.size();
     Result<void, PutError> sent;
     try {
@@ -344,7 +345,11 @@ struct PyQueue {
         sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
                                   [&](auto slice) { return queue.put(bytes, slice, MessageKind::Object); });
       } else {
-        auto made = queue.loan(total, MessageKind::Object);
+        // The stream lands kObjectHeaderBytes into the payload: the copy's source address, as the
+        // payload's, is that much before the stream (an address for the layout, never dereferenced).
+        const auto* source = reinterpret_cast<const void*>(  // NOLINT(performance-no-int-to-ptr)
+            reinterpret_cast<std::uintptr_t>(pickle.data()) - kObjectHeaderBytes);
+        auto made = queue.loan(total, MessageKind::Object, 0, source);
         if (!made) raise(made.error());
         std::byte* out = made->bytes().data();
         std::memcpy(out, kObjectMagic, sizeof kObjectMagic);
@@ -357,7 +362,8 @@ struct PyQueue {
         }
         PyBuffer_Release(&view);
         view.obj = nullptr;
-        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*made, slice); });
+        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                  [&](auto slice) { return queue.put(*made, slice); });
       }
     } catch (...) {
       if (view.obj != nullptr) PyBuffer_Release(&view);
@@ -376,14 +382,16 @@ struct PyQueue {
     if (bytes.size() > kMaxInlineBytes) {
       // Copy once into shared memory, then wait for room with the loan ready.
       auto loan = [&] {
-        nb::gil_scoped_release unlocked;
-        auto made = queue.loan(bytes.size(), message_kind);
+        std::optional<nb::gil_scoped_release> unlocked;
+        if (bytes.size() >= kReleaseGilBytes) unlocked.emplace();
+        auto made = queue.loan(bytes.size(), message_kind, 0, bytes.data());
         if (made) std::memcpy(made->bytes().data(), bytes.data(), bytes.size());
         return made;
       }();
       PyBuffer_Release(&view);
       if (!loan) raise(loan.error());
-      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(*loan, slice); });
+      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                [&](auto slice) { return queue.put(*loan, slice); });
     } else {
       try {
         sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
@@ -413,7 +421,8 @@ struct PyQueue {
     if (loan.exports != 0) {
       throw PythonError("InvalidArgument", "release every view of the loan before sending it");
     }
-    auto sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout, [&](auto slice) { return queue.put(loan.loan, slice); });
+    auto sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
+                                   [&](auto slice) { return queue.put(loan.loan, slice); });
     if (!sent) raise(sent.error());
   }
 

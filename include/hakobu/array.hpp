@@ -111,7 +111,8 @@ struct ArrayView {
 
  private:
   static constexpr std::size_t kMaxDims = 64;  // kMaxArrayDims
-  std::array<std::int64_t, 2 * kMaxDims> storage_{};
+  std::array<std::int64_t, 2 * kMaxDims>
+      storage_;  // only the first ndim of each half are used: not cleared (views are copied per message)
 };
 
 /// How an array's elements are laid out when hakobu allocates it.

@@ -101,6 +101,19 @@ class Queue:
 
     def put_loan(self, loan: Loan, timeout: float | None) -> None: ...
 
+    def put_object(self, obj: object | None, timeout: float | None) -> bool:
+        """
+        Sends bytes, an array of a built-in numeric type or a plain scalar in one call; False when the Python codec must send `obj`
+        """
+
+    def put_pickle(self, stream: object, timeout: float | None) -> None:
+        """Sends a pickle without out-of-band buffers as an object message"""
+
+    def get_object(self, timeout: float | None, allow_pickle: bool) -> object:
+        """
+        Receives and decodes a message in one call; a Message when the Python codec must decode it
+        """
+
     def get(self, timeout: float | None) -> Message: ...
 
     def qsize(self) -> int: ...

@@ -133,7 +133,7 @@ Result<ArrayView, ArrayError> parse(std::span<std::byte> message, std::span<std:
 
   // Shape and strides are copied out of the message first and only the copies
   // are checked and used: the sender may still be writing to shared memory.
-  std::array<std::int64_t, 2 * kMaxArrayDims> layout{};
+  std::array<std::int64_t, 2 * kMaxArrayDims> layout;  // the first 2 * ndim are copied in, the rest unused
   std::memcpy(layout.data(), message.data() + sizeof header, std::size_t{2} * header.ndim * sizeof(std::int64_t));
   ArrayView view;
   view.dtype = DType{static_cast<DTypeCode>(header.dtype_code), header.dtype_bits, header.dtype_lanes};
