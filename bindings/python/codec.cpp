@@ -141,6 +141,10 @@ void import_numpy() {
   build_table();
 }
 
+bool is_ndarray(nb::handle obj) noexcept {
+  return PyArray_Check(obj.ptr());
+}
+
 std::optional<ArrayPlan> plan_array(nb::handle obj) {
   PyObject* object = obj.ptr();
   if (!PyArray_Check(object)) return std::nullopt;

@@ -40,6 +40,9 @@ struct ArrayPlan {
   [[nodiscard]] std::span<const std::int64_t> dims() const noexcept { return {shape.data(), ndim}; }
 };
 
+/// True for NumPy arrays (and subclasses).
+bool is_ndarray(nanobind::handle obj) noexcept;
+
 /// The plan to send `obj`, or nullopt when the Python codec takes it (not an
 /// ndarray, an element type outside the table, or an array in hakobu shared
 /// memory, which is sent by reference).

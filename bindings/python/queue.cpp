@@ -2,7 +2,7 @@
 // being written), with the buffer protocol on messages and loans.
 //
 // One call per message: put_object() sends bytes, arrays of the built-in
-// numeric types (codec.hpp) and plain scalars, and get_object() decodes bytes,
+// numeric types (codec.hpp) and objects whose pickle has no large buffer, and get_object() decodes bytes,
 // such arrays and small pickles, without going back to Python; what they do not
 // take (put_object returns False, get_object returns the Message) goes to the
 // Python codec (python/hakobu/_codec.py), which writes and reads the same format.
@@ -61,6 +61,9 @@ constexpr std::size_t kReleaseGilBytes = 64 * 1024;
 // out-of-band buffers (little-endian), the table of those, then the pickle.
 constexpr char kObjectMagic[4] = {'H', 'K', 'P', '1'};
 constexpr std::size_t kObjectHeaderBytes = 8;
+// Buffers inside pickled objects from this size on travel out of band, as
+// attachments (the Python codec's OUT_OF_BAND_MIN_BYTES is this figure).
+constexpr std::size_t kOutOfBandMinBytes = 64 * 1024;
 // Pickles up to this size are unpickled here, from a copy (one allocation);
 // larger ones from a view of the message, by the Python codec.
 constexpr std::size_t kSmallPickleBytes = 64 * 1024;
@@ -80,10 +83,47 @@ PyObject* pickle_loads() {
   return function;
 }
 
-/// Plain scalars, pickled here: their pickle never has out-of-band buffers.
-bool is_plain_scalar(PyObject* obj) noexcept {
-  return obj == Py_None || PyBool_Check(obj) || PyLong_CheckExact(obj) || PyFloat_CheckExact(obj) ||
-         PyUnicode_CheckExact(obj) || PyComplex_CheckExact(obj);
+/// Raised by keep_small_buffers_in_band to stop pickling: the object has a
+/// buffer the Python codec sends out of band (never seen outside this file).
+PyObject* out_of_band_error() {
+  static PyObject* const error = PyErr_NewException("hakobu._core._OutOfBand", PyExc_Exception, nullptr);
+  return error;
+}
+
+/// The buffer_callback of pickling in the extension: a buffer smaller than
+/// kOutOfBandMinBytes stays in the stream (True); a larger one stops the
+/// pickling, and the Python codec pickles the object again, sending that
+/// buffer as an attachment.
+PyObject* keep_small_buffers_in_band(PyObject* /*self*/, PyObject* buffer) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(buffer, &view, PyBUF_FULL_RO) != 0) return nullptr;
+  const auto size = static_cast<std::size_t>(view.len);
+  PyBuffer_Release(&view);
+  if (size >= kOutOfBandMinBytes) {
+    PyErr_SetNone(out_of_band_error());
+    return nullptr;
+  }
+  Py_RETURN_TRUE;
+}
+
+PyMethodDef keep_small_buffers_in_band_def = {"keep_small_buffers_in_band",  // NOLINT: CPython's C interface
+                                              keep_small_buffers_in_band, METH_O, nullptr};
+
+/// pickle.dumps(obj, protocol=5) with every buffer in band, or an invalid
+/// object when the Python codec must pickle it: a large buffer (sent out of
+/// band), or a failure (cloudpickle may succeed; else the codec reports it).
+nb::object pickle_in_band(PyObject* obj) {
+  static PyObject* const protocol = PyLong_FromLong(5);
+  static PyObject* const callback = PyCFunction_New(&keep_small_buffers_in_band_def, nullptr);
+  static PyObject* const keywords = Py_BuildValue("(s)", "buffer_callback");
+  if (protocol == nullptr || callback == nullptr || keywords == nullptr) throw nb::python_error();
+  PyObject* args[] = {obj, protocol, callback};
+  PyObject* stream = PyObject_Vectorcall(pickle_dumps(), args, 2, keywords);
+  if (stream != nullptr) return nb::steal(stream);
+  // KeyboardInterrupt and the like are not the codec's to retry.
+  if (PyErr_ExceptionMatches(PyExc_Exception) == 0) throw nb::python_error();
+  PyErr_Clear();
+  return {};
 }
 
 int fill_buffer(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t size, int flags) {
@@ -266,7 +306,8 @@ struct PyQueue {
 
   /// Sends `obj` in one call if this path takes it (bytes, bytearray, a
   /// C-contiguous memoryview, an array of a built-in numeric type that is not
-  /// in hakobu memory, a plain scalar); False leaves it to the Python codec.
+  /// in hakobu memory, an object whose pickle has no large buffer); False
+  /// leaves it to the Python codec.
   bool put_object(nb::handle obj, std::optional<double> timeout) {
     PyObject* object = obj.ptr();
     if (PyBytes_Check(object) || PyByteArray_Check(object)) {
@@ -282,14 +323,12 @@ struct PyQueue {
       put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
       return true;
     }
-    if (is_plain_scalar(object)) {
-      nb::object protocol = nb::int_(5);
-      nb::object stream = nb::steal(PyObject_CallFunctionObjArgs(pickle_dumps(), object, protocol.ptr(), nullptr));
-      if (!stream.is_valid()) throw nb::python_error();
-      put_pickle(stream, timeout);
-      return true;
-    }
-    return false;
+    // Other arrays (exotic dtypes, by reference) and memoryviews have formats of their own.
+    if (is_ndarray(obj) || PyMemoryView_Check(object)) return false;
+    nb::object stream = pickle_in_band(object);
+    if (!stream.is_valid()) return false;
+    put_pickle(stream, timeout);
+    return true;
   }
 
   /// Sends an array per `plan`: inline in the slot when metadata and elements
@@ -608,8 +647,8 @@ void bind_queue(nb::module_& m) {
            "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
       .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
       .def("put_object", &PyQueue::put_object, "obj"_a.none(), "timeout"_a.none(),
-           "Sends bytes, an array of a built-in numeric type or a plain scalar in one call; "
-           "False when the Python codec must send `obj`")
+           "Sends bytes, an array of a built-in numeric type or an object whose pickle has no large buffer in one "
+           "call; False when the Python codec must send `obj`")
       .def("put_pickle", &PyQueue::put_pickle, "stream"_a, "timeout"_a.none(),
            "Sends a pickle without out-of-band buffers as an object message")
       .def("get_object", &PyQueue::get_object, "timeout"_a.none(), "allow_pickle"_a,
@@ -635,6 +674,7 @@ void bind_queue(nb::module_& m) {
         if (!removed) raise(removed.error());
       },
       "name"_a, "domain"_a = "", "Removes a queue by name, whoever created it");
+  m.attr("OUT_OF_BAND_MIN_BYTES") = kOutOfBandMinBytes;
   m.def("default_domain", &default_domain_name, "The domain used when none is given");
   m.def("allocate", &allocate, nb::rv_policy::take_ownership, "nbytes"_a.none(), "domain"_a = "",
         "Shared memory of the domain, to build arrays in (hakobu.empty)");

@@ -45,8 +45,9 @@ KIND_ARRAY = 2
 KIND_OBJECT = 3
 
 # Buffers inside pickled objects smaller than this stay in the pickle stream:
-# an attachment costs a block and bookkeeping that small copies do not.
-OUT_OF_BAND_MIN_BYTES = 64 * 1024
+# an attachment costs a block and bookkeeping that small copies do not. The
+# extension, which pickles objects without large buffers itself, decides with it.
+OUT_OF_BAND_MIN_BYTES: int = _core.OUT_OF_BAND_MIN_BYTES
 _OBJECT_MAGIC = b"HKP1"
 _OBJECT_HEADER = struct.Struct("<4sI")
 _OBJECT_ENTRY = struct.Struct("<IQQ")
@@ -105,8 +106,10 @@ def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtyp
 def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
     """Sends ``obj`` on ``queue`` in the format that fits it.
 
-    The extension sends bytes, arrays of the built-in numeric types and plain
-    scalars itself (``queue.put_object``, one call); the rest is encoded here.
+    The extension sends bytes, arrays of the built-in numeric types and
+    objects whose pickle (plain pickle, protocol 5) has no buffer of
+    OUT_OF_BAND_MIN_BYTES or more itself (``queue.put_object``, one call); the
+    rest is encoded here: other arrays, large buffers out of band, cloudpickle.
     """
     if queue.put_object(obj, timeout):
         return

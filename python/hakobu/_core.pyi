@@ -10,6 +10,8 @@ from typing import Any
 
 __version__: str
 
+OUT_OF_BAND_MIN_BYTES: int
+
 
 class Message:
     """
@@ -103,7 +105,7 @@ class Queue:
 
     def put_object(self, obj: object | None, timeout: float | None) -> bool:
         """
-        Sends bytes, an array of a built-in numeric type or a plain scalar in one call; False when the Python codec must send `obj`
+        Sends bytes, an array of a built-in numeric type or an object whose pickle has no large buffer in one call; False when the Python codec must send `obj`
         """
 
     def put_pickle(self, stream: object, timeout: float | None) -> None:

@@ -24,6 +24,8 @@ def _wait_time(block: bool, timeout: object) -> Optional[float]:
 
     ``timeout`` is checked even when not blocking: a NaN is a mistake either way.
     """
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout <= _checks.FOREVER_SECONDS:
+        return float(timeout) if block else 0.0  # the common case, without the general path's ABC test
     limit = _checks.timeout(timeout)
     return limit if block else 0.0
 

@@ -223,15 +223,46 @@ def test_bytes_scalars_and_small_pickles_in_one_call(name: str) -> None:
         for scalar in [None, True, 0, -(2**70), 2.5, float("inf"), 1 - 2j, "", "日本語" * 1000]:
             assert q._core.put_object(scalar, 5.0)
             assert q._core.get_object(5.0, True) == scalar
-        # Containers: pickled by the codec, written and decoded in one call each.
-        for obj in [{"step": 1, "loss": 0.25}, [1, "two", (3.0,)], {"big": list(range(20_000))}]:
-            q.put(obj)
-            assert q._core.get_object(5.0, True) == obj
+        # Objects whose pickle keeps every buffer in band: pickled by the extension too.
+        for obj in [{"step": 1, "loss": 0.25}, [1, "two", (3.0,)], {"big": list(range(20_000))}, {"a": np.arange(5)}]:
+            assert q._core.put_object(obj, 5.0)
+            assert fingerprint(q._core.get_object(5.0, True)) == fingerprint(obj)
         # Non-contiguous memoryviews still go through the codec (as bytes).
         strided = memoryview(bytes(range(10)))[::2]
         assert not q._core.put_object(strided, 5.0)
         q.put(strided)
         assert q.get() == bytes(range(0, 10, 2))
+
+
+class _Refuses:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> Any:
+        raise self.error
+
+
+def test_objects_the_extension_cannot_pickle_in_band_go_to_the_codec(name: str) -> None:
+    with hakobu.Queue(name) as q:
+        # A large buffer inside: the codec sends it out of band, as an attachment in shared memory.
+        large = {"x": np.arange(100_000.0), "tag": "t"}
+        assert not q._core.put_object(large, 5.0)
+        q.put(large)
+        received = q.get()
+        assert hakobu.is_shared(received["x"]) and fingerprint(received) == fingerprint(large)
+        # Plain pickle cannot: cloudpickle can.
+        square = lambda x: x * x  # noqa: E731
+        assert not q._core.put_object(square, 5.0)
+        q.put(square)
+        assert q.get()(7) == 49
+        # An error of the object's own is raised by the codec, as before; nothing is sent.
+        assert not q._core.put_object(_Refuses(ValueError("no")), 5.0)
+        with pytest.raises(ValueError, match="no"):
+            q.put(_Refuses(ValueError("no")))
+        # An interrupt is not the codec's to retry: it propagates from the extension.
+        with pytest.raises(KeyboardInterrupt):
+            q._core.put_object(_Refuses(KeyboardInterrupt()), 5.0)
+        assert q.empty()
 
 
 def test_restricted_queues_still_refuse_what_they_refused(name: str) -> None:
