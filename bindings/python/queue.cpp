@@ -323,8 +323,8 @@ struct PyQueue {
       put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
       return true;
     }
-    // Other arrays (exotic dtypes, by reference) and memoryviews have formats of their own.
-    if (is_ndarray(obj) || PyMemoryView_Check(object)) return false;
+    // Other arrays (exotic dtypes, by reference) have formats of their own.
+    if (is_ndarray(obj)) return false;
     nb::object stream = pickle_in_band(object);
     if (!stream.is_valid()) return false;
     put_pickle(stream, timeout);
