@@ -145,16 +145,15 @@ bool is_ndarray(nb::handle obj) noexcept {
   return PyArray_Check(obj.ptr());
 }
 
-std::optional<ArrayPlan> plan_array(nb::handle obj) {
+bool plan_array(nb::handle obj, ArrayPlan& plan) {
   PyObject* object = obj.ptr();
-  if (!PyArray_Check(object)) return std::nullopt;
+  if (!PyArray_Check(object)) return false;
   auto* array = reinterpret_cast<PyArrayObject*>(object);  // NOLINT: NumPy's object layout
   const DTypeEntry* entry = entry_for_number(PyArray_DESCR(array)->type_num);
-  if (entry == nullptr || !PyArray_ISNOTSWAPPED(array)) return std::nullopt;
+  if (entry == nullptr || !PyArray_ISNOTSWAPPED(array)) return false;
   const int ndim = PyArray_NDIM(array);
-  if (ndim < 0 || static_cast<std::size_t>(ndim) > kMaxArrayDims) return std::nullopt;
-  if (in_hakobu_memory(object)) return std::nullopt;
-  ArrayPlan plan;
+  if (ndim < 0 || static_cast<std::size_t>(ndim) > kMaxArrayDims) return false;
+  if (in_hakobu_memory(object)) return false;
   plan.array = object;
   plan.dtype = entry->dtype;
   plan.typestr = entry->type();
@@ -162,6 +161,7 @@ std::optional<ArrayPlan> plan_array(nb::handle obj) {
   const npy_intp* dims = PyArray_DIMS(array);
   for (std::size_t k = 0; k < plan.ndim; ++k) plan.shape[k] = dims[k];
   // As the Python codec: Fortran order only for arrays that are not also C-contiguous.
+  plan.contiguous = true;
   if (PyArray_IS_C_CONTIGUOUS(array)) {
     plan.order = Order::C;
   } else if (PyArray_IS_F_CONTIGUOUS(array)) {
@@ -171,8 +171,8 @@ std::optional<ArrayPlan> plan_array(nb::handle obj) {
     plan.contiguous = false;
   }
   plan.nbytes = static_cast<std::size_t>(PyArray_NBYTES(array));
-  if (plan.contiguous) plan.source = PyArray_DATA(array);
-  return plan;
+  plan.source = plan.contiguous ? PyArray_DATA(array) : nullptr;
+  return true;
 }
 
 void copy_elements(const ArrayPlan& plan, std::byte* out) {
@@ -182,7 +182,7 @@ void copy_elements(const ArrayPlan& plan, std::byte* out) {
     return;
   }
   // Any other layout: NumPy gathers the elements into a C-ordered array over `out`.
-  std::array<npy_intp, kMaxArrayDims> dims{};
+  std::array<npy_intp, kMaxArrayDims> dims;  // the first ndim are set (not cleared: per message)
   for (std::size_t k = 0; k < plan.ndim; ++k) dims[k] = static_cast<npy_intp>(plan.shape[k]);
   PyArray_Descr* descr = PyArray_DESCR(source);
   Py_INCREF(descr);  // stolen by PyArray_NewFromDescr
@@ -197,8 +197,8 @@ void copy_elements(const ArrayPlan& plan, std::byte* out) {
 nb::object array_over(const ArrayView& view, nb::handle owner) {
   const DTypeEntry* entry = entry_for_message(view);
   if (entry == nullptr || entry->itemsize != view.dtype.itemsize()) return {};
-  std::array<npy_intp, kMaxArrayDims> dims{};
-  std::array<npy_intp, kMaxArrayDims> strides{};
+  std::array<npy_intp, kMaxArrayDims> dims;  // the first ndim of each are set (not cleared: per message)
+  std::array<npy_intp, kMaxArrayDims> strides;
   const std::size_t ndim = view.ndim();
   for (std::size_t k = 0; k < ndim; ++k) {
     dims[k] = static_cast<npy_intp>(view.shape[k]);
@@ -221,7 +221,7 @@ nb::object array_copy(const ArrayView& view) {
   if (entry == nullptr || entry->itemsize != view.dtype.itemsize()) return {};
   const bool c_order = view.is_c_contiguous();
   if (!c_order && !view.is_f_contiguous()) return {};
-  std::array<npy_intp, kMaxArrayDims> dims{};
+  std::array<npy_intp, kMaxArrayDims> dims;  // the first ndim are set (not cleared: per message)
   const std::size_t ndim = view.ndim();
   for (std::size_t k = 0; k < ndim; ++k) dims[k] = static_cast<npy_intp>(view.shape[k]);
   Py_INCREF(entry->descr);  // stolen by PyArray_NewFromDescr

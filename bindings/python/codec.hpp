@@ -15,7 +15,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string_view>
 
@@ -32,7 +31,7 @@ struct ArrayPlan {
   DType dtype;
   std::string_view typestr;  ///< NumPy's `dtype.str`, in static storage
   std::size_t ndim = 0;
-  std::array<std::int64_t, kMaxArrayDims> shape{};
+  std::array<std::int64_t, kMaxArrayDims> shape;  ///< the first `ndim` are set (not cleared: this is per message)
   Order order = Order::C;
   bool contiguous = true;  ///< contiguous in `order`; else the elements are gathered
   std::size_t nbytes = 0;
@@ -43,10 +42,10 @@ struct ArrayPlan {
 /// True for NumPy arrays (and subclasses).
 bool is_ndarray(nanobind::handle obj) noexcept;
 
-/// The plan to send `obj`, or nullopt when the Python codec takes it (not an
+/// Fills `plan` to send `obj`; false when the Python codec takes it (not an
 /// ndarray, an element type outside the table, or an array in hakobu shared
 /// memory, which is sent by reference).
-std::optional<ArrayPlan> plan_array(nanobind::handle obj);
+bool plan_array(nanobind::handle obj, ArrayPlan& plan);
 
 /// Copies the elements to `out` (plan.nbytes bytes laid out in plan.order).
 /// A contiguous source is one memcpy (callable without the GIL); any other

@@ -314,8 +314,8 @@ struct PyQueue {
       put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
       return true;
     }
-    if (auto plan = plan_array(obj)) {
-      put_array(*plan, timeout);
+    if (ArrayPlan plan; plan_array(obj, plan)) {
+      put_array(plan, timeout);
       return true;
     }
     if (PyMemoryView_Check(object)) {
