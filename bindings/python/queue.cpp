@@ -55,7 +55,7 @@ constexpr std::int64_t kSliceNs = 50'000'000;  // how long a wait runs without l
 
 // Copies at least this large run without the GIL: below it, releasing and
 // taking the GIL back costs more than other threads gain.
-constexpr std::size_t kReleaseGilBytes = 64 * 1024;
+constexpr std::size_t kReleaseGilBytes = std::size_t{64} * 1024;
 
 // Object messages (the Python codec's format): b"HKP1", a u32 count of
 // out-of-band buffers (little-endian), the table of those, then the pickle.
@@ -63,10 +63,10 @@ constexpr char kObjectMagic[4] = {'H', 'K', 'P', '1'};
 constexpr std::size_t kObjectHeaderBytes = 8;
 // Buffers inside pickled objects from this size on travel out of band, as
 // attachments (the Python codec's OUT_OF_BAND_MIN_BYTES is this figure).
-constexpr std::size_t kOutOfBandMinBytes = 64 * 1024;
+constexpr std::size_t kOutOfBandMinBytes = std::size_t{64} * 1024;
 // Pickles up to this size are unpickled here, from a copy (one allocation);
 // larger ones from a view of the message, by the Python codec.
-constexpr std::size_t kSmallPickleBytes = 64 * 1024;
+constexpr std::size_t kSmallPickleBytes = std::size_t{64} * 1024;
 
 /// pickle.dumps and pickle.loads, looked up once and kept to the end (never
 /// released: the interpreter may be gone by the time static objects die).
