@@ -283,6 +283,37 @@ struct PyQueue {
   std::size_t slot_bytes = 0;  // messages up to this size ride inline in the slot
   LiveCount<live_queues> counted{};
 
+  /// The metadata of the last small array sent, reused (one memcpy) when the
+  /// next has the same type, shape and order, as streams of small arrays do.
+  /// Read and written with the GIL held.
+  struct LastMeta {
+    static constexpr std::size_t kMaxDims = 4;
+    static constexpr std::size_t kMaxBytes = 128;
+    DType dtype;
+    const char* typestr = nullptr;  // the dtype table's static storage: compared by address
+    Order order = Order::C;
+    std::size_t ndim = SIZE_MAX;  // nothing remembered yet
+    std::array<std::int64_t, kMaxDims> shape{};
+    std::size_t size = 0;
+    alignas(64) std::byte bytes[kMaxBytes]{};
+
+    [[nodiscard]] bool matches(const ArrayPlan& plan, std::size_t meta) const noexcept {
+      return ndim == plan.ndim && size == meta && typestr == plan.typestr.data() && dtype == plan.dtype &&
+             order == plan.order &&
+             std::equal(shape.begin(), shape.begin() + static_cast<std::ptrdiff_t>(ndim), plan.shape.begin());
+    }
+    void remember(const ArrayPlan& plan, std::span<const std::byte> written) noexcept {
+      if (plan.ndim > kMaxDims || written.size() > kMaxBytes) return;
+      dtype = plan.dtype;
+      typestr = plan.typestr.data();
+      order = plan.order;
+      ndim = plan.ndim;
+      std::copy_n(plan.shape.begin(), plan.ndim, shape.begin());
+      size = written.size();
+      std::memcpy(bytes, written.data(), written.size());
+    }
+  } last_meta;
+
   // capacity and inline_capacity arrive as Python objects: a float, a bool or a
   // negative number is an InvalidArgument naming the option, not a TypeError.
   PyQueue(const std::string& name, std::optional<bool> create, nb::handle capacity, nb::handle inline_capacity,
@@ -338,7 +369,12 @@ struct PyQueue {
     Result<void, PutError> sent;
     if (plan.nbytes <= slot_bytes && meta + plan.nbytes <= slot_bytes) {
       alignas(64) std::byte buffer[kMaxInlineBytes];
-      write_array_meta({buffer, meta}, plan.dtype, plan.dims(), {}, 0, plan.typestr, plan.order);
+      if (last_meta.matches(plan, meta)) {
+        std::memcpy(buffer, last_meta.bytes, meta);
+      } else {
+        write_array_meta({buffer, meta}, plan.dtype, plan.dims(), {}, 0, plan.typestr, plan.order);
+        last_meta.remember(plan, {buffer, meta});
+      }
       copy_elements(plan, buffer + meta);
       const std::span<const std::byte> bytes(buffer, meta + plan.nbytes);
       sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,

@@ -133,6 +133,17 @@ def test_the_extension_writes_the_python_codecs_format(name: str) -> None:
                 assert isinstance(back, np.ndarray) and fingerprint(back) == fingerprint(array), (dtype, label)
 
 
+def test_consecutive_small_arrays_each_carry_their_own_header(name: str) -> None:
+    """The extension reuses the last header for an array like the last one: only when it is alike."""
+    base = np.arange(6, dtype=np.int64).reshape(2, 3)
+    sequence = [base, base + 1, base.astype(np.float64), base.T.copy(), np.asfortranarray(base), base.reshape(3, 2),
+                base.reshape(6), base.astype(np.uint64), base.view(np.int64), base[:1]]
+    with hakobu.Queue(name) as q:
+        for array in sequence * 2:
+            received = round_trip_in_one_call(q, array)
+            assert fingerprint(received) == fingerprint(array) and received.strides == array.strides
+
+
 @pytest.mark.parametrize("label", list(EXOTIC))
 def test_exotic_dtypes_keep_the_python_codec_and_round_trip_exactly(name: str, label: str) -> None:
     array = EXOTIC[label]
