@@ -298,7 +298,14 @@ class Pool:
         _check_options(retries, threads_per_worker)
         self._processes = processes
         self._engine = Engine(
-            processes, initializer, tuple(initargs), maxtasksperchild, retries, threads_per_worker, drain_at_exit=False
+            processes,
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+            retries,
+            threads_per_worker,
+            drain_at_exit=False,
+            description=f"<hakobu.Pool pool_size={processes}>",
         )
         # Garbage-collected while running: warn and terminate, as multiprocessing does.
         self._finalizer = weakref.finalize(self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>")
