@@ -25,12 +25,15 @@ Design
   READY, BYE when a worker leaves), the removal of the results queue (how
   terminate() reaches it at once) and its poll timer: submitting threads
   never wake it, they dispatch themselves.
-* It keeps at most IN_FLIGHT_PER_WORKER messages in each worker's inbox, and
-  a worker reports each task's result before it starts the next, so the
-  engine always knows which tasks a dead worker held: the first unreported
-  one was running (it fails with WorkerLost, or runs again when ``retries``
-  allow), the others never started and go back to the front of the pending
-  queue.
+* It keeps at most IN_FLIGHT_PER_WORKER messages in each worker's inbox. A
+  worker sends the results of a batch together (at most RESULT_BATCH per
+  message, none held longer than RESULT_HOLD_SECONDS) and notes in a
+  progress slot, two integers of shared memory the engine reads after its
+  death, which task it started and which it finished last. So the engine
+  knows what a dead worker held: the task it was running fails with
+  WorkerLost (or runs again when ``retries`` allow); the tasks after it
+  never started, and those before it finished but their results died with
+  the worker: both go back to the front of the pending queue.
 * A second message goes to a busy worker (prefetch) only when sending takes a
   noticeable share of a task's time (big arguments) or tasks are short: then
   the worker starts it the moment it finishes the first. Long tasks go one
@@ -64,9 +67,11 @@ Messages
 --------
 Parent -> worker, on the worker's own inbox:
 
-* ``(HELLO, sys_path, argv, main_script, init_stream, init_buffers)``: first,
-  once; the worker takes the parent's sys.path and argv, learns where the
-  main script is (or None), runs the initializer and answers READY or
+* Its progress slot: an int64 array in hakobu memory, alone in its message
+  so that it travels by reference (the worker writes the parent's memory).
+* ``(HELLO, sys_path, argv, main_script, init_stream, init_buffers)``: once;
+  the worker takes the parent's sys.path and argv, learns where the main
+  script is (or None), runs the initializer and answers READY or
   INIT_FAILED.
 * A TASKS frame (below): functions the worker lacks, keys it may forget, and a
   batch of tasks, each a function key, a mode and a chunk of items.
@@ -124,7 +129,10 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import cloudpickle
 
+import numpy as np
+
 from . import _codec, _core, _errors
+from ._arrays import zeros
 from ._queue import Queue
 
 # Frame tags (see "Messages" above). HELLO is the first element of a tuple, the others a frame's first byte.
@@ -137,10 +145,10 @@ MODE_CALL = 2  # f(*args, **kwargs)        apply, submit: item = (args, kwargs)
 
 KEY_BYTES = 16  # a function's key: a digest of its pickle
 
-# TASKS frame: header (tag, keys to forget, functions, tasks), then the keys to forget, then
+# TASKS frame: header (tag, keys to forget, functions, tasks, first task's id), then the keys to forget, then
 # each function (key, stream length, buffers; stream), then each task (id, key, mode, stream
 # length, buffers; stream).
-TASKS_HEADER = struct.Struct("<BHHI")
+TASKS_HEADER = struct.Struct("<BHHIQ")
 FUNCTION_RECORD = struct.Struct(f"<{KEY_BYTES}sII")
 TASK_RECORD = struct.Struct(f"<Q{KEY_BYTES}sBII")
 # Worker -> parent frames: header (tag, worker number, records), then each record (task id,
@@ -546,6 +554,10 @@ PREFETCH_SEND_SHARE = 10
 BATCH_SECONDS = 0.002
 MAX_BATCH = 256
 MAX_BATCH_BYTES = 1 << 20
+# A worker sends its results together while a batch runs: at most this many in a message,
+# none held longer than this.
+RESULT_BATCH = 64
+RESULT_HOLD_SECONDS = 0.002
 # Functions a worker keeps unpickled (the engine mirrors each worker's cache).
 FUNCTION_CACHE_SIZE = 32
 # Longest wait on the results queue before the worker processes are polled.
@@ -556,7 +568,7 @@ STOP_GRACE_SECONDS = 10.0
 START_FAILURES_TO_BREAK = 3
 # Messages read in one go before the manager looks at anything else.
 DRAIN_BATCH = 256
-# Room in a worker's inbox: the hello, the messages in flight, the stop message.
+# Room in a worker's inbox: its progress slot, the hello, the messages in flight, the stop message.
 INBOX_CAPACITY = 8
 # Room in the results queue: a worker reports each task; it waits when the manager lags.
 RESULTS_CAPACITY = 512
@@ -675,10 +687,11 @@ Outcome = tuple[Task, bool, Any]  # a task, and what its sink gets: (ok, value)
 class _Worker:
     """The engine's handle on one worker process (guarded by the engine's lock)."""
 
-    def __init__(self, number: int, process: subprocess.Popen[bytes], inbox: Queue) -> None:
+    def __init__(self, number: int, process: subprocess.Popen[bytes], inbox: Queue, progress: np.ndarray) -> None:
         self.number = number
         self.process = process
         self.inbox = inbox
+        self.progress = progress  # shared with the worker: [started task id, finished task id]
         self.outstanding: collections.OrderedDict[int, Task] = collections.OrderedDict()  # in the order sent
         self.in_flight: collections.deque[list[float]] = collections.deque()  # [tasks unreported, sent at]
         self.known: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # its function cache
@@ -710,20 +723,23 @@ class _Worker:
             size = max(1, min(size, max_tasks - self.sent))
         return size
 
-    def done(self) -> None:
-        """Notes that the oldest unreported task ended: it started when its message was sent or
-        when the task before it ended."""
+    def done(self, count: int) -> None:
+        """Notes that its ``count`` oldest unreported tasks ended (one message of results): they
+        started when their message was sent or when the results before them came."""
         now = time.monotonic()
-        head = self.in_flight[0]
-        took = now - max(head[1], self.last_done)
+        took = (now - max(self.in_flight[0][1], self.last_done)) / count
         # A slow task counts at once (no more prefetch, no more batches); fast ones bring the
-        # figure down gradually, so a single hiccup does not make batches long.
+        # figure down gradually, so a single hiccup does not make batches short for long.
         previous = self.service_seconds
         self.service_seconds = took if previous is None or took > previous else 0.5 * (previous + took)
         self.last_done = now
-        head[0] -= 1
-        if head[0] <= 0:
-            self.in_flight.popleft()
+        while count and self.in_flight:
+            head = self.in_flight[0]
+            taken = min(count, int(head[0]))
+            head[0] -= taken
+            count -= taken
+            if head[0] <= 0:
+                self.in_flight.popleft()
 
     def how_it_ended(self) -> str:
         code = self.process.returncode
@@ -930,7 +946,7 @@ class Engine:
                 new.setdefault(task.function.key, task.function)
         evict = max(0, len(worker.known) + len(new) - FUNCTION_CACHE_SIZE)
         forget = list(itertools.islice((key for key in worker.known if key not in used), evict))
-        parts = [TASKS_HEADER.pack(TASKS, len(forget), len(new), len(batch)), *forget]
+        parts = [TASKS_HEADER.pack(TASKS, len(forget), len(new), len(batch), batch[0].id), *forget]
         buffers: list[Any] = []
         for key, fn in new.items():
             length, count, inline, own = record_fields(fn.blob, [])
@@ -1059,9 +1075,10 @@ class Engine:
                     task = worker.outstanding.pop(task_id, None) if worker is not None else None
                     if task is None:
                         continue  # it failed already (the pool broke)
-                    assert worker is not None
-                    worker.done()
                     done.append((task, ok, payload))
+                if done:
+                    assert worker is not None
+                    worker.done(len(done))
                 failed = self._dispatch()  # the worker has room again: send before unpickling
             for task, ok, (stream, buffers) in done:
                 if ok:
@@ -1139,12 +1156,15 @@ class Engine:
                 process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True)
             script = main_script()
             where = None if script is None else (script.path, script.module)
+            # An array message of its own: sent by reference, so the worker writes this memory.
+            progress = zeros(2, np.int64, domain=self._domain)
+            inbox.put(progress, block=False)
             inbox.put((HELLO, list(sys.path), list(sys.argv), where, *self._init), block=False)
         except BaseException:
             _discard(inbox)
             raise
         with self._lock:
-            self._workers[number] = _Worker(number, process, inbox)
+            self._workers[number] = _Worker(number, process, inbox, progress)
 
     def _worker_environment(self) -> tuple[int, dict[str, str]]:
         """(threads to set with threadpoolctl, or 0; the worker's environment).
@@ -1196,15 +1216,16 @@ class Engine:
                 )
         if not tasks:
             return
-        # It reported each task before starting the next: the first unreported one was running.
-        running, waiting = tasks[0], tasks[1:]
-        running.attempts += 1
+        running, again = _what_died(tasks, int(worker.progress[0]), int(worker.progress[1]))
+        if running is not None:
+            running.attempts += 1
         with self._lock:
-            self._pending.extendleft(reversed(waiting))  # never started: first in line again
-            if running.attempts <= self._retries:
+            self._pending.extendleft(reversed(again))  # first in line again
+            if running is not None and running.attempts <= self._retries:
                 self._pending.appendleft(running)
                 return
-        self._finish(running, False, self._lost(worker, running))
+        if running is not None:
+            self._finish(running, False, self._lost(worker, running))
 
     def _lost(self, worker: _Worker, task: Task) -> _errors.WorkerLost:
         code = worker.process.returncode
@@ -1321,6 +1342,23 @@ class Engine:
             _discard(results)
         with _live_lock:
             _live_engines.discard(self)
+
+
+def _what_died(tasks: list[Task], started: int, finished: int) -> tuple[Optional[Task], list[Task]]:
+    """(the task a dead worker was running, or None; the tasks to run again) from the tasks it
+    had not reported, in the order sent, and its progress slot.
+
+    Those before the running one finished, but their results were held and died
+    with the worker: they run again, like those that never started. The slot
+    is shared memory: an id that is not among ``tasks`` means none of them
+    started (the task before them was reported).
+    """
+    for index, task in enumerate(tasks):
+        if task.id == started:
+            if finished == started:  # it finished too: it died between tasks
+                return None, tasks
+            return task, tasks[:index] + tasks[index + 1 :]
+    return None, tasks
 
 
 def _kill(worker: _Worker) -> None:

@@ -33,6 +33,8 @@ import time
 import types
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from . import _core, _errors, _pool
 from ._pool import (
     BYE,
@@ -44,6 +46,8 @@ from ._pool import (
     MODE_ARG,
     MODE_STAR,
     READY,
+    RESULT_BATCH,
+    RESULT_HOLD_SECONDS,
     TASK_RECORD,
     TASKS,
     TASKS_HEADER,
@@ -204,23 +208,45 @@ def _limit_threads(threads: int) -> None:
 
 
 class _Worker:
-    """This process's side of the pool: its two queues and its cache of unpickled functions."""
+    """This process's side of the pool: its two queues, its cache of unpickled functions, its
+    progress slot and the results it holds.
+
+    Results are held and sent together while a batch runs (one message for
+    up to RESULT_BATCH of them), never longer than RESULT_HOLD_SECONDS: a
+    flusher thread sends them if the task after them runs longer. The
+    progress slot (shared memory the parent reads when this process dies)
+    says which task started and which finished last, so that held results
+    lost with the process are told apart from the task that killed it.
+
+    Locking: ``_hold`` guards ``held`` and ``held_since`` and is held while
+    sending results, so that results leave in order whichever thread sends.
+    """
 
     def __init__(self, inbox: Queue, results: Queue, number: int) -> None:
         self.inbox = inbox
         self.results = results
         self.number = number
         self.functions: dict[bytes, Any] = {}
+        self.progress: Optional[memoryview] = None  # [started task id, finished task id]
+        self.held: list[tuple[int, bool, Any]] = []
+        self.held_since = 0.0
+        self._hold = threading.Condition(threading.Lock())
+        self._closing = False
+        self._flusher_thread: Optional[threading.Thread] = None
 
     def start(self, threads: int) -> bool:
         """Takes the HELLO message, runs the initializer; False if it failed (the parent is told)."""
         try:
+            progress = self.inbox.get()
             hello = self.inbox.get()
         except (_errors.Unlinked, _errors.Closed):
             return False  # the pool went away before this worker started
         if not isinstance(hello, tuple) or len(hello) != 6 or hello[0] != HELLO:
             return False  # stopped before it started
+        if not isinstance(progress, np.ndarray) or progress.dtype != np.int64 or progress.shape != (2,):
+            return False
         _, sys_path, argv, where, stream, buffers = hello
+        self.progress = memoryview(progress).cast("B").cast("q")
         sys.path[:] = sys_path  # functions pickled by reference import as in the parent
         sys.argv[:] = argv  # what the main script sees, should a task need it run
         if where is not None:
@@ -238,7 +264,17 @@ class _Worker:
             return False
         _limit_threads(threads)  # after the initializer: it may have loaded libraries
         self.send(READY, [])
+        self._flusher_thread = threading.Thread(target=self._flusher, name="hakobu-worker-flush", daemon=True)
+        self._flusher_thread.start()
         return True
+
+    def stop(self) -> None:
+        """Ends the flusher thread, so that nothing refers to the queues once they are closed."""
+        with self._hold:
+            self._closing = True
+            self._hold.notify()
+        if self._flusher_thread is not None:
+            self._flusher_thread.join(_UNWIND_SECONDS)
 
     def send(self, tag: int, records: list[tuple[int, bool, Any]]) -> None:
         parts, buffers = results_frame(tag, self.number, records)
@@ -265,8 +301,10 @@ class _Worker:
             del reader  # let the arguments' shared memory go before the next message
 
     def run_batch(self, reader: FrameReader) -> None:
-        """Runs a TASKS frame's tasks in order, reporting each before starting the next."""
-        _, forgotten, functions, tasks = reader.fields(TASKS_HEADER)
+        """Runs a TASKS frame's tasks in order; their results leave by the end of the batch."""
+        assert self.progress is not None
+        _, forgotten, functions, tasks, first = reader.fields(TASKS_HEADER)
+        self.progress[0] = first  # a crash while loading the functions is the first task's
         for _ in range(forgotten):
             self.functions.pop(bytes(reader.raw(KEY_BYTES)), None)
         for _ in range(functions):
@@ -278,18 +316,50 @@ class _Worker:
                 raise
             except BaseException as error:  # noqa: BLE001 - reported with each task that uses it
                 self.functions[key] = _Unloadable(error)
-        for _ in range(tasks):
+        for left in range(tasks - 1, -1, -1):
             task_id, key, mode, length, count = reader.fields(TASK_RECORD)
+            self.progress[0] = task_id
             stream, buffers = reader.payload(length, count)
-            ok, payload = self.run(key, mode, stream, buffers)
+            record = (task_id, *self.run(key, mode, stream, buffers))
             del stream, buffers
-            try:
-                self.send(DONE, [(task_id, ok, payload)])
-            except (_errors.Unlinked, _errors.Closed):
-                raise
-            except Exception as error:  # noqa: BLE001 - e.g. /dev/shm full: the task fails with it
-                self.send(DONE, [(task_id, False, pack_error(error))])
-            del payload  # the results were copied to shared memory: free our copy now
+            self.progress[1] = task_id
+            with self._hold:
+                self.held.append(record)
+                del record  # the held list owns it: sent, it is freed
+                now = time.monotonic()
+                if len(self.held) == 1:
+                    self.held_since = now
+                    self._hold.notify()  # the flusher watches its age
+                if not left or len(self.held) >= RESULT_BATCH or now - self.held_since >= RESULT_HOLD_SECONDS:
+                    self._flush()
+
+    def _flush(self) -> None:
+        """Sends the held results (``_hold`` held)."""
+        held, self.held = self.held, []
+        try:
+            self.send(DONE, held)
+        except (_errors.Unlinked, _errors.Closed):
+            raise
+        except Exception as error:  # noqa: BLE001 - e.g. /dev/shm full: the tasks fail with it
+            failure = pack_error(error)
+            self.send(DONE, [(task_id, False, failure) for task_id, _, _ in held])
+
+    def _flusher(self) -> None:
+        """Sends results held longer than RESULT_HOLD_SECONDS while a task runs."""
+        with self._hold:
+            while True:
+                while not self.held and not self._closing:
+                    self._hold.wait()
+                if self._closing:
+                    return
+                wait = self.held_since + RESULT_HOLD_SECONDS - time.monotonic()
+                if wait > 0:
+                    self._hold.wait(wait)
+                    continue
+                try:
+                    self._flush()
+                except Exception:  # noqa: BLE001 - the queue went away: the main thread sees it too
+                    return
 
     def run(self, key: bytes, mode: int, stream: Any, buffers: Any) -> tuple[bool, Any]:
         function = None
@@ -336,8 +406,11 @@ def _work(inbox_name: str, results_name: str, number: int, threads: int) -> int:
         return 1  # the pool was closed before this worker started
     try:
         worker = _Worker(inbox, results, number)
-        if worker.start(threads):
-            worker.serve()
+        try:
+            if worker.start(threads):
+                worker.serve()
+        finally:
+            worker.stop()
     finally:
         inbox.close()
         results.close()
