@@ -795,6 +795,8 @@ class Engine:
         self._workers: dict[int, _Worker] = {}
         self._start_failures = 0
         self._feeders = 0  # lazy producers (imap) still submitting: a closing engine waits for them
+        # Messages and tasks both ways, for stats(): how well tasks and results are batched.
+        self._counts = {"task_messages": 0, "tasks": 0, "result_messages": 0, "results": 0}
         capacity = max(RESULTS_CAPACITY, 8 * workers)
         results = Queue(f"{self._prefix}-out", capacity, create=True, domain=self._domain)
         self._results_name = results.name
@@ -836,6 +838,11 @@ class Engine:
             failed = self._dispatch()
         self._finish_all(failed)
         return True
+
+    def stats(self) -> dict[str, int]:
+        """Messages sent to workers and tasks in them; messages of results and results in them."""
+        with self._lock:
+            return dict(self._counts)
 
     def open_feed(self) -> None:
         """A lazy producer (imap) starts submitting; a closing engine waits for its end."""
@@ -970,6 +977,8 @@ class Engine:
         for task in batch:
             worker.outstanding[task.id] = task
         worker.sent += len(batch)
+        self._counts["task_messages"] += 1
+        self._counts["tasks"] += len(batch)
         if self._max_tasks is not None and worker.sent >= self._max_tasks:
             self._retire(worker)  # a fresh worker replaces it at once (_replenish)
         return []
@@ -1070,6 +1079,8 @@ class Engine:
         if tag == DONE:
             done: list[tuple[Task, bool, Packed]] = []
             with self._lock:
+                self._counts["result_messages"] += 1
+                self._counts["results"] += len(records)
                 worker = self._workers.get(number)
                 for task_id, ok, payload in records:
                     task = worker.outstanding.pop(task_id, None) if worker is not None else None
