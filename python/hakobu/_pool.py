@@ -359,7 +359,7 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-class _CloudPickler(cloudpickle.Pickler):
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the main script's names by reference where workers can find them."""
 
     def reducer_override(self, obj: Any) -> Any:

@@ -125,11 +125,12 @@ class _MainScript:
                 sys.modules["__main__"] = module
                 self.module = module
                 return module
-        error = ImportError(
+        assert self.failure is not None
+        failure = ImportError(
             f"the pool's worker could not run the main script {self.path} to find a function or class of it "
             f"({describe_exception(self.failure)}); see the cause"
         )
-        raise error from self.failure
+        raise failure from self.failure
 
 
 def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
@@ -246,7 +247,7 @@ class _Worker:
         if not isinstance(progress, np.ndarray) or progress.dtype != np.int64 or progress.shape != (2,):
             return False
         _, sys_path, argv, where, stream, buffers = hello
-        self.progress = memoryview(progress).cast("B").cast("q")
+        self.progress = memoryview(progress.view(np.uint8)).cast("q")  # type: ignore[arg-type]
         sys.path[:] = sys_path  # functions pickled by reference import as in the parent
         sys.argv[:] = argv  # what the main script sees, should a task need it run
         if where is not None:
