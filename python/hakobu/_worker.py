@@ -324,14 +324,21 @@ class _Worker:
             record = (task_id, *self.run(key, mode, stream, buffers))
             del stream, buffers
             self.progress[1] = task_id
+            large = bool(record[2][1])  # big arrays in the result: they leave at once, never held
             with self._hold:
                 self.held.append(record)
                 del record  # the held list owns it: sent, it is freed
                 now = time.monotonic()
                 if len(self.held) == 1:
                     self.held_since = now
-                    self._hold.notify()  # the flusher watches its age
-                if not left or len(self.held) >= RESULT_BATCH or now - self.held_since >= RESULT_HOLD_SECONDS:
+                    if left and not large:
+                        self._hold.notify()  # the flusher watches its age
+                if (
+                    not left
+                    or large
+                    or len(self.held) >= RESULT_BATCH
+                    or now - self.held_since >= RESULT_HOLD_SECONDS
+                ):
                     self._flush()
 
     def _flush(self) -> None:
