@@ -253,6 +253,10 @@ class _Worker:
         if where is not None:
             script = _MainScript(*where)
             _pool._main_loader = script.load
+        # A pool made by a task here sends the same script's names by reference: its workers
+        # find them where this one does (not in this module, which runs as __main__).
+        inherited = None if where is None else _pool._MainScript(where[0], where[1], frozenset())
+        _pool._main_script_cache[:] = [inherited]
         try:
             initializer, initargs = unpack(stream, buffers)
             del stream, buffers, hello
