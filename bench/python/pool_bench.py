@@ -22,8 +22,18 @@ Method
   process with one BLAS thread, and multiprocessing.Pool(2), whose workers
   inherit this process's uncapped BLAS threads. A first whole run warms each
   pool up (its shared-memory blocks are then recycled, not faulted in anew).
-* Targets (DESIGN.md): the big-array map >= 10x faster than multiprocessing.Pool;
-  SVD speed-up >= 1.9x with 2 workers on 2 cores.
+* Tiny tasks: 5000 calls of a function that returns its argument (an int),
+  submitted one by one in a loop, then every result waited for:
+  ``Pool.apply_async`` beside multiprocessing.Pool's (default start method),
+  ``Executor.submit`` beside concurrent.futures.ProcessPoolExecutor's, 2
+  workers each, warmed up by a first round; the figure is the median of the
+  rounds, from the first call to the last result in hand. Also one task's
+  round trip (``apply``, a lone task on idle workers): the median of 200.
+  Pools are measured one after the other, alternating, in the same run.
+* Targets (DESIGN.md, issue 10): the big-array map >= 10x faster than
+  multiprocessing.Pool and >= 2x Ray; tiny tasks: ``apply_async`` at least as
+  fast as multiprocessing.Pool, ``Executor.submit`` >= 1.5x faster than
+  ProcessPoolExecutor; SVD speed-up >= 1.9x with 2 workers on 2 cores.
 The machine (CPU, cores, kernel, /dev/shm) is printed with the results.
 """
 
@@ -48,6 +58,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from queue_bench import MIB, machine  # noqa: E402 - the house's machine description
 
 WORKERS = 2
+
+
+def identity(x: int) -> int:
+    return x
 
 
 def double(a: np.ndarray) -> np.ndarray:
@@ -138,6 +152,88 @@ def ray_row(arrays: list[np.ndarray], measure: Callable[[str, str, Callable[[], 
         ray.shutdown()
 
 
+# --- tiny tasks --------------------------------------------------------------------------------
+
+
+TINY_TASKS = 5000
+
+
+def tiny_tasks(quick: bool) -> list[dict[str, Any]]:
+    rounds = 3 if quick else 7
+
+    def pool_round(pool: Any) -> float:
+        start = time.perf_counter()
+        results = [pool.apply_async(identity, (k,)) for k in range(TINY_TASKS)]
+        values = [result.get() for result in results]
+        seconds = time.perf_counter() - start
+        assert values == list(range(TINY_TASKS))
+        return seconds
+
+    def executor_round(executor: Any) -> float:
+        start = time.perf_counter()
+        futures = [executor.submit(identity, k) for k in range(TINY_TASKS)]
+        values = [future.result() for future in futures]
+        seconds = time.perf_counter() - start
+        assert values == list(range(TINY_TASKS))
+        return seconds
+
+    def lone(pool: Any) -> float:
+        times = []
+        for k in range(200):
+            start = time.perf_counter()
+            assert pool.apply(identity, (k,)) == k
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    context = multiprocessing.get_context()
+    makers: list[tuple[str, str, Callable[[], Any], Callable[[Any], float]]] = [
+        ("hakobu.Pool.apply_async", "2 workers", lambda: hakobu.Pool(WORKERS), pool_round),
+        (
+            "multiprocessing.Pool.apply_async",
+            f"start method {context.get_start_method()}",
+            lambda: context.Pool(WORKERS),
+            pool_round,
+        ),
+        ("hakobu.Executor.submit", "2 workers", lambda: hakobu.Executor(WORKERS), executor_round),
+        (
+            "ProcessPoolExecutor.submit",
+            f"start method {context.get_start_method()}",
+            lambda: concurrent.futures.ProcessPoolExecutor(WORKERS),
+            executor_round,
+        ),
+        ("hakobu.Pool.apply (one task)", "round trip", lambda: hakobu.Pool(WORKERS), lone),
+        ("multiprocessing.Pool.apply (one task)", "round trip", lambda: context.Pool(WORKERS), lone),
+    ]
+    # The forking baselines start (and warm up) first: a process forked while a hakobu pool
+    # starts a worker holds that start's error pipe open, and with it the pool's manager.
+    order = sorted(range(len(makers)), key=lambda index: makers[index][0].startswith("hakobu"))
+    pools: list[Any] = [None] * len(makers)
+    try:
+        for index in order:
+            pools[index] = makers[index][2]()
+            makers[index][3](pools[index])  # warm-up: workers started, functions cached
+        times: list[list[float]] = [[] for _ in makers]
+        for _ in range(rounds):  # alternating, so that a noisy moment hits them all alike
+            for index, (pool, (_, _, _, measure)) in enumerate(zip(pools, makers)):
+                times[index].append(measure(pool))
+    finally:
+        for pool in pools:
+            if pool is None:
+                continue
+            if isinstance(pool, concurrent.futures.Executor):
+                pool.shutdown()
+            else:
+                pool.terminate()
+                pool.join()
+    rows = []
+    for (name, note, _, _), measured in zip(makers, times):
+        seconds = statistics.median(measured)
+        rows.append({"method": name, "note": note, "seconds": seconds, "rounds": measured})
+        unit = f"{seconds * 1e6:9.1f} us" if "one task" in name else f"{seconds * 1e3:9.1f} ms"
+        print(f"   {name:<44} {unit}   {note}", flush=True)
+    return rows
+
+
 # --- SVD ---------------------------------------------------------------------------------------
 
 
@@ -178,10 +274,43 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="half the tasks, fewer repeats")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    parser.add_argument(
+        "--only", choices=("arrays", "tiny", "svd"), action="append", help="run only these sections (repeatable)"
+    )
     args = parser.parse_args()
+    sections = set(args.only or ("arrays", "tiny", "svd"))
 
     results: dict[str, Any] = {"machine": machine(), "method": __doc__}
     print(f"machine: {results['machine']}")
+    if "arrays" in sections:
+        array_section(args, results)
+    if "tiny" in sections:
+        tiny_section(args, results)
+    if "svd" in sections:
+        svd_section(args, results)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+    return 0
+
+
+def tiny_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    print(f"\n2. tiny tasks: {TINY_TASKS} calls submitted one by one, then every result; {WORKERS} workers")
+    rows = results["tiny_tasks"] = tiny_tasks(args.quick)
+    by_name = {row["method"]: row["seconds"] for row in rows}
+    apply_ratio = by_name["multiprocessing.Pool.apply_async"] / by_name["hakobu.Pool.apply_async"]
+    submit_ratio = by_name["ProcessPoolExecutor.submit"] / by_name["hakobu.Executor.submit"]
+    lone_ratio = by_name["multiprocessing.Pool.apply (one task)"] / by_name["hakobu.Pool.apply (one task)"]
+    results["apply_async_target_met"] = apply_ratio >= 1.0
+    results["submit_target_met"] = submit_ratio >= 1.5
+    print(f"   apply_async: hakobu {apply_ratio:.2f}x as fast as multiprocessing.Pool (target >= 1x: "
+          f"{'met' if results['apply_async_target_met'] else 'NOT MET'})")
+    print(f"   submit: hakobu {submit_ratio:.2f}x as fast as ProcessPoolExecutor (target >= 1.5x: "
+          f"{'met' if results['submit_target_met'] else 'NOT MET'})")
+    print(f"   one task's round trip: hakobu {lone_ratio:.2f}x as fast as multiprocessing.Pool")
+
+
+def array_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     count = 32 if args.quick else 64
     print(f"\n1. map over {count} tasks of 8 MiB float64 arrays, task a * 2 (8 MiB back), {WORKERS} workers")
     rows = results["big_arrays"] = big_arrays(args.quick)
@@ -195,8 +324,15 @@ def main() -> int:
     results["map_target_met"] = speedup >= 10
     print(f"   target: >= 10x faster than multiprocessing.Pool: {speedup:.1f}x: "
           f"{'met' if results['map_target_met'] else 'NOT MET'}")
+    ray = next((row for row in rows if row["method"].startswith("ray")), None)
+    if ray is not None:
+        results["ray_target_met"] = ray["seconds"] / hakobu_seconds >= 2
+        print(f"   target: >= 2x faster than Ray: {ray['seconds'] / hakobu_seconds:.1f}x: "
+              f"{'met' if results['ray_target_met'] else 'NOT MET'}")
 
-    print(f"\n2. SVD of {16 if not args.quick else 8} float64 matrices 1000x1000 (u, s, vh back)")
+
+def svd_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    print(f"\n3. SVD of {16 if not args.quick else 8} float64 matrices 1000x1000 (u, s, vh back)")
     rows = results["svd"] = svd_rows(args.quick)
     one = next(row for row in rows if row["method"].startswith("hakobu.Pool(1), 1 thread"))
     two = next(row for row in rows if row["method"].startswith(f"hakobu.Pool({WORKERS}), 1 thread"))
@@ -205,10 +341,6 @@ def main() -> int:
     results["svd_target_met"] = scaling >= 1.9
     print(f"   speed-up of {WORKERS} workers over 1 (1 thread each): {scaling:.2f}x "
           f"(target >= 1.9x: {'met' if results['svd_target_met'] else 'NOT MET'})")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
-    return 0
 
 
 if __name__ == "__main__":

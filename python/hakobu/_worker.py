@@ -1,12 +1,14 @@
 """A pool worker process: ``python -m hakobu._worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
 
 The engine (_pool.py, which also describes the messages) starts each worker as
-a fresh interpreter: nothing is forked and nothing of the parent's
-``__main__`` is imported, so scripts without a main guard and notebooks work;
-their functions travel by value (cloudpickle). The worker takes the parent's
-sys.path from its first message (and inherits its working directory), runs
-the initializer, then runs tasks from its inbox until told to stop or its
-inbox goes away.
+a fresh interpreter: nothing is forked. The worker takes the parent's
+sys.path and argv from its first message (and inherits its working
+directory), runs the initializer, then runs tasks from its inbox until told
+to stop or its inbox goes away. It runs the parent's main script (as
+``__mp_main__``, its main guard false) only if a task names a function or
+class of it, which the parent does only for a script with a main guard (see
+"Pickling" in _pool.py): scripts without one and notebooks are never run
+again, their functions travel by value.
 
 A worker exits by itself when its parent dies (PR_SET_PDEATHSIG with SIGHUP,
 and a thread that watches getppid), removing the pool's queues the dead parent
@@ -24,13 +26,38 @@ import gc
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
+import types
 from typing import Any, Callable, Optional
 
-from . import _core, _errors
-from ._pool import DONE, INIT_FAILED, MODE_ARG, MODE_STAR, READY, describe_exception, pack, pack_error, unpack
+import numpy as np
+
+from . import _core, _errors, _pool
+from ._pool import (
+    BYE,
+    DONE,
+    FUNCTION_RECORD,
+    HELLO,
+    INIT_FAILED,
+    KEY_BYTES,
+    MODE_ARG,
+    MODE_STAR,
+    READY,
+    RESULT_BATCH,
+    RESULT_HOLD_SECONDS,
+    TASK_RECORD,
+    TASKS,
+    TASKS_HEADER,
+    FrameReader,
+    describe_exception,
+    pack,
+    pack_error,
+    results_frame,
+    unpack,
+)
 from ._queue import Queue
 
 _PARENT_WATCH_SECONDS = 0.5
@@ -60,6 +87,50 @@ class _Unloadable:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class _MainScript:
+    """The parent's main script, run once as module ``__mp_main__`` the first time a task needs
+    one of its names (see "Pickling" in _pool.py), as multiprocessing's spawn imports it."""
+
+    def __init__(self, path: str, module_name: Optional[str]) -> None:
+        self.path = path
+        self.module_name = module_name
+        self.module: Optional[types.ModuleType] = None
+        self.failure: Optional[BaseException] = None
+
+    def load(self) -> types.ModuleType:
+        if self.module is not None:
+            return self.module
+        if self.failure is None:
+            module = types.ModuleType("__mp_main__")
+            module.__file__ = self.path
+            if self.module_name:
+                module.__package__ = self.module_name.rpartition(".")[0]
+            sys.modules["__mp_main__"] = module
+            _pool.importing_main = True
+            try:
+                with open(self.path, "rb") as source:
+                    code = compile(source.read(), self.path, "exec")
+                exec(code, module.__dict__)
+            except ParentGone:
+                raise
+            except BaseException as error:  # noqa: BLE001 - every task that needs it fails with it
+                self.failure = error
+                sys.modules.pop("__mp_main__", None)
+            finally:
+                _pool.importing_main = False
+            if self.failure is None:
+                # As multiprocessing: code that imports __main__ finds the script.
+                sys.modules["__main__"] = module
+                self.module = module
+                return module
+        assert self.failure is not None
+        failure = ImportError(
+            f"the pool's worker could not run the main script {self.path} to find a function or class of it "
+            f"({describe_exception(self.failure)}); see the cause"
+        )
+        raise failure from self.failure
 
 
 def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
@@ -138,24 +209,54 @@ def _limit_threads(threads: int) -> None:
 
 
 class _Worker:
-    """This process's side of the pool: its two queues and its cache of unpickled functions."""
+    """This process's side of the pool: its two queues, its cache of unpickled functions, its
+    progress slot and the results it holds.
+
+    Results are held and sent together while a batch runs (one message for
+    up to RESULT_BATCH of them), never longer than RESULT_HOLD_SECONDS: a
+    flusher thread sends them if the task after them runs longer. The
+    progress slot (shared memory the parent reads when this process dies)
+    says which task started and which finished last, so that held results
+    lost with the process are told apart from the task that killed it.
+
+    Locking: ``_hold`` guards ``held`` and ``held_since`` and is held while
+    sending results, so that results leave in order whichever thread sends.
+    """
 
     def __init__(self, inbox: Queue, results: Queue, number: int) -> None:
         self.inbox = inbox
         self.results = results
         self.number = number
         self.functions: dict[bytes, Any] = {}
+        self.progress: Optional[memoryview] = None  # [started task id, finished task id]
+        self.held: list[tuple[int, bool, Any]] = []
+        self.held_since = 0.0
+        self._hold = threading.Condition(threading.Lock())
+        self._closing = False
+        self._flusher_thread: Optional[threading.Thread] = None
 
     def start(self, threads: int) -> bool:
         """Takes the HELLO message, runs the initializer; False if it failed (the parent is told)."""
         try:
+            progress = self.inbox.get()
             hello = self.inbox.get()
         except (_errors.Unlinked, _errors.Closed):
             return False  # the pool went away before this worker started
-        if hello is None:
+        if not isinstance(hello, tuple) or len(hello) != 6 or hello[0] != HELLO:
+            return False  # stopped before it started
+        if not isinstance(progress, np.ndarray) or progress.dtype != np.int64 or progress.shape != (2,):
             return False
-        _, sys_path, stream, buffers = hello
+        _, sys_path, argv, where, stream, buffers = hello
+        self.progress = memoryview(progress.view(np.uint8)).cast("q")  # type: ignore[arg-type]
         sys.path[:] = sys_path  # functions pickled by reference import as in the parent
+        sys.argv[:] = argv  # what the main script sees, should a task need it run
+        if where is not None:
+            script = _MainScript(*where)
+            _pool._main_loader = script.load
+        # A pool made by a task here sends the same script's names by reference: its workers
+        # find them where this one does (not in this module, which runs as __main__).
+        inherited = None if where is None else _pool._MainScript(where[0], where[1], frozenset())
+        _pool._main_script_cache[:] = [inherited]
         try:
             initializer, initargs = unpack(stream, buffers)
             del stream, buffers, hello
@@ -164,11 +265,26 @@ class _Worker:
         except ParentGone:
             raise
         except BaseException as error:  # noqa: BLE001 - the parent decides what it means
-            self.results.put((INIT_FAILED, self.number, *pack_error(error)))
+            self.send(INIT_FAILED, [(0, False, pack_error(error))])
             return False
         _limit_threads(threads)  # after the initializer: it may have loaded libraries
-        self.results.put((READY, self.number))
+        self.send(READY, [])
+        self._flusher_thread = threading.Thread(target=self._flusher, name="hakobu-worker-flush", daemon=True)
+        self._flusher_thread.start()
         return True
+
+    def stop(self) -> None:
+        """Ends the flusher thread, so that nothing refers to the queues once they are closed."""
+        with self._hold:
+            self._closing = True
+            self._hold.notify()
+        if self._flusher_thread is not None:
+            self._flusher_thread.join(_UNWIND_SECONDS)
+
+    def send(self, tag: int, records: list[tuple[int, bool, Any]]) -> None:
+        parts, buffers = results_frame(tag, self.number, records)
+        frame = b"".join(parts)
+        self.results.put((frame, buffers) if buffers else frame)
 
     def serve(self) -> None:
         while True:
@@ -176,37 +292,93 @@ class _Worker:
                 message = self.inbox.get()
             except (_errors.Unlinked, _errors.Closed):
                 return  # the pool went away
-            if message is None:
-                return
-            _, task_id, key, blob, forget, mode, stream, buffers = message
+            reader = FrameReader(message)
             del message
-            reply = self.run(task_id, key, blob, forget, mode, stream, buffers)
-            del stream, buffers  # let the arguments' shared memory go before the next task
+            (tag,) = reader.fields(_TAG)
+            if tag != TASKS:
+                self.send(BYE, [])
+                return
+            reader.offset = 0
             try:
-                self.results.put(reply)
+                self.run_batch(reader)
             except (_errors.Unlinked, _errors.Closed):
                 return
-            except Exception as error:  # noqa: BLE001 - e.g. /dev/shm full: the task fails with it
-                self.results.put((DONE, self.number, task_id, False, pack_error(error)))
-            del reply  # the results were copied to shared memory: free our copy now
+            del reader  # let the arguments' shared memory go before the next message
 
-    def function(self, key: bytes, blob: Any, forget: list[bytes]) -> Any:
-        for old in forget:
-            self.functions.pop(old, None)
-        if blob is not None:
+    def run_batch(self, reader: FrameReader) -> None:
+        """Runs a TASKS frame's tasks in order; their results leave by the end of the batch."""
+        assert self.progress is not None
+        _, forgotten, functions, tasks, first = reader.fields(TASKS_HEADER)
+        self.progress[0] = first  # a crash while loading the functions is the first task's
+        for _ in range(forgotten):
+            self.functions.pop(bytes(reader.raw(KEY_BYTES)), None)
+        for _ in range(functions):
+            key, length, count = reader.fields(FUNCTION_RECORD)
+            blob, _ = reader.payload(length, count)
             try:
                 self.functions[key] = pickle.loads(blob)
             except ParentGone:
                 raise
             except BaseException as error:  # noqa: BLE001 - reported with each task that uses it
                 self.functions[key] = _Unloadable(error)
-        return self.functions[key]
+        for left in range(tasks - 1, -1, -1):
+            task_id, key, mode, length, count = reader.fields(TASK_RECORD)
+            self.progress[0] = task_id
+            stream, buffers = reader.payload(length, count)
+            record = (task_id, *self.run(key, mode, stream, buffers))
+            del stream, buffers
+            self.progress[1] = task_id
+            large = bool(record[2][1])  # big arrays in the result: they leave at once, never held
+            with self._hold:
+                self.held.append(record)
+                del record  # the held list owns it: sent, it is freed
+                now = time.monotonic()
+                if len(self.held) == 1:
+                    self.held_since = now
+                    if left and not large:
+                        self._hold.notify()  # the flusher watches its age
+                if (
+                    not left
+                    or large
+                    or len(self.held) >= RESULT_BATCH
+                    or now - self.held_since >= RESULT_HOLD_SECONDS
+                ):
+                    self._flush()
 
-    def run(
-        self, task_id: int, key: bytes, blob: Any, forget: list[bytes], mode: int, stream: Any, buffers: Any
-    ) -> tuple[Any, ...]:
+    def _flush(self) -> None:
+        """Sends the held results (``_hold`` held)."""
+        held, self.held = self.held, []
         try:
-            function = self.function(key, blob, forget)
+            self.send(DONE, held)
+        except (_errors.Unlinked, _errors.Closed):
+            raise
+        except Exception as error:  # noqa: BLE001 - e.g. /dev/shm full: the tasks fail with it
+            failure = pack_error(error)
+            self.send(DONE, [(task_id, False, failure) for task_id, _, _ in held])
+
+    def _flusher(self) -> None:
+        """Sends results held longer than RESULT_HOLD_SECONDS while a task runs."""
+        with self._hold:
+            while True:
+                while not self.held and not self._closing:
+                    self._hold.wait()
+                if self._closing:
+                    return
+                wait = self.held_since + RESULT_HOLD_SECONDS - time.monotonic()
+                if wait > 0:
+                    self._hold.wait(wait)
+                    continue
+                try:
+                    self._flush()
+                except Exception:  # noqa: BLE001 - the queue went away: the main thread sees it too
+                    return
+
+    def run(self, key: bytes, mode: int, stream: Any, buffers: Any) -> tuple[bool, Any]:
+        function = None
+        try:
+            function = self.functions.get(key)
+            if function is None:
+                raise _errors.Corrupt("a task names a function the worker was never sent")
             if isinstance(function, _Unloadable):
                 raise function.error
             items = unpack(stream, buffers)
@@ -215,9 +387,9 @@ class _Worker:
         except ParentGone:
             raise
         except BaseException as error:  # noqa: BLE001 - as concurrent.futures: SystemExit too
-            return (DONE, self.number, task_id, False, pack_error(error))
+            return False, pack_error(error)
         try:
-            packed = pack(results)
+            return True, pack(results)
         except Exception as why:  # noqa: BLE001 - the result cannot travel: say so
             name = getattr(function, "__qualname__", None) or repr(function)
             unsendable = _errors.EncodingError(
@@ -225,8 +397,10 @@ class _Worker:
                 f"({describe_exception(why)}); return arrays, plain data or picklable objects"
             )
             unsendable.__cause__ = why
-            return (DONE, self.number, task_id, False, pack_error(unsendable))
-        return (DONE, self.number, task_id, True, *packed)
+            return False, pack_error(unsendable)
+
+
+_TAG = struct.Struct("<B")
 
 
 def _call(function: Callable[..., Any], mode: int, items: list[Any]) -> list[Any]:
@@ -244,8 +418,11 @@ def _work(inbox_name: str, results_name: str, number: int, threads: int) -> int:
         return 1  # the pool was closed before this worker started
     try:
         worker = _Worker(inbox, results, number)
-        if worker.start(threads):
-            worker.serve()
+        try:
+            if worker.start(threads):
+                worker.serve()
+        finally:
+            worker.stop()
     finally:
         inbox.close()
         results.close()

@@ -9,7 +9,9 @@ tasks (chunks of calls) and give each task's outcome to a result object of
 multiprocessing (ApplyResult, MapResult, IMapIterator) or to a
 concurrent.futures.Future. A worker that dies fails only the task it was
 running (hakobu.WorkerLost naming the worker and the signal), or runs it again
-with ``retries=``; the pool replaces the worker and goes on.
+with ``retries=``; the pool replaces the worker and goes on. Each task is
+pickled once; short tasks travel to a worker in batches, and their results
+come back in batches, so that thousands of tiny calls cost little.
 """
 
 from __future__ import annotations
@@ -270,8 +272,13 @@ class Pool:
     WorkerLost; each worker's OpenMP/BLAS threads are capped at
     ``threads_per_worker`` (default: cores / workers). Leaving a with-block
     terminates the pool, as multiprocessing does. ``context`` is accepted and
-    ignored: workers always start as fresh interpreters (like "spawn", without
-    importing the main script again).
+    ignored: workers always start as fresh interpreters, like "spawn". As with
+    "spawn", functions and classes of a main script that has an ``if __name__
+    == "__main__":`` guard go by reference (a worker runs the script, without
+    its guarded block, the first time it needs one), so they may use module
+    state that cannot be pickled, such as a lock; a script without a guard,
+    a notebook or ``python -c`` code is never run again: its functions and
+    classes travel by value (cloudpickle), as do lambdas.
     """
 
     def __init__(
@@ -298,7 +305,14 @@ class Pool:
         _check_options(retries, threads_per_worker)
         self._processes = processes
         self._engine = Engine(
-            processes, initializer, tuple(initargs), maxtasksperchild, retries, threads_per_worker, drain_at_exit=False
+            processes,
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+            retries,
+            threads_per_worker,
+            drain_at_exit=False,
+            description=f"<hakobu.Pool pool_size={processes}>",
         )
         # Garbage-collected while running: warn and terminate, as multiprocessing does.
         self._finalizer = weakref.finalize(self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>")
@@ -525,7 +539,8 @@ class Executor(concurrent.futures.Executor):
     task's future (with hakobu.WorkerLost, a BrokenProcessPool), never the
     executor; ``retries=N`` runs such tasks again. ``threads_per_worker`` caps
     each worker's OpenMP/BLAS threads (default: cores / workers). ``mp_context``
-    is accepted and ignored: workers always start as fresh interpreters.
+    is accepted and ignored: workers always start as fresh interpreters (the
+    main script's functions travel as for Pool).
     """
 
     def __init__(

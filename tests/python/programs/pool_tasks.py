@@ -168,3 +168,23 @@ def announce_and_sum(directory: str, array: np.ndarray) -> float:
         pass
     time.sleep(0.5)
     return float(array.sum())
+
+
+def fail_if(item: tuple[int, bool]) -> int:
+    """``item`` is (k, failing)."""
+    k, failing = item
+    if failing:
+        raise ValueError(f"item {k}")
+    return k
+
+
+def pid_and_item(item: int) -> tuple[int, int]:
+    return os.getpid(), item
+
+
+def kill_self_at(item: tuple[int, int]) -> int:
+    """``item`` is (k, victim): dies by SIGKILL when k is the victim."""
+    k, victim = item
+    if k == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
