@@ -215,8 +215,9 @@ def _cpp_example(program: str) -> Path:
 def test_cpp_producer_feeds_a_python_consumer(name: str) -> None:
     import subprocess
 
+    program = _cpp_example("hakobu_producer")  # skips before anything is started when it is not built
     consumer = start("frames", name, "consume")
-    producer = subprocess.run([_cpp_example("hakobu_producer"), name, "50", "240", "320"], capture_output=True, text=True, timeout=120)
+    producer = subprocess.run([program, name, "50", "240", "320"], capture_output=True, text=True, timeout=120)
     assert producer.returncode == 0, producer.stderr
     code, out, err = finish(consumer)
     assert code == 0, err
