@@ -158,7 +158,8 @@ std::byte* Heap::checked_payload(std::uint64_t block, std::uint64_t payload_byte
   const BlockHeader* h = header(block);
   const std::uint32_t magic = h->magic;
   const unsigned size_class = h->size_class;
-  const std::uint64_t shift = h->payload_shift;  // read once: the address below is made of this value
+  const std::uint64_t shift =
+      h->payload_shift.load(std::memory_order_relaxed);  // read once: the address below is made of this value
   if (magic != kBlockMagic || size_class >= kSizeClassCount) return nullptr;
   if (shift > kMaxPayloadShift || shift % 64 != 0) return nullptr;
   const std::uint64_t bytes = class_bytes(size_class);
@@ -271,7 +272,7 @@ Result<std::uint64_t, LoanError> Heap::allocate_shifted(std::uint64_t payload_by
   // Every block of a placed size is page-aligned; should one not be, its
   // payload follows the header (still correct, only not placed).
   const std::uint64_t actual = shift == 0 ? 0 : payload_shift_for(*block, anchor, offset);
-  h->payload_shift = static_cast<std::uint16_t>(actual == shift ? shift : 0);
+  h->payload_shift.store(static_cast<std::uint16_t>(actual == shift ? shift : 0), std::memory_order_relaxed);
   h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
   return block;
 }
@@ -357,7 +358,7 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
     BlockHeader* h = header(block);
     h->magic = kBlockMagic;
     h->size_class = static_cast<std::uint16_t>(size_class);
-    h->payload_shift = 0;
+    h->payload_shift.store(0, std::memory_order_relaxed);
     h->refs.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(count > 1 ? bytes : commit_bytes, std::memory_order_relaxed);
     h->payload_bytes.store(0, std::memory_order_relaxed);
@@ -523,7 +524,7 @@ Result<std::uint64_t, LoanError> Heap::take_returned(unsigned size_class, std::u
     BlockHeader* h = header(block);
     h->magic = kBlockMagic;
     h->size_class = static_cast<std::uint16_t>(size_class);
-    h->payload_shift = 0;
+    h->payload_shift.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(commit, std::memory_order_relaxed);
     h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
     h->attachment_count = 0;

@@ -115,7 +115,7 @@ class Heap {
 
  private:
   static std::uint64_t shift_of(const BlockHeader* h) noexcept {
-    const std::uint64_t shift = h->payload_shift;
+    const std::uint64_t shift = h->payload_shift.load(std::memory_order_relaxed);
     return shift <= kMaxPayloadShift && shift % 64 == 0 ? shift : 0;
   }
   Result<std::uint64_t, LoanError> allocate_shifted(std::uint64_t payload_bytes, std::uint64_t shift,

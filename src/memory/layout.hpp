@@ -40,8 +40,9 @@ inline constexpr std::uint32_t kLayoutVersion = 3;                         // 3:
 inline constexpr std::uint64_t kRegistryMagic = 0x5245'554B'4F42'414BULL;  // "KABOKUER"
 inline constexpr std::uint32_t kBlockMagic = 0x4B4C'4248U;                 // "HBLK"
 
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
-              "shared memory needs lock-free (address-free) 32- and 64-bit atomics");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::uint16_t>::is_always_lock_free,
+              "shared memory needs lock-free (address-free) 16-, 32- and 64-bit atomics");
 
 // --- size classes -------------------------------------------------------------
 // Block sizes grow in quarter steps of powers of two (256, 320, 384, 448, 512,
@@ -137,9 +138,11 @@ inline constexpr std::uint64_t kMaxAttachments = 0xFFFF;
 // are a table inside the payload; they are dropped when the block is freed.
 /// The first 64 bytes of every heap block.
 struct BlockHeader {
-  std::uint32_t magic;                       ///< kBlockMagic once carved
-  std::uint16_t size_class;                  ///< never changes once carved
-  std::uint16_t payload_shift;               ///< bytes between the header and the payload (see "payload placement")
+  std::uint32_t magic;       ///< kBlockMagic once carved
+  std::uint16_t size_class;  ///< never changes once carved
+  // Rewritten by each new owner and read by processes that check the block
+  // without holding it (a free-list head being popped): atomic, relaxed.
+  std::atomic<std::uint16_t> payload_shift;  ///< bytes between the header and the payload (see "payload placement")
   std::atomic<std::uint32_t> refs;           ///< holders; 0 while free
   std::uint32_t attachment_count;            ///< references to other blocks this block holds
   std::atomic<std::uint64_t> next_free;      ///< free-list link, packed like FreeList::head

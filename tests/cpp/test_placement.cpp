@@ -205,24 +205,24 @@ TEST(Placement, AForgedShiftIsRefused) {
   const std::uint64_t small_block = small_sample->block_offset();
   const std::uint64_t large_block = large_sample->block_offset();
   BlockHeader* h = heap.header(large_block);
-  const std::uint16_t saved = h->payload_shift;
+  const std::uint16_t saved = h->payload_shift.load();
   EXPECT_TRUE(heap.check_block(large_block, std::size_t{1} << 20));
   for (const std::uint16_t forged : {std::uint16_t{4096}, std::uint16_t{0xFFFF}, std::uint16_t{100},
                                      static_cast<std::uint16_t>(kMaxPayloadShift + 64)}) {
-    h->payload_shift = forged;
+    h->payload_shift.store(forged);
     EXPECT_FALSE(heap.check_block(large_block, std::size_t{1} << 20)) << "shift " << forged;
     EXPECT_EQ(heap.checked_payload(large_block, 0), nullptr) << "shift " << forged;
     // Whatever it says, the unchecked address stays right after the header.
     EXPECT_EQ(heap.payload(large_block), heap.base() + large_block + kBlockHeaderBytes);
   }
-  h->payload_shift = saved;
+  h->payload_shift.store(saved);
   EXPECT_TRUE(heap.check_block(large_block, std::size_t{1} << 20));
 
   // A valid-looking shift that pushes the payload past the end of its block.
   BlockHeader* s = heap.header(small_block);
-  s->payload_shift = static_cast<std::uint16_t>(kMaxPayloadShift);
+  s->payload_shift.store(static_cast<std::uint16_t>(kMaxPayloadShift));
   EXPECT_FALSE(heap.check_block(small_block, 1000));
-  s->payload_shift = 0;
+  s->payload_shift.store(0);
   EXPECT_TRUE(heap.check_block(small_block, 1000));
 
   // A message whose shift was forged while queued is dropped by the receiver.
@@ -232,7 +232,7 @@ TEST(Placement, AForgedShiftIsRefused) {
   ASSERT_TRUE(again);
   const std::uint64_t block = static_cast<std::uint64_t>(again->bytes().data() - heap.base()) / kPage * kPage;
   ASSERT_TRUE(q.put(*again));
-  heap.header(block)->payload_shift = static_cast<std::uint16_t>(kMaxPayloadShift - 64 + 1);
+  heap.header(block)->payload_shift.store(static_cast<std::uint16_t>(kMaxPayloadShift - 64 + 1));
   auto refused = q.get(std::chrono::seconds(5));
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, hakobu::GetError::Corrupt);
