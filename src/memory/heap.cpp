@@ -2,7 +2,13 @@
 #include "memory/heap.hpp"
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "platform/os.hpp"
 #include "support/kill_point.hpp"
@@ -245,6 +251,34 @@ Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t b
   return {};
 }
 
+namespace {
+
+CopyPlacement detect_copy_placement() noexcept {
+  const char* forced = std::getenv("HAKOBU_PLACEMENT");  // NOLINT(concurrency-mt-unsafe): read once, see below
+  if (forced != nullptr && std::strcmp(forced, "page") == 0) return CopyPlacement::PageStart;
+  if (forced != nullptr && std::strcmp(forced, "away") == 0) return CopyPlacement::AwayFromAliasing;
+#if defined(__x86_64__) || defined(__i386__)
+  // 4K aliasing is what makes Intel cores slow (layout.hpp); "GenuineIntel" is
+  // EBX, EDX, ECX of leaf 0.
+  unsigned eax = 0;
+  unsigned ebx = 0;
+  unsigned ecx = 0;
+  unsigned edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x756E'6547U && edx == 0x4965'6E69U &&
+      ecx == 0x6C65'746EU) {
+    return CopyPlacement::AwayFromAliasing;
+  }
+#endif
+  return CopyPlacement::PageStart;
+}
+
+}  // namespace
+
+CopyPlacement Heap::copy_placement() noexcept {
+  static const CopyPlacement rule = detect_copy_placement();  // thread-safe, once per process
+  return rule;
+}
+
 Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
   return allocate_shifted(payload_bytes, 0, 0, 0);
 }
@@ -254,7 +288,7 @@ Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes, con
   // Blocks this large are page-aligned (block_alignment), so the shift is known
   // before the block is: the class is chosen with room for it.
   const std::uint64_t anchor = placement.anchor % kPlacementPage / 64 * 64;
-  const std::uint64_t offset = placement_offset(reinterpret_cast<std::uintptr_t>(placement.source));
+  const std::uint64_t offset = placement_offset(reinterpret_cast<std::uintptr_t>(placement.source), copy_placement());
   return allocate_shifted(payload_bytes, payload_shift_for(0, anchor, offset), anchor, offset);
 }
 

@@ -110,6 +110,10 @@ class Heap {
   [[nodiscard]] bool on_huge_pages(std::uint64_t block) const noexcept {
     return has_huge_pages() && block >= segments_[1].start;
   }
+  /// The rule that places large payloads in this process: AwayFromAliasing on
+  /// Intel cores, PageStart elsewhere; $HAKOBU_PLACEMENT=page|away overrides
+  /// (read once per process).
+  [[nodiscard]] static CopyPlacement copy_placement() noexcept;
   /// Returns the pages of every cached free block to the system.
   void trim_cache() noexcept;
 

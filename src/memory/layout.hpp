@@ -77,39 +77,51 @@ constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
 }
 
 // --- payload placement ----------------------------------------------------------
-// A large copy runs at memcpy speed only when its destination does not sit a
-// little *after* its source modulo 4 KiB: with (dst - src) mod 4096 in (0, ~1 KiB)
-// the loads of the copy seem to depend on its own recent stores ("4K aliasing"),
-// and on Intel cores a 1 GiB copy then takes 2-4x as long (measured: 48 -> 306 ms,
-// 112 -> 330 ms, 496 -> 171 ms, 4080 -> 80 ms, where memcpy takes ~90 ms).
-// Destination at the same offset or a little *before* the source is fast.
-//
 // A block's payload is copied twice: in, from the sender's buffer, and out, into
 // the receiver's. Ordinary large buffers start 16 bytes past a page (glibc's
 // mmap'ed chunks: NumPy arrays, std::vector) or on a page (aligned allocations).
-// So a large payload (or an array's elements: the "anchor" of the placement) is
-// put, modulo 4 KiB:
-//   * at the source's offset rounded down to 64 bytes, when the source is known
-//     and that offset lies in [64, 4096 - 1024]: copying in then goes to the
-//     same offset or up to 63 bytes before it, and copying out into a buffer at
-//     0 or 16 goes more than 1 KiB before the payload;
-//   * else in the middle of a page (2048): about 2 KiB from buffers at 0 or 16
-//     in both directions, and from sources just below a page end.
-// The payload stays 64-byte aligned. Blocks of kPlacedMinBytes and more (which
-// are page-aligned) are placed so; smaller ones keep their payload right after
-// the header (a 300-byte message does not spend a page on this). The shift
-// from the header to the payload is recorded in the block header; read from
-// shared memory, it is bounds-checked (kMaxPayloadShift, a multiple of 64, and
-// with the payload inside the block) before any use.
+// How fast a large copy runs depends on (dst - src) mod 4096, differently on
+// different cores (1 GiB, glibc 2.36 memcpy, memcpy alone ~90 ms):
+//   * Intel: loads that seem to depend on recent stores 4 KiB apart ("4K
+//     aliasing") when the destination sits a little *after* the source:
+//     48 -> 306 ms, 112 -> 330 ms, 496 -> 171 ms; 0 and 4080 -> 80-95 ms.
+//   * AMD Zen 4 (this project's VM at times): no difference at all into memory
+//     already faulted in; into fresh memory (np.array(received), x.copy()),
+//     glibc's two-page loop, taken unless 1 <= distance <= ~240, costs 45% more
+//     unless the distance is 0 (64 MiB: 6.5 ms at 0-240, 9.5 ms elsewhere).
+// So, modulo 4 KiB, a large payload (or an array's elements: the "anchor" of
+// the placement) is put where both copies avoid the slow distances:
+//   * AwayFromAliasing (Intel): at the source's offset rounded down to 64
+//     bytes when the source is known and that offset lies in [64, 4096 - 1024]
+//     (copying in goes to the same offset or up to 63 bytes before it; out into
+//     a buffer at 0 or 16 goes more than 1 KiB before the payload); else in the
+//     middle of a page (2048): ~2 KiB from buffers at 0 or 16 both ways.
+//   * PageStart (other cores): on a page. Copying in from a buffer at 0 or 16 is
+//     then at distance 0 or 4080 (both fast into a recycled block), copying out
+//     into a fresh buffer at 0 or 16 at distance 0 or 16 (the fast ones).
+// The payload stays 64-byte aligned (DLPack consumers such as XLA copy what is
+// not). Blocks of kPlacedMinBytes and more (which are page-aligned) are placed
+// so; smaller ones keep their payload right after the header (a 300-byte message
+// does not spend a page on this). The shift from the header to the payload is
+// recorded in the block header; read from shared memory, it is bounds-checked
+// (kMaxPayloadShift, a multiple of 64, and with the payload inside the block)
+// before any use.
 inline constexpr std::uint64_t kPlacementPage = 4096;
 inline constexpr std::uint64_t kPlacedMinBytes = std::uint64_t{64} << 10;
 inline constexpr std::uint64_t kMaxPayloadShift = kPlacementPage - 64;
 inline constexpr std::uint64_t kAliasReach = 1024;  ///< how far ahead of a source a destination aliases
 inline constexpr std::uint64_t kUnknownSourceOffset = 2048;
 
+/// Which rule places payloads on this machine (see "payload placement").
+enum class CopyPlacement : std::uint8_t {
+  PageStart,         ///< on a page boundary
+  AwayFromAliasing,  ///< away from 4K aliasing with the source and with buffers at 0 or 16
+};
+
 /// The page offset (mod kPlacementPage) for the copied bytes of a large payload
 /// whose copy source is at `source` (0: unknown). See "payload placement".
-constexpr std::uint64_t placement_offset(std::uintptr_t source) noexcept {
+constexpr std::uint64_t placement_offset(std::uintptr_t source, CopyPlacement rule) noexcept {
+  if (rule == CopyPlacement::PageStart) return 0;
   if (source == 0) return kUnknownSourceOffset;
   const std::uint64_t down = source % kPlacementPage / 64 * 64;
   if (down >= 64 && down <= kPlacementPage - kAliasReach) return down;
@@ -125,9 +137,12 @@ constexpr std::uint64_t payload_shift_for(std::uintptr_t block_address, std::uin
   const std::uint64_t natural = (block_address + 64 + anchor) % kPlacementPage;
   return (offset + kPlacementPage - natural) % kPlacementPage;
 }
-static_assert(placement_offset(0) == 2048 && placement_offset(0x7f0000000010) == 2048 &&
-              placement_offset(0x7f0000000040) == 64 && placement_offset(0x7f0000000850) == 2112 &&
-              placement_offset(0x7f0000000ff0) == 2048);
+static_assert(placement_offset(0, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000010, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000040, CopyPlacement::AwayFromAliasing) == 64 &&
+              placement_offset(0x7f0000000850, CopyPlacement::AwayFromAliasing) == 2112 &&
+              placement_offset(0x7f0000000ff0, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000850, CopyPlacement::PageStart) == 0);
 static_assert(payload_shift_for(0x10000, 0, 2048) == 1984 && payload_shift_for(0x10000, 128, 64) == 3968);
 
 // --- heap blocks ----------------------------------------------------------------

@@ -18,14 +18,20 @@ namespace {
 using hakobu::Queue;
 using hakobu::detail::BlockHeader;
 using hakobu::detail::class_bytes;
+using hakobu::detail::CopyPlacement;
 using hakobu::detail::DomainState;
+using hakobu::detail::Heap;
 using hakobu::detail::kAliasReach;
 using hakobu::detail::kBlockHeaderBytes;
 using hakobu::detail::kMaxPayloadShift;
 using hakobu::detail::kPlacedMinBytes;
 using hakobu::detail::kPlacementPage;
 using hakobu::detail::Placement;
-using hakobu::detail::placement_offset;
+
+// Where this process places the copied bytes of a payload copied from `source`.
+std::uint64_t placement_offset(const void* source) {
+  return hakobu::detail::placement_offset(reinterpret_cast<std::uintptr_t>(source), Heap::copy_placement());
+}
 
 constexpr std::uint64_t kPage = kPlacementPage;
 
@@ -71,19 +77,30 @@ Queue make_queue() {
   return std::move(queue).value();
 }
 
-TEST(Placement, RuleAvoidsAliasingBothWaysForEverySourceOffset) {
+TEST(Placement, AwayFromAliasingAvoidsItBothWaysForEverySourceOffset) {
   // Copy in from the source, copy out into a buffer on a page or 16 past one
   // (aligned allocations; glibc's mmap'ed chunks such as NumPy's arrays).
+  constexpr auto kRule = CopyPlacement::AwayFromAliasing;
   for (std::uint64_t source = 0; source < kPage; source += 16) {
-    const std::uint64_t placed = placement_offset(0x7f0000000000ULL + source);
+    const std::uint64_t placed = hakobu::detail::placement_offset(0x7f0000000000ULL + source, kRule);
     EXPECT_EQ(placed % 64, 0U) << "payloads stay 64-byte aligned";
     EXPECT_FALSE(aliases(placed, source)) << "copy in from offset " << source;
     EXPECT_FALSE(aliases(0, placed)) << "copy out to a page-aligned buffer, source offset " << source;
     EXPECT_FALSE(aliases(16, placed)) << "copy out to a malloc'ed buffer, source offset " << source;
   }
-  EXPECT_EQ(placement_offset(0), 2048U) << "unknown source: the middle of a page";
-  EXPECT_EQ(placement_offset(0x7f0000000000ULL + 64), 64U) << "the source's own offset when that is safe";
-  EXPECT_EQ(placement_offset(0x7f0000000000ULL + 2100), 2048U) << "rounded down to 64 bytes";
+  EXPECT_EQ(hakobu::detail::placement_offset(0, kRule), 2048U) << "unknown source: the middle of a page";
+  EXPECT_EQ(hakobu::detail::placement_offset(0x7f0000000000ULL + 64, kRule), 64U) << "the source's own offset";
+  EXPECT_EQ(hakobu::detail::placement_offset(0x7f0000000000ULL + 2100, kRule), 2048U) << "rounded down to 64 bytes";
+}
+
+TEST(Placement, PageStartKeepsCopiesOfOrdinaryBuffersAtTheFastDistances) {
+  // Copy in from a buffer at 0 or 16: distance 0 or 4080; copy out into a fresh
+  // buffer at 0 or 16: distance 0 or 16 (glibc's four-page loop, or none).
+  constexpr auto kRule = CopyPlacement::PageStart;
+  for (const std::uint64_t source : {0ULL, 16ULL, 64ULL, 2048ULL, 4080ULL}) {
+    EXPECT_EQ(hakobu::detail::placement_offset(0x7f0000000000ULL + source, kRule), 0U);
+  }
+  EXPECT_EQ(hakobu::detail::placement_offset(0, kRule), 0U);
 }
 
 TEST(Placement, SmallPayloadsFollowTheHeaderLargeOnesArePlaced) {
@@ -106,7 +123,7 @@ TEST(Placement, SmallPayloadsFollowTheHeaderLargeOnesArePlaced) {
         if (size < kPlacedMinBytes) {
           EXPECT_EQ(offset, kBlockHeaderBytes) << size << " bytes: no page spent on placement";
         } else {
-          EXPECT_EQ(page_offset(payload + anchor), placement_offset(reinterpret_cast<std::uintptr_t>(src)))
+          EXPECT_EQ(page_offset(payload + anchor), placement_offset(src))
               << size << " bytes, anchor " << anchor << ", source offset " << from;
           EXPECT_LE(offset, kBlockHeaderBytes + kMaxPayloadShift);
         }
@@ -129,24 +146,23 @@ TEST(Placement, LoansPlaceWhatTheCallerCopies) {
   const std::int64_t shape[] = {(1 << 20) / 8};
   for (const std::uint64_t from : {0U, 16U, 64U, 2048U, 4080U}) {
     const std::byte* src = source.at(from);
-    const auto expected = placement_offset(reinterpret_cast<std::uintptr_t>(src));
+    const auto expected = placement_offset(src);
     auto bytes = q.loan(std::size_t{1} << 20, hakobu::MessageKind::Bytes, 0, src);
     ASSERT_TRUE(bytes) << bytes.error().message;
     EXPECT_EQ(page_offset(bytes->bytes().data()), expected) << "source offset " << from;
-    EXPECT_FALSE(aliases(page_offset(bytes->bytes().data()), from));
     auto array = q.loan_array(hakobu::DType::of<double>(), shape, hakobu::Order::C, {}, src);
     ASSERT_TRUE(array) << array.error().message;
     auto view = array->array();
     ASSERT_TRUE(view) << view.error().message;
     EXPECT_EQ(page_offset(view->data), expected) << "the elements are placed, not the metadata";
   }
-  // No source given: the middle of a page, good for buffers at 0 and 16 both ways.
+  // No source given: as for an unknown source (AwayFromAliasing: the middle of a page).
   auto bytes = q.loan(std::size_t{1} << 20);
   ASSERT_TRUE(bytes);
-  EXPECT_EQ(page_offset(bytes->bytes().data()), 2048U);
+  EXPECT_EQ(page_offset(bytes->bytes().data()), placement_offset(nullptr));
   auto array = q.loan_array(hakobu::DType::of<double>(), shape);
   ASSERT_TRUE(array);
-  EXPECT_EQ(page_offset(array->array()->data), 2048U);
+  EXPECT_EQ(page_offset(array->array()->data), placement_offset(nullptr));
   // A small array stays compact: metadata right after the header, elements after it.
   const std::int64_t small_shape[] = {100};
   auto small = q.loan_array(hakobu::DType::of<double>(), small_shape, hakobu::Order::C, {}, source.at(16));
@@ -164,7 +180,7 @@ TEST(Placement, CopiesThroughTheQueueArriveIntactAndPlacedInRecycledBlocks) {
   std::uint64_t first_block = 0;
   for (const std::uint64_t from : {0U, 16U, 64U, 2048U, 3136U, 4080U}) {
     const std::byte* src = source.at(from);
-    const auto expected = placement_offset(reinterpret_cast<std::uintptr_t>(src));
+    const auto expected = placement_offset(src);
     ASSERT_TRUE(q.put(std::span<const std::byte>(src, kBytes)));
     auto bytes = q.get(std::chrono::seconds(10));
     ASSERT_TRUE(bytes) << bytes.error().message;
@@ -230,7 +246,9 @@ TEST(Placement, AForgedShiftIsRefused) {
   large_sample->reset();
   auto again = q.loan(std::size_t{1} << 20);
   ASSERT_TRUE(again);
-  const std::uint64_t block = static_cast<std::uint64_t>(again->bytes().data() - heap.base()) / kPage * kPage;
+  // The payload lies within a page past the header's end, and the block is page-aligned.
+  const std::uint64_t block =
+      (static_cast<std::uint64_t>(again->bytes().data() - heap.base()) - kBlockHeaderBytes) / kPage * kPage;
   ASSERT_TRUE(q.put(*again));
   heap.header(block)->payload_shift.store(static_cast<std::uint16_t>(kMaxPayloadShift - 64 + 1));
   auto refused = q.get(std::chrono::seconds(5));
