@@ -265,7 +265,7 @@ def copies(size: int, repeats: int) -> dict[str, Any]:
             q.get()  # the receiver's view, released at once: its block is recycled
 
         hand_offs, puts = [], []
-        for _ in range(max(2, repeats // 2)):
+        for _ in range(repeats):
             hand_offs.append(timed(lambda: shared_memory_hand_off(source)))
             puts.append(timed(hakobu_hand_off))
         shm_ms, put_get_ms = statistics.median(hand_offs) * 1e3, statistics.median(puts) * 1e3
