@@ -312,4 +312,17 @@ std::vector<double> put_copy_times(Queue& queue, const PrivateBuffer& source, st
   return times;
 }
 
+CopyRound put_and_copy_out(Queue& queue, const std::byte* source, std::size_t bytes, std::byte* receiver) {
+  CopyRound round;
+  std::int64_t start = now_ns();
+  check(queue.put(std::span<const std::byte>(source, bytes)), "put on " + queue.name());
+  round.put = static_cast<double>(now_ns() - start);
+  Sample sample = take(queue.try_get(), "try_get on " + queue.name());
+  start = now_ns();
+  std::memcpy(receiver, sample.bytes().data(), bytes);
+  asm volatile("" : : "r"(receiver) : "memory");  // the copy must happen before the clock is read
+  round.copy_out = static_cast<double>(now_ns() - start);
+  return round;
+}
+
 }  // namespace hakobu_bench::hk

@@ -60,6 +60,15 @@ double stream(hakobu::Queue& data, hakobu::Queue& acks, WaitMode mode, const Pri
 std::vector<double> put_copy_times(hakobu::Queue& queue, const PrivateBuffer& source, std::size_t message_bytes,
                                    std::size_t count);
 
+/// One copy in and one copy out, timed apart (ns).
+struct CopyRound {
+  double put = 0;       ///< put(bytes) of the source: one copy into a (recycled) block
+  double copy_out = 0;  ///< memcpy of the received sample into the receiver's buffer
+};
+/// put(bytes) of `bytes` at `source`, then try_get and a memcpy of the sample
+/// into `receiver` (one process); the sample is released untimed.
+CopyRound put_and_copy_out(hakobu::Queue& queue, const std::byte* source, std::size_t bytes, std::byte* receiver);
+
 // Peer roles.
 int echo_peer(const PeerArgs& args);
 int handoff_peer(const PeerArgs& args);

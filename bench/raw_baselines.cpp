@@ -183,4 +183,11 @@ std::vector<double> memcpy_times(const PrivateBuffer& source, const PrivateBuffe
   return times;
 }
 
+double memcpy_once(std::byte* destination, const std::byte* source, std::size_t bytes) {
+  const std::int64_t start = now_ns();
+  std::memcpy(destination, source, bytes);
+  clobber_memory();
+  return static_cast<double>(now_ns() - start);
+}
+
 }  // namespace hakobu_bench::raw

@@ -59,6 +59,9 @@ double memcpy_throughput(const PrivateBuffer& source, const PrivateBuffer& desti
 std::vector<double> memcpy_times(const PrivateBuffer& source, const PrivateBuffer& destination, std::size_t bytes,
                                  std::size_t count);
 
+/// Duration (ns) of one memcpy of `bytes` from `source` to `destination`.
+double memcpy_once(std::byte* destination, const std::byte* source, std::size_t bytes);
+
 // Peer roles.
 int spin_echo_peer(const PeerArgs& args);
 int futex_echo_peer(const PeerArgs& args);

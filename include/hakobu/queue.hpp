@@ -114,8 +114,8 @@ class Queue {
   /// `copy_source`: the address the payload will be copied from, if the caller
   /// fills the loan with one copy; the block is laid out so that this copy (and
   /// the receiver's copy out into an ordinary buffer) runs at memcpy speed.
-  /// Without it, big payloads are placed well for the usual buffers (see
-  /// heap.hpp, "Payload placement").
+  /// Without it, payloads of 64 KiB and more are placed for the usual
+  /// buffers (on a page, or 16 bytes past one). Payloads stay 64-byte aligned.
   Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes, std::size_t attachments = 0,
                                const void* copy_source = nullptr);
   /// Lends an array message whose elements are not copied into it but live in

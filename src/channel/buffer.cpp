@@ -53,8 +53,9 @@ namespace {
 Result<std::span<std::byte>, GetError> block_bytes(detail::Heap& heap, std::uint64_t block) {
   if (!heap.check_block(block, 0)) return {GetError::Corrupt, "an attachment failed validation"};
   const std::uint64_t size = heap.header(block)->payload_bytes.load(std::memory_order_relaxed);
-  if (!heap.check_block(block, size)) return {GetError::Corrupt, "an attachment's size failed validation"};
-  return std::span<std::byte>(heap.payload(block), size);
+  std::byte* const data = heap.checked_payload(block, size);
+  if (data == nullptr) return {GetError::Corrupt, "an attachment's size failed validation"};
+  return std::span<std::byte>(data, size);
 }
 
 // Attachment `index` of the block at `block`, checked; 0 if there is none.
@@ -105,14 +106,15 @@ Result<std::size_t, AttachError> Loan::attach_block(std::uint64_t block, const d
     return {AttachError::NoRoom, "the loan has room for " + std::to_string(attachment_capacity_) + " attachments"};
   }
   const std::uint64_t table_offset = h->attachment_table;
-  if (table_offset % 8 != 0 || table_offset > heap.capacity() ||
-      !heap.check_block(block_, table_offset + (std::uint64_t{index} + 1) * sizeof(std::uint64_t))) {
-    return {AttachError::Invalid, "the loan's attachment table is damaged"};
-  }
+  std::byte* const payload =
+      table_offset % 8 != 0 || table_offset > heap.capacity()
+          ? nullptr
+          : heap.checked_payload(block_, table_offset + (std::uint64_t{index} + 1) * sizeof(std::uint64_t));
+  if (payload == nullptr) return {AttachError::Invalid, "the loan's attachment table is damaged"};
   // Counted before listed: a death in between leaks, never frees twice.
   if (!heap.add_ref(block)) return {AttachError::Invalid, "the source block is no longer held by anyone"};
   detail::kill_point("attach.counted");
-  auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(heap.payload(block_) + table_offset);  // NOLINT
+  auto* table = reinterpret_cast<std::atomic<std::uint64_t>*>(payload + table_offset);  // NOLINT
   table[index].store(block, std::memory_order_release);
   h->attachment_count = index + 1;
   return static_cast<std::size_t>(index);

@@ -725,7 +725,7 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
     if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue is full"};
-    auto loan = q.domain->make_loan(bytes.size(), kind);
+    auto loan = q.domain->make_loan(bytes.size(), kind, 0, detail::Placement{0, bytes.data()});
     if (!loan) {
       const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
       return {code, loan.error().message};
@@ -796,14 +796,12 @@ Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) 
 
 Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::size_t attachments,
                                     const void* copy_source) {
-  (void)copy_source;  // placement: see heap.hpp
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
-  return state_->domain->make_loan(size, kind, attachments);
+  return state_->domain->make_loan(size, kind, attachments, detail::Placement{0, copy_source});
 }
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
                                           std::string_view typestr, const void* copy_source) {
-  (void)copy_source;  // placement: see heap.hpp
   if (shape.size() > kMaxArrayDims || typestr.size() > kMaxTypestrBytes) {
     return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) +
                                             " dimensions and a type string of at most " +
@@ -812,7 +810,10 @@ Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int6
   auto data_bytes = contiguous_bytes(dtype, shape);
   if (!data_bytes) return std::move(data_bytes).error();
   const std::size_t meta = array_meta_size(shape.size(), typestr.size());
-  auto made = loan(meta + *data_bytes, MessageKind::Array);
+  if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
+  // The elements are what is copied: they are placed, not the metadata.
+  auto made =
+      state_->domain->make_loan(meta + *data_bytes, MessageKind::Array, 0, detail::Placement{meta, copy_source});
   if (!made) return made;
   write_array_meta(made->bytes().first(meta), dtype, shape, {}, 0, typestr, order);
   return made;
@@ -847,7 +848,7 @@ Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span
     if (*data_bytes > 0) std::memcpy(buffer + meta, data, *data_bytes);
     return put_bytes({buffer, total}, MessageKind::Array, timeout);
   }
-  auto made = loan_array(dtype, shape);
+  auto made = loan_array(dtype, shape, Order::C, {}, data);
   if (!made) {
     const auto code = made.error().code == LoanError::OutOfMemory ? PutError::OutOfMemory : PutError::TooLarge;
     return {code, made.error().message};

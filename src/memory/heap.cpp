@@ -2,7 +2,13 @@
 #include "memory/heap.hpp"
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "platform/os.hpp"
 #include "support/kill_point.hpp"
@@ -149,20 +155,25 @@ bool Heap::return_pages(std::uint64_t offset, std::uint64_t length) noexcept {
 
 // --- blocks ---------------------------------------------------------------------
 
-bool Heap::check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept {
-  if (block < kHeapStart || block % 64 != 0 || block >= capacity_) return false;
+std::byte* Heap::checked_payload(std::uint64_t block, std::uint64_t payload_bytes) const noexcept {
+  if (block < kHeapStart || block % 64 != 0 || block >= capacity_) return nullptr;
   const unsigned segment = segment_of(block);
   const std::uint64_t segment_end = segments_[segment].start + segments_[segment].capacity;
   // The header is read only once the page map says its page is backed.
-  if (segment_end - block < kBlockHeaderBytes || !is_backed(block, kBlockHeaderBytes)) return false;
+  if (segment_end - block < kBlockHeaderBytes || !is_backed(block, kBlockHeaderBytes)) return nullptr;
   const BlockHeader* h = header(block);
   const std::uint32_t magic = h->magic;
   const unsigned size_class = h->size_class;
-  if (magic != kBlockMagic || size_class >= kSizeClassCount) return false;
+  const std::uint64_t shift =
+      h->payload_shift.load(std::memory_order_relaxed);  // read once: the address below is made of this value
+  if (magic != kBlockMagic || size_class >= kSizeClassCount) return nullptr;
+  if (shift > kMaxPayloadShift || shift % 64 != 0) return nullptr;
   const std::uint64_t bytes = class_bytes(size_class);
-  if (bytes > segment_end - block || payload_bytes > bytes - kBlockHeaderBytes) return false;
-  if (kBlockHeaderBytes + payload_bytes > h->backed_bytes.load(std::memory_order_relaxed)) return false;
-  return payload_bytes == 0 || is_backed(block + kBlockHeaderBytes, payload_bytes);
+  const std::uint64_t start = kBlockHeaderBytes + shift;
+  if (bytes > segment_end - block || start > bytes || payload_bytes > bytes - start) return nullptr;
+  if (start + payload_bytes > h->backed_bytes.load(std::memory_order_relaxed)) return nullptr;
+  if (payload_bytes != 0 && !is_backed(block + start, payload_bytes)) return nullptr;
+  return base_ + block + start;
 }
 
 std::string out_of_memory_message(std::uint64_t asked, const std::string& cause) {
@@ -240,11 +251,67 @@ Result<void, LoanError> Heap::ensure_backed(std::uint64_t block, std::uint64_t b
   return {};
 }
 
+namespace {
+
+CopyPlacement detect_copy_placement() noexcept {
+  const char* forced = std::getenv("HAKOBU_PLACEMENT");  // NOLINT(concurrency-mt-unsafe): read once, see below
+  if (forced != nullptr && std::strcmp(forced, "page") == 0) return CopyPlacement::PageStart;
+  if (forced != nullptr && std::strcmp(forced, "away") == 0) return CopyPlacement::AwayFromAliasing;
+#if defined(__x86_64__) || defined(__i386__)
+  // 4K aliasing is what makes Intel cores slow (layout.hpp); "GenuineIntel" is
+  // EBX, EDX, ECX of leaf 0.
+  unsigned eax = 0;
+  unsigned ebx = 0;
+  unsigned ecx = 0;
+  unsigned edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x756E'6547U && edx == 0x4965'6E69U &&
+      ecx == 0x6C65'746EU) {
+    return CopyPlacement::AwayFromAliasing;
+  }
+#endif
+  return CopyPlacement::PageStart;
+}
+
+}  // namespace
+
+CopyPlacement Heap::copy_placement() noexcept {
+  static const CopyPlacement rule = detect_copy_placement();  // thread-safe, once per process
+  return rule;
+}
+
 Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes) {
-  if (payload_bytes > segments_[0].capacity - kHeapStart - kBlockHeaderBytes) {
+  return allocate_shifted(payload_bytes, 0, 0, 0);
+}
+
+Result<std::uint64_t, LoanError> Heap::allocate(std::uint64_t payload_bytes, const Placement& placement) {
+  if (payload_bytes < kPlacedMinBytes) return allocate_shifted(payload_bytes, 0, 0, 0);
+  // Blocks this large are page-aligned (block_alignment), so the shift is known
+  // before the block is: the class is chosen with room for it.
+  const std::uint64_t anchor = placement.anchor % kPlacementPage / 64 * 64;
+  const std::uint64_t offset = placement_offset(reinterpret_cast<std::uintptr_t>(placement.source), copy_placement());
+  return allocate_shifted(payload_bytes, payload_shift_for(0, anchor, offset), anchor, offset);
+}
+
+Result<std::uint64_t, LoanError> Heap::allocate_shifted(std::uint64_t payload_bytes, std::uint64_t shift,
+                                                        std::uint64_t anchor, std::uint64_t offset) {
+  if (payload_bytes > segments_[0].capacity - kHeapStart - kBlockHeaderBytes - shift) {
     return {LoanError::TooLarge, "a message of " + format_bytes(payload_bytes) + " does not fit the domain heap of " +
                                      format_bytes(segments_[0].capacity)};
   }
+  // What the block must hold past its header, shift included.
+  const std::uint64_t reserve = shift + payload_bytes;
+  auto block = obtain(reserve);
+  if (!block) return block;
+  BlockHeader* h = header(*block);
+  // Every block of a placed size is page-aligned; should one not be, its
+  // payload follows the header (still correct, only not placed).
+  const std::uint64_t actual = shift == 0 ? 0 : payload_shift_for(*block, anchor, offset);
+  h->payload_shift.store(static_cast<std::uint16_t>(actual == shift ? shift : 0), std::memory_order_relaxed);
+  h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
+  return block;
+}
+
+Result<std::uint64_t, LoanError> Heap::obtain(std::uint64_t payload_bytes) {
   const std::uint64_t total = payload_bytes + kBlockHeaderBytes;
   const unsigned size_class = class_for(total);
   std::uint64_t block = 0;
@@ -325,6 +392,7 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
     BlockHeader* h = header(block);
     h->magic = kBlockMagic;
     h->size_class = static_cast<std::uint16_t>(size_class);
+    h->payload_shift.store(0, std::memory_order_relaxed);
     h->refs.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(count > 1 ? bytes : commit_bytes, std::memory_order_relaxed);
     h->payload_bytes.store(0, std::memory_order_relaxed);
@@ -393,8 +461,9 @@ std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) con
   const std::uint64_t count = h->attachment_count;
   const std::uint64_t table = h->attachment_table;
   if (count == 0 || count > kMaxAttachments || table % 8 != 0 || table > kMaxHeapCapacity) return {};
-  if (!check_block(block, table + count * sizeof(std::uint64_t))) return {};
-  return {reinterpret_cast<std::atomic<std::uint64_t>*>(payload(block) + table), count};  // NOLINT
+  std::byte* const data = checked_payload(block, table + count * sizeof(std::uint64_t));
+  if (data == nullptr) return {};
+  return {reinterpret_cast<std::atomic<std::uint64_t>*>(data + table), count};  // NOLINT
 }
 
 bool Heap::drop_ref(std::uint64_t block, unsigned depth) noexcept {
@@ -489,6 +558,7 @@ Result<std::uint64_t, LoanError> Heap::take_returned(unsigned size_class, std::u
     BlockHeader* h = header(block);
     h->magic = kBlockMagic;
     h->size_class = static_cast<std::uint16_t>(size_class);
+    h->payload_shift.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(commit, std::memory_order_relaxed);
     h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);
     h->attachment_count = 0;

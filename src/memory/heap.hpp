@@ -48,6 +48,12 @@ struct PageMap {
   std::uint64_t file_offset = 0;                ///< of segment 0's words in the registry file
 };
 
+/// Where a block's payload goes (see "payload placement" in layout.hpp).
+struct Placement {
+  std::uint64_t anchor = 0;      ///< payload offset of the first byte that is copied (a multiple of 64)
+  const void* source = nullptr;  ///< the address it is copied from; nullptr: unknown
+};
+
 class Heap {
  public:
   Heap() = default;
@@ -57,6 +63,9 @@ class Heap {
   /// A block whose payload holds `payload_bytes`, with refs = 1. Its memory is
   /// backed; the payload is not cleared.
   Result<std::uint64_t, LoanError> allocate(std::uint64_t payload_bytes);
+  /// As above, a payload to be filled by copying: a large one is placed so
+  /// that copies in (from `placement.source`) and out run at memcpy speed.
+  Result<std::uint64_t, LoanError> allocate(std::uint64_t payload_bytes, const Placement& placement);
   /// Drops one reference; frees the block when it was the last (and drops its
   /// attachments). Returns true if freed.
   bool drop_ref(std::uint64_t block) noexcept { return drop_ref(block, 0); }
@@ -71,12 +80,29 @@ class Heap {
   /// `payload_bytes`, every byte of it backed by memory (the page map says so
   /// before any of it is read). The check every offset read from shared memory
   /// must pass before use.
-  [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept;
+  [[nodiscard]] bool check_block(std::uint64_t block, std::uint64_t payload_bytes) const noexcept {
+    return checked_payload(block, payload_bytes) != nullptr;
+  }
+  /// The payload of `block` when check_block(block, payload_bytes) holds, else
+  /// nullptr: the header's values are read once, checked, and the address is
+  /// made of the values checked.
+  [[nodiscard]] std::byte* checked_payload(std::uint64_t block, std::uint64_t payload_bytes) const noexcept;
 
   [[nodiscard]] BlockHeader* header(std::uint64_t block) const noexcept {
     return reinterpret_cast<BlockHeader*>(base_ + block);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
   }
-  [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept { return base_ + block + kBlockHeaderBytes; }
+  /// The payload of a block this process holds and has checked. The shift is
+  /// read from shared memory: one out of range counts as 0, so the address
+  /// stays within the block's first page past the header whatever it says.
+  [[nodiscard]] std::byte* payload(std::uint64_t block) const noexcept {
+    return base_ + block + kBlockHeaderBytes + shift_of(header(block));
+  }
+  /// Bytes from the block's start to its payload (the header, then the shift).
+  [[nodiscard]] std::uint64_t payload_offset(std::uint64_t block) const noexcept {
+    return kBlockHeaderBytes + shift_of(header(block));
+  }
+  /// The heap's byte 0 in this process.
+  [[nodiscard]] std::byte* base() const noexcept { return base_; }
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
   /// True when blocks of 2 MiB and more come from a hugetlbfs file.
   [[nodiscard]] bool has_huge_pages() const noexcept { return segments_[1].capacity != 0; }
@@ -84,10 +110,22 @@ class Heap {
   [[nodiscard]] bool on_huge_pages(std::uint64_t block) const noexcept {
     return has_huge_pages() && block >= segments_[1].start;
   }
+  /// The rule that places large payloads in this process: AwayFromAliasing on
+  /// Intel cores, PageStart elsewhere; $HAKOBU_PLACEMENT=page|away overrides
+  /// (read once per process).
+  [[nodiscard]] static CopyPlacement copy_placement() noexcept;
   /// Returns the pages of every cached free block to the system.
   void trim_cache() noexcept;
 
  private:
+  static std::uint64_t shift_of(const BlockHeader* h) noexcept {
+    const std::uint64_t shift = h->payload_shift.load(std::memory_order_relaxed);
+    return shift <= kMaxPayloadShift && shift % 64 == 0 ? shift : 0;
+  }
+  Result<std::uint64_t, LoanError> allocate_shifted(std::uint64_t payload_bytes, std::uint64_t shift,
+                                                    std::uint64_t anchor, std::uint64_t offset);
+  /// A block with refs = 1 holding `payload_bytes` past its header, backed.
+  Result<std::uint64_t, LoanError> obtain(std::uint64_t payload_bytes);
   Result<std::uint64_t, LoanError> carve(unsigned size_class, std::uint64_t payload_bytes);
   Result<std::uint64_t, LoanError> carve_in(unsigned segment, unsigned size_class, std::uint64_t payload_bytes);
   [[nodiscard]] unsigned segment_of(std::uint64_t offset) const noexcept { return on_huge_pages(offset) ? 1U : 0U; }

@@ -36,12 +36,13 @@
 
 namespace hakobu::detail {
 
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;                         // 3: BlockHeader::payload_shift
 inline constexpr std::uint64_t kRegistryMagic = 0x5245'554B'4F42'414BULL;  // "KABOKUER"
 inline constexpr std::uint32_t kBlockMagic = 0x4B4C'4248U;                 // "HBLK"
 
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
-              "shared memory needs lock-free (address-free) 32- and 64-bit atomics");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::uint16_t>::is_always_lock_free,
+              "shared memory needs lock-free (address-free) 16-, 32- and 64-bit atomics");
 
 // --- size classes -------------------------------------------------------------
 // Block sizes grow in quarter steps of powers of two (256, 320, 384, 448, 512,
@@ -75,6 +76,75 @@ constexpr std::uint64_t block_alignment(std::uint64_t bytes) noexcept {
   return 64;
 }
 
+// --- payload placement ----------------------------------------------------------
+// A block's payload is copied twice: in, from the sender's buffer, and out, into
+// the receiver's. Ordinary large buffers start 16 bytes past a page (glibc's
+// mmap'ed chunks: NumPy arrays, std::vector) or on a page (aligned allocations).
+// How fast a large copy runs depends on (dst - src) mod 4096, differently on
+// different cores (1 GiB, glibc 2.36 memcpy, memcpy alone ~90 ms):
+//   * Intel: loads that seem to depend on recent stores 4 KiB apart ("4K
+//     aliasing") when the destination sits a little *after* the source:
+//     48 -> 306 ms, 112 -> 330 ms, 496 -> 171 ms; 0 and 4080 -> 80-95 ms.
+//   * AMD Zen 4 (this project's VM at times): no difference at all into memory
+//     already faulted in; into fresh memory (np.array(received), x.copy()),
+//     glibc's two-page loop, taken unless 1 <= distance <= ~240, costs 45% more
+//     unless the distance is 0 (64 MiB: 6.5 ms at 0-240, 9.5 ms elsewhere).
+// So, modulo 4 KiB, a large payload (or an array's elements: the "anchor" of
+// the placement) is put where both copies avoid the slow distances:
+//   * AwayFromAliasing (Intel): at the source's offset rounded down to 64
+//     bytes when the source is known and that offset lies in [64, 4096 - 1024]
+//     (copying in goes to the same offset or up to 63 bytes before it; out into
+//     a buffer at 0 or 16 goes more than 1 KiB before the payload); else in the
+//     middle of a page (2048): ~2 KiB from buffers at 0 or 16 both ways.
+//   * PageStart (other cores): on a page. Copying in from a buffer at 0 or 16 is
+//     then at distance 0 or 4080 (both fast into a recycled block), copying out
+//     into a fresh buffer at 0 or 16 at distance 0 or 16 (the fast ones).
+// The payload stays 64-byte aligned (DLPack consumers such as XLA copy what is
+// not). Blocks of kPlacedMinBytes and more (which are page-aligned) are placed
+// so; smaller ones keep their payload right after the header (a 300-byte message
+// does not spend a page on this). The shift from the header to the payload is
+// recorded in the block header; read from shared memory, it is bounds-checked
+// (kMaxPayloadShift, a multiple of 64, and with the payload inside the block)
+// before any use.
+inline constexpr std::uint64_t kPlacementPage = 4096;
+inline constexpr std::uint64_t kPlacedMinBytes = std::uint64_t{64} << 10;
+inline constexpr std::uint64_t kMaxPayloadShift = kPlacementPage - 64;
+inline constexpr std::uint64_t kAliasReach = 1024;  ///< how far ahead of a source a destination aliases
+inline constexpr std::uint64_t kUnknownSourceOffset = 2048;
+
+/// Which rule places payloads on this machine (see "payload placement").
+enum class CopyPlacement : std::uint8_t {
+  PageStart,         ///< on a page boundary
+  AwayFromAliasing,  ///< away from 4K aliasing with the source and with buffers at 0 or 16
+};
+
+/// The page offset (mod kPlacementPage) for the copied bytes of a large payload
+/// whose copy source is at `source` (0: unknown). See "payload placement".
+constexpr std::uint64_t placement_offset(std::uintptr_t source, CopyPlacement rule) noexcept {
+  if (rule == CopyPlacement::PageStart) return 0;
+  if (source == 0) return kUnknownSourceOffset;
+  const std::uint64_t down = source % kPlacementPage / 64 * 64;
+  if (down >= 64 && down <= kPlacementPage - kAliasReach) return down;
+  return kUnknownSourceOffset;
+}
+
+/// The shift (header end to payload) that puts payload byte `anchor` of the block
+/// at `block_address` at `offset` modulo kPlacementPage; a multiple of 64 when
+/// all three are. Heap offsets serve as addresses: every process maps the heap
+/// at a page boundary, so an offset and its address agree modulo a page.
+constexpr std::uint64_t payload_shift_for(std::uintptr_t block_address, std::uint64_t anchor,
+                                          std::uint64_t offset) noexcept {
+  const std::uint64_t natural = (block_address + 64 + anchor) % kPlacementPage;
+  return (offset + kPlacementPage - natural) % kPlacementPage;
+}
+static_assert(placement_offset(0, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000010, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000040, CopyPlacement::AwayFromAliasing) == 64 &&
+              placement_offset(0x7f0000000850, CopyPlacement::AwayFromAliasing) == 2112 &&
+              placement_offset(0x7f0000000ff0, CopyPlacement::AwayFromAliasing) == 2048 &&
+              placement_offset(0x7f0000000850, CopyPlacement::PageStart) == 0);
+static_assert(payload_shift_for(0x10000, 0, 2048) == 1984 && payload_shift_for(0x10000, 128, 64) == 3968);
+
 // --- heap blocks ----------------------------------------------------------------
 /// Most attachments one block may hold.
 inline constexpr std::uint64_t kMaxAttachments = 0xFFFF;
@@ -85,7 +155,9 @@ inline constexpr std::uint64_t kMaxAttachments = 0xFFFF;
 struct BlockHeader {
   std::uint32_t magic;       ///< kBlockMagic once carved
   std::uint16_t size_class;  ///< never changes once carved
-  std::uint16_t reserved0;
+  // Rewritten by each new owner and read by processes that check the block
+  // without holding it (a free-list head being popped): atomic, relaxed.
+  std::atomic<std::uint16_t> payload_shift;  ///< bytes between the header and the payload (see "payload placement")
   std::atomic<std::uint32_t> refs;           ///< holders; 0 while free
   std::uint32_t attachment_count;            ///< references to other blocks this block holds
   std::atomic<std::uint64_t> next_free;      ///< free-list link, packed like FreeList::head

@@ -646,7 +646,8 @@ void DomainState::release(std::uint32_t index, std::uint64_t block) noexcept {
   heap_.drop_ref(block);
 }
 
-Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments) {
+Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments,
+                                               const Placement& placement) {
   if (attachments > kMaxAttachments) {
     return {LoanError::InvalidArgument, "at most " + std::to_string(kMaxAttachments) + " attachments"};
   }
@@ -659,7 +660,7 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
   const std::uint64_t table = (payload_bytes + 7) / 8 * 8;
   auto holding = reserve_holding();
   if (!holding) return std::move(holding).error();
-  auto block = heap_.allocate(table + attachments * sizeof(std::uint64_t));
+  auto block = heap_.allocate(table + attachments * sizeof(std::uint64_t), placement);
   if (!block) {
     unreserve_holding(*holding);
     return std::move(block).error();

@@ -124,7 +124,8 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   void release(std::uint32_t index, std::uint64_t block) noexcept;
 
   /// Allocates a block and wraps it in a loan, with room for `attachments`.
-  Result<Loan, LoanError> make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments = 0);
+  Result<Loan, LoanError> make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments = 0,
+                                    const Placement& placement = {});
   /// Wraps a listed block in a sample.
   void fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size, MessageKind kind);
 

@@ -97,7 +97,7 @@ struct Known {
 
 void damage_blocks(const std::vector<Record>& records, const Known& known, hakobu::detail::Heap& heap,
                    std::uint64_t heap_bytes) {
-  std::byte* base = heap.payload(0) - hakobu::detail::kBlockHeaderBytes;
+  std::byte* base = heap.base();
   for (const auto& r : records) {
     if (r.slot) continue;
     hakobu::fuzz::patch_block(base, heap_bytes, known.offsets[r.target], known.limits[r.target], known.tables[r.target],

@@ -108,6 +108,10 @@ void block_seeds() {
   save(t, "data1-backed-bytes", Records(0x0C).op(block_op(kData1, BlockField::BackedBytes)).u64(64).bytes);
   save(t, "data1-next-free-self",
        Records(0x2C).op(block_op(kData1, BlockField::NextFree)).u64(packed_block_ref(kData1)).bytes);
+  // Layout 3: a forged payload shift (data1 is large enough to be placed; msg is not).
+  save(t, "data1-payload-shift-max", Records(0x09).op(block_op(kData1, BlockField::PayloadShift)).u64(4032).bytes);
+  save(t, "data1-payload-shift-odd", Records(0x0C).op(block_op(kData1, BlockField::PayloadShift)).u64(100).bytes);
+  save(t, "msg-payload-shift-huge", Records(0x05).op(block_op(kMsg, BlockField::PayloadShift)).u64(0xFFFF).bytes);
   save(t, "holdings-size-class", Records(0x06).op(block_op(kHoldings, BlockField::SizeClass)).u64(150).bytes);
   save(t, "spare-attachment-table",
        Records(0x04).op(block_op(kSpare, BlockField::AttachmentTable)).u64(std::uint64_t{1} << 32).bytes);

@@ -96,6 +96,7 @@ enum class BlockField : std::uint8_t {
   AttachmentTable,
   PayloadWord,      ///< an extra u16 index follows the opcode: payload word [index]
   AttachmentEntry,  ///< an extra u8 index follows the opcode: attachment table entry [index]
+  PayloadShift,     ///< the header's payload shift (layout 3)
   Count,
 };
 
@@ -127,6 +128,7 @@ inline void patch_block(std::byte* base, std::uint64_t heap_bytes, std::uint64_t
     case BlockField::AttachmentEntry:
       put(detail::kBlockHeaderBytes + table + std::uint64_t{index & 0xFFU} * 8, &value, 8);
       break;
+    case BlockField::PayloadShift: put(offsetof(detail::BlockHeader, payload_shift), &u16, 2); break;
     case BlockField::Count: break;
   }
 }
