@@ -387,7 +387,9 @@ def idle_cpu(mode: str, seconds: float, waiters: int = 0) -> dict[str, float]:
     try:
         command = [sys.executable, __file__, "--peer", "idle", "--name", "idle", "--domain", domain, "--mode", mode]
         command += ["--seconds", str(seconds), "--waiters", str(waiters)]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+        # One BLAS thread: NumPy's idle worker threads would be counted as the receiver's CPU.
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True, env=env)
         result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
     finally:

@@ -41,7 +41,7 @@ enum class OpenMode : std::uint8_t {
 /// How a blocking call waits for a message or for room.
 enum class Latency : std::uint8_t {
   /// Spins while this handle's recent waits say an arrival is near, within a
-  /// CPU budget (a tenth of a core while nothing arrives), then sleeps. Default.
+  /// CPU budget (a quarter of a core while nothing arrives), then sleeps. Default.
   Adaptive,
   /// Spins until the deadline and never sleeps: lowest latency, a whole core.
   Spin,

@@ -41,7 +41,7 @@ class Queue:
 
     ``latency`` is how this handle's blocking calls wait: ``"adaptive"``
     (default) spins while its recent waits say a message (or room) is near,
-    within a budget of a tenth of a core while nothing arrives, then sleeps;
+    within a budget of a quarter of a core while nothing arrives, then sleeps;
     ``"spin"`` spins until the deadline and never sleeps (for a dedicated
     core); ``"sleep"`` never spins. ``spin`` (seconds) asks for a fixed spin
     before sleeping instead: 0 is ``"sleep"``, ``float("inf")`` is ``"spin"``.

@@ -407,6 +407,9 @@ void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint3
   const std::uint32_t announced = waiting.fetch_add(0, std::memory_order_acq_rel);
   if (announced == 0) return;
   if ((announced & kSleeperMask) != 0) {
+    // When the sleepers' wait really ended (their history leaves the wake-up's latency out).
+    (&word == &header->not_empty ? header->not_empty_at : header->not_full_at)
+        .store(platform::monotonic_ns(), std::memory_order_relaxed);
     word.fetch_add(1, std::memory_order_release);
     platform::futex_wake(&word, count);
   }
@@ -524,7 +527,11 @@ std::int64_t QueueState::plan_spin(bool is_get, std::int64_t now) noexcept {
     case Latency::Adaptive: break;
   }
   const std::int64_t planned = (is_get ? get_history : put_history).planned_spin();
-  return std::min(planned, budget.available(now));
+  const std::int64_t tokens = budget.available(now);
+  // A spin cut short by the budget would rarely catch what the plan expects,
+  // yet cost its length (and keep the budget empty): while the budget cannot
+  // pay for the planned spin, do not spin, and let the budget fill up.
+  return tokens >= planned ? planned : 0;
 }
 
 // Waiting rules (see waiting.hpp for how long to spin):
@@ -567,8 +574,9 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
     if (slept && is_get && dequeue_ready()) notify(word, waiting, 1);
     return outcome;
   };
+  std::int64_t arrived = -1;  // when a notifier woke us, if it did during this wait
   auto done = [&] {
-    history.record(platform::monotonic_ns() - start);
+    history.record((arrived >= 0 ? arrived : platform::monotonic_ns()) - start);
     return Attempt::Done;
   };
   for (std::uint32_t tries = 1;; ++tries) {
@@ -580,7 +588,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
       if (deadline >= 0 && now >= deadline) {
         // Nothing came in the whole wait: a long wait, as far as the history goes.
         history.record(now - start);
-        if (adaptive && !spin_over) budget.spend(now - start);
+        if (adaptive && !spin_over) budget.spend(std::min(now - start, spin));
         return leave(Attempt::Timeout);
       }
       if (attempt == Attempt::Pending && now >= next_repair) {
@@ -590,7 +598,9 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
       }
       if (now >= spin_until && !spin_over) {
         spin_over = true;
-        if (adaptive) budget.spend(now - start);  // a spin that caught nothing
+        // A spin that caught nothing. Charged at most its plan: time this thread
+        // was descheduled (a busy machine) is not CPU it spent.
+        if (adaptive) budget.spend(std::min(now - start, spin));
         if (!may_sleep) {
           // Longer than the spin, by how much unknown: recorded as twice the spin.
           history.record(2 * (now - start));
@@ -617,6 +627,10 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
         if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
         waiting.fetch_sub(1, std::memory_order_relaxed);
         slept = true;
+        // The notifier's stamp (shared memory: used only if it falls inside this wait).
+        const std::int64_t stamp =
+            (is_get ? header->not_empty_at : header->not_full_at).load(std::memory_order_relaxed);
+        if (stamp >= start && stamp <= platform::monotonic_ns()) arrived = stamp;
         if (attempt == Attempt::Pending) repair(blocker);
       }
     }

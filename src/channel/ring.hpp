@@ -124,8 +124,12 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::uint64_t> dequeue_pos;
   alignas(64) std::atomic<std::uint32_t> not_empty;  ///< futex word, bumped when a message arrives
   std::atomic<std::uint32_t> consumers_waiting;      ///< sleepers | watchers (see above)
-  alignas(64) std::atomic<std::uint32_t> not_full;   ///< futex word, bumped when a slot frees
-  std::atomic<std::uint32_t> producers_waiting;      ///< sleepers | watchers
+  /// Monotonic ns of the last wake-up of sleeping consumers: when their message
+  /// came, wake-up latency left out (a hint for the adaptive spin; checked).
+  std::atomic<std::int64_t> not_empty_at;
+  alignas(64) std::atomic<std::uint32_t> not_full;  ///< futex word, bumped when a slot frees
+  std::atomic<std::uint32_t> producers_waiting;     ///< sleepers | watchers
+  std::atomic<std::int64_t> not_full_at;            ///< as not_empty_at, for sleeping producers
   alignas(64) std::atomic<std::uint64_t> put_count;
   alignas(64) std::atomic<std::uint64_t> get_count;
   alignas(64) std::atomic<std::uint64_t> get_watchers[kWatcherSlots];  ///< signalled by puts (see above)

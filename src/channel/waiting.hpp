@@ -12,20 +12,22 @@
 // * History: a histogram of wait durations in power-of-two buckets (bucket b:
 //   under 2^(b+10) ns, the last bucket: anything longer). Each recorded wait
 //   first ages every bucket by 1/8, so the last few dozen waits decide. A wait
-//   is recorded from its start to its success, sleeping included; a wait that
-//   timed out is recorded as its full length (an arrival did not come).
-// * Plan: the spin is the smallest bucket bound that covers 90% of the recent
+//   is recorded from its start to its arrival: for a sleeper, the time its
+//   notifier stamped in the queue header before waking it (so the wake-up's
+//   own latency, 30-300 µs on a busy VM, does not pass for a slow peer), else
+//   its success; a wait that timed out is recorded as its full length.
+// * Plan: the spin is twice the smallest bucket bound that covers 90% of the recent
 //   waits, else 70%, else 50%, taking the first that is
 //   at most kMaxAdaptiveSpinNs (spinning longer than that costs more CPU than
 //   a wake-up costs time); if none is, kMinAdaptiveSpinNs, for a message
 //   already on its way. A median alone would let every other wait sleep. With
 //   too little history, the longest spin (to measure the peer, not the wake-ups).
-//   A wait that slept is recorded with the wake-up's latency in it, which only
-//   errs towards spinning less; a spin long enough catches the true figure.
 // * Budget: spins that end in a sleep (nothing arrived) draw on a token bucket
-//   that fills at kBudgetShare of wall time, up to kBudgetBurstNs; a spin
-//   never exceeds what is in the bucket. So while nothing arrives a handle
-//   spins at most a tenth of a core, whatever the history says, and an idle
+//   that fills at 1/kBudgetShareDivisor of wall time, up to kBudgetBurstNs;
+//   while the bucket holds less than the planned spin, there is no spin at
+//   all: a spin cut short would seldom catch anything and would keep the
+//   bucket empty. So while nothing arrives a handle
+//   spins at most a quarter of a core, whatever the history says, and an idle
 //   receiver stops spinning altogether. Spins that catch a message are free:
 //   that is the case spinning is for.
 // * The plan only chooses when to announce oneself and sleep. The announce +
@@ -45,9 +47,9 @@ namespace hakobu::detail {
 
 inline constexpr int kWaitBuckets = 16;
 inline constexpr std::int64_t kMaxAdaptiveSpinNs = std::int64_t{1} << 19;  // 524 µs
-inline constexpr std::int64_t kMinAdaptiveSpinNs = 4'096;                  // 4 µs
+inline constexpr std::int64_t kMinAdaptiveSpinNs = 8'192;                  // 8 µs
 inline constexpr std::int64_t kBudgetBurstNs = 2'000'000;                  // 2 ms of spinning in reserve
-inline constexpr std::int64_t kBudgetShareDivisor = 10;                    // refill: 1/10 of wall time
+inline constexpr std::int64_t kBudgetShareDivisor = 4;                     // refill: 1/4 of wall time
 inline constexpr std::uint32_t kWaitWeight = 1024;                         // a new wait's weight
 inline constexpr std::uint32_t kEnoughHistory = 2 * kWaitWeight;           // below: explore
 
@@ -92,7 +94,10 @@ class WaitHistory {
       std::uint64_t covered = 0;
       for (int b = 0; b < kWaitBuckets && bucket_bound(b) <= kMaxAdaptiveSpinNs; ++b) {
         covered += w[b];
-        if (10 * covered >= tenths * total) return std::max(bucket_bound(b), kMinAdaptiveSpinNs);
+        if (10 * covered >= tenths * total) {
+          // Twice the bound: waits jitter, and one just past the spin costs a whole wake-up.
+          return std::clamp(2 * bucket_bound(b), kMinAdaptiveSpinNs, kMaxAdaptiveSpinNs);
+        }
       }
     }
     return kMinAdaptiveSpinNs;
@@ -116,7 +121,11 @@ class SpinBudget {
     return std::max<std::int64_t>(tokens, 0);
   }
   /// A spin of `ns` that caught nothing.
-  void spend(std::int64_t ns) noexcept { tokens_.fetch_sub(ns, std::memory_order_relaxed); }
+  void spend(std::int64_t ns) noexcept {
+    // Never below zero: a debt would stop spinning long after the waits changed.
+    std::int64_t tokens = tokens_.load(std::memory_order_relaxed);
+    tokens_.store(std::max<std::int64_t>(tokens - ns, 0), std::memory_order_relaxed);
+  }
 
  private:
   std::atomic<std::int64_t> tokens_{kBudgetBurstNs};

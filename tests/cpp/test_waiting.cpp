@@ -111,7 +111,7 @@ TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
   EXPECT_EQ(budget.available(t0), kBudgetBurstNs);
   budget.spend(kBudgetBurstNs);
   EXPECT_EQ(budget.available(t0), 0);
-  // After 10 ms of wall time, a tenth of it may be spun.
+  // After 10 ms of wall time, a share of it may be spun.
   EXPECT_EQ(budget.available(t0 + 10'000'000), 10'000'000 / kBudgetShareDivisor);
   // Never more than the burst, however long it was idle.
   EXPECT_EQ(budget.available(t0 + 1'000'000'000'000), kBudgetBurstNs);
