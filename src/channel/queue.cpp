@@ -579,12 +579,22 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
     history.record((arrived >= 0 ? arrived : platform::monotonic_ns()) - start);
     return Attempt::Done;
   };
+  // Adaptive spins past kPauseSpinNs yield the CPU between looks: on a machine
+  // with more runnable threads than cores the peer we wait for may need this
+  // very core, and a pause-only spin would delay it (a yield costs ~1 µs on an idle one).
+  bool yielding = false;
   for (std::uint32_t tries = 1;; ++tries) {
-    if (tries % 64 != 0 && spin_until > start) {
+    bool look_at_clock = true;
+    if (yielding && !spin_over) {
+      platform::yield_cpu();  // and the clock every time: it costs little next to the yield
+    } else if (tries % 64 != 0 && spin_until > start) {
       // Spinning: look at the queue after every pause, at the clock now and then.
       platform::cpu_relax();
-    } else {
+      look_at_clock = false;
+    }
+    if (look_at_clock) {
       const std::int64_t now = platform::monotonic_ns();
+      if (adaptive && now - start >= kPauseSpinNs) yielding = true;
       if (deadline >= 0 && now >= deadline) {
         // Nothing came in the whole wait: a long wait, as far as the history goes.
         history.record(now - start);

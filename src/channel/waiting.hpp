@@ -30,6 +30,10 @@
 //   spins at most a quarter of a core, whatever the history says, and an idle
 //   receiver stops spinning altogether. Spins that catch a message are free:
 //   that is the case spinning is for.
+// * Spinning is polite past kPauseSpinNs: the CPU is yielded between looks, so
+//   that on a machine with more runnable threads than cores (this project's
+//   2-vCPU VMs, shared) the peer being waited for is not kept off its core by
+//   our spin; on an idle machine a yield returns at once.
 // * The plan only chooses when to announce oneself and sleep. The announce +
 //   try-again + futex protocol (queue.cpp, wait_until_done) is unchanged, so
 //   no spin decision can lose or delay a wake-up: a notifier wakes whoever is
@@ -48,6 +52,7 @@ namespace hakobu::detail {
 inline constexpr int kWaitBuckets = 16;
 inline constexpr std::int64_t kMaxAdaptiveSpinNs = std::int64_t{1} << 19;  // 524 µs
 inline constexpr std::int64_t kMinAdaptiveSpinNs = 8'192;                  // 8 µs
+inline constexpr std::int64_t kPauseSpinNs = 4'096;                        // then spin with yields
 inline constexpr std::int64_t kBudgetBurstNs = 2'000'000;                  // 2 ms of spinning in reserve
 inline constexpr std::int64_t kBudgetShareDivisor = 4;                     // refill: 1/4 of wall time
 inline constexpr std::uint32_t kWaitWeight = 1024;                         // a new wait's weight

@@ -160,6 +160,8 @@ inline void cpu_relax() noexcept {
   asm volatile("yield" ::: "memory");
 #endif
 }
+/// Gives the CPU to another runnable thread, if any (sched_yield).
+void yield_cpu() noexcept;
 /// Calls `prepare` before every fork() and `parent`/`child` after it.
 void on_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept;
 

@@ -4,6 +4,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -370,6 +371,10 @@ SysResult<std::int64_t> receive_datagram(int fd, void* data, std::size_t size) n
   if (got >= 0) return static_cast<std::int64_t>(got);
   if (errno == EAGAIN || errno == EWOULDBLOCK) return std::int64_t{-1};
   return {Errno{errno}};
+}
+
+void yield_cpu() noexcept {
+  ::sched_yield();
 }
 
 std::int64_t monotonic_ns() noexcept {
