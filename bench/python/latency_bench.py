@@ -264,6 +264,8 @@ class SocketRun(Run):
         workdir = Path(tempfile.mkdtemp(prefix="hakobu-lat-"))
         closers: list[Callable[[], None]] = []
         peer: Optional[subprocess.Popen[bytes]] = None
+        send: Callable[[bytes], Any]
+        receive: Callable[[], bytes]
         try:
             if self.method == "unix":
                 address = str(workdir / "s")
@@ -275,11 +277,8 @@ class SocketRun(Run):
                 connection, _ = listener.accept()
                 closers.append(connection.close)
 
-                def send(data: bytes) -> None:
-                    connection.sendall(data)
-
-                def receive() -> bytes:
-                    return recv_exactly(connection, MESSAGE_BYTES)
+                send = connection.sendall
+                receive = lambda: recv_exactly(connection, MESSAGE_BYTES)  # noqa: E731
 
             elif self.method == "mp":
                 address = str(workdir / "s")

@@ -126,7 +126,7 @@ class QueueState {
   /// How long (ns) a wait starting `now` spins before it sleeps (INT64_MAX: until its deadline).
   std::int64_t plan_spin(bool is_get, std::int64_t now) noexcept;
   /// Sends the cookie of every entry of `table` to its socket; empties entries whose socket is gone.
-  void signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) const noexcept;
+  static void signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept;
   /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, Fill&& fill) noexcept {
@@ -378,13 +378,19 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
 
 namespace {
 
-/// The abstract socket name of wake-socket `id` of this user.
-std::string wake_socket_name(std::uint64_t id) {
-  char name[64];
-  (void)std::snprintf(name, sizeof name, "hakobu-wake.%u.%012llx", static_cast<unsigned>(platform::user_id()),
-                      static_cast<unsigned long long>(id));
-  return name;
-}
+/// The abstract socket name of wake-socket `id` of this user, held in place
+/// (no allocation: this runs on the put path). Not copyable: `view` points into `text`.
+struct WakeSocketName {
+  char text[64];
+  std::string_view view;
+  explicit WakeSocketName(std::uint64_t id) noexcept : text{} {
+    const int n = std::snprintf(text, sizeof text, "hakobu-wake.%u.%012llx", static_cast<unsigned>(platform::user_id()),
+                                static_cast<unsigned long long>(id & ((std::uint64_t{1} << 48) - 1)));
+    view = std::string_view(text, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof text - 1) : 0);
+  }
+  WakeSocketName(const WakeSocketName&) = delete;
+  WakeSocketName& operator=(const WakeSocketName&) = delete;
+};
 
 /// The process's socket to send wake-ups from (made once; -1 if it cannot be).
 int sending_socket() noexcept {
@@ -418,8 +424,7 @@ void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint3
   }
 }
 
-void QueueState::signal_watchers(std::atomic<std::uint64_t>* table,
-                                 std::atomic<std::uint32_t>& waiting) const noexcept {
+void QueueState::signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept {
   const int sender = sending_socket();
   if (sender < 0) return;
   for (std::size_t i = 0; i < kWatcherSlots; ++i) {  // bounded by the table, whatever the count says
@@ -427,7 +432,7 @@ void QueueState::signal_watchers(std::atomic<std::uint64_t>* table,
     if (entry == 0) continue;
     // The name is made of this process's uid and 48 bits of the entry: at worst
     // a forged entry reaches another socket of ours (a spurious wake-up).
-    const auto sent = platform::send_datagram(sender, wake_socket_name(entry >> 16U), &entry, sizeof entry);
+    const auto sent = platform::send_datagram(sender, WakeSocketName(entry >> 16U).view, &entry, sizeof entry);
     if (!sent && (sent.error().code == ECONNREFUSED || sent.error().code == ENOENT)) {
       // Nobody has that socket any more (its process died or closed it): the
       // entry would cost every put a system call forever. Empty it once.
@@ -576,12 +581,13 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
   };
   std::int64_t arrived = -1;  // when a notifier woke us, if it did during this wait
   auto done = [&] {
+    if (adaptive && !spin_over) budget.caught();
     history.record((arrived >= 0 ? arrived : platform::monotonic_ns()) - start);
     return Attempt::Done;
   };
   // Adaptive spins past kPauseSpinNs yield the CPU between looks: on a machine
   // with more runnable threads than cores the peer we wait for may need this
-  // very core, and a pause-only spin would delay it (a yield costs ~1 µs on an idle one).
+  // very core, and a pause-only spin would delay it.
   bool yielding = false;
   for (std::uint32_t tries = 1;; ++tries) {
     bool look_at_clock = true;
@@ -911,7 +917,7 @@ Result<WakeSocket, WatchError> WakeSocket::open() {
   for (int attempt = 0; attempt < 8; ++attempt) {
     const std::uint64_t id = platform::random_u64() & ((std::uint64_t{1} << 48) - 1);
     if (id == 0) continue;
-    auto bound = platform::bind_datagram_socket(detail::wake_socket_name(id));
+    auto bound = platform::bind_datagram_socket(detail::WakeSocketName(id).view);
     if (bound) {
       WakeSocket socket;
       socket.fd_ = *bound;
@@ -923,6 +929,7 @@ Result<WakeSocket, WatchError> WakeSocket::open() {
   return {WatchError::SystemError, "no free wake-up socket name"};
 }
 
+// NOLINTNEXTLINE(readability-make-member-function-const): reading empties the socket's queue
 std::size_t WakeSocket::drain(std::span<std::uint16_t> out) noexcept {
   std::size_t stored = 0;
   while (fd_ >= 0 && stored < out.size()) {

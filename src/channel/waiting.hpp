@@ -24,13 +24,14 @@
 //   too little history, the longest spin (to measure the peer, not the wake-ups).
 // * Budget: spins that end in a sleep (nothing arrived) draw on a token bucket
 //   that fills at 1/kBudgetShareDivisor of wall time, up to kBudgetBurstNs;
-//   while the bucket holds less than the planned spin, there is no spin at
-//   all: a spin cut short would seldom catch anything and would keep the
-//   bucket empty. So while nothing arrives a handle
-//   spins at most a quarter of a core, whatever the history says, and an idle
-//   receiver stops spinning altogether. Spins that catch a message are free:
-//   that is the case spinning is for.
-// * Spinning is polite past kPauseSpinNs: the CPU is yielded between looks, so
+//   a spin that catches a message fills it again (arrivals are what spinning
+//   is for, and a ping-pong's rare hiccups must not starve it). While the
+//   bucket holds less than the planned spin there is no spin at all: a spin
+//   cut short would seldom catch anything and would keep the bucket empty. So
+//   while nothing arrives a handle spins at most a quarter of a core,
+//   whatever the history says, and an idle receiver stops spinning altogether.
+// * Spinning is polite past kPauseSpinNs (long spins only: a yield can cost
+//   microseconds): the CPU is yielded between looks, so
 //   that on a machine with more runnable threads than cores (this project's
 //   2-vCPU VMs, shared) the peer being waited for is not kept off its core by
 //   our spin; on an idle machine a yield returns at once.
@@ -52,7 +53,7 @@ namespace hakobu::detail {
 inline constexpr int kWaitBuckets = 16;
 inline constexpr std::int64_t kMaxAdaptiveSpinNs = std::int64_t{1} << 19;  // 524 µs
 inline constexpr std::int64_t kMinAdaptiveSpinNs = 8'192;                  // 8 µs
-inline constexpr std::int64_t kPauseSpinNs = 4'096;                        // then spin with yields
+inline constexpr std::int64_t kPauseSpinNs = 65'536;                       // then spin with yields
 inline constexpr std::int64_t kBudgetBurstNs = 2'000'000;                  // 2 ms of spinning in reserve
 inline constexpr std::int64_t kBudgetShareDivisor = 4;                     // refill: 1/4 of wall time
 inline constexpr std::uint32_t kWaitWeight = 1024;                         // a new wait's weight
@@ -125,6 +126,8 @@ class SpinBudget {
     tokens_.store(tokens, std::memory_order_relaxed);
     return std::max<std::int64_t>(tokens, 0);
   }
+  /// A spin caught a message: spinning pays, the window starts again (full bucket).
+  void caught() noexcept { tokens_.store(kBudgetBurstNs, std::memory_order_relaxed); }
   /// A spin of `ns` that caught nothing.
   void spend(std::int64_t ns) noexcept {
     // Never below zero: a debt would stop spinning long after the waits changed.
