@@ -442,13 +442,12 @@ async def _wait_async(
     NO_SENDER_WARNING_SECONDS. No receive or send is in flight while the task
     waits, so cancelling it leaves the queue as it was.
     """
-    try:
+    if timeout == 0:
         return attempt()
-    except retry_on:
-        if timeout == 0:
-            raise
     core = queue._core
-    if queue._latency != "sleep" and core.spin_until_ready(writable, ASYNC_SPIN_LIMIT):
+    # Look first (and spin, as the handle's latency mode says): a failed attempt
+    # costs an exception, more than the look.
+    if core.spin_until_ready(writable, ASYNC_SPIN_LIMIT):
         try:
             return attempt()
         except retry_on:

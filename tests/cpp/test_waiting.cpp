@@ -115,6 +115,10 @@ TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
   // After 4 ms of wall time, a share of it may be spun.
   static_assert(4'000'000 / kBudgetShareDivisor < kBudgetBurstNs);
   EXPECT_EQ(budget.available(t0 + 4'000'000), 4'000'000 / kBudgetShareDivisor);
+  // A spin that caught a message starts the window again.
+  budget.spend(kBudgetBurstNs);
+  budget.caught();
+  EXPECT_EQ(budget.available(t0 + 4'000'000), kBudgetBurstNs);
   // Never more than the burst, however long it was idle.
   EXPECT_EQ(budget.available(t0 + 1'000'000'000'000), kBudgetBurstNs);
 }
