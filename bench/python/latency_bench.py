@@ -447,7 +447,7 @@ def main() -> int:
         (peer_idle if args.peer == "idle" else PEERS[args.peer])(args)
         return 0
 
-    rounds, trips, warmup, idle_seconds = (2, 500, 100, 1.0) if args.quick else (3, 2000, 300, 3.0)
+    rounds, trips, warmup, idle_seconds = (2, 500, 100, 1.0) if args.quick else (3, 1000, 200, 2.0)
     results: dict[str, Any] = {"machine": machine(), "method": __doc__}
     print(f"machine: {results['machine']}")
     print(f"method: {rounds} interleaved rounds x {trips} round trips (after {warmup} warm-up) per method")
