@@ -381,9 +381,9 @@ namespace {
 /// The abstract socket name of wake-socket `id` of this user, held in place
 /// (no allocation: this runs on the put path). Not copyable: `view` points into `text`.
 struct WakeSocketName {
-  char text[64];
+  char text[64]{};
   std::string_view view;
-  explicit WakeSocketName(std::uint64_t id) noexcept : text{} {
+  explicit WakeSocketName(std::uint64_t id) noexcept {
     const int n = std::snprintf(text, sizeof text, "hakobu-wake.%u.%012llx", static_cast<unsigned>(platform::user_id()),
                                 static_cast<unsigned long long>(id & ((std::uint64_t{1} << 48) - 1)));
     view = std::string_view(text, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof text - 1) : 0);
