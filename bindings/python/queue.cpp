@@ -635,6 +635,102 @@ std::uintptr_t address_of(const std::byte* data) {
   return reinterpret_cast<std::uintptr_t>(data);
 }  // NOLINT
 
+// ===== waiting modes and event-loop wake-ups (Queue.set_latency ... WakeSocket) =====
+// Kept apart from put/get: these only choose how a handle waits, and let an
+// asyncio loop wait on a descriptor instead of polling.
+
+Latency latency_from_name(const std::string& name) {
+  if (name == "adaptive") return Latency::Adaptive;
+  if (name == "spin") return Latency::Spin;
+  if (name == "sleep") return Latency::Sleep;
+  if (name == "fixed") return Latency::Fixed;
+  throw PythonError("InvalidArgument", "latency must be 'adaptive', 'spin', 'sleep' or 'fixed', got '" + name + "'");
+}
+
+const char* latency_name(Latency latency) {
+  switch (latency) {
+    case Latency::Spin: return "spin";
+    case Latency::Sleep: return "sleep";
+    case Latency::Fixed: return "fixed";
+    case Latency::Adaptive: break;
+  }
+  return "adaptive";
+}
+
+void set_latency(PyQueue& self, const std::string& mode, double spin_seconds) {
+  const Latency latency = latency_from_name(mode);
+  const auto spin = duration(spin_seconds, "spin");
+  if (latency == Latency::Fixed) self.queue.set_spin(spin);  // also picks Sleep for a spin of 0
+  if (latency != Latency::Fixed || spin.count() > 0) self.queue.set_latency(latency);
+}
+
+struct PyWakeSocket {
+  WakeSocket socket;
+};
+
+void open_wake_socket(PyWakeSocket* self) {
+  auto opened = WakeSocket::open();
+  if (!opened) throw PythonError("SystemFailure", opened.error().message);
+  new (self) PyWakeSocket{std::move(*opened)};
+}
+
+std::vector<int> drain_wake_socket(PyWakeSocket& self) {
+  std::vector<int> cookies;
+  std::uint16_t batch[256];
+  for (;;) {
+    const std::size_t n = self.socket.drain(batch);
+    cookies.insert(cookies.end(), batch, batch + n);
+    if (n < std::size(batch)) return cookies;
+  }
+}
+
+/// False when the queue's watcher table is full (the caller polls instead).
+bool watch(PyQueue& self, PyWakeSocket& socket, bool writable, int cookie) {
+  if (cookie < 0 || cookie > 0xFFFF) throw PythonError("InvalidArgument", "cookie must be in [0, 65535]");
+  auto watched = self.queue.watch(socket.socket, writable ? Readiness::Writable : Readiness::Readable,
+                                  static_cast<std::uint16_t>(cookie));
+  if (watched) return true;
+  if (watched.error().code == WatchError::Full) return false;
+  if (watched.error().code == WatchError::Closed) throw PythonError("Closed", watched.error().message);
+  throw PythonError("SystemFailure", watched.error().message);
+}
+
+void unwatch(PyQueue& self, PyWakeSocket& socket, bool writable, int cookie) {
+  self.queue.unwatch(socket.socket, writable ? Readiness::Writable : Readiness::Readable,
+                     static_cast<std::uint16_t>(cookie & 0xFFFF));
+}
+
+bool spin_until_ready(PyQueue& self, bool writable, double at_most_seconds) {
+  const auto at_most = duration(at_most_seconds, "at_most");
+  nb::gil_scoped_release unlocked;
+  return self.queue.spin_until_ready(writable ? Readiness::Writable : Readiness::Readable, at_most);
+}
+
+void bind_waiting(nb::module_& m, nb::class_<PyQueue>& queue) {
+  queue
+      .def("set_latency", &set_latency, "mode"_a, "spin"_a,
+           "How blocking calls wait: 'adaptive', 'spin', 'sleep', or 'fixed' (spin `spin` seconds, then sleep)")
+      .def_prop_ro("latency", [](const PyQueue& self) { return latency_name(self.queue.latency()); })
+      .def_prop_ro(
+          "planned_spin", [](const PyQueue& self) { return self.queue.planned_spin_ns(); },
+          "Nanoseconds the next blocking get would spin before its budget (a snapshot)")
+      .def("spin_until_ready", &spin_until_ready, "writable"_a, "at_most"_a,
+           "Spins as a blocking call would (at most `at_most` seconds, without the GIL) until the queue looks "
+           "ready; never sleeps, takes nothing")
+      .def("watch", &watch, "socket"_a, "writable"_a, "cookie"_a,
+           "Puts (gets, if writable) signal `socket` with `cookie` until unwatch; False if the table is full")
+      .def("unwatch", &unwatch, "socket"_a, "writable"_a, "cookie"_a);
+
+  nb::class_<PyWakeSocket>(m, "WakeSocket",
+                           "A descriptor that becomes readable when a watched queue may be ready (for event loops)")
+      .def("__init__", &open_wake_socket)
+      .def("fileno", [](const PyWakeSocket& self) { return self.socket.fd(); })
+      .def_prop_ro("id", [](const PyWakeSocket& self) { return self.socket.id(); })
+      .def("drain", &drain_wake_socket, "The cookies of the wake-ups received so far (without waiting)")
+      .def("close", [](PyWakeSocket& self) { self.socket.close(); });
+}
+// ===== end of waiting modes and event-loop wake-ups =====
+
 }  // namespace
 
 void bind_queue(nb::module_& m) {
@@ -670,7 +766,8 @@ void bind_queue(nb::module_& m) {
       .def("attach", &attach, "source"_a,
            "Attaches a Loan, Message or Attachment; False if it cannot be (then copy instead)");
 
-  nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)")
+  auto queue_class = nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)");
+  queue_class
       .def(nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double>(),
            "name"_a, "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
            "capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds")
@@ -699,6 +796,7 @@ void bind_queue(nb::module_& m) {
       .def("stats", &PyQueue::stats)
       .def("close", [](PyQueue& self) { self.queue.close(); })
       .def("unlink", &PyQueue::unlink);
+  bind_waiting(m, queue_class);
 
   m.def(
       "remove",

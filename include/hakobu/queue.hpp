@@ -5,10 +5,11 @@
 // Messages of up to kMaxInlineBytes ride inline in the ring slot; larger ones
 // are blocks of the domain's shared heap, handed over without a copy.
 //
-// Waiting is adaptive: a blocking call spins for `spin` and then sleeps on a
-// futex; a waiter count lets the other side skip the wake-up system call when
-// nobody sleeps. `close()` (this handle lets go) is separate from `unlink()`
-// (the name goes away, only for the handle that created it).
+// Waiting follows the handle's Latency mode (default: adaptive spinning, then a
+// futex sleep); a waiter count lets the other side skip the wake-up system call
+// when nobody sleeps. Event loops wait through a WakeSocket instead (watch()).
+// `close()` (this handle lets go) is separate from `unlink()` (the name goes
+// away, only for the handle that created it).
 #pragma once
 
 #include <chrono>
@@ -37,14 +38,29 @@ enum class OpenMode : std::uint8_t {
   CreateExclusive,  ///< Fail with AlreadyExists if the name exists.
 };
 
+/// How a blocking call waits for a message or for room.
+enum class Latency : std::uint8_t {
+  /// Spins while this handle's recent waits say an arrival is near, within a
+  /// CPU budget (a quarter of a core while nothing arrives), then sleeps. Default.
+  Adaptive,
+  /// Spins until the deadline and never sleeps: lowest latency, a whole core.
+  Spin,
+  /// Never spins: sleeps at once (least CPU; each wake-up costs the OS's latency).
+  Sleep,
+  /// Spins for QueueOptions::spin (or set_spin()), then sleeps.
+  Fixed,
+};
+
 /// Settings a queue is created with; attaching keeps the existing queue's
-/// capacity and inline capacity (only `spin` applies to every handle).
+/// capacity and inline capacity (`latency` and `spin` apply to every handle).
 struct QueueOptions {
   /// Number of messages the queue holds; rounded up to a power of two.
   std::size_t capacity = 1024;
   /// Largest message carried inline in a ring slot (at most kMaxInlineBytes).
   std::size_t inline_capacity = kMaxInlineBytes;
-  /// How long a blocking call spins before it sleeps.
+  /// How blocking calls of this handle wait.
+  Latency latency = Latency::Adaptive;
+  /// With Latency::Fixed: how long a blocking call spins before it sleeps.
   std::chrono::nanoseconds spin{std::chrono::microseconds(20)};
   /// The domain the queue lives in.
   DomainOptions domain{};
@@ -58,6 +74,49 @@ struct QueueStats {
   std::uint64_t put_count = 0;
   std::uint64_t get_count = 0;
   std::int32_t creator_pid = 0;
+};
+
+/// Why `WakeSocket::open` or `Queue::watch` failed.
+enum class WatchError : std::uint8_t {
+  Closed,       ///< The queue handle (or the socket) is closed.
+  Full,         ///< kMaxWatchers processes' sockets watch this side already: poll instead.
+  SystemError,  ///< The socket could not be made (the message has errno text).
+};
+
+/// Which change an event loop waits for on a queue.
+enum class Readiness : std::uint8_t {
+  Readable,  ///< a message may have arrived (signalled by puts)
+  Writable,  ///< room may have been freed (signalled by gets)
+};
+
+/// A descriptor an event loop watches (epoll, asyncio's add_reader): it becomes
+/// readable when a queue this socket watches (Queue::watch) may be ready. It is
+/// a datagram socket in the abstract namespace, so other processes can signal
+/// it and it vanishes with this process. Wake-ups may be spurious: try the
+/// queue again, then wait again. Move-only.
+class WakeSocket {
+ public:
+  static Result<WakeSocket, WatchError> open();
+  WakeSocket() = default;
+  WakeSocket(WakeSocket&& other) noexcept;
+  WakeSocket& operator=(WakeSocket&& other) noexcept;
+  WakeSocket(const WakeSocket&) = delete;
+  WakeSocket& operator=(const WakeSocket&) = delete;
+  ~WakeSocket();
+
+  /// The descriptor to watch for reading; -1 when closed.
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  /// The socket's 48-bit random id (its name is derived from it).
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  /// Reads the pending wake-ups without waiting, storing the cookie of each
+  /// (the one given to Queue::watch) into `out`; returns how many were stored.
+  /// Call again while it fills `out`. Datagrams not meant for this socket are dropped.
+  std::size_t drain(std::span<std::uint16_t> out) noexcept;
+  void close() noexcept;
+
+ private:
+  int fd_ = -1;
+  std::uint64_t id_ = 0;
 };
 
 /// A handle on a named queue. Move-only; closing it does not remove the queue.
@@ -104,6 +163,10 @@ class Queue {
   /// Sends a loan without a copy, waiting at most `timeout`; on failure `loan` is kept.
   Result<void, PutError> put(Loan& loan, std::chrono::nanoseconds timeout);
   Result<void, PutError> put(Loan&& loan) { return put(loan); }
+  /// The same, waiting in the given latency mode (this call only).
+  Result<void, PutError> put(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout, MessageKind kind,
+                             Latency latency);
+  Result<void, PutError> put(Loan& loan, std::chrono::nanoseconds timeout, Latency latency);
 
   /// Copies a contiguous array of `dtype` and `shape` from `data` and sends it.
   Result<void, PutError> put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
@@ -140,6 +203,25 @@ class Queue {
   Result<Sample, GetError> get();
   /// Receives a message, waiting at most `timeout`.
   Result<Sample, GetError> get(std::chrono::nanoseconds timeout);
+  /// Receives a message, waiting at most `timeout` in the given latency mode (this call only).
+  Result<Sample, GetError> get(std::chrono::nanoseconds timeout, Latency latency);
+
+  // --- event loops -------------------------------------------------------------
+  /// At most this many sockets watch one side of a queue at a time.
+  static constexpr std::size_t kMaxWatchers = 16;
+  /// Asks every process's puts (Readable) or gets (Writable) on this queue, and
+  /// its closing or unlinking, to signal `socket` with `cookie`, until unwatch().
+  /// Register, then try the queue once more, then wait on the socket: a message
+  /// published before the registration is seen by that try.
+  Result<void, WatchError> watch(const WakeSocket& socket, Readiness readiness, std::uint16_t cookie);
+  /// Spins as this handle's blocking call would before it sleeps (at most
+  /// `at_most`), until the queue looks ready: a message at its head
+  /// (Readable) or a free slot (Writable). Never sleeps and takes nothing;
+  /// true if it looks ready (a try may still lose the race). For event loops,
+  /// before they hand the wait to a WakeSocket.
+  bool spin_until_ready(Readiness readiness, std::chrono::nanoseconds at_most) noexcept;
+  /// Ends watch(); puts and gets stop signalling `socket` for this cookie.
+  void unwatch(const WakeSocket& socket, Readiness readiness, std::uint16_t cookie) noexcept;
 
   // --- state ---------------------------------------------------------------
   /// Messages waiting (a snapshot).
@@ -149,8 +231,15 @@ class Queue {
   [[nodiscard]] bool is_creator() const noexcept;
   [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
   [[nodiscard]] QueueStats stats() const noexcept;
-  /// Sets how long blocking calls spin before sleeping.
+  /// Sets how long blocking calls spin before sleeping: 0 is Latency::Sleep,
+  /// anything else Latency::Fixed with that spin.
   void set_spin(std::chrono::nanoseconds spin) noexcept;
+  /// Sets how blocking calls of this handle wait.
+  void set_latency(Latency latency) noexcept;
+  [[nodiscard]] Latency latency() const noexcept;
+  /// The spin (ns) the handle's mode would use for its next blocking get (0:
+  /// none; INT64_MAX: until the deadline). A snapshot, for tests and tools.
+  [[nodiscard]] std::int64_t planned_spin_ns() const noexcept;
 
   /// Lets go of the queue in this process; wakes this process's waiters with
   /// `Closed`. The queue and its messages stay.

@@ -141,6 +141,49 @@ class Queue:
 
     def unlink(self) -> None: ...
 
+    def set_latency(self, mode: str, spin: float) -> None:
+        """
+        How blocking calls wait: 'adaptive', 'spin', 'sleep', or 'fixed' (spin `spin` seconds, then sleep)
+        """
+
+    @property
+    def latency(self) -> str: ...
+
+    @property
+    def planned_spin(self) -> int:
+        """
+        Nanoseconds the next blocking get would spin before its budget (a snapshot)
+        """
+
+    def spin_until_ready(self, writable: bool, at_most: float) -> bool:
+        """
+        Spins as a blocking call would (at most `at_most` seconds, without the GIL) until the queue looks ready; never sleeps, takes nothing
+        """
+
+    def watch(self, socket: WakeSocket, writable: bool, cookie: int) -> bool:
+        """
+        Puts (gets, if writable) signal `socket` with `cookie` until unwatch; False if the table is full
+        """
+
+    def unwatch(self, socket: WakeSocket, writable: bool, cookie: int) -> None: ...
+
+class WakeSocket:
+    """
+    A descriptor that becomes readable when a watched queue may be ready (for event loops)
+    """
+
+    def __init__(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    @property
+    def id(self) -> int: ...
+
+    def drain(self) -> list[int]:
+        """The cookies of the wake-ups received so far (without waiting)"""
+
+    def close(self) -> None: ...
+
 def remove(name: str, domain: str = '') -> None:
     """Removes a queue by name, whoever created it"""
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import difflib
 import time
 import warnings
+import weakref
 from typing import Any, Callable, Optional
 
 from . import _checks, _codec, _core, _errors
@@ -40,8 +42,17 @@ class Queue:
     ``create``: None (default) creates the queue or attaches to it, True
     requires creating it, False requires it to exist. ``capacity`` (messages)
     and ``inline_capacity`` (bytes carried inside a slot, at most 224) apply
-    when creating. ``spin`` is how long (seconds) a blocking call spins before
-    sleeping; ``float("inf")`` spins without sleeping.
+    when creating.
+
+    ``latency`` is how this handle's blocking calls wait: ``"adaptive"``
+    (default) spins while its recent waits say a message (or room) is near,
+    within a budget of a quarter of a core while nothing arrives, then sleeps;
+    ``"spin"`` spins until the deadline and never sleeps (for a dedicated
+    core); ``"sleep"`` never spins. ``spin`` (seconds) asks for a fixed spin
+    before sleeping instead: 0 is ``"sleep"``, ``float("inf")`` is ``"spin"``.
+    The ``latency`` property changes the mode later. ``get_async`` and
+    ``put_async`` spin as the mode says (at most ASYNC_SPIN_LIMIT, holding
+    the loop) before they wait on a descriptor the event loop watches.
 
     ``allow_pickle`` (as in ``numpy.load``): unpickling runs code that the
     stream names, so any program that can write the domain could run code in
@@ -72,16 +83,18 @@ class Queue:
         create: Optional[bool] = None,
         domain: Optional[str] = None,
         inline_capacity: int = 224,
-        spin: float = 20e-6,
+        spin: Optional[float] = None,
         allow_pickle: bool = True,
+        latency: Optional[str] = None,
     ) -> None:
         _checks.name(name, "queue")
         if create is not None:
             _checks.flag(create, "create")
         self._allow_pickle = _checks.flag(allow_pickle, "allow_pickle")
-        self._spin = _checks.duration(spin, "spin")
+        self._latency, self._spin = _latency_setting(latency, spin)
         # capacity and inline_capacity: the bindings check the type, the core the range.
         self._core = _core.Queue(name, create, capacity, inline_capacity, _checks.domain(domain), self._spin)
+        self._core.set_latency(self._latency, self._spin)
         stats = self._core.stats()
         self._inline_capacity: int = stats["inline_capacity"]
         # Watch for a consumer waiting on a queue nobody feeds (see get); False once settled.
@@ -104,8 +117,14 @@ class Queue:
         self.put(obj, block=False)
 
     async def put_async(self, obj: Any, timeout: Optional[float] = None) -> None:
-        """Sends ``obj`` without blocking the event loop while waiting for room."""
-        await _poll(lambda: self.put(obj, block=False), _errors.Full, _checks.timeout(timeout))
+        """Sends ``obj`` without blocking the event loop while waiting for room.
+
+        Waits on a descriptor the loop watches, which a get in any process
+        signals (see get_async). Raises Full when ``timeout`` (seconds) ran
+        out; cancelling it sends nothing.
+        """
+        limit = _checks.timeout(timeout)
+        await _wait_async(self, True, lambda: self.put(obj, block=False), _errors.Full, limit)
 
     # --- receiving -------------------------------------------------------------
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
@@ -145,10 +164,17 @@ class Queue:
         return self.get(block=False)
 
     async def get_async(self, timeout: Optional[float] = None) -> Any:
-        """Receives a message without blocking the event loop while waiting."""
+        """Receives a message without blocking the event loop while waiting.
+
+        No polling: the task waits on a descriptor the event loop watches,
+        which a put in any process signals, so an idle waiter costs no CPU.
+        Before that it spins as the handle's ``latency`` says (at most
+        ASYNC_SPIN_LIMIT). Raises Empty when ``timeout`` (seconds) ran out;
+        cancelling it at any point takes nothing from the queue.
+        """
         limit = _checks.timeout(timeout)
         on_long_wait = (lambda: self._warn_if_never_sent(stacklevel=4)) if self._watch_for_sender else None
-        return await _poll(lambda: self.get(block=False), _errors.Empty, limit, on_long_wait)
+        return await _wait_async(self, False, lambda: self.get(block=False), _errors.Empty, limit, on_long_wait)
 
     def _decode(self, message: _core.Message) -> Any:
         return _codec.decode(message, self._allow_pickle)
@@ -196,6 +222,16 @@ class Queue:
         """True for the handle that created the queue (the one that may unlink it)."""
         return self._core.is_creator
 
+    @property
+    def latency(self) -> str:
+        """How blocking calls wait: "adaptive", "spin", "sleep", or "fixed" (a ``spin`` given in seconds)."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, mode: str) -> None:
+        self._latency, self._spin = _latency_setting(mode, None)
+        self._core.set_latency(self._latency, self._spin)
+
     def close(self) -> None:
         """Lets go of the queue in this process; the queue and its messages stay."""
         self._core.close()
@@ -219,7 +255,8 @@ class Queue:
         options = {
             "domain": self.domain,
             "inline_capacity": self._inline_capacity,
-            "spin": self._spin,
+            "latency": None if self._latency == "fixed" else self._latency,
+            "spin": self._spin if self._latency == "fixed" else None,
             "allow_pickle": self._allow_pickle,
         }
         return (_reopen, (self.name, self.capacity, options))
@@ -246,30 +283,236 @@ def _never_sent_message(name: str, domain: str) -> str:
     )
 
 
-async def _poll(
+# --- waiting modes ---------------------------------------------------------------------
+
+LATENCY_MODES = ("adaptive", "spin", "sleep")
+_DEFAULT_FIXED_SPIN = 20e-6  # latency="fixed" without a spin: the spin of earlier versions
+
+
+def _latency_setting(latency: object, spin: object) -> tuple[str, float]:
+    """The core's (mode, fixed spin in seconds) for the ``latency=`` and ``spin=`` arguments."""
+    if spin is not None:
+        seconds = _checks.duration(spin, "spin")
+        if latency not in (None, "fixed"):
+            raise _errors.InvalidArgument(
+                f"give latency={latency!r} or spin= (a fixed spin in seconds), not both"
+            )
+        if seconds == 0:
+            return "sleep", 0.0
+        if seconds >= _checks.FOREVER_SECONDS:
+            return "spin", 0.0
+        return "fixed", seconds
+    if latency is None:
+        return "adaptive", 0.0
+    if latency == "fixed":
+        return "fixed", _DEFAULT_FIXED_SPIN
+    if not isinstance(latency, str) or latency not in LATENCY_MODES:
+        raise _errors.InvalidArgument(
+            f"latency must be one of {', '.join(map(repr, LATENCY_MODES))} (or give spin= seconds for a fixed "
+            f"spin), got {latency!r}"
+        )
+    return latency, 0.0
+
+
+# --- asyncio without polling -------------------------------------------------------------
+#
+# Each event loop has one WakeSocket (a datagram socket in the abstract namespace)
+# that it watches with add_reader. A task that finds a queue empty (full, for
+# put_async) registers the socket in the queue's watcher table with a cookie
+# naming (queue handle, side), then tries again, then awaits a future. Every put
+# (get) in any process that finds the table non-empty sends the cookie there;
+# closing or unlinking the queue does too. The reader wakes one future per
+# datagram; a task that takes a message and still sees messages (room) wakes the
+# next one, so a datagram dropped on a full socket queue delays nobody, and a
+# task that was woken but cancelled passes its wake-up on. Closed and Unlinked
+# wake every waiter of the handle. While no task waits on a side, the loop
+# unregisters it, so putters pay nothing.
+
+# How long get_async / put_async may spin (as the handle's latency mode says;
+# holding up the event loop, without the GIL) before they wait on the descriptor.
+ASYNC_SPIN_LIMIT = 500e-6
+# With the queue's watcher table full (16 loops of other processes watch it), look again this often.
+_FULL_TABLE_RECHECK = 1e-3
+
+
+class _Watch:
+    """The tasks of one loop waiting on one side of one queue handle."""
+
+    __slots__ = ("core", "writable", "cookie", "futures", "registered")
+
+    def __init__(self, core: _core.Queue, writable: bool, cookie: int) -> None:
+        self.core = core
+        self.writable = writable
+        self.cookie = cookie
+        self.futures: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self.registered = False
+
+
+class _LoopWaker:
+    """An event loop's wake-up socket and the tasks waiting on it, by cookie."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._socket = _core.WakeSocket()
+        self._watches: dict[tuple[int, bool], _Watch] = {}
+        self._by_cookie: dict[int, _Watch] = {}
+        self._next_cookie = 0
+        loop.add_reader(self._socket.fileno(), self._on_readable)
+        # The loop holds us through its reader; we hold it only weakly (see _wakers).
+        self._loop = weakref.ref(loop)
+        weakref.finalize(self, self._socket.close)
+
+    def _on_readable(self) -> None:
+        for cookie in self._socket.drain():
+            watch = self._by_cookie.get(cookie)
+            if watch is not None:
+                self.wake_one(watch)
+
+    def enlist(self, core: _core.Queue, writable: bool) -> tuple[_Watch, "asyncio.Future[bool]"]:
+        """A future that a signal for this side of ``core`` resolves; registers the side if needed.
+
+        Raises Full (of the table) as False from ``core.watch``: then returns a watch that is not registered.
+        """
+        key = (id(core), writable)
+        watch = self._watches.get(key)
+        if watch is None:
+            cookie = self._take_cookie()
+            watch = _Watch(core, writable, cookie)
+            self._watches[key] = watch
+            self._by_cookie[cookie] = watch
+        loop = self._loop()
+        assert loop is not None
+        future: asyncio.Future[bool] = loop.create_future()
+        watch.futures.append(future)
+        if not watch.registered:
+            try:
+                watch.registered = core.watch(self._socket, writable, watch.cookie)
+            except BaseException:
+                self.leave(watch, future)
+                raise
+        return watch, future
+
+    def leave(self, watch: _Watch, future: "asyncio.Future[bool]") -> None:
+        """``future``'s task stops waiting; the side is unregistered when nobody waits on it."""
+        try:
+            watch.futures.remove(future)
+        except ValueError:
+            pass  # woken: wake_one took it out
+        if watch.futures or self._by_cookie.get(watch.cookie) is not watch:
+            return  # others still wait, or the watch was ended already (by another task's leave)
+        if watch.registered:
+            watch.core.unwatch(self._socket, watch.writable, watch.cookie)
+            watch.registered = False
+        del self._watches[(id(watch.core), watch.writable)]
+        del self._by_cookie[watch.cookie]
+
+    @staticmethod
+    def wake_one(watch: _Watch) -> None:
+        while watch.futures:
+            future = watch.futures.popleft()
+            if not future.done():
+                future.set_result(True)
+                return
+
+    @staticmethod
+    def wake_all(watch: _Watch) -> None:
+        while watch.futures:
+            future = watch.futures.popleft()
+            if not future.done():
+                future.set_result(True)
+
+    def _take_cookie(self) -> int:
+        for _ in range(1 << 16):
+            cookie = self._next_cookie
+            self._next_cookie = (cookie + 1) & 0xFFFF
+            if cookie not in self._by_cookie:
+                return cookie
+        raise _errors.InvalidArgument("more than 65536 queue handles wait on one event loop")
+
+
+_wakers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker]" = weakref.WeakKeyDictionary()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _LoopWaker(loop)
+    return waker
+
+
+def _ready_for_more(core: _core.Queue, writable: bool) -> bool:
+    """Whether another waiter of this side could succeed now (for passing a wake-up on)."""
+    size = core.qsize()
+    return size < core.capacity if writable else size > 0
+
+
+async def _wait_async(
+    queue: Queue,
+    writable: bool,
     attempt: Callable[[], Any],
     retry_on: type[BaseException],
     timeout: Optional[float],
     on_long_wait: Optional[Callable[[], None]] = None,
 ) -> Any:
-    """Runs a non-blocking ``attempt`` until it succeeds, sleeping between tries.
+    """Runs the non-blocking ``attempt`` until it succeeds, waiting on the loop's wake socket between tries.
 
-    ``timeout`` is checked already (None: no limit). ``on_long_wait`` runs once
-    after NO_SENDER_WARNING_SECONDS of retries. Cancelling the awaiting task
-    never loses a message: no receive is in flight while the task sleeps.
+    ``timeout`` is checked already (None: no limit). ``on_long_wait`` runs once after
+    NO_SENDER_WARNING_SECONDS. No receive or send is in flight while the task
+    waits, so cancelling it leaves the queue as it was.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = None if timeout is None else started + timeout
-    pause = 50e-6
-    while True:
+    if timeout == 0:
+        return attempt()
+    core = queue._core
+    # Look first (and spin, as the handle's latency mode says): a failed attempt
+    # costs an exception, more than the look.
+    if core.spin_until_ready(writable, ASYNC_SPIN_LIMIT):
         try:
             return attempt()
         except retry_on:
-            if deadline is not None and loop.time() >= deadline:
+            pass  # another consumer was faster
+    loop = asyncio.get_running_loop()
+    waker = _waker(loop)
+    started = loop.time()
+    deadline = None if timeout is None else started + timeout
+    warn_at = None if on_long_wait is None else started + NO_SENDER_WARNING_SECONDS
+    while True:
+        watch, future = waker.enlist(core, writable)
+        timer = None
+        try:
+            try:
+                result = attempt()  # after registering: what was published before is seen here
+            except (_errors.Closed, _errors.Unlinked):
+                waker.wake_all(watch)  # the others find out too
                 raise
-        if on_long_wait is not None and loop.time() - started >= NO_SENDER_WARNING_SECONDS:
+            except retry_on:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+            else:
+                if _ready_for_more(core, writable):
+                    waker.wake_one(watch)
+                return result
+            wake_times = [t for t in (deadline, warn_at) if t is not None]
+            if not watch.registered:
+                # The queue's watcher table is full: fall back to looking again soon.
+                wake_times.append(loop.time() + _FULL_TABLE_RECHECK)
+            if wake_times:
+                timer = loop.call_at(min(wake_times), _resolve, future)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.result():
+                    waker.wake_one(watch)  # woken, but will not take it: the next waiter may
+                raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            waker.leave(watch, future)
+        if warn_at is not None and loop.time() >= warn_at and on_long_wait is not None:
             on_long_wait()
             on_long_wait = None
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 5e-3)
+            warn_at = None
+
+
+def _resolve(future: "asyncio.Future[bool]") -> None:
+    """A timer's wake-up (False: not a signal from the queue)."""
+    if not future.done():
+        future.set_result(False)

@@ -5,11 +5,15 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "channel/ring.hpp"
+#include "channel/waiting.hpp"
 #include "platform/os.hpp"
 #include "registry/domain_state.hpp"
 #include "support/kill_point.hpp"
@@ -30,6 +34,24 @@ constexpr std::int64_t kBusyRecheckNs = 1'000'000;
 constexpr const char* kClosedHandle =
     "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
     "child)";
+
+/// The latency mode of the call in progress on this thread (Queue::get(timeout,
+/// latency) and the like), or -1: the handle's own.
+thread_local int t_call_latency = -1;
+
+/// Sets this thread's per-call latency for its lifetime.
+class CallLatency {
+ public:
+  explicit CallLatency(Latency latency) noexcept : saved_(t_call_latency) {
+    t_call_latency = static_cast<int>(latency);
+  }
+  ~CallLatency() { t_call_latency = saved_; }
+  CallLatency(const CallLatency&) = delete;
+  CallLatency& operator=(const CallLatency&) = delete;
+
+ private:
+  int saved_;
+};
 
 /// Outcome of one try (Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory) or of a wait.
 /// Busy: the try gave up after a bounded number of steps (a damaged ring, or
@@ -54,7 +76,11 @@ class QueueState {
   std::uint32_t epoch = 0;
   std::atomic<bool> closed{false};
   std::atomic<std::int64_t> spin_ns{0};
+  std::atomic<Latency> latency{Latency::Adaptive};
   std::atomic<std::uint32_t> pending_polls{0};  // non-blocking tries that found a claimed slot
+  WaitHistory get_history;                      // how long this handle's gets waited (waiting.hpp)
+  WaitHistory put_history;
+  SpinBudget budget;  // spinning left for this handle while nothing arrives
 
   QueueState() = default;
   QueueState(const QueueState&) = delete;
@@ -87,12 +113,20 @@ class QueueState {
   void publish(SlotHeader* s, std::uint64_t position) const noexcept;
   void release_slot(SlotHeader* s, std::uint64_t position) const noexcept;
   void repair(std::uint32_t blocker) noexcept;
-  static void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept;
+  void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) const noexcept;
   /// Calls `try_once(blocker)` until it is Done or fails, spinning and then
   /// sleeping on `word` between tries, for at most `timeout`.
   template <class TryOnce>
   Attempt wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
-                          std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once);
+                          std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once, bool may_sleep = true);
+  /// This call's latency mode: a per-call override (CallLatency), else the handle's.
+  [[nodiscard]] Latency current_latency() const noexcept {
+    return t_call_latency >= 0 ? static_cast<Latency>(t_call_latency) : latency.load(std::memory_order_relaxed);
+  }
+  /// How long (ns) a wait starting `now` spins before it sleeps (INT64_MAX: until its deadline).
+  std::int64_t plan_spin(bool is_get, std::int64_t now) noexcept;
+  /// Sends the cookie of every entry of `table` to its socket; empties entries whose socket is gone.
+  static void signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept;
   /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, Fill&& fill) noexcept {
@@ -342,14 +376,72 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
   return Attempt::Busy;
 }
 
-void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) noexcept {
+namespace {
+
+/// The abstract socket name of wake-socket `id` of this user, held in place
+/// (no allocation: this runs on the put path). Not copyable: `view` points into `text`.
+struct WakeSocketName {
+  char text[64]{};
+  std::string_view view;
+  explicit WakeSocketName(std::uint64_t id) noexcept {
+    const int n = std::snprintf(text, sizeof text, "hakobu-wake.%u.%012llx", static_cast<unsigned>(platform::user_id()),
+                                static_cast<unsigned long long>(id & ((std::uint64_t{1} << 48) - 1)));
+    view = std::string_view(text, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof text - 1) : 0);
+  }
+  WakeSocketName(const WakeSocketName&) = delete;
+  WakeSocketName& operator=(const WakeSocketName&) = delete;
+};
+
+/// The process's socket to send wake-ups from (made once; -1 if it cannot be).
+int sending_socket() noexcept {
+  static const int fd = [] {
+    auto made = platform::datagram_socket();
+    return made ? *made : -1;
+  }();
+  return fd;
+}
+
+}  // namespace
+
+void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
+                        int count) const noexcept {
   // A read-modify-write, not a load: it is ordered with the waiter's increment
   // in `waiting`'s modification order. Either it reads the increment (we wake
   // the waiter), or the waiter's increment reads ours and so sees our
-  // publication when it tries again before sleeping.
-  if (waiting.fetch_add(0, std::memory_order_acq_rel) == 0) return;
-  word.fetch_add(1, std::memory_order_release);
-  platform::futex_wake(&word, count);
+  // publication when it tries again before sleeping. The same holds for a
+  // watcher's registration (ring.hpp, "Waiter counts and event-loop watchers").
+  const std::uint32_t announced = waiting.fetch_add(0, std::memory_order_acq_rel);
+  if (announced == 0) return;
+  if ((announced & kSleeperMask) != 0) {
+    // When the sleepers' wait really ended (their history leaves the wake-up's latency out).
+    (&word == &header->not_empty ? header->not_empty_at : header->not_full_at)
+        .store(platform::monotonic_ns(), std::memory_order_relaxed);
+    word.fetch_add(1, std::memory_order_release);
+    platform::futex_wake(&word, count);
+  }
+  if (announced >= kWatcherUnit) {
+    signal_watchers(&word == &header->not_empty ? header->get_watchers : header->put_watchers, waiting);
+  }
+}
+
+void QueueState::signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept {
+  const int sender = sending_socket();
+  if (sender < 0) return;
+  for (std::size_t i = 0; i < kWatcherSlots; ++i) {  // bounded by the table, whatever the count says
+    std::uint64_t entry = table[i].load(std::memory_order_acquire);
+    if (entry == 0) continue;
+    // The name is made of this process's uid and 48 bits of the entry: at worst
+    // a forged entry reaches another socket of ours (a spurious wake-up).
+    const auto sent = platform::send_datagram(sender, WakeSocketName(entry >> 16U).view, &entry, sizeof entry);
+    if (!sent && (sent.error().code == ECONNREFUSED || sent.error().code == ENOENT)) {
+      // Nobody has that socket any more (its process died or closed it): the
+      // entry would cost every put a system call forever. Empty it once.
+      if (table[i].compare_exchange_strong(entry, 0, std::memory_order_acq_rel)) {
+        waiting.fetch_sub(kWatcherUnit, std::memory_order_acq_rel);
+      }
+    }
+    // EAGAIN: the socket's queue is full, so a wake-up is pending there anyway.
+  }
 }
 
 void QueueState::publish(SlotHeader* s, std::uint64_t position) const noexcept {
@@ -368,6 +460,9 @@ void QueueState::wake_everyone() const noexcept {
   header->not_full.fetch_add(1, std::memory_order_release);
   platform::futex_wake(&header->not_empty, INT_MAX);
   platform::futex_wake(&header->not_full, INT_MAX);
+  // Event loops too: they find the queue closed or unlinked when they try again.
+  signal_watchers(header->get_watchers, header->consumers_waiting);
+  signal_watchers(header->put_watchers, header->producers_waiting);
 }
 
 void QueueState::repair(std::uint32_t blocker) noexcept {
@@ -429,9 +524,32 @@ std::int64_t deadline_after(std::chrono::nanoseconds timeout, std::int64_t now) 
 
 }  // namespace
 
+std::int64_t QueueState::plan_spin(bool is_get, std::int64_t now) noexcept {
+  switch (current_latency()) {
+    case Latency::Spin: return INT64_MAX;
+    case Latency::Sleep: return 0;
+    case Latency::Fixed: return std::max<std::int64_t>(spin_ns.load(std::memory_order_relaxed), 0);
+    case Latency::Adaptive: break;
+  }
+  const std::int64_t planned = (is_get ? get_history : put_history).planned_spin();
+  const std::int64_t tokens = budget.available(now);
+  // A spin cut short by the budget would rarely catch what the plan expects,
+  // yet cost its length (and keep the budget empty): while the budget cannot
+  // pay for the planned spin, do not spin, and let the budget fill up.
+  return tokens >= planned ? planned : 0;
+}
+
+// Waiting rules (see waiting.hpp for how long to spin):
+// 1. Try once. 2. Spin (pause, try; the clock every 64 tries) until the
+// planned spin runs out. 3. Announce in `waiting` (seq_cst), read the futex
+// word, try once more, sleep on the word unless it changed, un-announce; go to
+// 2 (now past the spin, so it spins at most 63 tries before sleeping again).
+// A notifier bumps the word and wakes after it published, if it saw an
+// announcement; a spinner needs no announcement: it looks. `may_sleep` false
+// (get_spinning): step 3 returns Timeout instead.
 template <class TryOnce>
 Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
-                                    std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once) {
+                                    std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once, bool may_sleep) {
   if (closed.load(std::memory_order_acquire)) return Attempt::Closed;
   if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
   std::uint32_t blocker = 0;
@@ -449,21 +567,62 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
 
   const std::int64_t start = platform::monotonic_ns();
   const std::int64_t deadline = deadline_after(timeout, start);
-  const std::int64_t spin = spin_ns.load(std::memory_order_relaxed);
+  const bool adaptive = current_latency() == Latency::Adaptive;
+  const std::int64_t spin = plan_spin(is_get, start);
   const std::int64_t spin_until = spin > INT64_MAX - start ? INT64_MAX : start + spin;
+  WaitHistory& history = is_get ? get_history : put_history;
   bool slept = false;
+  bool spin_over = false;  // the planned spin ran out (and was charged to the budget)
+  std::int64_t next_repair = start + kStuckCheckNs;
   // A sleeper woken for a message it then does not take passes the wake-up on.
   auto leave = [&](Attempt outcome) {
     if (slept && is_get && dequeue_ready()) notify(word, waiting, 1);
     return outcome;
   };
+  std::int64_t arrived = -1;  // when a notifier woke us, if it did during this wait
+  auto done = [&] {
+    if (adaptive && !spin_over) budget.caught();
+    history.record((arrived >= 0 ? arrived : platform::monotonic_ns()) - start);
+    return Attempt::Done;
+  };
+  // Adaptive spins past kPauseSpinNs yield the CPU between looks: on a machine
+  // with more runnable threads than cores the peer we wait for may need this
+  // very core, and a pause-only spin would delay it.
+  bool yielding = false;
   for (std::uint32_t tries = 1;; ++tries) {
-    if (tries % 64 != 0 && spin_until > start) {
+    bool look_at_clock = true;
+    if (yielding && !spin_over) {
+      platform::yield_cpu();  // and the clock every time: it costs little next to the yield
+    } else if (tries % 64 != 0 && spin_until > start) {
       // Spinning: look at the queue after every pause, at the clock now and then.
       platform::cpu_relax();
-    } else {
+      look_at_clock = false;
+    }
+    if (look_at_clock) {
       const std::int64_t now = platform::monotonic_ns();
-      if (deadline >= 0 && now >= deadline) return leave(Attempt::Timeout);
+      if (adaptive && now - start >= kPauseSpinNs) yielding = true;
+      if (deadline >= 0 && now >= deadline) {
+        // Nothing came in the whole wait: a long wait, as far as the history goes.
+        history.record(now - start);
+        if (adaptive && !spin_over) budget.spend(std::min(now - start, spin));
+        return leave(Attempt::Timeout);
+      }
+      if (attempt == Attempt::Pending && now >= next_repair) {
+        // Blocked behind another process's claim while spinning (Latency::Spin never sleeps).
+        repair(blocker);
+        next_repair = now + kStuckCheckNs;
+      }
+      if (now >= spin_until && !spin_over) {
+        spin_over = true;
+        // A spin that caught nothing. Charged at most its plan: time this thread
+        // was descheduled (a busy machine) is not CPU it spent.
+        if (adaptive) budget.spend(std::min(now - start, spin));
+        if (!may_sleep) {
+          // Longer than the spin, by how much unknown: recorded as twice the spin.
+          history.record(2 * (now - start));
+          return Attempt::Timeout;
+        }
+      }
       if (now >= spin_until) {
         // Announce ourselves, then try once more: a publisher that missed the
         // announcement published before it, and this try sees its message.
@@ -472,7 +631,7 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
         attempt = try_once(blocker);
         if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) {
           waiting.fetch_sub(1, std::memory_order_relaxed);
-          return attempt == Attempt::Done ? attempt : leave(attempt);
+          return attempt == Attempt::Done ? done() : leave(attempt);
         }
         std::int64_t wake_at = deadline;
         if (attempt == Attempt::Pending || attempt == Attempt::Busy) {
@@ -484,13 +643,17 @@ Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomi
         if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
         waiting.fetch_sub(1, std::memory_order_relaxed);
         slept = true;
+        // The notifier's stamp (shared memory: used only if it falls inside this wait).
+        const std::int64_t stamp =
+            (is_get ? header->not_empty_at : header->not_full_at).load(std::memory_order_relaxed);
+        if (stamp >= start && stamp <= platform::monotonic_ns()) arrived = stamp;
         if (attempt == Attempt::Pending) repair(blocker);
       }
     }
     if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
     if (!is_get && unlinked()) return Attempt::Unlinked;
     attempt = try_once(blocker);
-    if (attempt == Attempt::Done) return attempt;
+    if (attempt == Attempt::Done) return done();
     // A failed take leaves the message (OutOfMemory) or others behind it (Corrupt
     // dropped one): a wake-up meant for us goes on to another waiter.
     if (attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return leave(attempt);
@@ -555,6 +718,12 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
     return {OpenError::InvalidArgument, "capacity must be between 1 and " + std::to_string(detail::kMaxQueueCapacity) +
                                             ", got " + std::to_string(options.capacity)};
   }
+  if (options.latency > Latency::Fixed) {
+    return {OpenError::InvalidArgument, "latency must be Adaptive, Spin, Sleep or Fixed"};
+  }
+  if (options.latency == Latency::Fixed && options.spin.count() < 0) {
+    return {OpenError::InvalidArgument, "spin must not be negative"};
+  }
   if (options.inline_capacity > kMaxInlineBytes) {
     return {OpenError::InvalidArgument, "inline_capacity must be at most " + std::to_string(kMaxInlineBytes)};
   }
@@ -567,6 +736,7 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
   state->file = state->domain->file_name("q:" + state->name);
   state->epoch = detail::fork_epoch();
   state->spin_ns.store(options.spin.count(), std::memory_order_relaxed);
+  state->latency.store(options.latency, std::memory_order_relaxed);
 
   // Attach first: create-or-attach of an existing queue then costs an open and
   // a map, and never needs room in /dev/shm for a second queue.
@@ -695,7 +865,116 @@ QueueStats Queue::stats() const noexcept {
 }
 
 void Queue::set_spin(std::chrono::nanoseconds spin) noexcept {
-  if (state_) state_->spin_ns.store(spin.count(), std::memory_order_relaxed);
+  if (!state_) return;
+  state_->spin_ns.store(spin.count(), std::memory_order_relaxed);
+  state_->latency.store(spin.count() <= 0 ? Latency::Sleep : Latency::Fixed, std::memory_order_relaxed);
+}
+
+void Queue::set_latency(Latency latency) noexcept {
+  if (state_) state_->latency.store(latency, std::memory_order_relaxed);
+}
+
+Latency Queue::latency() const noexcept {
+  return state_ ? state_->latency.load(std::memory_order_relaxed) : Latency::Adaptive;
+}
+
+std::int64_t Queue::planned_spin_ns() const noexcept {
+  if (!state_) return 0;
+  switch (state_->latency.load(std::memory_order_relaxed)) {
+    case Latency::Spin: return INT64_MAX;
+    case Latency::Sleep: return 0;
+    case Latency::Fixed: return std::max<std::int64_t>(state_->spin_ns.load(std::memory_order_relaxed), 0);
+    case Latency::Adaptive: break;
+  }
+  return state_->get_history.planned_spin();  // before the budget: a snapshot must not refill it
+}
+
+// --- event loops -------------------------------------------------------------------------
+
+WakeSocket::WakeSocket(WakeSocket&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), id_(std::exchange(other.id_, 0)) {}
+WakeSocket& WakeSocket::operator=(WakeSocket&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    id_ = std::exchange(other.id_, 0);
+  }
+  return *this;
+}
+WakeSocket::~WakeSocket() {
+  close();
+}
+
+void WakeSocket::close() noexcept {
+  platform::close_fd(fd_);
+  fd_ = -1;
+  id_ = 0;
+}
+
+Result<WakeSocket, WatchError> WakeSocket::open() {
+  // A random 48-bit id names the socket: two processes (or loops) never share
+  // one; a clash with a live socket fails bind (EADDRINUSE): draw again.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const std::uint64_t id = platform::random_u64() & ((std::uint64_t{1} << 48) - 1);
+    if (id == 0) continue;
+    auto bound = platform::bind_datagram_socket(detail::WakeSocketName(id).view);
+    if (bound) {
+      WakeSocket socket;
+      socket.fd_ = *bound;
+      socket.id_ = id;
+      return socket;
+    }
+    if (bound.error().code != EADDRINUSE) return {WatchError::SystemError, bound.error().message};
+  }
+  return {WatchError::SystemError, "no free wake-up socket name"};
+}
+
+// NOLINTNEXTLINE(readability-make-member-function-const): reading empties the socket's queue
+std::size_t WakeSocket::drain(std::span<std::uint16_t> out) noexcept {
+  std::size_t stored = 0;
+  while (fd_ >= 0 && stored < out.size()) {
+    std::uint64_t entry = 0;
+    auto got = platform::receive_datagram(fd_, &entry, sizeof entry);
+    if (!got || *got < 0) break;  // none left (or an error: the loop will call again)
+    // Anyone of any user may send to an abstract name: keep only what names us.
+    if (*got != static_cast<std::int64_t>(sizeof entry) || (entry >> 16U) != id_) continue;
+    out[stored++] = static_cast<std::uint16_t>(entry & 0xFFFFU);
+  }
+  return stored;
+}
+
+Result<void, WatchError> Queue::watch(const WakeSocket& socket, Readiness readiness, std::uint16_t cookie) {
+  if (!state_ || !state_->usable()) return {WatchError::Closed, detail::kClosedHandle};
+  if (socket.fd() < 0) return {WatchError::Closed, "the wake-up socket is closed"};
+  auto& h = *state_->header;
+  auto* table = readiness == Readiness::Readable ? h.get_watchers : h.put_watchers;
+  auto& waiting = readiness == Readiness::Readable ? h.consumers_waiting : h.producers_waiting;
+  const std::uint64_t entry = socket.id() << 16U | cookie;
+  for (std::size_t i = 0; i < detail::kWatcherSlots; ++i) {
+    std::uint64_t expected = 0;
+    if (table[i].compare_exchange_strong(expected, entry, std::memory_order_seq_cst)) {
+      // Then the count, seq_cst: ordered against a notifier's read-modify-write (notify()).
+      waiting.fetch_add(detail::kWatcherUnit, std::memory_order_seq_cst);
+      return {};
+    }
+  }
+  return {WatchError::Full,
+          "queue '" + state_->name + "' is watched by " + std::to_string(kMaxWatchers) + " event loops already"};
+}
+
+void Queue::unwatch(const WakeSocket& socket, Readiness readiness, std::uint16_t cookie) noexcept {
+  if (!state_ || state_->domain->forked_away()) return;
+  auto& h = *state_->header;
+  auto* table = readiness == Readiness::Readable ? h.get_watchers : h.put_watchers;
+  auto& waiting = readiness == Readiness::Readable ? h.consumers_waiting : h.producers_waiting;
+  const std::uint64_t entry = socket.id() << 16U | cookie;
+  for (std::size_t i = 0; i < detail::kWatcherSlots; ++i) {
+    std::uint64_t expected = entry;
+    if (table[i].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+      waiting.fetch_sub(detail::kWatcherUnit, std::memory_order_acq_rel);
+      return;
+    }
+  }
 }
 
 Domain Queue::domain() const {
@@ -792,6 +1071,15 @@ Result<void, PutError> Queue::put(Loan& loan) {
 }
 Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout) {
   return put_loan(loan, timeout);
+}
+Result<void, PutError> Queue::put(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout, MessageKind kind,
+                                  Latency latency) {
+  const detail::CallLatency scope(latency);
+  return put(bytes, timeout, kind);
+}
+Result<void, PutError> Queue::put(Loan& loan, std::chrono::nanoseconds timeout, Latency latency) {
+  const detail::CallLatency scope(latency);
+  return put(loan, timeout);
 }
 
 Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::size_t attachments,
@@ -890,6 +1178,30 @@ Result<Sample, GetError> Queue::get() {
 }
 Result<Sample, GetError> Queue::get(std::chrono::nanoseconds timeout) {
   return get_for(timeout);
+}
+Result<Sample, GetError> Queue::get(std::chrono::nanoseconds timeout, Latency latency) {
+  const detail::CallLatency scope(latency);
+  return get_for(timeout);
+}
+
+bool Queue::spin_until_ready(Readiness readiness, std::chrono::nanoseconds at_most) noexcept {
+  if (!state_ || !state_->usable() || at_most.count() <= 0) return false;
+  auto& q = *state_;
+  auto& h = *q.header;
+  const bool readable = readiness == Readiness::Readable;
+  // Looks only: nothing is claimed, so giving up at any point leaves the queue as it was.
+  auto look = [&](std::uint32_t& /*blocker*/) {
+    if (readable) return q.dequeue_ready() ? Attempt::Done : Attempt::Empty;
+    const std::uint64_t p = h.enqueue_pos.load(std::memory_order_relaxed);
+    const std::uint64_t c = q.slot(p)->control.load(std::memory_order_acquire);
+    const bool free = detail::control_state(c) == detail::SlotState::Empty &&
+                      detail::position_diff(detail::control_position(c), p) == 0;
+    return free ? Attempt::Done : Attempt::Full;
+  };
+  const Attempt outcome =
+      q.wait_until_done(readable ? h.not_empty : h.not_full, readable ? h.consumers_waiting : h.producers_waiting,
+                        at_most, readable, look, /*may_sleep=*/false);
+  return outcome == Attempt::Done;
 }
 
 }  // namespace hakobu

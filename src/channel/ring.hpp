@@ -78,6 +78,34 @@ static_assert(kSlotHeaderBytes == 32 && std::is_standard_layout_v<SlotHeader>);
 
 inline constexpr std::uint32_t kQueueUnlinked = 1;
 
+// Waiter counts and event-loop watchers
+// --------------------------------------
+// consumers_waiting / producers_waiting hold two counts in one word, so that a
+// put or get reads both with the one read-modify-write it already makes:
+//
+//   bits 0..19   threads asleep on the futex word (announced before sleeping)
+//   bits 20..31  entries registered in the side's watcher table
+//
+// A watcher table (get_watchers: woken by puts; put_watchers: woken by gets)
+// has kWatcherSlots entries; an entry is 0 (free) or
+//   socket id (48 bits, random, nonzero) << 16 | cookie (16 bits)
+// naming the abstract datagram socket "hakobu-wake.<uid>.<socket id in hex>"
+// of a process whose event loop waits, and the cookie it sends there.
+// Registering: CAS a free entry from 0, then add kWatcherUnit (seq_cst), then
+// try the queue again; a notifier reads the count with its read-modify-write
+// after publishing, and if the watcher bits are set sends the entry's cookie
+// to every nonzero entry. Whoever empties an entry (CAS entry -> 0) subtracts
+// kWatcherUnit once: the owner when it stops watching, or a notifier whose
+// datagram found no socket under the name (the owner died or closed it).
+//
+// The table is shared memory, so untrusted: a forged entry can only name a
+// socket of this user's "hakobu-wake." names (the uid comes from the sender,
+// not from the table), so the worst it does is a spurious wake-up, which every
+// waiter tolerates; a forged count only makes notifiers scan the table.
+inline constexpr std::size_t kWatcherSlots = 16;
+inline constexpr std::uint32_t kSleeperMask = (std::uint32_t{1} << 20) - 1;
+inline constexpr std::uint32_t kWatcherUnit = std::uint32_t{1} << 20;
+
 struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): padding keeps hot counters apart
   std::atomic<std::uint64_t> magic;  ///< kQueueMagic once initialized
   std::uint32_t layout_version;
@@ -95,11 +123,17 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::uint64_t> enqueue_pos;
   alignas(64) std::atomic<std::uint64_t> dequeue_pos;
   alignas(64) std::atomic<std::uint32_t> not_empty;  ///< futex word, bumped when a message arrives
-  std::atomic<std::uint32_t> consumers_waiting;
+  std::atomic<std::uint32_t> consumers_waiting;      ///< sleepers | watchers (see above)
+  /// Monotonic ns of the last wake-up of sleeping consumers: when their message
+  /// came, wake-up latency left out (a hint for the adaptive spin; checked).
+  std::atomic<std::int64_t> not_empty_at;
   alignas(64) std::atomic<std::uint32_t> not_full;  ///< futex word, bumped when a slot frees
-  std::atomic<std::uint32_t> producers_waiting;
+  std::atomic<std::uint32_t> producers_waiting;     ///< sleepers | watchers
+  std::atomic<std::int64_t> not_full_at;            ///< as not_empty_at, for sleeping producers
   alignas(64) std::atomic<std::uint64_t> put_count;
   alignas(64) std::atomic<std::uint64_t> get_count;
+  alignas(64) std::atomic<std::uint64_t> get_watchers[kWatcherSlots];  ///< signalled by puts (see above)
+  alignas(64) std::atomic<std::uint64_t> put_watchers[kWatcherSlots];  ///< signalled by gets
 };
 static_assert(std::is_standard_layout_v<QueueHeader> && sizeof(QueueHeader) % 64 == 0);
 

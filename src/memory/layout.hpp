@@ -36,7 +36,7 @@
 
 namespace hakobu::detail {
 
-inline constexpr std::uint32_t kLayoutVersion = 3;                         // 3: BlockHeader::payload_shift
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 3: BlockHeader::payload_shift, queue watcher tables
 inline constexpr std::uint64_t kRegistryMagic = 0x5245'554B'4F42'414BULL;  // "KABOKUER"
 inline constexpr std::uint32_t kBlockMagic = 0x4B4C'4248U;                 // "HBLK"
 

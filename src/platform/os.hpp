@@ -130,6 +130,20 @@ WaitResult futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expe
 /// Wakes up to `count` sleepers on `word` in any process.
 void futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept;
 
+// --- datagram sockets in the abstract namespace (event-loop wake-ups) ------------
+/// A non-blocking Unix datagram socket bound to the abstract name `name`
+/// (no leading NUL; it vanishes with the last descriptor, so a dead process
+/// leaves nothing behind). Always SOCK_CLOEXEC.
+SysResult<int> bind_datagram_socket(std::string_view name);
+/// An unbound non-blocking Unix datagram socket to send from. Always SOCK_CLOEXEC.
+SysResult<int> datagram_socket();
+/// Sends `size` bytes to the abstract name `name` through `fd` without
+/// waiting. ECONNREFUSED: nobody is bound to the name; EAGAIN: its queue is full.
+SysResult<void> send_datagram(int fd, std::string_view name, const void* data, std::size_t size) noexcept;
+/// Receives one datagram without waiting: its size, or -1 when none is queued.
+/// A datagram longer than `size` is cut to `size`.
+SysResult<std::int64_t> receive_datagram(int fd, void* data, std::size_t size) noexcept;
+
 // --- processes and time ---------------------------------------------------------
 std::int64_t monotonic_ns() noexcept;
 std::int32_t process_id() noexcept;
@@ -146,6 +160,8 @@ inline void cpu_relax() noexcept {
   asm volatile("yield" ::: "memory");
 #endif
 }
+/// Gives the CPU to another runnable thread, if any (sched_yield).
+void yield_cpu() noexcept;
 /// Calls `prepare` before every fork() and `parent`/`child` after it.
 void on_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept;
 

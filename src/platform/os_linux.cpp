@@ -4,12 +4,15 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -313,6 +316,65 @@ WaitResult futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expe
 
 void futex_wake(const std::atomic<std::uint32_t>* word, int count) noexcept {
   ::syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
+namespace {
+
+/// The address of abstract name `name`; its length in `length` (0: too long).
+sockaddr_un abstract_address(std::string_view name, socklen_t& length) noexcept {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  length = 0;
+  if (name.size() + 1 > sizeof address.sun_path) return address;
+  address.sun_path[0] = '\0';  // abstract: no file, gone with the socket
+  std::memcpy(address.sun_path + 1, name.data(), name.size());
+  length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return address;
+}
+
+}  // namespace
+
+SysResult<int> bind_datagram_socket(std::string_view name) {
+  socklen_t length = 0;
+  const sockaddr_un address = abstract_address(name, length);
+  if (length == 0) return {Errno{ENAMETOOLONG}, describe(ENAMETOOLONG, "socket name")};
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {Errno{errno}, describe(errno, "socket(AF_UNIX, SOCK_DGRAM)")};
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0) {  // NOLINT
+    const int err = errno;
+    ::close(fd);
+    return {Errno{err}, describe(err, "bind a wake-up socket")};
+  }
+  return fd;
+}
+
+SysResult<int> datagram_socket() {
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {Errno{errno}, describe(errno, "socket(AF_UNIX, SOCK_DGRAM)")};
+  return fd;
+}
+
+SysResult<void> send_datagram(int fd, std::string_view name, const void* data, std::size_t size) noexcept {
+  socklen_t length = 0;
+  const sockaddr_un address = abstract_address(name, length);
+  if (length == 0) return {Errno{ENAMETOOLONG}};
+  const ssize_t sent = retry_on_eintr([&] {
+    return ::sendto(fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&address),  // NOLINT
+                    length);
+  });
+  if (sent < 0) return {Errno{errno}};  // no message text: this runs on the put path
+  return {};
+}
+
+SysResult<std::int64_t> receive_datagram(int fd, void* data, std::size_t size) noexcept {
+  const ssize_t got = retry_on_eintr([&] { return ::recv(fd, data, size, MSG_DONTWAIT | MSG_TRUNC); });
+  if (got >= 0) return static_cast<std::int64_t>(got);
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return std::int64_t{-1};
+  return {Errno{errno}};
+}
+
+void yield_cpu() noexcept {
+  ::sched_yield();
 }
 
 std::int64_t monotonic_ns() noexcept {
