@@ -678,9 +678,12 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
     }
     const bool kind_ok =
         kind >= static_cast<std::uint8_t>(MessageKind::Bytes) && kind <= static_cast<std::uint8_t>(MessageKind::Object);
+    // The payload's address is made of the header values checked here, read once:
+    // a shift rewritten after this check cannot move it.
+    std::byte* const payload = block != 0 ? domain->heap().checked_payload(block, length) : nullptr;
     if (!kind_ok || (block == 0 && length > inline_capacity) ||
-        (block != 0 && (!domain->heap().check_block(block, length) ||
-                        domain->heap().header(block)->refs.load(std::memory_order_acquire) == 0))) {
+        (block != 0 &&
+         (payload == nullptr || domain->heap().header(block)->refs.load(std::memory_order_acquire) == 0))) {
       release_slot(s, position);  // drop the bad message, keep the queue going
       return Attempt::Corrupt;
     }
@@ -694,7 +697,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
       domain->fill_holding(*holding, block);  // listed before the ring lets go of it
       kill_point("get.listed");
       release_slot(s, position);
-      domain->fill_sample(sample, block, *holding, length, static_cast<MessageKind>(kind));
+      domain->fill_sample(sample, block, payload, *holding, length, static_cast<MessageKind>(kind));
       holding.reset();
     }
     header->get_count.fetch_add(1, std::memory_order_relaxed);

@@ -680,13 +680,13 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
   return loan;
 }
 
-void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size,
-                              MessageKind kind) {
+void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::byte* payload, std::uint32_t holding,
+                              std::uint64_t size, MessageKind kind) {
   sample.domain_ = shared_from_this();
   sample.block_ = block;
   sample.holding_ = holding;
   sample.fork_epoch_ = epoch_;
-  sample.shared_data_ = heap_.payload(block);
+  sample.shared_data_ = payload;  // from Heap::checked_payload: not re-read from the block header
   sample.size_ = size;
   sample.kind_ = kind;
   sample.valid_ = true;

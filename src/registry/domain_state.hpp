@@ -127,7 +127,8 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   Result<Loan, LoanError> make_loan(std::uint64_t payload_bytes, MessageKind kind, std::size_t attachments = 0,
                                     const Placement& placement = {});
   /// Wraps a listed block in a sample.
-  void fill_sample(Sample& sample, std::uint64_t block, std::uint32_t holding, std::uint64_t size, MessageKind kind);
+  void fill_sample(Sample& sample, std::uint64_t block, std::byte* payload, std::uint32_t holding, std::uint64_t size,
+                   MessageKind kind);
 
   // --- other processes ------------------------------------------------------
   /// False when the process that claimed with `token` has died.
