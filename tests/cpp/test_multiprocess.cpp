@@ -47,6 +47,7 @@
 #include "memory/layout.hpp"
 #include "message_stamp.hpp"
 #include "registry/domain_state.hpp"
+#include "test_queues.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -136,14 +137,6 @@ Domain open_domain() {
   return std::move(domain).value();
 }
 
-Queue make_queue(std::size_t capacity) {
-  QueueOptions options;
-  options.capacity = capacity;
-  auto queue = Queue::create(unique_name("mp"), options);
-  EXPECT_TRUE(queue) << queue.error().message;
-  return std::move(queue).value();
-}
-
 /// The heap use a test must return to. First makes sure this process's own
 /// bookkeeping block (its holdings table) exists, so the baseline does not
 /// move when the test first holds a message, and that no dead process is left
@@ -156,15 +149,6 @@ HeapUse settled_heap_use(Domain& domain, Queue& queue) {
   domain.collect_garbage();
   return heap_use(domain);
 }
-
-/// Unlinks the queue when the test ends, however it ends.
-struct Unlinker {
-  Queue& queue;
-  explicit Unlinker(Queue& q) : queue(q) {}
-  Unlinker(const Unlinker&) = delete;
-  Unlinker& operator=(const Unlinker&) = delete;
-  ~Unlinker() { (void)queue.unlink(); }  // Closed when the test unlinked it already
-};
 
 /// The queue's file mapped directly, to watch waiters and to corrupt it.
 class QueueFile {

@@ -11,6 +11,7 @@
 #include "hakobu/queue.hpp"
 #include "memory/heap.hpp"
 #include "registry/domain_state.hpp"
+#include "test_queues.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -27,6 +28,8 @@ using hakobu::detail::kMaxPayloadShift;
 using hakobu::detail::kPlacedMinBytes;
 using hakobu::detail::kPlacementPage;
 using hakobu::detail::Placement;
+using hakobu::test::make_queue;
+using hakobu::test::Unlinker;
 
 // Where this process places the copied bytes of a payload copied from `source`.
 std::uint64_t placement_offset(const void* source) {
@@ -62,19 +65,6 @@ std::uint64_t page_offset(const void* address) {
 bool aliases(std::uint64_t destination, std::uint64_t source) {
   const std::uint64_t distance = (destination + kPage - source % kPage) % kPage;
   return distance != 0 && distance < kAliasReach;
-}
-
-struct Unlinker {
-  Queue& queue;
-  ~Unlinker() { (void)queue.unlink(); }
-};
-
-Queue make_queue() {
-  hakobu::QueueOptions options;
-  options.capacity = 4;
-  auto queue = Queue::create(hakobu::test::unique_name("place"), options);
-  EXPECT_TRUE(queue) << queue.error().message;
-  return std::move(queue).value();
 }
 
 TEST(Placement, AwayFromAliasingAvoidsItBothWaysForEverySourceOffset) {
@@ -140,7 +130,7 @@ TEST(Placement, SmallPayloadsFollowTheHeaderLargeOnesArePlaced) {
 }
 
 TEST(Placement, LoansPlaceWhatTheCallerCopies) {
-  auto q = make_queue();
+  auto q = make_queue(4);
   Unlinker cleanup{q};
   Source source(std::size_t{1} << 20);
   const std::int64_t shape[] = {(1 << 20) / 8};
@@ -172,7 +162,7 @@ TEST(Placement, LoansPlaceWhatTheCallerCopies) {
 }
 
 TEST(Placement, CopiesThroughTheQueueArriveIntactAndPlacedInRecycledBlocks) {
-  auto q = make_queue();
+  auto q = make_queue(4);
   Unlinker cleanup{q};
   constexpr std::size_t kBytes = std::size_t{3} << 20;
   Source source(kBytes);
@@ -205,7 +195,7 @@ TEST(Placement, CopiesThroughTheQueueArriveIntactAndPlacedInRecycledBlocks) {
 TEST(Placement, AForgedShiftIsRefused) {
   auto domain = attach();
   auto& heap = domain->heap();
-  auto q = make_queue();
+  auto q = make_queue(4);
   Unlinker cleanup{q};
   // A small message: no shift, and no room in its class for one.
   auto small = q.loan(1000);

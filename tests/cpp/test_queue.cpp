@@ -14,10 +14,13 @@
 
 #include "hakobu/hakobu.hpp"
 #include "registry/domain_state.hpp"
+#include "test_queues.hpp"
 #include "test_support.hpp"
 
 namespace {
 
+using hakobu::test::make_queue;
+using hakobu::test::Unlinker;
 using namespace std::chrono_literals;
 using hakobu::GetError;
 using hakobu::PutError;
@@ -34,19 +37,6 @@ T value_of(const hakobu::Sample& sample) {
   std::memcpy(&out, sample.bytes().data(), sizeof(T));
   return out;
 }
-
-Queue make_queue(std::size_t capacity = 8) {
-  hakobu::QueueOptions options;
-  options.capacity = capacity;
-  auto queue = Queue::create(hakobu::test::unique_name("q"), options);
-  EXPECT_TRUE(queue) << queue.error().message;
-  return std::move(queue).value();
-}
-
-struct Unlinker {
-  Queue& queue;
-  ~Unlinker() { (void)queue.unlink(); }
-};
 
 TEST(Queue, OpenModes) {
   auto q = make_queue();

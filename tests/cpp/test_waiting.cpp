@@ -19,10 +19,13 @@
 #include "channel/waiting.hpp"
 #include "hakobu/hakobu.hpp"
 #include "platform/os.hpp"
+#include "test_queues.hpp"
 #include "test_support.hpp"
 
 namespace {
 
+using hakobu::test::make_queue;
+using hakobu::test::Unlinker;
 using namespace std::chrono_literals;
 using hakobu::GetError;
 using hakobu::Latency;
@@ -32,20 +35,6 @@ using hakobu::WakeSocket;
 using hakobu::WatchError;
 
 constexpr auto kWatchdog = 30s;  // no wait in these tests should come near it
-
-Queue make_queue(std::size_t capacity = 8, Latency latency = Latency::Adaptive) {
-  hakobu::QueueOptions options;
-  options.capacity = capacity;
-  options.latency = latency;
-  auto queue = Queue::create(hakobu::test::unique_name("w"), options);
-  EXPECT_TRUE(queue) << queue.error().message;
-  return std::move(queue).value();
-}
-
-struct Unlinker {
-  Queue& queue;
-  ~Unlinker() { (void)queue.unlink(); }
-};
 
 std::span<const std::byte> bytes_of(const auto& value) {
   return std::as_bytes(std::span(&value, 1));
