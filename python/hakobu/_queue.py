@@ -333,6 +333,13 @@ def _latency_setting(latency: object, spin: object) -> tuple[str, float]:
 ASYNC_SPIN_LIMIT = 500e-6
 # With the queue's watcher table full (16 loops of other processes watch it), look again this often.
 _FULL_TABLE_RECHECK = 1e-3
+# A signal can be lost without anyone failing: a datagram dropped on a full socket
+# buffer, or an entry a putter cleared because it could not reach the socket (a
+# process in another network namespace that shares /dev/shm cannot: abstract
+# sockets are per network namespace). So while tasks wait, each loop renews its
+# entries and lets one task per side look again this often: a lost signal costs
+# at most this delay, never a hang; idle, it is one look per side per period.
+RENEW_SECONDS = 1.0
 
 
 class _Watch:
@@ -356,6 +363,7 @@ class _LoopWaker:
         self._watches: dict[tuple[int, bool], _Watch] = {}
         self._by_cookie: dict[int, _Watch] = {}
         self._next_cookie = 0
+        self._renewal: Optional[asyncio.TimerHandle] = None
         loop.add_reader(self._socket.fileno(), self._on_readable)
         # The loop holds us through its reader; we hold it only weakly (see _wakers).
         self._loop = weakref.ref(loop)
@@ -383,6 +391,8 @@ class _LoopWaker:
         assert loop is not None
         future: asyncio.Future[bool] = loop.create_future()
         watch.futures.append(future)
+        if self._renewal is None:
+            self._renewal = loop.call_later(RENEW_SECONDS, self._renew)
         if not watch.registered:
             try:
                 watch.registered = core.watch(self._socket, writable, watch.cookie)
@@ -404,6 +414,22 @@ class _LoopWaker:
             watch.registered = False
         del self._watches[(id(watch.core), watch.writable)]
         del self._by_cookie[watch.cookie]
+
+    def _renew(self) -> None:
+        """Registers each side again (a putter may have cleared its entry) and lets one of
+        its tasks look again (a signal may have been lost); see RENEW_SECONDS."""
+        self._renewal = None
+        for watch in list(self._watches.values()):
+            if watch.registered:
+                watch.core.unwatch(self._socket, watch.writable, watch.cookie)
+                try:
+                    watch.registered = watch.core.watch(self._socket, watch.writable, watch.cookie)
+                except _errors.HakobuError:  # closed: the task that looks finds out
+                    watch.registered = False
+            self.wake_one(watch)
+        loop = self._loop()
+        if self._watches and loop is not None and not loop.is_closed():
+            self._renewal = loop.call_later(RENEW_SECONDS, self._renew)
 
     @staticmethod
     def wake_one(watch: _Watch) -> None:

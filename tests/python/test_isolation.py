@@ -1,5 +1,6 @@
 """Deployments an unlucky user meets: processes of two PID namespaces sharing
-/dev/shm, another Unix user on the machine, a /dev/shm that is nearly full.
+/dev/shm, a producer in another network namespace, another Unix user on the
+machine, a /dev/shm that is nearly full.
 
 These need root (CI runs as root) to make the namespaces, the second user and
 the small tmpfs; each test removes what it creates.
@@ -141,6 +142,34 @@ def test_another_user_can_neither_attach_nor_remove(other_user: str, name: str, 
     assert mine.get(timeout=5) == "private", "the queue is untouched"
     assert mine.qsize() == 0
     mine.unlink()
+
+
+@needs_root
+def test_async_receivers_hear_from_a_producer_in_another_network_namespace(name: str) -> None:
+    # Containers may share /dev/shm but not their network namespace, where a putter
+    # cannot reach an event loop's wake-up socket (abstract sockets belong to one
+    # namespace). The receivers must still get every message, a little later.
+    import asyncio
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    count = 3
+    # A handle that did not create the queue: no NoSenderWarning timer wakes its waiters.
+    with hakobu.Queue(name, create=True) as owner, hakobu.Queue(name, create=False) as q:
+
+        async def receive() -> list[object]:
+            waiting = [asyncio.ensure_future(q.get_async()) for _ in range(count)]  # no timeout: a lost signal would hang
+            await asyncio.sleep(0.2)  # parked on the loop's socket by now (either way they must finish)
+            producer = subprocess.Popen(
+                ["unshare", "--net", sys.executable, str(PROGRAMS / "waiting_peer.py"), "produce", name, str(count)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            code, _, err = await asyncio.to_thread(finish, producer)
+            assert code == 0, err
+            return list(await asyncio.gather(*waiting))
+
+        assert sorted(asyncio.run(asyncio.wait_for(receive(), 60))) == list(range(count))  # type: ignore[type-var]
+        owner.unlink()
 
 
 @needs_root
