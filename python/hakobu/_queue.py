@@ -139,7 +139,7 @@ class Queue:
             return self._get_watching(wait)
         # One call: the extension decodes bytes, numeric arrays and small pickles; the codec the rest.
         obj = self._core.get_object(wait, self._allow_pickle)
-        return self._decode(obj) if type(obj) is _Message else obj
+        return self._received(obj)
 
     def _get_watching(self, wait: Optional[float]) -> Any:
         """get() on a queue this handle created that nothing was put on yet (see NoSenderWarning)."""
@@ -154,9 +154,13 @@ class Queue:
                     wait = max(0.0, wait - (time.monotonic() - started))
             else:
                 self._watch_for_sender = False
-                return self._decode(obj) if type(obj) is _Message else obj
+                return self._received(obj)
         obj = self._core.get_object(wait, self._allow_pickle)
         self._watch_for_sender = False  # something was sent: the name is right
+        return self._received(obj)
+
+    def _received(self, obj: Any) -> Any:
+        """What get_object returned: the object itself, or a Message for the Python codec."""
         return self._decode(obj) if type(obj) is _Message else obj
 
     def get_nowait(self) -> Any:
@@ -439,12 +443,10 @@ class _LoopWaker:
                 future.set_result(True)
                 return
 
-    @staticmethod
-    def wake_all(watch: _Watch) -> None:
+    @classmethod
+    def wake_all(cls, watch: _Watch) -> None:
         while watch.futures:
-            future = watch.futures.popleft()
-            if not future.done():
-                future.set_result(True)
+            cls.wake_one(watch)
 
     def _take_cookie(self) -> int:
         for _ in range(1 << 16):
