@@ -214,7 +214,10 @@ class HakobuRun(Run):
         to = hakobu.Queue(name + "-to", capacity=8, create=True, domain=domain, latency=self.mode)
         back = hakobu.Queue(name + "-from", capacity=8, create=True, domain=domain, latency=self.mode)
         peer = start_peer(
-            "hakobu", ["--name", name, "--domain", domain, "--mode", self.mode], work, isinstance(payload, np.ndarray)
+            "hakobu",
+            ["--name", name, "--domain", domain, "--mode", self.mode],
+            work,
+            isinstance(payload, np.ndarray),
         )
         try:
             if self.use_async:
@@ -364,7 +367,9 @@ def peer_idle(args: argparse.Namespace) -> None:
     if args.waiters:
 
         async def idle() -> None:
-            tasks = [asyncio.ensure_future(queue.get_async(timeout=args.seconds)) for _ in range(args.waiters)]
+            tasks = [
+                asyncio.ensure_future(queue.get_async(timeout=args.seconds)) for _ in range(args.waiters)
+            ]
             await asyncio.sleep(0.2)  # all parked
             settled_cpu, settled_wall = cpu_seconds(), time.monotonic()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -384,11 +389,24 @@ def idle_cpu(mode: str, seconds: float, waiters: int = 0) -> dict[str, float]:
     domain = f"lat{os.getpid()}"
     queue = hakobu.Queue("idle", create=True, domain=domain)
     try:
-        command = [sys.executable, __file__, "--peer", "idle", "--name", "idle", "--domain", domain, "--mode", mode]
+        command = [
+            sys.executable,
+            __file__,
+            "--peer",
+            "idle",
+            "--name",
+            "idle",
+            "--domain",
+            domain,
+            "--mode",
+            mode,
+        ]
         command += ["--seconds", str(seconds), "--waiters", str(waiters)]
         # One BLAS thread: NumPy's idle worker threads would be counted as the receiver's CPU.
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True, env=env)
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, check=True, env=env
+        )
         result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
     finally:
@@ -432,7 +450,9 @@ def print_rows(title: str, rows: dict[str, dict[str, float]]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer trips and rounds (a smoke run)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--peer", help=argparse.SUPPRESS)
@@ -489,7 +509,9 @@ def main() -> int:
         rows = table(async_runs, payload, 0.0, rounds, trips, warmup)
         print_rows(title, rows)
         blocking, awaited = rows["hakobu blocking q.get()"], rows["hakobu await q.get_async()"]
-        print(f"  get_async / get (median): {awaited['median_us'] / blocking['median_us']:.2f}x (goal <= 1.5x)")
+        print(
+            f"  get_async / get (median): {awaited['median_us'] / blocking['median_us']:.2f}x (goal <= 1.5x)"
+        )
         results[title] = rows
 
     print(f"\nidle receiver, no sender, {idle_seconds:g} s (CPU time the receiving program used)")
@@ -498,7 +520,9 @@ def main() -> int:
         idle[f"get(), latency='{mode}'"] = idle_cpu(mode, idle_seconds)
     idle["1000 x get_async(), latency='adaptive'"] = idle_cpu("adaptive", idle_seconds, waiters=1000)
     for label, row in idle.items():
-        print(f"  {label:<44} CPU {row['cpu'] * 1e3:8.1f} ms over {row['wall']:.2f} s = {row['cpu'] / row['wall']:.2%}")
+        print(
+            f"  {label:<44} CPU {row['cpu'] * 1e3:8.1f} ms over {row['wall']:.2f} s = {row['cpu'] / row['wall']:.2%}"
+        )
     results["idle"] = idle
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

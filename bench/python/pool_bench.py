@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_limits
 import hakobu
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queue_bench import MIB, machine  # noqa: E402 - the house's machine description
+from queue_bench import MIB, machine
 
 WORKERS = 2
 
@@ -110,11 +110,19 @@ def big_arrays(quick: bool) -> list[dict[str, Any]]:
     with hakobu.Pool(WORKERS) as pool:
         measure("hakobu.Pool.map", "default chunksize", lambda: pool.map(double, arrays))
         shared = [hakobu.array(a) for a in arrays]
-        measure("hakobu.Pool.map, inputs in hakobu memory", "hakobu.array: sent by reference", lambda: pool.map(double, shared))
+        measure(
+            "hakobu.Pool.map, inputs in hakobu memory",
+            "hakobu.array: sent by reference",
+            lambda shared=shared: pool.map(double, shared),
+        )
         del shared
     context = multiprocessing.get_context()
     with context.Pool(WORKERS) as mp_pool:
-        measure("multiprocessing.Pool.map", f"start method {context.get_start_method()}", lambda: mp_pool.map(double, arrays))
+        measure(
+            "multiprocessing.Pool.map",
+            f"start method {context.get_start_method()}",
+            lambda: mp_pool.map(double, arrays),
+        )
     with concurrent.futures.ProcessPoolExecutor(WORKERS) as executor:
         measure("ProcessPoolExecutor.map", "chunksize 1", lambda: list(executor.map(double, arrays)))
     try:
@@ -147,7 +155,11 @@ def ray_row(arrays: list[np.ndarray], measure: Callable[[str, str, Callable[[], 
     )
     try:
         remote_double = ray.remote(double)
-        measure("ray (remote tasks)", "object store 2 GiB", lambda: ray.get([remote_double.remote(a) for a in arrays]))
+        measure(
+            "ray (remote tasks)",
+            "object store 2 GiB",
+            lambda: ray.get([remote_double.remote(a) for a in arrays]),
+        )
     finally:
         ray.shutdown()
 
@@ -263,10 +275,19 @@ def svd_rows(quick: bool) -> list[dict[str, Any]]:
     for workers in (1, WORKERS):
         with hakobu.Pool(workers) as pool:
             threads = max(1, WORKERS // workers)
-            measure(f"hakobu.Pool({workers}), default caps ({threads} per worker)", workers, lambda: pool.map(svd, matrices))
+            measure(
+                f"hakobu.Pool({workers}), default caps ({threads} per worker)",
+                workers,
+                lambda: pool.map(svd, matrices),
+            )
     with multiprocessing.get_context().Pool(WORKERS) as mp_pool:
         # Oversubscribed, it is slow and steady: one timed run.
-        measure(f"multiprocessing.Pool({WORKERS}), threads not capped", WORKERS, lambda: mp_pool.map(svd, matrices), 1)
+        measure(
+            f"multiprocessing.Pool({WORKERS}), threads not capped",
+            WORKERS,
+            lambda: mp_pool.map(svd, matrices),
+            1,
+        )
     return rows
 
 
@@ -275,7 +296,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="half the tasks, fewer repeats")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument(
-        "--only", choices=("arrays", "tiny", "svd"), action="append", help="run only these sections (repeatable)"
+        "--only",
+        choices=("arrays", "tiny", "svd"),
+        action="append",
+        help="run only these sections (repeatable)",
     )
     args = parser.parse_args()
     sections = set(args.only or ("arrays", "tiny", "svd"))
@@ -303,10 +327,14 @@ def tiny_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     lone_ratio = by_name["multiprocessing.Pool.apply (one task)"] / by_name["hakobu.Pool.apply (one task)"]
     results["apply_async_target_met"] = apply_ratio >= 1.0
     results["submit_target_met"] = submit_ratio >= 1.5
-    print(f"   apply_async: hakobu {apply_ratio:.2f}x as fast as multiprocessing.Pool (target >= 1x: "
-          f"{'met' if results['apply_async_target_met'] else 'NOT MET'})")
-    print(f"   submit: hakobu {submit_ratio:.2f}x as fast as ProcessPoolExecutor (target >= 1.5x: "
-          f"{'met' if results['submit_target_met'] else 'NOT MET'})")
+    print(
+        f"   apply_async: hakobu {apply_ratio:.2f}x as fast as multiprocessing.Pool (target >= 1x: "
+        f"{'met' if results['apply_async_target_met'] else 'NOT MET'})"
+    )
+    print(
+        f"   submit: hakobu {submit_ratio:.2f}x as fast as ProcessPoolExecutor (target >= 1.5x: "
+        f"{'met' if results['submit_target_met'] else 'NOT MET'})"
+    )
     print(f"   one task's round trip: hakobu {lone_ratio:.2f}x as fast as multiprocessing.Pool")
 
 
@@ -322,13 +350,17 @@ def array_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     baseline = next(row for row in rows if row["method"] == "multiprocessing.Pool.map")
     speedup = baseline["seconds"] / hakobu_seconds
     results["map_target_met"] = speedup >= 10
-    print(f"   target: >= 10x faster than multiprocessing.Pool: {speedup:.1f}x: "
-          f"{'met' if results['map_target_met'] else 'NOT MET'}")
+    print(
+        f"   target: >= 10x faster than multiprocessing.Pool: {speedup:.1f}x: "
+        f"{'met' if results['map_target_met'] else 'NOT MET'}"
+    )
     ray = next((row for row in rows if row["method"].startswith("ray")), None)
     if ray is not None:
         results["ray_target_met"] = ray["seconds"] / hakobu_seconds >= 2
-        print(f"   target: >= 2x faster than Ray: {ray['seconds'] / hakobu_seconds:.1f}x: "
-              f"{'met' if results['ray_target_met'] else 'NOT MET'}")
+        print(
+            f"   target: >= 2x faster than Ray: {ray['seconds'] / hakobu_seconds:.1f}x: "
+            f"{'met' if results['ray_target_met'] else 'NOT MET'}"
+        )
 
 
 def svd_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -339,8 +371,10 @@ def svd_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     scaling = one["seconds"] / two["seconds"]
     results["svd_speedup"] = scaling
     results["svd_target_met"] = scaling >= 1.9
-    print(f"   speed-up of {WORKERS} workers over 1 (1 thread each): {scaling:.2f}x "
-          f"(target >= 1.9x: {'met' if results['svd_target_met'] else 'NOT MET'})")
+    print(
+        f"   speed-up of {WORKERS} workers over 1 (1 thread each): {scaling:.2f}x "
+        f"(target >= 1.9x: {'met' if results['svd_target_met'] else 'NOT MET'})"
+    )
 
 
 if __name__ == "__main__":

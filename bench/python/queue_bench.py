@@ -113,11 +113,11 @@ def small_arrays(quick: bool) -> list[dict[str, Any]]:
         for elements in (16, 128):
             array = np.arange(elements, dtype=np.float64)
 
-            def through_hakobu() -> None:
+            def through_hakobu(array: np.ndarray = array) -> None:
                 to_peer.put(array)
                 from_peer.get()
 
-            def through_pipe() -> None:
+            def through_pipe(array: np.ndarray = array) -> None:
                 parent.send(array)
                 parent.recv()
 
@@ -153,14 +153,14 @@ def hand_off(quick: bool) -> list[dict[str, Any]]:
     try:
         for size in sizes:
             array = hakobu.empty(size, np.uint8)
-            array[:: 4096] = 1  # touch every page once, outside the measurement
+            array[::4096] = 1  # touch every page once, outside the measurement
             copy_target = np.empty(size, np.uint8)
             copy_target[:] = 0
             start = time.perf_counter()
             np.copyto(copy_target, array)
             memcpy_seconds = time.perf_counter() - start
 
-            def hop() -> None:
+            def hop(array: np.ndarray = array) -> None:
                 to_peer.put(array)  # by reference: the array lives in shared memory
                 from_peer.get()
 
@@ -235,14 +235,15 @@ def copies(size: int, repeats: int) -> dict[str, Any]:
             q.put(source)  # warm-up: the first block of this size is fresh memory to fault in
             del_received = q.get()
             del del_received
-            times: dict[str, list[float]] = {k: [] for k in ("put", "copyto", "array_out", "array_private",
-                                                             "copyto_out", "copyto_private")}
+            times: dict[str, list[float]] = {
+                k: [] for k in ("put", "copyto", "array_out", "array_private", "copyto_out", "copyto_private")
+            }
             for _ in range(repeats):
-                times["copyto"].append(timed(lambda: np.copyto(target, source)))
-                times["put"].append(timed(lambda: q.put(source)))
+                times["copyto"].append(timed(lambda target=target, source=source: np.copyto(target, source)))
+                times["put"].append(timed(lambda source=source: q.put(source)))
                 received = q.get()
-                times["array_out"].append(timed(lambda: np.array(received)))
-                times["copyto_out"].append(timed(lambda: np.copyto(receiver, received)))
+                times["array_out"].append(timed(lambda received=received: np.array(received)))
+                times["copyto_out"].append(timed(lambda received=received: np.copyto(receiver, received)))
                 del received
                 times["array_private"].append(timed(lambda: np.array(private)))
                 times["copyto_private"].append(timed(lambda: np.copyto(receiver, private)))
@@ -271,8 +272,14 @@ def copies(size: int, repeats: int) -> dict[str, Any]:
         shm_ms, put_get_ms = statistics.median(hand_offs) * 1e3, statistics.median(puts) * 1e3
     finally:
         q.unlink()
-    return {"bytes": size, "repeats": repeats, "rows": rows, "shared_memory_hand_off_ms": shm_ms,
-            "put_get_ms": put_get_ms, "shared_memory_speedup": shm_ms / put_get_ms}
+    return {
+        "bytes": size,
+        "repeats": repeats,
+        "rows": rows,
+        "shared_memory_hand_off_ms": shm_ms,
+        "put_get_ms": put_get_ms,
+        "shared_memory_speedup": shm_ms / put_get_ms,
+    }
 
 
 def human(size: int) -> str:
@@ -286,10 +293,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few trips (about 15 s)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
-    parser.add_argument("--only", action="append", choices=("small", "handoff", "copies"),
-                        help="run only this section (repeatable)")
-    parser.add_argument("--copy-size", type=int, metavar="MIB",
-                        help="array size of the copies section in MiB (default: 1024; --quick: 64)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("small", "handoff", "copies"),
+        help="run only this section (repeatable)",
+    )
+    parser.add_argument(
+        "--copy-size",
+        type=int,
+        metavar="MIB",
+        help="array size of the copies section in MiB (default: 1024; --quick: 64)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the copies section (default 5)")
     parser.add_argument("--peer", nargs=2, metavar=("INBOX", "OUTBOX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -315,40 +330,56 @@ def main() -> int:
         results["hand_off"] = hand_off(args.quick)
         print(f"   {'size':>8} {'median':>10} {'p99':>10} {'one np.copyto':>14}")
         for row in results["hand_off"]:
-            print(f"   {human(row['bytes']):>8} {row['median_us']:8.1f} us {row['p99_us']:8.1f} us {row['one_copy_us']:11.1f} us")
+            print(
+                f"   {human(row['bytes']):>8} {row['median_us']:8.1f} us {row['p99_us']:8.1f} us {row['one_copy_us']:11.1f} us"
+            )
         rows = results["hand_off"]
         worst = max(row["median_us"] for row in rows)
         # Flat in size: the largest message costs no more than twice the smallest.
         growth = rows[-1]["median_us"] / rows[0]["median_us"]
         results["hand_off_target_met"] = worst <= 100 and growth <= 2
-        print(f"   target <= 100 us at every size and flat: worst {worst:.1f} us, "
-              f"{human(rows[-1]['bytes'])} vs {human(rows[0]['bytes'])}: {growth:.2f}x: "
-              f"{'met' if results['hand_off_target_met'] else 'NOT MET'}")
+        print(
+            f"   target <= 100 us at every size and flat: worst {worst:.1f} us, "
+            f"{human(rows[-1]['bytes'])} vs {human(rows[0]['bytes'])}: {growth:.2f}x: "
+            f"{'met' if results['hand_off_target_met'] else 'NOT MET'}"
+        )
 
     if "copies" in sections:
         size = args.copy_size * MIB if args.copy_size else (64 * MIB if args.quick else GIB)
-        print(f"\n3. copies of an ordinary {human(size)} float64 array at every alignment (one process, medians of "
-              f"{args.repeats}; baselines in the same run)")
+        print(
+            f"\n3. copies of an ordinary {human(size)} float64 array at every alignment (one process, medians of "
+            f"{args.repeats}; baselines in the same run)"
+        )
         result = results["copies"] = copies(size, args.repeats)
-        print(f"   {'source':>7} {'put':>9} {'np.copyto':>9} {'ratio':>6} | {'np.array(recv)':>14} "
-              f"{'np.array(priv)':>14} {'ratio':>6} | {'copyto(recv)':>12} {'copyto(priv)':>12} {'ratio':>6}")
+        print(
+            f"   {'source':>7} {'put':>9} {'np.copyto':>9} {'ratio':>6} | {'np.array(recv)':>14} "
+            f"{'np.array(priv)':>14} {'ratio':>6} | {'copyto(recv)':>12} {'copyto(priv)':>12} {'ratio':>6}"
+        )
         for row in result["rows"]:
-            print(f"   {str(row['source_offset']):>7} {row['put_ms']:6.1f} ms {row['copyto_ms']:6.1f} ms "
-                  f"{row['put_ratio']:5.2f}x | {row['array_out_ms']:11.1f} ms {row['array_private_ms']:11.1f} ms "
-                  f"{row['array_out_ratio']:5.2f}x | {row['copyto_out_ms']:9.1f} ms {row['copyto_private_ms']:9.1f} ms "
-                  f"{row['copyto_out_ratio']:5.2f}x")
+            print(
+                f"   {row['source_offset']!s:>7} {row['put_ms']:6.1f} ms {row['copyto_ms']:6.1f} ms "
+                f"{row['put_ratio']:5.2f}x | {row['array_out_ms']:11.1f} ms {row['array_private_ms']:11.1f} ms "
+                f"{row['array_out_ratio']:5.2f}x | {row['copyto_out_ms']:9.1f} ms {row['copyto_private_ms']:9.1f} ms "
+                f"{row['copyto_out_ratio']:5.2f}x"
+            )
         worst_in = max(row["put_ratio"] for row in result["rows"])
         worst_out = max(max(row["array_out_ratio"], row["copyto_out_ratio"]) for row in result["rows"])
         results["put_target_met"] = worst_in <= 1.1
         results["copy_out_target_met"] = worst_out <= 1.1
         results["shared_memory_target_met"] = result["shared_memory_speedup"] >= 10
-        print(f"   (source: bytes past a page; numpy: np.ones, at {result['rows'][-1]['address_mod_4096']} past one)")
-        print(f"   multiprocessing.shared_memory hand-off {result['shared_memory_hand_off_ms']:.1f} ms, "
-              f"hakobu put + get {result['put_get_ms']:.1f} ms: {result['shared_memory_speedup']:.1f}x faster")
-        print(f"   target put <= 1.1x np.copyto at every alignment: worst {worst_in:.2f}x "
-              f"{'met' if results['put_target_met'] else 'NOT MET'}; copy-out as fast (<= 1.1x): worst "
-              f"{worst_out:.2f}x {'met' if results['copy_out_target_met'] else 'NOT MET'}; >= 10x the shared_memory "
-              f"hand-off: {'met' if results['shared_memory_target_met'] else 'NOT MET'}")
+        print(
+            f"   (source: bytes past a page; numpy: np.ones, at {result['rows'][-1]['address_mod_4096']} past one)"
+        )
+        print(
+            f"   multiprocessing.shared_memory hand-off {result['shared_memory_hand_off_ms']:.1f} ms, "
+            f"hakobu put + get {result['put_get_ms']:.1f} ms: {result['shared_memory_speedup']:.1f}x faster"
+        )
+        print(
+            f"   target put <= 1.1x np.copyto at every alignment: worst {worst_in:.2f}x "
+            f"{'met' if results['put_target_met'] else 'NOT MET'}; copy-out as fast (<= 1.1x): worst "
+            f"{worst_out:.2f}x {'met' if results['copy_out_target_met'] else 'NOT MET'}; >= 10x the shared_memory "
+            f"hand-off: {'met' if results['shared_memory_target_met'] else 'NOT MET'}"
+        )
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)

@@ -46,7 +46,12 @@ def machine() -> dict[str, Any]:
     """The machine, as `hakobu bench` records it, plus the versions these figures depend on."""
     from hakobu.bench.report import machine as described
 
-    return {**described(), "numpy": np.__version__, "hakobu": hakobu.__version__, "python": sys.version.split()[0]}
+    return {
+        **described(),
+        "numpy": np.__version__,
+        "hakobu": hakobu.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def per_call(step: Callable[[], None], batch: int = BATCH, repeats: int = REPEATS) -> float:
@@ -79,9 +84,10 @@ def one_process(domain: str) -> dict[str, float]:
 
 def echo(domain: str, inbox: str, outbox: str) -> None:
     """The peer: sends back everything it receives until it receives None."""
-    with hakobu.Queue(inbox, domain=domain, create=False) as source, hakobu.Queue(
-        outbox, domain=domain, create=False
-    ) as target:
+    with (
+        hakobu.Queue(inbox, domain=domain, create=False) as source,
+        hakobu.Queue(outbox, domain=domain, create=False) as target,
+    ):
         while True:
             obj = source.get(timeout=120)
             target.put(obj)
@@ -93,11 +99,19 @@ def two_programs(domain: str, rounds: int, trips: int) -> dict[str, float]:
     array = np.arange(8, dtype=np.float64)
     raw = bytes(64)
     times: dict[str, list[float]] = {"array_64B": [], "bytes_64B": []}
-    with hakobu.Queue("small-bench-ping", domain=domain, create=True) as ping, hakobu.Queue(
-        "small-bench-pong", domain=domain, create=True
-    ) as pong:
+    with (
+        hakobu.Queue("small-bench-ping", domain=domain, create=True) as ping,
+        hakobu.Queue("small-bench-pong", domain=domain, create=True) as pong,
+    ):
         peer = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--echo", domain, "small-bench-ping", "small-bench-pong"]
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--echo",
+                domain,
+                "small-bench-ping",
+                "small-bench-pong",
+            ]
         )
         try:
             for _ in range(50):  # the peer is up and warm

@@ -11,21 +11,22 @@
 from __future__ import annotations
 
 from . import _checks, _core
+from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
 from ._errors import (
     AccessDenied,
     AlreadyExists,
     BrokenPool,
     Closed,
     Corrupt,
-    EncodingError,
     Empty,
+    EncodingError,
     Full,
     HakobuError,
     Incompatible,
     InvalidArgument,
     InvalidName,
-    NotCreator,
     NoSenderWarning,
+    NotCreator,
     NotFound,
     OutOfSharedMemory,
     PoolTerminated,
@@ -38,7 +39,6 @@ from ._errors import (
     UnpicklingRefused,
     WorkerLost,
 )
-from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
 from ._queue import Queue
 from .pool import Executor, Pool
 
@@ -59,20 +59,13 @@ def default_domain() -> str:
 
 
 __all__ = [
-    "array",
-    "empty",
-    "empty_like",
-    "full",
-    "is_shared",
-    "zeros",
-    "zeros_like",
     "AccessDenied",
     "AlreadyExists",
     "BrokenPool",
     "Closed",
     "Corrupt",
-    "EncodingError",
     "Empty",
+    "EncodingError",
     "Executor",
     "Full",
     "HakobuError",
@@ -94,6 +87,13 @@ __all__ = [
     "Unlinked",
     "UnpicklingRefused",
     "WorkerLost",
+    "array",
     "default_domain",
+    "empty",
+    "empty_like",
+    "full",
+    "is_shared",
     "remove",
+    "zeros",
+    "zeros_like",
 ]

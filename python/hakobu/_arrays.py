@@ -8,7 +8,8 @@ share the memory; writes by one are seen by the others.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Optional, Sequence, Union, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Optional, Union, cast
 
 import numpy as np
 
@@ -26,7 +27,9 @@ def _shape(shape: object) -> tuple[int, ...]:
     return (_checks.count(shape, "the shape"),)
 
 
-def empty(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None) -> np.ndarray:
+def empty(
+    shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None
+) -> np.ndarray:
     """Like ``numpy.empty``, in shared memory: sending it costs no copy.
 
     Raises InvalidArgument for a shape that is not ints (or has negative ones)
@@ -44,7 +47,9 @@ def empty(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Opt
     return np.ndarray(shape_tuple, dtype, buffer=memoryview(buffer), order=layout)
 
 
-def zeros(shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None) -> np.ndarray:
+def zeros(
+    shape: ShapeLike, dtype: Any = float, order: str = "C", *, domain: Optional[str] = None
+) -> np.ndarray:
     """Like ``numpy.zeros``, in shared memory (recycled memory is cleared)."""
     array = empty(shape, dtype, order, domain=domain)
     np.frombuffer(owner_of(array), dtype=np.uint8).fill(0)  # type: ignore[arg-type]

@@ -33,7 +33,8 @@ import builtins
 import io
 import pickle
 import struct
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import cloudpickle
 import numpy as np
@@ -74,7 +75,9 @@ def dtype_fields(dtype: np.dtype) -> tuple[int, int, int, str]:
     if code is not None and native and dtype.fields is None and dtype.itemsize * 8 <= 255:
         return code, dtype.itemsize * 8, 1, typestr
     if dtype.itemsize > 0xFFFF:
-        raise _errors.InvalidArgument(f"elements of {dtype.itemsize} bytes are too large for an array message")
+        raise _errors.InvalidArgument(
+            f"elements of {dtype.itemsize} bytes are too large for an array message"
+        )
     return _DLPACK_UINT, 8, max(dtype.itemsize, 1), typestr
 
 
@@ -100,7 +103,9 @@ def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtyp
             pass
     if code == _DLPACK_UINT and bits == 8:
         return np.dtype(f"V{lanes}") if lanes > 1 else np.dtype(np.uint8)
-    raise _errors.InvalidArgument(f"array element type (code={code}, bits={bits}, lanes={lanes}) has no NumPy dtype")
+    raise _errors.InvalidArgument(
+        f"array element type (code={code}, bits={bits}, lanes={lanes}) has no NumPy dtype"
+    )
 
 
 def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
@@ -135,7 +140,11 @@ def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) 
     loan = queue.loan_array(code, bits, lanes, typestr, list(array.shape), fortran)
     # One copy, straight into shared memory, whatever the source's strides.
     target = np.ndarray(
-        array.shape, array.dtype, buffer=memoryview(loan), offset=loan.data_offset, order="F" if fortran else "C"
+        array.shape,
+        array.dtype,
+        buffer=memoryview(loan),
+        offset=loan.data_offset,
+        order="F" if fortran else "C",
     )
     np.copyto(target, array, casting="no")
     del target
@@ -176,7 +185,9 @@ def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None
         return
     sources = [_shared_source(view) for view in large]
     header = _OBJECT_HEADER.pack(_OBJECT_MAGIC, len(sources))
-    entries = b"".join(_OBJECT_ENTRY.pack(index, offset, view.nbytes) for index, (_, offset, view) in enumerate(sources))
+    entries = b"".join(
+        _OBJECT_ENTRY.pack(index, offset, view.nbytes) for index, (_, offset, view) in enumerate(sources)
+    )
     loan = queue.loan(len(header) + len(entries) + len(stream), KIND_OBJECT, len(sources))
     payload = memoryview(loan)
     payload[: len(header)] = header
@@ -185,7 +196,9 @@ def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None
     payload.release()
     for owner, _, _ in sources:
         if not loan.attach(owner):
-            raise _errors.InvalidArgument("a buffer of the object lives in another hakobu domain than the queue")
+            raise _errors.InvalidArgument(
+                "a buffer of the object lives in another hakobu domain than the queue"
+            )
     queue.put_loan(loan, timeout)
 
 
@@ -195,7 +208,7 @@ def _shared_source(view: memoryview) -> tuple[Any, int, memoryview]:
     owner = _arrays.owner_of(exporter) if isinstance(exporter, np.ndarray) else None
     if owner is not None:
         offset = np.frombuffer(view, np.uint8).ctypes.data - owner.address
-        if 0 <= offset and offset + view.nbytes <= owner.nbytes:
+        if offset >= 0 and offset + view.nbytes <= owner.nbytes:
             return owner, offset, view  # already shared: no copy
     copy = _core.allocate(view.nbytes)
     target = memoryview(copy)
@@ -215,7 +228,21 @@ def _dumps(obj: Any, buffer_callback: Any) -> bytes:
 # What a queue with allow_pickle=False accepts in an object message. Their pickles name
 # no global (protocol 5) or only these types themselves (older protocols, complex):
 # calling a plain type with any arguments builds data and runs nothing else.
-PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+PLAIN_TYPES = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    bytearray,
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+)
 _PLAIN_GLOBALS = frozenset(("builtins", kind.__name__) for kind in PLAIN_TYPES if kind is not type(None))
 
 
@@ -250,7 +277,7 @@ def _plain_loads(stream: memoryview, buffers: list[memoryview]) -> Any:
         return _PlainUnpickler(io.BytesIO(stream), buffers=copies()).load()
     except _errors.UnpicklingRefused:
         raise
-    except Exception as error:  # noqa: BLE001 - a damaged or hostile stream: refused the same way
+    except Exception as error:
         raise _errors.UnpicklingRefused(
             f"refused an object message that is not a plain pickle ({type(error).__name__}: {error}); "
             "the message was dropped"
@@ -270,7 +297,9 @@ def _loads_object(message: _core.Message, allow_pickle: bool) -> Any:
             raise _errors.Corrupt("object message shorter than its buffer table")
         buffers = []
         for k in range(count):
-            index, offset, length = _OBJECT_ENTRY.unpack_from(payload, _OBJECT_HEADER.size + k * _OBJECT_ENTRY.size)
+            index, offset, length = _OBJECT_ENTRY.unpack_from(
+                payload, _OBJECT_HEADER.size + k * _OBJECT_ENTRY.size
+            )
             attachment = message.attachment(index)
             if offset + length > attachment.nbytes:
                 raise _errors.Corrupt("object message: a buffer lies outside its attachment")
@@ -301,7 +330,9 @@ def decode(message: _core.Message, allow_pickle: bool = True) -> Any:
         if dtype.itemsize != lanes * ((bits + 7) // 8):
             raise _errors.Corrupt(f"array message: type {dtype} does not match its element size")
         buffer = message if source == 0 else message.attachment(source - 1)
-        return np.ndarray(tuple(shape), dtype, buffer=memoryview(buffer), offset=offset, strides=tuple(strides))
+        return np.ndarray(
+            tuple(shape), dtype, buffer=memoryview(buffer), offset=offset, strides=tuple(strides)
+        )
     if kind == KIND_BYTES:
         return bytes(memoryview(message))
     if kind == KIND_OBJECT:

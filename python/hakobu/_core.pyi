@@ -12,7 +12,6 @@ __version__: str
 
 OUT_OF_BAND_MIN_BYTES: int
 
-
 class Message:
     """
     A received message; its bytes are shared memory, exported through the buffer protocol
@@ -21,16 +20,12 @@ class Message:
     def __buffer__(self, flags: int, /) -> memoryview:
         """The bytes, writable, through the buffer protocol"""
 
-
     @property
     def kind(self) -> int: ...
-
     @property
     def nbytes(self) -> int: ...
-
     @property
     def in_shared_memory(self) -> bool: ...
-
     def array_layout(self) -> tuple[int, int, int, str, list[int], list[int], int, int] | None:
         """
         (code, bits, lanes, typestr, shape, strides, data_offset, data_attachment) of an array message, else None
@@ -38,10 +33,8 @@ class Message:
 
     @property
     def address(self) -> int: ...
-
     @property
     def attachment_count(self) -> int: ...
-
     def attachment(self, index: int) -> Attachment:
         """Attachment `index` (shared memory the message holds)"""
 
@@ -53,13 +46,10 @@ class Attachment:
     def __buffer__(self, flags: int, /) -> memoryview:
         """The bytes, writable, through the buffer protocol"""
 
-
     @property
     def nbytes(self) -> int: ...
-
     @property
     def address(self) -> int: ...
-
     @property
     def index(self) -> int: ...
 
@@ -69,16 +59,12 @@ class Loan:
     def __buffer__(self, flags: int, /) -> memoryview:
         """The bytes, writable, through the buffer protocol"""
 
-
     @property
     def nbytes(self) -> int: ...
-
     @property
     def data_offset(self) -> int: ...
-
     @property
     def address(self) -> int: ...
-
     def attach(self, source: object) -> bool:
         """
         Attaches a Loan, Message or Attachment; False if it cannot be (then copy instead)
@@ -87,22 +73,37 @@ class Loan:
 class Queue:
     """A named shared-memory queue (use hakobu.Queue)"""
 
-    def __init__(self, name: str, create: bool | None, capacity: object, inline_capacity: object, domain: str, spin: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        create: bool | None,
+        capacity: object,
+        inline_capacity: object,
+        domain: str,
+        spin: float,
+    ) -> None:
         """
         capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds
         """
 
     def put_bytes(self, data: object, kind: int, timeout: float | None) -> None: ...
-
-    def loan_array(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], fortran_order: bool) -> Loan: ...
-
+    def loan_array(
+        self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], fortran_order: bool
+    ) -> Loan: ...
     def loan(self, nbytes: object, kind: int, attachments: object) -> Loan:
         """Shared memory for a message of `nbytes` with room for `attachments`"""
 
-    def loan_array_ref(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], strides: Sequence[int], byte_offset: int) -> Loan: ...
-
+    def loan_array_ref(
+        self,
+        code: int,
+        bits: int,
+        lanes: int,
+        typestr: str,
+        shape: Sequence[int],
+        strides: Sequence[int],
+        byte_offset: int,
+    ) -> Loan: ...
     def put_loan(self, loan: Loan, timeout: float | None) -> None: ...
-
     def put_object(self, obj: object | None, timeout: float | None) -> bool:
         """
         Sends bytes, an array of a built-in numeric type or an object whose pickle has no large buffer in one call; False when the Python codec must send `obj`
@@ -117,30 +118,20 @@ class Queue:
         """
 
     def get(self, timeout: float | None) -> Message: ...
-
     def qsize(self) -> int: ...
-
     @property
     def capacity(self) -> int: ...
-
     @property
     def name(self) -> str: ...
-
     @property
     def domain(self) -> str: ...
-
     @property
     def is_creator(self) -> bool: ...
-
     @property
     def is_open(self) -> bool: ...
-
     def stats(self) -> dict[str, Any]: ...
-
     def close(self) -> None: ...
-
     def unlink(self) -> None: ...
-
     def set_latency(self, mode: str, spin: float) -> None:
         """
         How blocking calls wait: 'adaptive', 'spin', 'sleep', or 'fixed' (spin `spin` seconds, then sleep)
@@ -148,7 +139,6 @@ class Queue:
 
     @property
     def latency(self) -> str: ...
-
     @property
     def planned_spin(self) -> int:
         """
@@ -173,35 +163,32 @@ class WakeSocket:
     """
 
     def __init__(self) -> None: ...
-
     def fileno(self) -> int: ...
-
     @property
     def id(self) -> int: ...
-
     def drain(self) -> list[int]:
         """The cookies of the wake-ups received so far (without waiting)"""
 
     def close(self) -> None: ...
 
-def remove(name: str, domain: str = '') -> None:
+def remove(name: str, domain: str = "") -> None:
     """Removes a queue by name, whoever created it"""
 
 def default_domain() -> str:
     """The domain used when none is given"""
 
-def allocate(nbytes: object, domain: str = '') -> Loan:
+def allocate(nbytes: object, domain: str = "") -> Loan:
     """Shared memory of the domain, to build arrays in (hakobu.empty)"""
 
 def file_prefix(domain: str) -> str:
     """The prefix of the names of a domain's files in /dev/shm"""
 
-def domain_stats(name: str = '') -> dict[str, Any]:
+def domain_stats(name: str = "") -> dict[str, Any]:
     """
     Heap use and attached processes of a domain (attaches to it, creating it if needed)
     """
 
-def collect_garbage(name: str = '') -> int:
+def collect_garbage(name: str = "") -> int:
     """Reclaims what dead processes held; returns how many were reclaimed"""
 
 class DomainAttachment:
@@ -209,19 +196,16 @@ class DomainAttachment:
     Keeps this process attached to a domain (creating it if it has no files) until closed
     """
 
-    def __init__(self, name: str = '') -> None: ...
-
+    def __init__(self, name: str = "") -> None: ...
     @property
     def name(self) -> str: ...
-
     def close(self) -> None:
         """Lets go of the domain (the last process out removes an empty one)"""
 
     def __enter__(self) -> DomainAttachment: ...
-
     def __exit__(self, *args: object) -> None: ...
 
-def queue_info(name: str, domain: str = '') -> dict[str, Any]:
+def queue_info(name: str, domain: str = "") -> dict[str, Any]:
     """
     Size, capacity, put/get counts and creator pid of a queue (attaches to it; NotFound if missing)
     """

@@ -197,4 +197,6 @@ class EncodingError(HakobuError, _MaybeEncodingErrorBase):
         return f"{type(self).__name__}({self.args[0]!r})"
 
 
-__all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Exception)]
+__all__ = [
+    name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Exception)
+]

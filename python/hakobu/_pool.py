@@ -124,11 +124,11 @@ import traceback
 import types
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol
 
 import cloudpickle
-
 import numpy as np
 
 from . import _codec, _core, _errors
@@ -194,7 +194,9 @@ def _bound_at_top(statements: list[ast.stmt], names: set[str]) -> bool:
             for alias in node.names:
                 if alias.name == "*" and isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     module = sys.modules.get(node.module)
-                    exported = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+                    exported = getattr(module, "__all__", None) or [
+                        n for n in dir(module) if not n.startswith("_")
+                    ]
                     names.update(exported)
                 elif alias.name != "*":
                     names.add(alias.asname or alias.name.split(".")[0])
@@ -248,7 +250,9 @@ def main_script() -> Optional[_MainScript]:
             names: set[str] = set()
             if _bound_at_top(tree.body, names):
                 module = getattr(spec, "name", None)
-                found = _MainScript(os.path.abspath(path), module if isinstance(module, str) else None, frozenset(names))
+                found = _MainScript(
+                    os.path.abspath(path), module if isinstance(module, str) else None, frozenset(names)
+                )
         except (OSError, SyntaxError, ValueError):
             found = None
     _main_script_cache.append(found)
@@ -273,13 +277,18 @@ def _functions_of(obj: Any) -> list[types.FunctionType]:
         return [obj]
     found = []
     for value in vars(obj).values():
-        for inner in (value, getattr(value, "__func__", None), getattr(value, "fget", None), getattr(value, "fset", None)):
+        for inner in (
+            value,
+            getattr(value, "__func__", None),
+            getattr(value, "fget", None),
+            getattr(value, "fset", None),
+        ):
             if isinstance(inner, types.FunctionType):
                 found.append(inner)
     return found
 
 
-_by_reference: "weakref.WeakKeyDictionary[Any, Optional[str]]" = weakref.WeakKeyDictionary()
+_by_reference: weakref.WeakKeyDictionary[Any, Optional[str]] = weakref.WeakKeyDictionary()
 _by_reference_lock = threading.Lock()
 
 
@@ -308,7 +317,10 @@ def _main_reference(obj: Any) -> Optional[str]:
             for function in _functions_of(obj):
                 if function.__globals__ is not vars(sys.modules["__main__"]):
                     continue  # from elsewhere: its own module's globals
-                if any(name not in script.names and not hasattr(builtins, name) for name in _global_names(function.__code__)):
+                if any(
+                    name not in script.names and not hasattr(builtins, name)
+                    for name in _global_names(function.__code__)
+                ):
                     reference = None
                     break
     with _by_reference_lock:
@@ -351,7 +363,10 @@ class _Pickler(pickle.Pickler):
     """Plain pickle, with the main script's functions and classes by reference (see "Pickling")."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in ("__main__", "__mp_main__"):
+        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in (
+            "__main__",
+            "__mp_main__",
+        ):
             reference = _main_reference(obj)
             if reference is None:
                 raise _ByValue
@@ -363,7 +378,10 @@ class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the main script's names by reference where workers can find them."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in ("__main__", "__mp_main__"):
+        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in (
+            "__main__",
+            "__mp_main__",
+        ):
             reference = _main_reference(obj)
             if reference is not None:
                 return main_global, (reference,)
@@ -466,7 +484,9 @@ def rebuild_error(stream: Any, buffers: Sequence[Any]) -> BaseException:
 # --- frames ---------------------------------------------------------------------------------------
 
 
-def append_record(parts: list[bytes], buffers: list[Any], header: bytes, stream: bytes, own: list[Any]) -> None:
+def append_record(
+    parts: list[bytes], buffers: list[Any], header: bytes, stream: bytes, own: list[Any]
+) -> None:
     """Appends a record's header (already packed, its stream length and buffer count last) and
     stream to ``parts``, its buffers to ``buffers``; see "Messages"."""
     parts.append(header)
@@ -533,7 +553,9 @@ class FrameReader:
         return self.raw(length), own
 
 
-def results_frame(tag: int, number: int, records: list[tuple[int, bool, Packed]]) -> tuple[list[bytes], list[Any]]:
+def results_frame(
+    tag: int, number: int, records: list[tuple[int, bool, Packed]]
+) -> tuple[list[bytes], list[Any]]:
     """(parts, buffers) of a worker's frame: ``records`` are (task id, ok, (stream, buffers))."""
     parts = [RESULTS_HEADER.pack(tag, number, len(records))]
     buffers: list[Any] = []
@@ -627,7 +649,7 @@ class Function:
 
 
 # Functions pickled by reference (a name: the pickle never changes), by function object.
-_functions: "weakref.WeakKeyDictionary[Any, Function]" = weakref.WeakKeyDictionary()
+_functions: weakref.WeakKeyDictionary[Any, Function] = weakref.WeakKeyDictionary()
 _functions_lock = threading.Lock()
 
 
@@ -687,7 +709,9 @@ Outcome = tuple[Task, bool, Any]  # a task, and what its sink gets: (ok, value)
 class _Worker:
     """The engine's handle on one worker process (guarded by the engine's lock)."""
 
-    def __init__(self, number: int, process: subprocess.Popen[bytes], inbox: Queue, progress: np.ndarray) -> None:
+    def __init__(
+        self, number: int, process: subprocess.Popen[bytes], inbox: Queue, progress: np.ndarray
+    ) -> None:
         self.number = number
         self.process = process
         self.inbox = inbox
@@ -707,7 +731,9 @@ class _Worker:
         a task (see the module's docstring)."""
         limit = 1
         service = self.service_seconds
-        if service is not None and (service < PREFETCH_BELOW_SECONDS or service < PREFETCH_SEND_SHARE * self.send_seconds):
+        if service is not None and (
+            service < PREFETCH_BELOW_SECONDS or service < PREFETCH_SEND_SHARE * self.send_seconds
+        ):
             limit = IN_FLIGHT_PER_WORKER
         return len(self.in_flight) < limit
 
@@ -751,7 +777,7 @@ class _Worker:
         return f"exited with code {code}"
 
 
-_live_engines: set["Engine"] = set()
+_live_engines: set[Engine] = set()
 _live_lock = threading.Lock()
 
 
@@ -826,7 +852,9 @@ class Engine:
         may go on after close() (as multiprocessing's imap does).
         """
         if os.getpid() != self.owner_pid:
-            raise RuntimeError("a pool made before os.fork() cannot be used in the child: make a new pool there")
+            raise RuntimeError(
+                "a pool made before os.fork() cannot be used in the child: make a new pool there"
+            )
         with self._lock:
             if self._broken is not None:
                 raise self._broken_error()
@@ -960,7 +988,13 @@ class Engine:
             append_record(parts, buffers, FUNCTION_RECORD.pack(key, length, count), inline, own)
         for task in batch:
             length, count, inline, own = record_fields(*task.payload)
-            append_record(parts, buffers, TASK_RECORD.pack(task.id, task.function.key, task.mode, length, count), inline, own)
+            append_record(
+                parts,
+                buffers,
+                TASK_RECORD.pack(task.id, task.function.key, task.mode, length, count),
+                inline,
+                own,
+            )
         sending = time.monotonic()
         try:
             send_frame(worker.inbox, parts, buffers)
@@ -1034,7 +1068,9 @@ class Engine:
                 with self._lock:
                     state = self._state
                 if state != TERMINATE:
-                    self._break(_errors.BrokenPool(f"the pool's results queue {self._results_name!r} was removed"))
+                    self._break(
+                        _errors.BrokenPool(f"the pool's results queue {self._results_name!r} was removed")
+                    )
 
     def _idle(self) -> bool:
         """Nothing left to run (the lock held)."""
@@ -1162,9 +1198,13 @@ class Engine:
             ]
             # Its own process group: Ctrl-C in a terminal goes to the parent alone.
             if sys.version_info >= (3, 11):
-                process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, process_group=0)
+                process = subprocess.Popen(
+                    command, env=environment, stdin=subprocess.DEVNULL, process_group=0
+                )
             else:
-                process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True)
+                process = subprocess.Popen(
+                    command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True
+                )
             script = main_script()
             where = None if script is None else (script.path, script.module)
             # An array message of its own: sent by reference, so the worker writes this memory.
@@ -1317,7 +1357,12 @@ class Engine:
         for worker in workers:
             self._bury(worker)
         for task in running + pending:
-            self._cancel(task, _errors.PoolTerminated(f"the pool was terminated before task {task.id} ({task.label}) finished"))
+            self._cancel(
+                task,
+                _errors.PoolTerminated(
+                    f"the pool was terminated before task {task.id} ({task.label}) finished"
+                ),
+            )
 
     def _stop_workers(self, kill: bool) -> None:
         """Stops every worker (they finish their inbox first unless ``kill``) and forgets them."""

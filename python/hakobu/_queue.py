@@ -178,7 +178,9 @@ class Queue:
         """
         limit = _checks.timeout(timeout)
         on_long_wait = (lambda: self._warn_if_never_sent(stacklevel=4)) if self._watch_for_sender else None
-        return await _wait_async(self, False, lambda: self.get(block=False), _errors.Empty, limit, on_long_wait)
+        return await _wait_async(
+            self, False, lambda: self.get(block=False), _errors.Empty, limit, on_long_wait
+        )
 
     def _decode(self, message: _core.Message) -> Any:
         return _codec.decode(message, self._allow_pickle)
@@ -190,7 +192,9 @@ class Queue:
         self._watch_for_sender = False  # once per handle, whatever comes next
         if self._core.stats()["put_count"] != 0:
             return
-        warnings.warn(_never_sent_message(self.name, self.domain), _errors.NoSenderWarning, stacklevel=stacklevel)
+        warnings.warn(
+            _never_sent_message(self.name, self.domain), _errors.NoSenderWarning, stacklevel=stacklevel
+        )
 
     # --- state -----------------------------------------------------------------
     def qsize(self) -> int:
@@ -244,7 +248,7 @@ class Queue:
         """Removes the queue's name (creator only); every waiter wakes with Unlinked."""
         self._core.unlink()
 
-    def __enter__(self) -> "Queue":
+    def __enter__(self) -> Queue:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -349,7 +353,7 @@ RENEW_SECONDS = 1.0
 class _Watch:
     """The tasks of one loop waiting on one side of one queue handle."""
 
-    __slots__ = ("core", "writable", "cookie", "futures", "registered")
+    __slots__ = ("cookie", "core", "futures", "registered", "writable")
 
     def __init__(self, core: _core.Queue, writable: bool, cookie: int) -> None:
         self.core = core
@@ -379,7 +383,7 @@ class _LoopWaker:
             if watch is not None:
                 self.wake_one(watch)
 
-    def enlist(self, core: _core.Queue, writable: bool) -> tuple[_Watch, "asyncio.Future[bool]"]:
+    def enlist(self, core: _core.Queue, writable: bool) -> tuple[_Watch, asyncio.Future[bool]]:
         """A future that a signal for this side of ``core`` resolves; registers the side if needed.
 
         Raises Full (of the table) as False from ``core.watch``: then returns a watch that is not registered.
@@ -405,7 +409,7 @@ class _LoopWaker:
                 raise
         return watch, future
 
-    def leave(self, watch: _Watch, future: "asyncio.Future[bool]") -> None:
+    def leave(self, watch: _Watch, future: asyncio.Future[bool]) -> None:
         """``future``'s task stops waiting; the side is unregistered when nobody waits on it."""
         try:
             watch.futures.remove(future)
@@ -457,7 +461,7 @@ class _LoopWaker:
         raise _errors.InvalidArgument("more than 65536 queue handles wait on one event loop")
 
 
-_wakers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker]" = weakref.WeakKeyDictionary()
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = weakref.WeakKeyDictionary()
 
 
 def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
@@ -540,7 +544,7 @@ async def _wait_async(
             warn_at = None
 
 
-def _resolve(future: "asyncio.Future[bool]") -> None:
+def _resolve(future: asyncio.Future[bool]) -> None:
     """A timer's wake-up (False: not a signal from the queue)."""
     if not future.done():
         future.set_result(False)

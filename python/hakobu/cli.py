@@ -28,9 +28,10 @@ import json
 import os
 import resource
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from . import __version__, _core
 from ._errors import Corrupt, HakobuError, NotFound
@@ -79,7 +80,7 @@ def _hakobu_file_names(directory: Path) -> list[str]:
 
 def _split_file_name(file_name: str) -> tuple[str, str, str]:
     """("D", kind, rest) of "hakobu:D:kind:rest"; kind is "registry", "heap", "q", "new"..."""
-    _, domain, kind_and_rest = (file_name.split(":", 2) + ["", ""])[:3]
+    _, domain, kind_and_rest = [*file_name.split(":", 2), "", ""][:3]
     kind, _, rest = kind_and_rest.partition(":")
     return domain, kind, rest
 
@@ -284,7 +285,15 @@ def summarize_domain(stats: dict[str, Any]) -> dict[str, Any]:
     """The domain-wide figures, without this command's own attachment."""
     own_pid = os.getpid()
     processes = [dict(p) for p in stats["processes"] if p["pid"] != own_pid]
-    keys = ("heap_capacity", "heap_used", "live_bytes", "live_blocks", "cached_bytes", "huge_pages", "huge_page_used")
+    keys = (
+        "heap_capacity",
+        "heap_used",
+        "live_bytes",
+        "live_blocks",
+        "cached_bytes",
+        "huge_pages",
+        "huge_page_used",
+    )
     summary = {key: stats[key] for key in keys}
     summary["processes"] = processes
     summary["processes_alive"] = sum(1 for p in processes if p["alive"])
@@ -408,7 +417,9 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
     table.add_column("opened by (pids)", overflow="fold")
     for queue in report["queues"]:
         if queue["error"]:
-            table.add_row(queue["name"], f"[red]{escape(queue['error'])}[/red]", "", "", format_pids(queue["pids"]))
+            table.add_row(
+                queue["name"], f"[red]{escape(queue['error'])}[/red]", "", "", format_pids(queue["pids"])
+            )
             continue
         creator = str(queue["creator_pid"]) + ("" if queue["creator_alive"] else " (exited)")
         table.add_row(
@@ -511,7 +522,13 @@ def live_pids_of(files: DomainFiles, scan: ProcessScan) -> list[int]:
 def remove_everything(args: argparse.Namespace, out: Output) -> int:
     domain = args.domain
     files = domain_files(domain)
-    result: dict[str, Any] = {"domain": domain, "existed": files.exists, "removed": [], "failed": {}, "live_pids": []}
+    result: dict[str, Any] = {
+        "domain": domain,
+        "existed": files.exists,
+        "removed": [],
+        "failed": {},
+        "live_pids": [],
+    }
     if not files.exists:
         if out.as_json:
             out.json(result)
@@ -555,7 +572,9 @@ def command_rm(args: argparse.Namespace, out: Output) -> int:
             raise CommandError("give queue names or --everything, not both", exit_code=2)
         return remove_everything(args, out)
     if args.force:
-        raise CommandError("--force only goes with --everything (queues are removed whoever holds them)", exit_code=2)
+        raise CommandError(
+            "--force only goes with --everything (queues are removed whoever holds them)", exit_code=2
+        )
     if not args.names:
         raise CommandError("name the queues to remove (see `hakobu ls`), or use --everything", exit_code=2)
     for name in args.names:
@@ -602,7 +621,9 @@ def command_gc(args: argparse.Namespace, out: Output) -> int:
             out.line(f"no domain '{domain}': nothing to collect", markup=False)
         return 0
     if files.damaged:
-        raise CommandError(f"domain '{domain}' is damaged; remove it with `hakobu rm --domain {domain} --everything`")
+        raise CommandError(
+            f"domain '{domain}' is damaged; remove it with `hakobu rm --domain {domain} --everything`"
+        )
     try:
         with _core.DomainAttachment(domain):
             before = summarize_domain(_core.domain_stats(domain))
@@ -635,7 +656,9 @@ def command_gc(args: argparse.Namespace, out: Output) -> int:
         markup=False,
     )
     if removed:
-        out.line(f"domain '{domain}' had no queue and no process left, so its files were removed", markup=False)
+        out.line(
+            f"domain '{domain}' had no queue and no process left, so its files were removed", markup=False
+        )
     return 0
 
 
@@ -735,7 +758,9 @@ def check_huge_pages(meminfo: dict[str, int]) -> Check:
             data,
         )
     if not mounts:
-        return Check("huge pages", "note", f"{total} huge pages reserved but no hugetlbfs mount", f"{mount}", data)
+        return Check(
+            "huge pages", "note", f"{total} huge pages reserved but no hugetlbfs mount", f"{mount}", data
+        )
     if not writable:
         return Check(
             "huge pages",
@@ -785,10 +810,16 @@ def check_open_files() -> Check:
     target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     how = f"`ulimit -n {target}` in the shell that starts the programs"
     if target <= soft:
-        how = "raise the hard limit (`nofile` in /etc/security/limits.conf, or LimitNOFILE= in a systemd unit)"
+        how = (
+            "raise the hard limit (`nofile` in /etc/security/limits.conf, or LimitNOFILE= in a systemd unit)"
+        )
     status = "problem" if soft < 256 else "note"
     return Check(
-        "open files", status, f"limit {soft} (hard {hard}): each open queue takes a descriptor per process", how, data
+        "open files",
+        status,
+        f"limit {soft} (hard {hard}): each open queue takes a descriptor per process",
+        how,
+        data,
     )
 
 
@@ -816,7 +847,9 @@ def check_max_map_count(scan: ProcessScan) -> Check:
             action,
             data,
         )
-    return Check("vm.max_map_count", "ok", f"{limit} (the busiest process has {busiest[1]} mappings)", data=data)
+    return Check(
+        "vm.max_map_count", "ok", f"{limit} (the busiest process has {busiest[1]} mappings)", data=data
+    )
 
 
 def check_overcommit(meminfo: dict[str, int]) -> Check:
@@ -827,7 +860,9 @@ def check_overcommit(meminfo: dict[str, int]) -> Check:
     headroom = meminfo.get("CommitLimit", 0) - meminfo.get("Committed_AS", 0)
     data = {"value": mode, "commit_headroom_bytes": headroom}
     if mode != 2:
-        return Check("vm.overcommit_memory", "ok", f"{mode} ({'heuristic' if mode == 0 else 'always'})", data=data)
+        return Check(
+            "vm.overcommit_memory", "ok", f"{mode} ({'heuristic' if mode == 0 else 'always'})", data=data
+        )
     summary = f"2 (strict): shared memory counts against CommitLimit, {format_bytes(max(headroom, 0))} left"
     if headroom < GIB:
         return Check(
@@ -893,7 +928,12 @@ def check_domains(scan: ProcessScan) -> list[Check]:
             )
     if not checks:
         checks.append(
-            Check("domains", "ok", f"{len(names)} domain(s) in /dev/shm, none left behind", data={"domains": names})
+            Check(
+                "domains",
+                "ok",
+                f"{len(names)} domain(s) in /dev/shm, none left behind",
+                data={"domains": names},
+            )
         )
     return checks
 
@@ -917,7 +957,11 @@ def command_doctor(args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.json({"ok": healthy, "checks": [check.__dict__ for check in checks]})
         return 0 if healthy else 1
-    marks = {"ok": "[green]ok[/green]", "note": "[yellow]note[/yellow]", "problem": "[bold red]PROBLEM[/bold red]"}
+    marks = {
+        "ok": "[green]ok[/green]",
+        "note": "[yellow]note[/yellow]",
+        "problem": "[bold red]PROBLEM[/bold red]",
+    }
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_lines=False)
     table.add_column("")
     table.add_column("check", style="bold")
@@ -928,7 +972,9 @@ def command_doctor(args: argparse.Namespace, out: Output) -> int:
             text += f"\n[dim]→[/dim] {escape(check.action)}"
         table.add_row(marks[check.status], escape(check.name), text)
     out.console.print(table)
-    out.line("nothing needs action" if healthy else "[bold red]some findings need action (see above)[/bold red]")
+    out.line(
+        "nothing needs action" if healthy else "[bold red]some findings need action (see above)[/bold red]"
+    )
     return 0 if healthy else 1
 
 
@@ -964,7 +1010,9 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, run: Callable[[argparse.Namespace, Output], int], help_text: str
     ) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--domain", default=argparse.SUPPRESS, help="the domain (default: $HAKOBU_DOMAIN, else u<uid>)")
+        p.add_argument(
+            "--domain", default=argparse.SUPPRESS, help="the domain (default: $HAKOBU_DOMAIN, else u<uid>)"
+        )
         p.add_argument(
             "--json",
             action="store_true",
@@ -985,7 +1033,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove every file of the domain (registry, heap, queues), also a damaged one",
     )
-    rm.add_argument("--force", action="store_true", help="with --everything: even while processes are attached")
+    rm.add_argument(
+        "--force", action="store_true", help="with --everything: even while processes are attached"
+    )
     subcommand("gc", command_gc, "reclaim what dead processes held")
     subcommand("doctor", command_doctor, "check the system settings that matter for shared memory")
     from . import bench  # argparse only: the benchmark's own imports wait for `run_command`

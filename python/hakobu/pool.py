@@ -25,7 +25,8 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import _checks, _errors
 from ._pool import (
@@ -46,7 +47,15 @@ from ._pool import (
 
 T = TypeVar("T")
 
-__all__ = ["ApplyResult", "AsyncResult", "Executor", "IMapIterator", "IMapUnorderedIterator", "MapResult", "Pool"]
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "Executor",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "Pool",
+]
 
 
 def _check_options(retries: int, threads_per_worker: Optional[int]) -> None:
@@ -72,7 +81,7 @@ def _label(fn: Function, mode: int, start: int, count: int) -> str:
 class _ChunkSink:
     """Delivers one task's outcome to position ``index`` of a pool result."""
 
-    def __init__(self, target: "_ResultTarget", index: int, single: bool) -> None:
+    def __init__(self, target: _ResultTarget, index: int, single: bool) -> None:
         self.target = target
         self.index = index
         self.single = single  # the task is one call: deliver its result, not a list of one
@@ -100,7 +109,7 @@ class ApplyResult(_ResultTarget, Generic[T]):
 
     def __init__(
         self,
-        pool: Optional["Pool"],
+        pool: Optional[Pool],
         callback: Optional[Callable[[T], object]],
         error_callback: Optional[Callable[[BaseException], object]],
     ) -> None:
@@ -160,7 +169,7 @@ class MapResult(ApplyResult[list[T]]):
 
     def __init__(
         self,
-        pool: "Pool",
+        pool: Pool,
         chunksize: int,
         length: int,
         callback: Optional[Callable[[list[T]], object]],
@@ -194,7 +203,7 @@ class MapResult(ApplyResult[list[T]]):
 class IMapIterator(_ResultTarget, Generic[T]):
     """The results of ``imap``, in order; ``next(timeout)`` as multiprocessing's."""
 
-    def __init__(self, pool: "Pool") -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool: Optional[Pool] = pool
         self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[tuple[bool, Any]] = collections.deque()
@@ -202,7 +211,7 @@ class IMapIterator(_ResultTarget, Generic[T]):
         self._length: Optional[int] = None
         self._unsorted: dict[int, tuple[bool, Any]] = {}
 
-    def __iter__(self) -> "IMapIterator[T]":
+    def __iter__(self) -> IMapIterator[T]:
         return self
 
     def next(self, timeout: Optional[float] = None) -> T:
@@ -297,9 +306,8 @@ class Pool:
             processes = available_cores()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None:
-            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
-                raise ValueError("maxtasksperchild must be a positive int or None")
+        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_options(retries, threads_per_worker)
@@ -315,7 +323,9 @@ class Pool:
             description=f"<hakobu.Pool pool_size={processes}>",
         )
         # Garbage-collected while running: warn and terminate, as multiprocessing does.
-        self._finalizer = weakref.finalize(self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>")
+        self._finalizer = weakref.finalize(
+            self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>"
+        )
         self._finalizer.atexit = False  # at exit, _pool._at_exit terminates it
 
     # --- one call ----------------------------------------------------------------------
@@ -335,12 +345,16 @@ class Pool:
         """``func(*args, **kwds)`` in a worker; the result object's get() waits for it."""
         self._check_running()
         result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
-        self._submit(func, [[(tuple(args), dict(kwds))]], MODE_CALL, lambda index: _ChunkSink(result, 0, True))
+        self._submit(
+            func, [[(tuple(args), dict(kwds))]], MODE_CALL, lambda index: _ChunkSink(result, 0, True)
+        )
         return result
 
     # --- many calls, all at once ------------------------------------------------------------
 
-    def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: Optional[int] = None) -> list[T]:
+    def map(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: Optional[int] = None
+    ) -> list[T]:
         """``[func(x) for x in iterable]`` across the workers, in chunks."""
         return self._map_async(func, iterable, MODE_ARG, chunksize, None, None).get()
 
@@ -354,7 +368,9 @@ class Pool:
     ) -> MapResult[T]:
         return self._map_async(func, iterable, MODE_ARG, chunksize, callback, error_callback)
 
-    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> list[T]:
+    def starmap(
+        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None
+    ) -> list[T]:
         """``[func(*args) for args in iterable]`` across the workers."""
         return self._map_async(func, iterable, MODE_STAR, chunksize, None, None).get()
 
@@ -389,7 +405,13 @@ class Pool:
             chunksize = 0
         result: MapResult[T] = MapResult(self, chunksize, len(items), callback, error_callback)
         if chunksize:
-            self._submit(func, _chunks(items, chunksize), mode, lambda index: _ChunkSink(result, index, False), chunksize)
+            self._submit(
+                func,
+                _chunks(items, chunksize),
+                mode,
+                lambda index: _ChunkSink(result, index, False),
+                chunksize,
+            )
         return result
 
     def _submit(
@@ -420,17 +442,24 @@ class Pool:
         """Like map, lazily: results in order as they are ready; reads ``iterable`` as workers free up."""
         return self._imap(func, iterable, chunksize, IMapIterator(self))
 
-    def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1) -> Iterator[T]:
+    def imap_unordered(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1
+    ) -> Iterator[T]:
         """Like imap, results in the order they finish."""
         return self._imap(func, iterable, chunksize, IMapUnorderedIterator(self))
 
-    def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int, results: IMapIterator[Any]) -> Iterator[T]:
+    def _imap(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int, results: IMapIterator[Any]
+    ) -> Iterator[T]:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         self._engine.open_feed()
         feeder = threading.Thread(
-            target=_feed, args=(self._engine, func, iterable, chunksize, results), name="hakobu-pool-imap", daemon=True
+            target=_feed,
+            args=(self._engine, func, iterable, chunksize, results),
+            name="hakobu-pool-imap",
+            daemon=True,
         )
         feeder.start()
         if chunksize == 1:
@@ -457,7 +486,7 @@ class Pool:
             raise ValueError("Pool is still running")
         self._engine.join()
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         self._check_running()
         return self
 
@@ -479,7 +508,13 @@ def _collect_pool(engine: Engine, description: str) -> None:
     engine.terminate()
 
 
-def _feed(engine: Engine, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int, results: IMapIterator[Any]) -> None:
+def _feed(
+    engine: Engine,
+    func: Callable[..., Any],
+    iterable: Iterable[Any],
+    chunksize: int,
+    results: IMapIterator[Any],
+) -> None:
     """imap's producer thread: reads ``iterable`` as room frees up, one task per chunk."""
     index = 0
     try:
@@ -492,10 +527,16 @@ def _feed(engine: Engine, func: Callable[..., Any], iterable: Iterable[Any], chu
                 if not chunk:
                     break
                 sink = _ChunkSink(results, index, chunksize == 1)
-                task = make_task(fn, MODE_ARG, chunk, sink, _label(fn, MODE_ARG, index * chunksize, len(chunk)))
+                task = make_task(
+                    fn, MODE_ARG, chunk, sink, _label(fn, MODE_ARG, index * chunksize, len(chunk))
+                )
                 index += 1
                 if task is not None and not engine.submit([task], feeding=True):
-                    results._set(index - 1, False, _errors.PoolTerminated("the pool was terminated before this task started"))
+                    results._set(
+                        index - 1,
+                        False,
+                        _errors.PoolTerminated("the pool was terminated before this task started"),
+                    )
                     break
         except Exception as error:  # noqa: BLE001 - the iterable (or the pool) failed: it shows at its position
             results._set(index, False, error)
@@ -511,7 +552,7 @@ def _feed(engine: Engine, func: Callable[..., Any], iterable: Iterable[Any], chu
 class _FutureSink:
     """Delivers one task's outcome to a concurrent.futures.Future."""
 
-    def __init__(self, future: "concurrent.futures.Future[Any]", single: bool) -> None:
+    def __init__(self, future: concurrent.futures.Future[Any], single: bool) -> None:
         self.future = future
         self.single = single
 
@@ -571,7 +612,13 @@ class Executor(concurrent.futures.Executor):
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._engine = Engine(
-            max_workers, initializer, tuple(initargs), max_tasks_per_child, retries, threads_per_worker, drain_at_exit=True
+            max_workers,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+            retries,
+            threads_per_worker,
+            drain_at_exit=True,
         )
         # Garbage-collected: the work goes on, then the workers exit (as concurrent.futures does).
         self._finalizer = weakref.finalize(self, self._engine.close)
@@ -604,7 +651,9 @@ class Executor(concurrent.futures.Executor):
         )
         return _results_in_order(futures, end_time)
 
-    def _submit(self, fn: Callable[..., Any], chunks: Iterable[list[Any]], mode: int, single: bool) -> list[Any]:
+    def _submit(
+        self, fn: Callable[..., Any], chunks: Iterable[list[Any]], mode: int, single: bool
+    ) -> list[Any]:
         with self._shutdown_lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -657,17 +706,16 @@ class Executor(concurrent.futures.Executor):
         return f"<hakobu.Executor {state} max_workers={self._max_workers}>"
 
 
-def _results_in_order(futures: list["concurrent.futures.Future[list[T]]"], end_time: Optional[float]) -> Iterator[T]:
+def _results_in_order(
+    futures: list[concurrent.futures.Future[list[T]]], end_time: Optional[float]
+) -> Iterator[T]:
     """concurrent.futures' map iterator: lazily in order, cancelling what is left when closed."""
     try:
         futures.reverse()  # pop from the end, keeping no reference to done futures
         while futures:
             future = futures.pop()
             try:
-                if end_time is None:
-                    chunk = future.result()
-                else:
-                    chunk = future.result(end_time - time.monotonic())
+                chunk = future.result(None if end_time is None else end_time - time.monotonic())
             finally:
                 future.cancel()
                 del future

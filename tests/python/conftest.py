@@ -7,8 +7,8 @@ import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,7 +25,9 @@ def files_of_domain(domain: str = DOMAIN) -> list[str]:
     with open("/proc/mounts") as mounts:
         directories += [line.split()[1] for line in mounts if line.split()[2] == "hugetlbfs"]
     prefix = f"hakobu:{domain}:"
-    return [f"{d}/{n}" for d in directories if os.path.isdir(d) for n in os.listdir(d) if n.startswith(prefix)]
+    return [
+        f"{d}/{n}" for d in directories if os.path.isdir(d) for n in os.listdir(d) if n.startswith(prefix)
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import finish, start
 
 import hakobu
-from conftest import finish, start
 
 WATCHDOG = 60.0  # seconds: against a hang, never a measure of speed
 
@@ -40,7 +40,9 @@ def test_the_hostile_payload_runs_in_a_default_receiver(name: str, tmp_path: Pat
     assert marker.exists()
 
 
-def test_a_restricted_receiver_refuses_hostile_pickles_from_another_program(name: str, tmp_path: Path) -> None:
+def test_a_restricted_receiver_refuses_hostile_pickles_from_another_program(
+    name: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "ran"
     receiver = hakobu.Queue(name, allow_pickle=False)
     code, _, err = finish(start("hostile", name, marker), WATCHDOG)
@@ -55,7 +57,9 @@ def test_a_restricted_receiver_refuses_hostile_pickles_from_another_program(name
     plain = receiver.get(timeout=WATCHDOG)  # the queue goes on: the refused messages were dropped
     assert plain["n"] == [1, 2.5, 3j, None, True] and plain["s"] == {"a", frozenset({1})}
     assert plain["b"] == (b"x", bytearray(b"y"))
-    assert plain["big"] == bytes(range(256)) * 1024 and type(plain["big"]) is bytes, "out-of-band bytes as bytes"
+    assert plain["big"] == bytes(range(256)) * 1024 and type(plain["big"]) is bytes, (
+        "out-of-band bytes as bytes"
+    )
     assert receiver.get(timeout=WATCHDOG) == "END"
     assert receiver.qsize() == 0
     assert not marker.exists()
@@ -81,7 +85,14 @@ def test_arrays_bytes_and_plain_objects_arrive_as_always(name: str) -> None:
 @pytest.mark.parametrize(
     "obj",
     [Point(1, 2), np.int64(3), {"array inside": np.zeros(3)}, [np.zeros(100_000)], Evil("true"), print],
-    ids=["dataclass", "numpy scalar", "array in a dict", "large array in a list", "reduce to os.system", "a builtin"],
+    ids=[
+        "dataclass",
+        "numpy scalar",
+        "array in a dict",
+        "large array in a list",
+        "reduce to os.system",
+        "a builtin",
+    ],
 )
 def test_anything_but_plain_types_is_refused_and_the_queue_goes_on(name: str, obj: object) -> None:
     q = hakobu.Queue(name, allow_pickle=False)

@@ -9,13 +9,14 @@ import math
 import os
 import pickle
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
+from conftest import DOMAIN, files_of_domain
 
 import hakobu
-from conftest import DOMAIN, files_of_domain
 
 WATCHDOG = 30.0  # seconds: against a hang, never a measure of speed
 
@@ -85,7 +86,9 @@ def _queue_calls(q: hakobu.Queue) -> dict[str, Callable[[Any], Any]]:
     }
 
 
-@pytest.mark.parametrize("method", ["put", "put nonblocking", "get", "get nonblocking", "put_async", "get_async"])
+@pytest.mark.parametrize(
+    "method", ["put", "put nonblocking", "get", "get nonblocking", "put_async", "get_async"]
+)
 @pytest.mark.parametrize("timeout", BAD_SECONDS, ids=repr)
 def test_nan_negative_and_non_number_timeouts_are_refused(name: str, method: str, timeout: Any) -> None:
     q = hakobu.Queue(name, capacity=4)
@@ -203,8 +206,24 @@ def test_arrays_too_large_for_any_memory_are_too_large(shape: Any, dtype: Any) -
     assert hakobu._core.domain_stats()["live_blocks"] == before
 
 
-BAD_SHAPES = [-1, (-1,), (3, -2), 2.5, (2.0, 3), (2, 3.5), True, (True, 2), NAN, (NAN,), "3", ("3",), None, (None,),
-              np.float64(2), object()]
+BAD_SHAPES = [
+    -1,
+    (-1,),
+    (3, -2),
+    2.5,
+    (2.0, 3),
+    (2, 3.5),
+    True,
+    (True, 2),
+    NAN,
+    (NAN,),
+    "3",
+    ("3",),
+    None,
+    (None,),
+    np.float64(2),
+    object(),
+]
 
 
 @pytest.mark.parametrize("shape", BAD_SHAPES, ids=repr)

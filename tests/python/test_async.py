@@ -11,7 +11,8 @@ import asyncio
 import random
 import resource
 import time
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from conftest import finish, start
@@ -53,7 +54,9 @@ def test_put_async_on_a_full_queue_is_woken_by_a_get_in_another_program(name: st
 
         async def produce() -> None:
             waiting = asyncio.ensure_future(q.put_async(2, timeout=WATCHDOG))
-            await asyncio.sleep(0.05)  # most likely parked on the descriptor by now (either way it must finish)
+            await asyncio.sleep(
+                0.05
+            )  # most likely parked on the descriptor by now (either way it must finish)
             assert not waiting.done()
             consumer = start("waiting_peer", "consume", name, 3)
             await waiting

@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -59,7 +59,9 @@ def test_method_round_trips_validated_data(method: str, clean: None) -> None:
 
 
 @pytest.mark.parametrize("method", ["hakobu", "unix-socket", "mp-queue"])
-def test_wrong_data_from_the_peer_is_reported(method: str, clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_data_from_the_peer_is_reported(
+    method: str, clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HAKOBU_BENCH_CORRUPT", "1")  # the peer flips a byte of what it sends back
     run = runner.run([method], SMALL, repeat=2, warmup=0, quick=True)
     first, second = run.results
@@ -86,7 +88,14 @@ def test_zeromq_without_pyzmq_is_skipped_with_the_install_line(monkeypatch: pyte
 
 
 def test_serialize_pickle_base64_sends_encoded_text_and_validates(clean: None) -> None:
-    run = runner.run(["hakobu", "pipe", "hakobu-zero-copy"], SMALL, repeat=2, warmup=1, quick=True, serialize="pickle+base64")
+    run = runner.run(
+        ["hakobu", "pipe", "hakobu-zero-copy"],
+        SMALL,
+        repeat=2,
+        warmup=1,
+        quick=True,
+        serialize="pickle+base64",
+    )
     assert run.settings.serialize == "pickle+base64"
     for method in ("hakobu", "pipe"):
         for shape in ("64B", "1x3x224x224"):
@@ -104,7 +113,9 @@ def test_serializer_round_trip_and_unknown_kind() -> None:
 
     a = np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2]  # not contiguous
     encoded = Serializer("pickle+base64").encode(a)
-    assert encoded.dtype == np.uint8 and set(bytes(encoded)) <= set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+    assert encoded.dtype == np.uint8 and set(bytes(encoded)) <= set(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+    )
     assert runner.same_bits(Serializer("pickle+base64").decode(encoded), a) is None
     assert Serializer(None).encode(a) is a
     with pytest.raises(ValueError, match="unknown serialization 'xml'"):
@@ -147,14 +158,32 @@ def bench(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Runs `python -m hakobu bench ARGS`; a wide terminal, so that table cells are not folded."""
     command = [sys.executable, "-m", "hakobu", "bench", *args]
     environment = {**os.environ, "COLUMNS": "200", **env}
-    return subprocess.run(command, capture_output=True, text=True, timeout=WATCHDOG, check=False, env=environment)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=WATCHDOG, check=False, env=environment
+    )
 
 
 def test_command_writes_table_json_and_plot(tmp_path: Path, clean: None) -> None:
     methods = "hakobu,hakobu-zero-copy,pipe,unix-socket"
-    result = bench("--quick", "--methods", methods, "--shapes", "64B,2x1024x16x16", "--repeat", "2", "--out", str(tmp_path))
+    result = bench(
+        "--quick",
+        "--methods",
+        methods,
+        "--shapes",
+        "64B,2x1024x16x16",
+        "--repeat",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
-    for text in ("round trip between two processes", "hakobu (zero-copy)", "stdin/stdout pipe", "speed-up", "2x1024x16x16"):
+    for text in (
+        "round trip between two processes",
+        "hakobu (zero-copy)",
+        "stdin/stdout pipe",
+        "speed-up",
+        "2x1024x16x16",
+    ):
         assert text in result.stdout
     data = json.loads((tmp_path / "bench.json").read_text())
     assert {"cpu", "cores", "kernel", "dev_shm_bytes"} <= set(data["machine"])
@@ -165,7 +194,9 @@ def test_command_writes_table_json_and_plot(tmp_path: Path, clean: None) -> None
         assert {"send", "rebuild", "return", "total"} <= set(entry)
         assert len(entry["total"]["all_us"]) == 2
     assert [row["shape"] for row in data["speedup"]] == ["64B", "2x1024x16x16"]
-    assert all(row["speedup"] > 0 and row["best_other_method"] in ("pipe", "unix-socket") for row in data["speedup"])
+    assert all(
+        row["speedup"] > 0 and row["best_other_method"] in ("pipe", "unix-socket") for row in data["speedup"]
+    )
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -175,7 +206,19 @@ def test_command_writes_table_json_and_plot(tmp_path: Path, clean: None) -> None
 
 
 def test_command_json_output_and_list(tmp_path: Path) -> None:
-    result = bench("--quick", "--methods", "fifo", "--shapes", "64B", "--repeat", "1", "--out", str(tmp_path), "--no-plot", "--json")
+    result = bench(
+        "--quick",
+        "--methods",
+        "fifo",
+        "--shapes",
+        "64B",
+        "--repeat",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-plot",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["method"] for r in data["results"]] == ["fifo"]
@@ -194,7 +237,21 @@ def test_command_rejects_unknown_methods_and_shapes(tmp_path: Path) -> None:
 
 
 def test_command_serialize_option_is_recorded(tmp_path: Path, clean: None) -> None:
-    result = bench("--methods", "hakobu,hakobu-zero-copy,fifo", "--shapes", "64B", "--repeat", "1", "--warmup", "1", "--serialize", "pickle+base64", "--out", str(tmp_path), "--no-plot")
+    result = bench(
+        "--methods",
+        "hakobu,hakobu-zero-copy,fifo",
+        "--shapes",
+        "64B",
+        "--repeat",
+        "1",
+        "--warmup",
+        "1",
+        "--serialize",
+        "pickle+base64",
+        "--out",
+        str(tmp_path),
+        "--no-plot",
+    )
     assert result.returncode == 0, result.stderr  # a method skipped for a shape is not a failure
     assert "every array sent as pickle+base64" in result.stdout and "skipped [1]" in result.stdout
     assert "[1] not run with --serialize pickle+base64" in result.stdout
@@ -206,7 +263,18 @@ def test_command_serialize_option_is_recorded(tmp_path: Path, clean: None) -> No
 
 
 def test_a_failed_method_makes_the_command_fail(tmp_path: Path, clean: None) -> None:
-    result = bench("--methods", "tcp", "--shapes", "64B", "--repeat", "1", "--out", str(tmp_path), "--no-plot", HAKOBU_BENCH_CORRUPT="1")
+    result = bench(
+        "--methods",
+        "tcp",
+        "--shapes",
+        "64B",
+        "--repeat",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-plot",
+        HAKOBU_BENCH_CORRUPT="1",
+    )
     assert result.returncode == 1
     assert "wrong data came back" in result.stdout
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["error"].startswith("wrong data")

@@ -3,20 +3,21 @@ started programs that hold queues; assertions are on --json output and exit code
 
 from __future__ import annotations
 
-import itertools
 import gc
+import itertools
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from conftest import DOMAIN, files_of_domain, finish, start
 
 import hakobu
-from conftest import DOMAIN, files_of_domain, finish, start
 
 _domains = itertools.count()
 
@@ -47,7 +48,9 @@ def other_domain() -> Iterator[str]:
     assert not files_of_domain(domain)
 
 
-def start_holder(queue: str, capacity: int, messages: int, domain: str | None = None) -> subprocess.Popen[str]:
+def start_holder(
+    queue: str, capacity: int, messages: int, domain: str | None = None
+) -> subprocess.Popen[str]:
     """Starts cli_hold_open.py, which keeps `queue` open until told to exit, and waits until it is ready."""
     env = dict(os.environ)
     if domain is not None:
@@ -98,7 +101,9 @@ def test_ls_shows_the_queue_its_size_and_the_program_that_holds_it(name: str) ->
         let_exit(holder)
     report = cli_json("ls")
     queue = queue_entry(report, name)
-    assert queue is not None and queue["pids"] == [] and not queue["creator_alive"], "the queue outlives its creator"
+    assert queue is not None and queue["pids"] == [] and not queue["creator_alive"], (
+        "the queue outlives its creator"
+    )
 
 
 def test_info_of_a_missing_queue_exits_1_with_what_to_do(name: str) -> None:
@@ -241,7 +246,9 @@ def test_doctor_reports_dev_shm_figures() -> None:
     report = json.loads(result.stdout)
     assert report["ok"] == (result.returncode == 0)
     by_name = {check["name"]: check for check in report["checks"]}
-    assert {"/dev/shm", "huge pages", "open files", "vm.max_map_count", "vm.overcommit_memory"} <= set(by_name)
+    assert {"/dev/shm", "huge pages", "open files", "vm.max_map_count", "vm.overcommit_memory"} <= set(
+        by_name
+    )
     assert all(check["status"] in ("ok", "note", "problem") for check in report["checks"])
     assert all(check["action"] for check in report["checks"] if check["status"] == "problem")
     shm = by_name["/dev/shm"]["data"]

@@ -15,20 +15,21 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from conftest import DOMAIN, PROGRAMS, files_of_domain, finish
 
 import hakobu
-
-from conftest import DOMAIN, PROGRAMS, files_of_domain, finish, start
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create namespaces, users and mounts")
 OTHER_USER = "hakobu-test-other"
 
 
-def try_open(user: str | None, domain: str, name: str, action: str, watchdog: float = 60) -> dict[str, object]:
+def try_open(
+    user: str | None, domain: str, name: str, action: str, watchdog: float = 60
+) -> dict[str, object]:
     """Runs iso_open.py (as `user` when given) with a watchdog against hangs; its outcome."""
     command = [sys.executable, str(PROGRAMS / "iso_open.py"), user or "-", domain, name, action]
     try:
@@ -49,7 +50,9 @@ def other_user() -> Iterator[str]:
     try:
         pwd.getpwnam(OTHER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True)
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER], check=True
+        )
         created = True
     yield OTHER_USER
     if created:
@@ -67,14 +70,25 @@ def test_two_creators_with_the_same_pid_in_two_pid_namespaces_lose_nothing(name:
         at = time.time() + 1.0
         creators = [
             subprocess.Popen(
-                ["unshare", "--pid", "--fork", sys.executable, str(PROGRAMS / "iso_create_put.py"),
-                 DOMAIN, name, f"{round_}-{k}", str(at)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    "unshare",
+                    "--pid",
+                    "--fork",
+                    sys.executable,
+                    str(PROGRAMS / "iso_create_put.py"),
+                    DOMAIN,
+                    name,
+                    f"{round_}-{k}",
+                    str(at),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for k in range(2)
         ]
         for creator in creators:
-            code, out, err = finish(creator)
+            code, _, err = finish(creator)
             assert code == 0, err
         got = sorted(receiver.get(timeout=30) for _ in range(2))
         assert got == [f"{round_}-0", f"{round_}-1"]
@@ -86,7 +100,10 @@ def test_two_creators_with_the_same_pid_in_two_pid_namespaces_lose_nothing(name:
 def squat(user: str, path: str, mode: str) -> subprocess.Popen[str]:
     squatter = subprocess.Popen(
         [sys.executable, str(PROGRAMS / "iso_squat.py"), user, path, mode],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert squatter.stdout is not None
     line = squatter.stdout.readline()
@@ -158,11 +175,23 @@ def test_async_receivers_hear_from_a_producer_in_another_network_namespace(name:
     with hakobu.Queue(name, create=True) as owner, hakobu.Queue(name, create=False) as q:
 
         async def receive() -> list[object]:
-            waiting = [asyncio.ensure_future(q.get_async()) for _ in range(count)]  # no timeout: a lost signal would hang
+            waiting = [
+                asyncio.ensure_future(q.get_async()) for _ in range(count)
+            ]  # no timeout: a lost signal would hang
             await asyncio.sleep(0.2)  # parked on the loop's socket by now (either way they must finish)
             producer = subprocess.Popen(
-                ["unshare", "--net", sys.executable, str(PROGRAMS / "waiting_peer.py"), "produce", name, str(count)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    "unshare",
+                    "--net",
+                    sys.executable,
+                    str(PROGRAMS / "waiting_peer.py"),
+                    "produce",
+                    name,
+                    str(count),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             code, _, err = await asyncio.to_thread(finish, producer)
             assert code == 0, err
@@ -178,11 +207,17 @@ def test_a_nearly_full_dev_shm(tmp_path: Path) -> None:
     # mount (so that large blocks cannot go to reserved huge pages instead).
     if shutil.which("unshare") is None:
         pytest.skip("unshare is not installed")
-    no_huge_pages = "for m in $(awk '$3 == \"hugetlbfs\" {print $2}' /proc/mounts); do umount \"$m\"; done"
-    script = (f"mount -t tmpfs -o size=48m tmpfs /dev/shm && {no_huge_pages} && "
-              f"exec {sys.executable} {PROGRAMS / 'iso_small_shm.py'} 64")
-    process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    no_huge_pages = 'for m in $(awk \'$3 == "hugetlbfs" {print $2}\' /proc/mounts); do umount "$m"; done'
+    script = (
+        f"mount -t tmpfs -o size=48m tmpfs /dev/shm && {no_huge_pages} && "
+        f"exec {sys.executable} {PROGRAMS / 'iso_small_shm.py'} 64"
+    )
+    process = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code, out, err = finish(process)
     assert code == 0, err
     seen = json.loads(out.strip().splitlines()[-1])

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
+from conftest import DOMAIN
 
 import hakobu
-from conftest import DOMAIN
 
 THRESHOLD = 0.2  # seconds: lowered for the tests (default 5 s)
 WATCHDOG = 60.0  # seconds: against a hang, never a measure of speed
@@ -36,13 +36,14 @@ def real_and_typo(name: str) -> Iterator[tuple[hakobu.Queue, str]]:
         pass
 
 
-def test_a_get_on_a_mistyped_queue_warns_once_naming_similar_queues(real_and_typo: tuple[hakobu.Queue, str]) -> None:
+def test_a_get_on_a_mistyped_queue_warns_once_naming_similar_queues(
+    real_and_typo: tuple[hakobu.Queue, str],
+) -> None:
     real, typo_name = real_and_typo
     typo = hakobu.Queue(typo_name)
     assert typo.is_creator
-    with pytest.warns(hakobu.NoSenderWarning) as record:
-        with pytest.raises(hakobu.Empty):
-            typo.get(timeout=THRESHOLD * 3)
+    with pytest.warns(hakobu.NoSenderWarning) as record, pytest.raises(hakobu.Empty):
+        typo.get(timeout=THRESHOLD * 3)
     assert len(record) == 1
     message = str(record[0].message)
     assert repr(typo_name) in message and repr(DOMAIN) in message and repr(real.name) in message, message
@@ -56,9 +57,8 @@ def test_a_get_on_a_mistyped_queue_warns_once_naming_similar_queues(real_and_typ
 def test_get_async_warns_too(real_and_typo: tuple[hakobu.Queue, str]) -> None:
     real, typo_name = real_and_typo
     typo = hakobu.Queue(typo_name)
-    with pytest.warns(hakobu.NoSenderWarning, match=real.name):
-        with pytest.raises(hakobu.Empty):
-            asyncio.run(asyncio.wait_for(typo.get_async(timeout=THRESHOLD * 3), WATCHDOG))
+    with pytest.warns(hakobu.NoSenderWarning, match=real.name), pytest.raises(hakobu.Empty):
+        asyncio.run(asyncio.wait_for(typo.get_async(timeout=THRESHOLD * 3), WATCHDOG))
 
 
 def test_a_late_producer_is_still_received(name: str) -> None:

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import DOMAIN, PROGRAMS, files_of_domain, finish, start
 
 import hakobu
-from conftest import DOMAIN, PROGRAMS, files_of_domain, finish, start
 from hakobu import _codec, _core
 
 sys.path.insert(0, str(PROGRAMS))
-from cases import fingerprint  # noqa: E402
+from cases import fingerprint
 
 NUMERIC = [
     np.bool_,
@@ -130,14 +130,27 @@ def test_the_extension_writes_the_python_codecs_format(name: str) -> None:
                 # The Python encoder's message, decoded by the extension.
                 _codec._put_array(q._core, array, 5.0)
                 back = q._core.get_object(5.0, True)
-                assert isinstance(back, np.ndarray) and fingerprint(back) == fingerprint(array), (dtype, label)
+                assert isinstance(back, np.ndarray) and fingerprint(back) == fingerprint(array), (
+                    dtype,
+                    label,
+                )
 
 
 def test_consecutive_small_arrays_each_carry_their_own_header(name: str) -> None:
     """The extension reuses the last header for an array like the last one: only when it is alike."""
     base = np.arange(6, dtype=np.int64).reshape(2, 3)
-    sequence = [base, base + 1, base.astype(np.float64), base.T.copy(), np.asfortranarray(base), base.reshape(3, 2),
-                base.reshape(6), base.astype(np.uint64), base.view(np.int64), base[:1]]
+    sequence = [
+        base,
+        base + 1,
+        base.astype(np.float64),
+        base.T.copy(),
+        np.asfortranarray(base),
+        base.reshape(3, 2),
+        base.reshape(6),
+        base.astype(np.uint64),
+        base.view(np.int64),
+        base[:1],
+    ]
     with hakobu.Queue(name) as q:
         for array in sequence * 2:
             received = round_trip_in_one_call(q, array)
@@ -158,8 +171,14 @@ def test_exotic_dtypes_keep_the_python_codec_and_round_trip_exactly(name: str, l
 def test_arrays_from_a_cpp_producer_without_a_type_string(name: str) -> None:
     """A C++ producer sends the DLPack triple alone; the extension maps it as the Python codec does."""
     with hakobu.Queue(name) as q:
-        for code, bits, expected in [(2, 64, np.float64), (0, 16, np.int16), (1, 8, np.uint8), (6, 8, np.bool_),
-                                     (5, 64, np.complex64), (2, 16, np.float16)]:
+        for code, bits, expected in [
+            (2, 64, np.float64),
+            (0, 16, np.int16),
+            (1, 8, np.uint8),
+            (6, 8, np.bool_),
+            (5, 64, np.complex64),
+            (2, 16, np.float16),
+        ]:
             for shape in [(3,), (40, 50)]:  # inline and in a block
                 loan = q._core.loan_array(code, bits, 1, "", list(shape), False)
                 data = values(expected, shape)
@@ -235,7 +254,12 @@ def test_bytes_scalars_and_small_pickles_in_one_call(name: str) -> None:
             assert q._core.put_object(scalar, 5.0)
             assert q._core.get_object(5.0, True) == scalar
         # Objects whose pickle keeps every buffer in band: pickled by the extension too.
-        for obj in [{"step": 1, "loss": 0.25}, [1, "two", (3.0,)], {"big": list(range(20_000))}, {"a": np.arange(5)}]:
+        for obj in [
+            {"step": 1, "loss": 0.25},
+            [1, "two", (3.0,)],
+            {"big": list(range(20_000))},
+            {"a": np.arange(5)},
+        ]:
             assert q._core.put_object(obj, 5.0)
             assert fingerprint(q._core.get_object(5.0, True)) == fingerprint(obj)
         # Non-contiguous memoryviews still go through the codec (as bytes).
@@ -364,9 +388,18 @@ def test_the_small_message_benchmark_runs() -> None:
 
     bench = PROGRAMS.parents[2] / "bench" / "python" / "small_bench.py"
     done = subprocess.run(
-        [sys.executable, str(bench), "--rounds", "1", "--trips", "10"], capture_output=True, text=True, timeout=300
+        [sys.executable, str(bench), "--rounds", "1", "--trips", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    for line in ["put+get 64-byte float64 array", "put+get 64 bytes", "pickle dumps+loads", "round trip 64-byte array",
-                 "round trip 64 bytes", "machine:"]:
+    for line in [
+        "put+get 64-byte float64 array",
+        "put+get 64 bytes",
+        "pickle dumps+loads",
+        "round trip 64-byte array",
+        "round trip 64 bytes",
+        "machine:",
+    ]:
         assert line in done.stdout, done.stdout

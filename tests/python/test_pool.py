@@ -13,17 +13,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-
-import hakobu
 from conftest import PROGRAMS, files_of_domain, finish, start
 
+import hakobu
+
 sys.path.insert(0, str(PROGRAMS))
-import pool_tasks as tasks  # noqa: E402
+import pool_tasks as tasks
 
 WATCHDOG = 60  # seconds: against deadlock, never a measure of speed
 
@@ -125,7 +126,7 @@ def test_map_async_and_starmap_async_callbacks(pool: hakobu.Pool) -> None:
     assert empty.ready() and empty.get() == [] and done[-1] == []
     failed: list[BaseException] = []
     bad = pool.map_async(tasks.fail, ["a", "b", "c"], chunksize=1, error_callback=failed.append)
-    with pytest.raises(ValueError, match="^[abc]$"):
+    with pytest.raises(ValueError, match=r"^[abc]$"):
         bad.get(WATCHDOG)
     assert len(failed) == 1 and isinstance(failed[0], ValueError)
 
@@ -134,7 +135,9 @@ def test_imap_and_imap_unordered(pool: hakobu.Pool) -> None:
     assert list(pool.imap(tasks.square, range(25))) == [x * x for x in range(25)]
     assert list(pool.imap(tasks.square, iter(range(25)), chunksize=4)) == [x * x for x in range(25)]
     assert sorted(pool.imap_unordered(tasks.square, range(25))) == sorted(x * x for x in range(25))
-    assert sorted(pool.imap_unordered(tasks.square, range(25), chunksize=6)) == sorted(x * x for x in range(25))
+    assert sorted(pool.imap_unordered(tasks.square, range(25), chunksize=6)) == sorted(
+        x * x for x in range(25)
+    )
     assert list(pool.imap(tasks.square, [])) == []
     with pytest.raises(ValueError):
         pool.imap(tasks.square, range(3), chunksize=0)
@@ -273,18 +276,20 @@ def test_a_forked_child_cannot_use_its_parents_pool(pool: hakobu.Pool) -> None:
 
 
 def test_exceptions_arrive_as_themselves_with_the_remote_traceback(pool: hakobu.Pool) -> None:
-    with pytest.raises(ValueError, match="^bad input$") as caught:
+    with pytest.raises(ValueError, match=r"^bad input$") as caught:
         pool.apply(tasks.fail, ("bad input",))
     cause = caught.value.__cause__
     assert isinstance(cause, hakobu.RemoteTraceback)
-    assert isinstance(cause, multiprocessing.pool.RemoteTraceback), "multiprocessing's class, for existing code"
+    assert isinstance(cause, multiprocessing.pool.RemoteTraceback), (
+        "multiprocessing's class, for existing code"
+    )
     assert "Traceback (most recent call last)" in str(cause)
     assert 'pool_tasks.py", line' in str(cause) and "in fail" in str(cause)
     assert "ValueError: bad input" in cause.tb
 
 
 def test_exceptions_that_cannot_travel_are_replaced_by_clear_errors(pool: hakobu.Pool) -> None:
-    with pytest.raises(hakobu.RemoteError, match="Unpicklable: holds a lock.*cannot be sent") as caught:
+    with pytest.raises(hakobu.RemoteError, match=r"Unpicklable: holds a lock.*cannot be sent") as caught:
         pool.apply(tasks.raise_unpicklable)
     assert "raise Unpicklable()" in str(caught.value.__cause__)
     with pytest.raises(hakobu.RemoteError, match="NeedsTwo: this and that"):
@@ -297,7 +302,9 @@ def test_exceptions_that_cannot_travel_are_replaced_by_clear_errors(pool: hakobu
     assert pool.apply(tasks.square, (3,)) == 9, "the pool goes on"
 
 
-def test_a_raising_callback_is_reported_and_the_pool_goes_on(pool: hakobu.Pool, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_raising_callback_is_reported_and_the_pool_goes_on(
+    pool: hakobu.Pool, capfd: pytest.CaptureFixture[str]
+) -> None:
     def broken_callback(value: Any) -> None:
         raise RuntimeError("callback bug")
 
@@ -329,7 +336,7 @@ def test_initializer_and_initargs_run_once_in_every_worker() -> None:
 def test_a_failing_initializer_breaks_the_pool_with_its_cause() -> None:
     broken = hakobu.Pool(2, initializer=tasks.failing_initializer)
     result = broken.apply_async(tasks.square, (2,))
-    with pytest.raises(hakobu.BrokenPool, match="initializer failed.*no licence server") as caught:
+    with pytest.raises(hakobu.BrokenPool, match=r"initializer failed.*no licence server") as caught:
         result.get(WATCHDOG)
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert isinstance(caught.value, concurrent.futures.process.BrokenProcessPool)
@@ -341,9 +348,12 @@ def test_a_failing_initializer_breaks_the_pool_with_its_cause() -> None:
 
 
 @pytest.mark.parametrize(
-    "victim,signal_name", [(tasks.kill_self, "SIGKILL"), (tasks.segfault, "SIGSEGV"), (tasks.terminate_self, "SIGTERM")]
+    "victim,signal_name",
+    [(tasks.kill_self, "SIGKILL"), (tasks.segfault, "SIGSEGV"), (tasks.terminate_self, "SIGTERM")],
 )
-def test_a_dead_worker_fails_its_task_naming_pid_and_signal(pool: hakobu.Pool, victim: Any, signal_name: str) -> None:
+def test_a_dead_worker_fails_its_task_naming_pid_and_signal(
+    pool: hakobu.Pool, victim: Any, signal_name: str
+) -> None:
     before = worker_pids(pool, 2)
     others = [pool.apply_async(tasks.square, (k,)) for k in range(6)]
     doomed = pool.apply_async(victim)
@@ -352,7 +362,10 @@ def test_a_dead_worker_fails_its_task_naming_pid_and_signal(pool: hakobu.Pool, v
         doomed.get(WATCHDOG)
     lost = caught.value
     assert lost.pid in before and lost.signal == getattr(signal, signal_name) and lost.exit_code is None
-    assert f"worker {lost.worker} (pid {lost.pid}) was killed by {signal_name} while running task {lost.task}" in str(lost)
+    assert (
+        f"worker {lost.worker} (pid {lost.pid}) was killed by {signal_name} while running task {lost.task}"
+        in str(lost)
+    )
     assert victim.__name__ in str(lost) and "retries=N" in str(lost)
     assert isinstance(lost, concurrent.futures.process.BrokenProcessPool)
     assert [r.get(WATCHDOG) for r in others + more] == [k * k for k in range(12)], "other tasks succeed"
@@ -362,7 +375,9 @@ def test_a_dead_worker_fails_its_task_naming_pid_and_signal(pool: hakobu.Pool, v
 
 
 def test_a_worker_that_exits_fails_its_task_with_the_code(pool: hakobu.Pool) -> None:
-    with pytest.raises(hakobu.WorkerLost, match=r"exited with code 7 while running task \d+ \(exit_with\)") as caught:
+    with pytest.raises(
+        hakobu.WorkerLost, match=r"exited with code 7 while running task \d+ \(exit_with\)"
+    ) as caught:
         pool.apply(tasks.exit_with, (7,))
     assert caught.value.exit_code == 7 and caught.value.signal is None
     assert pool.apply(tasks.square, (6,)) == 36
@@ -389,7 +404,9 @@ def test_retries_run_a_task_again_after_its_worker_died(tmp_path: Path) -> None:
 def test_terminate_while_busy_fails_the_work_and_leaves_nothing(tmp_path: Path) -> None:
     busy = hakobu.Pool(2)
     try:
-        started = busy.starmap_async(tasks.announce_and_sleep, [(str(tmp_path), k) for k in range(2)], chunksize=1)
+        started = busy.starmap_async(
+            tasks.announce_and_sleep, [(str(tmp_path), k) for k in range(2)], chunksize=1
+        )
         waiting = busy.map_async(tasks.square, range(100), chunksize=1)
         eventually(lambda: len(list(tmp_path.iterdir())) == 2, "both workers run a task")
         pids = {int(path.name.split("-")[-1]) for path in tmp_path.iterdir()}
@@ -407,7 +424,9 @@ def test_terminate_while_busy_fails_the_work_and_leaves_nothing(tmp_path: Path) 
 
 def test_threads_are_capped_per_worker(pool: hakobu.Pool) -> None:
     cap = str(max(1, len(os.sched_getaffinity(0)) // 2))
-    user_set = {name: os.environ[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if name in os.environ}
+    user_set = {
+        name: os.environ[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if name in os.environ
+    }
     report = pool.apply(tasks.thread_report)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         assert report[name] == user_set.get(name, cap), "the cap, unless the user set the variable"
@@ -424,7 +443,10 @@ def test_threads_are_capped_per_worker(pool: hakobu.Pool) -> None:
 
 def test_arrays_inside_tuples_dicts_and_dataclasses(pool: hakobu.Pool) -> None:
     batches = [
-        {"pair": (np.full(50_000, k, np.float64), np.arange(20_000, dtype=np.int32)), "frame": tasks.Frame(f"f{k}", np.ones((300, 300)) * k)}
+        {
+            "pair": (np.full(50_000, k, np.float64), np.arange(20_000, dtype=np.int32)),
+            "frame": tasks.Frame(f"f{k}", np.ones((300, 300)) * k),
+        }
         for k in range(4)
     ]
     results = pool.map(tasks.double_frames, batches, chunksize=1)
@@ -436,7 +458,9 @@ def test_arrays_inside_tuples_dicts_and_dataclasses(pool: hakobu.Pool) -> None:
         assert np.array_equal(first, np.full(50_000, 2 * k)) and np.array_equal(second, np.arange(20_000) * 2)
         assert np.array_equal(frame.pixels, np.ones((300, 300)) * 2 * k)
         for array in (first, second, frame.pixels):
-            assert hakobu.is_shared(array) and array.flags.writeable, "results are writable views of shared memory"
+            assert hakobu.is_shared(array) and array.flags.writeable, (
+                "results are writable views of shared memory"
+            )
         first[0] = -1  # the parent owns its results
 
 
@@ -502,7 +526,9 @@ def test_executor_dead_worker_fails_only_its_future(executor: hakobu.Executor) -
     doomed = executor.submit(tasks.kill_self)
     fine = [executor.submit(tasks.square, k) for k in range(8)]
     error = doomed.exception(WATCHDOG)
-    assert isinstance(error, hakobu.WorkerLost) and isinstance(error, concurrent.futures.process.BrokenProcessPool)
+    assert isinstance(error, hakobu.WorkerLost) and isinstance(
+        error, concurrent.futures.process.BrokenProcessPool
+    )
     assert "was killed by SIGKILL" in str(error)
     assert [f.result(WATCHDOG) for f in fine] == [k * k for k in range(8)]
     assert executor.submit(tasks.square, 9).result(WATCHDOG) == 81, "the executor is not broken"
@@ -580,6 +606,7 @@ def test_workers_exit_and_queues_go_when_the_parent_is_killed() -> None:
     program.kill()
     finish(program, WATCHDOG)
     eventually(lambda: not processes_named(name), "the orphaned workers exit")
-    eventually(lambda: not [path for path in files_of_domain() if name in path], "the workers remove the queues")
+    eventually(
+        lambda: not [path for path in files_of_domain() if name in path], "the workers remove the queues"
+    )
     hakobu._core.collect_garbage()  # what the killed parent held
-

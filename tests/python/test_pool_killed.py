@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import DOMAIN, finish, files_of_domain, start
+from conftest import DOMAIN, files_of_domain, finish, start
 from test_pool import eventually, processes_named
 
 WATCHDOG = 60.0  # seconds: against a hang, never a measure of speed
@@ -21,7 +21,11 @@ def test_a_killed_parent_leaves_no_file_of_its_domain(tmp_path: Path) -> None:
         line = program.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("pool-"), program.stderr.read()  # type: ignore[union-attr]
         name = line.strip()
-        eventually(lambda: len(list(tmp_path.iterdir())) == 2, "both workers run a task on the shared input", WATCHDOG)
+        eventually(
+            lambda: len(list(tmp_path.iterdir())) == 2,
+            "both workers run a task on the shared input",
+            WATCHDOG,
+        )
         assert files_of_domain(domain), "the domain exists while the pool runs"
         program.send_signal(signal.SIGKILL)
         code, _, _ = finish(program, WATCHDOG)

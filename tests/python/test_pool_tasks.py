@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
-import hakobu
 from conftest import PROGRAMS, finish, start
 from test_pool import leftovers
 
+import hakobu
+
 sys.path.insert(0, str(PROGRAMS))
-import pool_tasks as tasks  # noqa: E402
+import pool_tasks as tasks
 
 WATCHDOG = 60  # seconds: against deadlock, never a measure of speed
 
@@ -44,9 +44,13 @@ def test_many_tiny_tasks_complete_and_each_callback_fires_once() -> None:
         results = []
         for k in range(3000):
             if k % 10 == 7:
-                results.append(pool.apply_async(tasks.fail, (f"task {k}",), callback=on_result, error_callback=on_error))
+                results.append(
+                    pool.apply_async(tasks.fail, (f"task {k}",), callback=on_result, error_callback=on_error)
+                )
             else:
-                results.append(pool.apply_async(tasks.square, (k,), callback=on_result, error_callback=on_error))
+                results.append(
+                    pool.apply_async(tasks.square, (k,), callback=on_result, error_callback=on_error)
+                )
         for k, result in enumerate(results):
             result.wait(WATCHDOG)
             assert result.ready(), f"task {k} did not finish within the watchdog"
@@ -57,13 +61,17 @@ def test_many_tiny_tasks_complete_and_each_callback_fires_once() -> None:
                 assert result.get() == k * k
         stats = pool._engine.stats()
     assert calls == collections.Counter(k * k for k in range(3000) if k % 10 != 7), "each callback once"
-    assert errors == collections.Counter(f"task {k}" for k in range(3000) if k % 10 == 7), "each error_callback once"
+    assert errors == collections.Counter(f"task {k}" for k in range(3000) if k % 10 == 7), (
+        "each error_callback once"
+    )
     assert stats["tasks"] == stats["results"] == 3000
 
 
 def test_small_tasks_travel_in_batches_both_ways() -> None:
     with hakobu.Pool(1) as pool:
-        assert pool.map(tasks.square, range(50), chunksize=1) == [x * x for x in range(50)]  # learns they are short
+        assert pool.map(tasks.square, range(50), chunksize=1) == [
+            x * x for x in range(50)
+        ]  # learns they are short
         before = pool._engine.stats()
         assert pool.map(tasks.square, range(2000), chunksize=1) == [x * x for x in range(2000)]
         after = pool._engine.stats()

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import hakobu
 from conftest import PROGRAMS, finish, start
 
+import hakobu
+
 sys.path.insert(0, str(PROGRAMS))
-from cases import cases, fingerprint  # noqa: E402
+from cases import cases, fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -217,7 +217,9 @@ def test_cpp_producer_feeds_a_python_consumer(name: str) -> None:
 
     program = _cpp_example("hakobu_producer")  # skips before anything is started when it is not built
     consumer = start("frames", name, "consume")
-    producer = subprocess.run([program, name, "50", "240", "320"], capture_output=True, text=True, timeout=120)
+    producer = subprocess.run(
+        [program, name, "50", "240", "320"], capture_output=True, text=True, timeout=120
+    )
     assert producer.returncode == 0, producer.stderr
     code, out, err = finish(consumer)
     assert code == 0, err

@@ -12,7 +12,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # Imported by hakobu.bench only when installed ("pip install 'hakobu[bench-peers]'").
-OPTIONAL = ["mpi4py", "ray", "iceoryx2", "fastapi", "uvicorn", "httpx", "websockets", "zmq", "matplotlib", "joblib"]
+OPTIONAL = [
+    "mpi4py",
+    "ray",
+    "iceoryx2",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "websockets",
+    "zmq",
+    "matplotlib",
+    "joblib",
+]
 
 
 def test_mypy_passes_without_the_optional_libraries(tmp_path: Path) -> None:

@@ -83,9 +83,10 @@ def test_an_idle_receiver_uses_little_cpu(name: str, mode: str) -> None:
 @pytest.mark.parametrize("payload", ["bytes", "array"])
 def test_ping_pong_between_programs_loses_nothing_in_any_mode(name: str, mode: str, payload: str) -> None:
     trips = 300
-    with hakobu.Queue(name + "-to", create=True, capacity=4, latency=mode) as to, hakobu.Queue(
-        name + "-from", create=True, capacity=4, latency=mode
-    ) as back:
+    with (
+        hakobu.Queue(name + "-to", create=True, capacity=4, latency=mode) as to,
+        hakobu.Queue(name + "-from", create=True, capacity=4, latency=mode) as back,
+    ):
         peer = start("waiting_peer", "echo", to.name, back.name, mode, trips)
         try:
             for i in range(trips):

@@ -23,16 +23,24 @@ DEFAULT_OUT = "hakobu-bench"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `hakobu bench`."""
-    parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (for CI; seconds per method)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small shapes and few repeats (for CI; seconds per method)"
+    )
     parser.add_argument("--methods", help="comma-separated methods to run (default: all; see --list)")
     parser.add_argument(
         "--shapes",
         help="comma-separated shapes: 64B, 1x3x224x224, 2x1024x16x16, 2x3x16x224x224, mnist-70000x784, "
         "128x1024x1024, or AxBxC[:dtype] (default: all; with --quick the first three)",
     )
-    parser.add_argument("--repeat", type=int, help="timed round trips per method and shape (default: per shape)")
-    parser.add_argument("--warmup", type=int, help="untimed round trips first (default: 1, 5 for tiny messages)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for bench.json and bench.png (default: %(default)s)")
+    parser.add_argument(
+        "--repeat", type=int, help="timed round trips per method and shape (default: per shape)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="untimed round trips first (default: 1, 5 for tiny messages)"
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help="directory for bench.json and bench.png (default: %(default)s)"
+    )
     parser.add_argument(
         "--serialize",
         choices=["pickle+base64"],
@@ -60,12 +68,19 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
         os.environ["HAKOBU_DOMAIN"] = domain
     methods = all_methods()
     if args.list:
-        listing = [{"name": m.name, "label": m.label, "missing": m.missing(), "description": m.description} for m in methods.values()]
+        listing = [
+            {"name": m.name, "label": m.label, "missing": m.missing(), "description": m.description}
+            for m in methods.values()
+        ]
         if as_json:
             sys.stdout.write(json.dumps(listing, indent=2) + "\n")
         else:
             for item in listing:
-                state = "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {report._escape(item['missing'])}"
+                state = (
+                    "[green]ready[/]"
+                    if item["missing"] is None
+                    else f"[yellow]skipped[/]: {report._escape(item['missing'])}"
+                )
                 console.print(f"{item['name']:<18} {item['label']:<32} {state}")
         return 0
     if args.repeat is not None and args.repeat < 1:

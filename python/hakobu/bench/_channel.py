@@ -119,7 +119,7 @@ class Channel(abc.ABC):
     description: ClassVar[str]  # how the method moves an array, for the JSON file
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the method needs
     install: ClassVar[str] = ""  # the line that installs them
-    peer_end: ClassVar[type["PeerEnd"]]
+    peer_end: ClassVar[type[PeerEnd]]
     # Arrays above this many bytes are not run by default (--no-limits runs them): for
     # methods that would need minutes and tens of GB per trip (JSON text of 1 GiB of floats).
     max_bytes: ClassVar[Optional[int]] = None
@@ -163,12 +163,12 @@ class Channel(abc.ABC):
 
     def measure(
         self,
-        pending: list["Shape"],
-        settings: "Settings",
+        pending: list[Shape],
+        settings: Settings,
         arrays: dict[str, np.ndarray],
-        record: "Record",
-        watchdog: Optional["Watchdog"],
-        progress: Optional["Progress"],
+        record: Record,
+        watchdog: Optional[Watchdog],
+        progress: Optional[Progress],
     ) -> None:
         """The timed round trips over ``pending`` (``runner.measure``), after ``start``.
 
@@ -529,4 +529,3 @@ def parent_watch(interval: float = 0.5) -> None:
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC, the clock both processes stamp with."""
     return time.monotonic_ns()
-

@@ -106,7 +106,9 @@ def speedups(run: Run) -> list[dict[str, Any]]:
     for shape in run.shapes:
         done = [r for r in run.results if r.shape == shape.name and r.ok]
         ours = min((r for r in done if is_hakobu(r.method)), key=lambda r: r.median("total"), default=None)
-        theirs = min((r for r in done if not is_hakobu(r.method)), key=lambda r: r.median("total"), default=None)
+        theirs = min(
+            (r for r in done if not is_hakobu(r.method)), key=lambda r: r.median("total"), default=None
+        )
         rows.append(
             {
                 "shape": shape.name,
@@ -185,10 +187,21 @@ def render(run: Run, console: Any) -> None:
             if is_hakobu(result.method):
                 label = f"[bold cyan]{label}[/]"
             if result.skipped is not None:
-                table.add_row(name, label, f"[yellow]skipped[/] {_escape(note(result.skipped))}", "", "", "", "", "")
+                table.add_row(
+                    name, label, f"[yellow]skipped[/] {_escape(note(result.skipped))}", "", "", "", "", ""
+                )
                 continue
             if not result.ok:
-                table.add_row(name, label, f"[red]failed[/] {_escape(note(result.error or 'no trips'))}", "", "", "", "", "")
+                table.add_row(
+                    name,
+                    label,
+                    f"[red]failed[/] {_escape(note(result.error or 'no trips'))}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                )
                 continue
             total = result.median("total")
             table.add_row(

@@ -19,9 +19,10 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -80,15 +81,19 @@ class Settings:
     serialize: Optional[str] = None  # None, or a _channel.SERIALIZERS entry
     no_limits: bool = False  # run methods on arrays above their max_bytes
 
-    def repeats(self, shape: "Shape") -> int:
-        return self.repeat if self.repeat is not None else (shape.quick_repeat if self.quick else shape.repeat)
+    def repeats(self, shape: Shape) -> int:
+        return (
+            self.repeat if self.repeat is not None else (shape.quick_repeat if self.quick else shape.repeat)
+        )
 
-    def warmups(self, shape: "Shape") -> int:
+    def warmups(self, shape: Shape) -> int:
         if self.warmup is not None:
             return self.warmup
-        return 5 if shape.nbytes < 4096 and not self.quick else 1  # the latency workload warms caches and wakeups more
+        return (
+            5 if shape.nbytes < 4096 and not self.quick else 1
+        )  # the latency workload warms caches and wakeups more
 
-    def trips(self, shapes: Sequence["Shape"]) -> int:
+    def trips(self, shapes: Sequence[Shape]) -> int:
         """Round trips one method makes over ``shapes`` (for the progress bar)."""
         return sum(self.repeats(s) + self.warmups(s) for s in shapes)
 
@@ -309,14 +314,14 @@ def _run_method(
         channel.start()
         watchdog.disarm()
         channel.measure(pending, settings, arrays, record, watchdog, progress)
-    except Exception as error:  # a failed start; measure reports its own failures
+    except Exception as error:  # noqa: BLE001 - a failed start; measure reports its own failures
         _fail_rest(method, pending, _failure(error, watchdog), record, settings, progress)
     finally:
         watchdog.disarm()
         watchdog.fired = False
         try:
             channel.close()
-        except Exception as error:  # reported on the method's last result, the run goes on
+        except Exception as error:  # noqa: BLE001 - reported on the method's last result, the run goes on
             if mine and mine[-1].error is None:
                 mine[-1].error = f"closing failed: {type(error).__name__}: {error}"
         finally:
@@ -386,8 +391,10 @@ def measure(
                     progress(f"{channel.label} · {shape.name}", 1)
             del to_send, expected, first_expected
             if current.error is not None:
-                _fail_rest(type(channel), pending, "not run: an earlier shape failed", record, settings, progress)
-    except Exception as error:  # one method's failure is reported, the run goes on
+                _fail_rest(
+                    type(channel), pending, "not run: an earlier shape failed", record, settings, progress
+                )
+    except Exception as error:  # noqa: BLE001 - one method's failure is reported, the run goes on
         message = _failure(error, watchdog)
         if current is not None and current.error is None:
             current.error = message

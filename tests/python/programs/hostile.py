@@ -38,5 +38,7 @@ with hakobu.Queue(name) as queue:
     payload.release()
     queue._core.put_loan(loan, None)
     big = pickle.PickleBuffer(bytes(range(256)) * 1024)  # 256 KiB: travels out of band
-    queue.put({"n": [1, 2.5, 3j, None, True], "s": {"a", frozenset({1})}, "b": (b"x", bytearray(b"y")), "big": big})
+    queue.put(
+        {"n": [1, 2.5, 3j, None, True], "s": {"a", frozenset({1})}, "b": (b"x", bytearray(b"y")), "big": big}
+    )
     queue.put("END")

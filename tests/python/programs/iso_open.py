@@ -6,8 +6,9 @@ Arguments: user ("-" for this one), domain, queue name, action (open | attach | 
 import json
 import sys
 
-import hakobu
 from iso_user import become
+
+import hakobu
 
 if sys.argv[1] != "-":
     become(sys.argv[1])

@@ -8,7 +8,6 @@ Prints one line of JSON with what it saw.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -23,7 +22,8 @@ q = hakobu.Queue("big", capacity=131072)
 q.put(np.arange(1000, dtype=np.float64))
 opener = subprocess.run(
     [sys.executable, "-c", "import hakobu; q = hakobu.Queue('big', capacity=131072); print(q.qsize())"],
-    capture_output=True, text=True,
+    capture_output=True,
+    text=True,
 )
 seen["second_open"] = {"code": opener.returncode, "out": opener.stdout.strip(), "err": opener.stderr[-400:]}
 try:

@@ -8,8 +8,9 @@ Executor.map, exits 3. Each task makes a file in DIRECTORY when it starts.
 
 import sys
 
-import hakobu
 from pool_tasks import announce_and_sleep
+
+import hakobu
 
 mode, directory = sys.argv[1], sys.argv[2]
 work = [(directory, index) for index in range(8)]

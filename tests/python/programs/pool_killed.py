@@ -6,8 +6,9 @@
 
 import sys
 
-import hakobu
 from pool_tasks import announce_and_sum
+
+import hakobu
 
 data = hakobu.zeros((256, 1024))  # 2 MiB the workers map, never copy
 with hakobu.Pool(2) as pool:

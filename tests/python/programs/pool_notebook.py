@@ -7,9 +7,7 @@ they travel by value (cloudpickle), as everything of a notebook does.
 
 import sys
 
-import hakobu
-
-CELL = '''
+CELL = """
 import dataclasses
 
 @dataclasses.dataclass
@@ -23,7 +21,7 @@ factor = 10
 with hakobu.Pool(2) as pool:
     print("cell class", pool.map(doubled, [Reading(1.0), Reading(2.5)]), flush=True)
     print("cell lambda", pool.map(lambda x: x * factor, [1, 2]), flush=True)
-'''
+"""
 
 if __name__ == "__main__":
     exec(compile(CELL, "<cell 1>", "exec"), vars(sys.modules["__main__"]))

@@ -2,8 +2,9 @@
 
 import time
 
-import hakobu
 from pool_tasks import square
+
+import hakobu
 
 pool = hakobu.Pool(2)
 assert pool.map(square, range(8), chunksize=1) == [x * x for x in range(8)]

@@ -4,8 +4,9 @@ as multiprocessing's Pool does, and the pool is terminated.
     pool_unclosed.py     run with -W always::ResourceWarning (PYTHONWARNINGS)
 """
 
-import hakobu
 from pool_tasks import square
+
+import hakobu
 
 pool = hakobu.Pool(1)
 print("result", pool.apply(square, (4,)), flush=True)

@@ -2,8 +2,9 @@
 
 import sys
 
-import hakobu
 from cases import fingerprint
+
+import hakobu
 
 with hakobu.Queue(sys.argv[1]) as queue:
     while True:

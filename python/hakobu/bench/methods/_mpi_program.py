@@ -53,7 +53,7 @@ class RankZero(Mpi):
     aborts the whole job, and when it hangs, the bench's watchdog kills the job.
     """
 
-    def __init__(self, workdir: Path, stamps: StampBoard, serialize: Optional[str], comm: "MPI.Comm") -> None:
+    def __init__(self, workdir: Path, stamps: StampBoard, serialize: Optional[str], comm: MPI.Comm) -> None:
         super().__init__(workdir, stamps, serialize)
         self.comm = comm
 
@@ -77,7 +77,7 @@ class Reporter:
     """Rank 0's lines to the bench, on stdout (mpiexec forwards them)."""
 
     def __init__(self) -> None:
-        self.current: Optional["Result"] = None
+        self.current: Optional[Result] = None
         self.what = ""
         self.trips = 0
         self.last = time.monotonic()
@@ -87,7 +87,7 @@ class Reporter:
         sys.stdout.write(LINE_PREFIX + json.dumps(report) + "\n")
         sys.stdout.flush()
 
-    def record(self, result: "Result") -> None:
+    def record(self, result: Result) -> None:
         self.finish_shape()
         self.current = result
         self.line(start=dataclasses.asdict(result))
@@ -127,7 +127,7 @@ def _exit_at_end_of_stdin(reporter: Reporter) -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
-def _sender(config: dict[str, Any], comm: "MPI.Comm") -> None:
+def _sender(config: dict[str, Any], comm: MPI.Comm) -> None:
     from ..runner import Settings, Shape, measure
 
     parent_watch()  # mpiexec gone: this rank goes too
@@ -143,7 +143,7 @@ def _sender(config: dict[str, Any], comm: "MPI.Comm") -> None:
             pending = [Shape(**{**shape, "dims": tuple(shape["dims"])}) for shape in job["pending"]]
             arrays: dict[str, np.ndarray] = {}
 
-            def record(result: "Result") -> None:
+            def record(result: Result) -> None:
                 arrays.clear()  # no other method reuses them here: keep only the running shape's array
                 reporter.record(result)
 
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> int:
             peer.serve(Mpi.name, config)
         else:
             _sender(config, comm)
-    except BaseException:  # whatever it is, the other rank must not wait forever
+    except BaseException:  # noqa: BLE001 - whatever it is, the other rank must not wait forever
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)

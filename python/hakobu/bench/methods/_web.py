@@ -35,7 +35,9 @@ _READY_WITHIN = 60.0  # s for the peer to start and answer its first request
 _ATTEMPT = 10.0  # s for one readiness attempt (the peer imports FastAPI first)
 _POLL = 1.0  # s: a WebSocket receive wakes up this often to check that the peer lives
 _STOP_WITHIN = 10.0  # s for the stop request
-_IDLE = 3600  # s uvicorn keeps an idle keep-alive connection (its default, 5 s, is shorter than a 1 GiB check)
+_IDLE = (
+    3600  # s uvicorn keeps an idle keep-alive connection (its default, 5 s, is shorter than a 1 GiB check)
+)
 _WS_MAX_SIZE = 1 << 40  # bytes: no practical limit on a WebSocket message (uvicorn's default is 16 MiB)
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
@@ -172,7 +174,9 @@ class WebChannel(Channel):
             except errors as error:
                 self.check_peer()
                 if time.monotonic() > deadline:
-                    raise PeerFailed(f"the {self.name} peer did not answer within {_READY_WITHIN:.0f} s: {error}")
+                    raise PeerFailed(
+                        f"the {self.name} peer did not answer within {_READY_WITHIN:.0f} s: {error}"
+                    ) from error
                 time.sleep(0.05)
 
     def failed(self, error: BaseException) -> PeerFailed:
@@ -181,7 +185,9 @@ class WebChannel(Channel):
         while self.peer_alive() and time.monotonic() < deadline:
             time.sleep(0.02)  # a dead peer's connection breaks a moment before it is reaped
         state = "is still running" if self.peer_alive() else "exited"
-        return PeerFailed(f"the {self.name} connection broke ({type(error).__name__}: {error}); the peer {state}: {self.peer_errors()}")
+        return PeerFailed(
+            f"the {self.name} connection broke ({type(error).__name__}: {error}); the peer {state}: {self.peer_errors()}"
+        )
 
     def finish(self, told_to_stop: bool) -> None:
         """Waits for the peer after the stop request; kills it when the request could not be made."""
@@ -205,11 +211,15 @@ class HttpChannel(WebChannel):
         port = self.start_server()
         # No timeout on a trip (the watchdog bounds it, a dead peer breaks the connection);
         # trust_env=False: loopback never goes through a proxy from the environment.
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(None), trust_env=False)
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(None), trust_env=False
+        )
         client = self.client
         response = self.until_ready(lambda: client.get("/ready", timeout=_ATTEMPT), (httpx.TransportError,))
         if response.status_code != 200:
-            raise PeerFailed(f"the {self.name} peer answered /ready with {response.status_code}: {self.peer_errors()}")
+            raise PeerFailed(
+                f"the {self.name} peer answered /ready with {response.status_code}: {self.peer_errors()}"
+            )
 
     def to_message(self, array: np.ndarray) -> dict[str, Any]:
         """The JSON request for ``array``."""
@@ -275,7 +285,9 @@ class WebSocketChannel(WebChannel):
         if "proxy" in accepted:
             options["proxy"] = None  # websockets >= 15 would take a proxy from the environment
         if "legacy" in accepted:
-            options["legacy"] = True  # websockets >= 17: a connection that outlives a with-block, closed in close()
+            options["legacy"] = (
+                True  # websockets >= 17: a connection that outlives a with-block, closed in close()
+            )
         uri = f"ws://127.0.0.1:{port}/ws"
         self.ws = self.until_ready(lambda: connect(uri, **options), (OSError, WebSocketException))
 

@@ -6,7 +6,6 @@ import errno
 import os
 from typing import Any, Optional
 
-
 from .._channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
 
 

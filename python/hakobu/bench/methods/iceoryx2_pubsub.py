@@ -135,7 +135,9 @@ class Ports:
                 header.shape[axis] = extent
             if nbytes:
                 memory = (ctypes.c_uint8 * nbytes).from_address(sample.payload_ptr)
-                np.ndarray(array.shape, array.dtype, buffer=memoryview(memory))[...] = array  # into shared memory
+                np.ndarray(array.shape, array.dtype, buffer=memoryview(memory))[...] = (
+                    array  # into shared memory
+                )
                 del memory
         sample.assume_init().send()
         self.notifier.notify()
@@ -247,7 +249,7 @@ class Iceoryx2PubSub(Channel):
             if self.ports is not None and self.peer_alive():
                 try:
                     self.ports.publish(None)  # tells the peer to finish
-                except Exception:  # a broken channel: the peer is stopped below anyway
+                except Exception:  # noqa: BLE001 - a broken channel: the peer is stopped below anyway
                     pass
             self.stop_peer()
         finally:

@@ -115,7 +115,10 @@ class MmapFile(Channel):
 
     def start(self) -> None:
         to_peer, from_peer = self.workdir / "mmap-to", self.workdir / "mmap-from"
-        self.outbox, self.inbox = MappedFile(to_peer), MappedFile(from_peer)  # created before the peer maps them
+        self.outbox, self.inbox = (
+            MappedFile(to_peer),
+            MappedFile(from_peer),
+        )  # created before the peer maps them
         self.sequence = 0
         self.spawn_peer({"to": str(to_peer), "from": str(from_peer)})
 

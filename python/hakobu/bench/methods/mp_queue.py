@@ -71,7 +71,9 @@ class MpQueue(Channel):
         context = multiprocessing.get_context("spawn")
         self.outbox, self.inbox = context.Queue(), context.Queue()
         config = self.peer_config({"queues": (self.outbox, self.inbox)})
-        process = context.Process(target=peer.serve, args=(self.name, config), name="hakobu-bench-peer", daemon=True)
+        process = context.Process(
+            target=peer.serve, args=(self.name, config), name="hakobu-bench-peer", daemon=True
+        )
         process.start()
         self.peer = SpawnedPeer(process)
 

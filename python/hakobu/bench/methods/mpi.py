@@ -69,7 +69,7 @@ _POLL = 0.5  # s: the bench's reads wake up this often to check that mpiexec liv
 # --- the messages, used by both ranks ----------------------------------------------------------
 
 
-def send_array(comm: "MPI.Comm", array: Optional[np.ndarray], dest: int) -> None:
+def send_array(comm: MPI.Comm, array: Optional[np.ndarray], dest: int) -> None:
     """A header message (dtype, shape, size; or the stop message), then the bytes."""
     from mpi4py import MPI
 
@@ -81,7 +81,7 @@ def send_array(comm: "MPI.Comm", array: Optional[np.ndarray], dest: int) -> None
         comm.Send([data[start : start + _CHUNK], MPI.BYTE], dest, _DATA_TAG)
 
 
-def receive_array(comm: "MPI.Comm", source: int) -> Optional[tuple[np.dtype[Any], tuple[int, ...], np.ndarray]]:
+def receive_array(comm: MPI.Comm, source: int) -> Optional[tuple[np.dtype[Any], tuple[int, ...], np.ndarray]]:
     """The header, then the bytes received straight into fresh memory; None for the stop message."""
     from mpi4py import MPI
 
@@ -160,7 +160,7 @@ class MpiJob(PopenPeer):
     killed by pid only if they still have the same start time.
     """
 
-    def __init__(self, process: "subprocess.Popen[bytes]") -> None:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         super().__init__(process)
         self.members: dict[int, str] = {}
 
@@ -250,11 +250,13 @@ def _cma_works() -> bool:
     return bool(copied == 8 and target.raw == source.raw)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _open_mpi_major(mpiexec: str) -> Optional[int]:
     """The major version of Open MPI when ``mpiexec`` is Open MPI's ("mpiexec (OpenRTE) 4.1.4"), else None."""
     try:
-        output = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+        output = subprocess.run(
+            [mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"\((?:OpenRTE|Open MPI)\) (\d+)\.", output)
@@ -272,7 +274,7 @@ class Mpi(Channel):
     requires = ("mpi4py",)
     install = "apt-get install openmpi-bin libopenmpi-dev && pip install mpi4py"
     peer_end = MpiPeer
-    process: Optional["subprocess.Popen[bytes]"] = None
+    process: Optional[subprocess.Popen[bytes]] = None
     lines: Optional[_Lines] = None
     job: Optional[MpiJob] = None
     backing: Optional[Path] = None
@@ -297,7 +299,9 @@ class Mpi(Channel):
         shm = "vader" if (_open_mpi_major(mpiexec) or 4) < 5 else "sm"  # the same transport, renamed in 5.0
         command = [mpiexec, "-n", "2"]
         if os.geteuid() == 0:
-            command.append("--allow-run-as-root")  # containers and CI run as root; Open MPI refuses it otherwise
+            command.append(
+                "--allow-run-as-root"
+            )  # containers and CI run as root; Open MPI refuses it otherwise
         command += [
             # Two ranks even where Open MPI counts fewer slots (one core); it then yields the CPU
             # while waiting instead of spinning.
@@ -325,7 +329,7 @@ class Mpi(Channel):
             # process_vm_readv is forbidden here (a container's seccomp profile): without this
             # the job would fail on its first large message.
             command += ["--mca", f"btl_{shm}_single_copy_mechanism", "none"]
-        return command + [sys.executable, "-m", "hakobu.bench.methods._mpi_program", json.dumps(config)]
+        return [*command, sys.executable, "-m", "hakobu.bench.methods._mpi_program", json.dumps(config)]
 
     def start(self) -> None:
         if Path("/dev/shm").is_dir():
@@ -370,7 +374,9 @@ class Mpi(Channel):
 
     def check_peer(self) -> None:
         if self.process is not None and self.process.poll() is not None:
-            raise PeerFailed(f"the MPI job ended (mpiexec exit code {self.process.returncode}): {self.peer_errors()}")
+            raise PeerFailed(
+                f"the MPI job ended (mpiexec exit code {self.process.returncode}): {self.peer_errors()}"
+            )
 
     def peer_errors(self) -> str:
         text = super().peer_errors()
@@ -380,12 +386,12 @@ class Mpi(Channel):
 
     def measure(
         self,
-        pending: list["Shape"],
-        settings: "Settings",
+        pending: list[Shape],
+        settings: Settings,
         arrays: dict[str, np.ndarray],
-        record: "Record",
-        watchdog: Optional["Watchdog"],
-        progress: Optional["Progress"],
+        record: Record,
+        watchdog: Optional[Watchdog],
+        progress: Optional[Progress],
     ) -> None:
         """Hands ``pending`` to rank 0, which measures; turns its reports into Results."""
         from ..runner import Result, _fail_rest, _failure, trip_limit
@@ -394,7 +400,10 @@ class Mpi(Channel):
         limit = trip_limit(max((shape.nbytes for shape in pending), default=0))
         try:
             assert self.process is not None and self.process.stdin is not None
-            job = {"pending": [dataclasses.asdict(shape) for shape in pending], "settings": dataclasses.asdict(settings)}
+            job = {
+                "pending": [dataclasses.asdict(shape) for shape in pending],
+                "settings": dataclasses.asdict(settings),
+            }
             if watchdog is not None:
                 watchdog.arm(self, limit)
             self.process.stdin.write((json.dumps(job) + "\n").encode())
@@ -425,7 +434,7 @@ class Mpi(Channel):
                     break
             if pending:
                 raise PeerFailed(f"rank 0 finished without {', '.join(s.name for s in pending)}")
-        except Exception as error:  # reported like runner.measure does, the run goes on
+        except Exception as error:  # noqa: BLE001 - reported like runner.measure does, the run goes on
             message = _failure(error, watchdog)
             if current is not None and current.error is None:
                 current.error = message

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 from typing import Any, Optional
 
-
 from .._channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
 
 
@@ -23,7 +22,9 @@ class Pipe(FramedChannel):
     name = "pipe"
     label = "stdin/stdout pipe"
     order = 10
-    description = "a child program's stdin and stdout: a fixed header, then the raw bytes, read into the array"
+    description = (
+        "a child program's stdin and stdout: a fixed header, then the raw bytes, read into the array"
+    )
     peer_end = PipePeer
     process: Optional[subprocess.Popen[bytes]] = None
 

@@ -31,7 +31,6 @@ import numpy as np
 
 from .._channel import Channel, PeerEnd, PeerFailed, Serializer, StampBoard
 
-
 _POLL = 1.0  # s: ray.get wakes up this often to check that the actor lives
 _MARGIN = 256 << 20  # object store bytes beyond the arrays (Ray's own objects, fragmentation)
 _MINIMUM = 128 << 20  # Ray refuses object stores below 75 MiB
@@ -124,7 +123,7 @@ class RayActorPeer:
         if ray.is_initialized():
             try:
                 ray.kill(self.actor, no_restart=True)
-            except Exception:  # already gone, or Ray is shutting down
+            except Exception:  # noqa: BLE001 - already gone, or Ray is shutting down
                 pass
 
 
@@ -190,7 +189,9 @@ class RayObjectStore(Channel):
                 if deadline is not None and time.monotonic() > deadline:
                     raise PeerFailed(f"{what}: no answer from the Ray actor within {timeout} s") from None
             except ray.exceptions.RayError as error:  # the actor died, or its method raised
-                lines = str(error).strip().splitlines() or [""]  # Ray's message is a page: its first and last lines
+                lines = str(error).strip().splitlines() or [
+                    ""
+                ]  # Ray's message is a page: its first and last lines
                 reason = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
                 raise PeerFailed(f"the Ray actor failed ({what}): {reason}") from None
 

@@ -15,7 +15,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, SocketStream, decode_header, encode_header, read_exactly
+from .._channel import (
+    HEADER_SIZE,
+    Channel,
+    PeerEnd,
+    PeerFailed,
+    SocketStream,
+    decode_header,
+    encode_header,
+    read_exactly,
+)
 
 _NAME = 64  # bytes for the segment name after the header
 

@@ -95,7 +95,9 @@ class TmpfsFile(Channel):
         base = TMPFS / f"hakobu-bench.{os.getpid()}"
         self.to_peer, self.from_peer = Path(f"{base}.to"), Path(f"{base}.from")
         self.process = self.spawn_peer(
-            {"to": str(self.to_peer), "from": str(self.from_peer)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            {"to": str(self.to_peer), "from": str(self.from_peer)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         ).process
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stream = FdStream(self.process.stdout.fileno(), self.process.stdin.fileno())

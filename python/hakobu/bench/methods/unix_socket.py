@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from typing import Any, Optional
 
-
 from .._channel import FramedChannel, FramedPeerEnd, SocketStream
 
 _BUFFER = 4 << 20  # socket buffers asked for, as a careful implementation would
@@ -73,7 +72,9 @@ class UnixSocket(FramedChannel):
         assert self.conn is not None
         self.conn.settimeout(None)
         if self.conn.family == socket.AF_INET:
-            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small messages
+            self.conn.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )  # no Nagle delay on small messages
         tune(self.conn)
         self.stream = SocketStream(self.conn)
 
