@@ -7,6 +7,8 @@ they travel by value (cloudpickle), as everything of a notebook does.
 
 import sys
 
+import hakobu  # noqa: F401 - the cell uses it, as a notebook's earlier cell would have imported it
+
 CELL = """
 import dataclasses
 
