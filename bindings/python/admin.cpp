@@ -41,7 +41,7 @@ struct DomainAttachment {
 
 /// Counters of queue `name` of `domain` (empty: the default domain). Attaches
 /// to the queue for the duration of the call; raises NotFound if it is missing.
-nb::dict queue_info(const std::string& name, const std::string& domain) {
+nb::typed<nb::dict, nb::str, nb::any> queue_info(const std::string& name, const std::string& domain) {
   QueueOptions options;
   options.domain.name = domain;
   auto queue = [&] {
@@ -76,7 +76,9 @@ void bind_admin(nb::module_& m) {
       .def("close", &DomainAttachment::close, "Lets go of the domain (the last process out removes an empty one)")
       .def(
           "__enter__", [](DomainAttachment& self) -> DomainAttachment& { return self; }, nb::rv_policy::reference)
-      .def("__exit__", [](DomainAttachment& self, const nb::args& /*exc_info*/) { self.close(); });
+      .def(
+          "__exit__", [](DomainAttachment& self, const nb::args& /*exc_info*/) { self.close(); },
+          nb::sig("def __exit__(self, *args: object) -> None"));
 
   m.def("queue_info", &queue_info, "name"_a, "domain"_a = "",
         "Size, capacity, put/get counts and creator pid of a queue (attaches to it; NotFound if missing)");

@@ -27,10 +27,10 @@ std::string number(double value) {
 
 std::chrono::nanoseconds checked_ns(double seconds, const char* what, const char* advice) {
   if (std::isnan(seconds)) {
-    throw PythonError("InvalidArgument", std::string(what) + " is NaN: give a number of seconds" + advice);
+    throw PythonError(ErrorKind::InvalidArgument, std::string(what) + " is NaN: give a number of seconds" + advice);
   }
   if (seconds < 0) {
-    throw PythonError("InvalidArgument",
+    throw PythonError(ErrorKind::InvalidArgument,
                       std::string(what) + " must be a non-negative number of seconds, got " + number(seconds) + advice);
   }
   // Compared as doubles first: a cast of a double beyond the int64 range is undefined.
@@ -54,7 +54,7 @@ std::chrono::nanoseconds duration(double seconds, const char* what) {
 std::size_t to_size(nb::handle value, const char* what, std::size_t limit, Beyond beyond) {
   // bool is an int in Python, but True bytes or messages is a mistake, not a count.
   if (PyBool_Check(value.ptr()) != 0 || PyIndex_Check(value.ptr()) == 0) {
-    throw PythonError("InvalidArgument", std::string(what) + " must be an int, got " + text_of(value));
+    throw PythonError(ErrorKind::InvalidArgument, std::string(what) + " must be an int, got " + text_of(value));
   }
   nb::object index = nb::steal(PyNumber_Index(value.ptr()));
   if (!index.is_valid()) throw nb::python_error();
@@ -62,14 +62,15 @@ std::size_t to_size(nb::handle value, const char* what, std::size_t limit, Beyon
   const long long count = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (count == -1 && PyErr_Occurred() != nullptr) throw nb::python_error();
   if (overflow < 0 || (overflow == 0 && count < 0)) {
-    throw PythonError("InvalidArgument", std::string(what) + " must not be negative, got " + text_of(value));
+    throw PythonError(ErrorKind::InvalidArgument, std::string(what) + " must not be negative, got " + text_of(value));
   }
   if (overflow > 0 || static_cast<unsigned long long>(count) > limit) {
     if (beyond == Beyond::InvalidArgument) {
-      throw PythonError("InvalidArgument", std::string(what) + " " + text_of(value) + " is out of range");
+      throw PythonError(ErrorKind::InvalidArgument, std::string(what) + " " + text_of(value) + " is out of range");
     }
-    throw PythonError("TooLarge", std::string(what) + " " + text_of(value) +
-                                      " is too large: no buffer holds more than " + std::to_string(limit) + " bytes");
+    throw PythonError(ErrorKind::TooLarge, std::string(what) + " " + text_of(value) +
+                                               " is too large: no buffer holds more than " + std::to_string(limit) +
+                                               " bytes");
   }
   return static_cast<std::size_t>(count);
 }
@@ -77,7 +78,7 @@ std::size_t to_size(nb::handle value, const char* what, std::size_t limit, Beyon
 void check_name(const std::string& name, const char* what, bool empty_ok) {
   if (empty_ok && name.empty()) return;
   if (auto why = validate_name(name); !why.empty()) {
-    throw PythonError("InvalidName", "invalid " + std::string(what) + " name '" + name + "': " + why);
+    throw PythonError(ErrorKind::InvalidName, "invalid " + std::string(what) + " name '" + name + "': " + why);
   }
 }
 

@@ -25,7 +25,7 @@ Domain open_domain(const std::string& name, bool collect_on_attach) {
 
 namespace {
 
-nb::dict domain_stats(const std::string& name) {
+nb::typed<nb::dict, nb::str, nb::any> domain_stats(const std::string& name) {
   const Domain domain = open_domain(name);
   const DomainStats stats = domain.stats();
   nb::dict out;

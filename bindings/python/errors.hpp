@@ -1,31 +1,201 @@
 // hakobu._core — how C++ errors become Python exceptions.
 //
-// Bindings throw `PythonError{kind, message}`; the module's translator raises
-// the class named `kind` from `hakobu._errors` (one class per error kind, all
-// under hakobu.HakobuError), so the class table lives in one Python file.
+// Kinds. Bindings throw `PythonError{kind, message}`, where `kind` is an
+// `ErrorKind`: one enumerator per exception class of hakobu/_errors.py that
+// the core can raise. Each core error code has its kind in `kind_of` below, a
+// `switch` without `default` per error enum; the extension is compiled with
+// -Werror=switch (CMakeLists.txt), so a new enumerator in include/hakobu/
+// error.hpp (or queue.hpp) without a kind here, or a new ErrorKind without a
+// class name in `class_name`, fails the build instead of raising the wrong class.
+//
+// Classes, bound once. The classes are Python objects defined in
+// hakobu/_errors.py, which the extension does not import. Instead
+// hakobu/_errors.py, right after defining them, hands its module to
+// `_core.bind_errors` (module.cpp): every kind's class is looked up there once,
+// checked to be a class under HakobuError, and kept for the life of the
+// process; the translator then only indexes that table. A missing or wrong
+// class makes `bind_errors` raise ImportError, so `import hakobu` itself fails,
+// naming the class, before any error can be raised.
+//
+// Import order (why the classes come to the extension, not the other way):
+// hakobu/__init__.py imports _checks (which imports _errors, which imports
+// _core and binds) and then _core. The extension imports no hakobu module, so
+// there is no cycle whatever the order, and `hakobu._core` can be imported
+// alone (the stub generator does so from a build-tree package with an empty
+// __init__.py, CMakeLists.txt). An error raised by an extension whose classes
+// were never bound (only that case) is a RuntimeError that says so.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
+#include "hakobu/queue.hpp"
 
 namespace hakobu::python {
 
-struct PythonError : std::runtime_error {
-  PythonError(std::string kind_name, const std::string& message)
-      : std::runtime_error(message), kind(std::move(kind_name)) {}
-  std::string kind;
+/// The Python exception classes the core raises (hakobu/_errors.py); the
+/// enumerator names are the class names.
+enum class ErrorKind : std::uint8_t {
+  HakobuError,  ///< The base class: only for a code outside its enum (never expected).
+  Empty,
+  Full,
+  Closed,
+  Unlinked,
+  NotFound,
+  AlreadyExists,
+  InvalidName,
+  InvalidArgument,
+  AccessDenied,
+  NotCreator,
+  Incompatible,
+  Corrupt,
+  OutOfSharedMemory,
+  TooLarge,
+  TooManyProcesses,
+  SystemFailure,
 };
+inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::SystemFailure) + 1;
 
-/// The Python exception class name for each error code.
-const char* exception_name(OpenError code) noexcept;
-const char* exception_name(PutError code) noexcept;
-const char* exception_name(GetError code) noexcept;
-const char* exception_name(LoanError code) noexcept;
-const char* exception_name(UnlinkError code) noexcept;
-const char* exception_name(ArrayError code) noexcept;
+/// The name of kind's class in hakobu._errors (nullptr only for a value outside the enum).
+constexpr const char* class_name(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::HakobuError: return "HakobuError";
+    case ErrorKind::Empty: return "Empty";
+    case ErrorKind::Full: return "Full";
+    case ErrorKind::Closed: return "Closed";
+    case ErrorKind::Unlinked: return "Unlinked";
+    case ErrorKind::NotFound: return "NotFound";
+    case ErrorKind::AlreadyExists: return "AlreadyExists";
+    case ErrorKind::InvalidName: return "InvalidName";
+    case ErrorKind::InvalidArgument: return "InvalidArgument";
+    case ErrorKind::AccessDenied: return "AccessDenied";
+    case ErrorKind::NotCreator: return "NotCreator";
+    case ErrorKind::Incompatible: return "Incompatible";
+    case ErrorKind::Corrupt: return "Corrupt";
+    case ErrorKind::OutOfSharedMemory: return "OutOfSharedMemory";
+    case ErrorKind::TooLarge: return "TooLarge";
+    case ErrorKind::TooManyProcesses: return "TooManyProcesses";
+    case ErrorKind::SystemFailure: return "SystemFailure";
+  }
+  return nullptr;
+}
+
+constexpr bool every_kind_named() noexcept {
+  for (std::size_t i = 0; i < kErrorKindCount; ++i) {
+    if (class_name(static_cast<ErrorKind>(i)) == nullptr) return false;
+  }
+  return true;
+}
+static_assert(every_kind_named(), "every ErrorKind needs its class name in class_name()");
+
+// The kind of each error code; nullopt only for a value outside the enum.
+// No `default:` on purpose (see the comment at the top).
+
+constexpr std::optional<ErrorKind> kind_of(OpenError code) noexcept {
+  switch (code) {
+    case OpenError::InvalidName: return ErrorKind::InvalidName;
+    case OpenError::NotFound: return ErrorKind::NotFound;
+    case OpenError::AlreadyExists: return ErrorKind::AlreadyExists;
+    case OpenError::PermissionDenied: return ErrorKind::AccessDenied;
+    case OpenError::Incompatible: return ErrorKind::Incompatible;
+    case OpenError::Corrupt: return ErrorKind::Corrupt;
+    case OpenError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case OpenError::TooManyProcesses: return ErrorKind::TooManyProcesses;
+    case OpenError::InvalidArgument: return ErrorKind::InvalidArgument;
+    case OpenError::SystemError: return ErrorKind::SystemFailure;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(PutError code) noexcept {
+  switch (code) {
+    case PutError::Full: return ErrorKind::Full;
+    case PutError::Timeout: return ErrorKind::Full;  // as queue.Queue.put: Full after a timeout too
+    case PutError::Closed: return ErrorKind::Closed;
+    case PutError::Unlinked: return ErrorKind::Unlinked;
+    case PutError::TooLarge: return ErrorKind::TooLarge;
+    case PutError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case PutError::Invalid: return ErrorKind::InvalidArgument;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(GetError code) noexcept {
+  switch (code) {
+    case GetError::Empty: return ErrorKind::Empty;
+    case GetError::Timeout: return ErrorKind::Empty;  // as queue.Queue.get: Empty after a timeout too
+    case GetError::Closed: return ErrorKind::Closed;
+    case GetError::Unlinked: return ErrorKind::Unlinked;
+    case GetError::Corrupt: return ErrorKind::Corrupt;
+    case GetError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(LoanError code) noexcept {
+  switch (code) {
+    case LoanError::TooLarge: return ErrorKind::TooLarge;
+    case LoanError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case LoanError::Closed: return ErrorKind::Closed;
+    case LoanError::InvalidArgument: return ErrorKind::InvalidArgument;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(UnlinkError code) noexcept {
+  switch (code) {
+    case UnlinkError::NotCreator: return ErrorKind::NotCreator;
+    case UnlinkError::Closed: return ErrorKind::Closed;
+    case UnlinkError::NotFound: return ErrorKind::NotFound;
+    case UnlinkError::InvalidName: return ErrorKind::InvalidName;
+    case UnlinkError::PermissionDenied: return ErrorKind::AccessDenied;
+    case UnlinkError::SystemError: return ErrorKind::SystemFailure;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(ArrayError code) noexcept {
+  switch (code) {
+    case ArrayError::NotAnArray: return ErrorKind::InvalidArgument;
+    case ArrayError::Corrupt: return ErrorKind::Corrupt;
+  }
+  return std::nullopt;
+}
+
+// Loan.attach returns False for NotShared and OtherDomain (the caller copies
+// instead), so only NoRoom and Invalid are raised; the others would be wrong
+// arguments too.
+constexpr std::optional<ErrorKind> kind_of(AttachError code) noexcept {
+  switch (code) {
+    case AttachError::NoRoom: return ErrorKind::InvalidArgument;
+    case AttachError::NotShared: return ErrorKind::InvalidArgument;
+    case AttachError::OtherDomain: return ErrorKind::InvalidArgument;
+    case AttachError::Invalid: return ErrorKind::InvalidArgument;
+  }
+  return std::nullopt;
+}
+
+// Queue.watch returns False for Full (the caller polls instead), so only
+// Closed and SystemError are raised; a full table is no argument error.
+constexpr std::optional<ErrorKind> kind_of(WatchError code) noexcept {
+  switch (code) {
+    case WatchError::Closed: return ErrorKind::Closed;
+    case WatchError::Full: return ErrorKind::SystemFailure;
+    case WatchError::SystemError: return ErrorKind::SystemFailure;
+  }
+  return std::nullopt;
+}
+
+/// What bindings throw; module.cpp's translator raises the class bound for `kind`.
+struct PythonError : std::runtime_error {
+  PythonError(ErrorKind error_kind, const std::string& message) : std::runtime_error(message), kind(error_kind) {}
+  ErrorKind kind;
+};
 
 /// Attaches to domain `name` (empty: the default) without holding the GIL;
 /// raises the matching Python exception on failure. `collect_on_attach`: see
@@ -34,7 +204,7 @@ Domain open_domain(const std::string& name, bool collect_on_attach = true);
 
 template <class Code>
 [[noreturn]] void raise(const Error<Code>& error) {
-  throw PythonError(exception_name(error.code), error.message);
+  throw PythonError(kind_of(error.code).value_or(ErrorKind::HakobuError), error.message);
 }
 
 }  // namespace hakobu::python

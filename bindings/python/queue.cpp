@@ -494,7 +494,7 @@ struct PyQueue {
 
   void put_loan(PyLoan& loan, std::optional<double> timeout) {
     if (loan.exports != 0) {
-      throw PythonError("InvalidArgument", "release every view of the loan before sending it");
+      throw PythonError(ErrorKind::InvalidArgument, "release every view of the loan before sending it");
     }
     auto sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
                                    [&](auto slice) { return queue.put(loan.loan, slice); });
@@ -560,7 +560,7 @@ struct PyQueue {
     if (!removed) raise(removed.error());
   }
 
-  nb::dict stats() const {
+  nb::typed<nb::dict, nb::str, nb::any> stats() const {
     const auto s = queue.stats();
     nb::dict out;
     out["size"] = s.size;
@@ -609,13 +609,14 @@ bool attach(PyLoan& loan, nb::handle source) {
     auto& attachment = nb::cast<PyAttachment&>(source);
     attached = loan.loan.attach(nb::cast<PyMessage&>(attachment.message).sample, attachment.index);
   } else {
-    throw PythonError("InvalidArgument", "only hakobu shared memory (a Loan, Message or Attachment) can be attached");
+    throw PythonError(ErrorKind::InvalidArgument,
+                      "only hakobu shared memory (a Loan, Message or Attachment) can be attached");
   }
   if (attached) return true;
   if (attached.error().code == AttachError::NotShared || attached.error().code == AttachError::OtherDomain) {
     return false;
   }
-  throw PythonError("InvalidArgument", attached.error().message);
+  raise(attached.error());
 }
 
 PyLoan* allocate(nb::handle nbytes, const std::string& domain_name) {
@@ -644,7 +645,8 @@ Latency latency_from_name(const std::string& name) {
   if (name == "spin") return Latency::Spin;
   if (name == "sleep") return Latency::Sleep;
   if (name == "fixed") return Latency::Fixed;
-  throw PythonError("InvalidArgument", "latency must be 'adaptive', 'spin', 'sleep' or 'fixed', got '" + name + "'");
+  throw PythonError(ErrorKind::InvalidArgument,
+                    "latency must be 'adaptive', 'spin', 'sleep' or 'fixed', got '" + name + "'");
 }
 
 const char* latency_name(Latency latency) {
@@ -670,7 +672,7 @@ struct PyWakeSocket {
 
 void open_wake_socket(PyWakeSocket* self) {
   auto opened = WakeSocket::open();
-  if (!opened) throw PythonError("SystemFailure", opened.error().message);
+  if (!opened) raise(opened.error());
   new (self) PyWakeSocket{std::move(*opened)};
 }
 
@@ -686,13 +688,12 @@ std::vector<int> drain_wake_socket(PyWakeSocket& self) {
 
 /// False when the queue's watcher table is full (the caller polls instead).
 bool watch(PyQueue& self, PyWakeSocket& socket, bool writable, int cookie) {
-  if (cookie < 0 || cookie > 0xFFFF) throw PythonError("InvalidArgument", "cookie must be in [0, 65535]");
+  if (cookie < 0 || cookie > 0xFFFF) throw PythonError(ErrorKind::InvalidArgument, "cookie must be in [0, 65535]");
   auto watched = self.queue.watch(socket.socket, writable ? Readiness::Writable : Readiness::Readable,
                                   static_cast<std::uint16_t>(cookie));
   if (watched) return true;
   if (watched.error().code == WatchError::Full) return false;
-  if (watched.error().code == WatchError::Closed) throw PythonError("Closed", watched.error().message);
-  throw PythonError("SystemFailure", watched.error().message);
+  raise(watched.error());
 }
 
 void unwatch(PyQueue& self, PyWakeSocket& socket, bool writable, int cookie) {

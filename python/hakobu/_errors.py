@@ -1,6 +1,8 @@
 """hakobu's exceptions: one class per kind of error, all under HakobuError.
 
-The C++ core raises these by name (see bindings/python/module.cpp). Where the
+The C++ core raises these classes: at the end of this module they are handed
+to it once (``_core.bind_errors``; the rules are in bindings/python/errors.hpp),
+and a class it needs that is missing here fails ``import hakobu``. Where the
 standard library has a matching class, ours derives from it too, so existing
 ``except queue.Empty`` or ``except FileNotFoundError`` code keeps working.
 """
@@ -11,7 +13,10 @@ import concurrent.futures.process as _futures_process
 import multiprocessing.pool as _mp_pool
 import pickle as _pickle
 import queue as _queue
+import sys as _sys
 from typing import TYPE_CHECKING
+
+from . import _core
 
 if TYPE_CHECKING:  # the typing stubs lack these two multiprocessing classes
     _RemoteTracebackBase = Exception
@@ -200,3 +205,7 @@ class EncodingError(HakobuError, _MaybeEncodingErrorBase):
 __all__ = [
     name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Exception)
 ]
+
+# Last, once every class exists: the core looks up and keeps the class of each
+# C++ error kind (it imports nothing of hakobu itself, so there is no cycle).
+_core.bind_errors(_sys.modules[__name__])
