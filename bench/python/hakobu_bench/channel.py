@@ -1,9 +1,9 @@
 """The interface every IPC method implements, and what the methods share.
 
-A method is one module in ``hakobu.bench.methods`` that defines a ``Channel``
+A method is one module in ``hakobu_bench.methods`` that defines a ``Channel``
 subclass (the sender's end, in the bench process) and a ``PeerEnd`` subclass
 (the other end, in a separately started interpreter: ``python -m
-hakobu.bench.peer METHOD CONFIG``). The runner drives a round trip as
+hakobu_bench.peer METHOD CONFIG``). ``measure_trips`` drives a round trip as
 
     sender:  t0 = now; channel.send(array)          ... channel.receive(); t3 = now
     peer:              raw = end.receive_raw(); t1 = now; a = end.rebuild(raw); t2 = now;
@@ -31,12 +31,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
+from typing import Any, ClassVar, Optional, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .runner import Progress, Record, Settings, Shape, Watchdog
+from .workload import (
+    Progress,
+    Record,
+    Result,
+    Settings,
+    Shape,
+    make_array,
+    same_bits,
+    stamp_value,
+    trip_limit,
+)
 
 # --- timestamps ------------------------------------------------------------------------------
 
@@ -80,7 +89,7 @@ class PeerProcess(Protocol):
 
 
 class PopenPeer:
-    """A peer started as ``python -m hakobu.bench.peer METHOD CONFIG``."""
+    """A peer started as ``python -m hakobu_bench.peer METHOD CONFIG``."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
@@ -170,15 +179,13 @@ class Channel(abc.ABC):
         watchdog: Optional[Watchdog],
         progress: Optional[Progress],
     ) -> None:
-        """The timed round trips over ``pending`` (``runner.measure``), after ``start``.
+        """The timed round trips over ``pending`` (``measure_trips``), after ``start``.
 
         A method whose sender must run in another process (MPI programs are
         started by ``mpiexec``) overrides this: its sender calls
-        ``runner.measure`` there and reports each Result back.
+        ``measure_trips`` there and reports each Result back.
         """
-        from .runner import measure
-
-        measure(self, pending, settings, arrays, record, watchdog, progress)
+        measure_trips(self, pending, settings, arrays, record, watchdog, progress)
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -199,8 +206,8 @@ class Channel(abc.ABC):
     # --- helpers for subclasses ---------------------------------------------------------
 
     def spawn_peer(self, config: dict[str, Any], **popen: Any) -> PopenPeer:
-        """Starts ``python -m hakobu.bench.peer NAME CONFIG``; its stderr goes to ``peer_log``."""
-        command = [sys.executable, "-m", "hakobu.bench.peer", self.name, json.dumps(self.peer_config(config))]
+        """Starts ``python -m hakobu_bench.peer NAME CONFIG``; its stderr goes to ``peer_log``."""
+        command = [sys.executable, "-m", "hakobu_bench.peer", self.name, json.dumps(self.peer_config(config))]
         with open(self.peer_log, "ab") as log:
             process = subprocess.Popen(command, stderr=log, **popen)
         self.peer = PopenPeer(process)
@@ -246,7 +253,7 @@ class Channel(abc.ABC):
 
 
 class Echo(Protocol):
-    """What a peer does with each message (``peer.Echo``): stamps, decodes, answers."""
+    """What a peer does with each message (``StampingEcho``): stamps, decodes, answers."""
 
     def arrived(self) -> None:
         """Call as soon as a message is in (stamps t1)."""
@@ -294,6 +301,60 @@ class PeerEnd:
 
     def close(self) -> None:
         """Releases what the end holds."""
+
+
+class StampingEcho:
+    """What every peer does with each message: stamp t1 and t2, decode, answer (an ``Echo``).
+
+    ``corrupt`` (``HAKOBU_BENCH_CORRUPT=1`` in the peer's environment) flips one
+    byte of every array sent back: the tests use it to check that the sender's
+    validation catches a wrong answer.
+    """
+
+    def __init__(self, stamps: StampBoard, serializer: Serializer, corrupt: bool) -> None:
+        self.stamps = stamps
+        self.serializer = serializer
+        self.corrupt = corrupt
+        self.trip = 0
+        self.received = 0
+
+    def arrived(self) -> None:
+        self.received = monotonic_ns()
+
+    def answer(self, array: np.ndarray) -> np.ndarray:
+        array = self.serializer.decode(array)
+        rebuilt = monotonic_ns()
+        self.trip += 1
+        self.stamps.write(self.trip, self.received, rebuilt)
+        if self.corrupt:
+            array = _flip_a_byte(array)
+        return self.serializer.encode(array)
+
+
+def corrupt_answers() -> bool:
+    """True when this peer is asked to send wrong answers (``HAKOBU_BENCH_CORRUPT=1``)."""
+    return os.environ.get("HAKOBU_BENCH_CORRUPT") == "1"
+
+
+def serve_peer(end_type: type[PeerEnd], config: dict[str, Any]) -> None:
+    """Runs a peer's end of ``end_type`` until the stop message (or the end of the channel)."""
+    parent_watch()
+    end = end_type(config)
+    stamps = StampBoard(Path(config["stamps"]), create=False)
+    echo = StampingEcho(stamps, Serializer(config.get("serialize")), corrupt_answers())
+    try:
+        end.serve(echo)
+    finally:
+        end.close()
+        stamps.close()
+
+
+def _flip_a_byte(array: np.ndarray) -> np.ndarray:
+    wrong = np.array(array)
+    if wrong.nbytes:
+        flat = wrong.reshape(-1).view(np.uint8)
+        flat[len(flat) // 2] ^= 0x10
+    return wrong
 
 
 # --- --serialize: encode every array as the older comparisons did ---------------------------
@@ -529,3 +590,134 @@ def parent_watch(interval: float = 0.5) -> None:
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC, the clock both processes stamp with."""
     return time.monotonic_ns()
+
+
+# --- the timed round trips -----------------------------------------------------------------
+
+
+class Watchdog:
+    """Kills the peer of a round trip that passed its deadline (the blocked sender then fails)."""
+
+    def __init__(self) -> None:
+        self.deadline: Optional[float] = None
+        self.channel: Optional[Channel] = None
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, channel: Channel, seconds: float) -> None:
+        self.channel, self.deadline = channel, time.monotonic() + seconds
+
+    def disarm(self) -> None:
+        self.deadline = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            deadline, channel = self.deadline, self.channel
+            if deadline is not None and channel is not None and time.monotonic() > deadline:
+                if channel.peer is not None:
+                    self.fired = True
+                    channel.peer.kill()
+                self.deadline = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure_trips(
+    channel: Channel,
+    pending: list[Shape],
+    settings: Settings,
+    arrays: dict[str, np.ndarray],
+    record: Record,
+    watchdog: Optional[Watchdog],
+    progress: Optional[Progress],
+) -> None:
+    """The timed, validated round trips of ``channel`` (started) over ``pending``, which it empties.
+
+    Every shape gets a Result, passed to ``record`` when the shape starts; when
+    the channel fails, the shape that was running and those left get the error.
+    This is ``Channel.measure``'s default; a sender that runs in another process
+    (MPI's rank 0) calls it there.
+    """
+    serializer = Serializer(settings.serialize)
+    stamps = channel.stamps
+    current: Optional[Result] = None
+    trip = 0
+    try:
+        while pending:
+            shape = pending.pop(0)
+            current = Result(channel.name, shape.name, shape.nbytes)
+            record(current)
+            if shape.name not in arrays:
+                arrays[shape.name] = make_array(shape)
+            reference = arrays[shape.name]
+            to_send = channel.prepare(reference)  # outside the timing (hakobu.empty for zero-copy)
+            expected = reference.copy()
+            first_expected = expected.reshape(-1)[:1]
+            warm, timed = settings.warmups(shape), settings.repeats(shape)
+            for index in range(warm + timed):
+                trip += 1
+                if reference.size:
+                    to_send.reshape(-1)[:1] = first_expected[:] = stamp_value(reference, trip)
+                if watchdog is not None:
+                    watchdog.arm(channel, trip_limit(shape.nbytes))
+                t0 = monotonic_ns()
+                channel.send(serializer.encode(to_send))
+                received = serializer.decode(channel.receive())
+                t3 = monotonic_ns()
+                if watchdog is not None:
+                    watchdog.disarm()
+                stamped_trip, t1, t2 = stamps.read()
+                if stamped_trip != trip:
+                    raise PeerFailed(f"the peer stamped trip {stamped_trip}, expected {trip}")
+                problem = same_bits(received, expected)
+                del received  # hakobu memory goes back to the heap before the next trip
+                if problem is not None:
+                    current.error = f"wrong data came back on trip {index + 1}: {problem}"
+                    break
+                current.validated += 1
+                if index >= warm:
+                    current.send.append(t1 - t0)
+                    current.rebuild.append(t2 - t1)
+                    current.back.append(t3 - t2)
+                    current.total.append(t3 - t0)
+                if progress:
+                    progress(f"{channel.label} · {shape.name}", 1)
+            del to_send, expected, first_expected
+            if current.error is not None:
+                fail_rest(
+                    type(channel), pending, "not run: an earlier shape failed", record, settings, progress
+                )
+    except Exception as error:  # noqa: BLE001 - one method's failure is reported, the run goes on
+        message = failure_message(error, watchdog)
+        if current is not None and current.error is None:
+            current.error = message
+        fail_rest(type(channel), pending, message, record, settings, progress)
+
+
+def failure_message(error: Exception, watchdog: Optional[Watchdog]) -> str:
+    message = f"{type(error).__name__}: {error}"
+    if watchdog is not None and watchdog.fired:
+        message = f"no answer within the watchdog's limit ({message})"
+    return message
+
+
+def fail_rest(
+    method: type[Channel],
+    pending: list[Shape],
+    message: str,
+    record: Record,
+    settings: Settings,
+    progress: Optional[Progress],
+) -> None:
+    """Records the shapes a failed method did not get to, each with the failure."""
+    if not pending:
+        return
+    for shape in pending:
+        record(Result(method.name, shape.name, shape.nbytes, error=message))
+    if progress:
+        progress(f"{method.label}: failed", settings.trips(pending))
+    pending.clear()

@@ -1,13 +1,12 @@
-"""`hakobu bench`: IPC methods side by side with hakobu, measured on this machine.
+"""`hakobu bench`: the subcommand this distribution adds to the ``hakobu`` command.
 
-Every method moves the same array between this process and a separately
-started peer process and back (see ``_channel`` for the timing and
-``runner`` for validation); each method is one module in ``methods``.
-Results: a table on the terminal, ``bench.json`` (every figure, the machine,
-library versions) and ``bench.png`` (log-scale plot) in ``--out``.
+The ``hakobu`` command finds it through the entry point ``bench`` of the group
+``hakobu.commands`` and uses three names of this module: ``help`` (its line in
+``hakobu --help``), ``add_arguments`` (its options) and ``run`` (runs it,
+returns the exit code).
 
 This module stays light (argparse only) so that ``hakobu --help`` does not
-import NumPy; the work is in ``run_command``.
+import NumPy, matplotlib or any peer library; the work is in ``run``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # annotations only: importing this module stays cheap
+    from rich.console import Console
+
+    from .runner import Run
+    from .workload import Shape
 
 DEFAULT_OUT = "hakobu-bench"
+
+help = "compare IPC methods with hakobu on this machine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the methods and whether each can run here")
 
 
-def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
+def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
     """Runs `hakobu bench`; returns 0, or 1 when a method failed or sent back wrong data."""
     import json
 
-    from . import report, runner
+    from . import report, workload
     from .methods import all_methods
 
     # Peers inherit the domain; hakobu's methods then work in the one asked for.
@@ -79,7 +86,7 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
                 state = (
                     "[green]ready[/]"
                     if item["missing"] is None
-                    else f"[yellow]skipped[/]: {report._escape(item['missing'])}"
+                    else f"[yellow]skipped[/]: {report.escape(item['missing'])}"
                 )
                 console.print(f"{item['name']:<18} {item['label']:<32} {state}")
         return 0
@@ -89,10 +96,10 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
     names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(methods)
     try:
         if args.shapes:
-            shapes = [runner.parse_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
+            shapes = [workload.parse_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
         else:
-            chosen = runner.QUICK_SHAPES if args.quick else [s.name for s in runner.SHAPES]
-            shapes = [runner.parse_shape(s) for s in chosen]
+            chosen = workload.QUICK_SHAPES if args.quick else [s.name for s in workload.SHAPES]
+            shapes = [workload.parse_shape(s) for s in chosen]
         unknown = [n for n in names if n not in methods]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(methods)}")
@@ -102,7 +109,7 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _run_with_progress(runner, names, shapes, args)
+    outcome = _run_with_progress(names, shapes, args)
     options = {
         "quick": args.quick,
         "methods": names,
@@ -112,29 +119,31 @@ def run_command(args: argparse.Namespace, console: Any, as_json: bool) -> int:
         "serialize": args.serialize,
         "no_limits": args.no_limits,
     }
-    data = report.to_json(run, options)
+    data = report.to_json(outcome, options)
     json_path = out / "bench.json"
     report.write_json(data, json_path)
-    plot_problem = "not asked for (--no-plot)" if args.no_plot else report.plot(run, out / "bench.png")
+    plot_problem = "not asked for (--no-plot)" if args.no_plot else report.plot(outcome, out / "bench.png")
     if as_json:
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
     else:
-        report.render(run, console)
+        report.render(outcome, console)
         console.print(f"figures: {json_path}")
         if plot_problem is None:
             console.print(f"plot: {out / 'bench.png'}")
         else:
             console.print(f"[yellow]no plot[/]: {plot_problem}")
-    failed = [r for r in run.results if r.failed]
+    failed = [r for r in outcome.results if r.failed]
     return 1 if failed else 0
 
 
-def _run_with_progress(runner: Any, names: list[str], shapes: list[Any], args: argparse.Namespace) -> Any:
+def _run_with_progress(names: list[str], shapes: list[Shape], args: argparse.Namespace) -> Run:
     """runner.run with a progress bar on stderr (hidden when stderr is not a terminal)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    settings = runner.Settings(args.repeat, args.warmup, args.quick, args.serialize, args.no_limits)
+    from . import runner, workload
+
+    settings = workload.Settings(args.repeat, args.warmup, args.quick, args.serialize, args.no_limits)
     total = len(names) * settings.trips(shapes)
     with Progress(
         TextColumn("{task.description:<40}"),

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from .runner import Result, Run, as_dict
+from .machine import describe
+from .runner import Run
+from .workload import Result, as_dict
 
 LIBRARIES = (
     "hakobu",
@@ -30,40 +29,6 @@ LIBRARIES = (
     "ray",
     "iceoryx2",
 )
-
-
-def machine() -> dict[str, Any]:
-    """The machine the figures come from."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    memory = None
-    try:
-        with open("/proc/meminfo") as info:
-            memory = next(int(line.split()[1]) * 1024 for line in info if line.startswith("MemTotal:"))
-    except (OSError, StopIteration, ValueError):
-        pass
-    try:
-        shm = os.statvfs("/dev/shm")
-        shm_size: Optional[int] = shm.f_blocks * shm.f_frsize
-        shm_free: Optional[int] = shm.f_bavail * shm.f_frsize
-    except OSError:
-        shm_size = shm_free = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_bytes": memory,
-        "kernel": platform.release(),
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "dev_shm_bytes": shm_size,
-        "dev_shm_free_bytes": shm_free,
-        "python": sys.version.split()[0],
-    }
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -134,7 +99,7 @@ def to_json(run: Run, options: dict[str, Any]) -> dict[str, Any]:
             "return": "the peer starts sending back -> the sender has the array rebuilt (t3 - t2)",
             "total": "the round trip (t3 - t0)",
         },
-        "machine": machine(),
+        "machine": describe(),
         "versions": versions(),
         "seconds": run.seconds,
         "shapes": [as_dict(s) for s in run.shapes],
@@ -188,14 +153,14 @@ def render(run: Run, console: Any) -> None:
                 label = f"[bold cyan]{label}[/]"
             if result.skipped is not None:
                 table.add_row(
-                    name, label, f"[yellow]skipped[/] {_escape(note(result.skipped))}", "", "", "", "", ""
+                    name, label, f"[yellow]skipped[/] {escape(note(result.skipped))}", "", "", "", "", ""
                 )
                 continue
             if not result.ok:
                 table.add_row(
                     name,
                     label,
-                    f"[red]failed[/] {_escape(note(result.error or 'no trips'))}",
+                    f"[red]failed[/] {escape(note(result.error or 'no trips'))}",
                     "",
                     "",
                     "",
@@ -217,7 +182,7 @@ def render(run: Run, console: Any) -> None:
         table.add_section()
     console.print(table)
     for text, number in notes.items():
-        console.print(f"  {_escape(f'[{number}]')} {_escape(text)}", highlight=False)
+        console.print(f"  {escape(f'[{number}]')} {escape(text)}", highlight=False)
 
     summary = Table(title="hakobu vs the fastest other method", box=box.SIMPLE_HEAD)
     for column in ("shape", "hakobu", "fastest other", "speed-up"):
@@ -234,7 +199,7 @@ def render(run: Run, console: Any) -> None:
         )
     console.print(summary)
     for skipped in run.skipped:
-        console.print(f"[yellow]skipped[/] {_escape(skipped.label)}: {_escape(skipped.reason)}")
+        console.print(f"[yellow]skipped[/] {escape(skipped.label)}: {escape(skipped.reason)}")
 
 
 def _sort_key(result: Result) -> tuple[int, float]:
@@ -242,10 +207,10 @@ def _sort_key(result: Result) -> tuple[int, float]:
     return (0 if result.ok else 1 if result.skipped else 2, result.median("total") if result.ok else 0.0)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
 
-    return escape(text)
+    return rich_escape(text)
 
 
 def plot(run: Run, path: Path) -> Optional[str]:
@@ -256,7 +221,7 @@ def plot(run: Run, path: Path) -> Optional[str]:
         matplotlib.use("Agg")  # no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed; install it with: pip install 'hakobu[bench]'"
+        return "matplotlib is not installed; install it with: pip install matplotlib (a dependency of hakobu-bench)"
     methods = [m for m in run.methods if any(r.method == m.name and r.ok for r in run.results)]
     if not methods:
         return "no method finished"

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Un
 
 import numpy as np
 
-from .._channel import Channel, Echo, PeerEnd, PeerFailed
+from .channel import Channel, Echo, PeerEnd, PeerFailed
 
 if TYPE_CHECKING:
     import httpx
 
-INSTALL = "pip install 'hakobu[bench]'   (fastapi, uvicorn, httpx, websockets)"
+INSTALL = "pip install fastapi uvicorn httpx websockets   (dependencies of hakobu-bench)"
 
 _BACKLOG = 16  # connections made before uvicorn runs wait here
 _READY_WITHIN = 60.0  # s for the peer to start and answer its first request

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .._channel import Channel
+from ..channel import Channel
 
 
 def all_methods() -> dict[str, type[Channel]]:

@@ -1,10 +1,10 @@
 """The MPI job of the ``mpi`` bench method (see ``mpi.py``), one process per rank:
 
-    mpiexec -n 2 [options] python -m hakobu.bench.methods._mpi_program CONFIG_JSON
+    mpiexec -n 2 [options] python -m hakobu_bench.methods._mpi_program CONFIG_JSON
 
-Rank 1 is the peer: the standard echo loop (``peer.serve``) over MPI. Rank 0
+Rank 1 is the peer: the standard echo loop (``serve_peer``) over MPI. Rank 0
 is the sender: it reads the job (shapes, settings) from its stdin, which
-mpiexec forwards from the bench, runs ``runner.measure`` over MPI and reports
+mpiexec forwards from the bench, runs ``measure_trips`` over MPI and reports
 on stdout, one ``LINE_PREFIX`` + JSON line each: ``ready``, ``start`` (a shape's
 Result as it starts), ``progress`` ([what, trips], at most every 0.1 s),
 ``result`` (the shape's final Result), ``done``, or ``error``.
@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .._channel import PeerFailed, StampBoard, parent_watch, rebuild_frame
-from .mpi import LINE_PREFIX, PEER, Mpi, receive_array, send_array
+from ..channel import PeerFailed, StampBoard, measure_trips, parent_watch, rebuild_frame, serve_peer
+from ..workload import Result, Settings, Shape
+from .mpi import LINE_PREFIX, PEER, Mpi, MpiPeer, receive_array, send_array
 
 if TYPE_CHECKING:
     from mpi4py import MPI
-
-    from ..runner import Result
 
 _PROGRESS_EVERY = 0.1  # s: progress lines are batched, so reporting stays out of the trips' way
 
@@ -47,7 +46,7 @@ def _library() -> str:
 
 
 class RankZero(Mpi):
-    """The sender's end in rank 0; ``runner.measure`` drives it like any channel.
+    """The sender's end in rank 0; ``measure_trips`` drives it like any channel.
 
     ``receive`` is a plain blocking ``comm.Recv``: when rank 1 dies, mpiexec
     aborts the whole job, and when it hangs, the bench's watchdog kills the job.
@@ -128,8 +127,6 @@ def _exit_at_end_of_stdin(reporter: Reporter) -> None:
 
 
 def _sender(config: dict[str, Any], comm: MPI.Comm) -> None:
-    from ..runner import Settings, Shape, measure
-
     parent_watch()  # mpiexec gone: this rank goes too
     reporter = Reporter()
     reporter.line(ready={"library": _library()})
@@ -147,8 +144,10 @@ def _sender(config: dict[str, Any], comm: MPI.Comm) -> None:
                 arrays.clear()  # no other method reuses them here: keep only the running shape's array
                 reporter.record(result)
 
-            # runner.measure itself: Mpi.measure is the bench side, which hands the work to this rank.
-            measure(channel, pending, Settings(**job["settings"]), arrays, record, None, reporter.progress)
+            # measure_trips itself: Mpi.measure is the bench side, which hands the work to this rank.
+            measure_trips(
+                channel, pending, Settings(**job["settings"]), arrays, record, None, reporter.progress
+            )
             reporter.finish_shape()
     finally:
         channel.close()
@@ -159,7 +158,7 @@ def _sender(config: dict[str, Any], comm: MPI.Comm) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: mpiexec -n 2 python -m hakobu.bench.methods._mpi_program CONFIG_JSON", file=sys.stderr)
+        print("usage: mpiexec -n 2 python -m hakobu_bench.methods._mpi_program CONFIG_JSON", file=sys.stderr)
         return 2
     config = json.loads(argv[0])
     import mpi4py
@@ -183,9 +182,7 @@ def main(argv: list[str]) -> int:
     try:
         comm.Barrier()  # both ranks are up (rank 0 then reports ready)
         if comm.Get_rank() == PEER:
-            from .. import peer
-
-            peer.serve(Mpi.name, config)
+            serve_peer(MpiPeer, config)
         else:
             _sender(config, comm)
     except BaseException:  # noqa: BLE001 - whatever it is, the other rank must not wait forever

@@ -6,7 +6,7 @@ import errno
 import os
 from typing import Any, Optional
 
-from .._channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
+from ..channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
 
 
 class FifoPeer(FramedPeerEnd):

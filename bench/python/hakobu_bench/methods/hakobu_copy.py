@@ -13,7 +13,7 @@ import numpy as np
 
 import hakobu
 
-from .._channel import Channel, PeerEnd, PeerFailed
+from ..channel import Channel, PeerEnd, PeerFailed
 
 _POLL = 1.0  # s: blocking gets wake up this often to check that the other side lives
 

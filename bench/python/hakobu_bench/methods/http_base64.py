@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import Echo, as_bytes
-from ._web import HttpChannel, HttpPeer
+from ..channel import Echo, as_bytes
+from ..web import HttpChannel, HttpPeer
 
 
 def to_json(array: np.ndarray) -> dict[str, Any]:

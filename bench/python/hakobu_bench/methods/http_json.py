@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import Echo
-from ._web import HttpChannel, HttpPeer
+from ..channel import Echo
+from ..web import HttpChannel, HttpPeer
 
 
 def to_json(array: np.ndarray) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import Echo
-from ._web import HttpChannel, HttpPeer
+from ..channel import Echo
+from ..web import HttpChannel, HttpPeer
 from .shared_memory import SendsSegments, attach, copy_into_answer_segment, copy_into_new_segment, take_answer
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._channel import MAX_DIMS, Channel, PeerEnd, PeerFailed
+from ..channel import MAX_DIMS, Channel, PeerEnd, PeerFailed
 
 _WAKE = 1.0  # s: a wait for an event times out this often to check that the other side lives
 _INITIAL_SLICE = 4096  # bytes a publisher's samples hold before the first growth

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, as_bytes, decode_header, encode_header
+from ..channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, as_bytes, decode_header, encode_header
 
 _PAGE = 4096
 _SEQUENCE = struct.Struct("<Q")

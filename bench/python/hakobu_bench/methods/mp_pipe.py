@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import Channel, PeerEnd, PeerFailed
+from ..channel import Channel, PeerEnd, PeerFailed
 
 
 class ConnectionPeer(PeerEnd):

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import Channel, PeerEnd
+from ..channel import Channel, PeerEnd, serve_peer
 
 _POLL = 1.0  # s: blocking gets wake up this often to check that the other side lives
 
@@ -66,13 +66,11 @@ class MpQueue(Channel):
     inbox: Any = None
 
     def start(self) -> None:
-        from .. import peer
-
         context = multiprocessing.get_context("spawn")
         self.outbox, self.inbox = context.Queue(), context.Queue()
         config = self.peer_config({"queues": (self.outbox, self.inbox)})
         process = context.Process(
-            target=peer.serve, args=(self.name, config), name="hakobu-bench-peer", daemon=True
+            target=serve_peer, args=(QueuePeer, config), name="hakobu-bench-peer", daemon=True
         )
         process.start()
         self.peer = SpawnedPeer(process)

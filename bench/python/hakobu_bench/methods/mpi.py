@@ -2,8 +2,8 @@
 
 MPI programs are started by ``mpiexec``, so the sender is not the bench
 process: ``start`` launches ``mpiexec -n 2 python -m
-hakobu.bench.methods._mpi_program CONFIG``. Rank 0 is the sender: it runs
-the same ``runner.measure`` (same arrays, same validation, the same stamp
+hakobu_bench.methods._mpi_program CONFIG``. Rank 0 is the sender: it runs
+the same ``measure_trips`` (same arrays, same validation, the same stamp
 board) over a channel whose ``send`` is a header message (``encode_header``)
 and then the array's bytes with ``comm.Send`` (the buffer interface, no
 pickling), and whose ``receive`` is ``comm.Recv`` into ``np.empty``. Rank 1
@@ -40,22 +40,24 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .._channel import (
+from ..channel import (
     HEADER_SIZE,
     Channel,
     PeerEnd,
     PeerFailed,
     PopenPeer,
+    Watchdog,
     as_bytes,
     decode_header,
     encode_header,
+    fail_rest,
+    failure_message,
     rebuild_frame,
 )
+from ..workload import Progress, Record, Result, Settings, Shape, trip_limit
 
 if TYPE_CHECKING:
     from mpi4py import MPI
-
-    from ..runner import Progress, Record, Settings, Shape, Watchdog
 
 SENDER, PEER = 0, 1  # ranks
 _HEADER_TAG, _DATA_TAG = 1, 2
@@ -329,7 +331,7 @@ class Mpi(Channel):
             # process_vm_readv is forbidden here (a container's seccomp profile): without this
             # the job would fail on its first large message.
             command += ["--mca", f"btl_{shm}_single_copy_mechanism", "none"]
-        return [*command, sys.executable, "-m", "hakobu.bench.methods._mpi_program", json.dumps(config)]
+        return [*command, sys.executable, "-m", "hakobu_bench.methods._mpi_program", json.dumps(config)]
 
     def start(self) -> None:
         if Path("/dev/shm").is_dir():
@@ -394,8 +396,6 @@ class Mpi(Channel):
         progress: Optional[Progress],
     ) -> None:
         """Hands ``pending`` to rank 0, which measures; turns its reports into Results."""
-        from ..runner import Result, _fail_rest, _failure, trip_limit
-
         current: Optional[Result] = None  # started, its final figures not in yet
         limit = trip_limit(max((shape.nbytes for shape in pending), default=0))
         try:
@@ -434,13 +434,13 @@ class Mpi(Channel):
                     break
             if pending:
                 raise PeerFailed(f"rank 0 finished without {', '.join(s.name for s in pending)}")
-        except Exception as error:  # noqa: BLE001 - reported like runner.measure does, the run goes on
-            message = _failure(error, watchdog)
+        except Exception as error:  # noqa: BLE001 - reported like measure_trips does, the run goes on
+            message = failure_message(error, watchdog)
             if current is not None and current.error is None:
                 current.error = message
             elif current is None and not pending:  # every shape was in: close reports it
                 self.late_error = message
-            _fail_rest(type(self), pending, message, record, settings, progress)
+            fail_rest(type(self), pending, message, record, settings, progress)
 
     def send(self, array: np.ndarray) -> None:
         raise NotImplementedError("the MPI sender is rank 0 of the job, not the bench process")

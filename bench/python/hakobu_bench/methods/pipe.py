@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any, Optional
 
-from .._channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
+from ..channel import FdStream, FramedChannel, FramedPeerEnd, enlarge_pipe
 
 
 class PipePeer(FramedPeerEnd):

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import Channel, PeerEnd, PeerFailed, Serializer, StampBoard
+from ..channel import Channel, PeerEnd, PeerFailed, Serializer, StampBoard, StampingEcho, corrupt_answers
 
 _POLL = 1.0  # s: ray.get wakes up this often to check that the actor lives
 _MARGIN = 256 << 20  # object store bytes beyond the arrays (Ray's own objects, fragmentation)
@@ -63,18 +63,15 @@ def object_store_bytes(largest: int) -> int:
 class RayEchoActor(PeerEnd):
     """The peer: a Ray actor (``ray.remote(RayEchoActor)``), run by Ray in its own worker process.
 
-    It stamps and answers with ``peer.Echo`` like every other peer, writing the
+    It stamps and answers with ``StampingEcho`` like every other peer, writing the
     same stamp board file. ``HAKOBU_BENCH_CORRUPT`` reaches it because Ray's
     workers inherit the environment of the process that called ``ray.init``.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from ..peer import Echo
-
         super().__init__(config)
         self.stamps = StampBoard(Path(config["stamps"]), create=False)
-        corrupt = os.environ.get("HAKOBU_BENCH_CORRUPT") == "1"
-        self.stamper = Echo(self.stamps, Serializer(config.get("serialize")), corrupt)
+        self.stamper = StampingEcho(self.stamps, Serializer(config.get("serialize")), corrupt_answers())
 
     def pid(self) -> int:
         return os.getpid()
@@ -85,7 +82,7 @@ class RayEchoActor(PeerEnd):
         return self.stamper.answer(array)  # rebuild is the identity: Ray delivers an ndarray
 
     def serve(self, echo: Any) -> None:
-        raise NotImplementedError("the Ray peer is an actor started by Ray, not by hakobu.bench.peer")
+        raise NotImplementedError("the Ray peer is an actor started by Ray, not by hakobu_bench.peer")
 
     def close(self) -> None:
         self.stamps.close()
@@ -136,7 +133,7 @@ class RayObjectStore(Channel):
         " the actor (a Ray worker process) gets a read-only view and returns it through the store"
     )
     requires = ("ray",)
-    install = "pip install ray   (or: pip install 'hakobu[bench-peers]')"
+    install = "pip install ray   (or hakobu-bench's peers extra: pip install './bench/python[peers]')"
     peer_end = RayEchoActor
     actor: Any = None
     pending: Any = None  # the ObjectRef of the answer of the trip under way

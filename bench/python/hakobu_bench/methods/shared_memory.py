@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import (
+from ..channel import (
     HEADER_SIZE,
     Channel,
     PeerEnd,

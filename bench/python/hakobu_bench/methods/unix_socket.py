@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Optional
 
-from .._channel import FramedChannel, FramedPeerEnd, SocketStream
+from ..channel import FramedChannel, FramedPeerEnd, SocketStream
 
 _BUFFER = 4 << 20  # socket buffers asked for, as a careful implementation would
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import HEADER_SIZE, Echo, PeerFailed, as_bytes, decode_header, encode_header
-from ._web import WebSocketChannel, WebSocketPeer
+from ..channel import HEADER_SIZE, Echo, PeerFailed, as_bytes, decode_header, encode_header
+from ..web import WebSocketChannel, WebSocketPeer
 
 
 def raw_bytes(array: np.ndarray) -> Any:

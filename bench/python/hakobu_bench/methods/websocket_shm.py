@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import Echo
-from ._web import WebSocketChannel, WebSocketPeer
+from ..channel import Echo
+from ..web import WebSocketChannel, WebSocketPeer
 from .http_shm import echo_segment, share, take
 from .shared_memory import SendsSegments
 

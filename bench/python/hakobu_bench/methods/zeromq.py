@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, as_bytes, decode_header, encode_header
+from ..channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, as_bytes, decode_header, encode_header
 
 _POLL_MS = 1000  # the sender's receive wakes up this often to check that the peer lives
 
@@ -73,7 +73,7 @@ class ZeroMQ(Channel):
     order = 40
     description = "pyzmq PAIR sockets on ipc://: header frame + array frame, copy=False both ways"
     requires = ("zmq",)
-    install = "pip install pyzmq   (or: pip install 'hakobu[bench]')"
+    install = "pip install pyzmq   (a dependency of hakobu-bench)"
     peer_end = ZmqPeer
     sock: Any = None
 

@@ -3,7 +3,7 @@
 Method
 ------
 * Two programs: this one and an echo peer started as a separate interpreter
-  (``python latency_bench.py --peer METHOD ...``), each method with its own
+  (``python -m hakobu_bench.micro.latency --peer METHOD ...``), each method with its own
   peer, started fresh for its turn and stopped after it. Methods take turns
   within each round (several rounds), so a noisy spell of the machine falls on
   all of them.
@@ -31,7 +31,7 @@ Method
 * CPU per trip: user + system time of this program per round trip.
 The machine (CPU, cores, kernel) is printed with the results.
 
-Run: python bench/python/latency_bench.py [--quick] [--json FILE]
+Run: python -m hakobu_bench.micro.latency [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -56,14 +56,12 @@ import numpy as np
 
 import hakobu
 
+from ..machine import with_versions as machine
+
+MODULE = "hakobu_bench.micro.latency"  # the peers run this module again (python -m)
+
 MESSAGE_BYTES = 64
 SLOW_PEER_WORK = 50e-6  # seconds of work per message in the "slow peer" variant
-
-
-def machine() -> dict[str, Any]:
-    from hakobu.bench.report import machine as described
-
-    return {**described(), "numpy": np.__version__, "hakobu": hakobu.__version__}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -171,7 +169,7 @@ PEERS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 
 def start_peer(method: str, extra: list[str], work: float, array: bool) -> subprocess.Popen[bytes]:
-    command = [sys.executable, __file__, "--peer", method, "--work", str(work), *extra]
+    command = [sys.executable, "-m", MODULE, "--peer", method, "--work", str(work), *extra]
     if array:
         command.append("--array")
     return subprocess.Popen(command)
@@ -325,8 +323,8 @@ class Iceoryx2Run(Run):
     """hakobu bench's iceoryx2 method (publish-subscribe + event service), its own peer program."""
 
     def measure(self, payload: Any, trips: int, warmup: int, work: float) -> tuple[list[float], float]:
-        from hakobu.bench._channel import StampBoard
-        from hakobu.bench.methods.iceoryx2_pubsub import Iceoryx2PubSub
+        from ..channel import StampBoard
+        from ..methods.iceoryx2_pubsub import Iceoryx2PubSub
 
         workdir = Path(tempfile.mkdtemp(prefix="hakobu-lat-"))
         stamps = StampBoard(workdir / "stamps", create=True)
@@ -351,7 +349,7 @@ def iceoryx2_available() -> bool:
     try:
         import iceoryx2  # noqa: F401
 
-        from hakobu.bench.methods.iceoryx2_pubsub import Iceoryx2PubSub  # noqa: F401
+        from ..methods.iceoryx2_pubsub import Iceoryx2PubSub  # noqa: F401
     except ImportError:
         return False
     return True
@@ -391,7 +389,8 @@ def idle_cpu(mode: str, seconds: float, waiters: int = 0) -> dict[str, float]:
     try:
         command = [
             sys.executable,
-            __file__,
+            "-m",
+            MODULE,
             "--peer",
             "idle",
             "--name",

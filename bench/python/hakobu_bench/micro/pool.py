@@ -30,7 +30,7 @@ Method
   rounds, from the first call to the last result in hand. Also one task's
   round trip (``apply``, a lone task on idle workers): the median of 200.
   Pools are measured one after the other, alternating, in the same run.
-* Targets (DESIGN.md, issue 10): the big-array map >= 10x faster than
+* Targets (issue 10): the big-array map >= 10x faster than
   multiprocessing.Pool and >= 2x Ray; tiny tasks: ``apply_async`` at least as
   fast as multiprocessing.Pool, ``Executor.submit`` >= 1.5x faster than
   ProcessPoolExecutor; SVD speed-up >= 1.9x with 2 workers on 2 cores.
@@ -43,10 +43,10 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
-import os
 import statistics
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -54,8 +54,9 @@ from threadpoolctl import threadpool_limits
 
 import hakobu
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queue_bench import MIB, machine
+from ..machine import with_versions as machine
+
+MIB = 1 << 20
 
 WORKERS = 2
 
@@ -113,7 +114,7 @@ def big_arrays(quick: bool) -> list[dict[str, Any]]:
         measure(
             "hakobu.Pool.map, inputs in hakobu memory",
             "hakobu.array: sent by reference",
-            lambda shared=shared: pool.map(double, shared),
+            partial(pool.map, double, shared),
         )
         del shared
     context = multiprocessing.get_context()

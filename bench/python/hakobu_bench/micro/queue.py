@@ -3,7 +3,7 @@
 Method
 ------
 * Two processes: this one and a peer started as a separate interpreter
-  (``python queue_bench.py --peer ...``) that attaches to the queues by name.
+  (``python -m hakobu_bench.micro.queue --peer ...``) that attaches to the queues by name.
   The multiprocessing.Pipe baseline uses a multiprocessing child with the same
   echo loop.
 * Round trips: this process sends, the peer receives and sends the object
@@ -14,7 +14,7 @@ Method
   the Pipe pickles, hakobu sends the array natively).
 * Hand-off: an array built with hakobu.empty (in shared memory) is sent and
   sent back; the peer forwards the very array it received, so no byte is
-  copied on the way. Target (DESIGN.md): <= 100 us, flat from 1 KiB to 1 GiB.
+  copied on the way. Target: <= 100 us, flat from 1 KiB to 1 GiB.
 * Copies at every alignment (one process, all methods taking turns, medians):
   sources starting 0, 16, 64 and 2048 bytes past a page (views into one
   page-aligned buffer) and an array NumPy allocated itself (16 past a page on
@@ -42,22 +42,20 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
 import hakobu
 
+from ..machine import with_versions as machine
+
+MODULE = "hakobu_bench.micro.queue"  # the peer runs this module again (python -m)
+
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-
-
-def machine() -> dict[str, Any]:
-    """The machine, as `hakobu bench` records it, plus the versions these figures depend on."""
-    from hakobu.bench.report import machine as described
-
-    return {**described(), "numpy": np.__version__, "hakobu": hakobu.__version__}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -105,7 +103,7 @@ def small_arrays(quick: bool) -> list[dict[str, Any]]:
     rows = []
     ping, pong = f"bench-ping-{os.getpid()}", f"bench-pong-{os.getpid()}"
     to_peer, from_peer = hakobu.Queue(ping, capacity=4), hakobu.Queue(pong, capacity=4)
-    peer = subprocess.Popen([sys.executable, __file__, "--peer", ping, pong])
+    peer = subprocess.Popen([sys.executable, "-m", MODULE, "--peer", ping, pong])
     parent, child = multiprocessing.Pipe()
     pipe_peer = multiprocessing.get_context("spawn").Process(target=pipe_echo, args=(child,))
     pipe_peer.start()
@@ -148,7 +146,7 @@ def hand_off(quick: bool) -> list[dict[str, Any]]:
     trips, warmup = (200, 20) if quick else (1000, 50)
     ping, pong = f"bench-handoff-ping-{os.getpid()}", f"bench-handoff-pong-{os.getpid()}"
     to_peer, from_peer = hakobu.Queue(ping, capacity=4), hakobu.Queue(pong, capacity=4)
-    peer = subprocess.Popen([sys.executable, __file__, "--peer", ping, pong])
+    peer = subprocess.Popen([sys.executable, "-m", MODULE, "--peer", ping, pong])
     rows = []
     try:
         for size in sizes:
@@ -239,11 +237,11 @@ def copies(size: int, repeats: int) -> dict[str, Any]:
                 k: [] for k in ("put", "copyto", "array_out", "array_private", "copyto_out", "copyto_private")
             }
             for _ in range(repeats):
-                times["copyto"].append(timed(lambda target=target, source=source: np.copyto(target, source)))
-                times["put"].append(timed(lambda source=source: q.put(source)))
+                times["copyto"].append(timed(partial(np.copyto, target, source)))
+                times["put"].append(timed(partial(q.put, source)))
                 received = q.get()
-                times["array_out"].append(timed(lambda received=received: np.array(received)))
-                times["copyto_out"].append(timed(lambda received=received: np.copyto(receiver, received)))
+                times["array_out"].append(timed(partial(np.array, received)))
+                times["copyto_out"].append(timed(partial(np.copyto, receiver, received)))
                 del received
                 times["array_private"].append(timed(lambda: np.array(private)))
                 times["copyto_private"].append(timed(lambda: np.copyto(receiver, private)))

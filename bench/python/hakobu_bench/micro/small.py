@@ -10,7 +10,7 @@ Method
   array. Each figure is the median over REPEATS batches of BATCH calls (after a
   warm-up); per call = batch time / BATCH.
 * Two programs: this one and a peer started as a separate interpreter
-  (``python small_bench.py --echo ...``) that receives on one queue and sends
+  (``python -m hakobu_bench.micro.small --echo ...``) that receives on one queue and sends
   what it received back on another. A round trip = put here, get there, put
   there, get here. Arrays and bytes alternate in batches of the same run, so
   both see the same machine load; the median round trip of each is printed
@@ -18,7 +18,7 @@ Method
   the queue's default.
 * The machine (CPU, cores, kernel) and versions are printed with the results.
 
-Run: ``python bench/python/small_bench.py`` (about 20 s; ``--json FILE`` also
+Run: ``python -m hakobu_bench.micro.small`` (about 20 s; ``--json FILE`` also
 writes the figures).
 """
 
@@ -32,26 +32,18 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 import hakobu
 
+from ..machine import with_versions as machine
+
+MODULE = "hakobu_bench.micro.small"  # the peer runs this module again (python -m)
+
 REPEATS = 15
 BATCH = 2000
-
-
-def machine() -> dict[str, Any]:
-    """The machine, as `hakobu bench` records it, plus the versions these figures depend on."""
-    from hakobu.bench.report import machine as described
-
-    return {
-        **described(),
-        "numpy": np.__version__,
-        "hakobu": hakobu.__version__,
-        "python": sys.version.split()[0],
-    }
 
 
 def per_call(step: Callable[[], None], batch: int = BATCH, repeats: int = REPEATS) -> float:
@@ -75,7 +67,12 @@ def one_process(domain: str) -> dict[str, float]:
     with hakobu.Queue("small-bench-local", domain=domain) as q:
         try:
             for label, obj in (("array_64B", array), ("bytes_64B", raw), ("object_small", small)):
-                out[label] = per_call(lambda obj=obj: (q.put(obj), q.get()))  # type: ignore[misc]
+
+                def put_get(obj: object = obj) -> None:
+                    q.put(obj)
+                    q.get()
+
+                out[label] = per_call(put_get)
         finally:
             q.unlink()
     out["pickle_array_64B"] = per_call(lambda: pickle.loads(pickle.dumps(array, protocol=5)))
@@ -106,7 +103,8 @@ def two_programs(domain: str, rounds: int, trips: int) -> dict[str, float]:
         peer = subprocess.Popen(
             [
                 sys.executable,
-                os.path.abspath(__file__),
+                "-m",
+                MODULE,
                 "--echo",
                 domain,
                 "small-bench-ping",
