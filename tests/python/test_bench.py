@@ -327,3 +327,58 @@ def test_the_small_message_benchmark_runs() -> None:
         "machine:",
     ]:
         assert line in done.stdout, done.stdout
+
+
+def _imports_within_the_package() -> dict[str, set[tuple[str, str]]]:
+    """Each module of hakobu_bench -> the (module, name) pairs it imports from hakobu_bench, lazy or not."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("hakobu_bench")
+    assert spec is not None and spec.submodule_search_locations
+    root = Path(next(iter(spec.submodule_search_locations)))
+    graph: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = ["hakobu_bench", *path.relative_to(root).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if is_package else parts)
+        package = parts[:-1]
+        found: set[tuple[str, str]] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+                if base.split(".")[0] == "hakobu_bench":
+                    found.update((base, alias.name) for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update((a.name, "") for a in node.names if a.name.split(".")[0] == "hakobu_bench")
+        graph[module] = found
+    return graph
+
+
+def test_the_bench_package_has_no_import_circle_and_no_private_imports() -> None:
+    graph = _imports_within_the_package()
+    assert {"hakobu_bench.channel", "hakobu_bench.runner", "hakobu_bench.methods.mpi"} <= set(graph)
+    for module, imported in graph.items():
+        for source, name in imported:
+            private = [p for p in [*source.split("."), name] if p.startswith("_")]
+            assert not private, f"{module} imports the private {private} of {source}"
+
+    # A `from package import module` names a module too: edges go to modules of the package.
+    def targets(module: str) -> set[str]:
+        return {f"{s}.{n}" if f"{s}.{n}" in graph else s for s, n in graph[module]} - {module}
+
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(targets(module)):
+            assert state.get(target) != "open", "import circle: " + " -> ".join([*path, module, target])
+            if target in graph and target not in state:
+                visit(target, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])

@@ -6,7 +6,8 @@ timing, does ``warmup`` untimed and ``repeat`` timed round trips, and checks
 every array that comes back against a private reference. Each trip writes a
 new value into the first element, so a stale or replayed answer is caught
 too. A watchdog kills a peer that does not answer in time, so a broken method
-fails instead of hanging the run.
+fails instead of hanging the run. The round trips themselves are
+``channel.measure_trips``; the shapes and figures are in ``workload``.
 """
 
 from __future__ import annotations

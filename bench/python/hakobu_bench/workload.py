@@ -66,7 +66,7 @@ class Settings:
     repeat: Optional[int] = None  # timed trips per shape (None: the shape's default)
     warmup: Optional[int] = None  # untimed trips first (None: 1, or 5 for tiny messages)
     quick: bool = False  # the shapes' quick repeat counts
-    serialize: Optional[str] = None  # None, or a _channel.SERIALIZERS entry
+    serialize: Optional[str] = None  # None, or a channel.SERIALIZERS entry
     no_limits: bool = False  # run methods on arrays above their max_bytes
 
     def repeats(self, shape: Shape) -> int:

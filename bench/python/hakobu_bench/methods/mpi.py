@@ -7,7 +7,7 @@ the same ``measure_trips`` (same arrays, same validation, the same stamp
 board) over a channel whose ``send`` is a header message (``encode_header``)
 and then the array's bytes with ``comm.Send`` (the buffer interface, no
 pickling), and whose ``receive`` is ``comm.Recv`` into ``np.empty``. Rank 1
-is the peer: the standard echo loop (``peer.serve``) over the same messages.
+is the peer: the standard echo loop (``serve_peer``) over the same messages.
 Between two ranks on one machine Open MPI moves the bytes through its
 shared-memory transport (btl "vader": small messages through a shared
 segment, large ones copied once, straight from one process to the other,
@@ -100,7 +100,7 @@ def receive_array(comm: MPI.Comm, source: int) -> Optional[tuple[np.dtype[Any], 
 
 
 class MpiPeer(PeerEnd):
-    """Rank 1: receives from rank 0 and sends back to it (``peer.serve`` runs the loop)."""
+    """Rank 1: receives from rank 0 and sends back to it (``serve_peer`` runs the loop)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         from mpi4py import MPI
