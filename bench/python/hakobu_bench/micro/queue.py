@@ -288,7 +288,7 @@ def human(size: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few trips (about 15 s)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument(

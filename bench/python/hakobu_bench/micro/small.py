@@ -135,7 +135,7 @@ def two_programs(domain: str, rounds: int, trips: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
     parser.add_argument("--echo", nargs=3, metavar=("DOMAIN", "INBOX", "OUTBOX"), help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=20, help="alternating batches per kind (two programs)")
     parser.add_argument("--trips", type=int, default=500, help="round trips per batch (two programs)")
