@@ -30,6 +30,7 @@ import resource
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -981,11 +982,9 @@ def command_doctor(args: argparse.Namespace, out: Output) -> int:
 # --- the parser -------------------------------------------------------------------------
 
 
-def command_bench(args: argparse.Namespace, out: Output) -> int:
-    """`hakobu bench`: see hakobu.bench."""
-    from .bench import run_command
-
-    return run_command(args, out.console, out.as_json)
+def command_from_entry_point(args: argparse.Namespace, out: Output) -> int:
+    """A subcommand of the ``hakobu.commands`` entry points (`hakobu bench`): its ``run``."""
+    return int(args.entry_point_command.run(args, out.console, out.as_json))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1038,9 +1037,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subcommand("gc", command_gc, "reclaim what dead processes held")
     subcommand("doctor", command_doctor, "check the system settings that matter for shared memory")
-    from . import bench  # argparse only: the benchmark's own imports wait for `run_command`
-
-    bench.add_arguments(subcommand("bench", command_bench, "compare IPC methods with hakobu on this machine"))
+    # Subcommands of other distributions (`hakobu bench`: hakobu-bench), argparse only until `run`.
+    if sys.version_info >= (3, 10):
+        found = list(entry_points(group="hakobu.commands"))
+    else:
+        found = list(entry_points().get("hakobu.commands", []))
+    for entry in found:
+        command = entry.load()
+        command.add_arguments(subcommand(entry.name, command_from_entry_point, command.help))
+        commands.choices[entry.name].set_defaults(entry_point_command=command)
     return parser
 
 

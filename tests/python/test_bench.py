@@ -1,6 +1,8 @@
-"""`hakobu bench`: every method makes real round trips with a separately started peer, its data
-validated bit for bit; wrong data, missing dependencies and bad options are reported; the command
-writes its table, JSON file and plot. No test asserts how fast anything is."""
+"""The hakobu-bench distribution (bench/python). `hakobu bench`: every method makes real round
+trips with a separately started peer, its data validated bit for bit; wrong data, missing
+dependencies and bad options are reported; the command, found by `hakobu` through its entry point,
+writes its table, JSON file and plot. The micro-benchmarks run. `import hakobu` imports none of it.
+No test asserts how fast anything is."""
 
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hakobu.bench import runner
-from hakobu.bench.methods import all_methods
+pytest.importorskip("hakobu_bench", reason="hakobu-bench is not installed (pip install ./bench/python)")
+
+from hakobu_bench import runner
+from hakobu_bench.channel import Serializer
+from hakobu_bench.methods import all_methods
+from hakobu_bench.workload import parse_shape, same_bits
 
 METHODS = list(all_methods())
-SMALL = [runner.parse_shape("64B"), runner.parse_shape("1x3x224x224")]
+SMALL = [parse_shape("64B"), parse_shape("1x3x224x224")]
 WATCHDOG = 120  # s, for whole commands: only against a hang
 
 
@@ -109,14 +115,12 @@ def test_serialize_pickle_base64_sends_encoded_text_and_validates(clean: None) -
 
 
 def test_serializer_round_trip_and_unknown_kind() -> None:
-    from hakobu.bench._channel import Serializer
-
     a = np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2]  # not contiguous
     encoded = Serializer("pickle+base64").encode(a)
     assert encoded.dtype == np.uint8 and set(bytes(encoded)) <= set(
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
     )
-    assert runner.same_bits(Serializer("pickle+base64").decode(encoded), a) is None
+    assert same_bits(Serializer("pickle+base64").decode(encoded), a) is None
     assert Serializer(None).encode(a) is a
     with pytest.raises(ValueError, match="unknown serialization 'xml'"):
         runner.run(["pipe"], SMALL, serialize="xml")
@@ -138,20 +142,20 @@ def test_a_size_limit_skips_big_shapes_unless_no_limits(monkeypatch: pytest.Monk
 def test_validation_compares_every_bit() -> None:
     a = np.arange(1000, dtype=np.float64)
     b = a.copy()
-    assert runner.same_bits(b, a) is None
+    assert same_bits(b, a) is None
     b.view(np.uint8)[4321] ^= 1
-    assert "byte 4321" in (runner.same_bits(b, a) or "")
-    assert "float32" in (runner.same_bits(a.astype(np.float32), a) or "")
+    assert "byte 4321" in (same_bits(b, a) or "")
+    assert "float32" in (same_bits(a.astype(np.float32), a) or "")
     negative_zero = np.array([-0.0])
-    assert runner.same_bits(negative_zero, np.array([0.0])) is not None  # equal values, other bits
+    assert same_bits(negative_zero, np.array([0.0])) is not None  # equal values, other bits
 
 
 def test_shapes_by_name_or_dimensions() -> None:
-    assert runner.parse_shape("mnist-70000x784").nbytes == 70000 * 784 * 4
-    custom = runner.parse_shape("3x5:int16")
+    assert parse_shape("mnist-70000x784").nbytes == 70000 * 784 * 4
+    custom = parse_shape("3x5:int16")
     assert (custom.dims, custom.dtype, custom.nbytes) == ((3, 5), "int16", 30)
     with pytest.raises(ValueError, match="unknown shape"):
-        runner.parse_shape("big")
+        parse_shape("big")
 
 
 def bench(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -278,3 +282,103 @@ def test_a_failed_method_makes_the_command_fail(tmp_path: Path, clean: None) -> 
     assert result.returncode == 1
     assert "wrong data came back" in result.stdout
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["error"].startswith("wrong data")
+
+
+def test_hakobu_finds_bench_through_its_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    found = [e for e in entry_points(group="hakobu.commands") if e.name == "bench"]
+    assert [e.value for e in found] == ["hakobu_bench.command"]
+    command = found[0].load()
+    assert isinstance(command.help, str) and "\n" not in command.help
+    assert callable(command.add_arguments) and callable(command.run)
+    listed = subprocess.run(
+        [sys.executable, "-m", "hakobu", "--help"], capture_output=True, text=True, timeout=WATCHDOG
+    )
+    assert listed.returncode == 0 and "bench" in listed.stdout and command.help in listed.stdout, listed
+
+
+def test_the_command_line_loads_only_the_light_part_of_the_bench() -> None:
+    """Building `hakobu`'s parser (what `hakobu --help` does) loads `hakobu_bench.command` and nothing heavy."""
+    program = "import sys; from hakobu.cli import build_parser; build_parser(); print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=WATCHDOG)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "hakobu_bench.command" in loaded
+    heavy = {"hakobu_bench.runner", "hakobu_bench.methods", "matplotlib", "ray", "mpi4py", "iceoryx2", "zmq"}
+    assert loaded & heavy == set()
+
+
+def test_the_small_message_benchmark_runs() -> None:
+    """hakobu_bench.micro.small, cut short: it prints hakobu beside its baselines (no figure is checked)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hakobu_bench.micro.small", "--rounds", "1", "--trips", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in [
+        "put+get 64-byte float64 array",
+        "put+get 64 bytes",
+        "pickle dumps+loads",
+        "round trip 64-byte array",
+        "round trip 64 bytes",
+        "machine:",
+    ]:
+        assert line in done.stdout, done.stdout
+
+
+def _imports_within_the_package() -> dict[str, set[tuple[str, str]]]:
+    """Each module of hakobu_bench -> the (module, name) pairs it imports from hakobu_bench, lazy or not."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("hakobu_bench")
+    assert spec is not None and spec.submodule_search_locations
+    root = Path(next(iter(spec.submodule_search_locations)))
+    graph: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = ["hakobu_bench", *path.relative_to(root).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if is_package else parts)
+        package = parts[:-1]
+        found: set[tuple[str, str]] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+                if base.split(".")[0] == "hakobu_bench":
+                    found.update((base, alias.name) for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update((a.name, "") for a in node.names if a.name.split(".")[0] == "hakobu_bench")
+        graph[module] = found
+    return graph
+
+
+def test_the_bench_package_has_no_import_circle_and_no_private_imports() -> None:
+    graph = _imports_within_the_package()
+    assert {"hakobu_bench.channel", "hakobu_bench.runner", "hakobu_bench.methods.mpi"} <= set(graph)
+    for module, imported in graph.items():
+        for source, name in imported:
+            private = [p for p in [*source.split("."), name] if p.startswith("_")]
+            assert not private, f"{module} imports the private {private} of {source}"
+
+    # A `from package import module` names a module too: edges go to modules of the package.
+    def targets(module: str) -> set[str]:
+        return {f"{s}.{n}" if f"{s}.{n}" in graph else s for s, n in graph[module]} - {module}
+
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(targets(module)):
+            assert state.get(target) != "open", "import circle: " + " -> ".join([*path, module, target])
+            if target in graph and target not in state:
+                visit(target, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])

@@ -380,26 +380,3 @@ def test_a_program_that_ends_holding_jax_arrays_exits_quietly_and_leaves_nothing
     assert out == "shared\n", out
     assert err == "", "no leak report, no warning"
     assert files_of_domain(domain) == [], "the last process out removed the domain"
-
-
-def test_the_small_message_benchmark_runs() -> None:
-    """bench/python/small_bench.py, cut short: it prints hakobu beside its baselines (no figure is checked)."""
-    import subprocess
-
-    bench = PROGRAMS.parents[2] / "bench" / "python" / "small_bench.py"
-    done = subprocess.run(
-        [sys.executable, str(bench), "--rounds", "1", "--trips", "10"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    for line in [
-        "put+get 64-byte float64 array",
-        "put+get 64 bytes",
-        "pickle dumps+loads",
-        "round trip 64-byte array",
-        "round trip 64 bytes",
-        "machine:",
-    ]:
-        assert line in done.stdout, done.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# Imported by hakobu.bench only when installed ("pip install 'hakobu[bench-peers]'").
+# Imported by hakobu_bench only when installed (its dependencies, and its extra: "pip install './bench/python[peers]'").
 OPTIONAL = [
     "mpi4py",
     "ray",

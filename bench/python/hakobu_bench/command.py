@@ -1,0 +1,170 @@
+"""`hakobu bench`: the subcommand this distribution adds to the ``hakobu`` command.
+
+The ``hakobu`` command finds it through the entry point ``bench`` of the group
+``hakobu.commands`` and uses three names of this module: ``help`` (its line in
+``hakobu --help``), ``add_arguments`` (its options) and ``run`` (runs it,
+returns the exit code).
+
+This module stays light (argparse only) so that ``hakobu --help`` does not
+import NumPy, matplotlib or any peer library; the work is in ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # annotations only: importing this module stays cheap
+    from rich.console import Console
+
+    from .runner import Run
+    from .workload import Shape
+
+DEFAULT_OUT = "hakobu-bench"
+
+help = "compare IPC methods with hakobu on this machine"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `hakobu bench`."""
+    parser.add_argument(
+        "--quick", action="store_true", help="small shapes and few repeats (for CI; seconds per method)"
+    )
+    parser.add_argument("--methods", help="comma-separated methods to run (default: all; see --list)")
+    parser.add_argument(
+        "--shapes",
+        help="comma-separated shapes: 64B, 1x3x224x224, 2x1024x16x16, 2x3x16x224x224, mnist-70000x784, "
+        "128x1024x1024, or AxBxC[:dtype] (default: all; with --quick the first three)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="timed round trips per method and shape (default: per shape)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="untimed round trips first (default: 1, 5 for tiny messages)"
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help="directory for bench.json and bench.png (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--serialize",
+        choices=["pickle+base64"],
+        help="encode every array as the older comparisons did (pickle, then base64) before sending it",
+    )
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="also run methods on arrays above their size limit (HTTP+JSON of 1 GiB takes minutes and tens of GB)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="do not write bench.png")
+    parser.add_argument("--list", action="store_true", help="list the methods and whether each can run here")
+
+
+def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
+    """Runs `hakobu bench`; returns 0, or 1 when a method failed or sent back wrong data."""
+    import json
+
+    from . import report, workload
+    from .methods import all_methods
+
+    # Peers inherit the domain; hakobu's methods then work in the one asked for.
+    domain: Optional[str] = getattr(args, "domain", None)
+    if domain:
+        os.environ["HAKOBU_DOMAIN"] = domain
+    methods = all_methods()
+    if args.list:
+        listing = [
+            {"name": m.name, "label": m.label, "missing": m.missing(), "description": m.description}
+            for m in methods.values()
+        ]
+        if as_json:
+            sys.stdout.write(json.dumps(listing, indent=2) + "\n")
+        else:
+            for item in listing:
+                state = (
+                    "[green]ready[/]"
+                    if item["missing"] is None
+                    else f"[yellow]skipped[/]: {report.escape(item['missing'])}"
+                )
+                console.print(f"{item['name']:<18} {item['label']:<32} {state}")
+        return 0
+    if args.repeat is not None and args.repeat < 1:
+        console.print("[red]hakobu bench: --repeat must be at least 1[/]")
+        return 2
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(methods)
+    try:
+        if args.shapes:
+            shapes = [workload.parse_shape(s.strip()) for s in args.shapes.split(",") if s.strip()]
+        else:
+            chosen = workload.QUICK_SHAPES if args.quick else [s.name for s in workload.SHAPES]
+            shapes = [workload.parse_shape(s) for s in chosen]
+        unknown = [n for n in names if n not in methods]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(methods)}")
+    except (ValueError, TypeError) as error:
+        print(f"hakobu bench: {error}", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    outcome = _run_with_progress(names, shapes, args)
+    options = {
+        "quick": args.quick,
+        "methods": names,
+        "shapes": [s.name for s in shapes],
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "serialize": args.serialize,
+        "no_limits": args.no_limits,
+    }
+    data = report.to_json(outcome, options)
+    json_path = out / "bench.json"
+    report.write_json(data, json_path)
+    plot_problem = "not asked for (--no-plot)" if args.no_plot else report.plot(outcome, out / "bench.png")
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        report.render(outcome, console)
+        console.print(f"figures: {json_path}")
+        if plot_problem is None:
+            console.print(f"plot: {out / 'bench.png'}")
+        else:
+            console.print(f"[yellow]no plot[/]: {plot_problem}")
+    failed = [r for r in outcome.results if r.failed]
+    return 1 if failed else 0
+
+
+def _run_with_progress(names: list[str], shapes: list[Shape], args: argparse.Namespace) -> Run:
+    """runner.run with a progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import runner, workload
+
+    settings = workload.Settings(args.repeat, args.warmup, args.quick, args.serialize, args.no_limits)
+    total = len(names) * settings.trips(shapes)
+    with Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def advance(what: str, trips: int) -> None:
+            progress.update(task, description=what, advance=trips)
+
+        return runner.run(
+            names,
+            shapes,
+            repeat=args.repeat,
+            quick=args.quick,
+            warmup=args.warmup,
+            serialize=args.serialize,
+            no_limits=args.no_limits,
+            progress=advance,
+        )
