@@ -5,6 +5,7 @@ temporary directory, on PYTHONPATH of a separately started `hakobu`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import DOMAIN
 
-from hakobu.cli import plugins
+from hakobu.cli import parser, plugins
 
 PLUGIN = '''
 """Test plugins of `hakobu`."""
@@ -140,7 +141,7 @@ def test_broken_plugins_are_left_out_with_a_warning_naming_them(site: Path) -> N
         assert f"  {name} " not in listed.stdout, name
     # The built-in commands work as ever; the warnings go to stderr, not into the JSON.
     result = run_hakobu(site, "ls", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stderr == "", "built-in commands do not load plugins"
     assert json.loads(result.stdout)["domain"] == DOMAIN
     assert run_hakobu(site, "hello", "--json").returncode == 3, "the first `hello` found wins"
 
@@ -216,3 +217,29 @@ def test_the_contract_is_checked() -> None:
     bad = Good()
     bad.run = None  # type: ignore[method-assign,assignment]
     assert plugins.contract_problem(bad) == "it has no `run` method"
+
+
+def test_built_in_commands_are_told_apart_without_loading_plugins() -> None:
+    built_in = parser.build_parser(with_plugins=False)
+    subcommands = next(a for a in built_in._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subcommands.choices) == set(parser.BUILT_IN)
+    for argv in (
+        ["ls"],
+        ["--json", "ls", "--all"],
+        ["--domain", "bench", "rm", "x"],
+        ["--dom", "bench", "gc"],
+        ["--domain=bench", "doctor"],
+        ["info", "--help"],
+        ["--", "ls"],
+    ):
+        assert not parser.needs_plugins(argv), argv
+    for argv in (
+        [],
+        ["--help"],
+        ["--he", "ls"],
+        ["-h", "ls"],
+        ["bench"],
+        ["--json", "hello"],
+        ["--domain", "ls"],
+    ):
+        assert parser.needs_plugins(argv), argv

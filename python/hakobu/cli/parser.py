@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Callable, Optional
 
 from .. import __version__, _core
@@ -18,6 +19,31 @@ Run = Callable[[argparse.Namespace, Output], int]
 
 DOMAIN_HELP = "the domain (default: $HAKOBU_DOMAIN, else u<uid>)"
 JSON_HELP = "print machine-readable JSON instead of tables"
+
+
+BUILT_IN = ("ls", "info", "rm", "gc", "doctor")
+
+
+def needs_plugins(argv: Sequence[str]) -> bool:
+    """Whether the command line may need the plugins: unless it names a built-in subcommand (and
+    asks for no help before it), finding and loading them would only cost time and warnings.
+    Read as the main parser would: its options are -h/--help, --version, --json and --domain VALUE,
+    abbreviations included. A misreading can only make plugins load needlessly, never go missing:
+    a word is taken for the subcommand only where argparse would take it so."""
+    words = iter(argv)
+    for word in words:
+        option = word.partition("=")[0]
+        if word == "-h" or (len(option) > 2 and "--help".startswith(option)):
+            return True
+        if len(option) > 2 and "--domain".startswith(option):
+            if "=" not in word:
+                next(words, None)  # its value
+            continue
+        if word == "--":
+            return next(words, None) not in BUILT_IN
+        if not word.startswith("-"):
+            return word not in BUILT_IN
+    return True  # no subcommand: the usage lists them all
 
 
 def warn(message: str) -> None:
@@ -59,7 +85,8 @@ def add_plugin(commands: argparse._SubParsersAction[argparse.ArgumentParser], pl
     sub.set_defaults(run=run_plugin(plugin))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The parser of every subcommand; `with_plugins=False` leaves out those of plugins and `bench`."""
     parser = argparse.ArgumentParser(
         prog="hakobu",
         description="See the shared memory hakobu uses and who holds it; reclaim what dead processes left.",
@@ -100,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     subcommand("gc", command_gc, "reclaim what dead processes held")
     subcommand("doctor", command_doctor, "check the system settings that matter for shared memory")
 
+    if not with_plugins:
+        return parser
     # Then the plugins: `bench` first (where the built-in bench used to be), the others by name.
     found = plugins.discover(reserved=set(commands.choices), warn=warn)
     bench = next((p for p in found if p.name == plugins.BENCH), None) or plugins.in_tree_bench()
@@ -119,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the command; returns the exit code (0 fine, 1 failed or needs action, 2 usage)."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_plugins=needs_plugins(arguments))
+    args, unknown = parser.parse_known_args(arguments)
     # What parse_args would refuse; only `hakobu bench` without its package takes anything,
     # so that `hakobu bench --quick` says where the bench comes from.
     if unknown and not getattr(args, "accepts_any_arguments", False):

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import importlib.util
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from rich.console import Console
 
 GROUP = "hakobu.commands"
@@ -62,7 +63,7 @@ class Plugin:
     command: Command
 
 
-def select_entry_points(found: Any, group: str = GROUP) -> list[importlib.metadata.EntryPoint]:
+def select_entry_points(found: Any, group: str = GROUP) -> list[EntryPoint]:
     """The entry points of `group` in what `importlib.metadata.entry_points()` returned:
     an object with `select` (Python 3.10 and later), or a dict of groups (Python 3.9)."""
     if hasattr(found, "select"):
@@ -70,7 +71,7 @@ def select_entry_points(found: Any, group: str = GROUP) -> list[importlib.metada
     return list(found.get(group, ()))
 
 
-def _origin(entry_point: importlib.metadata.EntryPoint) -> str:
+def _origin(entry_point: EntryPoint) -> str:
     distribution = getattr(entry_point, "dist", None)  # Python 3.10 and later
     name = getattr(distribution, "name", None)
     where = f" of {name}" if name else ""
@@ -90,11 +91,15 @@ def contract_problem(command: object) -> Optional[str]:
 def discover(
     reserved: Collection[str],
     warn: Callable[[str], None],
-    entry_points: Optional[Iterable[importlib.metadata.EntryPoint]] = None,
+    entry_points: Optional[Iterable[EntryPoint]] = None,
 ) -> list[Plugin]:
     """The plugin subcommands, by name. `reserved`: the built-in subcommands, which win.
     When two entry points name the same subcommand, the first found (on sys.path) wins."""
     if entry_points is None:
+        # Imported here: importlib.metadata and what it imports take tens of milliseconds, which the
+        # built-in subcommands do not pay (see parser.needs_plugins).
+        import importlib.metadata
+
         entry_points = select_entry_points(importlib.metadata.entry_points())
     plugins: dict[str, Plugin] = {}
     for entry_point in entry_points:
