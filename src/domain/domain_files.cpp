@@ -105,11 +105,14 @@ std::vector<DomainFile> list_domain_files(std::string_view domain) {
       if (huge) kind = kind == FileKind::Heap ? FileKind::HugeHeap : FileKind::Other;
       std::string name = kind == FileKind::Other && parsed->kind != FileKind::Other ? entry.substr(prefix.size())
                                                                                     : std::move(parsed->name);
-      files.push_back({directory + "/" + entry, kind, std::move(name)});
+      std::string path = directory;
+      path += '/';
+      path += entry;
+      files.push_back({std::move(path), kind, std::move(name)});
     }
   };
   add(std::string(platform::shm_directory()), false);
-  std::set<std::string> seen;  // a file system mounted twice lists the same heap twice: one is enough
+  std::set<std::string> seen;  // a mount point listed twice (mounted over itself) is read once
   for (const auto& mount : platform::hugetlbfs_mount_points()) {
     if (seen.insert(mount.path).second) add(mount.path, true);
   }
