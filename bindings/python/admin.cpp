@@ -5,15 +5,24 @@
 // it has no files), so the command checks for the domain's files first and
 // holds one DomainAttachment for the whole command: every call below then
 // reuses that attachment instead of attaching (and reclaiming) again.
+// Finding a domain's files goes by their names alone (hakobu/domain_files.hpp),
+// so that the command never re-derives the library's naming scheme.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
+#include "hakobu/domain_files.hpp"
 #include "hakobu/queue.hpp"
 
 namespace nb = nanobind;
@@ -66,6 +75,29 @@ nb::typed<nb::dict, nb::str, nb::any> queue_info(const std::string& name, const 
   return out;
 }
 
+/// (domain, kind, name) of a file name, kind as to_string(FileKind); None if no domain's.
+using ParsedName = std::tuple<std::string, std::string, std::string>;
+
+std::optional<ParsedName> parse_name(const std::string& file_name) {
+  auto parsed = parse_file_name(file_name);
+  if (!parsed) return std::nullopt;
+  return ParsedName{std::move(parsed->domain), std::string(to_string(parsed->kind)), std::move(parsed->name)};
+}
+
+/// (path, kind, name) of every file of `domain`, in removal order.
+std::vector<ParsedName> domain_files(const std::string& domain) {
+  std::vector<DomainFile> files;
+  {
+    nb::gil_scoped_release unlocked;  // reads directories
+    files = list_domain_files(domain);
+  }
+  std::vector<ParsedName> out;
+  out.reserve(files.size());
+  for (auto& file : files)
+    out.emplace_back(std::move(file.path), std::string(to_string(file.kind)), std::move(file.name));
+  return out;
+}
+
 }  // namespace
 
 void bind_admin(nb::module_& m) {
@@ -85,6 +117,30 @@ void bind_admin(nb::module_& m) {
   m.def(
       "validate_name", [](const std::string& name) { return validate_name(name); }, "name"_a,
       "Why a queue or domain name is invalid, or an empty string if it is valid");
+
+  m.attr("FILE_NAME_PREFIX") = std::string(kFileNamePrefix);
+  m.def("parse_file_name", &parse_name, "file_name"_a,
+        "(domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', "
+        "'other'; None if it is no file of a domain");
+  m.def("domain_files", &domain_files, "domain"_a,
+        "(path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one "
+        "of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'other'; queues first, the registry last");
+  m.def(
+      "domain_names",
+      [] {
+        nb::gil_scoped_release unlocked;  // reads directories
+        return list_domains();
+      },
+      "The names of the domains that have files, sorted");
+  m.def(
+      "hugetlbfs_mounts",
+      [] {
+        std::vector<std::tuple<std::string, std::uint64_t>> out;
+        for (auto& mount : hakobu::hugetlbfs_mounts()) out.emplace_back(std::move(mount.path), mount.page_size);
+        return out;
+      },
+      "(path, page size in bytes) of every hugetlbfs mount, of any page size");
+  m.def("shm_directory", &shm_directory, "The directory of shared-memory files");
 }
 
 }  // namespace hakobu::python

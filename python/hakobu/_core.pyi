@@ -235,3 +235,24 @@ def validate_name(name: str) -> str:
     """
     Why a queue or domain name is invalid, or an empty string if it is valid
     """
+
+FILE_NAME_PREFIX: str = 'hakobu:'
+
+def parse_file_name(file_name: str) -> tuple[str, str, str] | None:
+    """
+    (domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', 'other'; None if it is no file of a domain
+    """
+
+def domain_files(domain: str) -> list[tuple[str, str, str]]:
+    """
+    (path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'other'; queues first, the registry last
+    """
+
+def domain_names() -> list[str]:
+    """The names of the domains that have files, sorted"""
+
+def hugetlbfs_mounts() -> list[tuple[str, int]]:
+    """(path, page size in bytes) of every hugetlbfs mount, of any page size"""
+
+def shm_directory() -> str:
+    """The directory of shared-memory files"""

@@ -276,9 +276,7 @@ def _reopen(name: str, capacity: int, options: dict[str, Any]) -> Queue:
 
 
 def _never_sent_message(name: str, domain: str) -> str:
-    from .cli import domain_files  # how `hakobu ls` finds a domain's queues; imported late (it imports us)
-
-    others = [queue for queue in domain_files(domain).queues if queue != name]
+    others = [queue for _path, kind, queue in _core.domain_files(domain) if kind == "queue" and queue != name]
     similar = difflib.get_close_matches(name, others, n=5)
     if similar:
         hint = "queues with similar names in the domain: " + ", ".join(repr(queue) for queue in similar)

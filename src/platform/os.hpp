@@ -45,6 +45,9 @@ SysResult<void> shm_remove(const std::string& name);
 SysResult<void> shm_link(const std::string& from, const std::string& to);
 /// Names of the shm objects that start with `prefix`.
 std::vector<std::string> shm_list(std::string_view prefix);
+/// Names of the entries of `directory` that start with `prefix` (none if it
+/// cannot be read).
+std::vector<std::string> list_directory(const std::string& directory, std::string_view prefix);
 /// Path of the directory shm objects live in ("/dev/shm").
 std::string_view shm_directory() noexcept;
 
@@ -61,6 +64,13 @@ struct HugePageInfo {
 HugePageInfo huge_page_info();
 /// True when `fd` is a file on a hugetlbfs file system.
 bool on_hugetlbfs(int fd) noexcept;
+/// A hugetlbfs mount point and the size of its pages (0: unknown).
+struct HugetlbfsMountPoint {
+  std::string path;
+  std::uint64_t page_size = 0;
+};
+/// Every hugetlbfs mount point, of any page size.
+std::vector<HugetlbfsMountPoint> hugetlbfs_mount_points();
 /// Mount points of hugetlbfs file systems with the default huge-page size.
 std::vector<std::string> hugetlbfs_mounts();
 

@@ -76,8 +76,12 @@ SysResult<void> shm_link(const std::string& from, const std::string& to) {
 }
 
 std::vector<std::string> shm_list(std::string_view prefix) {
+  return list_directory(std::string(shm_directory()), prefix);
+}
+
+std::vector<std::string> list_directory(const std::string& directory, std::string_view prefix) {
   std::vector<std::string> names;
-  DIR* dir = ::opendir(std::string(shm_directory()).c_str());
+  DIR* dir = ::opendir(directory.c_str());
   if (dir == nullptr) return names;
   while (const dirent* entry = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): a private DIR stream
     const std::string_view name(entry->d_name);
@@ -125,8 +129,41 @@ bool on_hugetlbfs(int fd) noexcept {
   return ::fstatfs(fd, &fs) == 0 && static_cast<long>(fs.f_type) == kHugetlbfsMagic;
 }
 
-std::vector<std::string> hugetlbfs_mounts() {
-  std::vector<std::string> mounts;
+namespace {
+// /proc/mounts writes a space, tab, newline or backslash in a path as a
+// backslash and three octal digits.
+std::string unescape_mount_path(std::string_view escaped) {
+  std::string path;
+  for (std::size_t i = 0; i < escaped.size(); ++i) {
+    const auto octal = [&](std::size_t at) { return at < escaped.size() && escaped[at] >= '0' && escaped[at] <= '7'; };
+    if (escaped[i] == '\\' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
+      path += static_cast<char>(((escaped[i + 1] - '0') << 6) | ((escaped[i + 2] - '0') << 3) | (escaped[i + 3] - '0'));
+      i += 3;
+    } else {
+      path += escaped[i];
+    }
+  }
+  return path;
+}
+
+// The "pagesize=2M" mount option in bytes; `fallback` (the default size) when absent or unreadable.
+std::uint64_t mount_page_size(std::string_view options, std::uint64_t fallback) {
+  constexpr std::string_view kKey = "pagesize=";
+  const auto at = options.find(kKey);
+  if (at == std::string_view::npos) return fallback;
+  std::uint64_t size = 0;
+  std::size_t i = at + kKey.size();
+  for (; i < options.size() && options[i] >= '0' && options[i] <= '9' && size < (std::uint64_t{1} << 40); ++i) {
+    size = size * 10 + static_cast<std::uint64_t>(options[i] - '0');
+  }
+  const char unit = i < options.size() ? options[i] : ',';
+  const int shift = unit == 'G' ? 30 : unit == 'M' ? 20 : unit == 'K' || unit == 'k' ? 10 : 0;
+  return size == 0 ? fallback : size << shift;
+}
+}  // namespace
+
+std::vector<HugetlbfsMountPoint> hugetlbfs_mount_points() {
+  std::vector<HugetlbfsMountPoint> mounts;
   const std::uint64_t default_size = huge_page_info().page_size;
   std::ifstream table("/proc/mounts");
   std::string device;
@@ -137,17 +174,18 @@ std::vector<std::string> hugetlbfs_mounts() {
     std::string rest;
     std::getline(table, rest);
     if (type != "hugetlbfs") continue;
-    // "pagesize=2M" when not the default size; absent means the default.
-    const auto at = options.find("pagesize=");
-    if (at != std::string::npos && default_size != 0) {
-      const std::uint64_t size = std::strtoull(options.c_str() + at + 9, nullptr, 10);
-      const char unit = options[options.find_first_not_of("0123456789", at + 9)];
-      const std::uint64_t bytes = size << (unit == 'G' ? 30 : unit == 'M' ? 20 : unit == 'K' ? 10 : 0);
-      if (bytes != default_size) continue;
-    }
-    mounts.push_back(mount_point);
+    mounts.push_back({unescape_mount_path(mount_point), mount_page_size(options, default_size)});
   }
   return mounts;
+}
+
+std::vector<std::string> hugetlbfs_mounts() {
+  std::vector<std::string> paths;
+  const std::uint64_t default_size = huge_page_info().page_size;
+  for (auto& mount : hugetlbfs_mount_points()) {
+    if (default_size == 0 || mount.page_size == default_size) paths.push_back(std::move(mount.path));
+  }
+  return paths;
 }
 
 namespace {

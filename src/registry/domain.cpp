@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "hakobu/domain_files.hpp"
 #include "platform/os.hpp"
 #include "registry/domain_state.hpp"
 
@@ -65,7 +66,7 @@ void Domain::leave_all_at_exit() noexcept {
 }
 
 std::string Domain::file_prefix(std::string_view name) {
-  return "hakobu:" + std::string(name) + ":";
+  return std::string(kFileNamePrefix) + std::string(name) + ":";
 }
 
 std::string_view to_string(OpenError code) noexcept {

@@ -169,11 +169,7 @@ std::uint32_t fork_epoch() noexcept {
 std::string DomainState::file_name(std::string_view suffix) const {
   // ':' cannot appear in names, so no domain or queue name can make one
   // domain's file look like another's.
-  std::string out = "hakobu:";
-  out += name_;
-  out += ':';
-  out += suffix;
-  return out;
+  return Domain::file_prefix(name_) + std::string(suffix);
 }
 
 Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const DomainOptions& options) {

@@ -21,13 +21,10 @@ _names = itertools.count()
 
 
 def files_of_domain(domain: str = DOMAIN) -> list[str]:
-    directories = ["/dev/shm"]
-    with open("/proc/mounts") as mounts:
-        directories += [line.split()[1] for line in mounts if line.split()[2] == "hugetlbfs"]
-    prefix = f"hakobu:{domain}:"
-    return [
-        f"{d}/{n}" for d in directories if os.path.isdir(d) for n in os.listdir(d) if n.startswith(prefix)
-    ]
+    """Every file of `domain` in /dev/shm and on hugetlbfs mounts, as the core finds them."""
+    from hakobu import _core  # imported late: HAKOBU_DOMAIN is set first
+
+    return [path for path, _kind, _name in _core.domain_files(domain)]
 
 
 @pytest.fixture(scope="session", autouse=True)

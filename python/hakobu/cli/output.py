@@ -1,0 +1,96 @@
+"""Output: tables with rich for people, JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional
+
+
+def format_bytes(count: Optional[int]) -> str:
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def format_pids(pids: Sequence[int]) -> str:
+    return ", ".join(map(str, pids)) if pids else "-"
+
+
+class Output:
+    """Tables with rich for people, JSON for programs."""
+
+    def __init__(self, as_json: bool) -> None:
+        from rich.console import Console  # imported here: `--json` and `--version` do not need it
+
+        self.as_json = as_json
+        # Piped output is read by people too (`| less`, logs): rich's 80-column default would fold the
+        # table, so it is as wide as its content needs (up to 200 columns) unless COLUMNS says otherwise.
+        piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        self.console = Console(highlight=False, soft_wrap=False, width=200 if piped else None)
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+    def line(self, text: str, markup: bool = True) -> None:
+        self.console.print(text, markup=markup)
+
+
+def escape(text: object) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
+
+
+def render_domain(out: Output, report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    domain = report["domain"]
+    if not report["exists"]:
+        out.line(f"no domain '{domain}': it has no files in /dev/shm (see `hakobu ls --all`)", markup=False)
+        return
+    if report["error"]:
+        out.line(f"[bold]domain {escape(domain)}[/bold]: [red]{escape(report['error'])}[/red]")
+        out.line(f"  files: {escape(', '.join(report['files']))}; opened by: {format_pids(report['pids'])}")
+        return
+    summary = report["summary"]
+    out.line(
+        f"[bold]domain {escape(domain)}[/bold]: heap {format_bytes(summary['heap_used'])} used "
+        f"(live {format_bytes(summary['live_bytes'])} in {summary['live_blocks']} blocks, "
+        f"cached {format_bytes(summary['cached_bytes'])})\n"
+        f"  processes attached: {summary['processes_alive']} alive, {summary['processes_dead']} dead; "
+        f"huge pages: {'yes' if summary['huge_pages'] else 'no'}"
+    )
+    if not report["queues"]:
+        out.line("  no queues")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    # Names are never wrapped (people copy them into `hakobu info` / `hakobu rm`).
+    longest_name = max(len(queue["name"]) for queue in report["queues"])
+    table.add_column("queue", no_wrap=True, min_width=longest_name)
+    for column in ("messages", "memory", "creator"):
+        table.add_column(column, justify="right")
+    table.add_column("opened by (pids)", overflow="fold")
+    for queue in report["queues"]:
+        if queue["error"]:
+            table.add_row(
+                queue["name"], f"[red]{escape(queue['error'])}[/red]", "", "", format_pids(queue["pids"])
+            )
+            continue
+        creator = str(queue["creator_pid"]) + ("" if queue["creator_alive"] else " (exited)")
+        table.add_row(
+            queue["name"],
+            f"{queue['size']} / {queue['capacity']}",
+            format_bytes(queue["memory_bytes"]),
+            creator,
+            format_pids(queue["pids"]),
+        )
+    out.console.print(table)

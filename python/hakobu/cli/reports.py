@@ -1,0 +1,112 @@
+"""What the command reports of domains and queues, as data (rendered by `output`, or printed as JSON)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import _core
+from .._errors import Corrupt, HakobuError
+from .files import domain_files
+from .processes import ProcessScan, process_exists
+
+
+def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """What is known of a queue without attaching to it: its file and who maps it."""
+    return {
+        "name": name,
+        "domain": domain,
+        "path": str(path),
+        "size": None,
+        "capacity": None,
+        "put_count": None,
+        "get_count": None,
+        "creator_pid": None,
+        "creator_alive": None,
+        "file_bytes": None,
+        "memory_bytes": None,
+        "pids": scan.pids_mapping([path]),
+        "error": None,
+    }
+
+
+def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """Everything about one queue; `error` says why the counters are missing, if they are."""
+    report = _queue_files_report(name, domain, path, scan)
+    try:
+        status = path.stat()
+        report["file_bytes"] = status.st_size
+        report["memory_bytes"] = status.st_blocks * 512
+        info = _core.queue_info(name, domain)
+    except FileNotFoundError:
+        report["error"] = f"queue '{name}' was removed meanwhile"
+        return report
+    except HakobuError as error:  # damaged, incompatible, another user's...
+        report["error"] = str(error)
+        return report
+    for key in ("size", "capacity", "put_count", "get_count", "creator_pid"):
+        report[key] = info[key]
+    report["creator_alive"] = process_exists(info["creator_pid"])
+    return report
+
+
+def summarize_domain(stats: dict[str, Any]) -> dict[str, Any]:
+    """The domain-wide figures, without this command's own attachment."""
+    own_pid = os.getpid()
+    processes = [dict(p) for p in stats["processes"] if p["pid"] != own_pid]
+    keys = (
+        "heap_capacity",
+        "heap_used",
+        "live_bytes",
+        "live_blocks",
+        "cached_bytes",
+        "huge_pages",
+        "huge_page_used",
+    )
+    summary = {key: stats[key] for key in keys}
+    summary["processes"] = processes
+    summary["processes_alive"] = sum(1 for p in processes if p["alive"])
+    summary["processes_dead"] = sum(1 for p in processes if not p["alive"])
+    return summary
+
+
+def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
+    """What `hakobu ls` shows of one domain. Attaches only to a domain whose files are all there."""
+    files = domain_files(domain)
+    report: dict[str, Any] = {
+        "domain": domain,
+        "exists": files.exists,
+        "damaged": files.damaged,
+        "files": [str(p) for p in files.all()],
+        "memory_bytes": files.memory_bytes(),
+        "pids": scan.pids_mapping(files.all()),
+        "owner_uid": files.owner_uid(),
+        "summary": None,
+        "queues": [],
+        "error": None,
+    }
+    if not files.exists:
+        return report
+    if files.damaged:
+        missing = "registry" if files.registry is None else "heap"
+        report["error"] = (
+            f"domain '{domain}' is damaged (its {missing} file is missing); "
+            f"remove it with `hakobu rm --domain {domain} --everything`"
+        )
+        report["queues"] = [
+            {**_queue_files_report(name, domain, path, scan), "error": "the domain is damaged"}
+            for name, path in sorted(files.queues.items())
+        ]
+        return report
+    try:
+        with _core.DomainAttachment(domain):
+            report["summary"] = summarize_domain(_core.domain_stats(domain))
+            report["queues"] = [queue_report(n, domain, p, scan) for n, p in sorted(files.queues.items())]
+    except Corrupt as error:
+        report["error"] = str(error)
+        if "--everything" not in report["error"]:  # older libraries suggest `hakobu rm --domain D` alone
+            report["error"] += f"; remove the whole domain with `hakobu rm --domain {domain} --everything`"
+    except HakobuError as error:
+        report["error"] = str(error)
+    return report
