@@ -33,7 +33,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "hakobu/buffer.hpp"
+#include "hakobu/message.hpp"
 
 namespace hakobu::detail {
 

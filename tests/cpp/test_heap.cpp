@@ -7,11 +7,11 @@
 #include <cstring>
 #include <set>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/queue.hpp"
 #include "memory/heap.hpp"
 #include "platform/os.hpp"
-#include "registry/domain_state.hpp"
 #include "test_support.hpp"
 
 namespace {

@@ -3,8 +3,8 @@
 
 #include <cstdlib>
 
+#include "domain/domain_state.hpp"
 #include "platform/os.hpp"
-#include "registry/domain_state.hpp"
 
 namespace hakobu {
 
