@@ -102,7 +102,8 @@ TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
   budget.spend(kBudgetBurstNs);
   EXPECT_EQ(budget.available(t0), 0);
   // After 4 ms of wall time, a share of it may be spun.
-  static_assert(4'000'000 / kBudgetShareDivisor < kBudgetBurstNs);
+  static_assert(4'000'000 / kBudgetShareDivisor < kBudgetBurstNs,
+                "the refill after 4 ms must stay below the burst, or the next check cannot see the share");
   EXPECT_EQ(budget.available(t0 + 4'000'000), 4'000'000 / kBudgetShareDivisor);
   // A spin that caught a message starts the window again.
   budget.spend(kBudgetBurstNs);
