@@ -252,18 +252,18 @@ Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
 // initializing is decided by its magic: 0 means nobody finished (a fresh file,
 // or a creator that failed or died half-way), which we may redo.
 Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
-  constexpr std::uint64_t registry_bytes = sizeof(RegistryHeader);
+  constexpr std::uint64_t kRegistryBytes = sizeof(RegistryHeader);
   auto info = platform::file_info(registry_fd_);
   if (!info) return to_open_error(info);
-  if (info->size < registry_bytes) {
+  if (info->size < kRegistryBytes) {
     // Backed with fallocate: a full /dev/shm is an error here, not a SIGBUS later.
-    if (auto r = platform::allocate(registry_fd_, 0, registry_bytes); !r) return abandon(to_open_error(r));
+    if (auto r = platform::allocate(registry_fd_, 0, kRegistryBytes); !r) return abandon(to_open_error(r));
   }
-  auto mapped = platform::map_shared(registry_fd_, registry_bytes);
+  auto mapped = platform::map_shared(registry_fd_, kRegistryBytes);
   if (!mapped) return to_open_error(mapped);
   registry_ = static_cast<RegistryHeader*>(*mapped);
   // A child of fork() must not hold the registry (and this process's liveness lock) through the mapping.
-  platform::keep_from_children(registry_, registry_bytes);
+  platform::keep_from_children(registry_, kRegistryBytes);
   const std::uint64_t magic = registry_->magic.load(std::memory_order_acquire);
   if (magic == 0) {
     if (auto r = create_registry(options); !r) return abandon(std::move(r).error());
