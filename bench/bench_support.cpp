@@ -330,7 +330,8 @@ void SharedRegion::reset() noexcept {
 // --- futex ----------------------------------------------------------------------------
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept {
-  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
+                "the futex word must be a plain 32-bit integer: std::atomic<uint32_t> carries extra state here");
   syscall(SYS_futex, &word, FUTEX_WAIT, expected, nullptr, nullptr, 0);
 }
 

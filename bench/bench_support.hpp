@@ -15,8 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "platform/os.hpp"
-
 namespace hakobu_bench {
 
 inline constexpr std::uint64_t kKiB = 1024;
@@ -31,7 +29,16 @@ inline constexpr std::uint64_t kStopSequence = ~std::uint64_t{0};
 /// stamped by the peer can be compared with one stamped by the leader.
 std::int64_t now_ns() noexcept;
 
-using hakobu::platform::cpu_relax;  // the library's pause instruction, for the baselines too
+/// One round of a spin loop: the pause instruction that the library's own spin
+/// loops use (src/platform/os.hpp), so that hakobu and the raw baselines spin
+/// alike. The bench uses only the public headers, hence this copy.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
 
 /// Waiting in a loop that polls shared memory: spin a little, then yield the
 /// CPU on every further round (the raw ring's "spin/yield" wait).

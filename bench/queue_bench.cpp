@@ -48,7 +48,7 @@
 //     NumPy put large buffers) vs the same memcpy from a private buffer. A copy
 //     whose destination sits a little after its source modulo 4 KiB runs into
 //     4K aliasing on some cores, so every offset is its own row. Targets
-//     (DESIGN.md): put <= 1.1x one memcpy at every offset; copy-out as fast.
+//     (docs/design.md): put <= 1.1x one memcpy at every offset; copy-out as fast.
 //
 // Private buffers are anonymous memory with ordinary pages, faulted in before
 // use; hakobu uses 4 KiB /dev/shm pages like the baselines unless --huge-pages.
@@ -758,7 +758,7 @@ int run_leader(const Config& config) {
   domain.reset();  // the last handle: the domain's files go now
 
   const double seconds = static_cast<double>(now_ns() - started) / 1e9;
-  std::printf("\nTargets (from DESIGN.md, measured as ratios in this run):\n");
+  std::printf("\nTargets (from docs/design.md, measured as ratios in this run):\n");
   std::size_t met = 0;
   for (const auto& t : report.targets()) {
     std::printf("   %-8s %-66s %s\n", verdict(t.met), t.target.c_str(), t.measured.c_str());

@@ -21,7 +21,7 @@
 #include <cstddef>
 #include <span>
 
-#include "hakobu/buffer.hpp"
+#include "hakobu/message.hpp"
 
 namespace hakobu::python {
 

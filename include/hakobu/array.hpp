@@ -51,15 +51,15 @@ struct DType {
   template <class T>
   static constexpr DType of() noexcept {
     static_assert(std::is_arithmetic_v<T>, "DType::of<T> needs an arithmetic type");
-    constexpr auto bits = static_cast<std::uint8_t>(sizeof(T) * 8);
+    constexpr auto kBits = static_cast<std::uint8_t>(sizeof(T) * 8);
     if constexpr (std::is_same_v<T, bool>) {
       return {DTypeCode::Bool, 8, 1};
     } else if constexpr (std::is_floating_point_v<T>) {
-      return {DTypeCode::Float, bits, 1};
+      return {DTypeCode::Float, kBits, 1};
     } else if constexpr (std::is_signed_v<T>) {
-      return {DTypeCode::Int, bits, 1};
+      return {DTypeCode::Int, kBits, 1};
     } else {
-      return {DTypeCode::UInt, bits, 1};
+      return {DTypeCode::UInt, kBits, 1};
     }
   }
 };

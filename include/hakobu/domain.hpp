@@ -16,13 +16,17 @@
 #include <string_view>
 #include <vector>
 
-#include "hakobu/buffer.hpp"
 #include "hakobu/error.hpp"
+#include "hakobu/message.hpp"
 
 namespace hakobu {
 
 namespace detail {
 class DomainState;
+/// The library's one way to make a Domain handle on an attachment it already
+/// holds (`Queue::domain()`); defined in src/domain/domain_state.hpp, which is
+/// not installed. Not API.
+struct DomainAccess;
 }  // namespace detail
 
 /// Whether a domain's large blocks live in reserved huge pages.
@@ -118,7 +122,7 @@ class Domain {
   static void leave_all_at_exit() noexcept;
 
  private:
-  friend class Queue;
+  friend struct detail::DomainAccess;
   explicit Domain(std::shared_ptr<detail::DomainState> state) noexcept : state_(std::move(state)) {}
   std::shared_ptr<detail::DomainState> state_;
 };

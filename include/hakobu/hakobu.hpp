@@ -3,9 +3,9 @@
 #pragma once
 
 #include "hakobu/array.hpp"         // IWYU pragma: export
-#include "hakobu/buffer.hpp"        // IWYU pragma: export
 #include "hakobu/domain.hpp"        // IWYU pragma: export
 #include "hakobu/domain_files.hpp"  // IWYU pragma: export
 #include "hakobu/error.hpp"         // IWYU pragma: export
+#include "hakobu/message.hpp"       // IWYU pragma: export
 #include "hakobu/queue.hpp"         // IWYU pragma: export
 #include "hakobu/version.hpp"       // IWYU pragma: export

@@ -21,9 +21,9 @@
 #include <string_view>
 
 #include "hakobu/array.hpp"
-#include "hakobu/buffer.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
+#include "hakobu/message.hpp"
 
 namespace hakobu {
 

@@ -29,7 +29,8 @@ struct ArrayMetaHeader {
   std::uint32_t data_attachment;  ///< 0: elements follow; i + 1: in attachment i
   std::uint32_t reserved;
 };
-static_assert(sizeof(ArrayMetaHeader) == 32);
+static_assert(sizeof(ArrayMetaHeader) == 32,
+              "the array metadata header is 32 bytes in every message: its layout changed (wire format)");
 
 bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
   return __builtin_mul_overflow(a, b, &out);

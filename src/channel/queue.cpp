@@ -12,10 +12,11 @@
 #include <optional>
 #include <utility>
 
+#include "channel/message_access.hpp"
 #include "channel/ring.hpp"
 #include "channel/waiting.hpp"
+#include "domain/domain_state.hpp"
 #include "platform/os.hpp"
-#include "registry/domain_state.hpp"
 #include "support/kill_point.hpp"
 
 namespace hakobu {
@@ -688,11 +689,8 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
       return Attempt::Corrupt;
     }
     if (block == 0) {
-      if (length > 0) std::memcpy(sample.inline_, inline_data(s), length);
+      MessageAccess::fill_inline(sample, inline_data(s), length, static_cast<MessageKind>(kind));
       release_slot(s, position);
-      sample.size_ = length;
-      sample.kind_ = static_cast<MessageKind>(kind);
-      sample.valid_ = true;
     } else {
       domain->fill_holding(*holding, block);  // listed before the ring lets go of it
       kill_point("get.listed");
@@ -981,7 +979,7 @@ void Queue::unwatch(const WakeSocket& socket, Readiness readiness, std::uint16_t
 }
 
 Domain Queue::domain() const {
-  return Domain(state_ ? state_->domain : nullptr);
+  return detail::DomainAccess::wrap(state_ ? state_->domain : nullptr);
 }
 
 // --- sending -----------------------------------------------------------------------------
@@ -1031,10 +1029,12 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
 Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds timeout) {
   if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
   auto& q = *state_;
-  if (!loan.valid() || loan.domain_ != q.domain || loan.fork_epoch_ != detail::fork_epoch()) {
+  using detail::MessageAccess;
+  if (!loan.valid() || MessageAccess::domain(loan) != q.domain.get() ||
+      MessageAccess::fork_epoch(loan) != detail::fork_epoch()) {
     return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
   }
-  if (loan.kind_ == MessageKind::Array) {
+  if (loan.kind() == MessageKind::Array) {
     // Refuse here what the receiver would refuse: metadata that does not match
     // the elements (e.g. an array by reference whose data was never attached).
     if (auto view = loan.array(); !view) return {PutError::Invalid, view.error().message};
@@ -1042,17 +1042,14 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   const Attempt outcome =
       q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
         return q.try_send(blocker, [&](detail::SlotHeader& s) {
-          s.kind = static_cast<std::uint8_t>(loan.kind_);
-          s.length = loan.size_;
-          s.block = loan.block_;
-          q.domain->clear_holding(loan.holding_);  // the reference moves to the ring: unlisted first
+          s.kind = static_cast<std::uint8_t>(loan.kind());
+          s.length = loan.bytes().size();
+          s.block = MessageAccess::block(loan);
+          q.domain->clear_holding(MessageAccess::holding(loan));  // the reference moves to the ring: unlisted first
         });
       });
   if (outcome != Attempt::Done) return put_failure(outcome, q.name);
-  loan.domain_.reset();
-  loan.data_ = nullptr;
-  loan.block_ = 0;
-  loan.size_ = 0;
+  MessageAccess::hand_over(loan);
   return {};
 }
 

@@ -33,7 +33,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "hakobu/buffer.hpp"
+#include "hakobu/message.hpp"
 
 namespace hakobu::detail {
 
@@ -60,7 +60,8 @@ constexpr std::uint32_t control_token(std::uint64_t control) noexcept {
 constexpr std::int64_t position_diff(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::int32_t>(static_cast<std::uint32_t>(a - b));
 }
-static_assert(position_diff(0, kPositionMask) == 1 && position_diff(kPositionMask, 0) == -1);
+static_assert(position_diff(0, kPositionMask) == 1 && position_diff(kPositionMask, 0) == -1,
+              "position_diff must see across the wrap of the 32-bit ring positions");
 
 /// Message kind of a slot whose producer died before publishing.
 inline constexpr std::uint8_t kTombstone = 0;
@@ -74,7 +75,8 @@ struct SlotHeader {
   std::uint64_t block;   ///< heap offset of the payload's block; 0: payload inline
 };
 inline constexpr std::size_t kSlotHeaderBytes = sizeof(SlotHeader);
-static_assert(kSlotHeaderBytes == 32 && std::is_standard_layout_v<SlotHeader>);
+static_assert(kSlotHeaderBytes == 32, "a ring slot's header is 32 bytes in shared memory: its layout changed");
+static_assert(std::is_standard_layout_v<SlotHeader>, "SlotHeader lives in shared memory: it must be standard-layout");
 
 inline constexpr std::uint32_t kQueueUnlinked = 1;
 
@@ -135,7 +137,8 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::uint64_t> get_watchers[kWatcherSlots];  ///< signalled by puts (see above)
   alignas(64) std::atomic<std::uint64_t> put_watchers[kWatcherSlots];  ///< signalled by gets
 };
-static_assert(std::is_standard_layout_v<QueueHeader> && sizeof(QueueHeader) % 64 == 0);
+static_assert(std::is_standard_layout_v<QueueHeader>, "QueueHeader lives in shared memory: it must be standard-layout");
+static_assert(sizeof(QueueHeader) % 64 == 0, "the ring's slots start on a cache line after the queue header");
 
 /// Lock bytes on the queue file (open-file-description locks).
 inline constexpr std::uint64_t kQueueInitLockByte = 0;       ///< shared while attaching, exclusive while draining

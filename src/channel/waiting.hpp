@@ -70,7 +70,9 @@ constexpr std::int64_t bucket_bound(int b) noexcept {
   return b >= kWaitBuckets - 1 ? INT64_MAX : std::int64_t{1} << (b + 10);
 }
 static_assert(wait_bucket(0) == 0 && wait_bucket(1023) == 0 && wait_bucket(1024) == 1 &&
-              wait_bucket(INT64_MAX) == kWaitBuckets - 1 && bucket_bound(9) == kMaxAdaptiveSpinNs);
+                  wait_bucket(INT64_MAX) == kWaitBuckets - 1,
+              "wait_bucket: bucket 0 is below 1 us, each next one doubles, the last takes every longer wait");
+static_assert(bucket_bound(9) == kMaxAdaptiveSpinNs, "the adaptive spin's limit is the bound of wait bucket 9");
 
 /// The waits of one side of one handle.
 class WaitHistory {

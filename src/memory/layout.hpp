@@ -66,7 +66,8 @@ constexpr unsigned class_for(std::uint64_t total) noexcept {
   return 4U * (exponent - 8U) + static_cast<unsigned>(quarters - 4U);
 }
 static_assert(class_bytes(class_for(257)) == 320 && class_bytes(class_for(512)) == 512 &&
-              class_bytes(class_for(513)) == 640 && class_bytes(class_for(1ULL << 30)) == (1ULL << 30));
+                  class_bytes(class_for(513)) == 640 && class_bytes(class_for(1ULL << 30)) == (1ULL << 30),
+              "size classes: four per power of two, and class_for picks the smallest class that holds the size");
 
 /// Alignment of a block of `bytes`: 2 MiB for huge-page-sized blocks, a page
 /// for page-sized ones (so their pages can be returned), else a cache line.
@@ -137,13 +138,16 @@ constexpr std::uint64_t payload_shift_for(std::uintptr_t block_address, std::uin
   const std::uint64_t natural = (block_address + 64 + anchor) % kPlacementPage;
   return (offset + kPlacementPage - natural) % kPlacementPage;
 }
-static_assert(placement_offset(0, CopyPlacement::AwayFromAliasing) == 2048 &&
-              placement_offset(0x7f0000000010, CopyPlacement::AwayFromAliasing) == 2048 &&
-              placement_offset(0x7f0000000040, CopyPlacement::AwayFromAliasing) == 64 &&
-              placement_offset(0x7f0000000850, CopyPlacement::AwayFromAliasing) == 2112 &&
-              placement_offset(0x7f0000000ff0, CopyPlacement::AwayFromAliasing) == 2048 &&
-              placement_offset(0x7f0000000850, CopyPlacement::PageStart) == 0);
-static_assert(payload_shift_for(0x10000, 0, 2048) == 1984 && payload_shift_for(0x10000, 128, 64) == 3968);
+static_assert(
+    placement_offset(0, CopyPlacement::AwayFromAliasing) == 2048 &&
+        placement_offset(0x7f0000000010, CopyPlacement::AwayFromAliasing) == 2048 &&
+        placement_offset(0x7f0000000040, CopyPlacement::AwayFromAliasing) == 64 &&
+        placement_offset(0x7f0000000850, CopyPlacement::AwayFromAliasing) == 2112 &&
+        placement_offset(0x7f0000000ff0, CopyPlacement::AwayFromAliasing) == 2048 &&
+        placement_offset(0x7f0000000850, CopyPlacement::PageStart) == 0,
+    "placement_offset: the source's page offset rounded down to 64 in [64, 3072], else mid-page; 0 for PageStart");
+static_assert(payload_shift_for(0x10000, 0, 2048) == 1984 && payload_shift_for(0x10000, 128, 64) == 3968,
+              "payload_shift_for: the shift that puts the anchor byte at the wanted offset within its page");
 
 // --- heap blocks ----------------------------------------------------------------
 /// Most attachments one block may hold.
@@ -166,7 +170,9 @@ struct BlockHeader {
   std::uint64_t attachment_table;            ///< payload offset of the attachments' heap offsets
   std::uint64_t reserved2[2];
 };
-static_assert(sizeof(BlockHeader) == kBlockHeaderBytes && std::is_standard_layout_v<BlockHeader>);
+static_assert(sizeof(BlockHeader) == kBlockHeaderBytes,
+              "a block header's size is part of the heap's layout: its fields changed without kBlockHeaderBytes");
+static_assert(std::is_standard_layout_v<BlockHeader>, "BlockHeader lives in shared memory: it must be standard-layout");
 
 /// A lock-free stack of free blocks of one class. The head packs the block
 /// offset / 64 (40 bits, heaps up to 64 TiB) with a 24-bit tag against ABA.
@@ -213,7 +219,8 @@ struct ProcessSlot {
   std::atomic<std::uint64_t> holdings_used;      ///< entries [0, used) may be non-zero
   std::uint64_t reserved1[3];
 };
-static_assert(sizeof(ProcessSlot) == 64 && std::is_standard_layout_v<ProcessSlot>);
+static_assert(sizeof(ProcessSlot) == 64, "a process slot is one cache line of the registry: its layout changed");
+static_assert(std::is_standard_layout_v<ProcessSlot>, "ProcessSlot lives in shared memory: it must be standard-layout");
 
 /// Byte offsets of the open-file-description locks on the registry file.
 inline constexpr std::uint64_t kInitLockByte = 0;       ///< exclusive while initializing
@@ -257,7 +264,8 @@ struct RegistryHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): ho
   FreeList free_lists[kSizeClassCount];
   ProcessSlot processes[kMaxProcesses];
 };
-static_assert(std::is_standard_layout_v<RegistryHeader>);
+static_assert(std::is_standard_layout_v<RegistryHeader>,
+              "RegistryHeader lives in shared memory: it must be standard-layout");
 
 /// The heap's first block starts here (offset 0 means "no block").
 inline constexpr std::uint64_t kHeapStart = 4096;

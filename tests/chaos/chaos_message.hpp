@@ -122,7 +122,7 @@ struct Record {
   std::uint16_t forwarder = 0;
   std::uint32_t consumer = 0;
 };
-static_assert(sizeof(Record) == 32);
+static_assert(sizeof(Record) == 32, "a consumer's record is 32 bytes in the log the checker reads: its layout changed");
 
 // Record flags: how the message travelled, and whether it failed checks.
 constexpr std::uint16_t kInShared = 1;      // in a block of the heap (not inline)

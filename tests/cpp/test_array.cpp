@@ -1,11 +1,10 @@
-// Unit tests: array metadata (write, parse, bounds checks) and size classes.
+// Unit tests: array metadata (write, parse, bounds checks).
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <vector>
 
 #include "hakobu/array.hpp"
-#include "memory/layout.hpp"
 
 namespace {
 
@@ -134,22 +133,6 @@ TEST(Array, ContiguousBytesDetectsOverflow) {
   EXPECT_FALSE(hakobu::contiguous_bytes(DType::of<double>(), negative));
   const std::int64_t ok[] = {128, 1024, 1024};
   EXPECT_EQ(*hakobu::contiguous_bytes(DType::of<double>(), ok), std::size_t{1} << 30);
-}
-
-TEST(SizeClasses, CoverEverySizeWithAtMostAQuarterWaste) {
-  using hakobu::detail::class_bytes;
-  using hakobu::detail::class_for;
-  for (std::uint64_t total = 1; total < (std::uint64_t{1} << 36); total = total * 3 / 2 + 7) {
-    const unsigned c = class_for(total);
-    ASSERT_LT(c, hakobu::detail::kSizeClassCount);
-    EXPECT_GE(class_bytes(c), total);
-    if (c > 0) {
-      EXPECT_LT(class_bytes(c - 1), total) << "not the smallest class for " << total;
-    }
-    if (total > 256) {
-      EXPECT_LE(class_bytes(c), total + total / 4 + 64);
-    }
-  }
 }
 
 }  // namespace

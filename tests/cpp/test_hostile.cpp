@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "channel/ring.hpp"
+#include "domain/domain_state.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/queue.hpp"
 #include "memory/heap.hpp"
-#include "registry/domain_state.hpp"
 #include "test_support.hpp"
 
 namespace {

@@ -43,10 +43,10 @@
 #include <vector>
 
 #include "channel/ring.hpp"
+#include "domain/domain_state.hpp"
 #include "hakobu/hakobu.hpp"
 #include "memory/layout.hpp"
 #include "message_stamp.hpp"
-#include "registry/domain_state.hpp"
 #include "test_queues.hpp"
 #include "test_support.hpp"
 

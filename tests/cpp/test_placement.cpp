@@ -8,9 +8,9 @@
 #include <numeric>
 #include <vector>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/queue.hpp"
 #include "memory/heap.hpp"
-#include "registry/domain_state.hpp"
 #include "test_queues.hpp"
 #include "test_support.hpp"
 

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/hakobu.hpp"
-#include "registry/domain_state.hpp"
 #include "test_queues.hpp"
 #include "test_support.hpp"
 

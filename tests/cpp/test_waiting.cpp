@@ -1,6 +1,6 @@
 // Unit tests: how blocking calls wait (latency modes, the adaptive spin's
 // history and budget) and event-loop wake-ups (WakeSocket, Queue::watch).
-// Suite "Queue" so that the ThreadSanitizer run (`^Queue\.`) includes them.
+// The ThreadSanitizer run of .ci/run includes suite "Waiting".
 // No test asserts a duration: CPU time is compared with wall time as a
 // behavioural bound, and every wait has a generous timeout as a watchdog.
 #include <fcntl.h>
@@ -65,7 +65,7 @@ std::vector<std::uint16_t> drain(WakeSocket& socket) {
 
 // --- the adaptive plan --------------------------------------------------------------------
 
-TEST(Queue, WaitHistoryPlansSpinsThatCoverRecentWaits) {
+TEST(Waiting, WaitHistoryPlansSpinsThatCoverRecentWaits) {
   using namespace hakobu::detail;
   WaitHistory fresh;
   EXPECT_EQ(fresh.planned_spin(), kMaxAdaptiveSpinNs) << "without history it explores with the longest spin";
@@ -94,7 +94,7 @@ TEST(Queue, WaitHistoryPlansSpinsThatCoverRecentWaits) {
   EXPECT_LE(mixed.planned_spin(), kMaxAdaptiveSpinNs);
 }
 
-TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
+TEST(Waiting, SpinBudgetRefillsAtAShareOfWallTime) {
   using namespace hakobu::detail;
   SpinBudget budget;
   const std::int64_t t0 = 1'000'000'000;
@@ -102,7 +102,8 @@ TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
   budget.spend(kBudgetBurstNs);
   EXPECT_EQ(budget.available(t0), 0);
   // After 4 ms of wall time, a share of it may be spun.
-  static_assert(4'000'000 / kBudgetShareDivisor < kBudgetBurstNs);
+  static_assert(4'000'000 / kBudgetShareDivisor < kBudgetBurstNs,
+                "the refill after 4 ms must stay below the burst, or the next check cannot see the share");
   EXPECT_EQ(budget.available(t0 + 4'000'000), 4'000'000 / kBudgetShareDivisor);
   // A spin that caught a message starts the window again.
   budget.spend(kBudgetBurstNs);
@@ -114,7 +115,7 @@ TEST(Queue, SpinBudgetRefillsAtAShareOfWallTime) {
 
 // --- modes ----------------------------------------------------------------------------------
 
-TEST(Queue, LatencyModesAreValidatedAndSettable) {
+TEST(Waiting, LatencyModesAreValidatedAndSettable) {
   hakobu::QueueOptions bad;
   bad.latency = static_cast<Latency>(9);
   auto refused = Queue::create(hakobu::test::unique_name("w"), bad);
@@ -143,7 +144,7 @@ TEST(Queue, LatencyModesAreValidatedAndSettable) {
   EXPECT_GT(q.planned_spin_ns(), 0);
 }
 
-TEST(Queue, IdleReceiverUsesLittleCpuAfterItsSpinBudget) {
+TEST(Waiting, IdleReceiverUsesLittleCpuAfterItsSpinBudget) {
   // A receiver blocked with no sender: spinning is bounded by the budget, so
   // its CPU time is far below the wall time (a behavioural bound, not a speed).
   for (const Latency mode : {Latency::Adaptive, Latency::Sleep}) {
@@ -162,7 +163,7 @@ TEST(Queue, IdleReceiverUsesLittleCpuAfterItsSpinBudget) {
   }
 }
 
-TEST(Queue, PingPongInEveryModeLosesNothing) {
+TEST(Waiting, PingPongInEveryModeLosesNothing) {
   for (const Latency mode : {Latency::Adaptive, Latency::Spin, Latency::Sleep, Latency::Fixed}) {
     auto ping = make_queue(4, mode);
     Unlinker cleanup_ping{ping};
@@ -193,7 +194,7 @@ TEST(Queue, PingPongInEveryModeLosesNothing) {
   }
 }
 
-TEST(Queue, PerCallLatencyLeavesTheHandlesMode) {
+TEST(Waiting, PerCallLatencyLeavesTheHandlesMode) {
   auto q = make_queue();
   Unlinker cleanup{q};
   q.set_latency(Latency::Spin);
@@ -207,7 +208,7 @@ TEST(Queue, PerCallLatencyLeavesTheHandlesMode) {
   EXPECT_EQ(q.latency(), Latency::Spin);
 }
 
-TEST(Queue, SpinUntilReadyTakesNothing) {
+TEST(Waiting, SpinUntilReadyTakesNothing) {
   auto q = make_queue(2);
   Unlinker cleanup{q};
   EXPECT_FALSE(q.spin_until_ready(Readiness::Readable, 100us));
@@ -223,7 +224,7 @@ TEST(Queue, SpinUntilReadyTakesNothing) {
 
 // --- event-loop wake-ups ----------------------------------------------------------------------
 
-TEST(Queue, WatchedPutSignalsTheWakeSocket) {
+TEST(Waiting, WatchedPutSignalsTheWakeSocket) {
   auto q = make_queue();
   Unlinker cleanup{q};
   auto socket = WakeSocket::open();
@@ -238,7 +239,7 @@ TEST(Queue, WatchedPutSignalsTheWakeSocket) {
   EXPECT_FALSE(readable_now(socket->fd())) << "a put after unwatch sends nothing (sendto completes before put returns)";
 }
 
-TEST(Queue, WatchedGetSignalsRoomToPutters) {
+TEST(Waiting, WatchedGetSignalsRoomToPutters) {
   auto q = make_queue(2);
   Unlinker cleanup{q};
   const int x = 1;
@@ -253,7 +254,7 @@ TEST(Queue, WatchedGetSignalsRoomToPutters) {
   q.unwatch(*socket, Readiness::Writable, 3);
 }
 
-TEST(Queue, WatcherTableIsBoundedAndForgetsClosedSockets) {
+TEST(Waiting, WatcherTableIsBoundedAndForgetsClosedSockets) {
   auto q = make_queue();
   Unlinker cleanup{q};
   std::vector<WakeSocket> sockets;
@@ -278,7 +279,7 @@ TEST(Queue, WatcherTableIsBoundedAndForgetsClosedSockets) {
   q.unwatch(*extra, Readiness::Readable, 2);
 }
 
-TEST(Queue, UnlinkAndCloseSignalWatchers) {
+TEST(Waiting, UnlinkAndCloseSignalWatchers) {
   auto q = make_queue();
   auto socket = WakeSocket::open();
   ASSERT_TRUE(socket);
@@ -299,7 +300,7 @@ TEST(Queue, UnlinkAndCloseSignalWatchers) {
   other->unwatch(*socket, Readiness::Writable, 12);
 }
 
-TEST(Queue, ForeignDatagramsAreDropped) {
+TEST(Waiting, ForeignDatagramsAreDropped) {
   auto socket = WakeSocket::open();
   ASSERT_TRUE(socket);
   auto sender = hakobu::platform::datagram_socket();
@@ -320,7 +321,7 @@ TEST(Queue, ForeignDatagramsAreDropped) {
 // The watcher table is shared memory: forged entries and counts must cost at
 // most spurious wake-ups of this user's own sockets, and entries naming no
 // socket are emptied by the first put that finds them.
-TEST(Queue, ForgedWatcherEntriesCostOnlySpuriousWakeUps) {
+TEST(Waiting, ForgedWatcherEntriesCostOnlySpuriousWakeUps) {
   auto q = make_queue(4);
   Unlinker cleanup{q};
   auto socket = WakeSocket::open();

@@ -37,10 +37,10 @@
 #include <vector>
 
 #include "channel/ring.hpp"
+#include "domain/domain_state.hpp"
 #include "fuzz_support.hpp"
 #include "hakobu/hakobu.hpp"
 #include "memory/heap.hpp"
-#include "registry/domain_state.hpp"
 
 namespace {
 

@@ -186,8 +186,10 @@ void put(std::vector<std::byte>& image, std::size_t offset, std::size_t width, s
 }
 
 void damage(hakobu::fuzz::Input& in, std::vector<std::byte>& registry, std::vector<std::byte>& heap) {
-  static_assert(kHeaderOps == kSlotOps && kSlotOps + 6 * 8 == kFreeListOps &&
-                kFreeListOps + hakobu::detail::kSizeClassCount == kPageMapOps);
+  static_assert(
+      kHeaderOps == kSlotOps && kSlotOps + 6 * 8 == kFreeListOps &&
+          kFreeListOps + hakobu::detail::kSizeClassCount == kPageMapOps,
+      "the op ranges must follow each other: header fields, 6 slots x 8 fields, a free-list head per size class");
   while (!in.empty()) {
     const unsigned op = in.u8();
     if (op < kSlotOps) {

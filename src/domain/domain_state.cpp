@@ -1,5 +1,5 @@
 // hakobu — a process's attachment to a domain (rules in domain_state.hpp).
-#include "registry/domain_state.hpp"
+#include "domain/domain_state.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,6 +13,7 @@
 #include <new>
 #include <set>
 
+#include "channel/message_access.hpp"
 #include "platform/os.hpp"
 #include "support/kill_point.hpp"
 
@@ -247,18 +248,18 @@ Result<void, OpenError> DomainState::open_files(const DomainOptions& options) {
 // initializing is decided by its magic: 0 means nobody finished (a fresh file,
 // or a creator that failed or died half-way), which we may redo.
 Result<void, OpenError> DomainState::initialize(const DomainOptions& options) {
-  constexpr std::uint64_t registry_bytes = sizeof(RegistryHeader);
+  constexpr std::uint64_t kRegistryBytes = sizeof(RegistryHeader);
   auto info = platform::file_info(registry_fd_);
   if (!info) return to_open_error(info);
-  if (info->size < registry_bytes) {
+  if (info->size < kRegistryBytes) {
     // Backed with fallocate: a full /dev/shm is an error here, not a SIGBUS later.
-    if (auto r = platform::allocate(registry_fd_, 0, registry_bytes); !r) return abandon(to_open_error(r));
+    if (auto r = platform::allocate(registry_fd_, 0, kRegistryBytes); !r) return abandon(to_open_error(r));
   }
-  auto mapped = platform::map_shared(registry_fd_, registry_bytes);
+  auto mapped = platform::map_shared(registry_fd_, kRegistryBytes);
   if (!mapped) return to_open_error(mapped);
   registry_ = static_cast<RegistryHeader*>(*mapped);
   // A child of fork() must not hold the registry (and this process's liveness lock) through the mapping.
-  platform::keep_from_children(registry_, registry_bytes);
+  platform::keep_from_children(registry_, kRegistryBytes);
   const std::uint64_t magic = registry_->magic.load(std::memory_order_acquire);
   if (magic == 0) {
     if (auto r = create_registry(options); !r) return abandon(std::move(r).error());
@@ -664,28 +665,25 @@ Result<Loan, LoanError> DomainState::make_loan(std::uint64_t payload_bytes, Mess
   kill_point("loan.allocated");
   fill_holding(*holding, *block);
   if (attachments > 0) heap_.header(*block)->attachment_table = table;
-  Loan loan;
-  loan.domain_ = shared_from_this();
-  loan.block_ = *block;
-  loan.holding_ = *holding;
-  loan.fork_epoch_ = epoch_;
-  loan.data_ = heap_.payload(*block);
-  loan.size_ = payload_bytes;
-  loan.attachment_capacity_ = static_cast<std::uint32_t>(attachments);
-  loan.kind_ = kind;
-  return loan;
+  return MessageAccess::make_loan({.domain = shared_from_this(),
+                                   .block = *block,
+                                   .holding = *holding,
+                                   .fork_epoch = epoch_,
+                                   .data = heap_.payload(*block),
+                                   .size = payload_bytes,
+                                   .attachments = static_cast<std::uint32_t>(attachments),
+                                   .kind = kind});
 }
 
 void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::byte* payload, std::uint32_t holding,
                               std::uint64_t size, MessageKind kind) {
-  sample.domain_ = shared_from_this();
-  sample.block_ = block;
-  sample.holding_ = holding;
-  sample.fork_epoch_ = epoch_;
-  sample.shared_data_ = payload;  // from Heap::checked_payload: not re-read from the block header
-  sample.size_ = size;
-  sample.kind_ = kind;
-  sample.valid_ = true;
+  MessageAccess::fill_shared(sample, {.domain = shared_from_this(),
+                                      .block = block,
+                                      .holding = holding,
+                                      .fork_epoch = epoch_,
+                                      .data = payload,  // from Heap::checked_payload: not re-read from the block header
+                                      .size = size,
+                                      .kind = kind});
 }
 
 // Called by the last process attached: nobody is creating a queue, so a

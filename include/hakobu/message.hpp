@@ -1,4 +1,4 @@
-// hakobu — message buffers: loans (being written) and samples (received).
+// hakobu — messages: loans (being written) and samples (received).
 //
 // Both are move-only handles on one reference to a block of the domain's
 // shared heap (or, for a small received message, on a private copy of it).
@@ -19,7 +19,10 @@ namespace hakobu {
 
 namespace detail {
 class DomainState;
-class QueueState;
+/// The library's one way into the private parts of loans and samples (how
+/// the domain makes them and queues send and fill them); defined in
+/// src/channel/message_access.hpp, which is not installed. Not API.
+struct MessageAccess;
 }  // namespace detail
 
 /// What a message contains; travels with the message.
@@ -72,8 +75,7 @@ class Loan {
   explicit operator bool() const noexcept { return valid(); }
 
  private:
-  friend class Queue;
-  friend class detail::DomainState;
+  friend struct detail::MessageAccess;
   void release() noexcept;
   Result<std::size_t, AttachError> attach_block(std::uint64_t block, const detail::DomainState* domain);
 
@@ -121,10 +123,7 @@ class Sample {
   [[nodiscard]] std::uint64_t block_offset() const noexcept { return block_; }
 
  private:
-  friend class Queue;
-  friend class Loan;
-  friend class detail::DomainState;
-  friend class detail::QueueState;
+  friend struct detail::MessageAccess;
   [[nodiscard]] std::byte* data() const noexcept {
     return block_ != 0 ? shared_data_
                        : const_cast<std::byte*>(inline_);  // NOLINT(cppcoreguidelines-pro-type-const-cast)

@@ -38,11 +38,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
-#include "hakobu/buffer.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
+#include "hakobu/message.hpp"
 #include "memory/heap.hpp"
 #include "memory/layout.hpp"
 #include "platform/os.hpp"
@@ -193,6 +194,12 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   // reserves and returns an entry without taking the mutex.
   std::atomic<std::int64_t> spare_holding_{-1};
   std::atomic<bool> left_{false};  // leave() ran: the holdings table is gone
+};
+
+/// The only friend of `Domain` (include/hakobu/domain.hpp): hands out public
+/// handles on an attachment, for the library's own types (a queue's domain).
+struct DomainAccess {
+  [[nodiscard]] static Domain wrap(std::shared_ptr<DomainState> state) noexcept { return Domain(std::move(state)); }
 };
 
 }  // namespace hakobu::detail

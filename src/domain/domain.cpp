@@ -3,9 +3,9 @@
 
 #include <cstdlib>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/domain_files.hpp"
 #include "platform/os.hpp"
-#include "registry/domain_state.hpp"
 
 namespace hakobu {
 

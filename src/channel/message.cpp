@@ -1,10 +1,11 @@
 // hakobu — loans and samples.
-#include "hakobu/buffer.hpp"
+#include "hakobu/message.hpp"
 
 #include <cstring>
 #include <utility>
 
-#include "registry/domain_state.hpp"
+#include "channel/message_access.hpp"
+#include "domain/domain_state.hpp"
 #include "support/kill_point.hpp"
 
 namespace hakobu {
@@ -125,16 +126,19 @@ Result<std::size_t, AttachError> Loan::attach(const Loan& source) {
 }
 
 Result<std::size_t, AttachError> Loan::attach(const Sample& source) {
-  return attach_block(source.valid() ? source.block_ : 0, source.domain_.get());
+  return attach_block(source.valid() ? source.block_offset() : 0, detail::MessageAccess::domain(source));
 }
 
 Result<std::size_t, AttachError> Loan::attach(const Sample& source, std::size_t index) {
-  if (!source.valid() || source.block_ == 0) return {AttachError::NotShared, "the message has no attachments"};
-  const std::uint64_t child = attachment_of(source.domain_->heap(), source.block_, index);
-  if (child == 0 || !source.domain_->heap().check_block(child, 0)) {
+  if (!source.valid() || source.block_offset() == 0) {
+    return {AttachError::NotShared, "the message has no attachments"};
+  }
+  detail::DomainState* const domain = detail::MessageAccess::domain(source);
+  const std::uint64_t child = attachment_of(domain->heap(), source.block_offset(), index);
+  if (child == 0 || !domain->heap().check_block(child, 0)) {
     return {AttachError::Invalid, "the message has no valid attachment " + std::to_string(index)};
   }
-  return attach_block(child, source.domain_.get());
+  return attach_block(child, domain);
 }
 
 Sample::Sample(Sample&& other) noexcept {
