@@ -4,7 +4,7 @@
 >>> with hakobu.Pool() as pool:
 ...     results = pool.map(np.fft.fft2, images)    # arrays travel through shared memory
 
-Both are thin front-ends over one engine (_pool.py): they turn calls into
+Both are thin front-ends over one engine (_pool/engine.py): they turn calls into
 tasks (chunks of calls) and give each task's outcome to a result object of
 multiprocessing (ApplyResult, MapResult, IMapIterator) or to a
 concurrent.futures.Future. A worker that dies fails only the task it was
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import _checks, _errors
-from ._pool import (
+from ._pool.engine import (
     CLOSE,
     MODE_ARG,
     MODE_CALL,
@@ -326,7 +326,7 @@ class Pool:
         self._finalizer = weakref.finalize(
             self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>"
         )
-        self._finalizer.atexit = False  # at exit, _pool._at_exit terminates it
+        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit terminates it
 
     # --- one call ----------------------------------------------------------------------
 
@@ -622,7 +622,7 @@ class Executor(concurrent.futures.Executor):
         )
         # Garbage-collected: the work goes on, then the workers exit (as concurrent.futures does).
         self._finalizer = weakref.finalize(self, self._engine.close)
-        self._finalizer.atexit = False  # at exit, _pool._at_exit lets the work finish
+        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit lets the work finish
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Schedules ``fn(*args, **kwargs)``; returns its Future."""

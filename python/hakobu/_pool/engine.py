@@ -6,7 +6,7 @@ processes lives here, once.
 
 Design
 ------
-* Workers are fresh interpreters (``python -m hakobu._worker``, see
+* Workers are fresh interpreters (``python -m hakobu._pool.worker``, see
   _worker.py), each in its own process group. Each has an inbox queue;
   all share one results queue. The parent creates every queue (names
   ``pool-<pid>-<token>-in-<n>`` and ``-out``) and removes them when a worker
@@ -131,9 +131,9 @@ from typing import Any, Callable, Optional, Protocol
 import cloudpickle
 import numpy as np
 
-from . import _codec, _core, _errors
-from ._arrays import zeros
-from ._queue import Queue
+from .. import _codec, _core, _errors
+from .._arrays import zeros
+from .._queue import Queue
 
 # Frame tags (see "Messages" above). HELLO is the first element of a tuple, the others a frame's first byte.
 HELLO, TASKS, STOP, READY, INIT_FAILED, DONE, BYE = 1, 2, 3, 4, 5, 6, 7
@@ -1189,7 +1189,7 @@ class Engine:
                 sys.executable,
                 *flags,
                 "-m",
-                "hakobu._worker",
+                "hakobu._pool.worker",
                 inbox.name,
                 self._results_name,
                 str(number),
@@ -1262,7 +1262,7 @@ class Engine:
                     _errors.BrokenPool(
                         f"worker processes exit before they are ready (worker {worker.number}, pid "
                         f"{worker.process.pid}, {worker.how_it_ended()}); see their error output above. "
-                        "Check that `python -m hakobu._worker` runs in this environment"
+                        "Check that `python -m hakobu._pool.worker` runs in this environment"
                     )
                 )
         if not tasks:

@@ -1,13 +1,13 @@
-"""A pool worker process: ``python -m hakobu._worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
+"""A pool worker process: ``python -m hakobu._pool.worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
 
-The engine (_pool.py, which also describes the messages) starts each worker as
+The engine (engine.py, which also describes the messages) starts each worker as
 a fresh interpreter: nothing is forked. The worker takes the parent's
 sys.path and argv from its first message (and inherits its working
 directory), runs the initializer, then runs tasks from its inbox until told
 to stop or its inbox goes away. It runs the parent's main script (as
 ``__mp_main__``, its main guard false) only if a task names a function or
 class of it, which the parent does only for a script with a main guard (see
-"Pickling" in _pool.py): scripts without one and notebooks are never run
+"Pickling" in engine.py): scripts without one and notebooks are never run
 again, their functions travel by value.
 
 A worker exits by itself when its parent dies (PR_SET_PDEATHSIG with SIGHUP,
@@ -35,8 +35,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _core, _errors, _pool
-from ._pool import (
+from .. import _core, _errors
+from . import engine as _pool
+from .engine import (
     BYE,
     DONE,
     FUNCTION_RECORD,
@@ -58,7 +59,7 @@ from ._pool import (
     results_frame,
     unpack,
 )
-from ._queue import Queue
+from .._queue import Queue
 
 _PARENT_WATCH_SECONDS = 0.5
 # How long a hang-up waits to see whether the whole parent is exiting.
@@ -91,7 +92,7 @@ class _Unloadable:
 
 class _MainScript:
     """The parent's main script, run once as module ``__mp_main__`` the first time a task needs
-    one of its names (see "Pickling" in _pool.py), as multiprocessing's spawn imports it."""
+    one of its names (see "Pickling" in engine.py), as multiprocessing's spawn imports it."""
 
     def __init__(self, path: str, module_name: Optional[str]) -> None:
         self.path = path

@@ -1,0 +1,1 @@
+"""The engine under hakobu.Pool and hakobu.Executor, and its worker program."""
