@@ -128,24 +128,12 @@ def read_hello(message: Any) -> Optional[Hello]:
 # --- frames ---------------------------------------------------------------------------------------
 
 
-def _append_record(
-    parts: list[bytes],
-    buffers: list[Any],
-    layout: struct.Struct,
-    fields: tuple[Any, ...],
-    stream: bytes,
-    own: list[Any],
-) -> None:
-    """Appends a record to a frame's ``parts`` and ``buffers``: its header (``layout``: the
-    ``fields``, then the stream length and the buffer count), its inline stream, its buffers.
-    A large stream goes out of band, as the record's first buffer."""
+def _record(stream: bytes, own: list[Any]) -> tuple[int, int, bytes, list[Any]]:
+    """(stream length field, buffer count, inline stream, buffers) of a record: a large stream
+    goes out of band, as the record's first buffer."""
     if len(stream) >= _codec.OUT_OF_BAND_MIN_BYTES:
-        parts.append(layout.pack(*fields, STREAM_OUT_OF_BAND, len(own) + 1))
-        buffers.append(pickle.PickleBuffer(stream))
-    else:
-        parts.append(layout.pack(*fields, len(stream), len(own)))
-        parts.append(stream)
-    buffers.extend(own)
+        return STREAM_OUT_OF_BAND, len(own) + 1, b"", [pickle.PickleBuffer(stream), *own]
+    return len(stream), len(own), stream, own
 
 
 def frame_message(parts: list[bytes], buffers: list[Any]) -> Any:
@@ -163,10 +151,15 @@ def tasks_frame(
     it lacks as (key, pickle), and the tasks as (id, function key, mode, (stream, buffers))."""
     parts = [TASKS_HEADER.pack(TASKS, len(forget), len(functions), len(tasks), tasks[0][0]), *forget]
     buffers: list[Any] = []
+    # Each record: its header (its stream length and buffer count last), its inline stream.
     for key, blob in functions:
-        _append_record(parts, buffers, FUNCTION_RECORD, (key,), blob, [])
+        length, count, inline, own = _record(blob, [])
+        parts += (FUNCTION_RECORD.pack(key, length, count), inline)
+        buffers += own
     for task_id, key, mode, (stream, own) in tasks:
-        _append_record(parts, buffers, TASK_RECORD, (task_id, key, mode), stream, own)
+        length, count, inline, own = _record(stream, own)
+        parts += (TASK_RECORD.pack(task_id, key, mode, length, count), inline)
+        buffers += own
     return parts, buffers
 
 
@@ -177,7 +170,9 @@ def results_frame(
     parts = [RESULTS_HEADER.pack(tag, number, len(records))]
     buffers: list[Any] = []
     for task_id, ok, (stream, own) in records:
-        _append_record(parts, buffers, RESULT_RECORD, (task_id, ok), stream, own)
+        length, count, inline, own = _record(stream, own)
+        parts += (RESULT_RECORD.pack(task_id, ok, length, count), inline)
+        buffers += own
     return parts, buffers
 
 

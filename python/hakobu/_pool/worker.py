@@ -108,8 +108,9 @@ class ScriptImport:
                 module.__package__ = self.module_name.rpartition(".")[0]
             sys.modules["__mp_main__"] = module
             try:
-                with main_script.script_running(), open(self.path, "rb") as source:
-                    code = compile(source.read(), self.path, "exec")
+                with main_script.script_running():
+                    with open(self.path, "rb") as source:
+                        code = compile(source.read(), self.path, "exec")
                     exec(code, module.__dict__)
             except ParentGone:
                 raise
