@@ -6,12 +6,13 @@
 
 Both are thin front-ends over one engine (hakobu._pool, whose docstring maps
 its modules): they turn calls into tasks (chunks of calls) and give each
-task's outcome to a result object of multiprocessing (ApplyResult, MapResult, IMapIterator) or to a
-concurrent.futures.Future. A worker that dies fails only the task it was
-running (hakobu.WorkerLost naming the worker and the signal), or runs it again
-with ``retries=``; the pool replaces the worker and goes on. Each task is
-pickled once; short tasks travel to a worker in batches, and their results
-come back in batches, so that thousands of tiny calls cost little.
+task's outcome to a result object of multiprocessing (ApplyResult, MapResult,
+IMapIterator) or to a concurrent.futures.Future. A worker that dies fails only
+the task it was running (hakobu.WorkerLost naming the worker and the signal),
+or runs it again with ``retries=``; the pool replaces the worker and goes on.
+Each task is pickled once; short tasks travel to a worker in batches, and
+their results come back in batches, so that thousands of tiny calls cost
+little.
 """
 
 from __future__ import annotations

@@ -548,12 +548,8 @@ class Engine:
             self._workers[number] = WorkerHandle(number, process, inbox, progress)
 
     def _worker_environment(self) -> tuple[int, dict[str, str]]:
-        """(threads to set with threadpoolctl, or 0; the worker's environment).
-
-        By default each worker gets max(1, cores / workers) threads for OpenMP
-        and BLAS, through the variables the user has not set (and through
-        threadpoolctl when the user set none); ``threads_per_worker`` sets all.
-        """
+        """(threads to set with threadpoolctl, or 0; the worker's environment: the parent's, its
+        domain, and the thread caps of threads.py)."""
         environment = dict(os.environ)
         environment["HAKOBU_DOMAIN"] = self._domain
         return worker_threads(environment, self.workers, self._threads_per_worker), environment

@@ -1,10 +1,10 @@
 """What the front-ends (hakobu.pool) hand to the engine: tasks, where their outcomes go, and the
 engine's states.
 
-A front-end turns calls into Tasks (a chunk of calls of one pickled
-Function, with a Sink for the outcome) and submits them; the engine calls
-each task's sink once. This module knows no process and no queue, so that
-a front-end imports it, not the engine.
+A front-end turns calls into Tasks (a chunk of calls of one pickled Function,
+with a Sink for the outcome) and submits them; the engine tells each task's
+sink when the task starts and how it ends. This module knows no process and no
+queue, so that a front-end imports it, not the engine.
 """
 
 from __future__ import annotations
