@@ -4,14 +4,15 @@
 >>> with hakobu.Pool() as pool:
 ...     results = pool.map(np.fft.fft2, images)    # arrays travel through shared memory
 
-Both are thin front-ends over one engine (_pool.py): they turn calls into
-tasks (chunks of calls) and give each task's outcome to a result object of
-multiprocessing (ApplyResult, MapResult, IMapIterator) or to a
-concurrent.futures.Future. A worker that dies fails only the task it was
-running (hakobu.WorkerLost naming the worker and the signal), or runs it again
-with ``retries=``; the pool replaces the worker and goes on. Each task is
-pickled once; short tasks travel to a worker in batches, and their results
-come back in batches, so that thousands of tiny calls cost little.
+Both are thin front-ends over one engine (hakobu._pool, whose docstring maps
+its modules): they turn calls into tasks (chunks of calls) and give each
+task's outcome to a result object of multiprocessing (ApplyResult, MapResult,
+IMapIterator) or to a concurrent.futures.Future. A worker that dies fails only
+the task it was running (hakobu.WorkerLost naming the worker and the signal),
+or runs it again with ``retries=``; the pool replaces the worker and goes on.
+Each task is pickled once; short tasks travel to a worker in batches, and
+their results come back in batches, so that thousands of tiny calls cost
+little.
 """
 
 from __future__ import annotations
@@ -26,24 +27,16 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
 
 from . import _checks, _errors
-from ._pool import (
-    CLOSE,
-    MODE_ARG,
-    MODE_CALL,
-    MODE_STAR,
-    RUN,
-    TERMINATE,
-    Engine,
-    Function,
-    Sink,
-    Task,
-    available_cores,
-    function,
-    make_task,
-)
+from ._pool.pickling import Function, function
+from ._pool.protocol import MODE_ARG, MODE_CALL, MODE_STAR
+from ._pool.tasks import CLOSE, RUN, TERMINATE, Sink, Task, make_task
+from ._pool.threads import available_cores
+
+if TYPE_CHECKING:
+    from ._pool.engine import Engine
 
 T = TypeVar("T")
 
@@ -56,6 +49,33 @@ __all__ = [
     "MapResult",
     "Pool",
 ]
+
+
+def _start_engine(
+    workers: int,
+    initializer: Optional[Callable[..., Any]],
+    initargs: Sequence[Any],
+    max_tasks_per_worker: Optional[int],
+    retries: int,
+    threads_per_worker: Optional[int],
+    *,
+    drain_at_exit: bool,
+    description: str = "",
+) -> Engine:
+    """A new engine. Its module is imported here, with the first pool, not with hakobu: a pool's
+    worker, which imports hakobu, then never imports it nor installs its process-wide hooks."""
+    from ._pool.engine import Engine
+
+    return Engine(
+        workers,
+        initializer,
+        initargs,
+        max_tasks_per_worker,
+        retries,
+        threads_per_worker,
+        drain_at_exit=drain_at_exit,
+        description=description,
+    )
 
 
 def _check_options(retries: int, threads_per_worker: Optional[int]) -> None:
@@ -312,7 +332,7 @@ class Pool:
             raise TypeError("initializer must be a callable")
         _check_options(retries, threads_per_worker)
         self._processes = processes
-        self._engine = Engine(
+        self._engine = _start_engine(
             processes,
             initializer,
             tuple(initargs),
@@ -326,7 +346,7 @@ class Pool:
         self._finalizer = weakref.finalize(
             self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>"
         )
-        self._finalizer.atexit = False  # at exit, _pool._at_exit terminates it
+        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit terminates it
 
     # --- one call ----------------------------------------------------------------------
 
@@ -611,7 +631,7 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        self._engine = Engine(
+        self._engine = _start_engine(
             max_workers,
             initializer,
             tuple(initargs),
@@ -622,7 +642,7 @@ class Executor(concurrent.futures.Executor):
         )
         # Garbage-collected: the work goes on, then the workers exit (as concurrent.futures does).
         self._finalizer = weakref.finalize(self, self._engine.close)
-        self._finalizer.atexit = False  # at exit, _pool._at_exit lets the work finish
+        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit lets the work finish
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Schedules ``fn(*args, **kwargs)``; returns its Future."""

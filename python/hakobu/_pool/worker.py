@@ -1,13 +1,16 @@
-"""A pool worker process: ``python -m hakobu._worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
+"""A pool worker process: ``python -m hakobu._pool.worker INBOX RESULTS NUMBER PARENT_PID THREADS``.
 
-The engine (_pool.py, which also describes the messages) starts each worker as
-a fresh interpreter: nothing is forked. The worker takes the parent's
+The engine (engine.py) starts each worker as a fresh interpreter: nothing is
+forked. The two speak the protocol of protocol.py; the worker imports that,
+pickling and the tunables, never the engine, so that it installs none of the
+engine's process-wide hooks (hakobu.pool imports the engine only when a pool
+is made: a task may make one). The worker takes the parent's
 sys.path and argv from its first message (and inherits its working
 directory), runs the initializer, then runs tasks from its inbox until told
 to stop or its inbox goes away. It runs the parent's main script (as
 ``__mp_main__``, its main guard false) only if a task names a function or
 class of it, which the parent does only for a script with a main guard (see
-"Pickling" in _pool.py): scripts without one and notebooks are never run
+main_script.py): scripts without one and notebooks are never run
 again, their functions travel by value.
 
 A worker exits by itself when its parent dies (PR_SET_PDEATHSIG with SIGHUP,
@@ -26,46 +29,42 @@ import gc
 import os
 import pickle
 import signal
-import struct
 import sys
 import threading
 import time
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import numpy as np
-
-from . import _core, _errors, _pool
-from ._pool import (
+from .. import _core, _errors
+from .._queue import Queue
+from . import main_script
+from .pickling import describe_exception, pack, pack_error, unpack
+from .protocol import (
     BYE,
     DONE,
     FUNCTION_RECORD,
-    HELLO,
     INIT_FAILED,
     KEY_BYTES,
-    MODE_ARG,
-    MODE_STAR,
     READY,
-    RESULT_BATCH,
-    RESULT_HOLD_SECONDS,
     TASK_RECORD,
     TASKS,
     TASKS_HEADER,
     FrameReader,
-    describe_exception,
-    pack,
-    pack_error,
+    call,
+    frame_message,
+    progress_view,
+    read_hello,
     results_frame,
-    unpack,
 )
-from ._queue import Queue
+from .threads import limit_threads
+from .tuning import (
+    PARENT_EXIT_SECONDS,
+    PARENT_WATCH_SECONDS,
+    RESULT_BATCH,
+    RESULT_HOLD_SECONDS,
+    UNWIND_SECONDS,
+)
 
-_PARENT_WATCH_SECONDS = 0.5
-# How long a hang-up waits to see whether the whole parent is exiting.
-_PARENT_EXIT_SECONDS = 2.0
-# How long the main thread may take to unwind a task and exit once the parent is gone; a task
-# stuck in native code never returns to Python, and the worker then leaves without it.
-_UNWIND_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -89,9 +88,9 @@ class _Unloadable:
         self.error = error
 
 
-class _MainScript:
+class ScriptImport:
     """The parent's main script, run once as module ``__mp_main__`` the first time a task needs
-    one of its names (see "Pickling" in _pool.py), as multiprocessing's spawn imports it."""
+    one of its names (see main_script.py), as multiprocessing's spawn imports it."""
 
     def __init__(self, path: str, module_name: Optional[str]) -> None:
         self.path = path
@@ -108,18 +107,16 @@ class _MainScript:
             if self.module_name:
                 module.__package__ = self.module_name.rpartition(".")[0]
             sys.modules["__mp_main__"] = module
-            _pool.importing_main = True
             try:
-                with open(self.path, "rb") as source:
-                    code = compile(source.read(), self.path, "exec")
-                exec(code, module.__dict__)
+                with main_script.script_running():
+                    with open(self.path, "rb") as source:
+                        code = compile(source.read(), self.path, "exec")
+                    exec(code, module.__dict__)
             except ParentGone:
                 raise
             except BaseException as error:  # noqa: BLE001 - every task that needs it fails with it
                 self.failure = error
                 sys.modules.pop("__mp_main__", None)
-            finally:
-                _pool.importing_main = False
             if self.failure is None:
                 # As multiprocessing: code that imports __main__ finds the script.
                 sys.modules["__main__"] = module
@@ -143,7 +140,7 @@ def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
     thread watching getppid() covers the rest (other systems, a task that
     takes SIGHUP for itself). Either way the main thread gets ParentGone and
     main() exits in order; os._exit only when it has not within
-    _UNWIND_SECONDS. SIGTERM keeps its default: a worker killed by it is
+    UNWIND_SECONDS. SIGTERM keeps its default: a worker killed by it is
     reported as such.
     """
     main_thread = threading.main_thread().ident
@@ -163,7 +160,7 @@ def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
         if _LEAVING.is_set():
             return  # unwinding already: a second ParentGone would interrupt the cleanup
         # The starting thread ended; if the whole parent is dying, we are reparented in a moment.
-        deadline = time.monotonic() + _PARENT_EXIT_SECONDS
+        deadline = time.monotonic() + PARENT_EXIT_SECONDS
         while not parent_gone() and time.monotonic() < deadline:
             time.sleep(0.01)
         if parent_gone():
@@ -173,12 +170,12 @@ def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
         raise ParentGone
 
     def exit_anyway() -> None:
-        time.sleep(_UNWIND_SECONDS)
+        time.sleep(UNWIND_SECONDS)
         os._exit(1)  # the main thread is stuck (in native code): leave without releasing
 
     def watch() -> None:
         while not parent_gone():
-            time.sleep(_PARENT_WATCH_SECONDS)
+            time.sleep(PARENT_WATCH_SECONDS)
         remove_queues()
         if not _LEAVING.is_set() and main_thread is not None:
             signal.pthread_kill(main_thread, signal.SIGHUP)  # runs on_hang_up in the main thread
@@ -197,20 +194,9 @@ def _die_with_parent(parent_pid: int, queue_names: tuple[str, str]) -> None:
     threading.Thread(target=watch, name="hakobu-parent-watch", daemon=True).start()
 
 
-def _limit_threads(threads: int) -> None:
-    """Caps OpenMP/BLAS thread pools already loaded (the environment caps those loaded later)."""
-    if threads <= 0:
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=threads)
-
-
-class _Worker:
-    """This process's side of the pool: its two queues, its cache of unpickled functions, its
-    progress slot and the results it holds.
+class WorkerLoop:
+    """This process's side of the pool, the loop that serves its inbox: its two queues, its
+    cache of unpickled functions, its progress slot and the results it holds.
 
     Results are held and sent together while a batch runs (one message for
     up to RESULT_BATCH of them), never longer than RESULT_HOLD_SECONDS: a
@@ -242,24 +228,20 @@ class _Worker:
             hello = self.inbox.get()
         except (_errors.Unlinked, _errors.Closed):
             return False  # the pool went away before this worker started
-        if not isinstance(hello, tuple) or len(hello) != 6 or hello[0] != HELLO:
+        told = read_hello(hello)
+        if told is None:
             return False  # stopped before it started
-        if not isinstance(progress, np.ndarray) or progress.dtype != np.int64 or progress.shape != (2,):
+        self.progress = progress_view(progress)
+        if self.progress is None:
             return False
-        _, sys_path, argv, where, stream, buffers = hello
-        self.progress = memoryview(progress.view(np.uint8)).cast("q")  # type: ignore[arg-type]
-        sys.path[:] = sys_path  # functions pickled by reference import as in the parent
-        sys.argv[:] = argv  # what the main script sees, should a task need it run
-        if where is not None:
-            script = _MainScript(*where)
-            _pool._main_loader = script.load
-        # A pool made by a task here sends the same script's names by reference: its workers
-        # find them where this one does (not in this module, which runs as __main__).
-        inherited = None if where is None else _pool._MainScript(where[0], where[1], frozenset())
-        _pool._main_script_cache[:] = [inherited]
+        del progress, hello
+        sys.path[:] = told.sys_path  # functions pickled by reference import as in the parent
+        sys.argv[:] = told.argv  # what the main script sees, should a task need it run
+        where = told.main_script
+        main_script.adopt_in_worker(where, None if where is None else ScriptImport(*where).load)
         try:
-            initializer, initargs = unpack(stream, buffers)
-            del stream, buffers, hello
+            initializer, initargs = unpack(told.init_stream, told.init_buffers)
+            del told
             if initializer is not None:
                 initializer(*initargs)
         except ParentGone:
@@ -267,7 +249,7 @@ class _Worker:
         except BaseException as error:  # noqa: BLE001 - the parent decides what it means
             self.send(INIT_FAILED, [(0, False, pack_error(error))])
             return False
-        _limit_threads(threads)  # after the initializer: it may have loaded libraries
+        limit_threads(threads)  # after the initializer: it may have loaded libraries
         self.send(READY, [])
         self._flusher_thread = threading.Thread(target=self._flusher, name="hakobu-worker-flush", daemon=True)
         self._flusher_thread.start()
@@ -279,12 +261,10 @@ class _Worker:
             self._closing = True
             self._hold.notify()
         if self._flusher_thread is not None:
-            self._flusher_thread.join(_UNWIND_SECONDS)
+            self._flusher_thread.join(UNWIND_SECONDS)
 
     def send(self, tag: int, records: list[tuple[int, bool, Any]]) -> None:
-        parts, buffers = results_frame(tag, self.number, records)
-        frame = b"".join(parts)
-        self.results.put((frame, buffers) if buffers else frame)
+        self.results.put(frame_message(*results_frame(tag, self.number, records)))
 
     def serve(self) -> None:
         while True:
@@ -294,11 +274,9 @@ class _Worker:
                 return  # the pool went away
             reader = FrameReader(message)
             del message
-            (tag,) = reader.fields(_TAG)
-            if tag != TASKS:
+            if reader.tag() != TASKS:
                 self.send(BYE, [])
                 return
-            reader.offset = 0
             try:
                 self.run_batch(reader)
             except (_errors.Unlinked, _errors.Closed):
@@ -382,7 +360,7 @@ class _Worker:
             if isinstance(function, _Unloadable):
                 raise function.error
             items = unpack(stream, buffers)
-            results = _call(function, mode, items)
+            results = call(function, mode, items)
             del items
         except ParentGone:
             raise
@@ -400,24 +378,13 @@ class _Worker:
             return False, pack_error(unsendable)
 
 
-_TAG = struct.Struct("<B")
-
-
-def _call(function: Callable[..., Any], mode: int, items: list[Any]) -> list[Any]:
-    if mode == MODE_ARG:
-        return [function(item) for item in items]
-    if mode == MODE_STAR:
-        return [function(*item) for item in items]
-    return [function(*args, **kwargs) for args, kwargs in items]
-
-
 def _work(inbox_name: str, results_name: str, number: int, threads: int) -> int:
     try:
         inbox, results = Queue(inbox_name, create=False), Queue(results_name, create=False)
     except _errors.NotFound:
         return 1  # the pool was closed before this worker started
     try:
-        worker = _Worker(inbox, results, number)
+        worker = WorkerLoop(inbox, results, number)
         try:
             if worker.start(threads):
                 worker.serve()
