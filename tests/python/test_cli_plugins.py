@@ -66,7 +66,9 @@ CLASH = Clash()
 '''
 
 ENTRY_POINTS = {
-    "hakobu_test_plugin": ["hello = hakobu_test_plugin:COMMAND", "bench = hakobu_test_plugin:BENCH"],
+    "hakobu_test_plugin": ["hello = hakobu_test_plugin:COMMAND"],
+    # Ahead of hakobu-bench on the path when that is installed: the first `bench` found wins.
+    "hakobu_test_bench": ["bench = hakobu_test_plugin:BENCH"],
     "hakobu_test_broken": [
         "missing = hakobu_test_no_such_module:COMMAND",
         "exits = hakobu_test_plugin_exits:COMMAND",
@@ -119,7 +121,7 @@ def test_a_plugin_becomes_a_subcommand(site: Path) -> None:
 
 
 def test_a_bench_plugin_is_hakobu_bench(site: Path) -> None:
-    make_distribution(site, "hakobu_test_plugin", ENTRY_POINTS["hakobu_test_plugin"])
+    make_distribution(site, "hakobu_test_bench", ENTRY_POINTS["hakobu_test_bench"])
     result = run_hakobu(site, "bench", "--who", "bench", "--json")
     assert result.returncode == 3, result.stderr
     assert json.loads(result.stdout)["hello"] == "bench"
@@ -178,7 +180,7 @@ def test_help_loads_no_plugin_beyond_its_options(site: Path) -> None:
             main(["--help"])
         except SystemExit:
             pass
-        heavy = ["hakobu_test_plugin_heavy", "hakobu.bench.runner", "hakobu.bench.methods", "matplotlib", "rich"]
+        heavy = ["hakobu_test_plugin_heavy", "hakobu_bench.runner", "hakobu_bench.methods", "matplotlib", "rich"]
         print([name for name in heavy if name in sys.modules], file=sys.stderr)
         """
     )
