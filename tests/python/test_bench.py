@@ -284,6 +284,70 @@ def test_a_failed_method_makes_the_command_fail(tmp_path: Path, clean: None) -> 
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["error"].startswith("wrong data")
 
 
+# `hakobu bench` started as the console script is: without the working directory on the path
+# (`python -m` would put it there), and with PYTHONPATH, if given, set for its peers only.
+LAUNCHER = (
+    "import os, sys; del sys.path[0]; peer_path = sys.argv.pop(1)\n"
+    "if peer_path: os.environ['PYTHONPATH'] = peer_path\n"
+    "from hakobu.cli import main; sys.exit(main())"
+)
+BROKEN_MODULE = "raise RuntimeError('imported from the wrong place')\n"
+
+
+def bench_from(cwd: Path, *args: str, peer_path: str = "") -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", LAUNCHER, peer_path, "bench", *args]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=WATCHDOG, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+def one_trip(methods: list[str], out: Path) -> list[str]:
+    """The options of one warm-up and one timed trip of 64 bytes per method."""
+    shape = ["--shapes", "64B", "--repeat", "1", "--warmup", "1"]
+    return ["--methods", ",".join(methods), *shape, "--out", str(out), "--no-plot"]
+
+
+def ready_methods() -> list[str]:
+    # Ray starts its workers itself (its own retries take half a minute): not a peer of ours.
+    return [m for m in METHODS if m != "ray" and all_methods()[m].missing() is None]
+
+
+def test_peers_never_import_from_the_working_directory(tmp_path: Path, clean: None) -> None:
+    # pathlib imports ntpath, which tries `import nt`: a user's nt.py in the directory where
+    # `hakobu bench` runs would break every peer started with `python -m` there.
+    (tmp_path / "nt.py").write_text(BROKEN_MODULE)
+    out = tmp_path / "out"
+    methods = ready_methods()
+    result = bench_from(tmp_path, *one_trip(methods, out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads((out / "bench.json").read_text())["results"]
+    assert sorted(r["method"] for r in results) == sorted(methods)
+    failed = [(r["method"], r["error"]) for r in results if r["error"] or r["validated"] != 2]
+    assert failed == []
+
+
+def test_a_peer_that_cannot_start_fails_its_method_and_nothing_hangs(tmp_path: Path, clean: None) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "nt.py").write_text(BROKEN_MODULE)  # on the peers' path: they die while importing
+    out = tmp_path / "out"
+    methods = ready_methods()
+    result = bench_from(
+        tmp_path, *one_trip(methods, out), peer_path=str(broken)
+    )  # the watchdog: no method may hang
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = {r["method"]: r["error"] for r in json.loads((out / "bench.json").read_text())["results"]}
+    assert sorted(errors) == sorted(methods)
+    # multiprocessing's spawned peer takes its path from the parent, not from PYTHONPATH.
+    started_by_command = [m for m in methods if m != "mp-queue"]
+    for method in started_by_command:
+        assert errors[method] is not None and "imported from the wrong place" in errors[method], (
+            method,
+            errors,
+        )
+
+
 def test_hakobu_finds_bench_through_its_entry_point() -> None:
     from importlib.metadata import entry_points
 

@@ -208,6 +208,9 @@ class Channel(abc.ABC):
     def spawn_peer(self, config: dict[str, Any], **popen: Any) -> PopenPeer:
         """Starts ``python -m hakobu_bench.peer NAME CONFIG``; its stderr goes to ``peer_log``."""
         command = [sys.executable, "-m", "hakobu_bench.peer", self.name, json.dumps(self.peer_config(config))]
+        # `python -m` puts the working directory first on the peer's path: run it in the work
+        # directory, so that a user's file named like a module (nt.py, zmq.py) is never imported.
+        popen.setdefault("cwd", self.workdir)
         with open(self.peer_log, "ab") as log:
             process = subprocess.Popen(command, stderr=log, **popen)
         self.peer = PopenPeer(process)
@@ -692,16 +695,25 @@ def measure_trips(
                     type(channel), pending, "not run: an earlier shape failed", record, settings, progress
                 )
     except Exception as error:  # noqa: BLE001 - one method's failure is reported, the run goes on
-        message = failure_message(error, watchdog)
+        message = failure_message(error, watchdog, channel)
         if current is not None and current.error is None:
             current.error = message
         fail_rest(type(channel), pending, message, record, settings, progress)
 
 
-def failure_message(error: Exception, watchdog: Optional[Watchdog]) -> str:
+def failure_message(error: Exception, watchdog: Optional[Watchdog], channel: Optional[Channel] = None) -> str:
+    """What a failed method reports. A broken connection (a reset, a broken pipe, a peer gone
+    from the mapped file) usually means the peer died: then its log says why, and is added."""
     message = f"{type(error).__name__}: {error}"
     if watchdog is not None and watchdog.fired:
-        message = f"no answer within the watchdog's limit ({message})"
+        return f"no answer within the watchdog's limit ({message})"
+    if channel is not None and channel.peer is not None:
+        deadline = time.monotonic() + 2.0
+        while channel.peer_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)  # a dead peer's connection breaks a moment before it is reaped
+        log = channel.peer_errors()
+        if not channel.peer_alive() and log not in message:
+            message += f"; the {channel.name} peer exited: {log}"
     return message
 
 

@@ -122,7 +122,7 @@ def _run_method(
         watchdog.disarm()
         channel.measure(pending, settings, arrays, record, watchdog, progress)
     except Exception as error:  # noqa: BLE001 - a failed start; measure reports its own failures
-        fail_rest(method, pending, failure_message(error, watchdog), record, settings, progress)
+        fail_rest(method, pending, failure_message(error, watchdog, channel), record, settings, progress)
     finally:
         watchdog.disarm()
         watchdog.fired = False

@@ -344,6 +344,7 @@ class Mpi(Channel):
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # see MpiJob; also keeps the terminal's Ctrl-C for the bench
+                cwd=self.workdir,  # `python -m` puts it first on the ranks' path: see Channel.spawn_peer
                 # Open MPI's session directory (under TMPDIR) inside the work directory: removed
                 # with it even when the job had to be killed.
                 env={**os.environ, "TMPDIR": str(self.workdir)},

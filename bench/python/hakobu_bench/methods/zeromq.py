@@ -13,7 +13,7 @@ import numpy as np
 
 from ..channel import HEADER_SIZE, Channel, PeerEnd, PeerFailed, as_bytes, decode_header, encode_header
 
-_POLL_MS = 1000  # the sender's receive wakes up this often to check that the peer lives
+_POLL_MS = 1000  # a waiting send or receive wakes up this often to check that the peer lives
 
 
 def send_array(sock: Any, array: Optional[np.ndarray]) -> None:
@@ -89,6 +89,12 @@ class ZeroMQ(Channel):
         self.spawn_peer({"address": address})
 
     def send(self, array: np.ndarray) -> None:
+        import zmq
+
+        # A PAIR socket's send blocks until a peer has connected: a peer that died before it
+        # connected would block it for ever (the watchdog can only kill the peer).
+        while not self.sock.poll(_POLL_MS, zmq.POLLOUT):
+            self.check_peer()
         send_array(self.sock, array)
 
     def receive(self) -> np.ndarray:
