@@ -81,8 +81,8 @@ class Lock {
   /// of the name makes a new one.
   static Result<void, UnlinkError> remove(std::string_view name, std::string_view domain = {});
 
-  Lock(Lock&&) noexcept;
-  Lock& operator=(Lock&&) noexcept;
+  Lock(Lock&& other) noexcept;
+  Lock& operator=(Lock&& other) noexcept;
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
   ~Lock();
@@ -115,8 +115,8 @@ class Event {
   /// Removes the sync object `name` (see Lock::remove).
   static Result<void, UnlinkError> remove(std::string_view name, std::string_view domain = {});
 
-  Event(Event&&) noexcept;
-  Event& operator=(Event&&) noexcept;
+  Event(Event&& other) noexcept;
+  Event& operator=(Event&& other) noexcept;
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
   ~Event();

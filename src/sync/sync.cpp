@@ -24,6 +24,7 @@ struct SyncState {
   std::string name;
   SyncHeader* header = nullptr;
   std::uint32_t epoch = 0;  // fork_epoch() when opened
+  std::int32_t pid = 0;     // this process's, cached: getpid() is a system call
 
   SyncState() = default;
   SyncState(const SyncState&) = delete;
@@ -138,6 +139,7 @@ Result<std::shared_ptr<SyncState>, OpenError> open_sync(std::string_view name, O
   state->domain = std::move(*domain);
   state->name = std::string(name);
   state->epoch = fork_epoch();
+  state->pid = platform::process_id();
   const std::string file = state->domain->file_name("s:" + state->name);
   const DomainFile named{file, true, describe_object(kind, state->name)};
   // Bounded: a name removed and made again between our attempts sends us round.
@@ -206,8 +208,8 @@ std::int64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
   return ns >= INT64_MAX - now ? -1 : now + ns;
 }
 
-void note_holder(SyncHeader& header) noexcept {
-  header.holder_pid.store(platform::process_id(), std::memory_order_relaxed);
+void note_holder(SyncState& state) noexcept {
+  state.header->holder_pid.store(state.pid, std::memory_order_relaxed);
 }
 
 // `deadline`: monotonic ns, negative for none; a deadline already past still
@@ -220,7 +222,7 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
   std::atomic<std::uint32_t>& word = state.word();
   std::uint32_t expected = 0;
   if (word.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed)) {
-    note_holder(*state.header);
+    note_holder(state);
     return Acquired::Clean;
   }
   // Contended. Once we have slept, others may sleep too: we then take the
@@ -239,7 +241,7 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
     if ((w & kLockHeld) == 0) {
       // Free (or a word no release leaves: treated as free).
       if (word.compare_exchange_weak(w, me | waiters_flag, std::memory_order_acquire, std::memory_order_relaxed)) {
-        note_holder(*state.header);
+        note_holder(state);
         return Acquired::Clean;
       }
       continue;
@@ -250,7 +252,7 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
         // The holder died: exactly one compare-and-swap makes its heir.
         if (word.compare_exchange_strong(w, me | (w & kLockWaiters), std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
-          note_holder(*state.header);
+          note_holder(state);
           state.header->owner_deaths.fetch_add(1, std::memory_order_relaxed);
           return Acquired::OwnerDied;
         }
