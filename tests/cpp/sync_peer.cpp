@@ -9,6 +9,7 @@
 //                            start of FILE by a plain read and write, release
 //   wait EVENT MS            wait at most MS ms for EVENT: exit 0 if set, 1 if not
 //   set EVENT                set EVENT
+//   create LOCK DOMAIN       create LOCK in DOMAIN and exit (leaving the domain)
 // Exit 2 on any failure, with a message on stderr.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -84,6 +85,12 @@ int main(int argc, char** argv) {
     if (!event) return fail(event.error().message);
     event->set();
     return 0;
+  }
+  if (mode == "create") {
+    hakobu::SyncOptions options;
+    options.domain.name = arg3;
+    auto lock = hakobu::Lock::open(name, hakobu::OpenMode::CreateExclusive, options);
+    return lock ? 0 : fail(lock.error().message);
   }
   return fail("unknown mode " + mode);
 }

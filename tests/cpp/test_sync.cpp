@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -416,6 +417,23 @@ TEST(SyncProcesses, EventsAcrossPrograms) {
   event->clear();
   EXPECT_EQ(start_peer({"set", name})->wait(), 0);
   EXPECT_TRUE(event->is_set());
+}
+
+TEST(SyncProcesses, ASyncObjectKeepsItsDomainAfterTheLastProcessLeaves) {
+  // A domain of its own, so that this test process is not attached to it.
+  const std::string domain = hakobu::test::domain() + "x";
+  const std::string name = unique_name("lock");
+  EXPECT_EQ(start_peer({"create", name, domain})->wait(), 0);
+  // The creator left and was the last one out: the registry stays with the lock
+  // (a new registry would restart the generations its tokens rely on).
+  const auto left = hakobu::test::files_of_domain(domain);
+  EXPECT_TRUE(std::find(left.begin(), left.end(), "/dev/shm/hakobu:" + domain + ":registry") != left.end())
+      << ::testing::PrintToString(left);
+  EXPECT_TRUE(std::find(left.begin(), left.end(), "/dev/shm/hakobu:" + domain + ":s:" + name) != left.end());
+  // Removing the lock (attaching to remove it, then leaving) removes the domain.
+  ASSERT_TRUE(Lock::remove(name, domain));
+  EXPECT_TRUE(hakobu::test::files_of_domain(domain).empty())
+      << ::testing::PrintToString(hakobu::test::files_of_domain(domain));
 }
 
 TEST(SyncProcesses, ForkedChildCannotUseItsParentsLock) {
