@@ -177,7 +177,17 @@ Result<void, UnlinkError> remove_sync(std::string_view name, std::string_view do
     return {UnlinkError::InvalidName, "invalid name '" + std::string(name) + "': " + why};
   }
   DomainOptions options;
-  options.name = std::string(domain);
+  options.name = domain.empty() ? default_domain_name() : std::string(domain);
+  if (auto why = validate_name(options.name); !why.empty()) {
+    return {UnlinkError::InvalidName, "invalid domain name '" + options.name + "': " + why};
+  }
+  // Looked for before attaching: removing a name that is not there must not
+  // create its domain (a sync object keeps its domain, so none means none).
+  const std::string path =
+      std::string(platform::shm_directory()) + "/" + Domain::file_prefix(options.name) + "s:" + std::string(name);
+  if (auto info = platform::path_info(path); !info && info.error().code == ENOENT) {
+    return {UnlinkError::NotFound, "no sync object '" + std::string(name) + "' in domain '" + options.name + "'"};
+  }
   auto state = DomainState::attach(options);
   if (!state) {
     const auto code = state.error().code;
