@@ -2,6 +2,7 @@
 //
 // Sync.*: one process — threads of it (also under TSan), timeouts, names,
 // damaged files and hostile values written straight into the lock word.
+// SyncMappings.*: two handles of one name in one process (outside the TSan run).
 // SyncProcesses.*: separately started programs (hakobu_sync_peer, see
 // sync_peer.cpp): a holder SIGKILLed while holding (the next acquirer, awake
 // or asleep, gets the lock with OwnerDied), mutual exclusion of two programs
