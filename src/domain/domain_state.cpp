@@ -690,7 +690,10 @@ void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::byte* pa
 // half-built one (a "new:" file) was left by a creator that died.
 std::uint32_t DomainState::count_queues_removing_leftovers() noexcept {
   for (const auto& name : platform::shm_list(file_name("new:"))) (void)platform::shm_remove(name);
-  const auto queues = static_cast<std::uint32_t>(platform::shm_list(file_name("q:")).size());
+  // Sync objects (src/sync/) count too: their lock words name processes by
+  // slot generations of this registry, which must outlive them.
+  const auto queues = static_cast<std::uint32_t>(platform::shm_list(file_name("q:")).size() +
+                                                 platform::shm_list(file_name("s:")).size());
   registry_->named_objects.store(queues, std::memory_order_relaxed);  // the files are the truth
   return queues;
 }
