@@ -8,4 +8,5 @@
 #include "hakobu/error.hpp"         // IWYU pragma: export
 #include "hakobu/message.hpp"       // IWYU pragma: export
 #include "hakobu/queue.hpp"         // IWYU pragma: export
+#include "hakobu/store.hpp"         // IWYU pragma: export
 #include "hakobu/version.hpp"       // IWYU pragma: export

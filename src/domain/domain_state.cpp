@@ -690,9 +690,11 @@ void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::byte* pa
 // half-built one (a "new:" file) was left by a creator that died.
 std::uint32_t DomainState::count_queues_removing_leftovers() noexcept {
   for (const auto& name : platform::shm_list(file_name("new:"))) (void)platform::shm_remove(name);
-  const auto queues = static_cast<std::uint32_t>(platform::shm_list(file_name("q:")).size());
-  registry_->named_objects.store(queues, std::memory_order_relaxed);  // the files are the truth
-  return queues;
+  // Queues and stores (src/store/store_file.hpp) are the named objects.
+  const auto named = static_cast<std::uint32_t>(platform::shm_list(file_name("q:")).size() +
+                                                platform::shm_list(file_name("st:")).size());
+  registry_->named_objects.store(named, std::memory_order_relaxed);  // the files are the truth
+  return named;
 }
 
 void DomainState::object_removed() noexcept {
