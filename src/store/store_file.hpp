@@ -125,7 +125,7 @@ constexpr std::uint64_t value_record(std::uint64_t packed) noexcept {
 constexpr std::uint64_t value_version_bits(std::uint64_t packed) noexcept {
   return packed >> 40U;
 }
-static_assert(value_record(pack_value(4096 * 3, 0x1234'5678)) == 4096 * 3 &&
+static_assert(value_record(pack_value(12288, 0x1234'5678)) == 12288 &&
                   value_version_bits(pack_value(4096, 0x1234'5678)) == 0x34'5678,
               "pack_value: the record offset and the version's low 24 bits come back");
 
