@@ -562,7 +562,18 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
       domain.unreserve_holding(*holding);
       return {StoreGetError::Corrupt, damaged};
     }
-    if (!heap.add_ref(record)) continue;  // freed since `seen` was read: the entry changed
+    if (!heap.add_ref(record)) {
+      // Free. Legitimately only when the entry changed since `seen` (a writer
+      // swaps before it drops). Reading refs = 0 with acquire synchronizes with
+      // the drop that made it 0, so the second read of `current` sees any swap
+      // before it: an unchanged entry naming a free block is damage, not a race.
+      if (heap.header(record)->refs.load(std::memory_order_acquire) == 0 &&
+          entry->current.load(std::memory_order_acquire) == seen) {
+        domain.unreserve_holding(*holding);
+        return {StoreGetError::Corrupt, damaged};
+      }
+      continue;
+    }
     detail::kill_point("store.get.counted");
     domain.fill_holding(*holding, record);
     if (entry->current.load(std::memory_order_acquire) != seen) {

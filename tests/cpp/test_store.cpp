@@ -398,6 +398,19 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   entry.current.store(good);
   EXPECT_TRUE(all_equal(store.get("k")->bytes(), 1));
 
+  // An entry naming a block that is free: refused, never revived.
+  ASSERT_TRUE(store.put("freed", filled(100, 5)));
+  std::size_t freed_index = 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (i != index && file.entry(i).state.load() == hakobu::detail::kEntryReady) freed_index = i;
+  }
+  ASSERT_LT(freed_index, 4U);
+  const std::uint64_t stale = file.entry(freed_index).current.load();
+  ASSERT_TRUE(store.erase("freed"));  // its record goes back to the heap
+  file.entry(freed_index).current.store(stale);
+  EXPECT_EQ(store.get("freed").error().code, StoreGetError::Corrupt);
+  file.entry(freed_index).current.store(0);
+
   // A key length past the entry: never a match, never listed.
   const std::uint32_t length = entry.key_bytes;
   entry.key_bytes = 100000;
