@@ -8,5 +8,6 @@
 #include "hakobu/error.hpp"         // IWYU pragma: export
 #include "hakobu/message.hpp"       // IWYU pragma: export
 #include "hakobu/queue.hpp"         // IWYU pragma: export
+#include "hakobu/store.hpp"         // IWYU pragma: export
 #include "hakobu/sync.hpp"          // IWYU pragma: export
 #include "hakobu/version.hpp"       // IWYU pragma: export

@@ -24,6 +24,9 @@
 //   hakobu_chaos_worker touch
 //       attaches to the domain, loans and drops one block, and exits (the last
 //       process out removes the domain's files).
+//   hakobu_chaos_worker store [--name=S] [--rounds=R] [--unlink=1]
+//       checks what store S holds, then R rounds of put, get-and-check and
+//       (every third) erase over four keys; --unlink=1 removes S at the end.
 //
 // Exit codes are in chaos_message.hpp. A worker started with HAKOBU_KILL_AT
 // that finishes normally exits with kExitKillPointMissed. alarm() ends a
@@ -31,6 +34,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -386,6 +390,44 @@ int touch() {
   return kExitOk;
 }
 
+// A store's publisher and reader: --rounds puts of whole values (every byte
+// the same, never 0) to four keys, each read back and checked, every third
+// erased; --unlink=1 removes the store at the end.
+int store() {
+  auto opened = hakobu::Store::open(option("name", "chaos-store"));
+  if (!opened) return fail("opening the store failed: " + opened.error().message);
+  hakobu::Store& s = *opened;
+  // 0: whole; else the exit code.
+  auto check = [&](const std::string& key, bool must_exist) {
+    auto value = s.get(key);
+    if (!value) {
+      if (!must_exist && value.error().code == hakobu::StoreGetError::NotFound) return 0;
+      say("store get failed: " + value.error().message);
+      return value.error().code == hakobu::StoreGetError::Corrupt ? kExitCoreCorrupt : kExitOperationFailed;
+    }
+    const auto got = value->bytes();
+    if (got.empty() || got[0] == std::byte{0} || std::ranges::count(got, got[0]) != std::ssize(got)) {
+      say("store value of " + key + " is torn");
+      return kExitCorrupt;
+    }
+    return 0;
+  };
+  for (int k = 0; k < 4; ++k) {  // what an earlier publisher left, killed or not
+    if (const int code = check("k" + std::to_string(k), false); code != 0) return code;
+  }
+  for (std::uint64_t i = 0; i < number("rounds", 40); ++i) {
+    const std::string key = "k" + std::to_string(i % 4);
+    const std::vector<std::byte> bytes(1000 + (997 * i) % 8000, static_cast<std::byte>(1 + i % 250));
+    if (auto put = s.put(key, bytes); !put) return fail("store put failed: " + put.error().message);
+    if (const int code = check(key, true); code != 0) return code;
+    if (i % 3 == 2) (void)s.erase(key);
+  }
+  if (option("unlink") == "1") {
+    if (auto unlinked = s.unlink(); !unlinked) return fail("store unlink failed: " + unlinked.error().message);
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -406,7 +448,7 @@ int main(int argc, char** argv) {
   }
   const std::map<std::string, int (*)()> roles = {
       {"producer", producer}, {"forwarder", forwarder}, {"consumer", consumer}, {"holder", holder}, {"gc", gc},
-      {"touch", touch}};
+      {"touch", touch},       {"store", store}};
   const auto found = roles.find(role);
   if (found == roles.end()) {
     say("unknown role '" + role + "'");

@@ -128,6 +128,7 @@ enum class Stage : std::uint8_t {
   Workload,  ///< a producer, forwarder or consumer of the workload
   Reclaim,   ///< a process reclaiming a dead one, before the workload
   Detach,    ///< the last process leaving the domain, after the workload
+  Store,     ///< a store's publisher, before the workload; another then checks and removes the store
 };
 
 struct Scenario {
@@ -178,6 +179,13 @@ PointPlan plan_for(const std::string& point) {
       // A dead holder of 4 loans is reclaimed by a process killed at its Nth entry.
       {"reclaim.dropped", {Stage::Reclaim, Role::Producer, 4, 1}},
       {"detach.heap_removed", {Stage::Detach, Role::Producer, 1, 0}},
+      // A store's publisher (40 rounds over 4 keys): the new record, the
+      // displaced one, or a reader's reference may leak; a claim leaks nothing.
+      {"store.claimed", {Stage::Store, Role::Producer, 4, 0}},
+      {"store.put.unlisted", {Stage::Store, Role::Producer, 40, 1}},
+      {"store.put.swapped", {Stage::Store, Role::Producer, 40, 1}},
+      {"store.get.counted", {Stage::Store, Role::Producer, 40, 1}},
+      {"store.erase.swapped", {Stage::Store, Role::Producer, 13, 1}},
   };
   const auto found = plans.find(point);
   // A point added later: a producer at its first pass, and the general promise.
@@ -312,6 +320,7 @@ class ChaosRun {
       b_ = std::move(b).value();
     }
     if (s_.stage == Stage::Reclaim) reclaim_victim();
+    if (s_.stage == Stage::Store) store_victim();
     if (::testing::Test::HasFatalFailure()) return;
 
     workload();
@@ -718,6 +727,22 @@ class ChaosRun {
     std::cout << "[chaos] a process reclaiming a dead holder of 4 loans died at " << s_.point << ":" << s_.n << "\n";
   }
 
+  /// A store's publisher dies at the point; a second publisher then finds
+  /// every value whole, publishes over them and removes the store.
+  void store_victim() {
+    auto victim = spawn({"store", "--rounds=40", "--report-missed=1"}, s_.point + ":" + std::to_string(s_.n));
+    ASSERT_TRUE(victim);
+    const int code = victim->wait(watchdog_);
+    ASSERT_EQ(code, 128 + SIGKILL) << "the store's publisher " << describe_exit(code);
+    ++figures.injected;
+    ++figures.injected_by_point[s_.point];
+    std::cout << "[chaos] a store's publisher died at " << s_.point << ":" << s_.n << "\n";
+    auto after = spawn({"store", "--rounds=12", "--unlink=1"});
+    ASSERT_TRUE(after);
+    const int after_code = after->wait(watchdog_);
+    ASSERT_EQ(after_code, kExitOk) << "the store after the kill: " << describe_exit(after_code);
+  }
+
   /// The last process out is killed between removing the heap and the
   /// registry: the domain must open again, and go away cleanly after.
   void detach_victim() {
@@ -885,6 +910,7 @@ TEST_P(KillPoint, WorkerKilledThereLeavesTheOthersWhole) {
     std::cout << "[chaos] " << point << ":" << n << ": the "
               << (s.stage == Stage::Reclaim  ? "reclaiming process"
                   : s.stage == Stage::Detach ? "last process out"
+                  : s.stage == Stage::Store  ? "store's publisher"
                                              : role_name(s.victim))
               << " dies there (HAKOBU_CHAOS_KILL_N=" << n << " to run this one alone)\n";
     const Figures figures = run_scenario(s);

@@ -1,0 +1,94 @@
+// hakobu tests — the peer process of the store tests (test_store.cpp).
+//
+// `hakobu_store_peer MODE ARGS...` is started with posix_spawn (a separate
+// executable, never a fork of the test), uses the public API only and inherits
+// HAKOBU_DOMAIN (and HAKOBU_KILL_AT, for the kill-point tests).
+//
+// Modes (STORE a store name, FILE an absolute path, BYTE a number 0..255):
+//   put STORE KEY SIZE BYTE            attach, publish SIZE bytes of BYTE under KEY
+//   hold STORE KEY READYFILE GOFILE    attach, get KEY, write "VERSION SIZE BYTE" to
+//                                      READYFILE, wait until GOFILE exists, then check
+//                                      that every byte of the value is still BYTE
+//   expect STORE KEY SIZE BYTE         attach, get KEY: its SIZE bytes must all be BYTE
+//                                      (SIZE -1: the key must have no value)
+//
+// Exit codes: 0 as expected; 1 bad usage; 2 open failed; 3 an operation gave
+// another outcome than expected; 4 the value's bytes were not as expected.
+// alarm() ends a forgotten peer after 5 minutes.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hakobu/store.hpp"
+
+namespace {
+
+bool all_equal(std::span<const std::byte> bytes, int value) {
+  for (const std::byte b : bytes) {
+    if (std::to_integer<int>(b) != value) return false;
+  }
+  return true;
+}
+
+int run(const std::vector<std::string>& args) {
+  if (args.size() < 3) return 1;
+  const std::string& mode = args[0];
+  auto store = hakobu::Store::attach(args[1]);
+  if (!store) {
+    std::fprintf(stderr, "peer: attach: %s\n", store.error().message.c_str());
+    return 2;
+  }
+  const std::string& key = args[2];
+  if (mode == "put" && args.size() == 5) {
+    const std::vector<std::byte> bytes(std::stoull(args[3]), static_cast<std::byte>(std::stoi(args[4])));
+    auto put = store->put(key, bytes);
+    if (!put) {
+      std::fprintf(stderr, "peer: put: %s\n", put.error().message.c_str());
+      return 3;
+    }
+    return 0;
+  }
+  if (mode == "hold" && args.size() == 5) {
+    auto value = store->get(key);
+    if (!value) {
+      std::fprintf(stderr, "peer: get: %s\n", value.error().message.c_str());
+      return 3;
+    }
+    const int first = value->size() > 0 ? std::to_integer<int>(value->bytes()[0]) : -1;
+    {
+      std::ofstream out(args[3] + ".tmp");
+      out << value->version() << " " << value->size() << " " << first << "\n";
+    }
+    std::filesystem::rename(args[3] + ".tmp", args[3]);
+    while (!std::filesystem::exists(args[4])) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return all_equal(value->bytes(), first) ? 0 : 4;
+  }
+  if (mode == "expect" && args.size() == 5) {
+    const long long size = std::stoll(args[3]);
+    auto value = store->get(key);
+    if (size < 0) return !value && value.error().code == hakobu::StoreGetError::NotFound ? 0 : 3;
+    if (!value) {
+      std::fprintf(stderr, "peer: get: %s\n", value.error().message.c_str());
+      return 3;
+    }
+    if (value->size() != static_cast<std::size_t>(size)) return 4;
+    return all_equal(value->bytes(), std::stoi(args[4])) ? 0 : 4;
+  }
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::alarm(300);
+  const std::vector<std::string> args(argv + 1,
+                                      argv + argc);  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+  return run(args);
+}

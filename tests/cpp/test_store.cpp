@@ -1,0 +1,442 @@
+// hakobu tests — Store: named, immutable values by key (include/hakobu/store.hpp,
+// src/store/store_file.hpp). One process for the protocol, separately started
+// peers (store_peer.cpp) for readers in other processes and killed publishers,
+// and the store file mapped directly for hostile contents.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hakobu/domain.hpp"
+#include "hakobu/store.hpp"
+#include "store/store_file.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using hakobu::Domain;
+using hakobu::MessageKind;
+using hakobu::OpenError;
+using hakobu::Store;
+using hakobu::StoreEraseError;
+using hakobu::StoreGetError;
+using hakobu::StorePutError;
+using hakobu::test::Process;
+using hakobu::test::unique_name;
+
+const std::string kPeer = HAKOBU_STORE_PEER;
+
+std::vector<std::byte> filled(std::size_t size, int value) {
+  return std::vector<std::byte>(size, static_cast<std::byte>(value));
+}
+
+bool all_equal(std::span<const std::byte> bytes, int value) {
+  for (const std::byte b : bytes) {
+    if (std::to_integer<int>(b) != value) return false;
+  }
+  return true;
+}
+
+Store open_store(const std::string& name, std::size_t capacity = 1024) {
+  hakobu::StoreOptions options;
+  options.capacity = capacity;
+  auto store = Store::create(name, options);
+  EXPECT_TRUE(store) << store.error().message;
+  return std::move(store).value();
+}
+
+struct HeapUse {
+  std::uint64_t blocks = 0;
+  std::uint64_t bytes = 0;
+  friend bool operator==(const HeapUse&, const HeapUse&) = default;
+  friend std::ostream& operator<<(std::ostream& out, const HeapUse& use) {
+    return out << use.blocks << " blocks / " << use.bytes << " bytes";
+  }
+};
+
+/// The heap use a test returns to; first makes sure this process's holdings
+/// table exists and no dead process is left to reclaim mid-test.
+HeapUse settled_heap_use(Store& store) {
+  {
+    auto loan = store.loan(1);
+    EXPECT_TRUE(loan) << loan.error().message;
+  }
+  auto domain = Domain::open();
+  EXPECT_TRUE(domain) << domain.error().message;
+  domain->collect_garbage();
+  const auto stats = domain->stats();
+  return {stats.live_blocks, stats.live_bytes};
+}
+
+HeapUse heap_use() {
+  auto domain = Domain::open();
+  EXPECT_TRUE(domain) << domain.error().message;
+  const auto stats = domain->stats();
+  return {stats.live_blocks, stats.live_bytes};
+}
+
+int run_peer(const std::vector<std::string>& args, const char* kill_at = nullptr) {
+  if (kill_at != nullptr) ::setenv("HAKOBU_KILL_AT", kill_at, 1);  // NOLINT(concurrency-mt-unsafe): no threads
+  Process peer(kPeer, args);
+  if (kill_at != nullptr) ::unsetenv("HAKOBU_KILL_AT");  // NOLINT(concurrency-mt-unsafe)
+  EXPECT_GT(peer.pid(), 0) << "could not start " << kPeer;
+  return peer.wait(std::chrono::seconds(60));
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::seconds watchdog = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + watchdog;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+std::string temp_file(const std::string& stem) {
+  return (std::filesystem::temp_directory_path() / unique_name("hakobu-store-" + stem)).string();
+}
+
+/// The store's file mapped directly, to damage it.
+class StoreFile {
+ public:
+  explicit StoreFile(const std::string& store) : path_("/dev/shm/hakobu:" + hakobu::test::domain() + ":st:" + store) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    struct stat info {};
+    if (fd_ < 0 || ::fstat(fd_, &info) != 0) {
+      ADD_FAILURE() << "cannot open " << path_;
+      return;
+    }
+    size_ = static_cast<std::size_t>(info.st_size);
+    void* mapped = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    if (mapped == MAP_FAILED) {
+      ADD_FAILURE() << "cannot map " << path_;
+      return;
+    }
+    base_ = static_cast<std::byte*>(mapped);
+  }
+  StoreFile(const StoreFile&) = delete;
+  StoreFile& operator=(const StoreFile&) = delete;
+  ~StoreFile() {
+    if (base_ != nullptr) ::munmap(base_, size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  hakobu::detail::StoreHeader& header() { return *reinterpret_cast<hakobu::detail::StoreHeader*>(base_); }  // NOLINT
+  hakobu::detail::StoreEntry& entry(std::size_t i) {
+    return reinterpret_cast<hakobu::detail::StoreEntry*>(base_ + sizeof(hakobu::detail::StoreHeader))[i];  // NOLINT
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// --- one process ------------------------------------------------------------------
+
+TEST(Store, PublishReadReplaceErase) {
+  Store store = open_store(unique_name("basic"));
+  EXPECT_EQ(store.get("x").error().code, StoreGetError::NotFound);
+  auto v1 = store.put("x", filled(1000, 1));
+  ASSERT_TRUE(v1) << v1.error().message;
+  auto first = store.get("x");
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->size(), 1000U);
+  EXPECT_EQ(first->version(), *v1);
+  EXPECT_EQ(first->kind(), MessageKind::Bytes);
+  EXPECT_TRUE(all_equal(first->bytes(), 1));
+
+  auto v2 = store.put("x", filled(50, 2), MessageKind::Object);
+  ASSERT_TRUE(v2) << v2.error().message;
+  EXPECT_GT(*v2, *v1);
+  auto second = store.get("x");
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->version(), *v2);
+  EXPECT_EQ(second->kind(), MessageKind::Object);
+  EXPECT_EQ(second->size(), 50U);
+  EXPECT_TRUE(all_equal(second->bytes(), 2));
+  // The holder of the old version keeps it, unchanged.
+  EXPECT_EQ(first->size(), 1000U);
+  EXPECT_TRUE(all_equal(first->bytes(), 1));
+
+  auto empty = store.put("empty", std::span<const std::byte>{});
+  ASSERT_TRUE(empty) << empty.error().message;
+  EXPECT_EQ(store.get("empty")->size(), 0U);
+
+  auto keys = store.keys();
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"empty", "x"}));
+  ASSERT_TRUE(store.erase("x"));
+  EXPECT_EQ(store.get("x").error().code, StoreGetError::NotFound);
+  EXPECT_EQ(store.erase("x").error().code, StoreEraseError::NotFound);
+  EXPECT_EQ(store.keys(), std::vector<std::string>{"empty"});
+  EXPECT_TRUE(all_equal(second->bytes(), 2));
+  // An erased key is published again in its entry.
+  ASSERT_TRUE(store.put("x", filled(3, 3)));
+  EXPECT_TRUE(all_equal(store.get("x")->bytes(), 3));
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, LoanIsPublishedWithoutACopy) {
+  Store store = open_store(unique_name("loan"));
+  const std::int64_t shape[] = {100, 3};
+  const std::size_t meta = hakobu::array_meta_size(2, 0);
+  auto loan = store.loan(meta + 300 * sizeof(double), MessageKind::Array);
+  ASSERT_TRUE(loan) << loan.error().message;
+  hakobu::write_array_meta(loan->bytes().first(meta), hakobu::DType::of<double>(), shape, {}, 0, {});
+  auto view = loan->array();
+  ASSERT_TRUE(view) << view.error().message;
+  auto* elements = reinterpret_cast<double*>(view->data);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  for (int i = 0; i < 300; ++i) elements[i] = i * 0.5;     // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+  const std::byte* written = loan->bytes().data();
+  auto put = store.put("a", std::move(*loan));
+  ASSERT_TRUE(put) << put.error().message;
+  EXPECT_FALSE(loan->valid()) << "the store took the loan";
+
+  auto value = store.get("a");
+  ASSERT_TRUE(value) << value.error().message;
+  EXPECT_EQ(value->bytes().data(), written) << "a reader sees the loan's own memory, not a copy";
+  auto array = value->array();
+  ASSERT_TRUE(array) << array.error().message;
+  EXPECT_EQ(array->dtype, hakobu::DType::of<double>());
+  ASSERT_EQ(array->shape.size(), 2U);
+  EXPECT_EQ(array->shape[0], 100);
+  EXPECT_EQ(array->shape[1], 3);
+  EXPECT_EQ(reinterpret_cast<const double*>(array->data)[299], 149.5);  // NOLINT
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, MemoryReturnsWhenReplacedOrErasedAndLastHandleGoes) {
+  Store store = open_store(unique_name("memory"));
+  const HeapUse before = settled_heap_use(store);
+  ASSERT_TRUE(store.put("big", filled(1 << 20, 7)));
+  const HeapUse one = heap_use();
+  EXPECT_GT(one.bytes, before.bytes + (1U << 20));
+  {
+    auto held = store.get("big");
+    ASSERT_TRUE(held);
+    ASSERT_TRUE(store.put("big", filled(1 << 20, 8)));
+    EXPECT_GT(heap_use().bytes, one.bytes + (1U << 19)) << "the old version stays while held";
+    EXPECT_TRUE(all_equal(held->bytes(), 7));
+  }
+  EXPECT_EQ(heap_use(), one) << "the old version went when its last handle did";
+  ASSERT_TRUE(store.erase("big"));
+  EXPECT_EQ(heap_use(), before);
+  {
+    auto loan = store.loan(2 << 20);
+    ASSERT_TRUE(loan);
+    ASSERT_TRUE(store.put("loaned", std::move(*loan)));
+  }
+  EXPECT_GT(heap_use().bytes, before.bytes + (2U << 20));
+  ASSERT_TRUE(store.unlink());
+  EXPECT_EQ(heap_use(), before) << "the last handle out of an unlinked store drops its values";
+}
+
+TEST(Store, KeysNamesAndLimits) {
+  EXPECT_EQ(Store::open("bad/name").error().code, OpenError::InvalidName);
+  hakobu::StoreOptions zero;
+  zero.capacity = 0;
+  EXPECT_EQ(Store::open(unique_name("zero"), hakobu::OpenMode::CreateOrAttach, zero).error().code,
+            OpenError::InvalidArgument);
+  EXPECT_EQ(Store::attach(unique_name("missing")).error().code, OpenError::NotFound);
+
+  Store store = open_store(unique_name("limits"), 2);
+  EXPECT_EQ(store.capacity(), 2U);
+  EXPECT_EQ(store.put("", filled(1, 1)).error().code, StorePutError::InvalidKey);
+  EXPECT_EQ(store.put(std::string(hakobu::kMaxStoreKeyBytes + 1, 'k'), filled(1, 1)).error().code,
+            StorePutError::InvalidKey);
+  EXPECT_EQ(store.get("").error().code, StoreGetError::InvalidKey);
+  EXPECT_EQ(store.erase("").error().code, StoreEraseError::InvalidKey);
+  const std::string longest(hakobu::kMaxStoreKeyBytes, 'k');
+  ASSERT_TRUE(store.put(longest, filled(1, 1)));
+  ASSERT_TRUE(store.put(std::string("\0bin", 4), filled(1, 2)));
+  EXPECT_EQ(store.put("third", filled(1, 3)).error().code, StorePutError::Full);
+  EXPECT_EQ(store.put(longest, filled(1, 4), MessageKind::Bytes, false).error().code, StorePutError::AlreadyExists);
+  EXPECT_TRUE(all_equal(store.get(longest)->bytes(), 1)) << "a refused put leaves the value";
+  ASSERT_TRUE(store.erase(longest));
+  EXPECT_TRUE(store.put(longest, filled(1, 5), MessageKind::Bytes, false));
+
+  auto other = Store::attach(store.name());
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->capacity(), 2U);
+  EXPECT_TRUE(all_equal(other->get(longest)->bytes(), 5));
+  EXPECT_EQ(Store::create(store.name()).error().code, OpenError::AlreadyExists);
+  ASSERT_TRUE(store.unlink());
+  EXPECT_EQ(store.put("x", filled(1, 1)).error().code, StorePutError::Closed);
+  EXPECT_EQ(Store::attach(other->name()).error().code, OpenError::NotFound);
+}
+
+TEST(Store, ConcurrentWritersAndReadersSeeWholeValues) {
+  Store store = open_store(unique_name("threads"));
+  const HeapUse before = settled_heap_use(store);
+  ASSERT_TRUE(store.put("k", filled(4096, 0)));
+  std::atomic<bool> stop{false};
+  std::atomic<int> torn{0};
+  std::vector<std::thread> threads;
+  for (int w = 1; w <= 2; ++w) {
+    threads.emplace_back([&, w] {
+      for (int i = 0; i < 2000; ++i) (void)store.put("k", filled(4096, (w * 100 + i) % 256));
+    });
+  }
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        auto value = store.get("k");
+        if (value && !all_equal(value->bytes(), std::to_integer<int>(value->bytes()[0]))) ++torn;
+      }
+    });
+  }
+  threads[0].join();
+  threads[1].join();
+  stop = true;
+  threads[2].join();
+  threads[3].join();
+  EXPECT_EQ(torn.load(), 0);
+  ASSERT_TRUE(store.erase("k"));
+  EXPECT_EQ(heap_use(), before) << "every displaced version went back to the heap";
+  ASSERT_TRUE(store.unlink());
+}
+
+// --- separately started processes -------------------------------------------------
+
+TEST(Store, ReaderInAnotherProcessKeepsTheOldVersion) {
+  Store store = open_store(unique_name("reader"));
+  const HeapUse before = settled_heap_use(store);
+  ASSERT_TRUE(store.put("X", filled(1 << 20, 11)));
+  const std::string ready = temp_file("ready");
+  const std::string go = temp_file("go");
+  auto reader = std::make_unique<Process>(kPeer, std::vector<std::string>{"hold", store.name(), "X", ready, go});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(ready) || hakobu::test::has_exited(reader->pid()); }));
+  ASSERT_TRUE(std::filesystem::exists(ready)) << "the reader exited: " << reader->wait();
+  std::string line;
+  std::getline(std::ifstream(ready), line);
+  EXPECT_NE(line.find(" 1048576 11"), std::string::npos) << line;
+
+  // A new version and an erase while the reader holds the old one.
+  ASSERT_TRUE(store.put("X", filled(1 << 20, 12)));
+  EXPECT_EQ(run_peer({"expect", store.name(), "X", "1048576", "12"}), 0) << "new lookups see the new version";
+  ASSERT_TRUE(store.erase("X"));
+  EXPECT_EQ(run_peer({"expect", store.name(), "X", "-1", "0"}), 0);
+  EXPECT_GT(heap_use().bytes, before.bytes + (1U << 20)) << "the held version is still in the heap";
+  std::ofstream(go).put('\n');
+  EXPECT_EQ(reader->wait(), 0) << "the reader's view stayed whole";
+  EXPECT_EQ(heap_use(), before) << "the reader's release returned the block";
+  std::filesystem::remove(ready);
+  std::filesystem::remove(go);
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, OutlivesItsCreator) {
+  const std::string name = unique_name("outlives");
+  {
+    Store store = open_store(name);
+    ASSERT_TRUE(store.put("kept", filled(10000, 9)));
+  }  // the creator's handle is gone; the store is not
+  EXPECT_EQ(run_peer({"expect", name, "kept", "10000", "9"}), 0);
+  EXPECT_EQ(run_peer({"put", name, "from-peer", "300", "4"}), 0);
+  auto store = Store::attach(name);
+  ASSERT_TRUE(store) << store.error().message;
+  EXPECT_TRUE(all_equal(store->get("from-peer")->bytes(), 4));
+  ASSERT_TRUE(store->unlink());
+}
+
+TEST(Store, PublisherKilledMidPublishLeavesOldOrNew) {
+  Store store = open_store(unique_name("killed"));
+  ASSERT_TRUE(store.put("v", filled(5000, 1)));
+  // Killed before the swap: the old value, whole.
+  EXPECT_EQ(run_peer({"put", store.name(), "v", "5000", "2"}, "store.put.unlisted:1"), 128 + SIGKILL);
+  EXPECT_EQ(run_peer({"expect", store.name(), "v", "5000", "1"}), 0);
+  // Killed right after the swap: the new value, whole.
+  EXPECT_EQ(run_peer({"put", store.name(), "v", "5000", "3"}, "store.put.swapped:1"), 128 + SIGKILL);
+  EXPECT_EQ(run_peer({"expect", store.name(), "v", "5000", "3"}), 0);
+  // Killed while claiming an entry for a new key: the entry is taken over.
+  EXPECT_EQ(run_peer({"put", store.name(), "w", "10", "4"}, "store.claimed:1"), 128 + SIGKILL);
+  EXPECT_EQ(run_peer({"expect", store.name(), "w", "-1", "0"}), 0);
+  EXPECT_EQ(run_peer({"put", store.name(), "w", "10", "5"}), 0);
+  EXPECT_EQ(run_peer({"expect", store.name(), "w", "10", "5"}), 0);
+  // The store goes on: a publish and an erase work as before.
+  ASSERT_TRUE(store.put("v", filled(5000, 6)));
+  EXPECT_TRUE(all_equal(store.get("v")->bytes(), 6));
+  ASSERT_TRUE(store.unlink());
+}
+
+// --- hostile contents ---------------------------------------------------------------
+
+TEST(Store, DamagedFileIsBoundsChecked) {
+  Store store = open_store(unique_name("hostile"), 4);
+  ASSERT_TRUE(store.put("k", filled(100, 1)));
+  StoreFile file(store.name());
+  std::size_t index = 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (file.entry(i).state.load() == hakobu::detail::kEntryReady) index = i;
+  }
+  ASSERT_LT(index, 4U);
+  hakobu::detail::StoreEntry& entry = file.entry(index);
+  const std::uint64_t good = entry.current.load();
+
+  // A record offset outside the heap, and one that is no block.
+  entry.current.store(hakobu::detail::pack_value(std::uint64_t{1} << 45, 1));
+  EXPECT_EQ(store.get("k").error().code, StoreGetError::Corrupt);
+  entry.current.store(hakobu::detail::pack_value(4096 + 64, 1));
+  EXPECT_EQ(store.get("k").error().code, StoreGetError::Corrupt);
+  // The right block with another version's bits.
+  entry.current.store(good ^ (std::uint64_t{1} << 40));
+  EXPECT_EQ(store.get("k").error().code, StoreGetError::Corrupt);
+  entry.current.store(good);
+  EXPECT_TRUE(all_equal(store.get("k")->bytes(), 1));
+
+  // An entry naming a block that is free: refused, never revived.
+  ASSERT_TRUE(store.put("freed", filled(100, 5)));
+  std::size_t freed_index = 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (i != index && file.entry(i).state.load() == hakobu::detail::kEntryReady) freed_index = i;
+  }
+  ASSERT_LT(freed_index, 4U);
+  const std::uint64_t stale = file.entry(freed_index).current.load();
+  ASSERT_TRUE(store.erase("freed"));  // its record goes back to the heap
+  file.entry(freed_index).current.store(stale);
+  EXPECT_EQ(store.get("freed").error().code, StoreGetError::Corrupt);
+  file.entry(freed_index).current.store(0);
+
+  // A key length past the entry: never a match, never listed.
+  const std::uint32_t length = entry.key_bytes;
+  entry.key_bytes = 100000;
+  EXPECT_EQ(store.get("k").error().code, StoreGetError::NotFound);
+  EXPECT_TRUE(store.keys().empty());
+  entry.key_bytes = length;
+
+  // Every entry in a state no writer makes: lookups end, puts take them over.
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (i != index) file.entry(i).state.store(0xFFFF'FFFFU);
+  }
+  EXPECT_EQ(store.get("absent").error().code, StoreGetError::NotFound);
+  EXPECT_TRUE(store.put("other", filled(1, 2)));
+
+  // A header that lies about its size: attaching fails, nothing is read past the file.
+  const std::uint64_t capacity = file.header().capacity;
+  file.header().capacity = std::uint64_t{1} << 19;
+  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  file.header().capacity = 3;
+  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  file.header().capacity = capacity;
+  file.header().magic.store(1);
+  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  file.header().magic.store(hakobu::detail::kStoreMagic);
+  EXPECT_TRUE(Store::attach(store.name()));
+  ASSERT_TRUE(store.unlink());
+}
+
+}  // namespace
