@@ -187,12 +187,7 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
-  // An unguessable temporary name: processes of other PID namespaces share
-  // /dev/shm and may have our pid; nobody may predict, take or remove it.
-  char nonce[40];
-  (void)std::snprintf(nonce, sizeof nonce, "%016llx%016llx", static_cast<unsigned long long>(platform::random_u64()),
-                      static_cast<unsigned long long>(platform::random_u64()));
-  const std::string temporary = domain->file_name("new:" + name + ":" + nonce);
+  const std::string temporary = domain->temporary_file_name(name);
   auto created = open_domain_file({temporary, true, "queue '" + name + "'"}, true);
   if (!created) return std::move(created).error();
   fd = *created;
@@ -224,14 +219,8 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   if (auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false); !shared) {
     return discard(to_open_error(shared));
   }
-  auto linked = platform::shm_link(temporary, file);
-  (void)platform::shm_remove(temporary);
-  if (!linked) {
-    auto error = to_open_error(linked);
-    if (error.code == OpenError::AlreadyExists) {
-      error.message = "queue '" + name + "' already exists in domain '" + domain->name() + "'";
-    }
-    return discard(std::move(error));
+  if (auto published = domain->publish_file(temporary, file, "queue '" + name + "'"); !published) {
+    return discard(std::move(published).error());
   }
   domain->object_created();
   attached = true;

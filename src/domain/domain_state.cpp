@@ -173,6 +173,25 @@ std::string DomainState::file_name(std::string_view suffix) const {
   return Domain::file_prefix(name_) + std::string(suffix);
 }
 
+std::string DomainState::temporary_file_name(std::string_view object_name) const {
+  char nonce[40];
+  (void)std::snprintf(nonce, sizeof nonce, "%016llx%016llx", static_cast<unsigned long long>(platform::random_u64()),
+                      static_cast<unsigned long long>(platform::random_u64()));
+  return file_name("new:" + std::string(object_name) + ":" + nonce);
+}
+
+Result<void, OpenError> DomainState::publish_file(const std::string& temporary, const std::string& file,
+                                                  std::string_view what) const {
+  auto linked = platform::shm_link(temporary, file);
+  (void)platform::shm_remove(temporary);
+  if (linked) return {};
+  auto error = to_open_error(linked);
+  if (error.code == OpenError::AlreadyExists) {
+    error.message = std::string(what) + " already exists in domain '" + name_ + "'";
+  }
+  return error;
+}
+
 Result<std::shared_ptr<DomainState>, OpenError> DomainState::attach(const DomainOptions& options) {
   std::string name = options.name.empty() ? default_domain_name() : options.name;
   if (auto why = validate_name(name); !why.empty()) {

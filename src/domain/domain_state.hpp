@@ -111,6 +111,16 @@ class DomainState : public std::enable_shared_from_this<DomainState> {
   [[nodiscard]] bool forked_away() const noexcept { return epoch_ != fork_epoch(); }
   /// The shm object name of one of this domain's files, e.g. "hakobu-D-q-NAME".
   [[nodiscard]] std::string file_name(std::string_view suffix) const;
+  /// Named objects (queues, stores, sync objects) are built under a temporary
+  /// name and published whole by link(). The temporary name, "new:NAME:NONCE",
+  /// is unguessable: processes of other PID namespaces share /dev/shm and may
+  /// have our pid; nobody may predict, take or remove it.
+  [[nodiscard]] std::string temporary_file_name(std::string_view object_name) const;
+  /// Publishes a built object: links `temporary` to `file` and removes the
+  /// temporary name either way. AlreadyExists (another creator was first) says
+  /// which object, `what` (e.g. "queue 'frames'").
+  Result<void, OpenError> publish_file(const std::string& temporary, const std::string& file,
+                                       std::string_view what) const;
 
   // --- references held by this process ---------------------------------------
   /// Reserves an entry in the holdings table (may grow it).

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -129,10 +128,7 @@ Result<void, OpenError> StoreState::map_all(std::uint64_t bytes) {
 Result<void, OpenError> StoreState::create(const StoreOptions& options) {
   const std::uint64_t cap = std::bit_ceil(std::max<std::uint64_t>(options.capacity, 1));
   const std::uint64_t bytes = store_file_bytes(cap);
-  char nonce[40];
-  (void)std::snprintf(nonce, sizeof nonce, "%016llx%016llx", static_cast<unsigned long long>(platform::random_u64()),
-                      static_cast<unsigned long long>(platform::random_u64()));
-  const std::string temporary = domain->file_name("new:" + name + ":" + nonce);
+  const std::string temporary = domain->temporary_file_name(name);
   auto created = open_domain_file({temporary, true, what()}, true);
   if (!created) return std::move(created).error();
   fd = *created;
@@ -163,14 +159,8 @@ Result<void, OpenError> StoreState::create(const StoreOptions& options) {
   if (auto shared = platform::lock_byte(fd, kStoreLifecycleLockByte, false); !shared) {
     return discard(to_open_error(shared));
   }
-  auto linked = platform::shm_link(temporary, file);
-  (void)platform::shm_remove(temporary);
-  if (!linked) {
-    auto error = to_open_error(linked);
-    if (error.code == OpenError::AlreadyExists) {
-      error.message = what() + " already exists in domain '" + domain->name() + "'";
-    }
-    return discard(std::move(error));
+  if (auto published = domain->publish_file(temporary, file, what()); !published) {
+    return discard(std::move(published).error());
   }
   domain->object_created();
   capacity = cap;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -80,10 +79,7 @@ Result<void, OpenError> attach_file(SyncState& state, int fd, SyncKind kind) {
 // Builds the file under a temporary name and publishes it with link(), so an
 // opener sees a complete object under its name or none.
 Result<void, OpenError> create_file(SyncState& state, const std::string& file, SyncKind kind) {
-  char nonce[40];
-  (void)std::snprintf(nonce, sizeof nonce, "%016llx%016llx", static_cast<unsigned long long>(platform::random_u64()),
-                      static_cast<unsigned long long>(platform::random_u64()));
-  const std::string temporary = state.domain->file_name("new:" + state.name + ":" + nonce);
+  const std::string temporary = state.domain->temporary_file_name(state.name);
   const std::string what = describe_object(kind, state.name);
   auto created = open_domain_file({temporary, true, what}, true);
   if (!created) return std::move(created).error();
@@ -108,16 +104,11 @@ Result<void, OpenError> create_file(SyncState& state, const std::string& file, S
   header->creator_token = state.domain->token();
   header->creator_pid = platform::process_id();
   header->magic.store(kSyncMagic, std::memory_order_release);
-  auto linked = platform::shm_link(temporary, file);
-  (void)platform::shm_remove(temporary);
+  auto published = state.domain->publish_file(temporary, file, "'" + state.name + "'");
   platform::close_fd(fd);  // no locks live on a sync file: the mapping is all we keep
-  if (!linked) {
+  if (!published) {
     platform::unmap(header, kSyncFileBytes);
-    auto error = to_open_error(linked);
-    if (error.code == OpenError::AlreadyExists) {
-      error.message = "'" + state.name + "' already exists in domain '" + state.domain->name() + "'";
-    }
-    return error;
+    return std::move(published).error();
   }
   state.header = header;
   state.domain->object_created();
