@@ -65,7 +65,7 @@ class StoreState {
   /// Publishes the listed record of `loan` in `entry`; the loan is consumed on success.
   Result<std::uint64_t, StorePutError> publish(StoreEntry& entry, Loan& record, std::uint64_t version, bool replace);
   /// Wakes Store::wait callers after a publish (the rules are in store_file.hpp).
-  void announce_publish() noexcept;
+  void announce_publish() const noexcept;
   /// Drops the store's reference on a record displaced from an entry.
   void drop_record(std::uint64_t packed) noexcept;
   /// Last one out of an unlinked store: drops the references its entries hold.
@@ -258,7 +258,7 @@ StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t 
   return Claim::Full;
 }
 
-void StoreState::announce_publish() noexcept {
+void StoreState::announce_publish() const noexcept {
   header->published.fetch_add(1, std::memory_order_seq_cst);
   if (header->waiters.load(std::memory_order_seq_cst) != 0) platform::futex_wake(&header->published, INT_MAX);
 }
