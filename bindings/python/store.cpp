@@ -280,14 +280,14 @@ struct PyStore {
     return new PyLoan{std::move(*made), 0, 0};
   }
 
-  nb::object get_object(const std::string& key) {
+  [[nodiscard]] nb::object get_object(const std::string& key) const {
     auto got = store.get(key);
     if (!got) raise(got.error());
     return decode(std::move(*got));
   }
 
   /// As get_object, once the key has a value (waiting at most `timeout` seconds; None: no limit).
-  nb::object wait_object(const std::string& key, std::optional<double> timeout) {
+  [[nodiscard]] nb::object wait_object(const std::string& key, std::optional<double> timeout) const {
     auto got = wait_interruptibly(timeout, StoreWaitError::Timeout, StoreWaitError::Timeout,
                                   [&](auto slice) { return store.wait_for(key, slice); });
     if (!got) raise(got.error());
@@ -295,13 +295,13 @@ struct PyStore {
   }
 
   /// The StoreValue of `key` (never decoded).
-  PyStoreValue* value(const std::string& key) {
+  [[nodiscard]] PyStoreValue* value(const std::string& key) const {
     auto got = store.get(key);
     if (!got) raise(got.error());
     return new PyStoreValue{std::move(*got)};
   }
 
-  bool contains(const std::string& key) {
+  [[nodiscard]] bool contains(const std::string& key) const {
     auto got = store.get(key);
     if (got) return true;
     if (got.error().code == StoreGetError::NotFound) return false;

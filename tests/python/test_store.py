@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,21 @@ def test_wait_ends_when_the_store_is_unlinked(store_name: str) -> None:
     waiter.join(120)
     assert not waiter.is_alive()
     assert isinstance(errors[0], hakobu.Closed)
+
+
+def test_ctrl_c_interrupts_a_wait(store_name: str) -> None:
+    store = hakobu.Store(store_name)
+    waiter = start("store_peer", "interrupt", store_name, "never")
+    assert waiter.stdout is not None
+    assert waiter.stdout.readline() == "waiting\n"
+    time.sleep(0.2)  # let it block (not a measure: any later signal interrupts it too)
+    waiter.send_signal(signal.SIGINT)
+    code, out, err = finish(waiter)
+    assert code == 3, err
+    assert out == "interrupted\n"
+    store["never"] = 1
+    assert store.wait("never", timeout=5) == 1, "the store is as it was"
+    store.unlink()
 
 
 # --- C++ programs ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ Modes (STORE a store name; every wait is bounded by a 60 s watchdog):
   churn STORE KEY MIB       publishes KEY again and again, each version MIB MiB of one byte value
                             (1, 2, ...), printing "version K" after each; runs until killed
   wait STORE KEY            waits without a limit for KEY; prints its repr
+  interrupt STORE KEY       prints "waiting", waits without a limit for KEY; on Ctrl-C prints
+                            "interrupted" and exits with 3
   put-ints STORE KEY R C    publishes an int32 (R, C) array, Fortran order, [i, j] = i * C + j
 """
 
@@ -67,6 +69,13 @@ def main(mode: str, name: str, *args: str) -> None:
             print("version", k, flush=True)
     elif mode == "wait":
         print(repr(store.wait(args[0])), flush=True)
+    elif mode == "interrupt":
+        print("waiting", flush=True)
+        try:
+            store.wait(args[0])
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            raise SystemExit(3) from None
     elif mode == "put-ints":
         rows, cols = int(args[1]), int(args[2])
         values = np.asfortranarray(np.arange(rows * cols, dtype=np.int32).reshape(rows, cols))
