@@ -35,6 +35,7 @@
 #include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
 #include "hakobu/queue.hpp"
+#include "hakobu/store.hpp"
 
 namespace hakobu::python {
 
@@ -58,8 +59,10 @@ enum class ErrorKind : std::uint8_t {
   TooLarge,
   TooManyProcesses,
   SystemFailure,
+  KeyNotFound,
+  Busy,
 };
-inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::SystemFailure) + 1;
+inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::Busy) + 1;
 
 /// The name of kind's class in hakobu._errors (nullptr only for a value outside the enum).
 constexpr const char* class_name(ErrorKind kind) noexcept {
@@ -81,6 +84,8 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::TooLarge: return "TooLarge";
     case ErrorKind::TooManyProcesses: return "TooManyProcesses";
     case ErrorKind::SystemFailure: return "SystemFailure";
+    case ErrorKind::KeyNotFound: return "KeyNotFound";
+    case ErrorKind::Busy: return "Busy";
   }
   return nullptr;
 }
@@ -187,6 +192,57 @@ constexpr std::optional<ErrorKind> kind_of(WatchError code) noexcept {
     case WatchError::Closed: return ErrorKind::Closed;
     case WatchError::Full: return ErrorKind::SystemFailure;
     case WatchError::SystemError: return ErrorKind::SystemFailure;
+  }
+  return std::nullopt;
+}
+
+// Stores: a missing key is a KeyError (KeyNotFound), as a mapping's must be;
+// so is a wait whose timeout ran out (as a queue's get raises Empty after a
+// timeout too); a bad key is a wrong argument.
+
+constexpr std::optional<ErrorKind> kind_of(StorePutError code) noexcept {
+  switch (code) {
+    case StorePutError::InvalidKey: return ErrorKind::InvalidArgument;
+    case StorePutError::AlreadyExists: return ErrorKind::AlreadyExists;
+    case StorePutError::Full: return ErrorKind::Full;
+    case StorePutError::TooLarge: return ErrorKind::TooLarge;
+    case StorePutError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case StorePutError::Invalid: return ErrorKind::InvalidArgument;
+    case StorePutError::Busy: return ErrorKind::Busy;
+    case StorePutError::Closed: return ErrorKind::Closed;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(StoreGetError code) noexcept {
+  switch (code) {
+    case StoreGetError::InvalidKey: return ErrorKind::InvalidArgument;
+    case StoreGetError::NotFound: return ErrorKind::KeyNotFound;
+    case StoreGetError::Corrupt: return ErrorKind::Corrupt;
+    case StoreGetError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case StoreGetError::Busy: return ErrorKind::Busy;
+    case StoreGetError::Closed: return ErrorKind::Closed;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(StoreEraseError code) noexcept {
+  switch (code) {
+    case StoreEraseError::InvalidKey: return ErrorKind::InvalidArgument;
+    case StoreEraseError::NotFound: return ErrorKind::KeyNotFound;
+    case StoreEraseError::Closed: return ErrorKind::Closed;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(StoreWaitError code) noexcept {
+  switch (code) {
+    case StoreWaitError::InvalidKey: return ErrorKind::InvalidArgument;
+    case StoreWaitError::Timeout: return ErrorKind::KeyNotFound;
+    case StoreWaitError::Corrupt: return ErrorKind::Corrupt;
+    case StoreWaitError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case StoreWaitError::Busy: return ErrorKind::Busy;
+    case StoreWaitError::Closed: return ErrorKind::Closed;
   }
   return std::nullopt;
 }

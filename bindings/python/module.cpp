@@ -22,6 +22,7 @@ namespace hakobu::python {
 void bind_queue(nb::module_& m);
 void bind_domain(nb::module_& m);
 void bind_admin(nb::module_& m);
+void bind_store(nb::module_& m);
 
 namespace {
 
@@ -123,6 +124,10 @@ nb::list error_table() {
   add_rows<ArrayError>(rows, "ArrayError", core_name);
   add_rows<AttachError>(rows, "AttachError", core_name);
   add_rows<WatchError>(rows, "WatchError", &watch_error_name);
+  add_rows<StorePutError>(rows, "StorePutError", core_name);
+  add_rows<StoreGetError>(rows, "StoreGetError", core_name);
+  add_rows<StoreEraseError>(rows, "StoreEraseError", core_name);
+  add_rows<StoreWaitError>(rows, "StoreWaitError", core_name);
   return rows;
 }
 
@@ -167,4 +172,5 @@ NB_MODULE(_core, m) {
   hakobu::python::bind_queue(m);
   hakobu::python::bind_domain(m);
   hakobu::python::bind_admin(m);
+  hakobu::python::bind_store(m);
 }

@@ -11,6 +11,7 @@
 // leaves the old value or the new one, never a torn one (at worst a leak).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -63,9 +64,20 @@ enum class StoreEraseError : std::uint8_t {
   Closed,      ///< This handle was closed or unlinked.
 };
 
+/// Why `Store::wait` failed.
+enum class StoreWaitError : std::uint8_t {
+  InvalidKey,   ///< Empty, or longer than kMaxStoreKeyBytes.
+  Timeout,      ///< The key had no value when the timeout ran out.
+  Corrupt,      ///< The entry or its record failed bounds checks (the store file was damaged).
+  OutOfMemory,  ///< No room to record the reference as held; nothing was taken.
+  Busy,         ///< The key was republished during every one of many tries.
+  Closed,       ///< This handle was closed or unlinked (before or during the wait).
+};
+
 std::string_view to_string(StorePutError code) noexcept;
 std::string_view to_string(StoreGetError code) noexcept;
 std::string_view to_string(StoreEraseError code) noexcept;
+std::string_view to_string(StoreWaitError code) noexcept;
 
 /// Settings a store is created with; attaching keeps the existing capacity.
 struct StoreOptions {
@@ -95,6 +107,12 @@ class StoreValue {
   /// The array view of an array value, bounds-checked. Its elements are shared
   /// by every reader: they must not be written.
   [[nodiscard]] Result<ArrayView, ArrayError> array() const noexcept;
+  /// Attachments of a value published from a loan (`Loan::attach`: an array's
+  /// elements sent by reference, a serialized object's buffers); 0 otherwise.
+  [[nodiscard]] std::size_t attachment_count() const noexcept;
+  /// The bytes of attachment `index`, bounds-checked (Corrupt when it fails the
+  /// checks or there is no such attachment). Read-only, like the value.
+  [[nodiscard]] Result<std::span<const std::byte>, StoreGetError> attachment(std::size_t index) const;
   /// Heap offset of the value's record block (for bindings and tests).
   [[nodiscard]] std::uint64_t record_offset() const noexcept { return record_; }
   void reset() noexcept;
@@ -103,6 +121,8 @@ class StoreValue {
 
  private:
   friend class Store;
+  /// The payload of attachment `index` of the value's block, or an empty span if it fails the checks.
+  [[nodiscard]] std::span<std::byte> attached(std::size_t index) const noexcept;
   std::shared_ptr<detail::DomainState> domain_;
   std::uint64_t record_ = 0;       // heap offset of the record block (counted, listed)
   std::uint64_t value_block_ = 0;  // the attached value block, or 0 when the bytes are inline
@@ -134,8 +154,9 @@ class Store {
   Store& operator=(const Store&) = delete;
   ~Store();
 
-  /// A loan of the store's domain to build a value in (then `put(key, std::move(loan))`).
-  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes);
+  /// A loan of the store's domain to build a value in (then `put(key, std::move(loan))`),
+  /// with room for `attachments` (see Loan::attach).
+  Result<Loan, LoanError> loan(std::size_t size, MessageKind kind = MessageKind::Bytes, std::size_t attachments = 0);
   /// Publishes the loan's contents without a copy; the loan is consumed on success.
   /// With `replace = false`, fails with AlreadyExists when the key has a value.
   Result<std::uint64_t, StorePutError> put(std::string_view key, Loan&& value, bool replace = true);
@@ -144,6 +165,14 @@ class Store {
                                            MessageKind kind = MessageKind::Bytes, bool replace = true);
   /// The current value of `key`.
   Result<StoreValue, StoreGetError> get(std::string_view key) const;
+  /// The value of `key` once it has one: now, or when a process publishes it.
+  /// Waits without a limit (until the handle is closed or the store unlinked).
+  Result<StoreValue, StoreWaitError> wait(std::string_view key) const {
+    return wait_for(key, std::chrono::nanoseconds::max());
+  }
+  /// As `wait`, for at most `timeout` (0: one lookup; nanoseconds::max(): no
+  /// limit); Timeout when the key still has no value then.
+  Result<StoreValue, StoreWaitError> wait_for(std::string_view key, std::chrono::nanoseconds timeout) const;
   /// Removes the key's value; handles on it keep it until released.
   Result<void, StoreEraseError> erase(std::string_view key);
   /// The keys that have a value now (a snapshot).

@@ -16,6 +16,7 @@ from ._errors import (
     AccessDenied,
     AlreadyExists,
     BrokenPool,
+    Busy,
     Closed,
     Corrupt,
     Empty,
@@ -25,6 +26,7 @@ from ._errors import (
     Incompatible,
     InvalidArgument,
     InvalidName,
+    KeyNotFound,
     NoSenderWarning,
     NotCreator,
     NotFound,
@@ -40,6 +42,7 @@ from ._errors import (
     WorkerLost,
 )
 from ._queue import Queue
+from ._store import Store
 from .pool import Executor, Pool
 
 __version__ = _core.__version__
@@ -62,6 +65,7 @@ __all__ = [
     "AccessDenied",
     "AlreadyExists",
     "BrokenPool",
+    "Busy",
     "Closed",
     "Corrupt",
     "Empty",
@@ -72,6 +76,7 @@ __all__ = [
     "Incompatible",
     "InvalidArgument",
     "InvalidName",
+    "KeyNotFound",
     "NoSenderWarning",
     "NotCreator",
     "NotFound",
@@ -81,6 +86,7 @@ __all__ = [
     "Queue",
     "RemoteError",
     "RemoteTraceback",
+    "Store",
     "SystemFailure",
     "TooLarge",
     "TooManyProcesses",

@@ -256,3 +256,105 @@ def hugetlbfs_mounts() -> list[tuple[str, int]]:
 
 def shm_directory() -> str:
     """The directory of shared-memory files"""
+
+class StoreValue:
+    """
+    One version of a stored value; its bytes are shared memory, exported read-only
+    """
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """The bytes, read-only, through the buffer protocol"""
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def record_offset(self) -> int:
+        """Heap offset of the version's record (tells versions apart)"""
+
+    def array_layout(self) -> tuple[int, int, int, str, list[int], list[int], int, int] | None:
+        """
+        (code, bits, lanes, typestr, shape, strides, data_offset, data_attachment) of an array value, else None
+        """
+
+    @property
+    def attachment_count(self) -> int: ...
+
+    def attachment(self, index: int) -> StoreAttachment:
+        """Attachment `index` of the value (read-only shared memory)"""
+
+class StoreAttachment:
+    """Shared memory a stored value holds, exported read-only"""
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """The bytes, read-only, through the buffer protocol"""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def index(self) -> int: ...
+
+class Store:
+    """A named store of immutable values (use hakobu.Store)"""
+
+    def __init__(self, name: str, create: bool | None, capacity: object | None, domain: str) -> None:
+        """
+        capacity: an int (anything else is an InvalidArgument); create: None, True or False
+        """
+
+    def put_object(self, key: str, obj: object | None, replace: bool) -> int | None:
+        """
+        Publishes bytes or an array of a built-in numeric type in one call and returns the version; None when the Python codec must encode `obj`
+        """
+
+    def put_bytes(self, key: str, data: object, kind: int, replace: bool) -> int: ...
+
+    def put_loan(self, key: str, loan: Loan, replace: bool) -> int:
+        """Publishes a loan without a copy (it is consumed); returns the version"""
+
+    def loan(self, nbytes: object | None, kind: int, attachments: object | None) -> Loan:
+        """Shared memory for a value of `nbytes` with room for `attachments`"""
+
+    def loan_array(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], fortran_order: bool) -> Loan: ...
+
+    def loan_array_ref(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], strides: Sequence[int], byte_offset: int) -> Loan: ...
+
+    def get_object(self, key: str) -> object:
+        """
+        The value of `key`: bytes, a read-only array, or the StoreValue for the Python codec
+        """
+
+    def wait_object(self, key: str, timeout: float | None) -> object:
+        """
+        As get_object, once the key has a value (at most `timeout` seconds; None: no limit)
+        """
+
+    def value(self, key: str) -> StoreValue:
+        """The StoreValue of `key`, not decoded"""
+
+    def contains(self, key: str) -> bool: ...
+
+    def erase(self, key: str) -> None: ...
+
+    def keys(self) -> list[str]:
+        """The keys that have a value (a snapshot)"""
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def unlink(self) -> None: ...

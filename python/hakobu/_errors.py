@@ -94,6 +94,20 @@ class SystemFailure(HakobuError, OSError):
     """Another operating-system error; the message has the details."""
 
 
+class KeyNotFound(HakobuError, KeyError):
+    """A store has no value for the key: never published, deleted, or not published before
+    ``wait``'s timeout ran out. A KeyError, as a mapping's missing key is."""
+
+    def __str__(self) -> str:  # the message as it is (KeyError's own quotes it)
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class Busy(HakobuError):
+    """Another process kept a store's key busy for the whole bounded wait (its entry claimed
+    for a second while alive, or the key republished during every one of many lookups);
+    trying again later may succeed. Nothing was changed."""
+
+
 class UnpicklingRefused(HakobuError, _pickle.UnpicklingError):
     """A queue opened with ``allow_pickle=False`` received an object that is not made of plain
     built-in types (None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict,

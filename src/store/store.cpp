@@ -5,8 +5,10 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -62,6 +64,8 @@ class StoreState {
   Claim find_or_claim(std::string_view key, std::uint64_t hash, StoreEntry*& out) noexcept;
   /// Publishes the listed record of `loan` in `entry`; the loan is consumed on success.
   Result<std::uint64_t, StorePutError> publish(StoreEntry& entry, Loan& record, std::uint64_t version, bool replace);
+  /// Wakes Store::wait callers after a publish (the rules are in store_file.hpp).
+  void announce_publish() const noexcept;
   /// Drops the store's reference on a record displaced from an entry.
   void drop_record(std::uint64_t packed) noexcept;
   /// Last one out of an unlinked store: drops the references its entries hold.
@@ -254,6 +258,11 @@ StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t 
   return Claim::Full;
 }
 
+void StoreState::announce_publish() const noexcept {
+  header->published.fetch_add(1, std::memory_order_seq_cst);
+  if (header->waiters.load(std::memory_order_seq_cst) != 0) platform::futex_wake(&header->published, INT_MAX);
+}
+
 void StoreState::drop_record(std::uint64_t packed) noexcept {
   const std::uint64_t record = value_record(packed);
   Heap& heap = domain->heap();
@@ -282,6 +291,7 @@ Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan
   }
   domain->unreserve_holding(holding);
   MessageAccess::hand_over(record);
+  announce_publish();
   kill_point("store.put.swapped");
   if (old == 0) {
     header->keys.fetch_add(1, std::memory_order_relaxed);
@@ -327,6 +337,18 @@ std::string_view to_string(StoreGetError code) noexcept {
     case StoreGetError::OutOfMemory: return "OutOfMemory";
     case StoreGetError::Busy: return "Busy";
     case StoreGetError::Closed: return "Closed";
+  }
+  return "?";
+}
+
+std::string_view to_string(StoreWaitError code) noexcept {
+  switch (code) {
+    case StoreWaitError::InvalidKey: return "InvalidKey";
+    case StoreWaitError::Timeout: return "Timeout";
+    case StoreWaitError::Corrupt: return "Corrupt";
+    case StoreWaitError::OutOfMemory: return "OutOfMemory";
+    case StoreWaitError::Busy: return "Busy";
+    case StoreWaitError::Closed: return "Closed";
   }
   return "?";
 }
@@ -386,16 +408,36 @@ Result<ArrayView, ArrayError> StoreValue::array() const noexcept {
   const std::uint32_t source = array_data_attachment(message);
   if (source == 0) return parse_array(message);
   // The elements are an attachment of the value's block (an array sent by reference).
-  if (value_block_ == 0) return {ArrayError::Corrupt, "the array's elements are not attached to the value"};
+  const std::span<std::byte> elements = attached(source - 1);
+  if (elements.data() == nullptr) return {ArrayError::Corrupt, "the array's elements are not attached to the value"};
+  return parse_array(message, elements);
+}
+
+std::span<std::byte> StoreValue::attached(std::size_t index) const noexcept {
+  if (!valid() || value_block_ == 0 || fork_epoch_ != detail::fork_epoch()) return {};
   detail::Heap& heap = domain_->heap();
   const auto table = heap.attachments(value_block_);
-  if (source - 1 >= table.size()) return {ArrayError::Corrupt, "the array's elements are not attached to the value"};
-  const std::uint64_t child = table[source - 1].load(std::memory_order_acquire);
-  if (child == 0 || !heap.check_block(child, 0)) return {ArrayError::Corrupt, "the array's elements failed checks"};
+  if (index >= table.size()) return {};
+  // Written before the value was published and never after; checked all the same.
+  const std::uint64_t child = table[index].load(std::memory_order_acquire);
+  if (child == 0 || !heap.check_block(child, 0)) return {};
   const std::uint64_t bytes = heap.header(child)->payload_bytes.load(std::memory_order_relaxed);
   std::byte* const payload = heap.checked_payload(child, bytes);
-  if (payload == nullptr) return {ArrayError::Corrupt, "the array's elements failed checks"};
-  return parse_array(message, {payload, static_cast<std::size_t>(bytes)});
+  if (payload == nullptr) return {};
+  return {payload, static_cast<std::size_t>(bytes)};
+}
+
+std::size_t StoreValue::attachment_count() const noexcept {
+  if (!valid() || value_block_ == 0 || fork_epoch_ != detail::fork_epoch()) return 0;
+  return domain_->heap().attachments(value_block_).size();
+}
+
+Result<std::span<const std::byte>, StoreGetError> StoreValue::attachment(std::size_t index) const {
+  const std::span<std::byte> bytes = attached(index);
+  if (bytes.data() == nullptr) {
+    return {StoreGetError::Corrupt, "the value has no attachment " + std::to_string(index) + " that passes checks"};
+  }
+  return std::span<const std::byte>(bytes);
 }
 
 // --- Store ----------------------------------------------------------------------
@@ -446,9 +488,9 @@ Result<Store, OpenError> Store::open(std::string_view name, OpenMode mode, const
 
 Store::~Store() = default;
 
-Result<Loan, LoanError> Store::loan(std::size_t size, MessageKind kind) {
+Result<Loan, LoanError> Store::loan(std::size_t size, MessageKind kind, std::size_t attachments) {
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedStore};
-  return state_->domain->make_loan(size, kind);
+  return state_->domain->make_loan(size, kind, attachments);
 }
 
 Result<std::uint64_t, StorePutError> Store::put(std::string_view key, Loan&& value, bool replace) {
@@ -611,6 +653,42 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
   domain.unreserve_holding(*holding);
   return {StoreGetError::Busy, "key '" + std::string(key) + "' was republished during each of " +
                                    std::to_string(kTries) + " tries to read it"};
+}
+
+// Waiting rules: store_file.hpp ("Waiting for a key"). Every pass is one
+// lookup and at most one sleep of kStoreWaitPollNs; the loop ends at the
+// deadline, when the handle is closed or the store unlinked, or on a value.
+Result<StoreValue, StoreWaitError> Store::wait_for(std::string_view key, std::chrono::nanoseconds timeout) const {
+  if (!state_ || !state_->usable()) return {StoreWaitError::Closed, kClosedStore};
+  if (auto why = detail::key_problem(key); !why.empty()) return {StoreWaitError::InvalidKey, why};
+  const std::int64_t start = platform::monotonic_ns();
+  const std::int64_t ns = std::max<std::int64_t>(timeout.count(), 0);
+  const std::int64_t deadline = timeout == std::chrono::nanoseconds::max() || ns > INT64_MAX - start ? -1 : start + ns;
+  std::atomic<std::uint32_t>& word = state_->header->published;
+  std::atomic<std::uint32_t>& waiters = state_->header->waiters;
+  for (;;) {
+    const std::uint32_t seen = word.load(std::memory_order_seq_cst);  // before the lookup (see the rules)
+    auto got = get(key);
+    if (got) return std::move(got).value();
+    switch (got.error().code) {
+      case StoreGetError::NotFound: break;
+      case StoreGetError::InvalidKey: return {StoreWaitError::InvalidKey, got.error().message};
+      case StoreGetError::Corrupt: return {StoreWaitError::Corrupt, got.error().message};
+      case StoreGetError::OutOfMemory: return {StoreWaitError::OutOfMemory, got.error().message};
+      case StoreGetError::Busy: return {StoreWaitError::Busy, got.error().message};
+      case StoreGetError::Closed: return {StoreWaitError::Closed, got.error().message};
+    }
+    const std::int64_t now = platform::monotonic_ns();
+    if (deadline >= 0 && now >= deadline) {
+      return {StoreWaitError::Timeout,
+              "no value for key '" + std::string(key) + "' in " + state_->what() + " within the timeout"};
+    }
+    const std::int64_t poll = now + detail::kStoreWaitPollNs;
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (state_->usable()) (void)platform::futex_wait(&word, seen, deadline < 0 ? poll : std::min(deadline, poll));
+    waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (!state_->usable()) return {StoreWaitError::Closed, kClosedStore};
+  }
 }
 
 Result<void, StoreEraseError> Store::erase(std::string_view key) {

@@ -13,7 +13,8 @@
 // -------------
 //   0      StoreHeader (128 bytes): magic, layout version, capacity (entries,
 //          a power of two), file_bytes, creator token and pid, flags
-//          (kStoreUnlinked), next_version, keys (live keys, for display)
+//          (kStoreUnlinked), next_version, keys (live keys, for display),
+//          published and waiters (Store::wait, below)
 //   128    StoreEntry[capacity], 256 bytes each:
 //            state      atomic u32: kEntryFree (0), kEntryReady (1), or
 //                       kEntryClaiming | token << 2 while a writer writes the key
@@ -63,6 +64,21 @@
 //   carved again at the same offset for the same key in that window is
 //   told apart (unless 2^24 publishes of that key happen inside one lookup).
 //
+// Waiting for a key (Store::wait)
+// -------------------------------
+// `published` is a futex word that every publish increments (seq_cst) after
+// its CAS, then wakes every sleeper if `waiters` is non-zero. A waiter reads
+// `published`, looks the key up, announces itself in `waiters` (seq_cst) and
+// sleeps on the word unless it changed since it read it: a publish after the
+// read changes the word (the sleep returns at once), one before it is seen by
+// the lookup, and a publisher that read `waiters` before the announcement
+// incremented the word before the sleep compares it. Sleeps last at most
+// kStoreWaitPollNs, so a waiter sees its handle closed or the store unlinked
+// (which wake nobody) within that time. A waiter killed while announced leaves
+// `waiters` too high: publishers then make a wake-up call nobody needs, no
+// more. Both words are in what was `reserved` (zero in files made before):
+// the layout version is unchanged.
+//
 // Crash safety
 // ------------
 // Following the holdings rules (domain_state.hpp): a reference is counted
@@ -97,6 +113,8 @@ inline constexpr std::uint32_t kStoreLayoutVersion = 1;
 inline constexpr std::uint32_t kStoreUnlinked = 1;
 inline constexpr std::uint64_t kMaxStoreCapacity = std::uint64_t{1} << 20;
 inline constexpr std::size_t kMaxKeyBytes = 224;
+/// Longest sleep of Store::wait before it looks at its handle and the store again.
+inline constexpr std::int64_t kStoreWaitPollNs = 20'000'000;  // 20 ms
 
 /// Byte offsets of the open-file-description locks on a store file.
 inline constexpr std::uint64_t kStoreInitLockByte = 0;       ///< shared while attaching; exclusive to drain
@@ -139,7 +157,9 @@ struct StoreHeader {
   std::int32_t creator_pid;
   std::atomic<std::uint64_t> next_version;  ///< versions of values, store-wide, from 1
   std::atomic<std::uint64_t> keys;          ///< keys with a value (display only; may drift after a crash)
-  std::uint64_t reserved[9];
+  std::atomic<std::uint32_t> published;     ///< futex word: +1 at every publish (Store::wait sleeps on it)
+  std::atomic<std::uint32_t> waiters;       ///< waiters announced on `published` (may drift after a crash)
+  std::uint64_t reserved[8];
 };
 static_assert(sizeof(StoreHeader) == 128, "the store header's size is part of the store layout");
 static_assert(std::is_standard_layout_v<StoreHeader>, "StoreHeader lives in shared memory: standard-layout");

@@ -11,6 +11,12 @@
 //                                      that every byte of the value is still BYTE
 //   expect STORE KEY SIZE BYTE         attach, get KEY: its SIZE bytes must all be BYTE
 //                                      (SIZE -1: the key must have no value)
+//   wait STORE KEY SIZE BYTE           attach, wait (60 s at most) until KEY has a value:
+//                                      its SIZE bytes must all be BYTE
+//   put-array STORE KEY ROWS COLS      publish a ROWS x COLS float64 array (C order) with
+//                                      element [i, j] = i * COLS + j (for other languages)
+//   expect-array STORE KEY ROWS COLS   get KEY: an int32 array of shape (ROWS, COLS) with
+//                                      element [i, j] = i * COLS + j, any strides
 //
 // Exit codes: 0 as expected; 1 bad usage; 2 open failed; 3 an operation gave
 // another outcome than expected; 4 the value's bytes were not as expected.
@@ -20,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -69,6 +76,57 @@ int run(const std::vector<std::string>& args) {
     std::filesystem::rename(args[3] + ".tmp", args[3]);
     while (!std::filesystem::exists(args[4])) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return all_equal(value->bytes(), first) ? 0 : 4;
+  }
+  if (mode == "wait" && args.size() == 5) {
+    auto value = store->wait_for(key, std::chrono::seconds(60));
+    if (!value) {
+      std::fprintf(stderr, "peer: wait: %s\n", value.error().message.c_str());
+      return 3;
+    }
+    if (value->size() != std::stoull(args[3])) return 4;
+    return all_equal(value->bytes(), std::stoi(args[4])) ? 0 : 4;
+  }
+  if (mode == "put-array" && args.size() == 5) {
+    const std::vector<std::int64_t> shape{std::stoll(args[3]), std::stoll(args[4])};
+    const auto count = static_cast<std::size_t>(shape[0] * shape[1]);
+    const std::size_t meta = hakobu::array_meta_size(shape.size(), 0);
+    auto loan = store->loan(meta + count * sizeof(double), hakobu::MessageKind::Array);
+    if (!loan) return 3;
+    hakobu::write_array_meta(loan->bytes(), hakobu::DType::of<double>(), shape, {}, 0, {});
+    auto* elements = reinterpret_cast<double*>(loan->bytes().data() + meta);       // NOLINT
+    for (std::size_t i = 0; i < count; ++i) elements[i] = static_cast<double>(i);  // NOLINT
+    auto put = store->put(key, std::move(*loan));
+    if (!put) {
+      std::fprintf(stderr, "peer: put: %s\n", put.error().message.c_str());
+      return 3;
+    }
+    return 0;
+  }
+  if (mode == "expect-array" && args.size() == 5) {
+    auto value = store->get(key);
+    if (!value) {
+      std::fprintf(stderr, "peer: get: %s\n", value.error().message.c_str());
+      return 3;
+    }
+    auto view = value->array();
+    if (!view) {
+      std::fprintf(stderr, "peer: array: %s\n", view.error().message.c_str());
+      return 3;
+    }
+    const std::int64_t rows = std::stoll(args[3]);
+    const std::int64_t cols = std::stoll(args[4]);
+    if (view->dtype != hakobu::DType::of<std::int32_t>() || view->ndim() != 2 || view->shape[0] != rows ||
+        view->shape[1] != cols) {
+      return 4;
+    }
+    for (std::int64_t i = 0; i < rows; ++i) {
+      for (std::int64_t j = 0; j < cols; ++j) {
+        std::int32_t element = 0;
+        std::memcpy(&element, view->data + i * view->strides[0] + j * view->strides[1], sizeof element);  // NOLINT
+        if (element != i * cols + j) return 4;
+      }
+    }
+    return 0;
   }
   if (mode == "expect" && args.size() == 5) {
     const long long size = std::stoll(args[3]);

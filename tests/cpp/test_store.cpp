@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,6 +35,7 @@ using hakobu::Store;
 using hakobu::StoreEraseError;
 using hakobu::StoreGetError;
 using hakobu::StorePutError;
+using hakobu::StoreWaitError;
 using hakobu::test::Process;
 using hakobu::test::unique_name;
 
@@ -437,6 +439,67 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   file.header().magic.store(hakobu::detail::kStoreMagic);
   EXPECT_TRUE(Store::attach(store.name()));
   ASSERT_TRUE(store.unlink());
+}
+
+// --- waiting for a key ------------------------------------------------------------
+
+TEST(StoreWait, ReturnsAtOnceOrTimesOut) {
+  Store store = open_store(unique_name("wait-timeout"));
+  ASSERT_TRUE(store.put("here", filled(10, 6)));
+  auto now = store.wait_for("here", 0s);
+  ASSERT_TRUE(now) << now.error().message;
+  EXPECT_TRUE(all_equal(now->bytes(), 6));
+  EXPECT_EQ(store.wait_for("absent", 0s).error().code, StoreWaitError::Timeout) << "0: one lookup";
+  EXPECT_EQ(store.wait_for("absent", 30ms).error().code, StoreWaitError::Timeout);
+  EXPECT_EQ(store.wait_for("absent", -5s).error().code, StoreWaitError::Timeout) << "negative: as 0";
+  EXPECT_EQ(store.wait_for("", 1s).error().code, StoreWaitError::InvalidKey);
+  EXPECT_EQ(store.wait_for(std::string(hakobu::kMaxStoreKeyBytes + 1, 'k'), 1s).error().code,
+            StoreWaitError::InvalidKey);
+  ASSERT_TRUE(store.erase("here"));
+  EXPECT_EQ(store.wait_for("here", 0s).error().code, StoreWaitError::Timeout) << "an erased key has no value";
+  ASSERT_TRUE(store.unlink());
+  EXPECT_EQ(store.wait_for("here", 1s).error().code, StoreWaitError::Closed);
+}
+
+TEST(StoreWait, WakesForAPublishInAnotherProcess) {
+  Store store = open_store(unique_name("wait-peer"));
+  StoreFile file(store.name());
+  // The waiter sleeps (announced in the header) before the peer publishes, so
+  // the wake-up path is what returns it; the 60 s bound is a watchdog only.
+  auto waiter = std::async(std::launch::async, [&] { return store.wait_for("late", 60s); });
+  ASSERT_TRUE(wait_until([&] { return file.header().waiters.load() != 0; }));
+  EXPECT_EQ(run_peer({"put", store.name(), "late", "3000", "9"}), 0);
+  ASSERT_EQ(waiter.wait_for(60s), std::future_status::ready);
+  auto value = waiter.get();
+  ASSERT_TRUE(value) << value.error().message;
+  EXPECT_EQ(value->size(), 3000U);
+  EXPECT_TRUE(all_equal(value->bytes(), 9));
+  EXPECT_EQ(file.header().waiters.load(), 0U) << "the waiter took its announcement back";
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(StoreWait, APeerWaitsForThisProcess) {
+  Store store = open_store(unique_name("wait-here"));
+  StoreFile file(store.name());
+  Process peer(kPeer, {"wait", store.name(), "from-here", "500", "3"});
+  ASSERT_GT(peer.pid(), 0);
+  ASSERT_TRUE(wait_until([&] { return file.header().waiters.load() != 0 || hakobu::test::has_exited(peer.pid()); }));
+  ASSERT_TRUE(store.put("other-key", filled(5, 1))) << "a publish of another key wakes it: it sleeps again";
+  ASSERT_TRUE(store.put("from-here", filled(500, 3)));
+  EXPECT_EQ(peer.wait(60s), 0);
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(StoreWait, EndsWhenTheStoreIsUnlinked) {
+  Store store = open_store(unique_name("wait-unlink"));
+  StoreFile file(store.name());
+  auto waiter = std::async(std::launch::async, [&] { return store.wait("never"); });
+  ASSERT_TRUE(wait_until([&] { return file.header().waiters.load() != 0; }));
+  auto other = Store::attach(store.name());
+  ASSERT_TRUE(other) << other.error().message;
+  ASSERT_TRUE(other->unlink());
+  ASSERT_EQ(waiter.wait_for(60s), std::future_status::ready) << "the waiter looks at the store every poll";
+  EXPECT_EQ(waiter.get().error().code, StoreWaitError::Closed);
 }
 
 }  // namespace

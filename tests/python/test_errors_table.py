@@ -67,6 +67,30 @@ DOCUMENTED = {
     ("WatchError", "Closed"): "Closed",
     ("WatchError", "Full"): "SystemFailure",
     ("WatchError", "SystemError"): "SystemFailure",
+    # Stores (include/hakobu/store.hpp): a missing key is a KeyError, a bad key a wrong argument.
+    ("StorePutError", "InvalidKey"): "InvalidArgument",
+    ("StorePutError", "AlreadyExists"): "AlreadyExists",
+    ("StorePutError", "Full"): "Full",
+    ("StorePutError", "TooLarge"): "TooLarge",
+    ("StorePutError", "OutOfMemory"): "OutOfSharedMemory",
+    ("StorePutError", "Invalid"): "InvalidArgument",
+    ("StorePutError", "Busy"): "Busy",
+    ("StorePutError", "Closed"): "Closed",
+    ("StoreGetError", "InvalidKey"): "InvalidArgument",
+    ("StoreGetError", "NotFound"): "KeyNotFound",
+    ("StoreGetError", "Corrupt"): "Corrupt",
+    ("StoreGetError", "OutOfMemory"): "OutOfSharedMemory",
+    ("StoreGetError", "Busy"): "Busy",
+    ("StoreGetError", "Closed"): "Closed",
+    ("StoreEraseError", "InvalidKey"): "InvalidArgument",
+    ("StoreEraseError", "NotFound"): "KeyNotFound",
+    ("StoreEraseError", "Closed"): "Closed",
+    ("StoreWaitError", "InvalidKey"): "InvalidArgument",
+    ("StoreWaitError", "Timeout"): "KeyNotFound",  # as a lookup (Queue.get: Empty after a timeout too)
+    ("StoreWaitError", "Corrupt"): "Corrupt",
+    ("StoreWaitError", "OutOfMemory"): "OutOfSharedMemory",
+    ("StoreWaitError", "Busy"): "Busy",
+    ("StoreWaitError", "Closed"): "Closed",
 }
 
 # The standard classes README.md says hakobu's derive from.
@@ -77,6 +101,7 @@ STANDARD_BASES = {
     "InvalidName": ValueError,
     "InvalidArgument": ValueError,
     "OutOfSharedMemory": MemoryError,
+    "KeyNotFound": KeyError,
 }
 
 
