@@ -774,17 +774,19 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
       return index;
     }
     if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what + " is broken"};
+    // The parties' lives are looked at before the deadline: a dead party
+    // reports Broken even to a waiter whose timeout has passed meanwhile.
     const std::int64_t now = platform::monotonic_ns();
-    if (deadline >= 0 && now >= deadline) {
-      barrier_break(state);
-      return {BarrierError::Timeout, what + ": not every party arrived before the timeout (now broken)"};
-    }
     if (now >= next_check) {
       next_check = now + kLivenessPollNs;
       if (barrier_dead_party(state, g)) {
         barrier_break(state);
         return {BarrierError::Broken, what + ": a party that arrived has died (now broken)"};
       }
+    }
+    if (deadline >= 0 && now >= deadline) {
+      barrier_break(state);
+      return {BarrierError::Timeout, what + ": not every party arrived before the timeout (now broken)"};
     }
     const std::int64_t wake_at = deadline >= 0 ? std::min(deadline, next_check) : next_check;
     (void)platform::futex_wait(&word, w, wake_at);
