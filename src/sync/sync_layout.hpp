@@ -156,7 +156,11 @@
 //   scanner that returns a dead entry with kHeldBusy set adds 1 to
 //   `maybe_leaked` (it cannot tell whether the step happened). The lost count
 //   stays lost until the semaphore is removed and made again: at most one per
-//   operation killed between two adjacent atomic instructions.
+//   operation killed between two adjacent atomic instructions. Likewise a
+//   scanner killed after swapping a dead entry to 0 and before adding its
+//   counts loses those counts (it never adds them twice). kHeldBusy is one bit
+//   per process: with several threads mid-operation, `maybe_leaked` may
+//   undercount; it is a hint for people, never used to make counts.
 // * A release with nothing recorded (signalling: one process releases,
 //   another acquires) just adds to the word. Counts a process acquired and
 //   never released are returned when it leaves: semaphores count resources.
