@@ -755,7 +755,8 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
         // The last party: a new generation, and everyone wakes.
         const std::uint32_t next = ((g + 1) & kBarrierGenMask) << kBarrierGenShift;
         if (word.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
-          platform::futex_wake(&word, INT_MAX);
+          // Nobody else arrived (one party): nobody can sleep on this generation.
+          if (count != 0) platform::futex_wake(&word, INT_MAX);
           return std::min(count, parties - 1);
         }
       } else if (word.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
