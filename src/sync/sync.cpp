@@ -639,9 +639,10 @@ Result<void, AcquireError> sem_acquire(SyncState& state, std::int64_t deadline, 
 }
 
 Result<void, SemaphoreReleaseError> sem_release(SyncState& state, std::uint32_t n) noexcept {
-  const std::string what = std::string(kind_name(state.kind)) + " '" + state.name + "'";
+  // Built only on an error path: a string per call would cost more than the operation.
+  const auto what = [&state] { return std::string(kind_name(state.kind)) + " '" + state.name + "'"; };
   if (state.forked()) {
-    return {SemaphoreReleaseError::Forked, what + " was opened by the parent of this forked process"};
+    return {SemaphoreReleaseError::Forked, what() + " was opened by the parent of this forked process"};
   }
   if (n == 0 || n > kSemCountMask) return {SemaphoreReleaseError::InvalidArgument, "release needs 1 <= n < 2^31"};
   const bool bounded = state.kind == SyncKind::BoundedSemaphore;
@@ -649,10 +650,10 @@ Result<void, SemaphoreReleaseError> sem_release(SyncState& state, std::uint32_t 
   std::atomic<std::uint32_t>& word = state.word();
   auto refused = [&](std::uint32_t count) -> Error<SemaphoreReleaseError> {
     if (bounded) {
-      return {SemaphoreReleaseError::TooMany, what + " would hold " + std::to_string(std::uint64_t{count} + n) +
+      return {SemaphoreReleaseError::TooMany, what() + " would hold " + std::to_string(std::uint64_t{count} + n) +
                                                   ", past its initial value " + std::to_string(cap)};
     }
-    return {SemaphoreReleaseError::InvalidArgument, what + " would pass 2^31 - 1 counts"};
+    return {SemaphoreReleaseError::InvalidArgument, what() + " would pass 2^31 - 1 counts"};
   };
   std::uint32_t w = word.load(std::memory_order_relaxed);
   if (n > cap - std::min(cap, w & kSemCountMask)) return refused(w & kSemCountMask);
@@ -672,7 +673,7 @@ Result<void, SemaphoreReleaseError> sem_release(SyncState& state, std::uint32_t 
     }
   }
   sem_record(state, recorded, false);
-  return {SemaphoreReleaseError::InvalidArgument, what + " keeps changing under the release"};
+  return {SemaphoreReleaseError::InvalidArgument, what() + " keeps changing under the release"};
 }
 
 // --- the barrier ------------------------------------------------------------------
@@ -731,8 +732,8 @@ bool barrier_dead_party(SyncState& state, std::uint32_t g) noexcept {
 }
 
 Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t deadline) noexcept {
-  const std::string what = "barrier '" + state.name + "'";
-  if (state.forked()) return {BarrierError::Forked, what + " was opened by the parent of this forked process"};
+  const auto what = [&state] { return "barrier '" + state.name + "'"; };  // built on error paths only
+  if (state.forked()) return {BarrierError::Forked, what() + " was opened by the parent of this forked process"};
   std::atomic<std::uint32_t>& word = state.word();
   const std::uint32_t parties = state.parties;
   std::uint32_t w = word.load(std::memory_order_acquire);
@@ -741,10 +742,10 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
   // Arrive: recorded first, then counted (a party killed between the two is
   // seen as arrived and dead, and breaks the barrier).
   for (bool arrived = false, first = true; !arrived; first = false) {
-    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what + " is broken"};
+    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what() + " is broken"};
     if (!first && deadline >= 0 && platform::monotonic_ns() >= deadline) {
       barrier_break(state);
-      return {BarrierError::Timeout, what + " kept changing until the deadline (now broken)"};
+      return {BarrierError::Timeout, what() + " kept changing until the deadline (now broken)"};
     }
     g = barrier_gen(w);
     barrier_record(state, g);
@@ -771,10 +772,10 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
   for (;;) {
     w = word.load(std::memory_order_acquire);
     if (barrier_gen(w) != g) {
-      if ((w & kBarrierWasReset) != 0) return {BarrierError::Broken, what + " was reset while waiting"};
+      if ((w & kBarrierWasReset) != 0) return {BarrierError::Broken, what() + " was reset while waiting"};
       return index;
     }
-    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what + " is broken"};
+    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what() + " is broken"};
     // The parties' lives are looked at before the deadline: a dead party
     // reports Broken even to a waiter whose timeout has passed meanwhile.
     const std::int64_t now = platform::monotonic_ns();
@@ -782,12 +783,12 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
       next_check = now + kLivenessPollNs;
       if (barrier_dead_party(state, g)) {
         barrier_break(state);
-        return {BarrierError::Broken, what + ": a party that arrived has died (now broken)"};
+        return {BarrierError::Broken, what() + ": a party that arrived has died (now broken)"};
       }
     }
     if (deadline >= 0 && now >= deadline) {
       barrier_break(state);
-      return {BarrierError::Timeout, what + ": not every party arrived before the timeout (now broken)"};
+      return {BarrierError::Timeout, what() + ": not every party arrived before the timeout (now broken)"};
     }
     const std::int64_t wake_at = deadline >= 0 ? std::min(deadline, next_check) : next_check;
     (void)platform::futex_wait(&word, w, wake_at);
@@ -797,12 +798,12 @@ Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t 
 // --- the condition ----------------------------------------------------------------
 
 Result<Wakeup, ConditionError> condition_wait(SyncState& cond, SyncState& lock, std::int64_t deadline) noexcept {
-  const std::string what = "condition '" + cond.name + "'";
-  if (cond.forked()) return {ConditionError::Forked, what + " was opened by the parent of this forked process"};
-  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what + ": wait needs its lock held"};
+  const auto what = [&cond] { return "condition '" + cond.name + "'"; };  // built on error paths only
+  if (cond.forked()) return {ConditionError::Forked, what() + " was opened by the parent of this forked process"};
+  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what() + ": wait needs its lock held"};
   std::atomic<std::uint32_t>& seq = cond.body<ConditionBody>().seq;
   const std::uint32_t before = seq.fetch_or(kCondWaiters, std::memory_order_acq_rel) | kCondWaiters;
-  if (!lock_release(lock)) return {ConditionError::NotHeld, what + ": wait needs its lock held"};
+  if (!lock_release(lock)) return {ConditionError::NotHeld, what() + ": wait needs its lock held"};
   Wakeup out;
   for (;;) {
     if (seq.load(std::memory_order_acquire) != before) {
@@ -815,7 +816,8 @@ Result<Wakeup, ConditionError> condition_wait(SyncState& cond, SyncState& lock, 
   auto got = lock_acquire(lock, deadline, true);
   if (!got) {
     if (got.error().code == AcquireError::Forked) return {ConditionError::Forked, got.error().message};
-    return {ConditionError::LockTimeout, what + ": its lock stayed held by another until the deadline (not held now)"};
+    return {ConditionError::LockTimeout,
+            what() + ": its lock stayed held by another until the deadline (not held now)"};
   }
   out.lock = *got;
   return out;
@@ -823,9 +825,9 @@ Result<Wakeup, ConditionError> condition_wait(SyncState& cond, SyncState& lock, 
 
 Result<void, ConditionError> condition_notify(SyncState& cond, const SyncState& lock, std::uint32_t n,
                                               bool all) noexcept {
-  const std::string what = "condition '" + cond.name + "'";
-  if (cond.forked()) return {ConditionError::Forked, what + " was opened by the parent of this forked process"};
-  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what + ": notify needs its lock held"};
+  const auto what = [&cond] { return "condition '" + cond.name + "'"; };  // built on error paths only
+  if (cond.forked()) return {ConditionError::Forked, what() + " was opened by the parent of this forked process"};
+  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what() + ": notify needs its lock held"};
   if (n == 0) return {};
   std::atomic<std::uint32_t>& seq = cond.body<ConditionBody>().seq;
   if (!all) {
