@@ -13,6 +13,7 @@
 //   rhold RLOCK READY        acquire the recursive lock RLOCK twice, set READY, sleep until killed
 //   racquire RLOCK           acquire RLOCK, release; exit 0 if clean, 3 if OwnerDied
 //   shold SEM N READY        acquire N counts of semaphore SEM, set READY, sleep until killed
+//   schurn SEM READY         acquire and release SEM over and over; set READY after 1000 rounds
 //   sacquire SEM MS          acquire one count of SEM within MS ms (and keep it): exit 0, 1 on timeout
 //   barrier BAR PARTIES MS   wait at barrier BAR (PARTIES) at most MS ms: exit 10 + the arrival
 //                            index, 4 if broken, 5 on timeout
@@ -114,6 +115,16 @@ int other_modes(const std::string& mode, const std::string& name, const std::str
     }
     ready->set();
     sleep_forever();
+  }
+  if (mode == "schurn") {
+    auto semaphore = hakobu::Semaphore::open(name);
+    auto ready = hakobu::Event::open(arg3);
+    if (!semaphore || !ready) return fail("open failed");
+    for (long i = 0;; ++i) {
+      if (auto got = semaphore->acquire(); !got) return fail(got.error().message);
+      if (auto r = semaphore->release(); !r) return fail(r.error().message);
+      if (i == 1000) ready->set();
+    }
   }
   if (mode == "sacquire") {
     auto semaphore = hakobu::Semaphore::open(name);
