@@ -1,4 +1,5 @@
-// hakobu — named locks and events (rules and layout in sync_layout.hpp).
+// hakobu — named locks, recursive locks, events, semaphores, barriers,
+// conditions and shared arrays (rules and layout in sync_layout.hpp).
 #include "hakobu/sync.hpp"
 
 #include <fcntl.h>
@@ -7,7 +8,10 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <utility>
+#include <vector>
 
 #include "domain/domain_state.hpp"
 #include "platform/os.hpp"
@@ -22,22 +26,131 @@ struct SyncState {
   std::shared_ptr<DomainState> domain;
   std::string name;
   SyncHeader* header = nullptr;
-  std::uint32_t epoch = 0;  // fork_epoch() when opened
-  std::int32_t pid = 0;     // this process's, cached: getpid() is a system call
+  std::uint64_t mapped_bytes = kSyncFileBytes;  // the whole file (checked at attach)
+  std::uint32_t epoch = 0;                      // fork_epoch() when opened
+  std::int32_t pid = 0;                         // this process's, cached: getpid() is a system call
+  SyncKind kind = SyncKind::Lock;
+  // The file's parameters, copied at attach (never re-read from shared memory).
+  std::uint32_t bound = 0;    // BoundedSemaphore
+  std::uint32_t parties = 0;  // Barrier
+  DType dtype{};              // SharedArray
+  std::vector<std::int64_t> shape;
+  std::uint64_t elements = 0;
+  std::uint64_t data_bytes = 0;
+  std::string lock_name;  // Condition: the bound Lock's name, empty for its own
 
   SyncState() = default;
   SyncState(const SyncState&) = delete;
   SyncState& operator=(const SyncState&) = delete;
-  ~SyncState() { platform::unmap(header, kSyncFileBytes); }
+  ~SyncState() { platform::unmap(header, mapped_bytes); }
 
   [[nodiscard]] bool forked() const noexcept { return epoch != fork_epoch(); }
   [[nodiscard]] std::atomic<std::uint32_t>& word() const noexcept { return header->word; }
+  [[nodiscard]] std::byte* base() const noexcept { return reinterpret_cast<std::byte*>(header); }  // NOLINT
+  template <class Body>
+  [[nodiscard]] Body& body() const noexcept {
+    return *reinterpret_cast<Body*>(base() + kSyncBodyOffset);  // NOLINT
+  }
+  /// The per-process-slot table (semaphores, barriers): kMaxProcesses entries.
+  [[nodiscard]] std::atomic<std::uint64_t>* table() const noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(base() + kSyncTableOffset);  // NOLINT
+  }
+  [[nodiscard]] std::byte* data() const noexcept { return base() + kSyncTableOffset; }  // NOLINT
+};
+
+/// What an open asks of its kind: the size and contents of a new file, and
+/// whether an existing file's parameters (copied into the state) match.
+struct SyncSpec {
+  SyncKind kind = SyncKind::Lock;
+  std::uint64_t file_bytes = kSyncFileBytes;
+  std::function<void(std::byte* base)> init;                         // before magic; may be empty
+  std::function<Result<void, OpenError>(const SyncState&)> matches;  // may be empty
 };
 
 namespace {
 
 const char* kind_name(SyncKind kind) noexcept {
-  return kind == SyncKind::Lock ? "lock" : "event";
+  switch (kind) {
+    case SyncKind::Lock: return "lock";
+    case SyncKind::Event: return "event";
+    case SyncKind::RLock: return "recursive lock";
+    case SyncKind::Semaphore: return "semaphore";
+    case SyncKind::BoundedSemaphore: return "bounded semaphore";
+    case SyncKind::Barrier: return "barrier";
+    case SyncKind::Condition: return "condition";
+    case SyncKind::SharedArray: return "shared array";
+  }
+  return "sync object";
+}
+
+bool known_kind(std::uint32_t kind) noexcept {
+  return kind >= 1 && kind <= kSyncKindLast;
+}
+
+/// Elements and bytes of `dtype` x `shape`; empty message if valid.
+std::string array_extent(DType dtype, std::span<const std::int64_t> shape, std::uint64_t& elements,
+                         std::uint64_t& bytes) {
+  if (dtype.bits == 0 || dtype.bits % 8 != 0 || dtype.lanes == 0 ||
+      static_cast<std::uint8_t>(dtype.code) > static_cast<std::uint8_t>(DTypeCode::Bool)) {
+    return "a dtype of whole bytes (code 0..6, bits a multiple of 8, lanes >= 1)";
+  }
+  if (shape.size() > kMaxArrayDimsInFile) return "at most 64 dimensions";
+  std::uint64_t n = 1;
+  for (const std::int64_t extent : shape) {
+    if (extent < 0) return "extents >= 0";
+    const auto e = static_cast<std::uint64_t>(extent);
+    if (e != 0 && n > kMaxArrayDataBytes / e) return "at most 2^40 bytes";
+    n *= e;
+  }
+  if (n > kMaxArrayDataBytes / dtype.itemsize()) return "at most 2^40 bytes";
+  elements = n;
+  bytes = n * dtype.itemsize();
+  return {};
+}
+
+// Copies the kind's parameters from the file into `state` (all untrusted) and
+// returns the file size they imply; an error when they make no sense.
+Result<std::uint64_t, OpenError> read_params(SyncState& state) {
+  switch (state.kind) {
+    case SyncKind::Lock:
+    case SyncKind::Event:
+    case SyncKind::RLock: return kSyncFileBytes;
+    case SyncKind::Condition: {
+      const auto& body = state.body<ConditionBody>();
+      const std::uint32_t n = body.lock_name_bytes;
+      if (n > sizeof body.lock_name) return {OpenError::Corrupt, "its lock name is too long"};
+      state.lock_name.assign(static_cast<const char*>(body.lock_name), n);
+      return kSyncFileBytes;
+    }
+    case SyncKind::Semaphore:
+    case SyncKind::BoundedSemaphore: {
+      state.bound = state.kind == SyncKind::BoundedSemaphore ? state.body<SemaphoreBody>().bound : 0;
+      if (state.bound > kSemCountMask) {
+        return {OpenError::Corrupt, "its bound is out of range"};
+      }
+      return kSyncTableOffset + kSyncTableBytes;
+    }
+    case SyncKind::Barrier: {
+      state.parties = state.body<BarrierBody>().parties;
+      if (state.parties == 0 || state.parties > kMaxBarrierParties)
+        return {OpenError::Corrupt, "its parties are out of range"};
+      return kSyncTableOffset + kSyncTableBytes;
+    }
+    case SyncKind::SharedArray: {
+      const auto& body = state.body<ArrayBody>();
+      if (body.ndim > kMaxArrayDimsInFile) return {OpenError::Corrupt, "it has too many dimensions"};
+      state.dtype = DType{static_cast<DTypeCode>(body.code), body.bits, body.lanes};
+      state.shape.assign(static_cast<const std::int64_t*>(body.shape),
+                         static_cast<const std::int64_t*>(body.shape) + body.ndim);
+      std::uint64_t bytes = 0;
+      if (!array_extent(state.dtype, state.shape, state.elements, bytes).empty() || bytes != body.data_bytes) {
+        return {OpenError::Corrupt, "its dtype and shape do not match its size"};
+      }
+      state.data_bytes = bytes;
+      return kSyncTableOffset + bytes;
+    }
+  }
+  return {OpenError::Corrupt, "its kind is unknown"};
 }
 
 std::string describe_object(SyncKind kind, const std::string& name) {
@@ -45,7 +158,8 @@ std::string describe_object(SyncKind kind, const std::string& name) {
 }
 
 // Maps a sync file and checks its header: everything in it is untrusted.
-Result<void, OpenError> attach_file(SyncState& state, int fd, SyncKind kind) {
+Result<void, OpenError> attach_file(SyncState& state, int fd, const SyncSpec& spec) {
+  const SyncKind kind = spec.kind;
   const std::string what = describe_object(kind, state.name);
   const std::string damaged = what + " is damaged; remove it with `hakobu rm " + state.name + "`";
   auto info = platform::file_info(fd);
@@ -57,28 +171,43 @@ Result<void, OpenError> attach_file(SyncState& state, int fd, SyncKind kind) {
   auto mapped = platform::map_shared(fd, kSyncFileBytes);
   if (!mapped) return to_open_error(mapped);
   state.header = static_cast<SyncHeader*>(*mapped);
+  state.mapped_bytes = kSyncFileBytes;
   const SyncHeader& h = *state.header;
-  if (h.magic.load(std::memory_order_acquire) != kSyncMagic || h.file_bytes != kSyncFileBytes) {
-    return {OpenError::Corrupt, damaged};
-  }
+  if (h.magic.load(std::memory_order_acquire) != kSyncMagic) return {OpenError::Corrupt, damaged};
   if (h.layout_version != kSyncLayoutVersion) {
     return {OpenError::Incompatible, what + " has layout version " + std::to_string(h.layout_version) +
                                          ", this library knows " + std::to_string(kSyncLayoutVersion)};
   }
-  if (h.kind != static_cast<std::uint32_t>(kind)) {
-    const bool known =
-        h.kind == static_cast<std::uint32_t>(SyncKind::Lock) || h.kind == static_cast<std::uint32_t>(SyncKind::Event);
+  const std::uint32_t file_kind = h.kind;
+  if (file_kind != static_cast<std::uint32_t>(kind)) {
     return {OpenError::Incompatible,
             "'" + state.name + "' in domain '" + state.domain->name() + "' is " +
-                (known ? std::string("a ") + kind_name(static_cast<SyncKind>(h.kind)) : std::string("damaged")) +
+                (known_kind(file_kind) ? std::string("a ") + kind_name(static_cast<SyncKind>(file_kind))
+                                       : std::string("damaged")) +
                 ", not a " + kind_name(kind)};
   }
+  state.kind = kind;
+  auto size = read_params(state);
+  if (!size) return {OpenError::Corrupt, damaged + " (" + size.error().message + ")"};
+  // The size the kind implies, the header's and the file's must agree before
+  // more than the first page is mapped.
+  if (h.file_bytes != *size || info->size < *size) return {OpenError::Corrupt, damaged};
+  if (*size != kSyncFileBytes) {
+    auto whole = platform::map_shared(fd, *size);
+    if (!whole) return to_open_error(whole);
+    platform::unmap(state.header, kSyncFileBytes);
+    state.header = static_cast<SyncHeader*>(*whole);
+    state.mapped_bytes = *size;
+  }
+  if (spec.matches) return spec.matches(state);
   return {};
 }
 
 // Builds the file under a temporary name and publishes it with link(), so an
 // opener sees a complete object under its name or none.
-Result<void, OpenError> create_file(SyncState& state, const std::string& file, SyncKind kind) {
+Result<void, OpenError> create_file(SyncState& state, const std::string& file, const SyncSpec& spec) {
+  const SyncKind kind = spec.kind;
+  const std::uint64_t bytes = spec.file_bytes;
   const std::string temporary = state.domain->temporary_file_name(state.name);
   const std::string what = describe_object(kind, state.name);
   auto created = open_domain_file({temporary, true, what}, true);
@@ -89,34 +218,43 @@ Result<void, OpenError> create_file(SyncState& state, const std::string& file, S
     platform::close_fd(fd);
     return error;
   };
-  if (auto backed = platform::allocate(fd, 0, kSyncFileBytes); !backed) {
+  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
     auto error = to_open_error(backed);
     error.message = "creating " + what + ": " + error.message;
     return discard(std::move(error));
   }
-  auto mapped = platform::map_shared(fd, kSyncFileBytes);
+  auto mapped = platform::map_shared(fd, bytes);
   if (!mapped) return discard(to_open_error(mapped));
   auto* header = static_cast<SyncHeader*>(*mapped);
-  // The file is fresh (zero-filled); only the identity needs writing.
+  // The file is fresh (zero-filled); only the identity and the kind's
+  // parameters need writing, all before magic.
+  if (spec.init) spec.init(static_cast<std::byte*>(*mapped));
   header->layout_version = kSyncLayoutVersion;
   header->kind = static_cast<std::uint32_t>(kind);
-  header->file_bytes = kSyncFileBytes;
+  header->file_bytes = bytes;
   header->creator_token = state.domain->token();
   header->creator_pid = platform::process_id();
   header->magic.store(kSyncMagic, std::memory_order_release);
   auto published = state.domain->publish_file(temporary, file, "'" + state.name + "'");
   platform::close_fd(fd);  // no locks live on a sync file: the mapping is all we keep
   if (!published) {
-    platform::unmap(header, kSyncFileBytes);
+    platform::unmap(header, bytes);
     return std::move(published).error();
   }
   state.header = header;
+  state.mapped_bytes = bytes;
+  state.kind = kind;
   state.domain->object_created();
+  // Our own parameters, read back as an attacher would (they cannot fail).
+  if (auto size = read_params(state); !size || *size != bytes) {
+    return {OpenError::Corrupt, what + " was changed while it was being created"};
+  }
   return {};
 }
 
 Result<std::shared_ptr<SyncState>, OpenError> open_sync(std::string_view name, OpenMode mode,
-                                                        const SyncOptions& options, SyncKind kind) {
+                                                        const SyncOptions& options, const SyncSpec& spec) {
+  const SyncKind kind = spec.kind;
   if (auto why = validate_name(name); !why.empty()) {
     return {OpenError::InvalidName,
             "invalid " + std::string(kind_name(kind)) + " name '" + std::string(name) + "': " + why};
@@ -138,10 +276,10 @@ Result<std::shared_ptr<SyncState>, OpenError> open_sync(std::string_view name, O
     if (mode != OpenMode::CreateExclusive) {
       auto fd = open_domain_file(named, false);  // checks owner and mode before we read a byte
       if (fd) {
-        auto attached = attach_file(*state, *fd, kind);
+        auto attached = attach_file(*state, *fd, spec);
         platform::close_fd(*fd);
         if (attached) return state;
-        platform::unmap(state->header, kSyncFileBytes);
+        platform::unmap(state->header, state->mapped_bytes);
         state->header = nullptr;
         if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
           return std::move(attached).error();
@@ -154,7 +292,7 @@ Result<std::shared_ptr<SyncState>, OpenError> open_sync(std::string_view name, O
                                          state->domain->name() + "'"};
       }
     }
-    auto created = create_file(*state, file, kind);
+    auto created = create_file(*state, file, spec);
     if (created) return state;
     if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
       return std::move(created).error();
@@ -275,6 +413,454 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
   return {AcquireError::Timeout, "lock '" + state.name + "' stayed held for the whole timeout"};
 }
 
+Result<void, ReleaseError> lock_release(SyncState& state) noexcept {
+  if (state.forked()) {
+    return {ReleaseError::Forked, "lock '" + state.name + "' was opened by the parent of this forked process"};
+  }
+  const std::uint32_t me = kLockHeld | (state.domain->token() & kLockTokenMask);
+  std::atomic<std::uint32_t>& word = state.word();
+  std::uint32_t w = word.load(std::memory_order_relaxed);
+  // Bounded: while we hold the lock only kLockWaiters can change under us, so
+  // a second failure means a hostile writer; we give up rather than spin.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    if ((w & kLockHeld) == 0) return {ReleaseError::NotHeld, "lock '" + state.name + "' is not held"};
+    if ((w & ~kLockWaiters) != me) {
+      return {ReleaseError::NotOwner, "lock '" + state.name + "' is held by another process"};
+    }
+    state.header->holder_pid.store(0, std::memory_order_relaxed);
+    if (word.compare_exchange_weak(w, 0, std::memory_order_release, std::memory_order_relaxed)) {
+      if ((w & kLockWaiters) != 0) platform::futex_wake(&word, 1);
+      return {};
+    }
+  }
+  return {ReleaseError::NotOwner, "lock '" + state.name + "' keeps changing under its holder"};
+}
+
+/// True when this process holds the lock word of `state`.
+bool lock_held_here(const SyncState& state) noexcept {
+  const std::uint32_t me = kLockHeld | (state.domain->token() & kLockTokenMask);
+  return !state.forked() && (state.word().load(std::memory_order_relaxed) & ~kLockWaiters) == me;
+}
+
+// --- the recursive lock -------------------------------------------------------------
+
+/// A number for the calling thread, unique among this process's threads
+/// (never 0): cheaper than gettid(), which is a system call.
+std::uint32_t thread_number() noexcept {
+  static std::atomic<std::uint32_t> next{1};
+  thread_local const std::uint32_t mine = [] {
+    std::uint32_t n = next.fetch_add(1, std::memory_order_relaxed);
+    while (n == 0) n = next.fetch_add(1, std::memory_order_relaxed);  // after 2^32 threads
+    return n;
+  }();
+  return mine;
+}
+
+Result<Acquired, AcquireError> rlock_acquire(SyncState& state, std::int64_t deadline, bool blocking) noexcept {
+  if (state.forked()) {
+    return {AcquireError::Forked,
+            "recursive lock '" + state.name + "' was opened by the parent of this forked process"};
+  }
+  auto& body = state.body<RLockBody>();
+  const std::uint32_t thread = thread_number();
+  if (lock_held_here(state) && body.owner_thread.load(std::memory_order_relaxed) == thread) {
+    const std::uint32_t depth = body.depth.load(std::memory_order_relaxed);
+    if (depth == UINT32_MAX) {
+      return {AcquireError::TooDeep, "recursive lock '" + state.name + "' is acquired 2^32 - 1 times already"};
+    }
+    body.depth.store(depth + 1, std::memory_order_relaxed);
+    return Acquired::Clean;
+  }
+  auto got = lock_acquire(state, deadline, blocking);
+  if (got) {
+    body.owner_thread.store(thread, std::memory_order_relaxed);
+    body.depth.store(1, std::memory_order_relaxed);
+  }
+  return got;
+}
+
+Result<void, ReleaseError> rlock_release(SyncState& state) noexcept {
+  if (state.forked()) {
+    return {ReleaseError::Forked,
+            "recursive lock '" + state.name + "' was opened by the parent of this forked process"};
+  }
+  const std::uint32_t w = state.word().load(std::memory_order_relaxed);
+  if ((w & kLockHeld) == 0) return {ReleaseError::NotHeld, "recursive lock '" + state.name + "' is not held"};
+  if (!lock_held_here(state)) {
+    return {ReleaseError::NotOwner, "recursive lock '" + state.name + "' is held by another process"};
+  }
+  auto& body = state.body<RLockBody>();
+  if (body.owner_thread.load(std::memory_order_relaxed) != thread_number()) {
+    return {ReleaseError::NotOwnerThread, "recursive lock '" + state.name + "' is owned by another thread"};
+  }
+  const std::uint32_t depth = body.depth.load(std::memory_order_relaxed);
+  if (depth > 1) {
+    body.depth.store(depth - 1, std::memory_order_relaxed);
+    return {};
+  }
+  // Cleared before the word: the next owner's thread number is written after
+  // its acquire, and no one reads ours once the word is free.
+  body.owner_thread.store(0, std::memory_order_relaxed);
+  body.depth.store(0, std::memory_order_relaxed);
+  return lock_release(state);
+}
+
+// --- semaphores -------------------------------------------------------------------
+
+constexpr std::uint32_t held_of(std::uint64_t entry) noexcept {
+  return static_cast<std::uint32_t>(entry);
+}
+constexpr std::uint32_t generation_of(std::uint64_t entry) noexcept {
+  return static_cast<std::uint32_t>(entry >> 32U) & kTokenGenerationMask;
+}
+constexpr std::uint64_t held_entry(std::uint32_t generation, std::uint32_t held) noexcept {
+  return (std::uint64_t{generation & kTokenGenerationMask} << 32U) | held;
+}
+
+std::uint32_t my_slot(const SyncState& state) noexcept {
+  return state.domain->token() & ((1U << kTokenSlotBits) - 1);
+}
+std::uint32_t my_generation(const SyncState& state) noexcept {
+  return (state.domain->token() >> kTokenSlotBits) & kTokenGenerationMask;
+}
+
+/// Adds `n` counts to the word (capped at the bound or 2^31 - 1) and wakes
+/// sleepers if there are any. False if the cap refused all of them.
+void sem_give(SyncState& state, std::uint32_t n) noexcept {
+  std::atomic<std::uint32_t>& word = state.word();
+  const std::uint32_t cap = state.kind == SyncKind::BoundedSemaphore ? state.bound : kSemCountMask;
+  std::uint32_t w = word.load(std::memory_order_relaxed);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const std::uint32_t count = w & kSemCountMask;
+    const std::uint32_t now = count >= cap ? count : count + std::min(n, cap - count);
+    // Waiters are all woken and the bit cleared: those who find no count set it again.
+    if (word.compare_exchange_weak(w, now, std::memory_order_release, std::memory_order_relaxed)) {
+      if ((w & kSemWaiters) != 0) platform::futex_wake(&word, INT_MAX);
+      return;
+    }
+  }
+}
+
+/// Returns the counts of dead holders (each entry by one compare-and-swap, so
+/// exactly once); true if any came back.
+bool sem_return_dead(SyncState& state) noexcept {
+  auto& body = state.body<SemaphoreBody>();
+  std::atomic<std::uint64_t>* table = state.table();
+  bool any = false;
+  for (std::uint32_t slot = 0; slot < kMaxProcesses; ++slot) {
+    std::uint64_t e =
+        table[slot].load(std::memory_order_acquire);  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+    if (e == 0) continue;
+    if (state.domain->token_alive(make_token(slot, generation_of(e)))) continue;
+    if (!table[slot].compare_exchange_strong(e, 0, std::memory_order_acq_rel))
+      continue;  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+    if ((e & kHeldBusy) != 0) body.maybe_leaked.fetch_add(1, std::memory_order_relaxed);
+    if (held_of(e) != 0) {
+      body.returned.fetch_add(held_of(e), std::memory_order_relaxed);
+      sem_give(state, held_of(e));
+      any = true;
+    }
+  }
+  return any;
+}
+
+/// Changes this process's entry: held + `delta` (floored at 0), kHeldBusy as
+/// `busy`. An older generation's counts found there (a dead process that had
+/// this slot) are returned first. Bounded: gives up against a hostile writer.
+void sem_record(SyncState& state, std::int64_t delta, bool busy) noexcept {
+  std::atomic<std::uint64_t>& entry =
+      state.table()[my_slot(state)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+  const std::uint32_t generation = my_generation(state);
+  std::uint64_t e = entry.load(std::memory_order_acquire);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    if (e != 0 && generation_of(e) != generation) {
+      if (entry.compare_exchange_weak(e, 0, std::memory_order_acq_rel)) {
+        auto& body = state.body<SemaphoreBody>();
+        if ((e & kHeldBusy) != 0) body.maybe_leaked.fetch_add(1, std::memory_order_relaxed);
+        if (held_of(e) != 0) {
+          body.returned.fetch_add(held_of(e), std::memory_order_relaxed);
+          sem_give(state, held_of(e));
+        }
+        e = 0;
+      }
+      continue;
+    }
+    const std::int64_t held = std::clamp<std::int64_t>(std::int64_t{held_of(e)} + delta, 0, UINT32_MAX);
+    std::uint64_t desired = held_entry(generation, static_cast<std::uint32_t>(held)) | (busy ? kHeldBusy : 0);
+    if (desired == held_entry(generation, 0)) desired = 0;  // nothing held: an empty entry
+    if (entry.compare_exchange_weak(e, desired, std::memory_order_acq_rel, std::memory_order_acquire)) return;
+  }
+}
+
+std::uint32_t sem_held_here(const SyncState& state) noexcept {
+  const std::uint64_t e = state.table()[my_slot(state)].load(std::memory_order_relaxed);  // NOLINT
+  return generation_of(e) == my_generation(state) ? held_of(e) : 0;
+}
+
+Result<void, AcquireError> sem_acquire(SyncState& state, std::int64_t deadline, bool blocking) noexcept {
+  const char* what = kind_name(state.kind);
+  if (state.forked()) {
+    return {AcquireError::Forked,
+            std::string(what) + " '" + state.name + "' was opened by the parent of this forked process"};
+  }
+  std::atomic<std::uint32_t>& word = state.word();
+  // Marked busy before the count is taken, recorded after (sync_layout.hpp:
+  // a kill between the two loses one count and never makes one).
+  sem_record(state, 0, true);
+  std::int64_t next_scan = 0;  // at once, when no count is found
+  constexpr int kTryRounds = 64;
+  for (int round = 0;; ++round) {
+    const std::int64_t now = platform::monotonic_ns();
+    const bool past = deadline >= 0 && now >= deadline;
+    if (round > 0 && (blocking ? past : round >= kTryRounds)) break;
+    std::uint32_t w = word.load(std::memory_order_relaxed);
+    if ((w & kSemCountMask) != 0) {
+      if (word.compare_exchange_weak(w, w - 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+        sem_record(state, 1, false);
+        return {};
+      }
+      continue;
+    }
+    if (now >= next_scan) {
+      next_scan = now + kLivenessPollNs;
+      if (sem_return_dead(state)) continue;
+    }
+    if (!blocking || past) break;
+    if ((w & kSemWaiters) == 0 &&
+        !word.compare_exchange_weak(w, w | kSemWaiters, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      continue;
+    }
+    const std::int64_t wake_at = deadline >= 0 ? std::min(deadline, next_scan) : next_scan;
+    (void)platform::futex_wait(&word, w | kSemWaiters, wake_at);
+  }
+  sem_record(state, 0, false);
+  if (!blocking) return {AcquireError::WouldBlock, std::string(what) + " '" + state.name + "' has no count free"};
+  return {AcquireError::Timeout, std::string(what) + " '" + state.name + "' had no count free for the whole timeout"};
+}
+
+Result<void, SemaphoreReleaseError> sem_release(SyncState& state, std::uint32_t n) noexcept {
+  // Built only on an error path: a string per call would cost more than the operation.
+  const auto what = [&state] { return std::string(kind_name(state.kind)) + " '" + state.name + "'"; };
+  if (state.forked()) {
+    return {SemaphoreReleaseError::Forked, what() + " was opened by the parent of this forked process"};
+  }
+  if (n == 0 || n > kSemCountMask) return {SemaphoreReleaseError::InvalidArgument, "release needs 1 <= n < 2^31"};
+  const bool bounded = state.kind == SyncKind::BoundedSemaphore;
+  const std::uint32_t cap = bounded ? state.bound : kSemCountMask;
+  std::atomic<std::uint32_t>& word = state.word();
+  auto refused = [&](std::uint32_t count) -> Error<SemaphoreReleaseError> {
+    if (bounded) {
+      return {SemaphoreReleaseError::TooMany, what() + " would hold " + std::to_string(std::uint64_t{count} + n) +
+                                                  ", past its initial value " + std::to_string(cap)};
+    }
+    return {SemaphoreReleaseError::InvalidArgument, what() + " would pass 2^31 - 1 counts"};
+  };
+  std::uint32_t w = word.load(std::memory_order_relaxed);
+  if (n > cap - std::min(cap, w & kSemCountMask)) return refused(w & kSemCountMask);
+  // The record is dropped before the count is given (a kill between loses a count, never makes one).
+  const std::uint32_t recorded = std::min(n, sem_held_here(state));
+  sem_record(state, -std::int64_t{recorded}, true);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const std::uint32_t count = w & kSemCountMask;
+    if (n > cap - std::min(cap, count)) {
+      sem_record(state, recorded, false);  // not released: still ours
+      return refused(count);
+    }
+    if (word.compare_exchange_weak(w, count + n, std::memory_order_release, std::memory_order_relaxed)) {
+      if ((w & kSemWaiters) != 0) platform::futex_wake(&word, INT_MAX);
+      sem_record(state, 0, false);
+      return {};
+    }
+  }
+  sem_record(state, recorded, false);
+  return {SemaphoreReleaseError::InvalidArgument, what() + " keeps changing under the release"};
+}
+
+// --- the barrier ------------------------------------------------------------------
+
+constexpr std::uint32_t barrier_gen(std::uint32_t w) noexcept {
+  return (w >> kBarrierGenShift) & kBarrierGenMask;
+}
+constexpr std::uint64_t arrival_entry(std::uint32_t barrier_generation, std::uint32_t slot_generation,
+                                      std::uint32_t count) noexcept {
+  return kArrivalValid | (std::uint64_t{barrier_generation & kBarrierGenMask} << 36U) |
+         (std::uint64_t{slot_generation & kTokenGenerationMask} << 16U) | (count & kBarrierCountMask);
+}
+constexpr std::uint32_t arrival_barrier_gen(std::uint64_t e) noexcept {
+  return static_cast<std::uint32_t>(e >> 36U) & kBarrierGenMask;
+}
+constexpr std::uint32_t arrival_slot_gen(std::uint64_t e) noexcept {
+  return static_cast<std::uint32_t>(e >> 16U) & kTokenGenerationMask;
+}
+
+void barrier_break(SyncState& state) noexcept {
+  std::atomic<std::uint32_t>& word = state.word();
+  word.fetch_or(kBarrierBroken, std::memory_order_acq_rel);
+  platform::futex_wake(&word, INT_MAX);
+}
+
+/// Records one more arrival of this process in generation `g`.
+void barrier_record(SyncState& state, std::uint32_t g) noexcept {
+  std::atomic<std::uint64_t>& entry =
+      state.table()[my_slot(state)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+  const std::uint32_t generation = my_generation(state);
+  std::uint64_t e = entry.load(std::memory_order_relaxed);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const bool same = (e & kArrivalValid) != 0 && arrival_barrier_gen(e) == g && arrival_slot_gen(e) == generation;
+    const std::uint32_t count =
+        same ? std::min<std::uint32_t>((static_cast<std::uint32_t>(e) & kBarrierCountMask) + 1, kBarrierCountMask) : 1;
+    if (entry.compare_exchange_weak(e, arrival_entry(g, generation, count), std::memory_order_release,
+                                    std::memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+/// True if a party recorded as arrived in generation `g` is dead. Clears dead
+/// entries of other generations on the way (so they cannot match a later one).
+bool barrier_dead_party(SyncState& state, std::uint32_t g) noexcept {
+  std::atomic<std::uint64_t>* table = state.table();
+  for (std::uint32_t slot = 0; slot < kMaxProcesses; ++slot) {
+    std::uint64_t e =
+        table[slot].load(std::memory_order_acquire);  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+    if (e == 0) continue;
+    if (state.domain->token_alive(make_token(slot, arrival_slot_gen(e)))) continue;
+    if ((e & kArrivalValid) != 0 && arrival_barrier_gen(e) == g && (e & kBarrierCountMask) != 0) return true;
+    (void)table[slot].compare_exchange_strong(e, 0, std::memory_order_relaxed);  // NOLINT
+  }
+  return false;
+}
+
+Result<std::uint32_t, BarrierError> barrier_wait(SyncState& state, std::int64_t deadline) noexcept {
+  const auto what = [&state] { return "barrier '" + state.name + "'"; };  // built on error paths only
+  if (state.forked()) return {BarrierError::Forked, what() + " was opened by the parent of this forked process"};
+  std::atomic<std::uint32_t>& word = state.word();
+  const std::uint32_t parties = state.parties;
+  std::uint32_t w = word.load(std::memory_order_acquire);
+  std::uint32_t g = 0;
+  std::uint32_t index = 0;
+  // Arrive: recorded first, then counted (a party killed between the two is
+  // seen as arrived and dead, and breaks the barrier).
+  for (bool arrived = false, first = true; !arrived; first = false) {
+    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what() + " is broken"};
+    if (!first && deadline >= 0 && platform::monotonic_ns() >= deadline) {
+      barrier_break(state);
+      return {BarrierError::Timeout, what() + " kept changing until the deadline (now broken)"};
+    }
+    g = barrier_gen(w);
+    barrier_record(state, g);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      if ((w & kBarrierBroken) != 0 || barrier_gen(w) != g) break;
+      const std::uint32_t count = w & kBarrierCountMask;
+      if (count + 1 >= parties) {
+        // The last party: a new generation, and everyone wakes.
+        const std::uint32_t next = ((g + 1) & kBarrierGenMask) << kBarrierGenShift;
+        if (word.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          // Nobody else arrived (one party): nobody can sleep on this generation.
+          if (count != 0) platform::futex_wake(&word, INT_MAX);
+          return std::min(count, parties - 1);
+        }
+      } else if (word.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        index = count;
+        arrived = true;
+        break;
+      }
+    }
+    if (!arrived) w = word.load(std::memory_order_acquire);
+  }
+  std::int64_t next_check = platform::monotonic_ns() + kLivenessPollNs;
+  for (;;) {
+    w = word.load(std::memory_order_acquire);
+    if (barrier_gen(w) != g) {
+      if ((w & kBarrierWasReset) != 0) return {BarrierError::Broken, what() + " was reset while waiting"};
+      return index;
+    }
+    if ((w & kBarrierBroken) != 0) return {BarrierError::Broken, what() + " is broken"};
+    // The parties' lives are looked at before the deadline: a dead party
+    // reports Broken even to a waiter whose timeout has passed meanwhile.
+    const std::int64_t now = platform::monotonic_ns();
+    if (now >= next_check) {
+      next_check = now + kLivenessPollNs;
+      if (barrier_dead_party(state, g)) {
+        barrier_break(state);
+        return {BarrierError::Broken, what() + ": a party that arrived has died (now broken)"};
+      }
+    }
+    if (deadline >= 0 && now >= deadline) {
+      barrier_break(state);
+      return {BarrierError::Timeout, what() + ": not every party arrived before the timeout (now broken)"};
+    }
+    const std::int64_t wake_at = deadline >= 0 ? std::min(deadline, next_check) : next_check;
+    (void)platform::futex_wait(&word, w, wake_at);
+  }
+}
+
+// --- the condition ----------------------------------------------------------------
+
+Result<Wakeup, ConditionError> condition_wait(SyncState& cond, SyncState& lock, std::int64_t deadline) noexcept {
+  const auto what = [&cond] { return "condition '" + cond.name + "'"; };  // built on error paths only
+  if (cond.forked()) return {ConditionError::Forked, what() + " was opened by the parent of this forked process"};
+  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what() + ": wait needs its lock held"};
+  std::atomic<std::uint32_t>& seq = cond.body<ConditionBody>().seq;
+  const std::uint32_t before = seq.fetch_or(kCondWaiters, std::memory_order_acq_rel) | kCondWaiters;
+  if (!lock_release(lock)) return {ConditionError::NotHeld, what() + ": wait needs its lock held"};
+  Wakeup out;
+  for (;;) {
+    if (seq.load(std::memory_order_acquire) != before) {
+      out.notified = true;
+      break;
+    }
+    if (deadline >= 0 && platform::monotonic_ns() >= deadline) break;
+    (void)platform::futex_wait(&seq, before, deadline);
+  }
+  auto got = lock_acquire(lock, deadline, true);
+  if (!got) {
+    if (got.error().code == AcquireError::Forked) return {ConditionError::Forked, got.error().message};
+    return {ConditionError::LockTimeout,
+            what() + ": its lock stayed held by another until the deadline (not held now)"};
+  }
+  out.lock = *got;
+  return out;
+}
+
+Result<void, ConditionError> condition_notify(SyncState& cond, const SyncState& lock, std::uint32_t n,
+                                              bool all) noexcept {
+  const auto what = [&cond] { return "condition '" + cond.name + "'"; };  // built on error paths only
+  if (cond.forked()) return {ConditionError::Forked, what() + " was opened by the parent of this forked process"};
+  if (!lock_held_here(lock)) return {ConditionError::NotHeld, what() + ": notify needs its lock held"};
+  if (n == 0) return {};
+  std::atomic<std::uint32_t>& seq = cond.body<ConditionBody>().seq;
+  if (!all) {
+    const std::uint32_t old = seq.fetch_add(2, std::memory_order_acq_rel);
+    if ((old & kCondWaiters) != 0) platform::futex_wake(&seq, static_cast<int>(std::min<std::uint32_t>(n, INT_MAX)));
+    return {};
+  }
+  // All: clears kCondWaiters, as nobody is left asleep (bounded against a hostile writer).
+  std::uint32_t old = seq.load(std::memory_order_relaxed);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    if (seq.compare_exchange_weak(old, (old + 2) & ~kCondWaiters, std::memory_order_acq_rel,
+                                  std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  platform::futex_wake(&seq, INT_MAX);
+  return {};
+}
+
+LockInfo lock_info(const SyncState& state) noexcept {
+  const std::uint32_t w = state.word().load(std::memory_order_relaxed);
+  LockInfo out;
+  out.held = (w & kLockHeld) != 0;
+  out.waiters = (w & kLockWaiters) != 0;
+  if (out.held) {
+    out.holder_slot = w & ((1U << kTokenSlotBits) - 1);
+    out.holder_pid = state.header->holder_pid.load(std::memory_order_relaxed);
+    out.held_by_this_process = !state.forked() && (w & kLockTokenMask) == (state.domain->token() & kLockTokenMask);
+  }
+  out.owner_deaths = state.header->owner_deaths.load(std::memory_order_relaxed);
+  return out;
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -291,6 +877,7 @@ std::string_view to_string(AcquireError code) noexcept {
     case AcquireError::WouldBlock: return "WouldBlock";
     case AcquireError::Timeout: return "Timeout";
     case AcquireError::Forked: return "Forked";
+    case AcquireError::TooDeep: return "TooDeep";
   }
   return "?";
 }
@@ -300,6 +887,7 @@ std::string_view to_string(ReleaseError code) noexcept {
     case ReleaseError::NotHeld: return "NotHeld";
     case ReleaseError::NotOwner: return "NotOwner";
     case ReleaseError::Forked: return "Forked";
+    case ReleaseError::NotOwnerThread: return "NotOwnerThread";
   }
   return "?";
 }
@@ -307,7 +895,8 @@ std::string_view to_string(ReleaseError code) noexcept {
 // --- Lock -------------------------------------------------------------------------
 
 Result<Lock, OpenError> Lock::open(std::string_view name, OpenMode mode, const SyncOptions& options) {
-  auto state = detail::open_sync(name, mode, options, detail::SyncKind::Lock);
+  auto state =
+      detail::open_sync(name, mode, options, detail::SyncSpec{detail::SyncKind::Lock, detail::kSyncFileBytes, {}, {}});
   if (!state) return std::move(state).error();
   Lock lock;
   lock.state_ = std::move(*state);
@@ -335,43 +924,11 @@ Result<Acquired, AcquireError> Lock::acquire_for(std::chrono::nanoseconds timeou
 }
 
 Result<void, ReleaseError> Lock::release() noexcept {
-  detail::SyncState& state = *state_;
-  if (state.forked()) {
-    return {ReleaseError::Forked, "lock '" + state.name + "' was opened by the parent of this forked process"};
-  }
-  const std::uint32_t me = detail::kLockHeld | (state.domain->token() & detail::kLockTokenMask);
-  std::atomic<std::uint32_t>& word = state.word();
-  std::uint32_t w = word.load(std::memory_order_relaxed);
-  // Bounded: while we hold the lock only kLockWaiters can change under us, so
-  // a second failure means a hostile writer; we give up rather than spin.
-  for (int attempt = 0; attempt < 64; ++attempt) {
-    if ((w & detail::kLockHeld) == 0) return {ReleaseError::NotHeld, "lock '" + state.name + "' is not held"};
-    if ((w & ~detail::kLockWaiters) != me) {
-      return {ReleaseError::NotOwner, "lock '" + state.name + "' is held by another process"};
-    }
-    state.header->holder_pid.store(0, std::memory_order_relaxed);
-    if (word.compare_exchange_weak(w, 0, std::memory_order_release, std::memory_order_relaxed)) {
-      if ((w & detail::kLockWaiters) != 0) platform::futex_wake(&word, 1);
-      return {};
-    }
-  }
-  return {ReleaseError::NotOwner, "lock '" + state.name + "' keeps changing under its holder"};
+  return detail::lock_release(*state_);
 }
 
 LockInfo Lock::info() const noexcept {
-  const detail::SyncState& state = *state_;
-  const std::uint32_t w = state.word().load(std::memory_order_relaxed);
-  LockInfo out;
-  out.held = (w & detail::kLockHeld) != 0;
-  out.waiters = (w & detail::kLockWaiters) != 0;
-  if (out.held) {
-    out.holder_slot = w & ((1U << detail::kTokenSlotBits) - 1);
-    out.holder_pid = state.header->holder_pid.load(std::memory_order_relaxed);
-    out.held_by_this_process =
-        !state.forked() && (w & detail::kLockTokenMask) == (state.domain->token() & detail::kLockTokenMask);
-  }
-  out.owner_deaths = state.header->owner_deaths.load(std::memory_order_relaxed);
-  return out;
+  return detail::lock_info(*state_);
 }
 
 const std::string& Lock::name() const noexcept {
@@ -381,7 +938,8 @@ const std::string& Lock::name() const noexcept {
 // --- Event ------------------------------------------------------------------------
 
 Result<Event, OpenError> Event::open(std::string_view name, OpenMode mode, const SyncOptions& options) {
-  auto state = detail::open_sync(name, mode, options, detail::SyncKind::Event);
+  auto state =
+      detail::open_sync(name, mode, options, detail::SyncSpec{detail::SyncKind::Event, detail::kSyncFileBytes, {}, {}});
   if (!state) return std::move(state).error();
   Event event;
   event.state_ = std::move(*state);
@@ -432,6 +990,471 @@ bool Event::wait_for(std::chrono::nanoseconds timeout) noexcept {
 
 const std::string& Event::name() const noexcept {
   return state_->name;
+}
+
+// --- RLock ------------------------------------------------------------------------
+
+Result<RLock, OpenError> RLock::open(std::string_view name, OpenMode mode, const SyncOptions& options) {
+  auto state =
+      detail::open_sync(name, mode, options, detail::SyncSpec{detail::SyncKind::RLock, detail::kSyncFileBytes, {}, {}});
+  if (!state) return std::move(state).error();
+  RLock lock;
+  lock.state_ = std::move(*state);
+  return lock;
+}
+
+Result<void, UnlinkError> RLock::remove(std::string_view name, std::string_view domain) {
+  return detail::remove_sync(name, domain);
+}
+
+RLock::RLock(RLock&&) noexcept = default;
+RLock& RLock::operator=(RLock&&) noexcept = default;
+RLock::~RLock() = default;
+
+Result<Acquired, AcquireError> RLock::try_acquire() noexcept {
+  return detail::rlock_acquire(*state_, platform::monotonic_ns(), false);
+}
+
+Result<Acquired, AcquireError> RLock::acquire() noexcept {
+  return detail::rlock_acquire(*state_, -1, true);
+}
+
+Result<Acquired, AcquireError> RLock::acquire_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::rlock_acquire(*state_, detail::deadline_after(timeout), true);
+}
+
+Result<void, ReleaseError> RLock::release() noexcept {
+  return detail::rlock_release(*state_);
+}
+
+std::uint32_t RLock::depth() const noexcept {
+  const auto& body = state_->body<detail::RLockBody>();
+  if (!detail::lock_held_here(*state_) ||
+      body.owner_thread.load(std::memory_order_relaxed) != detail::thread_number()) {
+    return 0;
+  }
+  return body.depth.load(std::memory_order_relaxed);
+}
+
+LockInfo RLock::info() const noexcept {
+  return detail::lock_info(*state_);
+}
+
+const std::string& RLock::name() const noexcept {
+  return state_->name;
+}
+
+// --- Semaphore, BoundedSemaphore --------------------------------------------------
+
+namespace {
+
+Result<std::shared_ptr<detail::SyncState>, OpenError> open_semaphore(std::string_view name, std::uint32_t value,
+                                                                     OpenMode mode, const SyncOptions& options,
+                                                                     bool bounded) {
+  if (value > detail::kSemCountMask) {
+    return {OpenError::InvalidArgument, "a semaphore's value is at most 2^31 - 1, not " + std::to_string(value)};
+  }
+  detail::SyncSpec spec;
+  spec.kind = bounded ? detail::SyncKind::BoundedSemaphore : detail::SyncKind::Semaphore;
+  spec.file_bytes = detail::kSyncTableOffset + detail::kSyncTableBytes;
+  spec.init = [value](std::byte* base) {
+    auto* header = reinterpret_cast<detail::SyncHeader*>(base);  // NOLINT
+    header->word.store(value, std::memory_order_relaxed);
+    reinterpret_cast<detail::SemaphoreBody*>(base + detail::kSyncBodyOffset)->bound = value;  // NOLINT
+  };
+  if (bounded) {
+    spec.matches = [value](const detail::SyncState& state) -> Result<void, OpenError> {
+      if (state.bound == value) return {};
+      return {OpenError::Incompatible, "bounded semaphore '" + state.name + "' has the initial value " +
+                                           std::to_string(state.bound) + ", not " + std::to_string(value)};
+    };
+  }
+  return detail::open_sync(name, mode, options, spec);
+}
+
+}  // namespace
+
+Result<Semaphore, OpenError> Semaphore::open(std::string_view name, std::uint32_t value, OpenMode mode,
+                                             const SyncOptions& options) {
+  auto state = open_semaphore(name, value, mode, options, false);
+  if (!state) return std::move(state).error();
+  Semaphore semaphore;
+  semaphore.state_ = std::move(*state);
+  return semaphore;
+}
+
+Result<BoundedSemaphore, OpenError> BoundedSemaphore::open(std::string_view name, std::uint32_t value, OpenMode mode,
+                                                           const SyncOptions& options) {
+  auto state = open_semaphore(name, value, mode, options, true);
+  if (!state) return std::move(state).error();
+  BoundedSemaphore semaphore;
+  semaphore.state_ = std::move(*state);
+  return semaphore;
+}
+
+Result<void, UnlinkError> Semaphore::remove(std::string_view name, std::string_view domain) {
+  return detail::remove_sync(name, domain);
+}
+
+Semaphore::Semaphore(Semaphore&&) noexcept = default;
+Semaphore& Semaphore::operator=(Semaphore&&) noexcept = default;
+Semaphore::~Semaphore() = default;
+
+Result<void, AcquireError> Semaphore::try_acquire() noexcept {
+  return detail::sem_acquire(*state_, platform::monotonic_ns(), false);
+}
+
+Result<void, AcquireError> Semaphore::acquire() noexcept {
+  return detail::sem_acquire(*state_, -1, true);
+}
+
+Result<void, AcquireError> Semaphore::acquire_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::sem_acquire(*state_, detail::deadline_after(timeout), true);
+}
+
+Result<void, SemaphoreReleaseError> Semaphore::release(std::uint32_t n) noexcept {
+  return detail::sem_release(*state_, n);
+}
+
+SemaphoreInfo Semaphore::info() const noexcept {
+  const detail::SyncState& state = *state_;
+  const std::uint32_t w = state.word().load(std::memory_order_relaxed);
+  SemaphoreInfo out;
+  out.value = w & detail::kSemCountMask;
+  out.waiters = (w & detail::kSemWaiters) != 0;
+  out.bound = state.bound;
+  out.held_by_this_process = state.forked() ? 0 : detail::sem_held_here(state);
+  for (std::uint32_t slot = 0; slot < detail::kMaxProcesses; ++slot) {
+    out.holders += static_cast<std::uint32_t>(detail::held_of(state.table()[slot].load(std::memory_order_relaxed)) !=
+                                              0);  // NOLINT
+  }
+  const auto& body = state.body<detail::SemaphoreBody>();
+  out.returned = body.returned.load(std::memory_order_relaxed);
+  out.maybe_leaked = body.maybe_leaked.load(std::memory_order_relaxed);
+  return out;
+}
+
+const std::string& Semaphore::name() const noexcept {
+  return state_->name;
+}
+
+std::string_view to_string(SemaphoreReleaseError code) noexcept {
+  switch (code) {
+    case SemaphoreReleaseError::InvalidArgument: return "InvalidArgument";
+    case SemaphoreReleaseError::TooMany: return "TooMany";
+    case SemaphoreReleaseError::Forked: return "Forked";
+  }
+  return "?";
+}
+
+// --- Barrier ----------------------------------------------------------------------
+
+Result<Barrier, OpenError> Barrier::open(std::string_view name, std::uint32_t parties, OpenMode mode,
+                                         const SyncOptions& options) {
+  if (parties == 0 || parties > detail::kMaxBarrierParties) {
+    return {OpenError::InvalidArgument, "a barrier has 1 to 65535 parties, not " + std::to_string(parties)};
+  }
+  detail::SyncSpec spec;
+  spec.kind = detail::SyncKind::Barrier;
+  spec.file_bytes = detail::kSyncTableOffset + detail::kSyncTableBytes;
+  spec.init = [parties](std::byte* base) {
+    reinterpret_cast<detail::BarrierBody*>(base + detail::kSyncBodyOffset)->parties = parties;  // NOLINT
+  };
+  spec.matches = [parties](const detail::SyncState& state) -> Result<void, OpenError> {
+    if (state.parties == parties) return {};
+    return {OpenError::Incompatible, "barrier '" + state.name + "' has " + std::to_string(state.parties) +
+                                         " parties, not " + std::to_string(parties)};
+  };
+  auto state = detail::open_sync(name, mode, options, spec);
+  if (!state) return std::move(state).error();
+  Barrier barrier;
+  barrier.state_ = std::move(*state);
+  return barrier;
+}
+
+Result<void, UnlinkError> Barrier::remove(std::string_view name, std::string_view domain) {
+  return detail::remove_sync(name, domain);
+}
+
+Barrier::Barrier(Barrier&&) noexcept = default;
+Barrier& Barrier::operator=(Barrier&&) noexcept = default;
+Barrier::~Barrier() = default;
+
+Result<std::uint32_t, BarrierError> Barrier::wait() noexcept {
+  return detail::barrier_wait(*state_, -1);
+}
+
+Result<std::uint32_t, BarrierError> Barrier::wait_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::barrier_wait(*state_, detail::deadline_after(timeout));
+}
+
+void Barrier::abort() noexcept {
+  detail::barrier_break(*state_);
+}
+
+void Barrier::reset() noexcept {
+  std::atomic<std::uint32_t>& word = state_->word();
+  std::uint32_t w = word.load(std::memory_order_relaxed);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const std::uint32_t next = (((detail::barrier_gen(w) + 1) & detail::kBarrierGenMask) << detail::kBarrierGenShift) |
+                               detail::kBarrierWasReset;
+    if (word.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+  }
+  platform::futex_wake(&word, INT_MAX);
+}
+
+bool Barrier::broken() const noexcept {
+  return (state_->word().load(std::memory_order_acquire) & detail::kBarrierBroken) != 0;
+}
+
+std::uint32_t Barrier::parties() const noexcept {
+  return state_->parties;
+}
+
+std::uint32_t Barrier::n_waiting() const noexcept {
+  return std::min(state_->word().load(std::memory_order_relaxed) & detail::kBarrierCountMask, state_->parties);
+}
+
+const std::string& Barrier::name() const noexcept {
+  return state_->name;
+}
+
+std::string_view to_string(BarrierError code) noexcept {
+  switch (code) {
+    case BarrierError::Broken: return "Broken";
+    case BarrierError::Timeout: return "Timeout";
+    case BarrierError::Forked: return "Forked";
+  }
+  return "?";
+}
+
+// --- Condition --------------------------------------------------------------------
+
+namespace {
+
+Result<std::shared_ptr<detail::SyncState>, OpenError> open_condition(std::string_view name,
+                                                                     const std::string& lock_name, OpenMode mode,
+                                                                     const SyncOptions& options) {
+  detail::SyncSpec spec;
+  spec.kind = detail::SyncKind::Condition;
+  spec.init = [lock_name](std::byte* base) {
+    auto* body = reinterpret_cast<detail::ConditionBody*>(base + detail::kSyncBodyOffset);  // NOLINT
+    body->lock_name_bytes = static_cast<std::uint32_t>(lock_name.size());
+    std::memcpy(static_cast<char*>(body->lock_name), lock_name.data(), lock_name.size());
+  };
+  spec.matches = [lock_name](const detail::SyncState& state) -> Result<void, OpenError> {
+    if (state.lock_name == lock_name) return {};
+    auto says = [](const std::string& n) { return n.empty() ? std::string("its own lock") : "lock '" + n + "'"; };
+    return {OpenError::Incompatible,
+            "condition '" + state.name + "' is bound to " + says(state.lock_name) + ", not " + says(lock_name)};
+  };
+  return detail::open_sync(name, mode, options, spec);
+}
+
+}  // namespace
+
+Result<Condition, OpenError> Condition::open(std::string_view name, OpenMode mode, const SyncOptions& options) {
+  auto state = open_condition(name, {}, mode, options);
+  if (!state) return std::move(state).error();
+  Condition condition;
+  condition.state_ = std::move(*state);
+  condition.lock_ = condition.state_;
+  return condition;
+}
+
+Result<Condition, OpenError> Condition::open(std::string_view name, const Lock& lock, OpenMode mode,
+                                             const SyncOptions& options) {
+  if (!lock.state_) return {OpenError::InvalidArgument, "the lock handle was moved from"};
+  auto state = open_condition(name, lock.state_->name, mode, options);
+  if (!state) return std::move(state).error();
+  if ((*state)->domain->name() != lock.state_->domain->name()) {
+    return {OpenError::InvalidArgument,
+            "condition '" + std::string(name) + "' and lock '" + lock.state_->name + "' are in different domains"};
+  }
+  Condition condition;
+  condition.state_ = std::move(*state);
+  condition.lock_ = lock.state_;
+  return condition;
+}
+
+Result<void, UnlinkError> Condition::remove(std::string_view name, std::string_view domain) {
+  return detail::remove_sync(name, domain);
+}
+
+Condition::Condition(Condition&&) noexcept = default;
+Condition& Condition::operator=(Condition&&) noexcept = default;
+Condition::~Condition() = default;
+
+Result<Acquired, AcquireError> Condition::acquire() noexcept {
+  return detail::lock_acquire(*lock_, -1, true);
+}
+
+Result<Acquired, AcquireError> Condition::acquire_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::lock_acquire(*lock_, detail::deadline_after(timeout), true);
+}
+
+Result<void, ReleaseError> Condition::release() noexcept {
+  return detail::lock_release(*lock_);
+}
+
+Result<Wakeup, ConditionError> Condition::wait() noexcept {
+  return detail::condition_wait(*state_, *lock_, -1);
+}
+
+Result<Wakeup, ConditionError> Condition::wait_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::condition_wait(*state_, *lock_, detail::deadline_after(timeout));
+}
+
+Result<void, ConditionError> Condition::notify(std::uint32_t n) noexcept {
+  return detail::condition_notify(*state_, *lock_, n, false);
+}
+
+Result<void, ConditionError> Condition::notify_all() noexcept {
+  return detail::condition_notify(*state_, *lock_, 1, true);
+}
+
+const std::string& Condition::name() const noexcept {
+  return state_->name;
+}
+
+std::string_view to_string(ConditionError code) noexcept {
+  switch (code) {
+    case ConditionError::NotHeld: return "NotHeld";
+    case ConditionError::LockTimeout: return "LockTimeout";
+    case ConditionError::Forked: return "Forked";
+  }
+  return "?";
+}
+
+// --- SharedArray ------------------------------------------------------------------
+
+namespace {
+
+Result<std::shared_ptr<detail::SyncState>, OpenError> open_array(std::string_view name, DType dtype,
+                                                                 std::span<const std::int64_t> shape,
+                                                                 std::span<const std::byte> initial, OpenMode mode,
+                                                                 const SyncOptions& options) {
+  std::uint64_t elements = 0;
+  std::uint64_t bytes = 0;
+  if (auto why = detail::array_extent(dtype, shape, elements, bytes); !why.empty()) {
+    return {OpenError::InvalidArgument, "shared array '" + std::string(name) + "' needs " + why};
+  }
+  if (!initial.empty() && initial.size() != bytes) {
+    return {OpenError::InvalidArgument, "the initial value of '" + std::string(name) + "' has " +
+                                            std::to_string(initial.size()) + " bytes, its dtype " +
+                                            std::to_string(bytes)};
+  }
+  detail::SyncSpec spec;
+  spec.kind = detail::SyncKind::SharedArray;
+  spec.file_bytes = detail::kSyncTableOffset + bytes;
+  std::vector<std::int64_t> wanted(shape.begin(), shape.end());
+  spec.init = [dtype, wanted, bytes, initial](std::byte* base) {
+    auto* body = reinterpret_cast<detail::ArrayBody*>(base + detail::kSyncBodyOffset);  // NOLINT
+    body->code = static_cast<std::uint8_t>(dtype.code);
+    body->bits = dtype.bits;
+    body->lanes = dtype.lanes;
+    body->ndim = static_cast<std::uint32_t>(wanted.size());
+    body->data_bytes = bytes;
+    std::copy(wanted.begin(), wanted.end(), static_cast<std::int64_t*>(body->shape));
+    if (!initial.empty()) std::memcpy(base + detail::kSyncTableOffset, initial.data(), initial.size());  // NOLINT
+  };
+  spec.matches = [dtype, wanted](const detail::SyncState& state) -> Result<void, OpenError> {
+    if (state.dtype == dtype && state.shape == wanted) return {};
+    auto says = [](DType d, const std::vector<std::int64_t>& s) {
+      std::string out = "dtype (code " + std::to_string(static_cast<int>(d.code)) + ", " + std::to_string(d.bits) +
+                        " bits, " + std::to_string(d.lanes) + " lanes) and shape (";
+      for (std::size_t i = 0; i < s.size(); ++i) out += (i > 0 ? ", " : "") + std::to_string(s[i]);
+      return out + ")";
+    };
+    return {OpenError::Incompatible,
+            "shared array '" + state.name + "' has " + says(state.dtype, state.shape) + ", not " + says(dtype, wanted)};
+  };
+  return detail::open_sync(name, mode, options, spec);
+}
+
+}  // namespace
+
+Result<SharedArray, OpenError> SharedArray::open(std::string_view name, DType dtype,
+                                                 std::span<const std::int64_t> shape, OpenMode mode,
+                                                 const SyncOptions& options) {
+  auto state = open_array(name, dtype, shape, {}, mode, options);
+  if (!state) return std::move(state).error();
+  SharedArray array;
+  array.state_ = std::move(*state);
+  return array;
+}
+
+Result<SharedArray, OpenError> SharedArray::open_value(std::string_view name, DType dtype,
+                                                       std::span<const std::byte> initial, OpenMode mode,
+                                                       const SyncOptions& options) {
+  auto state = open_array(name, dtype, {}, initial, mode, options);
+  if (!state) return std::move(state).error();
+  SharedArray array;
+  array.state_ = std::move(*state);
+  return array;
+}
+
+Result<void, UnlinkError> SharedArray::remove(std::string_view name, std::string_view domain) {
+  return detail::remove_sync(name, domain);
+}
+
+SharedArray::SharedArray(SharedArray&&) noexcept = default;
+SharedArray& SharedArray::operator=(SharedArray&&) noexcept = default;
+SharedArray::~SharedArray() = default;
+
+Result<Acquired, AcquireError> SharedArray::acquire() noexcept {
+  return detail::lock_acquire(*state_, -1, true);
+}
+
+Result<Acquired, AcquireError> SharedArray::acquire_for(std::chrono::nanoseconds timeout) noexcept {
+  return detail::lock_acquire(*state_, detail::deadline_after(timeout), true);
+}
+
+Result<void, ReleaseError> SharedArray::release() noexcept {
+  return detail::lock_release(*state_);
+}
+
+DType SharedArray::dtype() const noexcept {
+  return state_->dtype;
+}
+
+std::span<const std::int64_t> SharedArray::shape() const noexcept {
+  return state_->shape;
+}
+
+std::size_t SharedArray::size() const noexcept {
+  return state_->elements;
+}
+
+std::span<std::byte> SharedArray::bytes() const noexcept {
+  return {state_->data(), state_->data_bytes};
+}
+
+Result<void*, ValueError> SharedArray::element(std::size_t index, std::size_t bytes, bool is_signed) const noexcept {
+  const detail::SyncState& state = *state_;
+  const DType want{is_signed ? DTypeCode::Int : DTypeCode::UInt, static_cast<std::uint8_t>(bytes * 8), 1};
+  if (state.dtype != want) {
+    return {ValueError::TypeMismatch, "shared array '" + state.name + "' does not hold " +
+                                          (is_signed ? std::string("int") : std::string("uint")) +
+                                          std::to_string(bytes * 8)};
+  }
+  if (index >= state.elements) {
+    return {ValueError::OutOfRange, "index " + std::to_string(index) + " is past the " +
+                                        std::to_string(state.elements) + " elements of '" + state.name + "'"};
+  }
+  return static_cast<void*>(state.data() + index * bytes);  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+}
+
+const std::string& SharedArray::name() const noexcept {
+  return state_->name;
+}
+
+std::string_view to_string(ValueError code) noexcept {
+  switch (code) {
+    case ValueError::TypeMismatch: return "TypeMismatch";
+    case ValueError::OutOfRange: return "OutOfRange";
+  }
+  return "?";
 }
 
 }  // namespace hakobu
