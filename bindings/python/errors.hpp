@@ -35,6 +35,7 @@
 #include "hakobu/domain.hpp"
 #include "hakobu/error.hpp"
 #include "hakobu/queue.hpp"
+#include "hakobu/sync.hpp"
 
 namespace hakobu::python {
 
@@ -57,6 +58,8 @@ enum class ErrorKind : std::uint8_t {
   OutOfSharedMemory,
   TooLarge,
   TooManyProcesses,
+  NotHeld,
+  ForkedHandle,
   SystemFailure,
 };
 inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::SystemFailure) + 1;
@@ -80,6 +83,8 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::OutOfSharedMemory: return "OutOfSharedMemory";
     case ErrorKind::TooLarge: return "TooLarge";
     case ErrorKind::TooManyProcesses: return "TooManyProcesses";
+    case ErrorKind::NotHeld: return "NotHeld";
+    case ErrorKind::ForkedHandle: return "ForkedHandle";
     case ErrorKind::SystemFailure: return "SystemFailure";
   }
   return nullptr;
@@ -187,6 +192,26 @@ constexpr std::optional<ErrorKind> kind_of(WatchError code) noexcept {
     case WatchError::Closed: return ErrorKind::Closed;
     case WatchError::Full: return ErrorKind::SystemFailure;
     case WatchError::SystemError: return ErrorKind::SystemFailure;
+  }
+  return std::nullopt;
+}
+
+// Lock.acquire returns False for WouldBlock and Timeout (as threading.Lock
+// does), so only Forked is raised; the others say the lock is not held.
+constexpr std::optional<ErrorKind> kind_of(AcquireError code) noexcept {
+  switch (code) {
+    case AcquireError::WouldBlock: return ErrorKind::NotHeld;
+    case AcquireError::Timeout: return ErrorKind::NotHeld;
+    case AcquireError::Forked: return ErrorKind::ForkedHandle;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(ReleaseError code) noexcept {
+  switch (code) {
+    case ReleaseError::NotHeld: return ErrorKind::NotHeld;
+    case ReleaseError::NotOwner: return ErrorKind::NotHeld;
+    case ReleaseError::Forked: return ErrorKind::ForkedHandle;
   }
   return std::nullopt;
 }

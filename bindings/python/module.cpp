@@ -12,6 +12,7 @@
 #include "codec.hpp"
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
+#include "hakobu/sync.hpp"
 #include "hakobu/version.hpp"
 #include "objects.hpp"
 
@@ -22,6 +23,7 @@ namespace hakobu::python {
 void bind_queue(nb::module_& m);
 void bind_domain(nb::module_& m);
 void bind_admin(nb::module_& m);
+void bind_sync(nb::module_& m);
 
 namespace {
 
@@ -123,6 +125,8 @@ nb::list error_table() {
   add_rows<ArrayError>(rows, "ArrayError", core_name);
   add_rows<AttachError>(rows, "AttachError", core_name);
   add_rows<WatchError>(rows, "WatchError", &watch_error_name);
+  add_rows<AcquireError>(rows, "AcquireError", core_name);
+  add_rows<ReleaseError>(rows, "ReleaseError", core_name);
   return rows;
 }
 
@@ -167,4 +171,5 @@ NB_MODULE(_core, m) {
   hakobu::python::bind_queue(m);
   hakobu::python::bind_domain(m);
   hakobu::python::bind_admin(m);
+  hakobu::python::bind_sync(m);
 }

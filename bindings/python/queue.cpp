@@ -7,10 +7,9 @@
 // take (put_object returns False, get_object returns the Message) goes to the
 // Python codec (python/hakobu/_codec.py), which writes and reads the same format.
 //
-// Waiting rules: every wait releases the GIL and is cut into slices of at most
-// kSliceNs; between slices the GIL is taken back to run signal handlers, so
-// Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves the queue
-// as it was.
+// Waiting rules (interruptible.hpp): every wait releases the GIL and is cut
+// into slices; Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves
+// the queue as it was.
 #include "hakobu/queue.hpp"
 
 #include <nanobind/nanobind.h>
@@ -32,6 +31,7 @@
 #include "codec.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "interruptible.hpp"
 #include "objects.hpp"
 
 namespace nb = nanobind;
@@ -50,8 +50,6 @@ std::atomic<std::ptrdiff_t>& live_queues() noexcept {
 }
 
 namespace {
-
-constexpr std::int64_t kSliceNs = 50'000'000;  // how long a wait runs without looking at signals
 
 // Copies at least this large run without the GIL: below it, releasing and
 // taking the GIL back costs more than other threads gain.
@@ -190,34 +188,6 @@ PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbu
                             {Py_bf_releasebuffer, reinterpret_cast<void*>(loan_releasebuffer)},
                             {0, nullptr}};
 
-/// Runs `attempt(slice)` until it succeeds, fails with another error than
-/// `busy_code` or `timeout_code`, or `timeout` (seconds; None, +inf or beyond
-/// kForeverNs: forever; NaN or negative: InvalidArgument) runs out. The first
-/// try is made with the GIL held and without waiting (slice 0, which fails
-/// with `busy_code`): most calls succeed at once, and letting go of the GIL
-/// and taking it back would cost more than the try. Waits run without the GIL.
-template <class Code, class Attempt>
-auto wait_interruptibly(std::optional<double> timeout, Code busy_code, Code timeout_code, Attempt&& attempt) {
-  using Clock = std::chrono::steady_clock;
-  const std::optional<std::chrono::nanoseconds> wait = wait_duration(timeout, "timeout");
-  auto result = attempt(std::chrono::nanoseconds(0));
-  if (result || result.error().code != busy_code) return result;
-  const bool forever = !wait.has_value();
-  if (!forever && wait->count() == 0) return result;
-  const auto deadline = Clock::now() + wait.value_or(std::chrono::nanoseconds(0));
-  for (;;) {
-    std::chrono::nanoseconds slice(kSliceNs);
-    if (!forever) slice = std::min(slice, std::max(std::chrono::nanoseconds(0), deadline - Clock::now()));
-    result = [&] {
-      nb::gil_scoped_release unlocked;
-      return attempt(slice);
-    }();
-    if (result || result.error().code != timeout_code) return result;
-    if (!forever && Clock::now() >= deadline) return result;
-    if (PyErr_CheckSignals() != 0) throw nb::python_error();  // e.g. KeyboardInterrupt
-  }
-}
-
 /// A new instance of the bound class T, built in place (no separate heap
 /// object, unlike casting a pointer) from `args`.
 template <class T, class... Args>
@@ -270,11 +240,6 @@ nb::object small_pickle(const Sample& sample) {
   nb::object obj = nb::steal(PyObject_CallOneArg(pickle_loads(), stream.ptr()));
   if (!obj.is_valid()) throw nb::python_error();
   return obj;
-}
-
-OpenMode open_mode(std::optional<bool> create) {
-  if (!create.has_value()) return OpenMode::CreateOrAttach;
-  return *create ? OpenMode::CreateExclusive : OpenMode::AttachOnly;
 }
 
 struct PyQueue {

@@ -20,6 +20,7 @@ from ._errors import (
     Corrupt,
     Empty,
     EncodingError,
+    ForkedHandle,
     Full,
     HakobuError,
     Incompatible,
@@ -28,7 +29,9 @@ from ._errors import (
     NoSenderWarning,
     NotCreator,
     NotFound,
+    NotHeld,
     OutOfSharedMemory,
+    OwnerDied,
     PoolTerminated,
     RemoteError,
     RemoteTraceback,
@@ -40,6 +43,7 @@ from ._errors import (
     WorkerLost,
 )
 from ._queue import Queue
+from ._sync import Event, Lock
 from .pool import Executor, Pool
 
 __version__ = _core.__version__
@@ -66,16 +70,21 @@ __all__ = [
     "Corrupt",
     "Empty",
     "EncodingError",
+    "Event",
     "Executor",
+    "ForkedHandle",
     "Full",
     "HakobuError",
     "Incompatible",
     "InvalidArgument",
     "InvalidName",
+    "Lock",
     "NoSenderWarning",
     "NotCreator",
     "NotFound",
+    "NotHeld",
     "OutOfSharedMemory",
+    "OwnerDied",
     "Pool",
     "PoolTerminated",
     "Queue",

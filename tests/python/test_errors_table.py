@@ -67,6 +67,13 @@ DOCUMENTED = {
     ("WatchError", "Closed"): "Closed",
     ("WatchError", "Full"): "SystemFailure",
     ("WatchError", "SystemError"): "SystemFailure",
+    # Lock.acquire returns False for WouldBlock and Timeout; Forked is raised.
+    ("AcquireError", "WouldBlock"): "NotHeld",
+    ("AcquireError", "Timeout"): "NotHeld",
+    ("AcquireError", "Forked"): "ForkedHandle",
+    ("ReleaseError", "NotHeld"): "NotHeld",
+    ("ReleaseError", "NotOwner"): "NotHeld",
+    ("ReleaseError", "Forked"): "ForkedHandle",
 }
 
 # The standard classes README.md says hakobu's derive from.
@@ -77,6 +84,8 @@ STANDARD_BASES = {
     "InvalidName": ValueError,
     "InvalidArgument": ValueError,
     "OutOfSharedMemory": MemoryError,
+    "NotHeld": RuntimeError,
+    "ForkedHandle": RuntimeError,
 }
 
 
