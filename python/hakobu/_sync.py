@@ -15,6 +15,7 @@ from . import _checks, _core, _errors
 
 # What _core.Lock.acquire returns (bindings/python/sync.cpp).
 _NOT_ACQUIRED = 0
+_CLEAN = 1
 _OWNER_DIED = 2
 
 
@@ -73,12 +74,18 @@ class Lock:
         True once held; False if it was not free (non-blocking) or the timeout ran out.
         Taken over from a dead holder: warns hakobu.OwnerDied and sets ``owner_died``.
         """
-        wait = None if blocking is True and timeout == -1 else _acquire_wait(blocking, timeout)
-        return self._take(wait, stacklevel=3)
+        if blocking is True and timeout == -1:
+            got = self._core.acquire(None)
+        else:
+            got = self._core.acquire(_acquire_wait(blocking, timeout))
+        if got == _CLEAN:  # the common case, without another call
+            self.owner_died = False
+            return True
+        return self._outcome(got, stacklevel=3)
 
-    def _take(self, wait: Optional[float], stacklevel: int) -> bool:
-        """acquire() with the core's wait; ``stacklevel`` makes OwnerDied point at the user's line."""
-        got = self._core.acquire(wait)
+    def _outcome(self, got: int, stacklevel: int) -> bool:
+        """What the core's acquire returned, for the caller; ``stacklevel`` makes OwnerDied point
+        at the user's line."""
         if got == _NOT_ACQUIRED:
             return False
         if got == _OWNER_DIED:
@@ -109,10 +116,14 @@ class Lock:
         return dict(self._core.info())
 
     def __enter__(self) -> bool:
-        return self._take(None, stacklevel=3)  # OwnerDied points at the with-statement
+        got = self._core.acquire(None)
+        if got == _CLEAN:
+            self.owner_died = False
+            return True
+        return self._outcome(got, stacklevel=3)  # OwnerDied points at the with-statement
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
+        self._core.release()
 
     @property
     def name(self) -> str:
