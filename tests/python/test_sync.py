@@ -315,3 +315,29 @@ def test_names_repr_pickle_and_unlink(sync_name: str) -> None:
     copy.set()
     assert event.is_set() and repr(event).endswith("set>")
     hakobu.Event.remove(sync_name)
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def test_the_lock_benchmark_runs() -> None:
+    """hakobu_bench.micro.lock, cut short: hakobu.Lock beside its baselines (no figure is checked)."""
+    pytest.importorskip(
+        "hakobu_bench.micro.lock", reason="install the bench distribution: pip install ./bench/python"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "hakobu_bench.micro.lock", "--quick", "--rounds", "1", "--steps", "20"],
+        capture_output=True,
+        text=True,
+        timeout=WATCHDOG,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in [
+        "machine:",
+        "hakobu.Lock (two programs)",
+        "multiprocessing.Lock (parent, child)",
+        "fcntl.lockf (two programs)",
+        "threading.Lock",
+        "x hakobu",
+    ]:
+        assert line in done.stdout, done.stdout
