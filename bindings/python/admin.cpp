@@ -1,4 +1,5 @@
-// hakobu._core — administration: what the `hakobu` command needs to inspect queues.
+// hakobu._core — administration: what the `hakobu` command needs to inspect
+// queues, stores and sync objects.
 //
 // Everything here goes through the public C++ API. Attaching to a queue or a
 // domain also attaches this process to the domain (and creates the domain if
@@ -15,15 +16,19 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "convert.hpp"
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/domain_files.hpp"
+#include "hakobu/inspect.hpp"
 #include "hakobu/queue.hpp"
+#include "hakobu/store.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -75,6 +80,130 @@ nb::typed<nb::dict, nb::str, nb::any> queue_info(const std::string& name, const 
   return out;
 }
 
+/// What sync object `name` of `domain` holds (hakobu/inspect.hpp); raises
+/// NotFound if missing, Corrupt if damaged. Reads the file; takes nothing.
+nb::typed<nb::dict, nb::str, nb::any> sync_info(const std::string& name, const std::string& domain) {
+  check_name(name, "sync object");
+  check_name(domain, "domain", /*empty_ok=*/true);
+  auto summary = [&] {
+    nb::gil_scoped_release unlocked;
+    return inspect_sync(name, domain);
+  }();
+  if (!summary) raise(summary.error());
+  nb::dict out;
+  out["name"] = summary->name;
+  out["domain"] = summary->domain;
+  out["kind"] = summary->kind_name;
+  out["creator_pid"] = summary->creator_pid;
+  out["waiters"] = summary->waiters;
+  if (summary->kind_name == "lock") {
+    out["held"] = summary->held;
+    out["holder_pid"] = summary->held ? nb::cast(summary->holder_pid) : nb::none();
+    out["holder_alive"] = summary->held ? nb::cast(summary->holder_alive) : nb::none();
+    out["owner_deaths"] = summary->owner_deaths;
+  } else if (summary->kind_name == "event") {
+    out["set"] = summary->is_set;
+  } else {
+    out["word"] = summary->word;  // a kind this version does not know: its raw word
+  }
+  return out;
+}
+
+/// What store `name` of `domain` holds: its keys with version, size, kind and readers.
+nb::typed<nb::dict, nb::str, nb::any> store_info(const std::string& name, const std::string& domain) {
+  check_name(name, "store");
+  check_name(domain, "domain", /*empty_ok=*/true);
+  auto summary = [&] {
+    nb::gil_scoped_release unlocked;
+    return inspect_store(name, domain);
+  }();
+  if (!summary) raise(summary.error());
+  nb::dict out;
+  out["name"] = summary->name;
+  out["domain"] = summary->domain;
+  out["kind"] = "store";
+  out["capacity"] = summary->capacity;
+  out["creator_pid"] = summary->creator_pid;
+  out["unlinked"] = summary->unlinked;
+  out["value_bytes"] = summary->value_bytes;
+  nb::list keys;
+  for (const auto& key : summary->keys) {
+    nb::dict entry;
+    entry["key"] = key.key;
+    entry["damaged"] = key.damaged;
+    entry["version"] = key.damaged ? nb::none() : nb::cast(key.version);
+    entry["size"] = key.damaged ? nb::none() : nb::cast(key.size);
+    entry["kind"] = key.damaged ? nb::none() : nb::cast(key.kind);
+    entry["readers"] = key.damaged ? nb::none() : nb::cast(key.readers);
+    keys.append(entry);
+  }
+  out["keys"] = keys;
+  return out;
+}
+
+/// Removes store `name` of `domain` whoever created it: attaches and unlinks
+/// it (the last handle out returns its values' memory to the heap).
+void remove_store(const std::string& name, const std::string& domain) {
+  check_name(name, "store");
+  check_name(domain, "domain", /*empty_ok=*/true);
+  auto removed = [&]() -> Result<void, UnlinkError> {
+    nb::gil_scoped_release unlocked;
+    StoreOptions options;
+    options.domain.name = domain;
+    auto store = Store::attach(name, options);
+    if (!store) {
+      const auto& error = store.error();
+      return {error.code == OpenError::NotFound           ? UnlinkError::NotFound
+              : error.code == OpenError::InvalidName      ? UnlinkError::InvalidName
+              : error.code == OpenError::PermissionDenied ? UnlinkError::PermissionDenied
+                                                          : UnlinkError::SystemError,
+              error.message};
+    }
+    return store->unlink();
+  }();
+  if (!removed) raise(removed.error());
+}
+
+/// The exception kind of a store put's error. Kept here until errors.hpp maps
+/// the store's error enums (the Python Store's bindings); then raise() does it.
+ErrorKind put_error_kind(StorePutError code) noexcept {
+  switch (code) {
+    case StorePutError::InvalidKey: return ErrorKind::InvalidArgument;
+    case StorePutError::AlreadyExists: return ErrorKind::AlreadyExists;
+    case StorePutError::Full: return ErrorKind::Full;
+    case StorePutError::TooLarge: return ErrorKind::TooLarge;
+    case StorePutError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case StorePutError::Invalid: return ErrorKind::InvalidArgument;
+    case StorePutError::Busy: return ErrorKind::SystemFailure;
+    case StorePutError::Closed: return ErrorKind::Closed;
+  }
+  return ErrorKind::HakobuError;
+}
+
+/// Publishes `data` as bytes under `key` in store `name` of `domain`, creating
+/// the store if needed; returns the value's version. What `hakobu` and its
+/// tests need to make a store without the Python Store class.
+std::uint64_t store_put_bytes(const std::string& name, const std::string& key, const nb::bytes& data,
+                              const std::string& domain) {
+  check_name(name, "store");
+  check_name(domain, "domain", /*empty_ok=*/true);
+  const std::span<const std::byte> bytes(static_cast<const std::byte*>(data.data()), data.size());
+  StoreOptions options;
+  options.domain.name = domain;
+  nb::gil_scoped_release unlocked;  // `data` stays alive and unchanged: bytes are immutable
+  auto store = Store::open(name, OpenMode::CreateOrAttach, options);
+  if (!store) {
+    nb::gil_scoped_acquire locked;
+    raise(store.error());
+  }
+  auto put = store->put(key, bytes);
+  if (!put) {
+    nb::gil_scoped_acquire locked;
+    throw PythonError(put_error_kind(put.error().code), put.error().message);
+  }
+  return *put;
+}
+
 /// (domain, kind, name) of a file name, kind as to_string(FileKind); None if no domain's.
 using ParsedName = std::tuple<std::string, std::string, std::string>;
 
@@ -114,6 +243,16 @@ void bind_admin(nb::module_& m) {
 
   m.def("queue_info", &queue_info, "name"_a, "domain"_a = "",
         "Size, capacity, put/get counts and creator pid of a queue (attaches to it; NotFound if missing)");
+  m.def("sync_info", &sync_info, "name"_a, "domain"_a = "",
+        "kind ('lock', 'event'...), and for a lock held/holder_pid/holder_alive/waiters/owner_deaths, for an event "
+        "set/waiters, of a sync object, read from its file; NotFound if missing, Corrupt if damaged");
+  m.def("store_info", &store_info, "name"_a, "domain"_a = "",
+        "capacity, creator and keys (key, version, size, kind, readers, damaged) of a store, read from its file "
+        "without taking references; NotFound if missing, Corrupt if damaged");
+  m.def("store_put_bytes", &store_put_bytes, "name"_a, "key"_a, "data"_a, "domain"_a = "",
+        "Publishes bytes under a key of a store (created if missing); the version. For tools and tests");
+  m.def("remove_store", &remove_store, "name"_a, "domain"_a = "",
+        "Removes a store whoever created it (its values go back to the heap when their last reader lets go)");
   m.def(
       "validate_name", [](const std::string& name) { return validate_name(name); }, "name"_a,
       "Why a queue or domain name is invalid, or an empty string if it is valid");
@@ -121,10 +260,11 @@ void bind_admin(nb::module_& m) {
   m.attr("FILE_NAME_PREFIX") = std::string(kFileNamePrefix);
   m.def("parse_file_name", &parse_name, "file_name"_a,
         "(domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', "
-        "'other'; None if it is no file of a domain");
+        "'store', 'sync', 'other'; None if it is no file of a domain");
   m.def("domain_files", &domain_files, "domain"_a,
         "(path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one "
-        "of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'other'; queues first, the registry last");
+        "of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'other'; named objects first, the "
+        "registry last");
   m.def(
       "domain_names",
       [] {

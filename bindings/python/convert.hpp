@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "hakobu/queue.hpp"
+
 namespace hakobu::python {
 
 /// Waits longer than this (about 146 years) mean "forever": a deadline this far
@@ -39,5 +41,12 @@ std::size_t to_size(nanobind::handle value, const char* what, std::size_t limit,
 /// Raises InvalidName unless `name` is a valid queue or domain name (an empty
 /// domain means the default one and is allowed when `empty_ok`).
 void check_name(const std::string& name, const char* what, bool empty_ok = false);
+
+/// The open mode of a `create` argument: None creates or attaches, True
+/// requires creating, False requires attaching.
+inline OpenMode open_mode(std::optional<bool> create) {
+  if (!create.has_value()) return OpenMode::CreateOrAttach;
+  return *create ? OpenMode::CreateExclusive : OpenMode::AttachOnly;
+}
 
 }  // namespace hakobu::python

@@ -36,6 +36,7 @@
 #include "hakobu/error.hpp"
 #include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
+#include "hakobu/sync.hpp"
 
 namespace hakobu::python {
 
@@ -58,6 +59,8 @@ enum class ErrorKind : std::uint8_t {
   OutOfSharedMemory,
   TooLarge,
   TooManyProcesses,
+  NotHeld,
+  ForkedHandle,
   SystemFailure,
   KeyNotFound,
   Busy,
@@ -83,6 +86,8 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::OutOfSharedMemory: return "OutOfSharedMemory";
     case ErrorKind::TooLarge: return "TooLarge";
     case ErrorKind::TooManyProcesses: return "TooManyProcesses";
+    case ErrorKind::NotHeld: return "NotHeld";
+    case ErrorKind::ForkedHandle: return "ForkedHandle";
     case ErrorKind::SystemFailure: return "SystemFailure";
     case ErrorKind::KeyNotFound: return "KeyNotFound";
     case ErrorKind::Busy: return "Busy";
@@ -243,6 +248,28 @@ constexpr std::optional<ErrorKind> kind_of(StoreWaitError code) noexcept {
     case StoreWaitError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
     case StoreWaitError::Busy: return ErrorKind::Busy;
     case StoreWaitError::Closed: return ErrorKind::Closed;
+  }
+  return std::nullopt;
+}
+
+// Lock.acquire returns False for WouldBlock and Timeout (as threading.Lock
+// does), so only Forked and TooDeep are raised; the others say the lock is not held.
+constexpr std::optional<ErrorKind> kind_of(AcquireError code) noexcept {
+  switch (code) {
+    case AcquireError::WouldBlock: return ErrorKind::NotHeld;
+    case AcquireError::Timeout: return ErrorKind::NotHeld;
+    case AcquireError::Forked: return ErrorKind::ForkedHandle;
+    case AcquireError::TooDeep: return ErrorKind::InvalidArgument;
+  }
+  return std::nullopt;
+}
+
+constexpr std::optional<ErrorKind> kind_of(ReleaseError code) noexcept {
+  switch (code) {
+    case ReleaseError::NotHeld: return ErrorKind::NotHeld;
+    case ReleaseError::NotOwner: return ErrorKind::NotHeld;
+    case ReleaseError::NotOwnerThread: return ErrorKind::NotHeld;
+    case ReleaseError::Forked: return ErrorKind::ForkedHandle;
   }
   return std::nullopt;
 }

@@ -1,9 +1,10 @@
-// hakobu._core — blocking calls that Ctrl-C can interrupt (queue.cpp, store.cpp).
+// hakobu._core — blocking calls that Ctrl-C can interrupt (queues and sync objects).
 //
 // Waiting rules: every wait releases the GIL and is cut into slices of at most
 // kSliceNs; between slices the GIL is taken back to run signal handlers, so
-// Ctrl-C raises KeyboardInterrupt in a blocked call and leaves the object as
-// it was.
+// Ctrl-C raises KeyboardInterrupt in a blocked call and leaves the object as it
+// was (the slice that was cut short failed with its timeout code, and nothing
+// was taken).
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -14,18 +15,10 @@
 #include <optional>
 
 #include "convert.hpp"
-#include "hakobu/queue.hpp"
 
 namespace hakobu::python {
 
 inline constexpr std::int64_t kSliceNs = 50'000'000;  // how long a wait runs without looking at signals
-
-/// The open mode of a `create` argument: None creates or attaches, True
-/// requires creating, False requires attaching.
-inline OpenMode open_mode(std::optional<bool> create) {
-  if (!create.has_value()) return OpenMode::CreateOrAttach;
-  return *create ? OpenMode::CreateExclusive : OpenMode::AttachOnly;
-}
 
 /// Runs `attempt(slice)` until it succeeds, fails with another error than
 /// `busy_code` or `timeout_code`, or `timeout` (seconds; None, +inf or beyond

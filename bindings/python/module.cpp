@@ -12,6 +12,7 @@
 #include "codec.hpp"
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
+#include "hakobu/sync.hpp"
 #include "hakobu/version.hpp"
 #include "objects.hpp"
 
@@ -23,6 +24,7 @@ void bind_queue(nb::module_& m);
 void bind_domain(nb::module_& m);
 void bind_admin(nb::module_& m);
 void bind_store(nb::module_& m);
+void bind_sync(nb::module_& m);
 
 namespace {
 
@@ -128,6 +130,8 @@ nb::list error_table() {
   add_rows<StoreGetError>(rows, "StoreGetError", core_name);
   add_rows<StoreEraseError>(rows, "StoreEraseError", core_name);
   add_rows<StoreWaitError>(rows, "StoreWaitError", core_name);
+  add_rows<AcquireError>(rows, "AcquireError", core_name);
+  add_rows<ReleaseError>(rows, "ReleaseError", core_name);
   return rows;
 }
 
@@ -173,4 +177,5 @@ NB_MODULE(_core, m) {
   hakobu::python::bind_domain(m);
   hakobu::python::bind_admin(m);
   hakobu::python::bind_store(m);
+  hakobu::python::bind_sync(m);
 }

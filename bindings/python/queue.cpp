@@ -7,9 +7,9 @@
 // take (put_object returns False, get_object returns the Message) goes to the
 // Python codec (python/hakobu/_codec.py), which writes and reads the same format.
 //
-// Waiting rules: interruptible.hpp (every wait releases the GIL and is cut into
-// slices; Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves the
-// queue as it was).
+// Waiting rules (interruptible.hpp): every wait releases the GIL and is cut
+// into slices; Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves
+// the queue as it was.
 #include "hakobu/queue.hpp"
 
 #include <nanobind/nanobind.h>

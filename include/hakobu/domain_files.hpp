@@ -8,9 +8,13 @@
 //   hakobu:D:heap              the shared heap (the same name on a hugetlbfs
 //                              mount: its huge-page segment)
 //   hakobu:D:q:NAME            queue NAME
-//   hakobu:D:new:NAME:NONCE    queue NAME being built, before it is published
+//   hakobu:D:st:NAME           store NAME
+//   hakobu:D:s:NAME            sync object NAME (a lock, an event...: the
+//                              file's header says which; hakobu/inspect.hpp)
+//   hakobu:D:new:NAME:NONCE    a named object NAME being built, before it is
+//                              published (a queue, store or sync object)
 //
-// Domain and queue names cannot contain ':', so a name splits in one way only.
+// Domain and object names cannot contain ':', so a name splits in one way only.
 // Nothing here opens a file: the names are all a listing goes by.
 #pragma once
 
@@ -31,18 +35,20 @@ enum class FileKind : std::uint8_t {
   Heap,      ///< hakobu:D:heap in /dev/shm
   HugeHeap,  ///< hakobu:D:heap on a hugetlbfs mount: the heap's huge-page segment
   Queue,     ///< hakobu:D:q:NAME
-  NewQueue,  ///< hakobu:D:new:NAME:NONCE, a queue being built (or left by a creator that died building it)
+  NewQueue,  ///< hakobu:D:new:NAME:NONCE, a named object being built (or left by a creator that died building it)
   Other,     ///< a name of the domain this version does not know (a newer version's, or a stray file)
+  Store,     ///< hakobu:D:st:NAME
+  Sync,      ///< hakobu:D:s:NAME, a lock, an event or another sync object
 };
 
-/// "registry", "heap", "huge_heap", "queue", "new_queue" or "other".
+/// "registry", "heap", "huge_heap", "queue", "new_queue", "other", "store" or "sync".
 [[nodiscard]] std::string_view to_string(FileKind kind) noexcept;
 
 /// A file name taken apart.
 struct FileName {
   std::string domain;
   FileKind kind = FileKind::Other;
-  /// The queue's name for Queue and NewQueue; what follows the domain for Other; else empty.
+  /// The object's name for Queue, Store, Sync and NewQueue; what follows the domain for Other; else empty.
   std::string name;
 };
 
@@ -51,7 +57,7 @@ struct FileName {
 /// name parses as Heap; only its directory tells the huge-page segment apart.
 [[nodiscard]] std::optional<FileName> parse_file_name(std::string_view file_name);
 
-/// The name of the file of `kind` of `domain` (for Queue: of queue `name`).
+/// The name of the file of `kind` of `domain` (for Queue, Store and Sync: of object `name`).
 /// NewQueue and Other have no single name and give an empty string, as does
 /// an invalid domain or queue name.
 [[nodiscard]] std::string file_name(std::string_view domain, FileKind kind, std::string_view name = {});
@@ -64,8 +70,8 @@ struct DomainFile {
 };
 
 /// Every file of `domain` in /dev/shm and on every hugetlbfs mount, in the
-/// order a removal of the whole domain takes them: queues (by name), queues
-/// being built and unknown files, then the huge-page heap, the heap, and the
+/// order a removal of the whole domain takes them: named objects (queues,
+/// stores, sync objects, by path), objects being built and unknown files, then the huge-page heap, the heap, and the
 /// registry last (while it exists, a process attaching finds the domain
 /// rather than creating a new one among leftovers). Empty for an invalid name;
 /// directories that cannot be read hold nothing of ours.

@@ -21,6 +21,7 @@ from ._errors import (
     Corrupt,
     Empty,
     EncodingError,
+    ForkedHandle,
     Full,
     HakobuError,
     Incompatible,
@@ -30,7 +31,9 @@ from ._errors import (
     NoSenderWarning,
     NotCreator,
     NotFound,
+    NotHeld,
     OutOfSharedMemory,
+    OwnerDied,
     PoolTerminated,
     RemoteError,
     RemoteTraceback,
@@ -43,6 +46,7 @@ from ._errors import (
 )
 from ._queue import Queue
 from ._store import Store
+from ._sync import Event, Lock
 from .pool import Executor, Pool
 
 __version__ = _core.__version__
@@ -70,17 +74,22 @@ __all__ = [
     "Corrupt",
     "Empty",
     "EncodingError",
+    "Event",
     "Executor",
+    "ForkedHandle",
     "Full",
     "HakobuError",
     "Incompatible",
     "InvalidArgument",
     "InvalidName",
     "KeyNotFound",
+    "Lock",
     "NoSenderWarning",
     "NotCreator",
     "NotFound",
+    "NotHeld",
     "OutOfSharedMemory",
+    "OwnerDied",
     "Pool",
     "PoolTerminated",
     "Queue",

@@ -231,6 +231,26 @@ def queue_info(name: str, domain: str = '') -> dict[str, Any]:
     Size, capacity, put/get counts and creator pid of a queue (attaches to it; NotFound if missing)
     """
 
+def sync_info(name: str, domain: str = '') -> dict[str, Any]:
+    """
+    kind ('lock', 'event'...), and for a lock held/holder_pid/holder_alive/waiters/owner_deaths, for an event set/waiters, of a sync object, read from its file; NotFound if missing, Corrupt if damaged
+    """
+
+def store_info(name: str, domain: str = '') -> dict[str, Any]:
+    """
+    capacity, creator and keys (key, version, size, kind, readers, damaged) of a store, read from its file without taking references; NotFound if missing, Corrupt if damaged
+    """
+
+def store_put_bytes(name: str, key: str, data: bytes, domain: str = '') -> int:
+    """
+    Publishes bytes under a key of a store (created if missing); the version. For tools and tests
+    """
+
+def remove_store(name: str, domain: str = '') -> None:
+    """
+    Removes a store whoever created it (its values go back to the heap when their last reader lets go)
+    """
+
 def validate_name(name: str) -> str:
     """
     Why a queue or domain name is invalid, or an empty string if it is valid
@@ -240,12 +260,12 @@ FILE_NAME_PREFIX: str = 'hakobu:'
 
 def parse_file_name(file_name: str) -> tuple[str, str, str] | None:
     """
-    (domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', 'other'; None if it is no file of a domain
+    (domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', 'store', 'sync', 'other'; None if it is no file of a domain
     """
 
 def domain_files(domain: str) -> list[tuple[str, str, str]]:
     """
-    (path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'other'; queues first, the registry last
+    (path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'other'; named objects first, the registry last
     """
 
 def domain_names() -> list[str]:
@@ -358,3 +378,51 @@ class Store:
     def close(self) -> None: ...
 
     def unlink(self) -> None: ...
+
+class Lock:
+    """A named lock between processes (use hakobu.Lock)"""
+
+    def __init__(self, name: str, create: bool | None, domain: str) -> None: ...
+
+    def acquire(self, timeout: float | None) -> int:
+        """
+        0: not acquired before the timeout; 1: acquired; 2: acquired from a holder that died holding it
+        """
+
+    def release(self) -> None: ...
+
+    def info(self) -> dict[str, Any]:
+        """
+        held, waiters, held_by_this_process, holder_pid, owner_deaths (a snapshot)
+        """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+class Event:
+    """A named event between processes (use hakobu.Event)"""
+
+    def __init__(self, name: str, create: bool | None, domain: str) -> None: ...
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once the event is set; False if the timeout ran out"""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+def remove_sync(name: str, domain: str = '') -> None:
+    """
+    Removes the sync object `name` (a lock, an event...) whoever created it; NotFound if missing
+    """

@@ -90,6 +90,21 @@ class TooManyProcesses(HakobuError):
     """The domain's process table is full."""
 
 
+class NotHeld(HakobuError, RuntimeError):
+    """release() of a lock this process does not hold: it is free, or another process holds it.
+
+    A RuntimeError, as ``threading.Lock.release`` raises for an unlocked lock.
+    """
+
+
+class ForkedHandle(HakobuError, RuntimeError):
+    """A lock handle inherited across fork() was used in the child: the parent holds its place.
+
+    Open the lock again by name in the child (``hakobu.Lock(name)``); the parent's handle
+    stays usable in the parent. Events work from a forked child, having no owner.
+    """
+
+
 class SystemFailure(HakobuError, OSError):
     """Another operating-system error; the message has the details."""
 
@@ -129,6 +144,17 @@ class NoSenderWarning(UserWarning):
     The message names the queue, its domain and the domain's queues with similar names.
     Check the name in the producer and the consumer; if the producer simply starts late,
     silence it with ``warnings.filterwarnings("ignore", category=hakobu.NoSenderWarning)``.
+    """
+
+
+class OwnerDied(UserWarning):
+    """An acquire took a hakobu.Lock over from a process that died holding it (like EOWNERDEAD).
+
+    The lock is held by the caller now, as after any acquire; what it guarded may have been
+    left half-changed by the dead holder, so check it before relying on it. The lock's
+    ``owner_died`` attribute is True from that acquire until the handle's next clean one.
+    Warned with ``warnings.warn`` at the caller's line; turn it into an exception with
+    ``warnings.simplefilter("error", hakobu.OwnerDied)``.
     """
 
 

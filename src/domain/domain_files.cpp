@@ -15,6 +15,8 @@ namespace {
 constexpr std::string_view kRegistryWord = "registry";
 constexpr std::string_view kHeapWord = "heap";
 constexpr std::string_view kQueueWord = "q";
+constexpr std::string_view kStoreWord = "st";
+constexpr std::string_view kSyncWord = "s";
 constexpr std::string_view kNewQueueWord = "new";
 
 bool valid(std::string_view name) {
@@ -24,7 +26,9 @@ bool valid(std::string_view name) {
 // The position of a file in the removal order of list_domain_files.
 int removal_rank(FileKind kind) {
   switch (kind) {
-    case FileKind::Queue: return 0;
+    case FileKind::Queue:
+    case FileKind::Store:
+    case FileKind::Sync: return 0;
     case FileKind::NewQueue:
     case FileKind::Other: return 1;
     case FileKind::HugeHeap: return 2;
@@ -44,6 +48,8 @@ std::string_view to_string(FileKind kind) noexcept {
     case FileKind::Queue: return "queue";
     case FileKind::NewQueue: return "new_queue";
     case FileKind::Other: return "other";
+    case FileKind::Store: return "store";
+    case FileKind::Sync: return "sync";
   }
   return "other";
 }
@@ -66,6 +72,12 @@ std::optional<FileName> parse_file_name(std::string_view file_name) {
   } else if (word == kQueueWord && word_end != std::string_view::npos && valid(after)) {
     out.kind = FileKind::Queue;
     out.name = std::string(after);
+  } else if (word == kStoreWord && word_end != std::string_view::npos && valid(after)) {
+    out.kind = FileKind::Store;
+    out.name = std::string(after);
+  } else if (word == kSyncWord && word_end != std::string_view::npos && valid(after)) {
+    out.kind = FileKind::Sync;
+    out.name = std::string(after);
   } else if (word == kNewQueueWord && after.find(':') != std::string_view::npos &&
              valid(after.substr(0, after.find(':')))) {
     out.kind = FileKind::NewQueue;
@@ -86,6 +98,9 @@ std::string file_name(std::string_view domain, FileKind kind, std::string_view n
     case FileKind::HugeHeap: return prefix + std::string(kHeapWord);
     case FileKind::Queue:
       return valid(name) ? prefix + std::string(kQueueWord) + ":" + std::string(name) : std::string();
+    case FileKind::Store:
+      return valid(name) ? prefix + std::string(kStoreWord) + ":" + std::string(name) : std::string();
+    case FileKind::Sync: return valid(name) ? prefix + std::string(kSyncWord) + ":" + std::string(name) : std::string();
     case FileKind::NewQueue:
     case FileKind::Other: return {};
   }

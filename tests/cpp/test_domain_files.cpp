@@ -1,6 +1,7 @@
 // Unit tests: the files of domains by name (hakobu/domain_files.hpp) — parsing,
 // forming, listing in removal order, and agreement with the names the library
 // itself gives the files it creates.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,7 +12,10 @@
 
 #include "hakobu/domain.hpp"
 #include "hakobu/domain_files.hpp"
+#include "hakobu/inspect.hpp"
 #include "hakobu/queue.hpp"
+#include "hakobu/store.hpp"
+#include "hakobu/sync.hpp"
 #include "platform/os.hpp"
 #include "test_support.hpp"
 
@@ -60,13 +64,25 @@ TEST(DomainFiles, ParsesEveryKindOfName) {
   EXPECT_EQ(queue->kind, FileKind::Queue);
   EXPECT_EQ(queue->name, "frames-1");
 
+  auto store = hakobu::parse_file_name("hakobu:d1:st:features");
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->kind, FileKind::Store);
+  EXPECT_EQ(store->name, "features");
+
+  auto sync = hakobu::parse_file_name("hakobu:d1:s:db.lock");
+  ASSERT_TRUE(sync);
+  EXPECT_EQ(sync->kind, FileKind::Sync);
+  EXPECT_EQ(sync->name, "db.lock");
+
   auto building = hakobu::parse_file_name("hakobu:d1:new:frames:0123abcd");
   ASSERT_TRUE(building);
   EXPECT_EQ(building->kind, FileKind::NewQueue);
   EXPECT_EQ(building->name, "frames");
 
-  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra", "hakobu:d1:registry:", "hakobu:d1:",
-                              "hakobu:d1:q:", "hakobu:d1:q:a:b", "hakobu:d1:q:-bad", "hakobu:d1:new:frames"}) {
+  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra",
+                              "hakobu:d1:registry:", "hakobu:d1:", "hakobu:d1:q:", "hakobu:d1:q:a:b",
+                              "hakobu:d1:q:-bad", "hakobu:d1:new:frames", "hakobu:d1:st:", "hakobu:d1:st:a:b",
+                              "hakobu:d1:s:", "hakobu:d1:s:-x", "hakobu:d1:sync:x"}) {
     auto parsed = hakobu::parse_file_name(unknown);
     ASSERT_TRUE(parsed) << unknown;
     EXPECT_EQ(parsed->domain, "d1") << unknown;
@@ -90,9 +106,12 @@ TEST(DomainFiles, FormedNamesParseBack) {
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Queue, "frames"), "hakobu:d1:q:frames");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Queue, "a:b"), "") << "not a queue name";
   EXPECT_EQ(hakobu::file_name("d:1", FileKind::Registry), "") << "not a domain name";
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Store, "features"), "hakobu:d1:st:features");
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "db"), "hakobu:d1:s:db");
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "a:b"), "") << "not an object name";
   EXPECT_EQ(hakobu::file_name("d1", FileKind::NewQueue, "frames"), "");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Registry), hakobu::Domain::file_prefix("d1") + "registry");
-  for (auto kind : {FileKind::Registry, FileKind::Heap, FileKind::Queue}) {
+  for (auto kind : {FileKind::Registry, FileKind::Heap, FileKind::Queue, FileKind::Store, FileKind::Sync}) {
     auto parsed = hakobu::parse_file_name(hakobu::file_name("d1", kind, "frames"));
     ASSERT_TRUE(parsed) << hakobu::to_string(kind);
     EXPECT_EQ(parsed->kind, kind);
@@ -107,6 +126,8 @@ TEST(DomainFiles, KindsHaveStableWords) {
   EXPECT_EQ(hakobu::to_string(FileKind::Queue), "queue");
   EXPECT_EQ(hakobu::to_string(FileKind::NewQueue), "new_queue");
   EXPECT_EQ(hakobu::to_string(FileKind::Other), "other");
+  EXPECT_EQ(hakobu::to_string(FileKind::Store), "store");
+  EXPECT_EQ(hakobu::to_string(FileKind::Sync), "sync");
 }
 
 // The files the library creates are found under the kinds the parser gives
@@ -193,3 +214,150 @@ TEST(DomainFiles, HugetlbfsMountsIncludeThoseTheLibraryUses) {
 }
 
 }  // namespace
+
+namespace {
+
+/// A file of `size` zero bytes in /dev/shm, mode 0600 (what the library
+/// accepts from its own user); removed on destruction.
+class ZeroFile {
+ public:
+  ZeroFile(std::string name, std::size_t size) : path_("/dev/shm/" + std::move(name)) {
+    const int fd = ::open(path_.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    made_ = fd >= 0 && ::ftruncate(fd, static_cast<off_t>(size)) == 0;
+    if (fd >= 0) ::close(fd);
+  }
+  ZeroFile(const ZeroFile&) = delete;
+  ZeroFile& operator=(const ZeroFile&) = delete;
+  ~ZeroFile() { (void)std::remove(path_.c_str()); }
+  [[nodiscard]] bool made() const { return made_; }
+
+ private:
+  std::string path_;
+  bool made_ = false;
+};
+
+}  // namespace
+
+// Stores and sync objects are listed as such, with the names the library gives
+// their files, and their summaries say what is in them.
+TEST(DomainFiles, ListsAndInspectsStoresAndSyncObjects) {
+  const std::string name = hakobu::test::domain() + "-objects";
+  hakobu::StoreOptions store_options;
+  store_options.domain.name = name;
+  store_options.capacity = 8;
+  hakobu::SyncOptions sync_options;
+  sync_options.domain.name = name;
+  {
+    auto store = hakobu::Store::create("features", store_options);
+    ASSERT_TRUE(store) << store.error().message;
+    auto lock = hakobu::Lock::open("db", hakobu::OpenMode::CreateExclusive, sync_options);
+    ASSERT_TRUE(lock) << lock.error().message;
+    auto event = hakobu::Event::open("ready", hakobu::OpenMode::CreateExclusive, sync_options);
+    ASSERT_TRUE(event) << event.error().message;
+
+    const auto files = hakobu::list_domain_files(name);
+    ASSERT_GE(files.size(), 3U);
+    EXPECT_EQ(files[0].kind, FileKind::Sync);
+    EXPECT_EQ(files[0].name, "db");
+    EXPECT_EQ(files[1].kind, FileKind::Sync);
+    EXPECT_EQ(files[1].name, "ready");
+    EXPECT_EQ(files[2].kind, FileKind::Store);
+    EXPECT_EQ(files[2].name, "features");
+    EXPECT_EQ(files[2].path, "/dev/shm/" + hakobu::file_name(name, FileKind::Store, "features"));
+    EXPECT_EQ(files[0].path, "/dev/shm/" + hakobu::file_name(name, FileKind::Sync, "db"));
+
+    auto free_lock = hakobu::inspect_sync("db", name);
+    ASSERT_TRUE(free_lock) << free_lock.error().message;
+    EXPECT_EQ(free_lock->kind_name, "lock");
+    EXPECT_FALSE(free_lock->held);
+    ASSERT_TRUE(lock->acquire());
+    auto held = hakobu::inspect_sync("db", name);
+    ASSERT_TRUE(held) << held.error().message;
+    EXPECT_TRUE(held->held);
+    EXPECT_TRUE(held->holder_alive);
+    EXPECT_EQ(held->holder_pid, static_cast<std::int32_t>(::getpid()));
+    EXPECT_EQ(held->owner_deaths, 0U);
+    ASSERT_TRUE(lock->release());
+
+    auto clear = hakobu::inspect_sync("ready", name);
+    ASSERT_TRUE(clear) << clear.error().message;
+    EXPECT_EQ(clear->kind_name, "event");
+    EXPECT_FALSE(clear->is_set);
+    event->set();
+    auto set = hakobu::inspect_sync("ready", name);
+    ASSERT_TRUE(set);
+    EXPECT_TRUE(set->is_set);
+
+    auto empty = hakobu::inspect_store("features", name);
+    ASSERT_TRUE(empty) << empty.error().message;
+    EXPECT_EQ(empty->capacity, 8U);
+    EXPECT_TRUE(empty->keys.empty());
+    const std::vector<std::byte> bytes(1000, std::byte{7});
+    auto version = store->put("x", bytes);
+    ASSERT_TRUE(version) << version.error().message;
+    ASSERT_TRUE(store->put("a", std::span<const std::byte>(bytes).first(10), hakobu::MessageKind::Object));
+    {
+      auto value = store->get("x");
+      ASSERT_TRUE(value) << value.error().message;
+      auto read = hakobu::inspect_store("features", name);
+      ASSERT_TRUE(read) << read.error().message;
+      ASSERT_EQ(read->keys.size(), 2U);
+      EXPECT_EQ(read->keys[0].key, "a");
+      EXPECT_EQ(read->keys[0].kind, "object");
+      EXPECT_EQ(read->keys[0].size, 10U);
+      EXPECT_EQ(read->keys[0].readers, 0U);
+      EXPECT_EQ(read->keys[1].key, "x");
+      EXPECT_EQ(read->keys[1].kind, "bytes");
+      EXPECT_EQ(read->keys[1].size, 1000U);
+      EXPECT_EQ(read->keys[1].version, *version);
+      EXPECT_EQ(read->keys[1].readers, 1U) << "the value held above";
+      EXPECT_FALSE(read->keys[1].damaged);
+      EXPECT_EQ(read->value_bytes, 1010U);
+    }
+    auto released = hakobu::inspect_store("features", name);
+    ASSERT_TRUE(released);
+    ASSERT_EQ(released->keys.size(), 2U);
+    EXPECT_EQ(released->keys[1].readers, 0U) << "the value was let go";
+    ASSERT_TRUE(store->erase("a"));
+    auto erased = hakobu::inspect_store("features", name);
+    ASSERT_TRUE(erased);
+    ASSERT_EQ(erased->keys.size(), 1U);
+    EXPECT_EQ(erased->keys[0].key, "x");
+
+    EXPECT_EQ(hakobu::inspect_sync("features", name).error().code, hakobu::OpenError::NotFound);
+    EXPECT_EQ(hakobu::inspect_store("db", name).error().code, hakobu::OpenError::NotFound);
+    EXPECT_EQ(hakobu::inspect_sync("a:b", name).error().code, hakobu::OpenError::InvalidName);
+
+    ASSERT_TRUE(store->unlink());
+    ASSERT_TRUE(hakobu::Lock::remove("db", name));
+    ASSERT_TRUE(hakobu::Event::remove("ready", name));
+  }
+  EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";
+}
+
+// Files of the right names whose contents are not what they should be are
+// reported damaged, never read past their end.
+TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
+  const std::string name = hakobu::test::domain() + "-damaged";
+  hakobu::SyncOptions options;
+  options.domain.name = name;
+  auto keep = hakobu::Lock::open("keep", hakobu::OpenMode::CreateExclusive, options);  // keeps the domain
+  ASSERT_TRUE(keep) << keep.error().message;
+  const std::string prefix = "hakobu:" + name + ":";
+  {
+    ZeroFile short_sync(prefix + "s:short", 16);
+    ZeroFile zero_sync(prefix + "s:zero", 4096);
+    ZeroFile short_store(prefix + "st:short", 16);
+    ZeroFile zero_store(prefix + "st:zero", 1 << 16);
+    ASSERT_TRUE(short_sync.made() && zero_sync.made() && short_store.made() && zero_store.made());
+    for (const char* object : {"short", "zero"}) {
+      auto sync = hakobu::inspect_sync(object, name);
+      ASSERT_FALSE(sync) << object;
+      EXPECT_EQ(sync.error().code, hakobu::OpenError::Corrupt) << object << ": " << sync.error().message;
+      auto store = hakobu::inspect_store(object, name);
+      ASSERT_FALSE(store) << object;
+      EXPECT_EQ(store.error().code, hakobu::OpenError::Corrupt) << object << ": " << store.error().message;
+    }
+  }
+  ASSERT_TRUE(hakobu::Lock::remove("keep", name));
+}

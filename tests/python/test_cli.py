@@ -114,7 +114,7 @@ def test_info_of_a_missing_queue_exits_1_with_what_to_do(name: str) -> None:
     assert "hakobu ls" in result.stderr
 
     result = run_cli("info", "bad/name")
-    assert result.returncode == 2 and "invalid queue name" in result.stderr
+    assert result.returncode == 2 and "invalid object name" in result.stderr
 
 
 def test_a_domain_that_does_not_exist_is_reported_and_not_created() -> None:

@@ -91,6 +91,15 @@ DOCUMENTED = {
     ("StoreWaitError", "OutOfMemory"): "OutOfSharedMemory",
     ("StoreWaitError", "Busy"): "Busy",
     ("StoreWaitError", "Closed"): "Closed",
+    # Lock.acquire returns False for WouldBlock and Timeout; Forked is raised.
+    ("AcquireError", "WouldBlock"): "NotHeld",
+    ("AcquireError", "Timeout"): "NotHeld",
+    ("AcquireError", "Forked"): "ForkedHandle",
+    ("AcquireError", "TooDeep"): "InvalidArgument",  # an RLock's recursion count at its limit
+    ("ReleaseError", "NotHeld"): "NotHeld",
+    ("ReleaseError", "NotOwner"): "NotHeld",
+    ("ReleaseError", "NotOwnerThread"): "NotHeld",
+    ("ReleaseError", "Forked"): "ForkedHandle",
 }
 
 # The standard classes README.md says hakobu's derive from.
@@ -102,6 +111,8 @@ STANDARD_BASES = {
     "InvalidArgument": ValueError,
     "OutOfSharedMemory": MemoryError,
     "KeyNotFound": KeyError,
+    "NotHeld": RuntimeError,
+    "ForkedHandle": RuntimeError,
 }
 
 

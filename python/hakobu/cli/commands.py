@@ -1,19 +1,20 @@
-"""The subcommands that look at and clean up domains: ls, info, rm, gc."""
+"""The subcommands that look at and clean up domains and their named objects: ls, info, rm, gc."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .. import _core
 from .._errors import HakobuError, NotFound
 from .errors import CommandError, check_name
-from .files import DomainFiles, domain_files, find_domain_names
-from .output import Output, escape, format_bytes, format_pids, render_domain
+from .files import DomainFiles, domain_files, find_domain_names, objects_named
+from .output import Output, escape, format_bytes, format_pids, object_state, render_domain
 from .processes import ProcessScan, scan_processes
-from .reports import domain_report, queue_report, summarize_domain
+from .reports import domain_report, object_report, queue_report, summarize_domain
 
 
 def command_ls(args: argparse.Namespace, out: Output) -> int:
@@ -38,17 +39,41 @@ def command_ls(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def command_info(args: argparse.Namespace, out: Output) -> int:
-    from rich.table import Table
+def _missing(name: str, domain: str, kind: str | None) -> str:
+    """What says that no object `name` is there (a queue first: the name people mostly mean)."""
+    if kind is not None and kind != "queue":
+        return f"no {'sync object' if kind == 'sync' else kind} '{name}' in domain '{domain}'"
+    tail = "" if kind == "queue" else " (nor a store or sync object of that name)"
+    return f"no queue '{name}' in domain '{domain}'{tail}"
 
+
+def find_object(files: DomainFiles, name: str, kind: str | None) -> tuple[str, Path]:
+    """The namespace and file of object `name`: the one of `kind` if given, else the only one
+    of that name (a queue, a store and a sync object may share a name: then --kind says which)."""
+    found = objects_named(files, name)
+    if kind is not None:
+        found = {k: p for k, p in found.items() if k == kind}
+    if not found:
+        raise CommandError(f"{_missing(name, files.domain, kind)}; see `hakobu ls --domain {files.domain}`")
+    if len(found) > 1:
+        raise CommandError(
+            f"'{name}' names a {' and a '.join(found)} in domain '{files.domain}': "
+            f"say which with --kind {'|'.join(found)}",
+            exit_code=2,
+        )
+    return next(iter(found.items()))
+
+
+def command_info(args: argparse.Namespace, out: Output) -> int:
     check_name("domain", args.domain)
-    check_name("queue", args.name)
+    check_name("object", args.name)
+    kind = kind_option(args)
     files = domain_files(args.domain)
-    missing = f"no queue '{args.name}' in domain '{args.domain}'"
     if not files.exists:
-        raise CommandError(f"{missing} (the domain has no files); see `hakobu ls --all`")
-    if args.name not in files.queues:
-        raise CommandError(f"{missing}; see `hakobu ls --domain {args.domain}`")
+        raise CommandError(
+            f"{_missing(args.name, args.domain, kind)} (the domain has no files); see `hakobu ls --all`"
+        )
+    kind, path = find_object(files, args.name, kind)
     if files.damaged:
         raise CommandError(
             f"domain '{args.domain}' is damaged; remove it with `hakobu rm --domain {args.domain} --everything`"
@@ -56,16 +81,37 @@ def command_info(args: argparse.Namespace, out: Output) -> int:
     scan = scan_processes()
     try:
         with _core.DomainAttachment(args.domain):
-            report = queue_report(args.name, args.domain, files.queues[args.name], scan)
+            if kind == "queue":
+                report = queue_report(args.name, args.domain, path, scan)
+            else:
+                report = object_report(kind, args.name, args.domain, path, scan)
     except HakobuError as error:
         raise CommandError(str(error)) from None
     if report["error"]:
-        if not files.queues[args.name].exists():  # removed while we looked
-            raise CommandError(f"{missing}; see `hakobu ls --domain {args.domain}`")
+        if not path.exists():  # removed while we looked
+            raise CommandError(
+                f"{_missing(args.name, args.domain, kind)}; see `hakobu ls --domain {args.domain}`"
+            )
         raise CommandError(report["error"])
     if out.as_json:
         out.json(report)
         return 0
+    if kind == "queue":
+        render_queue(out, report)
+    else:
+        render_object(out, report)
+    return 0
+
+
+def kind_option(args: argparse.Namespace) -> str | None:
+    """--kind as a namespace: "lock" and "event" are sync objects."""
+    kind: str | None = getattr(args, "kind", None)
+    return "sync" if kind in ("lock", "event") else kind
+
+
+def render_queue(out: Output, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -83,7 +129,46 @@ def command_info(args: argparse.Namespace, out: Output) -> int:
     ):
         grid.add_row(label, escape(value))
     out.console.print(grid)
-    return 0
+
+
+def render_object(out: Output, report: dict[str, Any]) -> None:
+    """`hakobu info` of a store (with a table of its keys) or a sync object."""
+    from rich import box
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    creator = f"{report['creator_pid']} ({'running' if report['creator_alive'] else 'exited'})"
+    for label, value in (
+        (report["kind"], report["name"]),
+        ("domain", report["domain"]),
+        ("state", object_state(report)),
+        ("creator pid", creator),
+        ("file", report["path"]),
+        ("file size", format_bytes(report["file_bytes"])),
+        ("opened by (pids)", format_pids(report["pids"])),
+    ):
+        grid.add_row(label, escape(value))
+    out.console.print(grid)
+    if report["kind"] != "store" or not report["keys"]:
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    for column in ("version", "size", "kind", "readers"):
+        table.add_column(column, justify="right")
+    for key in report["keys"]:
+        if key["damaged"]:
+            table.add_row(escape(key["key"]), "[red]damaged[/red]", "", "", "")
+            continue
+        table.add_row(
+            escape(key["key"]),
+            str(key["version"]),
+            format_bytes(key["size"]),
+            key["kind"],
+            str(key["readers"]),
+        )
+    out.console.print(table)
 
 
 def live_pids_of(files: DomainFiles, scan: ProcessScan) -> list[int]:
@@ -146,20 +231,31 @@ def remove_everything(args: argparse.Namespace, out: Output) -> int:
     return 1 if result["failed"] else 0
 
 
+def remove_object(kind: str, name: str, domain: str) -> None:
+    """Removes the named object of namespace `kind`, whoever created it."""
+    if kind == "queue":
+        _core.remove(name, domain)
+    elif kind == "store":
+        _core.remove_store(name, domain)
+    else:
+        _core.remove_sync(name, domain)
+
+
 def command_rm(args: argparse.Namespace, out: Output) -> int:
     check_name("domain", args.domain)
     if args.everything:
         if args.names:
-            raise CommandError("give queue names or --everything, not both", exit_code=2)
+            raise CommandError("give object names or --everything, not both", exit_code=2)
         return remove_everything(args, out)
     if args.force:
         raise CommandError(
-            "--force only goes with --everything (queues are removed whoever holds them)", exit_code=2
+            "--force only goes with --everything (named objects are removed whoever holds them)", exit_code=2
         )
     if not args.names:
-        raise CommandError("name the queues to remove (see `hakobu ls`), or use --everything", exit_code=2)
+        raise CommandError("name the objects to remove (see `hakobu ls`), or use --everything", exit_code=2)
     for name in args.names:
-        check_name("queue", name)
+        check_name("object", name)
+    kind = kind_option(args)
     files = domain_files(args.domain)
     if not files.exists:
         raise CommandError(f"no domain '{args.domain}': nothing to remove; see `hakobu ls --all`")
@@ -167,12 +263,21 @@ def command_rm(args: argparse.Namespace, out: Output) -> int:
         raise CommandError(
             f"domain '{args.domain}' is damaged; remove it with `hakobu rm --domain {args.domain} --everything`"
         )
-    result: dict[str, Any] = {"domain": args.domain, "removed": [], "missing": [], "failed": {}}
+    result: dict[str, Any] = {"domain": args.domain, "removed": [], "missing": [], "failed": {}, "kinds": {}}
     with _core.DomainAttachment(args.domain):
         for name in args.names:
             try:
-                _core.remove(name, args.domain)
+                found_kind, _path = find_object(files, name, kind)
+            except CommandError as error:
+                if error.exit_code == 2:  # more than one object of that name
+                    result["failed"][name] = str(error)
+                else:
+                    result["missing"].append(name)
+                continue
+            try:
+                remove_object(found_kind, name, args.domain)
                 result["removed"].append(name)
+                result["kinds"][name] = found_kind
             except NotFound:
                 result["missing"].append(name)
             except HakobuError as error:
@@ -180,14 +285,15 @@ def command_rm(args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.json(result)
     for name in [] if out.as_json else result["removed"]:
-        out.line(f"removed queue '{name}' from domain '{args.domain}'", markup=False)
+        what = {"queue": "queue", "store": "store", "sync": "sync object"}[result["kinds"][name]]
+        out.line(f"removed {what} '{name}' from domain '{args.domain}'", markup=False)
     for name in result["missing"]:
         print(
-            f"hakobu: no queue '{name}' in domain '{args.domain}'; see `hakobu ls --domain {args.domain}`",
+            f"hakobu: {_missing(name, args.domain, kind)}; see `hakobu ls --domain {args.domain}`",
             file=sys.stderr,
         )
     for name, why in result["failed"].items():
-        print(f"hakobu: could not remove queue '{name}': {why}", file=sys.stderr)
+        print(f"hakobu: could not remove '{name}': {why}", file=sys.stderr)
     return 1 if result["missing"] or result["failed"] else 0
 
 

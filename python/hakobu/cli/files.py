@@ -30,7 +30,9 @@ class DomainFiles:
     heap: Optional[Path] = None
     huge_heaps: list[Path] = field(default_factory=list)
     queues: dict[str, Path] = field(default_factory=dict)
-    others: list[Path] = field(default_factory=list)  # queues being built, kinds this version does not know
+    stores: dict[str, Path] = field(default_factory=dict)
+    syncs: dict[str, Path] = field(default_factory=dict)  # locks, events...: the file's header says which
+    others: list[Path] = field(default_factory=list)  # objects being built, kinds this version does not know
 
     @property
     def exists(self) -> bool:
@@ -42,8 +44,14 @@ class DomainFiles:
         return self.exists and (self.registry is None or self.heap is None)
 
     def all(self) -> list[Path]:
-        """Every file, queues first and the registry last (the order `rm --everything` removes them in)."""
-        files = [*self.queues.values(), *self.others, *self.huge_heaps]
+        """Every file, named objects first and the registry last (the order `rm --everything` removes them in)."""
+        files = [
+            *self.queues.values(),
+            *self.stores.values(),
+            *self.syncs.values(),
+            *self.others,
+            *self.huge_heaps,
+        ]
         return files + [p for p in (self.heap, self.registry) if p is not None]
 
     def owner_uid(self) -> Optional[int]:
@@ -83,6 +91,20 @@ def domain_files(domain: str) -> DomainFiles:
             files.huge_heaps.append(path)
         elif kind == "queue":
             files.queues[name] = path
-        else:  # queues being built, kinds this version does not know
+        elif kind == "store":
+            files.stores[name] = path
+        elif kind == "sync":
+            files.syncs[name] = path
+        else:  # objects being built, kinds this version does not know
             files.others.append(path)
     return files
+
+
+# The namespaces of a domain's named objects: a queue, a store and a sync object may share a name.
+OBJECT_KINDS = ("queue", "store", "sync")
+
+
+def objects_named(files: DomainFiles, name: str) -> dict[str, Path]:
+    """The files of the named objects called `name`, by namespace ("queue", "store", "sync")."""
+    found = {"queue": files.queues.get(name), "store": files.stores.get(name), "sync": files.syncs.get(name)}
+    return {kind: path for kind, path in found.items() if path is not None}

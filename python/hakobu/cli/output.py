@@ -69,8 +69,11 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         f"  processes attached: {summary['processes_alive']} alive, {summary['processes_dead']} dead; "
         f"huge pages: {'yes' if summary['huge_pages'] else 'no'}"
     )
+    objects = [*report.get("stores", []), *report.get("sync_objects", [])]
     if not report["queues"]:
         out.line("  no queues")
+        if objects:
+            render_objects(out, objects)
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     # Names are never wrapped (people copy them into `hakobu info` / `hakobu rm`).
@@ -93,4 +96,45 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
             creator,
             format_pids(queue["pids"]),
         )
+    out.console.print(table)
+    if objects:
+        render_objects(out, objects)
+
+
+def object_state(report: dict[str, Any]) -> str:
+    """One line on the state of a store or sync object, for people."""
+    kind = report["kind"]
+    if kind == "store":
+        keys = report["keys"]
+        readers = sum(key["readers"] or 0 for key in keys)
+        return (
+            f"{len(keys)} key(s) of {report['capacity']}, {format_bytes(report['value_bytes'])} of values, "
+            f"{readers} reader reference(s)" + (" (removed, still open)" if report["unlinked"] else "")
+        )
+    if kind == "lock":
+        if not report["held"]:
+            state = "free"
+        else:
+            alive = "" if report["holder_alive"] else " (dead: the next acquirer takes it over)"
+            state = f"held by pid {report['holder_pid'] or '?'}{alive}"
+        waiters = ", waiters" if report["waiters"] else ""
+        return f"{state}{waiters}; owner deaths {report['owner_deaths']}"
+    if kind == "event":
+        return ("set" if report["set"] else "clear") + (", waiters" if report["waiters"] else "")
+    return f"word {report.get('word', '?')}"  # a kind this version does not know
+
+
+def render_objects(out: Output, objects: list[dict[str, Any]]) -> None:
+    """The stores and sync objects of a domain, one row each."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("object", no_wrap=True, min_width=max(len(o["name"]) for o in objects))
+    table.add_column("kind")
+    table.add_column("state", overflow="fold")
+    table.add_column("opened by (pids)", overflow="fold")
+    for report in objects:
+        state = f"[red]{escape(report['error'])}[/red]" if report["error"] else escape(object_state(report))
+        table.add_row(report["name"], report["kind"], state, format_pids(report["pids"]))
     out.console.print(table)

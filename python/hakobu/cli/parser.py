@@ -110,16 +110,30 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    ls = subcommand("ls", command_ls, "list the queues of a domain, their memory and who has them open")
+    ls = subcommand(
+        "ls",
+        command_ls,
+        "list the queues, stores and sync objects (locks, events) of a domain, their state and who has them open",
+    )
     ls.add_argument("--all", "-a", action="store_true", help="every domain found in /dev/shm")
-    info = subcommand("info", command_info, "show everything about one queue")
-    info.add_argument("name", help="the queue")
-    rm = subcommand("rm", command_rm, "remove queues whoever created them, or a whole domain")
-    rm.add_argument("names", nargs="*", metavar="NAME", help="queues to remove")
+    kinds = ("queue", "store", "sync", "lock", "event")
+    kind_help = "which object of that name (a queue, a store and a sync object may share one); lock and event mean sync"
+    info = subcommand(
+        "info",
+        command_info,
+        "show everything about one queue, store (its keys, sizes, versions, readers) or lock/event (holder, waiters)",
+    )
+    info.add_argument("name", help="the queue, store, lock or event")
+    info.add_argument("--kind", choices=kinds, help=kind_help)
+    rm = subcommand(
+        "rm", command_rm, "remove queues, stores and sync objects whoever created them, or a whole domain"
+    )
+    rm.add_argument("names", nargs="*", metavar="NAME", help="queues, stores, locks or events to remove")
+    rm.add_argument("--kind", choices=kinds, help=kind_help)
     rm.add_argument(
         "--everything",
         action="store_true",
-        help="remove every file of the domain (registry, heap, queues), also a damaged one",
+        help="remove every file of the domain (registry, heap, named objects), also a damaged one",
     )
     rm.add_argument(
         "--force", action="store_true", help="with --everything: even while processes are attached"

@@ -1,4 +1,4 @@
-"""What the command reports of domains and queues, as data (rendered by `output`, or printed as JSON)."""
+"""What the command reports of domains, queues, stores and sync objects, as data (rendered by `output`, or printed as JSON)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
-from .._errors import Corrupt, HakobuError
+from .._errors import Corrupt, HakobuError, NotFound
 from .files import domain_files
 from .processes import ProcessScan, process_exists
 
@@ -51,6 +51,80 @@ def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[
     return report
 
 
+def _object_files_report(name: str, domain: str, kind: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """What is known of a store or sync object without reading it: its file and who maps it."""
+    report: dict[str, Any] = {
+        "name": name,
+        "domain": domain,
+        "kind": kind,
+        "path": str(path),
+        "pids": scan.pids_mapping([path]),
+        "file_bytes": None,
+        "memory_bytes": None,
+        "creator_pid": None,
+        "creator_alive": None,
+        "error": None,
+    }
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        report["error"] = f"{kind} '{name}' was removed meanwhile"
+        return report
+    report["file_bytes"] = status.st_size
+    report["memory_bytes"] = status.st_blocks * 512
+    return report
+
+
+def store_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """Everything about one store: its keys with version, size, kind and readers (references held
+    on the value besides the store's own); `error` says why they are missing, if they are."""
+    report = _object_files_report(name, domain, "store", path, scan)
+    report.update(capacity=None, unlinked=None, value_bytes=None, keys=[])
+    if report["error"]:
+        return report
+    try:
+        info = _core.store_info(name, domain)
+    except NotFound:
+        report["error"] = f"store '{name}' was removed meanwhile"
+        return report
+    except HakobuError as error:  # damaged, incompatible, another user's...
+        report["error"] = str(error)
+        return report
+    for key in ("capacity", "creator_pid", "unlinked", "value_bytes", "keys"):
+        report[key] = info[key]
+    report["creator_alive"] = process_exists(info["creator_pid"])
+    return report
+
+
+def sync_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """Everything about one sync object: its kind ("lock", "event"...; "sync" while unknown) and
+    state (a lock's holder, waiters and owner deaths; an event's flag)."""
+    report = _object_files_report(name, domain, "sync", path, scan)
+    report.update(waiters=None, held=None, holder_pid=None, holder_alive=None, owner_deaths=None, set=None)
+    if report["error"]:
+        return report
+    try:
+        info = _core.sync_info(name, domain)
+    except NotFound:
+        report["error"] = f"sync object '{name}' was removed meanwhile"
+        return report
+    except HakobuError as error:
+        report["error"] = str(error)
+        return report
+    report.update(info)
+    report["creator_alive"] = process_exists(info["creator_pid"])
+    return report
+
+
+def object_report(kind: str, name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """The report of the named object `name` in namespace `kind` ("queue", "store" or "sync")."""
+    if kind == "queue":
+        return {"kind": "queue", **queue_report(name, domain, path, scan)}
+    if kind == "store":
+        return store_report(name, domain, path, scan)
+    return sync_report(name, domain, path, scan)
+
+
 def summarize_domain(stats: dict[str, Any]) -> dict[str, Any]:
     """The domain-wide figures, without this command's own attachment."""
     own_pid = os.getpid()
@@ -84,6 +158,8 @@ def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
         "owner_uid": files.owner_uid(),
         "summary": None,
         "queues": [],
+        "stores": [],
+        "sync_objects": [],
         "error": None,
     }
     if not files.exists:
@@ -98,11 +174,21 @@ def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
             {**_queue_files_report(name, domain, path, scan), "error": "the domain is damaged"}
             for name, path in sorted(files.queues.items())
         ]
+        report["stores"] = [
+            {**_object_files_report(name, domain, "store", path, scan), "error": "the domain is damaged"}
+            for name, path in sorted(files.stores.items())
+        ]
+        report["sync_objects"] = [
+            {**_object_files_report(name, domain, "sync", path, scan), "error": "the domain is damaged"}
+            for name, path in sorted(files.syncs.items())
+        ]
         return report
     try:
         with _core.DomainAttachment(domain):
             report["summary"] = summarize_domain(_core.domain_stats(domain))
             report["queues"] = [queue_report(n, domain, p, scan) for n, p in sorted(files.queues.items())]
+            report["stores"] = [store_report(n, domain, p, scan) for n, p in sorted(files.stores.items())]
+            report["sync_objects"] = [sync_report(n, domain, p, scan) for n, p in sorted(files.syncs.items())]
     except Corrupt as error:
         report["error"] = str(error)
         if "--everything" not in report["error"]:  # older libraries suggest `hakobu rm --domain D` alone

@@ -1,0 +1,184 @@
+"""`hakobu ls` / `info` / `rm` of stores and sync objects (locks, events), run as a separate
+process next to separately started programs that hold them; assertions are on --json output
+and exit codes. Stores are made through `_core.store_put_bytes` (the Python Store class is
+not needed for that), and held by the C++ store peer where it is built."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DOMAIN, files_of_domain, finish, start
+from test_cli import cli_json, run_cli
+
+import hakobu
+from hakobu import _core
+
+REPO = Path(__file__).resolve().parents[2]
+_names = itertools.count()
+
+
+@pytest.fixture
+def object_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh name; whatever store, sync object or queue has it is removed after the test."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name[:40])
+    name = f"{base}-{next(_names)}"
+    yield name
+    for remove in (_core.remove_store, _core.remove_sync, _core.remove):
+        try:
+            remove(name, "")
+        except hakobu.NotFound:
+            pass
+
+
+def entry(report: dict[str, Any], section: str, name: str) -> dict[str, Any]:
+    found = [item for item in report[section] if item["name"] == name]
+    assert len(found) == 1, report[section]
+    return found[0]
+
+
+def holding(name: str) -> subprocess.Popen[str]:
+    """A program that holds lock `name` (tests/python/programs/sync_peer.py) until killed."""
+    holder = start("sync_peer", "hold", name)
+    line = holder.stdout.readline()  # type: ignore[union-attr]
+    assert line == "holding\n", holder.stderr.read()  # type: ignore[union-attr]
+    return holder
+
+
+# --- locks and events ---------------------------------------------------------------------------
+
+
+def test_a_lock_is_listed_with_its_holder_then_its_death_then_removed(object_name: str) -> None:
+    hakobu.Lock(object_name, create=True)
+    holder = holding(object_name)
+    try:
+        lock = entry(cli_json("ls"), "sync_objects", object_name)
+        assert lock["kind"] == "lock" and lock["error"] is None
+        assert lock["held"] and lock["holder_pid"] == holder.pid and lock["holder_alive"]
+        assert lock["owner_deaths"] == 0 and lock["pids"] == [holder.pid]
+        info = cli_json("info", object_name)
+        assert (info["kind"], info["held"], info["holder_pid"]) == ("lock", True, holder.pid)
+        text = run_cli("info", object_name)
+        assert text.returncode == 0 and f"held by pid {holder.pid}" in text.stdout, text.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        finish(holder)
+    dead = cli_json("info", object_name)
+    assert dead["held"] and not dead["holder_alive"], "held by a dead process until someone takes it over"
+    assert "dead" in run_cli("ls").stdout
+    lock_handle = hakobu.Lock(object_name)
+    with pytest.warns(hakobu.OwnerDied):
+        assert lock_handle.acquire(timeout=60)
+    lock_handle.release()
+    after = cli_json("info", object_name)
+    assert (after["held"], after["holder_pid"], after["owner_deaths"]) == (False, None, 1)
+
+    removed = cli_json("rm", object_name)
+    assert removed["removed"] == [object_name] and removed["kinds"] == {object_name: "sync"}
+    assert all(item["name"] != object_name for item in cli_json("ls")["sync_objects"])
+    with pytest.raises(hakobu.NotFound):
+        hakobu.Lock(object_name, create=False)
+    again = run_cli("rm", object_name)
+    assert again.returncode == 1 and f"'{object_name}'" in again.stderr
+
+
+def test_an_event_shows_set_or_clear(object_name: str) -> None:
+    event = hakobu.Event(object_name)
+    assert cli_json("info", object_name)["set"] is False
+    event.set()
+    info = cli_json("info", object_name, "--kind", "event")
+    assert (info["kind"], info["set"]) == ("event", True)
+    listed = run_cli("ls")
+    assert listed.returncode == 0 and object_name in listed.stdout and "event" in listed.stdout
+    assert cli_json("rm", object_name, "--kind", "sync")["removed"] == [object_name]
+
+
+# --- stores -------------------------------------------------------------------------------------
+
+
+def store_peer() -> Path:
+    for preset in ("dev", "release", "asan-ubsan"):
+        path = REPO / "build" / preset / "tests" / "cpp" / "hakobu_store_peer"
+        if path.exists():
+            return path
+    pytest.skip(
+        "build the C++ tests first: cmake --preset dev && cmake --build --preset dev (hakobu_store_peer)"
+    )
+
+
+def test_a_store_is_listed_with_its_keys_sizes_versions_and_kinds(object_name: str) -> None:
+    first = _core.store_put_bytes(object_name, "weights", b"\x01" * 1000)
+    second = _core.store_put_bytes(object_name, "meta", b"abc")
+    replaced = _core.store_put_bytes(object_name, "weights", b"\x02" * 2000)
+    assert first < second < replaced
+    store = entry(cli_json("ls"), "stores", object_name)
+    assert store["kind"] == "store" and store["error"] is None and store["value_bytes"] == 2003
+    info = cli_json("info", object_name)
+    assert [(k["key"], k["size"], k["kind"], k["version"], k["readers"]) for k in info["keys"]] == [
+        ("meta", 3, "bytes", second, 0),
+        ("weights", 2000, "bytes", replaced, 0),
+    ]
+    assert info["capacity"] >= 2 and not info["unlinked"]
+    text = run_cli("info", object_name)
+    assert text.returncode == 0 and "weights" in text.stdout and "2 key(s)" in text.stdout, text.stderr
+
+    removed = cli_json("rm", object_name)
+    assert removed["kinds"] == {object_name: "store"}
+    assert all(item["name"] != object_name for item in cli_json("ls")["stores"])
+    assert run_cli("info", object_name).returncode == 1
+
+
+def test_a_store_value_held_by_another_program_counts_as_a_reader(object_name: str, tmp_path: Path) -> None:
+    peer = store_peer()
+    _core.store_put_bytes(object_name, "x", b"\x07" * 4096)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    reader = subprocess.Popen(
+        [str(peer), "hold", object_name, "x", str(ready), str(go)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(6000):  # a watchdog of about 60 s against a peer that never starts
+            if ready.exists() and ready.read_text():
+                break
+            if reader.poll() is not None:
+                pytest.fail(f"the store peer ended: {reader.stderr.read()}")  # type: ignore[union-attr]
+            time.sleep(0.01)
+        info = cli_json("info", object_name)
+        assert [(k["key"], k["readers"]) for k in info["keys"]] == [("x", 1)]
+        assert reader.pid in info["pids"], "the reader maps the store"
+    finally:
+        go.write_text("")
+        code, _, err = finish(reader)
+        assert code == 0, err
+    assert [(k["key"], k["readers"]) for k in cli_json("info", object_name)["keys"]] == [("x", 0)]
+
+
+# --- names shared between namespaces -----------------------------------------------------------
+
+
+def test_a_name_shared_by_a_queue_and_a_lock_needs_kind(object_name: str) -> None:
+    hakobu.Queue(object_name)
+    hakobu.Lock(object_name)
+    ambiguous = run_cli("info", object_name)
+    assert ambiguous.returncode == 2 and "--kind" in ambiguous.stderr and "queue" in ambiguous.stderr
+    assert cli_json("info", object_name, "--kind", "lock")["kind"] == "lock"
+    assert cli_json("info", object_name, "--kind", "queue")["capacity"] == 1024
+    removed = cli_json("rm", object_name, "--kind", "queue")
+    assert removed["kinds"] == {object_name: "queue"}
+    assert cli_json("info", object_name)["kind"] == "lock", "the lock is left"
+    assert cli_json("rm", object_name)["kinds"] == {object_name: "sync"}
+
+
+def test_bad_names_and_missing_objects(object_name: str) -> None:
+    hakobu.Lock(object_name)  # the domain exists
+    missing = run_cli("info", f"{object_name}-x", "--kind", "store")
+    assert missing.returncode == 1 and f"no store '{object_name}-x' in domain '{DOMAIN}'" in missing.stderr
+    assert run_cli("info", "a:b").returncode == 2
+    assert run_cli("rm", "a/b").returncode == 2
+    assert run_cli("info", object_name, "--kind", "nonsense").returncode == 2
+    assert files_of_domain()  # the lock keeps the domain until the fixture removes it
