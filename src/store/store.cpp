@@ -13,6 +13,7 @@
 
 #include "channel/message_access.hpp"
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "platform/os.hpp"
 #include "store/store_file.hpp"
 #include "support/kill_point.hpp"
@@ -28,13 +29,11 @@ class StoreState {
   std::shared_ptr<DomainState> domain;
   std::string name;
   std::string file;
-  int fd = -1;
-  StoreHeader* header = nullptr;
+  NamedFile named{NamedFile::LockBytes{kStoreInitLockByte, kStoreLifecycleLockByte}};
+  StoreHeader* header = nullptr;  // named's mapping
   StoreEntry* entries = nullptr;
-  std::uint64_t map_bytes = 0;
   std::uint64_t capacity = 0;  // checked at attach; never re-read from the file
   std::uint32_t epoch = 0;
-  bool attached = false;  // holds the shared lifecycle lock
   std::atomic<bool> closed{false};
 
   StoreState() = default;
@@ -50,10 +49,10 @@ class StoreState {
   }
   [[nodiscard]] std::string what() const { return "store '" + name + "'"; }
 
-  Result<void, OpenError> map_all(std::uint64_t bytes);
+  /// Points header and entries at named's mapping.
+  void use_mapping() noexcept;
   Result<void, OpenError> create(const StoreOptions& options);
   Result<void, OpenError> attach();
-  void release_file() noexcept;
 
   /// The entry holding `key` (Ready), or nullptr. Readers skip claimed entries.
   [[nodiscard]] StoreEntry* find(std::string_view key, std::uint64_t hash) const noexcept;
@@ -89,119 +88,74 @@ std::string key_problem(std::string_view key) {
 }  // namespace
 
 StoreState::~StoreState() {
-  if (domain && domain->forked_away()) return;  // the parent's: nothing here is this process's to release
-  release_file();
-}
-
-void StoreState::release_file() noexcept {
-  if (header != nullptr && domain && attached) {
-    // Last handle out of an unlinked store drops what its entries hold.
-    if (platform::lock_byte(fd, kStoreInitLockByte, true)) {
-      platform::unlock_byte(fd, kStoreLifecycleLockByte);
-      auto last = platform::try_lock_byte(fd, kStoreLifecycleLockByte, true);
-      if (last && *last && unlinked()) drain();
-      platform::unlock_byte(fd, kStoreLifecycleLockByte);
-      platform::unlock_byte(fd, kStoreInitLockByte);
-    }
-    attached = false;
+  // The last handle out of an unlinked store drops what its entries hold
+  // (named_file.hpp; nothing is released by a handle inherited across fork()).
+  if (header != nullptr && domain && !domain->forked_away()) {
+    named.close([this]() noexcept {
+      if (unlinked()) drain();
+    });
   }
-  platform::unmap(header, map_bytes);
-  header = nullptr;
-  entries = nullptr;
-  if (fd >= 0) keep_after_fork(fd);
-  platform::close_fd(fd);
-  fd = -1;
 }
 
-Result<void, OpenError> StoreState::map_all(std::uint64_t bytes) {
-  auto mapped = platform::map_shared(fd, bytes);
-  if (!mapped) return to_open_error(mapped);
-  header = static_cast<StoreHeader*>(*mapped);
-  map_bytes = bytes;
-  platform::keep_from_children(header, bytes);
-  entries = reinterpret_cast<StoreEntry*>(reinterpret_cast<std::byte*>(header) + sizeof(StoreHeader));  // NOLINT
-  return {};
+void StoreState::use_mapping() noexcept {
+  header = reinterpret_cast<StoreHeader*>(named.base());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  entries = reinterpret_cast<StoreEntry*>(named.base() + sizeof(StoreHeader));  // NOLINT
 }
 
-// Built under a temporary name and published with link(): a store is seen
-// whole under its name or not at all.
+// Built under a temporary name and published with link() (named_file.hpp): a
+// store is seen whole under its name or not at all.
 Result<void, OpenError> StoreState::create(const StoreOptions& options) {
   const std::uint64_t cap = std::bit_ceil(std::max<std::uint64_t>(options.capacity, 1));
   const std::uint64_t bytes = store_file_bytes(cap);
-  const std::string temporary = domain->temporary_file_name(name);
-  auto created = open_domain_file({temporary, true, what()}, true);
-  if (!created) return std::move(created).error();
-  fd = *created;
-  close_after_fork(fd);
-  auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
-    (void)platform::shm_remove(temporary);
-    platform::unmap(header, map_bytes);
+  auto created = named.create(*domain, name, file, what(), bytes, [&](std::byte* /*base*/) {
+    use_mapping();
+    header->layout_version = kStoreLayoutVersion;
+    header->capacity = cap;
+    header->file_bytes = bytes;
+    header->creator_token = domain->token();
+    header->creator_pid = platform::process_id();
+    header->next_version.store(1, std::memory_order_relaxed);
+    header->magic.store(kStoreMagic, std::memory_order_release);  // entries are zero: all free
+  });
+  if (!created) {
     header = nullptr;
     entries = nullptr;
-    keep_after_fork(fd);
-    platform::close_fd(fd);
-    fd = -1;
-    return error;
-  };
-  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
-    auto error = to_open_error(backed);
-    error.message = "creating " + what() + " (" + format_bytes(bytes) + "): " + error.message;
-    return discard(std::move(error));
-  }
-  if (auto r = map_all(bytes); !r) return discard(std::move(r).error());
-  header->layout_version = kStoreLayoutVersion;
-  header->capacity = cap;
-  header->file_bytes = bytes;
-  header->creator_token = domain->token();
-  header->creator_pid = platform::process_id();
-  header->next_version.store(1, std::memory_order_relaxed);
-  header->magic.store(kStoreMagic, std::memory_order_release);  // entries are zero: all free
-  if (auto shared = platform::lock_byte(fd, kStoreLifecycleLockByte, false); !shared) {
-    return discard(to_open_error(shared));
-  }
-  if (auto published = domain->publish_file(temporary, file, what()); !published) {
-    return discard(std::move(published).error());
+    return created;
   }
   domain->object_created();
   capacity = cap;
-  attached = true;
   return {};
 }
 
 Result<void, OpenError> StoreState::attach() {
-  // Shared: excludes only the last handle of an unlinked store while it drains.
-  if (auto locked = platform::lock_byte(fd, kStoreInitLockByte, false); !locked) return to_open_error(locked);
-  auto fail = [&](OpenError code, std::string message) -> Result<void, OpenError> {
-    platform::unlock_byte(fd, kStoreInitLockByte);
-    return {code, std::move(message)};
-  };
   const std::string damaged = what() + " is damaged; remove it with `hakobu rm " + name + "`";
-  auto info = platform::file_info(fd);
-  if (!info) return fail(to_open_error(info).code, info.error().message);
-  if (info->links == 0) return fail(OpenError::NotFound, what() + " was removed");
-  if (info->size < sizeof(StoreHeader)) return fail(OpenError::Corrupt, damaged);
-  if (auto r = map_all(sizeof(StoreHeader)); !r) return fail(r.error().code, r.error().message);
-  if (header->magic.load(std::memory_order_acquire) != kStoreMagic) return fail(OpenError::Corrupt, damaged);
-  if (header->layout_version != kStoreLayoutVersion) {
-    return fail(OpenError::Incompatible, what() + " has layout version " + std::to_string(header->layout_version) +
-                                             ", this library knows " + std::to_string(kStoreLayoutVersion));
-  }
+  NamedFile::AttachRules rules;
+  rules.header_bytes = sizeof(StoreHeader);
+  rules.too_small = damaged;
+  rules.removed = what() + " was removed";
   // From shared memory: checked, then kept in process memory for good.
-  const std::uint64_t cap = header->capacity;
-  const std::uint64_t bytes = header->file_bytes;
-  if (cap == 0 || cap > kMaxStoreCapacity || !std::has_single_bit(cap) || bytes != store_file_bytes(cap) ||
-      bytes > info->size) {
-    return fail(OpenError::Corrupt, damaged);
-  }
-  platform::unmap(header, map_bytes);
-  header = nullptr;
-  if (auto r = map_all(bytes); !r) return fail(r.error().code, r.error().message);
-  capacity = cap;
-  if (unlinked()) return fail(OpenError::NotFound, what() + " was removed");
-  auto shared = platform::lock_byte(fd, kStoreLifecycleLockByte, false);
-  platform::unlock_byte(fd, kStoreInitLockByte);
-  if (!shared) return to_open_error(shared);
-  attached = true;
+  rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
+    const auto* h = reinterpret_cast<const StoreHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    if (h->magic.load(std::memory_order_acquire) != kStoreMagic) return {OpenError::Corrupt, damaged};
+    if (h->layout_version != kStoreLayoutVersion) {
+      return {OpenError::Incompatible, what() + " has layout version " + std::to_string(h->layout_version) +
+                                           ", this library knows " + std::to_string(kStoreLayoutVersion)};
+    }
+    const std::uint64_t cap = h->capacity;
+    const std::uint64_t bytes = h->file_bytes;
+    if (cap == 0 || cap > kMaxStoreCapacity || !std::has_single_bit(cap) || bytes != store_file_bytes(cap) ||
+        bytes > file_size) {
+      return {OpenError::Corrupt, damaged};
+    }
+    capacity = cap;
+    return bytes;
+  };
+  rules.unlinked = [](const std::byte* base) {
+    const auto* h = reinterpret_cast<const StoreHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    return (h->flags.load(std::memory_order_acquire) & kStoreUnlinked) != 0;
+  };
+  if (auto attached = named.attach(rules); !attached) return attached;
+  use_mapping();
   return {};
 }
 
@@ -418,19 +372,16 @@ Result<Store, OpenError> Store::open(std::string_view name, OpenMode mode, const
   const detail::DomainFile file{state->file, true, state->what()};
   for (int attempt = 0; attempt < 100; ++attempt) {
     if (mode != OpenMode::CreateExclusive) {
-      auto fd = detail::open_domain_file(file, false);
-      if (fd) {
-        state->fd = *fd;
-        detail::close_after_fork(state->fd);
+      auto opened = state->named.open(file);
+      if (opened) {
         auto attached = state->attach();
         if (attached) return Store(std::move(state));
-        state->release_file();
         if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
           return std::move(attached).error();
         }
         continue;  // removed while we attached: look again
       }
-      if (fd.error().code != OpenError::NotFound) return std::move(fd).error();
+      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
       if (mode == OpenMode::AttachOnly) {
         return {OpenError::NotFound, "no " + state->what() + " in domain '" + state->domain->name() + "'"};
       }
@@ -648,7 +599,7 @@ Result<void, UnlinkError> Store::unlink() {
   if (!state_ || !state_->usable()) return {UnlinkError::Closed, kClosedStore};
   const std::uint32_t old = state_->header->flags.fetch_or(detail::kStoreUnlinked, std::memory_order_acq_rel);
   if ((old & detail::kStoreUnlinked) != 0) return {UnlinkError::NotFound, state_->what() + " was already removed"};
-  detail::remove_if_same({state_->file, true, state_->what()}, state_->fd);  // never a newer store of that name
+  detail::remove_if_same({state_->file, true, state_->what()}, state_->named.fd());  // never a newer store of that name
   state_->domain->object_removed();
   close();
   return {};
