@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <chrono>
 #include <cstring>
@@ -54,13 +55,21 @@ class StoreState {
   Result<void, OpenError> create(const StoreOptions& options);
   Result<void, OpenError> attach();
 
-  /// The entry holding `key` (Ready), or nullptr. Readers skip claimed entries.
-  [[nodiscard]] StoreEntry* find(std::string_view key, std::uint64_t hash) const noexcept;
+  /// An entry found holding a key, with the state it was found in (ready(g)).
+  struct Found {
+    StoreEntry* entry = nullptr;
+    std::uint32_t state = 0;
+  };
+  /// The entry holding `key` (ready, not retired), or none. Takes no lock.
+  [[nodiscard]] Found find(std::string_view key, std::uint64_t hash) const noexcept;
   enum class Claim : std::uint8_t { Found, Full, Busy };
-  /// The entry holding `key`, claiming a free one for it if needed.
-  Claim find_or_claim(std::string_view key, std::uint64_t hash, StoreEntry*& out) noexcept;
-  /// Publishes the listed record of `loan` in `entry`; the loan is consumed on success.
-  Result<std::uint64_t, StorePutError> publish(StoreEntry& entry, Loan& record, std::uint64_t version, bool replace);
+  /// The entry holding `key`, inserting it (under the insert lock) if needed.
+  Claim find_or_claim(std::string_view key, std::uint64_t hash, Found& out) noexcept;
+  /// Publishes the listed record of `loan` for `key`; the loan is consumed on success.
+  Result<std::uint64_t, StorePutError> publish(std::string_view key, std::uint64_t hash, Found found, Loan& record,
+                                               std::uint64_t version, bool replace);
+  /// The error of a put whose find_or_claim did not find or insert the key.
+  [[nodiscard]] Error<StorePutError> claim_error(Claim claim) const;
   /// Drops the store's reference on a record displaced from an entry.
   void drop_record(std::uint64_t packed) noexcept;
   /// Last one out of an unlinked store: drops the references its entries hold.
@@ -69,12 +78,50 @@ class StoreState {
 
 namespace {
 
-bool key_matches(const StoreEntry& entry, std::string_view key, std::uint64_t hash) noexcept {
-  // Written once before Ready and never after; still bounds-checked: a
-  // damaged or hostile file may say anything.
-  const std::uint32_t length = entry.key_bytes;
-  return entry.key_hash == hash && length == key.size() && length <= kMaxKeyBytes &&
-         std::memcmp(entry.key, key.data(), length) == 0;
+/// A key as read from an entry (its bytes in whole words).
+struct KeyCopy {
+  std::uint32_t bytes = 0;
+  std::uint64_t hash = 0;
+  std::array<std::uint64_t, kKeyWords> words{};
+  [[nodiscard]] std::string_view view() const noexcept {
+    return {reinterpret_cast<const char*>(words.data()), bytes};  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  }
+};
+
+/// Reads the key of a ready entry as a seqlock (store_file.hpp). With `want`,
+/// only a key of that hash and length is read in full; `out.bytes` is 0 for
+/// any other. Returns the state the key was read under, or 0: not ready (free,
+/// claiming, damaged) or never stable.
+std::uint32_t read_key(const StoreEntry& entry, KeyCopy& out, const std::string_view* want = nullptr,
+                       std::uint64_t want_hash = 0) noexcept {
+  for (int again = 0; again < 64; ++again) {
+    const std::uint32_t state = entry.state.load(std::memory_order_acquire);
+    if (!is_ready(state)) return 0;
+    out.bytes = entry.key_bytes.load(std::memory_order_relaxed);
+    out.hash = entry.key_hash.load(std::memory_order_relaxed);
+    // A damaged or hostile file may say anything: never a word past the entry.
+    if (out.bytes > kMaxKeyBytes || (want != nullptr && (out.bytes != want->size() || out.hash != want_hash))) {
+      out.bytes = 0;
+    }
+    for (std::size_t i = 0; i * 8 < out.bytes; ++i) {
+      out.words[i] =
+          entry.key[i].load(std::memory_order_relaxed);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (entry.state.load(std::memory_order_relaxed) == state) return state;
+  }
+  return 0;
+}
+
+/// Writes a key into an entry its writer holds in state claiming.
+void write_key(StoreEntry& entry, std::string_view key, std::uint64_t hash) noexcept {
+  entry.key_bytes.store(static_cast<std::uint32_t>(key.size()), std::memory_order_relaxed);
+  entry.key_hash.store(hash, std::memory_order_relaxed);
+  for (std::size_t i = 0; i * 8 < key.size(); ++i) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, key.data() + i * 8, std::min<std::size_t>(8, key.size() - i * 8));
+    entry.key[i].store(word, std::memory_order_relaxed);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+  }
 }
 
 std::string key_problem(std::string_view key) {
@@ -159,53 +206,140 @@ Result<void, OpenError> StoreState::attach() {
   return {};
 }
 
-StoreEntry* StoreState::find(std::string_view key, std::uint64_t hash) const noexcept {
+StoreState::Found StoreState::find(std::string_view key, std::uint64_t hash) const noexcept {
+  KeyCopy copy;
   for (std::uint64_t step = 0; step < capacity; ++step) {
-    StoreEntry& entry =
+    const StoreEntry& entry =
         entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    const std::uint32_t state = entry.state.load(std::memory_order_acquire);
-    if (state == kEntryFree) return nullptr;
-    if (state == kEntryReady && key_matches(entry, key, hash)) return &entry;
+    if (entry.state.load(std::memory_order_acquire) == kEntryFree) return {};
+    const std::uint32_t state = read_key(entry, copy, &key, hash);
+    if (state == 0 || copy.bytes == 0 || copy.view() != key) continue;
+    // A retired key is leaving its entry; it may be inserted again further on.
+    if (entry.current.load(std::memory_order_acquire) == kValueRetired) continue;
+    return {const_cast<StoreEntry*>(&entry), state};  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   }
-  return nullptr;
+  return {};
 }
 
-StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t hash, StoreEntry*& out) noexcept {
-  const std::uint32_t mine = claiming_state(domain->token());
-  for (std::uint64_t step = 0; step < capacity; ++step) {
-    StoreEntry& entry =
-        entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    // A claim takes microseconds; one held a whole second by a live process is
-    // a stuck or hostile peer, reported rather than waited on for ever.
+namespace {
+
+/// Holds a store's insert lock (store_file.hpp) for a scope.
+class InsertLock {
+ public:
+  InsertLock(StoreHeader& header, DomainState& domain) noexcept
+      : word_(insert_lock(header)), mine_(kInsertLockHeld | domain.token()) {
+    // Held for microseconds; a second behind a live holder is a stuck or
+    // hostile peer, reported (Busy) rather than waited on for ever.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     for (;;) {
-      std::uint32_t state = entry.state.load(std::memory_order_acquire);
-      if (state == kEntryReady) {
-        if (key_matches(entry, key, hash)) {
-          out = &entry;
-          return Claim::Found;
-        }
-        break;  // another key: probe on
+      std::uint64_t seen = word_.load(std::memory_order_acquire);
+      // Free, a value no holder writes (damage), or a dead holder's: ours by CAS.
+      const bool takeable = seen == 0 || (seen >> 32U) != (kInsertLockHeld >> 32U) ||
+                            !domain.token_alive(static_cast<std::uint32_t>(seen));
+      if (takeable && word_.compare_exchange_strong(seen, mine_, std::memory_order_acquire)) {
+        held_ = true;
+        return;
       }
-      const bool free = state == kEntryFree;
-      const bool orphaned = is_claiming(state) && !domain->token_alive(claiming_token(state));
-      if (free || orphaned || (state != kEntryReady && !is_claiming(state))) {
-        // Free, claimed by a dead writer, or a state no writer makes (damage): ours.
-        if (!entry.state.compare_exchange_strong(state, mine, std::memory_order_acquire)) continue;
-        kill_point("store.claimed");
-        entry.key_bytes = static_cast<std::uint32_t>(key.size());
-        entry.key_hash = hash;
-        std::memcpy(entry.key, key.data(), key.size());
-        entry.current.store(0, std::memory_order_relaxed);
-        entry.state.store(kEntryReady, std::memory_order_release);
-        out = &entry;
-        return Claim::Found;
-      }
-      if (std::chrono::steady_clock::now() > give_up) return Claim::Busy;
-      ::sched_yield();  // claimed by a live writer: it finishes in a few instructions
+      if (!takeable && std::chrono::steady_clock::now() > give_up) return;
+      if (!takeable) ::sched_yield();
     }
   }
-  return Claim::Full;
+  ~InsertLock() {
+    std::uint64_t expected = mine_;  // taken over meanwhile (we were thought dead): not ours to free
+    if (held_) word_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+  }
+  InsertLock(const InsertLock&) = delete;
+  InsertLock& operator=(const InsertLock&) = delete;
+  [[nodiscard]] bool held() const noexcept { return held_; }
+
+ private:
+  std::atomic_ref<std::uint64_t> word_;
+  std::uint64_t mine_;
+  bool held_ = false;
+};
+
+/// Under the insert lock: takes `entry` from state `state` and gives it `key`
+/// (or, with an empty key, retires it: no key, current kValueRetired).
+/// False if the state changed first.
+bool claim_entry(StoreEntry& entry, std::uint32_t state, std::uint32_t token, std::string_view key,
+                 std::uint64_t hash) noexcept {
+  if (!entry.state.compare_exchange_strong(state, claiming_state(token), std::memory_order_acquire)) return false;
+  // Key writes stay after the claim for readers that see them (the seqlock).
+  std::atomic_thread_fence(std::memory_order_release);
+  kill_point("store.claimed");
+  const std::uint64_t generation = (entry.generation.load(std::memory_order_relaxed) + 1) & kGenerationMask;
+  write_key(entry, key, hash);
+  entry.current.store(key.empty() ? kValueRetired : empty_value(generation), std::memory_order_relaxed);
+  entry.generation.store(generation, std::memory_order_relaxed);
+  entry.state.store(ready_state(generation), std::memory_order_release);
+  return true;
+}
+
+}  // namespace
+
+StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t hash, Found& out) noexcept {
+  out = find(key, hash);
+  if (out.entry != nullptr) return Claim::Found;  // republishing takes no lock
+  const InsertLock lock(*header, *domain);
+  if (!lock.held()) return Claim::Busy;
+  const std::uint32_t token = domain->token();
+  KeyCopy copy;
+  // Each round that fails lost a CAS to a publisher or eraser of another key.
+  for (int round = 0; round < 1000; ++round) {
+    StoreEntry* reusable = nullptr;
+    std::uint32_t reusable_state = 0;
+    std::uint64_t reusable_current = 0;
+    StoreEntry* free_entry = nullptr;
+    for (std::uint64_t step = 0; step < capacity; ++step) {
+      StoreEntry& entry =
+          entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+      std::uint32_t state = entry.state.load(std::memory_order_acquire);
+      if (state == kEntryFree) {
+        free_entry = &entry;
+        break;
+      }
+      if (!is_ready(state)) {
+        // Claiming: its holder of the insert lock died (only a holder claims);
+        // or a state no writer makes. Retired, then reusable like any other.
+        (void)claim_entry(entry, state, token, {}, 0);
+        state = entry.state.load(std::memory_order_acquire);
+        if (!is_ready(state)) continue;
+      }
+      const std::uint64_t current = entry.current.load(std::memory_order_acquire);
+      if (read_key(entry, copy, &key, hash) == state && copy.bytes != 0 && copy.view() == key &&
+          current != kValueRetired) {
+        out = {&entry, state};  // inserted before we took the lock
+        return Claim::Found;
+      }
+      if (reusable == nullptr && !has_value(current)) {
+        reusable = &entry;
+        reusable_state = state;
+        reusable_current = current;
+      }
+    }
+    if (reusable != nullptr) {
+      // The old key leaves first: a publisher of it now fails its CAS.
+      if (reusable_current != kValueRetired &&
+          !reusable->current.compare_exchange_strong(reusable_current, kValueRetired, std::memory_order_acq_rel)) {
+        continue;  // published or erased meanwhile: look again
+      }
+      if (!claim_entry(*reusable, reusable_state, token, key, hash)) continue;
+      out = {reusable, reusable->state.load(std::memory_order_acquire)};
+      return Claim::Found;
+    }
+    if (free_entry == nullptr) return Claim::Full;
+    if (!claim_entry(*free_entry, kEntryFree, token, key, hash)) continue;
+    out = {free_entry, free_entry->state.load(std::memory_order_acquire)};
+    return Claim::Found;
+  }
+  return Claim::Busy;
+}
+
+Error<StorePutError> StoreState::claim_error(Claim claim) const {
+  if (claim == Claim::Full) {
+    return {StorePutError::Full, what() + " has a value in each of its " + std::to_string(capacity) + " entries"};
+  }
+  return {StorePutError::Busy, "inserting a key into " + what() + " stayed locked by a live process for a second"};
 }
 
 void StoreState::drop_record(std::uint64_t packed) noexcept {
@@ -215,8 +349,8 @@ void StoreState::drop_record(std::uint64_t packed) noexcept {
   if (record != 0 && heap.check_block(record, kRecordBytes)) heap.drop_ref(record);
 }
 
-Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan& record, std::uint64_t version,
-                                                         bool replace) {
+Result<std::uint64_t, StorePutError> StoreState::publish(std::string_view key, std::uint64_t hash, Found found,
+                                                         Loan& record, std::uint64_t version, bool replace) {
   const std::uint64_t block = MessageAccess::block(record);
   const std::uint32_t holding = MessageAccess::holding(record);
   const std::uint64_t packed = pack_value(block, version);
@@ -224,23 +358,34 @@ Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan
   // reference to the store: killed in between, the record leaks.
   domain->fill_holding(holding, 0);
   kill_point("store.put.unlisted");
-  std::uint64_t old = entry.current.load(std::memory_order_acquire);
-  for (;;) {
-    if (!replace && old != 0) {
-      domain->fill_holding(holding, block);  // listed again: the loan frees it
-      return {StorePutError::AlreadyExists,
-              "key '" + std::string(entry.key, std::min<std::size_t>(entry.key_bytes, kMaxKeyBytes)) + "' of " +
-                  what() + " has a value"};
+  std::uint64_t old = 0;
+  for (int tries = 0;; ++tries) {
+    old = found.entry->current.load(std::memory_order_acquire);
+    if (old == kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
+      // The key left this entry (erased, and the entry reused): look again.
+      const Claim claim = tries < 1000 ? find_or_claim(key, hash, found) : Claim::Busy;
+      if (claim != Claim::Found) {
+        domain->fill_holding(holding, block);  // listed again: the loan frees it
+        return claim_error(claim);
+      }
+      continue;
     }
-    if (entry.current.compare_exchange_weak(old, packed, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    if (!replace && has_value(old)) {
+      domain->fill_holding(holding, block);
+      return {StorePutError::AlreadyExists, "key '" + std::string(key) + "' of " + what() + " has a value"};
+    }
+    if (found.entry->current.compare_exchange_strong(old, packed, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire)) {
+      break;
+    }
   }
   domain->unreserve_holding(holding);
   MessageAccess::hand_over(record);
   kill_point("store.put.swapped");
-  if (old == 0) {
-    header->keys.fetch_add(1, std::memory_order_relaxed);
-  } else {
+  if (has_value(old)) {
     drop_record(old);
+  } else {
+    header->keys.fetch_add(1, std::memory_order_relaxed);
   }
   return version;
 }
@@ -248,8 +393,8 @@ Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan
 void StoreState::drain() noexcept {
   for (std::uint64_t i = 0; i < capacity; ++i) {
     StoreEntry& entry = entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    const std::uint64_t old = entry.current.exchange(0, std::memory_order_acq_rel);
-    if (old != 0) drop_record(old);
+    const std::uint64_t old = entry.current.exchange(kValueRetired, std::memory_order_acq_rel);
+    if (has_value(old)) drop_record(old);
   }
 }
 
@@ -411,14 +556,9 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, Loan&& val
     return {StorePutError::Invalid, "the loan is empty, was sent, or belongs to another domain"};
   }
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = nullptr;
-  switch (state_->find_or_claim(key, hash, entry)) {
-    case detail::StoreState::Claim::Found: break;
-    case detail::StoreState::Claim::Full:
-      return {StorePutError::Full,
-              state_->what() + " has a key in each of its " + std::to_string(state_->capacity) + " entries"};
-    case detail::StoreState::Claim::Busy:
-      return {StorePutError::Busy, "the entry for this key stayed claimed by a live process for a second"};
+  detail::StoreState::Found found;
+  if (auto claim = state_->find_or_claim(key, hash, found); claim != detail::StoreState::Claim::Found) {
+    return state_->claim_error(claim);
   }
   // The record: its header, and one attachment, the value's block (a counted
   // reference of its own; the loan's is dropped when the loan goes).
@@ -436,7 +576,7 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, Loan&& val
   head.kind = static_cast<std::uint32_t>(value.kind());
   head.where = detail::kRecordAttached;
   std::memcpy(record->bytes().data(), &head, sizeof head);
-  auto published = state_->publish(*entry, *record, version, replace);
+  auto published = state_->publish(key, hash, found, *record, version, replace);
   if (published) value = Loan();  // the record holds the value now
   return published;
 }
@@ -446,14 +586,9 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, std::span<
   if (!state_ || !state_->usable()) return {StorePutError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StorePutError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = nullptr;
-  switch (state_->find_or_claim(key, hash, entry)) {
-    case detail::StoreState::Claim::Found: break;
-    case detail::StoreState::Claim::Full:
-      return {StorePutError::Full,
-              state_->what() + " has a key in each of its " + std::to_string(state_->capacity) + " entries"};
-    case detail::StoreState::Claim::Busy:
-      return {StorePutError::Busy, "the entry for this key stayed claimed by a live process for a second"};
+  detail::StoreState::Found found;
+  if (auto claim = state_->find_or_claim(key, hash, found); claim != detail::StoreState::Claim::Found) {
+    return state_->claim_error(claim);
   }
   if (bytes.size() > state_->domain->heap().capacity()) {
     return {StorePutError::TooLarge, "a value of " + detail::format_bytes(bytes.size()) +
@@ -475,16 +610,16 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, std::span<
   head.where = detail::kRecordInline;
   std::memcpy(record->bytes().data(), &head, sizeof head);
   if (!bytes.empty()) std::memcpy(record->bytes().data() + detail::kRecordBytes, bytes.data(), bytes.size());
-  return state_->publish(*entry, *record, version, replace);
+  return state_->publish(key, hash, found, *record, version, replace);
 }
 
 Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
   if (!state_ || !state_->usable()) return {StoreGetError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreGetError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = state_->find(key, hash);
+  detail::StoreState::Found found = state_->find(key, hash);
   const std::string missing = "no value for key '" + std::string(key) + "' in " + state_->what();
-  if (entry == nullptr) return {StoreGetError::NotFound, missing};
+  if (found.entry == nullptr) return {StoreGetError::NotFound, missing};
   detail::DomainState& domain = *state_->domain;
   detail::Heap& heap = domain.heap();
   auto holding = domain.reserve_holding();
@@ -493,11 +628,16 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
   // Bounded: a key republished during every try is reported, not chased for ever.
   constexpr int kTries = 1000;
   for (int attempt = 0; attempt < kTries; ++attempt) {
+    detail::StoreEntry* const entry = found.entry;
     const std::uint64_t seen = entry->current.load(std::memory_order_acquire);
-    if (seen == 0) {
+    // Still the state it was found in: the entry held the key while `seen` was read.
+    const bool same_key = seen != detail::kValueRetired && entry->state.load(std::memory_order_acquire) == found.state;
+    if (!same_key) found = state_->find(key, hash);  // the key left this entry: look again
+    if (found.entry == nullptr || (same_key && !detail::has_value(seen))) {
       domain.unreserve_holding(*holding);
       return {StoreGetError::NotFound, missing};
     }
+    if (!same_key) continue;
     const std::uint64_t record = detail::value_record(seen);
     if (!heap.check_block(record, detail::kRecordBytes)) {
       domain.unreserve_holding(*holding);
@@ -517,7 +657,8 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
     }
     detail::kill_point("store.get.counted");
     domain.fill_holding(*holding, record);
-    if (entry->current.load(std::memory_order_acquire) != seen) {
+    if (entry->current.load(std::memory_order_acquire) != seen ||
+        entry->state.load(std::memory_order_acquire) != found.state) {
       // Maybe not the record any more: give back what was taken, try again.
       domain.fill_holding(*holding, 0);
       heap.drop_ref(record);
@@ -560,7 +701,7 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
     return out;
   }
   domain.unreserve_holding(*holding);
-  return {StoreGetError::Busy, "key '" + std::string(key) + "' was republished during each of " +
+  return {StoreGetError::Busy, "key '" + std::string(key) + "' was republished or moved during each of " +
                                    std::to_string(kTries) + " tries to read it"};
 }
 
@@ -568,9 +709,22 @@ Result<void, StoreEraseError> Store::erase(std::string_view key) {
   if (!state_ || !state_->usable()) return {StoreEraseError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreEraseError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = state_->find(key, hash);
-  const std::uint64_t old = entry == nullptr ? 0 : entry->current.exchange(0, std::memory_order_acq_rel);
-  if (old == 0) return {StoreEraseError::NotFound, "no value for key '" + std::string(key) + "' in " + state_->what()};
+  const std::string missing = "no value for key '" + std::string(key) + "' in " + state_->what();
+  detail::StoreState::Found found = state_->find(key, hash);
+  std::uint64_t old = 0;
+  for (int attempt = 0;; ++attempt) {
+    if (found.entry == nullptr) return {StoreEraseError::NotFound, missing};
+    old = found.entry->current.load(std::memory_order_acquire);
+    if (old == detail::kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
+      // The key left this entry (store_file.hpp): look again, a bounded number of times.
+      if (attempt == 1000) return {StoreEraseError::NotFound, missing};
+      found = state_->find(key, hash);
+      continue;
+    }
+    if (!detail::has_value(old)) return {StoreEraseError::NotFound, missing};
+    const std::uint64_t empty = detail::empty_value(detail::ready_generation(found.state));
+    if (found.entry->current.compare_exchange_strong(old, empty, std::memory_order_acq_rel)) break;
+  }
   detail::kill_point("store.erase.swapped");
   state_->header->keys.fetch_sub(1, std::memory_order_relaxed);
   state_->drop_record(old);
@@ -580,13 +734,12 @@ Result<void, StoreEraseError> Store::erase(std::string_view key) {
 std::vector<std::string> Store::keys() const {
   std::vector<std::string> out;
   if (!state_ || !state_->usable()) return out;
+  detail::KeyCopy copy;
   for (std::uint64_t i = 0; i < state_->capacity; ++i) {
     const detail::StoreEntry& entry = state_->entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    if (entry.state.load(std::memory_order_acquire) != detail::kEntryReady) continue;
-    if (entry.current.load(std::memory_order_acquire) == 0) continue;
-    const std::uint32_t length = entry.key_bytes;
-    if (length == 0 || length > detail::kMaxKeyBytes) continue;  // damaged: not a key
-    out.emplace_back(entry.key, length);
+    if (detail::read_key(entry, copy) == 0 || copy.bytes == 0) continue;  // no key (or damaged: not a key)
+    if (!detail::has_value(entry.current.load(std::memory_order_acquire))) continue;
+    out.emplace_back(copy.view());
   }
   return out;
 }

@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +25,7 @@
 #include "hakobu/domain.hpp"
 #include "hakobu/store.hpp"
 #include "store/store_file.hpp"
+#include "store_churn.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -34,6 +38,8 @@ using hakobu::Store;
 using hakobu::StoreEraseError;
 using hakobu::StoreGetError;
 using hakobu::StorePutError;
+using hakobu::test::churn_value;
+using hakobu::test::churn_value_ok;
 using hakobu::test::Process;
 using hakobu::test::unique_name;
 
@@ -373,6 +379,166 @@ TEST(Store, PublisherKilledMidPublishLeavesOldOrNew) {
   ASSERT_TRUE(store.unlink());
 }
 
+// --- keys that come back (entries reused: store_file.hpp) --------------------------
+
+TEST(Store, ChurnOfDistinctKeysReusesErasedEntries) {
+  Store store = open_store(unique_name("churn"), 8);
+  const HeapUse before = settled_heap_use(store);
+  constexpr int kLive = 6;
+  for (int i = 0; i < 80; ++i) {  // 10 x capacity distinct keys
+    const std::string key = "key-" + std::to_string(i);
+    auto put = store.put(key, churn_value(key, i));
+    ASSERT_TRUE(put) << key << ": " << put.error().message;
+    auto value = store.get(key);
+    ASSERT_TRUE(value) << key << ": " << value.error().message;
+    EXPECT_TRUE(churn_value_ok(key, value->bytes())) << key;
+    if (i >= kLive) {
+      ASSERT_TRUE(store.erase("key-" + std::to_string(i - kLive)));
+    }
+  }
+  auto keys = store.keys();
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"key-74", "key-75", "key-76", "key-77", "key-78", "key-79"}));
+  for (int i = 0; i < 74; ++i) {
+    EXPECT_EQ(store.get("key-" + std::to_string(i)).error().code, StoreGetError::NotFound) << i;
+  }
+  // Full still means a value in every entry, and an erase makes room again.
+  ASSERT_TRUE(store.put("a", filled(8, 1)));
+  ASSERT_TRUE(store.put("b", filled(8, 2)));
+  EXPECT_EQ(store.put("c", filled(8, 3)).error().code, StorePutError::Full);
+  ASSERT_TRUE(store.erase("key-74"));
+  ASSERT_TRUE(store.put("c", filled(8, 3)));
+  EXPECT_TRUE(all_equal(store.get("a")->bytes(), 1));
+  EXPECT_TRUE(all_equal(store.get("c")->bytes(), 3));
+  EXPECT_EQ(store.get("key-74").error().code, StoreGetError::NotFound);
+  for (const auto& key : store.keys()) ASSERT_TRUE(store.erase(key));
+  EXPECT_EQ(heap_use(), before) << "every erased value went back to the heap";
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, EntriesLeftByAKilledInserterAreReused) {
+  Store store = open_store(unique_name("orphans"), 4);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(store.put("k" + std::to_string(i), filled(8, i)));
+  StoreFile file(store.name());
+  // An inserter killed while it held the insert lock: between retiring an
+  // entry's key and claiming the entry, and in the middle of a claim.
+  ASSERT_TRUE(store.erase("k0"));
+  ASSERT_TRUE(store.erase("k1"));
+  std::size_t retired = 4;
+  std::size_t claimed = 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (!hakobu::detail::has_value(file.entry(i).current.load())) (retired == 4 ? retired : claimed) = i;
+  }
+  ASSERT_LT(claimed, 4U);
+  // A token of a process slot no process has (slot 1000): a dead holder.
+  constexpr std::uint32_t kDeadToken = 1000U | (7U << 10U);
+  file.entry(retired).current.store(hakobu::detail::kValueRetired);
+  file.entry(claimed).state.store(hakobu::detail::claiming_state(kDeadToken));
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | kDeadToken);
+  EXPECT_EQ(store.get("k0").error().code, StoreGetError::NotFound);
+  EXPECT_EQ(store.get("k1").error().code, StoreGetError::NotFound);
+  EXPECT_EQ(store.keys().size(), 2U);
+  // The dead holder's lock is taken over and both entries take new keys.
+  ASSERT_TRUE(store.put("new0", filled(8, 10)));
+  ASSERT_TRUE(store.put("new1", filled(8, 11)));
+  EXPECT_EQ(hakobu::detail::insert_lock(file.header()).load(), 0U) << "the lock was given back";
+  EXPECT_EQ(store.put("new2", filled(8, 12)).error().code, StorePutError::Full);
+  EXPECT_TRUE(all_equal(store.get("new0")->bytes(), 10));
+  EXPECT_TRUE(all_equal(store.get("new1")->bytes(), 11));
+  EXPECT_TRUE(all_equal(store.get("k2")->bytes(), 2));
+  EXPECT_TRUE(all_equal(store.get("k3")->bytes(), 3));
+  // A live holder is waited for, then reported (Busy), never taken over.
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | file.header().creator_token);
+  ASSERT_TRUE(store.erase("new0"));
+  EXPECT_EQ(store.put("new3", filled(8, 13)).error().code, StorePutError::Busy);
+  EXPECT_TRUE(store.put("k2", filled(8, 22))) << "republishing a key takes no lock";
+  hakobu::detail::insert_lock(file.header()).store(0);
+  EXPECT_TRUE(store.put("new3", filled(8, 13)));
+  ASSERT_TRUE(store.unlink());
+}
+
+/// Churns keys like the store peer's churn role (at most `live` of them with a
+/// value), until `rounds` rounds are done or `go_on` says stop; counts
+/// outcomes that break the rules.
+void churn(
+    Store& store, const std::string& prefix, int rounds, int live, std::atomic<int>& wrong,
+    const std::function<bool()>& go_on = [] { return true; }) {
+  int i = 0;
+  for (; i < rounds && go_on(); ++i) {
+    const std::string key = hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(i));
+    auto put = store.put(key, churn_value(key, static_cast<std::uint64_t>(i)));
+    if (!put) {
+      ADD_FAILURE() << key << ": " << put.error().message;
+      ++wrong;
+      return;
+    }
+    if (i >= live && !store.erase(hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(i - live)))) ++wrong;
+  }
+  for (int j = std::max(i - live, 0); j < i; ++j) {
+    if (!store.erase(hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(j)))) ++wrong;
+  }
+}
+
+TEST(Store, ReadersRacingEraseAndReuseNeverSeeAnotherKeysValue) {
+  Store store = open_store(unique_name("reuse"), 8);
+  const HeapUse before = settled_heap_use(store);
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0};
+  std::atomic<int> found{0};
+  std::atomic<int> reading{0};
+  std::vector<std::thread> readers;
+  for (const char* prefix : {"a", "b"}) {
+    readers.emplace_back([&, prefix] {
+      ++reading;
+      for (std::uint64_t i = 0; !stop.load(); ++i) {
+        const std::string key = hakobu::test::churn_key(prefix, i);
+        auto value = store.get(key);
+        if (value) {
+          ++found;
+          if (!churn_value_ok(key, value->bytes())) ++wrong;
+        } else if (value.error().code != StoreGetError::NotFound) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return reading.load() == 2; }));
+  // Two writers, 16 names and three values each at most: entries are retired
+  // and reused again and again while the readers look.
+  std::vector<std::thread> writers;
+  for (const char* prefix : {"a", "b"}) writers.emplace_back([&, prefix] { churn(store, prefix, 20000, 3, wrong); });
+  for (auto& t : writers) t.join();
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(found.load(), 0) << "the readers found values while keys moved";
+  EXPECT_TRUE(store.keys().empty());
+  EXPECT_EQ(heap_use(), before) << "every erased value went back to the heap";
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, ReaderInAnotherProcessRacingReuseNeverSeesAnotherKeysValue) {
+  Store store = open_store(unique_name("reuse-peers"), 8);
+  const HeapUse before = settled_heap_use(store);
+  const std::string stop = temp_file("stop");
+  // A churner and a reader of its keys, each a separate process, and a second
+  // churner here for as long as the peer churns.
+  auto reader = std::make_unique<Process>(kPeer, std::vector<std::string>{"read", store.name(), "p", stop});
+  auto writer = std::make_unique<Process>(kPeer, std::vector<std::string>{"churn", store.name(), "p", "20000", "3"});
+  std::atomic<int> wrong{0};
+  const auto deadline = std::chrono::steady_clock::now() + 120s;  // watchdog
+  churn(store, "t", INT32_MAX, 3, wrong,
+        [&] { return !hakobu::test::has_exited(writer->pid()) && std::chrono::steady_clock::now() < deadline; });
+  EXPECT_EQ(writer->wait(), 0) << "the peer's puts, gets and erases all succeeded, with its own values";
+  std::ofstream(stop).put('\n');
+  EXPECT_EQ(reader->wait(), 0) << "the reader never read another key's value";
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_TRUE(store.keys().empty());
+  EXPECT_EQ(heap_use(), before);
+  std::filesystem::remove(stop);
+  ASSERT_TRUE(store.unlink());
+}
+
 // --- hostile contents ---------------------------------------------------------------
 
 TEST(Store, DamagedFileIsBoundsChecked) {
@@ -381,7 +547,7 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   StoreFile file(store.name());
   std::size_t index = 4;
   for (std::size_t i = 0; i < 4; ++i) {
-    if (file.entry(i).state.load() == hakobu::detail::kEntryReady) index = i;
+    if (hakobu::detail::is_ready(file.entry(i).state.load())) index = i;
   }
   ASSERT_LT(index, 4U);
   hakobu::detail::StoreEntry& entry = file.entry(index);
@@ -402,7 +568,7 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   ASSERT_TRUE(store.put("freed", filled(100, 5)));
   std::size_t freed_index = 4;
   for (std::size_t i = 0; i < 4; ++i) {
-    if (i != index && file.entry(i).state.load() == hakobu::detail::kEntryReady) freed_index = i;
+    if (i != index && hakobu::detail::is_ready(file.entry(i).state.load())) freed_index = i;
   }
   ASSERT_LT(freed_index, 4U);
   const std::uint64_t stale = file.entry(freed_index).current.load();
