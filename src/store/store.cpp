@@ -88,7 +88,11 @@ struct KeyCopy {
   }
 };
 
-/// Reads the key of a ready entry as a seqlock (store_file.hpp). With `want`,
+/// Reads the key of a ready entry as a seqlock (store_file.hpp). The key's
+/// words are read with acquire, so the state read after them is not read
+/// before them; write_key stores them with release, so a reader that sees one
+/// of them also sees the claim before it, and reads the state as changed.
+/// (Fences would do the same; ThreadSanitizer does not model them.) With `want`,
 /// only a key of that hash and length is read in full; `out.bytes` is 0 for
 /// any other. Returns the state the key was read under, or 0: not ready (free,
 /// claiming, damaged) or never stable.
@@ -97,30 +101,29 @@ std::uint32_t read_key(const StoreEntry& entry, KeyCopy& out, const std::string_
   for (int again = 0; again < 64; ++again) {
     const std::uint32_t state = entry.state.load(std::memory_order_acquire);
     if (!is_ready(state)) return 0;
-    out.bytes = entry.key_bytes.load(std::memory_order_relaxed);
-    out.hash = entry.key_hash.load(std::memory_order_relaxed);
+    out.bytes = entry.key_bytes.load(std::memory_order_acquire);
+    out.hash = entry.key_hash.load(std::memory_order_acquire);
     // A damaged or hostile file may say anything: never a word past the entry.
     if (out.bytes > kMaxKeyBytes || (want != nullptr && (out.bytes != want->size() || out.hash != want_hash))) {
       out.bytes = 0;
     }
     for (std::size_t i = 0; i * 8 < out.bytes; ++i) {
       out.words[i] =
-          entry.key[i].load(std::memory_order_relaxed);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+          entry.key[i].load(std::memory_order_acquire);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
     }
-    std::atomic_thread_fence(std::memory_order_acquire);
     if (entry.state.load(std::memory_order_relaxed) == state) return state;
   }
   return 0;
 }
 
-/// Writes a key into an entry its writer holds in state claiming.
+/// Writes a key into an entry its writer holds in state claiming (release: see read_key).
 void write_key(StoreEntry& entry, std::string_view key, std::uint64_t hash) noexcept {
-  entry.key_bytes.store(static_cast<std::uint32_t>(key.size()), std::memory_order_relaxed);
-  entry.key_hash.store(hash, std::memory_order_relaxed);
+  entry.key_bytes.store(static_cast<std::uint32_t>(key.size()), std::memory_order_release);
+  entry.key_hash.store(hash, std::memory_order_release);
   for (std::size_t i = 0; i * 8 < key.size(); ++i) {
     std::uint64_t word = 0;
     std::memcpy(&word, key.data() + i * 8, std::min<std::size_t>(8, key.size() - i * 8));
-    entry.key[i].store(word, std::memory_order_relaxed);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+    entry.key[i].store(word, std::memory_order_release);  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
   }
 }
 
@@ -264,8 +267,6 @@ class InsertLock {
 bool claim_entry(StoreEntry& entry, std::uint32_t state, std::uint32_t token, std::string_view key,
                  std::uint64_t hash) noexcept {
   if (!entry.state.compare_exchange_strong(state, claiming_state(token), std::memory_order_acquire)) return false;
-  // Key writes stay after the claim for readers that see them (the seqlock).
-  std::atomic_thread_fence(std::memory_order_release);
   kill_point("store.claimed");
   const std::uint64_t generation = (entry.generation.load(std::memory_order_relaxed) + 1) & kGenerationMask;
   write_key(entry, key, hash);
@@ -594,6 +595,17 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, std::span<
     return {StorePutError::TooLarge, "a value of " + detail::format_bytes(bytes.size()) +
                                          " does not fit the domain heap of " +
                                          detail::format_bytes(state_->domain->heap().capacity())};
+  }
+  if (bytes.size() > detail::kMaxInlineValueBytes) {
+    // A block of its own, attached to a small record (store_file.hpp,
+    // "Records": a record block is never a huge-page block). One copy in still.
+    auto value = state_->domain->make_loan(bytes.size(), kind);
+    if (!value) {
+      return {value.error().code == LoanError::OutOfMemory ? StorePutError::OutOfMemory : StorePutError::TooLarge,
+              value.error().message};
+    }
+    std::memcpy(value->bytes().data(), bytes.data(), bytes.size());
+    return put(key, std::move(*value), replace);
   }
   // One block: the record's header, then the bytes (one copy in).
   auto record = state_->domain->make_loan(detail::kRecordBytes + bytes.size(), kind);

@@ -40,7 +40,13 @@
 // before they are published and never after: a reader that holds one reads it
 // without a lock. Freeing a record drops its attachment, so the value's memory
 // goes back to the heap when the record's last reference goes, in whatever
-// process.
+// process. A put of more than kMaxInlineValueBytes is stored attached too, so
+// a record block is always small and never a huge-page block: a lookup reads
+// the header of a record that may have been freed a moment ago (check_block,
+// add_ref, below), and a freed huge-page block gives back every page, header
+// included (Heap::return_whole). Touching it would fault a huge page back in
+// (taken from the global pool, or SIGBUS when the pool is empty); a small
+// block keeps its header page backed while it is free.
 //
 // Entries. Keys are found by open addressing: probing starts at key_hash modulo
 // capacity and goes on to the next entry until the key or a free entry is found,
@@ -71,8 +77,9 @@
 //   then state = ready(g + 1) with release. A free entry is claimed by CAS from
 //   kEntryFree the same way.
 // * Finding a key (readers and writers): in each ready(g) entry, key_bytes,
-//   key_hash and key are read (relaxed), then, after an acquire fence, the state
-//   again: changed means the key may be torn, and the entry is read again. A
+//   key_hash and key are read (acquire; the claimer stores them with release
+//   after its claim), then the state again: changed means the key may be torn,
+//   and the entry is read again. A
 //   key whose current is kValueRetired is leaving: the probe goes on (the key
 //   may be inserted again further on). Entries in state claiming are skipped.
 // * Every operation on a found entry re-reads its state after reading current:
@@ -239,6 +246,9 @@ struct StoreRecord {
   std::uint64_t reserved[4];
 };
 inline constexpr std::uint64_t kRecordBytes = 64;
+/// Larger puts of bytes get a value block of their own (see "Records"); well
+/// below the smallest huge page (64 KiB).
+inline constexpr std::uint64_t kMaxInlineValueBytes = 16 * 1024;
 static_assert(sizeof(StoreRecord) == kRecordBytes, "a record header is 64 bytes, so inline data is 64-byte aligned");
 
 constexpr std::uint64_t store_file_bytes(std::uint64_t capacity) noexcept {

@@ -22,8 +22,10 @@
 #include <thread>
 #include <vector>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/store.hpp"
+#include "platform/os.hpp"
 #include "store/store_file.hpp"
 #include "store_churn.hpp"
 #include "test_support.hpp"
@@ -56,9 +58,18 @@ bool all_equal(std::span<const std::byte> bytes, int value) {
   return true;
 }
 
-Store open_store(const std::string& name, std::size_t capacity = 1024) {
+/// Options of every handle the test process opens: a heap reservation small
+/// enough for ThreadSanitizer's address space (the default is 1 TiB); the
+/// domain keeps the size its first process gave it.
+hakobu::StoreOptions store_options(std::size_t capacity = 1024) {
   hakobu::StoreOptions options;
   options.capacity = capacity;
+  options.domain.heap_capacity = std::uint64_t{256} << 20;
+  return options;
+}
+
+Store open_store(const std::string& name, std::size_t capacity = 1024) {
+  const hakobu::StoreOptions options = store_options(capacity);
   auto store = Store::create(name, options);
   EXPECT_TRUE(store) << store.error().message;
   return std::move(store).value();
@@ -80,7 +91,7 @@ HeapUse settled_heap_use(Store& store) {
     auto loan = store.loan(1);
     EXPECT_TRUE(loan) << loan.error().message;
   }
-  auto domain = Domain::open();
+  auto domain = Domain::open(store_options().domain);
   EXPECT_TRUE(domain) << domain.error().message;
   domain->collect_garbage();
   const auto stats = domain->stats();
@@ -88,7 +99,7 @@ HeapUse settled_heap_use(Store& store) {
 }
 
 HeapUse heap_use() {
-  auto domain = Domain::open();
+  auto domain = Domain::open(store_options().domain);
   EXPECT_TRUE(domain) << domain.error().message;
   const auto stats = domain->stats();
   return {stats.live_blocks, stats.live_bytes};
@@ -118,7 +129,8 @@ std::string temp_file(const std::string& stem) {
 /// The store's file mapped directly, to damage it.
 class StoreFile {
  public:
-  explicit StoreFile(const std::string& store) : path_("/dev/shm/hakobu:" + hakobu::test::domain() + ":st:" + store) {
+  explicit StoreFile(const std::string& store, const std::string& domain = hakobu::test::domain())
+      : path_("/dev/shm/hakobu:" + domain + ":st:" + store) {
     fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     struct stat info {};
     if (fd_ < 0 || ::fstat(fd_, &info) != 0) {
@@ -253,11 +265,11 @@ TEST(Store, MemoryReturnsWhenReplacedOrErasedAndLastHandleGoes) {
 
 TEST(Store, KeysNamesAndLimits) {
   EXPECT_EQ(Store::open("bad/name").error().code, OpenError::InvalidName);
-  hakobu::StoreOptions zero;
+  hakobu::StoreOptions zero = store_options();
   zero.capacity = 0;
   EXPECT_EQ(Store::open(unique_name("zero"), hakobu::OpenMode::CreateOrAttach, zero).error().code,
             OpenError::InvalidArgument);
-  EXPECT_EQ(Store::attach(unique_name("missing")).error().code, OpenError::NotFound);
+  EXPECT_EQ(Store::attach(unique_name("missing"), store_options()).error().code, OpenError::NotFound);
 
   Store store = open_store(unique_name("limits"), 2);
   EXPECT_EQ(store.capacity(), 2U);
@@ -275,14 +287,14 @@ TEST(Store, KeysNamesAndLimits) {
   ASSERT_TRUE(store.erase(longest));
   EXPECT_TRUE(store.put(longest, filled(1, 5), MessageKind::Bytes, false));
 
-  auto other = Store::attach(store.name());
+  auto other = Store::attach(store.name(), store_options());
   ASSERT_TRUE(other);
   EXPECT_EQ(other->capacity(), 2U);
   EXPECT_TRUE(all_equal(other->get(longest)->bytes(), 5));
-  EXPECT_EQ(Store::create(store.name()).error().code, OpenError::AlreadyExists);
+  EXPECT_EQ(Store::create(store.name(), store_options()).error().code, OpenError::AlreadyExists);
   ASSERT_TRUE(store.unlink());
   EXPECT_EQ(store.put("x", filled(1, 1)).error().code, StorePutError::Closed);
-  EXPECT_EQ(Store::attach(other->name()).error().code, OpenError::NotFound);
+  EXPECT_EQ(Store::attach(other->name(), store_options()).error().code, OpenError::NotFound);
 }
 
 TEST(Store, ConcurrentWritersAndReadersSeeWholeValues) {
@@ -353,7 +365,7 @@ TEST(Store, OutlivesItsCreator) {
   }  // the creator's handle is gone; the store is not
   EXPECT_EQ(run_peer({"expect", name, "kept", "10000", "9"}), 0);
   EXPECT_EQ(run_peer({"put", name, "from-peer", "300", "4"}), 0);
-  auto store = Store::attach(name);
+  auto store = Store::attach(name, store_options());
   ASSERT_TRUE(store) << store.error().message;
   EXPECT_TRUE(all_equal(store->get("from-peer")->bytes(), 4));
   ASSERT_TRUE(store->unlink());
@@ -539,6 +551,62 @@ TEST(Store, ReaderInAnotherProcessRacingReuseNeverSeesAnotherKeysValue) {
   ASSERT_TRUE(store.unlink());
 }
 
+TEST(Store, LookupOfAFreedRecordNeverTouchesAReturnedHugePage) {
+  const auto pool = hakobu::platform::huge_page_info();
+  if (pool.free_pages < 8 || hakobu::platform::hugetlbfs_mounts().empty()) {
+    GTEST_SKIP() << "needs reserved huge pages and a hugetlbfs mount (CI sets them up)";
+  }
+  hakobu::StoreOptions options = store_options(4);
+  options.domain.name = hakobu::test::domain() + "-huge";
+  options.domain.huge_pages = hakobu::HugePages::Require;
+  options.domain.cache_limit = 1;  // a freed large block gives its pages back at once
+  const std::string name = unique_name("huge");
+  {
+    auto store = Store::create(name, options);
+    ASSERT_TRUE(store) << store.error().message;
+    auto domain = hakobu::detail::DomainState::attach(options.domain);
+    ASSERT_TRUE(domain) << domain.error().message;
+    hakobu::detail::Heap& heap = (*domain)->heap();
+    ASSERT_TRUE(heap.has_huge_pages());
+    // Checked in a function of its own: the store is removed whatever it finds.
+    const auto check = [&] {
+      ASSERT_TRUE(store->put("big", filled(4 << 20, 1)));  // bytes: one copy in
+      StoreFile file(name, options.domain.name);
+      std::size_t index = 4;
+      for (std::size_t i = 0; i < 4; ++i) {
+        if (hakobu::detail::has_value(file.entry(i).current.load())) index = i;
+      }
+      ASSERT_LT(index, 4U);
+      const std::uint64_t stale = file.entry(index).current.load();
+      const std::uint64_t record = hakobu::detail::value_record(stale);
+      // The value is on huge pages; the record a lookup touches before it holds
+      // a reference is not (a freed huge-page block gives back its header page).
+      EXPECT_FALSE(heap.on_huge_pages(record));
+      const auto table = heap.attachments(record);
+      ASSERT_EQ(table.size(), 1U);
+      EXPECT_TRUE(heap.on_huge_pages(table[0].load()));
+      {
+        auto value = store->get("big");
+        ASSERT_TRUE(value);
+        EXPECT_EQ(value->size(), 4U << 20);
+        EXPECT_TRUE(all_equal(value->bytes(), 1));
+      }
+      // Replaced: the old record and its value are freed (the value's pages given
+      // back whole). A lookup that read the old `current` just before: its
+      // record's header is still there to be read, and refused as free.
+      ASSERT_TRUE(store->put("big", filled(4 << 20, 2)));
+      const std::uint64_t fresh = file.entry(index).current.load();
+      file.entry(index).current.store(stale);
+      EXPECT_EQ(store->get("big").error().code, StoreGetError::Corrupt);
+      file.entry(index).current.store(fresh);
+      EXPECT_TRUE(all_equal(store->get("big")->bytes(), 2));
+    };
+    check();
+    EXPECT_TRUE(store->unlink());
+  }
+  EXPECT_TRUE(hakobu::test::files_of_domain(options.domain.name).empty());
+}
+
 // --- hostile contents ---------------------------------------------------------------
 
 TEST(Store, DamagedFileIsBoundsChecked) {
@@ -594,14 +662,14 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   // A header that lies about its size: attaching fails, nothing is read past the file.
   const std::uint64_t capacity = file.header().capacity;
   file.header().capacity = std::uint64_t{1} << 19;
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().capacity = 3;
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().capacity = capacity;
   file.header().magic.store(1);
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().magic.store(hakobu::detail::kStoreMagic);
-  EXPECT_TRUE(Store::attach(store.name()));
+  EXPECT_TRUE(Store::attach(store.name(), store_options()));
   ASSERT_TRUE(store.unlink());
 }
 
