@@ -226,6 +226,13 @@ StoreState::Found StoreState::find(std::string_view key, std::uint64_t hash) con
 
 namespace {
 
+/// One thread of this process at a time holds (or waits for) an insert lock,
+/// of any store: so the lock word naming this process while that thread looks
+/// at it is damage or a leftover (no live holder of ours), taken like a dead
+/// holder's instead of waited on. Holds fork_epoch() + 1 of the process image
+/// whose thread holds it, so a child of fork() never waits for its parent's.
+std::atomic<std::uint32_t> g_local_inserter{0};  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+
 /// Holds a store's insert lock (store_file.hpp) for a scope.
 class InsertLock {
  public:
@@ -234,10 +241,19 @@ class InsertLock {
     // Held for microseconds; a second behind a live holder is a stuck or
     // hostile peer, reported (Busy) rather than waited on for ever.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    const std::uint32_t image = fork_epoch() + 1;
+    for (;;) {
+      std::uint32_t local = g_local_inserter.load(std::memory_order_acquire);
+      if (local != image && g_local_inserter.compare_exchange_strong(local, image, std::memory_order_acquire)) break;
+      if (std::chrono::steady_clock::now() > give_up) return;
+      ::sched_yield();
+    }
+    local_ = true;
     for (;;) {
       std::uint64_t seen = word_.load(std::memory_order_acquire);
-      // Free, a value no holder writes (damage), or a dead holder's: ours by CAS.
-      const bool takeable = seen == 0 || (seen >> 32U) != (kInsertLockHeld >> 32U) ||
+      // Free, a value no holder writes (damage), ours (see g_local_inserter) or
+      // a dead holder's: ours by CAS.
+      const bool takeable = seen == 0 || seen == mine_ || (seen >> 32U) != (kInsertLockHeld >> 32U) ||
                             !domain.token_alive(static_cast<std::uint32_t>(seen));
       if (takeable && word_.compare_exchange_strong(seen, mine_, std::memory_order_acquire)) {
         held_ = true;
@@ -248,8 +264,11 @@ class InsertLock {
     }
   }
   ~InsertLock() {
-    std::uint64_t expected = mine_;  // taken over meanwhile (we were thought dead): not ours to free
-    if (held_) word_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+    if (held_) {
+      std::uint64_t expected = mine_;  // taken over meanwhile (we were thought dead): not ours to free
+      word_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+    }
+    if (local_) g_local_inserter.store(0, std::memory_order_release);
   }
   InsertLock(const InsertLock&) = delete;
   InsertLock& operator=(const InsertLock&) = delete;
@@ -258,6 +277,7 @@ class InsertLock {
  private:
   std::atomic_ref<std::uint64_t> word_;
   std::uint64_t mine_;
+  bool local_ = false;
   bool held_ = false;
 };
 

@@ -459,11 +459,32 @@ TEST(Store, EntriesLeftByAKilledInserterAreReused) {
   EXPECT_TRUE(all_equal(store.get("new1")->bytes(), 11));
   EXPECT_TRUE(all_equal(store.get("k2")->bytes(), 2));
   EXPECT_TRUE(all_equal(store.get("k3")->bytes(), 3));
-  // A live holder is waited for, then reported (Busy), never taken over.
+  // The lock naming this process while no thread of it holds one: a leftover, taken.
   hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | file.header().creator_token);
+  ASSERT_TRUE(store.erase("new0"));
+  EXPECT_TRUE(store.put("new0", filled(8, 10)));
+  // A live holder (another process) is waited for, then reported (Busy), never taken over.
+  const std::string ready = temp_file("ready");
+  const std::string go = temp_file("go");
+  auto holder = std::make_unique<Process>(kPeer, std::vector<std::string>{"hold", store.name(), "k2", ready, go});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(ready) || hakobu::test::has_exited(holder->pid()); }));
+  auto domain = hakobu::detail::DomainState::attach(store_options().domain);
+  ASSERT_TRUE(domain);
+  std::uint32_t token = 0;
+  for (std::uint32_t slot = 0; slot < hakobu::detail::kMaxProcesses; ++slot) {
+    const auto& process =
+        (*domain)->registry()->processes[slot];  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+    if (process.pid.load() == holder->pid()) token = hakobu::detail::make_token(slot, process.generation.load());
+  }
+  ASSERT_NE(token, 0U) << "the holder's process slot";
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | token);
   ASSERT_TRUE(store.erase("new0"));
   EXPECT_EQ(store.put("new3", filled(8, 13)).error().code, StorePutError::Busy);
   EXPECT_TRUE(store.put("k2", filled(8, 22))) << "republishing a key takes no lock";
+  std::ofstream(go).put('\n');
+  EXPECT_EQ(holder->wait(), 0);
+  std::filesystem::remove(ready);
+  std::filesystem::remove(go);
   hakobu::detail::insert_lock(file.header()).store(0);
   EXPECT_TRUE(store.put("new3", filled(8, 13)));
   ASSERT_TRUE(store.unlink());

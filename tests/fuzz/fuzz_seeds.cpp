@@ -308,7 +308,9 @@ void store_seeds() {
   save(t, "untouched", Records().bytes);
   save(t, "header-capacity", Records().op(kHeaderWord + 2).u64(std::uint64_t{1} << 19).bytes);
   save(t, "header-magic", Records().op(kHeaderWord).u64(0).bytes);
-  save(t, "insert-lock-dead", Records().op(kHeaderWord + 10).u64((std::uint64_t{1} << 32U) | 1000U).bytes);
+  // Header word 8 is reserved[1], the insert lock: a dead holder's, and this process's own token.
+  save(t, "insert-lock-dead", Records().op(kHeaderWord + 8).u64((std::uint64_t{1} << 32U) | 1000U).bytes);
+  save(t, "insert-lock-own-token", Records().op(kHeaderWord + 8).u64((std::uint64_t{1} << 32U) | 1024U).bytes);
   for (std::uint8_t e = 0; e < 8; ++e) {
     save(t, "entry" + std::to_string(e) + "-state-claiming",
          Records().op(kEntryWord + e).u8(0).u64(0x0000'0001'0000'0FA2ULL).bytes);
