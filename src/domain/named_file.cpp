@@ -9,9 +9,13 @@ namespace hakobu::detail {
 
 NamedFile::~NamedFile() {
   if (fd_ >= 0 || base_ != nullptr) {
-    // Inherited across fork(): the mapping was not, the descriptor was closed
-    // (and its number may be another file's now). Nothing here is ours.
-    if (epoch_ != fork_epoch()) return;
+    // Inherited across fork(): the descriptor was closed (and its number may
+    // be another file's now); the mapping was not inherited, unless the file
+    // has no locks (then it is this process's copy, unmapped here).
+    if (epoch_ != fork_epoch()) {
+      if (!locks_) platform::unmap(base_, bytes_);
+      return;
+    }
     release();
   }
 }
@@ -32,7 +36,7 @@ Result<void, OpenError> NamedFile::map(std::uint64_t bytes) {
   base_ = static_cast<std::byte*>(*mapped);
   bytes_ = bytes;
   // A child of fork() must not hold the file (and its lifecycle lock) through the mapping.
-  platform::keep_from_children(base_, bytes);
+  if (locks_) platform::keep_from_children(base_, bytes);
   return {};
 }
 
@@ -47,7 +51,8 @@ Result<void, OpenError> NamedFile::open(const DomainFile& file) {
 
 Result<void, OpenError> NamedFile::create(DomainState& domain, std::string_view object_name, const std::string& file,
                                           std::string_view what, std::uint64_t bytes,
-                                          const std::function<void(std::byte* base)>& write_header) {
+                                          const std::function<void(std::byte* base)>& write_header,
+                                          std::string_view taken_what) {
   const std::string temporary = domain.temporary_file_name(object_name);
   auto created = open_domain_file({temporary, true, std::string(what)}, true);
   if (!created) return std::move(created).error();
@@ -71,7 +76,7 @@ Result<void, OpenError> NamedFile::create(DomainState& domain, std::string_view 
       return discard(to_open_error(shared));
     }
   }
-  if (auto published = domain.publish_file(temporary, file, what); !published) {
+  if (auto published = domain.publish_file(temporary, file, taken_what.empty() ? what : taken_what); !published) {
     return discard(std::move(published).error());
   }
   attached_ = true;

@@ -49,9 +49,11 @@
 // created and checked the same way; its descriptor may be closed after
 // mapping (close_descriptor) and the object lives until it is removed.
 //
-// fork(): the descriptor is closed in the child (close_after_fork) and the
-// mapping is not inherited (keep_from_children), so a handle inherited across
-// a fork releases nothing: it is the parent's.
+// fork(): the descriptor is closed in the child (close_after_fork) and, for a
+// file with lock bytes, the mapping is not inherited (keep_from_children: it
+// would hold the file and its lifecycle lock), so a handle inherited across a
+// fork releases nothing: it is the parent's. A file without locks stays mapped
+// in the child (its handles may still read it) and is unmapped there.
 #pragma once
 
 #include <cstddef>
@@ -95,10 +97,13 @@ class NamedFile {
   Result<void, OpenError> open(const DomainFile& file);
   /// Creating, steps 1-5. `write_header` gets the zeroed mapping of `bytes`
   /// and stores the magic last, with release. `what` names the object in
-  /// messages ("queue 'q'"); `object_name` makes the temporary name.
+  /// messages ("queue 'q'"); `object_name` makes the temporary name;
+  /// `taken_what`, if given, names it in the AlreadyExists message instead
+  /// (a name that may be taken by an object of another kind).
   Result<void, OpenError> create(DomainState& domain, std::string_view object_name, const std::string& file,
                                  std::string_view what, std::uint64_t bytes,
-                                 const std::function<void(std::byte* base)>& write_header);
+                                 const std::function<void(std::byte* base)>& write_header,
+                                 std::string_view taken_what = {});
   /// Attaching, steps 1-5, on the file open()ed.
   Result<void, OpenError> attach(const AttachRules& rules);
   /// Closing: `last_out` runs when this was the last attached handle. Then unmaps and closes.

@@ -60,7 +60,9 @@
 // * Inserting a key (it is in no entry) takes the insert lock, one per store:
 //   a CAS of reserved[1] from 0 to kInsertLockHeld | token, taken over by CAS
 //   from a holder whose token is dead (token_alive), given up with Busy after a
-//   second behind a live one. Only the holder changes an entry's state, key or
+//   second behind a live one. One thread of a process at a time tries for an
+//   insert lock (of any store), so the word naming its own process then is a
+//   leftover or damage, and taken too. Only the holder changes an entry's state, key or
 //   generation, so two writers of one key never insert it twice. Publishing to
 //   an entry that holds the key, erasing and reading take no lock.
 // * The holder probes the key's sequence once more to its end (a free entry;
