@@ -250,7 +250,7 @@ struct StoreRecord {
 inline constexpr std::uint64_t kRecordBytes = 64;
 /// Larger puts of bytes get a value block of their own (see "Records"); well
 /// below the smallest huge page (64 KiB).
-inline constexpr std::uint64_t kMaxInlineValueBytes = 16 * 1024;
+inline constexpr std::uint64_t kMaxInlineValueBytes = std::uint64_t{16} << 10U;
 static_assert(sizeof(StoreRecord) == kRecordBytes, "a record header is 64 bytes, so inline data is 64-byte aligned");
 
 constexpr std::uint64_t store_file_bytes(std::uint64_t capacity) noexcept {
