@@ -650,13 +650,16 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreGetError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
   detail::StoreState::Found found = state_->find(key, hash);
-  const std::string missing = "no value for key '" + std::string(key) + "' in " + state_->what();
-  if (found.entry == nullptr) return {StoreGetError::NotFound, missing};
+  // Messages are built only when returned: a lookup that succeeds makes no string.
+  const auto missing = [&] { return "no value for key '" + std::string(key) + "' in " + state_->what(); };
+  if (found.entry == nullptr) return {StoreGetError::NotFound, missing()};
   detail::DomainState& domain = *state_->domain;
   detail::Heap& heap = domain.heap();
   auto holding = domain.reserve_holding();
   if (!holding) return {StoreGetError::OutOfMemory, holding.error().message};
-  const std::string damaged = "the value of key '" + std::string(key) + "' in " + state_->what() + " is damaged";
+  const auto damaged = [&] {
+    return "the value of key '" + std::string(key) + "' in " + state_->what() + " is damaged";
+  };
   // Bounded: a key republished during every try is reported, not chased for ever.
   constexpr int kTries = 1000;
   for (int attempt = 0; attempt < kTries; ++attempt) {
@@ -667,13 +670,13 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
     if (!same_key) found = state_->find(key, hash);  // the key left this entry: look again
     if (found.entry == nullptr || (same_key && !detail::has_value(seen))) {
       domain.unreserve_holding(*holding);
-      return {StoreGetError::NotFound, missing};
+      return {StoreGetError::NotFound, missing()};
     }
     if (!same_key) continue;
     const std::uint64_t record = detail::value_record(seen);
     if (!heap.check_block(record, detail::kRecordBytes)) {
       domain.unreserve_holding(*holding);
-      return {StoreGetError::Corrupt, damaged};
+      return {StoreGetError::Corrupt, damaged()};
     }
     if (!heap.add_ref(record)) {
       // Free. Legitimately only when the entry changed since `seen` (a writer
@@ -683,7 +686,7 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
       if (heap.header(record)->refs.load(std::memory_order_acquire) == 0 &&
           entry->current.load(std::memory_order_acquire) == seen) {
         domain.unreserve_holding(*holding);
-        return {StoreGetError::Corrupt, damaged};
+        return {StoreGetError::Corrupt, damaged()};
       }
       continue;
     }
@@ -709,25 +712,25 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
                          head.kind <= static_cast<std::uint32_t>(MessageKind::Object);
     if (payload == nullptr || head.magic != detail::kRecordMagic || !kind_ok ||
         detail::value_version_bits(seen) != (head.version & 0xFF'FFFFU)) {
-      return {StoreGetError::Corrupt, damaged};  // `out` releases the reference
+      return {StoreGetError::Corrupt, damaged()};  // `out` releases the reference
     }
     out.kind_ = static_cast<MessageKind>(head.kind);
     out.version_ = head.version;
     if (head.where == detail::kRecordInline) {
-      if (head.size > heap.capacity()) return {StoreGetError::Corrupt, damaged};
+      if (head.size > heap.capacity()) return {StoreGetError::Corrupt, damaged()};
       const std::byte* all = heap.checked_payload(record, detail::kRecordBytes + head.size);
-      if (all == nullptr) return {StoreGetError::Corrupt, damaged};
+      if (all == nullptr) return {StoreGetError::Corrupt, damaged()};
       out.data_ = all + detail::kRecordBytes;
     } else if (head.where == detail::kRecordAttached) {
       const auto table = heap.attachments(record);
       const std::uint64_t value = table.empty() ? 0 : table[0].load(std::memory_order_acquire);
       const std::byte* data =
           value == 0 || head.size > heap.capacity() ? nullptr : heap.checked_payload(value, head.size);
-      if (data == nullptr) return {StoreGetError::Corrupt, damaged};
+      if (data == nullptr) return {StoreGetError::Corrupt, damaged()};
       out.value_block_ = value;
       out.data_ = data;
     } else {
-      return {StoreGetError::Corrupt, damaged};
+      return {StoreGetError::Corrupt, damaged()};
     }
     out.size_ = head.size;
     return out;
@@ -741,19 +744,19 @@ Result<void, StoreEraseError> Store::erase(std::string_view key) {
   if (!state_ || !state_->usable()) return {StoreEraseError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreEraseError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  const std::string missing = "no value for key '" + std::string(key) + "' in " + state_->what();
+  const auto missing = [&] { return "no value for key '" + std::string(key) + "' in " + state_->what(); };
   detail::StoreState::Found found = state_->find(key, hash);
   std::uint64_t old = 0;
   for (int attempt = 0;; ++attempt) {
-    if (found.entry == nullptr) return {StoreEraseError::NotFound, missing};
+    if (found.entry == nullptr) return {StoreEraseError::NotFound, missing()};
     old = found.entry->current.load(std::memory_order_acquire);
     if (old == detail::kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
       // The key left this entry (store_file.hpp): look again, a bounded number of times.
-      if (attempt == 1000) return {StoreEraseError::NotFound, missing};
+      if (attempt == 1000) return {StoreEraseError::NotFound, missing()};
       found = state_->find(key, hash);
       continue;
     }
-    if (!detail::has_value(old)) return {StoreEraseError::NotFound, missing};
+    if (!detail::has_value(old)) return {StoreEraseError::NotFound, missing()};
     const std::uint64_t empty = detail::empty_value(detail::ready_generation(found.state));
     if (found.entry->current.compare_exchange_strong(old, empty, std::memory_order_acq_rel)) break;
   }
