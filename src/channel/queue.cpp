@@ -16,6 +16,7 @@
 #include "channel/ring.hpp"
 #include "channel/waiting.hpp"
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "platform/os.hpp"
 #include "support/kill_point.hpp"
 
@@ -64,16 +65,14 @@ class QueueState {
   std::shared_ptr<DomainState> domain;
   std::string name;
   std::string file;
-  int fd = -1;
-  QueueHeader* header = nullptr;
+  NamedFile named{NamedFile::LockBytes{kQueueInitLockByte, kQueueLifecycleLockByte}};
+  QueueHeader* header = nullptr;  // named's mapping
   std::byte* slots = nullptr;
-  std::uint64_t map_bytes = 0;
   std::uint64_t capacity = 0;
   std::uint64_t mask = 0;
   std::uint32_t slot_bytes = 0;
   std::uint32_t inline_capacity = 0;
   bool creator = false;
-  bool attached = false;  // holds the shared lifecycle lock
   std::uint32_t epoch = 0;
   std::atomic<bool> closed{false};
   std::atomic<std::int64_t> spin_ns{0};
@@ -106,7 +105,8 @@ class QueueState {
 
   Result<void, OpenError> create(const QueueOptions& options);
   Result<void, OpenError> attach();
-  Result<void, OpenError> map_all(std::uint64_t bytes);
+  /// Points header and slots at named's mapping.
+  void use_mapping() noexcept;
 
   Attempt claim_write(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker) noexcept;
   Attempt claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
@@ -149,131 +149,88 @@ class QueueState {
 };
 
 QueueState::~QueueState() {
-  // Inherited across fork(): the mapping was not (keep_from_children) and the
-  // fork handler closed the descriptor; nothing here is this process's to release.
-  if (domain && domain->forked_away()) return;
-  if (header != nullptr && domain && attached) {
-    // Last process out of an unlinked queue frees the messages left in it.
-    if (platform::lock_byte(fd, kQueueInitLockByte, true)) {
-      platform::unlock_byte(fd, kQueueLifecycleLockByte);
-      auto last = platform::try_lock_byte(fd, kQueueLifecycleLockByte, true);
-      if (last && *last && unlinked()) drain();
-      platform::unlock_byte(fd, kQueueLifecycleLockByte);
-      platform::unlock_byte(fd, kQueueInitLockByte);
-    }
+  // Last process out of an unlinked queue frees the messages left in it
+  // (named_file.hpp; nothing is released by a handle inherited across fork()).
+  if (header != nullptr && domain && !domain->forked_away()) {
+    named.close([this]() noexcept {
+      if (unlinked()) drain();
+    });
   }
-  platform::unmap(header, map_bytes);
-  if (fd >= 0) keep_after_fork(fd);
-  platform::close_fd(fd);
 }
 
-Result<void, OpenError> QueueState::map_all(std::uint64_t bytes) {
-  auto mapped = platform::map_shared(fd, bytes);
-  if (!mapped) return to_open_error(mapped);
-  header = static_cast<QueueHeader*>(*mapped);
-  map_bytes = bytes;
-  // A child of fork() must not hold the file (and its lifecycle lock) through the mapping.
-  platform::keep_from_children(header, bytes);
-  slots = reinterpret_cast<std::byte*>(header) + sizeof(QueueHeader);  // NOLINT
-  return {};
+void QueueState::use_mapping() noexcept {
+  header = reinterpret_cast<QueueHeader*>(named.base());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  slots = named.base() + sizeof(QueueHeader);             // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
 }
 
-// Builds the queue under a temporary name and publishes it with link(), so
-// others see a complete queue under its name or none at all. Fails with
-// AlreadyExists if the name is taken.
+// Builds the queue under a temporary name and publishes it with link()
+// (named_file.hpp), so others see a complete queue under its name or none at
+// all. Fails with AlreadyExists if the name is taken.
 Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   capacity = std::bit_ceil(std::max<std::size_t>(options.capacity, 1));
   mask = capacity - 1;
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
-  const std::string temporary = domain->temporary_file_name(name);
-  auto created = open_domain_file({temporary, true, "queue '" + name + "'"}, true);
-  if (!created) return std::move(created).error();
-  fd = *created;
-  close_after_fork(fd);
-  auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
-    (void)platform::shm_remove(temporary);
-    platform::unmap(header, map_bytes);
+  auto created = named.create(*domain, name, file, "queue '" + name + "'", bytes, [&](std::byte* /*base*/) {
+    use_mapping();
+    header->layout_version = kLayoutVersion;
+    header->slot_bytes = slot_bytes;
+    header->capacity = capacity;
+    header->file_bytes = bytes;
+    header->inline_capacity = inline_capacity;
+    header->creator_token = domain->token();
+    header->creator_pid = platform::process_id();
+    for (std::uint64_t i = 0; i < capacity; ++i) slot(i)->control.store(make_control(i, SlotState::Empty, 0));
+    header->magic.store(kQueueMagic, std::memory_order_release);
+  });
+  if (!created) {
     header = nullptr;
-    keep_after_fork(fd);
-    platform::close_fd(fd);  // also drops any lock taken through it
-    fd = -1;
-    return error;
-  };
-  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
-    auto error = to_open_error(backed);
-    error.message = "creating queue '" + name + "' (" + format_bytes(bytes) + "): " + error.message;
-    return discard(std::move(error));
-  }
-  if (auto r = map_all(bytes); !r) return discard(std::move(r).error());
-  header->layout_version = kLayoutVersion;
-  header->slot_bytes = slot_bytes;
-  header->capacity = capacity;
-  header->file_bytes = bytes;
-  header->inline_capacity = inline_capacity;
-  header->creator_token = domain->token();
-  header->creator_pid = platform::process_id();
-  for (std::uint64_t i = 0; i < capacity; ++i) slot(i)->control.store(make_control(i, SlotState::Empty, 0));
-  header->magic.store(kQueueMagic, std::memory_order_release);
-  if (auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false); !shared) {
-    return discard(to_open_error(shared));
-  }
-  if (auto published = domain->publish_file(temporary, file, "queue '" + name + "'"); !published) {
-    return discard(std::move(published).error());
+    slots = nullptr;
+    return created;
   }
   domain->object_created();
-  attached = true;
   creator = true;
   return {};
 }
 
 Result<void, OpenError> QueueState::attach() {
-  // Shared: excludes only the last closer of an unlinked queue while it drains.
-  if (auto locked = platform::lock_byte(fd, kQueueInitLockByte, false); !locked) return to_open_error(locked);
-  auto fail = [&](OpenError code, std::string message) -> Result<void, OpenError> {
-    platform::unlock_byte(fd, kQueueInitLockByte);
-    return {code, std::move(message)};
-  };
-  auto info = platform::file_info(fd);
-  if (!info) return fail(to_open_error(info).code, info.error().message);
-  if (info->links == 0) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
-  if (info->size < sizeof(QueueHeader)) {
-    return fail(OpenError::Corrupt, "queue '" + name +
-                                        "' is damaged (its creator died while creating it); "
-                                        "remove it with `hakobu rm " +
-                                        name + "`");
-  }
-  if (auto r = map_all(sizeof(QueueHeader)); !r) return fail(r.error().code, r.error().message);
   const std::string damaged = "queue '" + name + "' is damaged; remove it with `hakobu rm " + name + "`";
-  if (header->magic.load(std::memory_order_acquire) != kQueueMagic) return fail(OpenError::Corrupt, damaged);
-  if (header->layout_version != kLayoutVersion) {
-    return fail(OpenError::Incompatible, "queue '" + name + "' has layout version " +
-                                             std::to_string(header->layout_version) + ", this library knows " +
-                                             std::to_string(kLayoutVersion));
-  }
-  // Everything below comes from shared memory: check it before trusting it.
-  const std::uint64_t cap = header->capacity;
-  const std::uint32_t sb = header->slot_bytes;
-  const std::uint32_t inline_cap = header->inline_capacity;
-  const std::uint64_t bytes = header->file_bytes;
-  if (cap == 0 || cap > kMaxQueueCapacity || !std::has_single_bit(cap) || inline_cap > kMaxInlineBytes ||
-      sb < kSlotHeaderBytes + inline_cap || sb % 64 != 0 || sb > 4096 || bytes != sizeof(QueueHeader) + cap * sb ||
-      bytes > info->size) {
-    return fail(OpenError::Corrupt, damaged);
-  }
-  platform::unmap(header, map_bytes);
-  header = nullptr;
-  if (auto r = map_all(bytes); !r) return fail(r.error().code, r.error().message);
-  capacity = cap;
-  mask = cap - 1;
-  slot_bytes = sb;
-  inline_capacity = inline_cap;
-  if (unlinked()) return fail(OpenError::NotFound, "queue '" + name + "' was removed");
-  auto shared = platform::lock_byte(fd, kQueueLifecycleLockByte, false);
-  platform::unlock_byte(fd, kQueueInitLockByte);
-  if (!shared) return to_open_error(shared);
-  attached = true;
+  NamedFile::AttachRules rules;
+  rules.header_bytes = sizeof(QueueHeader);
+  rules.too_small =
+      "queue '" + name + "' is damaged (its creator died while creating it); remove it with `hakobu rm " + name + "`";
+  rules.removed = "queue '" + name + "' was removed";
+  // Everything in the header comes from shared memory: checked before it is
+  // trusted, then kept in process memory.
+  rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
+    const auto* h = reinterpret_cast<const QueueHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    if (h->magic.load(std::memory_order_acquire) != kQueueMagic) return {OpenError::Corrupt, damaged};
+    if (h->layout_version != kLayoutVersion) {
+      return {OpenError::Incompatible, "queue '" + name + "' has layout version " + std::to_string(h->layout_version) +
+                                           ", this library knows " + std::to_string(kLayoutVersion)};
+    }
+    const std::uint64_t cap = h->capacity;
+    const std::uint32_t sb = h->slot_bytes;
+    const std::uint32_t inline_cap = h->inline_capacity;
+    const std::uint64_t bytes = h->file_bytes;
+    if (cap == 0 || cap > kMaxQueueCapacity || !std::has_single_bit(cap) || inline_cap > kMaxInlineBytes ||
+        sb < kSlotHeaderBytes + inline_cap || sb % 64 != 0 || sb > 4096 || bytes != sizeof(QueueHeader) + cap * sb ||
+        bytes > file_size) {
+      return {OpenError::Corrupt, damaged};
+    }
+    capacity = cap;
+    mask = cap - 1;
+    slot_bytes = sb;
+    inline_capacity = inline_cap;
+    return bytes;
+  };
+  rules.unlinked = [](const std::byte* base) {
+    const auto* h = reinterpret_cast<const QueueHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    return (h->flags.load(std::memory_order_acquire) & kQueueUnlinked) != 0;
+  };
+  if (auto attached = named.attach(rules); !attached) return attached;
+  use_mapping();
   return {};
 }
 
@@ -487,7 +444,7 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
 bool QueueState::mark_unlinked() noexcept {
   const std::uint32_t old = header->flags.fetch_or(kQueueUnlinked, std::memory_order_acq_rel);
   if ((old & kQueueUnlinked) != 0) return false;
-  remove_if_same({file, true, "queue '" + name + "'"}, fd);  // never a newer queue of the same name
+  remove_if_same({file, true, "queue '" + name + "'"}, named.fd());  // never a newer queue of the same name
   domain->object_removed();
   wake_everyone();
   return true;
@@ -733,27 +690,20 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
   const detail::DomainFile file{state->file, true, "queue '" + state->name + "'"};
   for (int attempt = 0; attempt < 100; ++attempt) {
     if (mode != OpenMode::CreateExclusive) {
-      auto fd = detail::open_domain_file(file, false);
-      if (fd) {
-        state->fd = *fd;
-        detail::close_after_fork(state->fd);
+      auto opened = state->named.open(file);
+      if (opened) {
         auto attached = state->attach();
         if (attached) {
           Queue queue;
           queue.state_ = std::move(state);
           return queue;
         }
-        detail::keep_after_fork(state->fd);
-        platform::unmap(state->header, state->map_bytes);
-        state->header = nullptr;
-        platform::close_fd(state->fd);
-        state->fd = -1;
         if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
           return std::move(attached).error();
         }
         continue;  // removed while we attached: look again
       }
-      if (fd.error().code != OpenError::NotFound) return std::move(fd).error();
+      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
       if (mode == OpenMode::AttachOnly) {
         return {OpenError::NotFound, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'"};
       }

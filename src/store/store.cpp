@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -15,6 +16,7 @@
 
 #include "channel/message_access.hpp"
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "platform/os.hpp"
 #include "store/store_file.hpp"
 #include "support/kill_point.hpp"
@@ -30,13 +32,11 @@ class StoreState {
   std::shared_ptr<DomainState> domain;
   std::string name;
   std::string file;
-  int fd = -1;
-  StoreHeader* header = nullptr;
+  NamedFile named{NamedFile::LockBytes{kStoreInitLockByte, kStoreLifecycleLockByte}};
+  StoreHeader* header = nullptr;  // named's mapping
   StoreEntry* entries = nullptr;
-  std::uint64_t map_bytes = 0;
   std::uint64_t capacity = 0;  // checked at attach; never re-read from the file
   std::uint32_t epoch = 0;
-  bool attached = false;  // holds the shared lifecycle lock
   std::atomic<bool> closed{false};
 
   StoreState() = default;
@@ -52,18 +52,26 @@ class StoreState {
   }
   [[nodiscard]] std::string what() const { return "store '" + name + "'"; }
 
-  Result<void, OpenError> map_all(std::uint64_t bytes);
+  /// Points header and entries at named's mapping.
+  void use_mapping() noexcept;
   Result<void, OpenError> create(const StoreOptions& options);
   Result<void, OpenError> attach();
-  void release_file() noexcept;
 
-  /// The entry holding `key` (Ready), or nullptr. Readers skip claimed entries.
-  [[nodiscard]] StoreEntry* find(std::string_view key, std::uint64_t hash) const noexcept;
+  /// An entry found holding a key, with the state it was found in (ready(g)).
+  struct Found {
+    StoreEntry* entry = nullptr;
+    std::uint32_t state = 0;
+  };
+  /// The entry holding `key` (ready, not retired), or none. Takes no lock.
+  [[nodiscard]] Found find(std::string_view key, std::uint64_t hash) const noexcept;
   enum class Claim : std::uint8_t { Found, Full, Busy };
-  /// The entry holding `key`, claiming a free one for it if needed.
-  Claim find_or_claim(std::string_view key, std::uint64_t hash, StoreEntry*& out) noexcept;
-  /// Publishes the listed record of `loan` in `entry`; the loan is consumed on success.
-  Result<std::uint64_t, StorePutError> publish(StoreEntry& entry, Loan& record, std::uint64_t version, bool replace);
+  /// The entry holding `key`, inserting it (under the insert lock) if needed.
+  Claim find_or_claim(std::string_view key, std::uint64_t hash, Found& out) noexcept;
+  /// Publishes the listed record of `loan` for `key`; the loan is consumed on success.
+  Result<std::uint64_t, StorePutError> publish(std::string_view key, std::uint64_t hash, Found found, Loan& record,
+                                               std::uint64_t version, bool replace);
+  /// The error of a put whose find_or_claim did not find or insert the key.
+  [[nodiscard]] Error<StorePutError> claim_error(Claim claim) const;
   /// Wakes Store::wait callers after a publish (the rules are in store_file.hpp).
   void announce_publish() const noexcept;
   /// Drops the store's reference on a record displaced from an entry.
@@ -73,14 +81,6 @@ class StoreState {
 };
 
 namespace {
-
-bool key_matches(const StoreEntry& entry, std::string_view key, std::uint64_t hash) noexcept {
-  // Written once before Ready and never after; still bounds-checked: a
-  // damaged or hostile file may say anything.
-  const std::uint32_t length = entry.key_bytes;
-  return entry.key_hash == hash && length == key.size() && length <= kMaxKeyBytes &&
-         std::memcmp(entry.key, key.data(), length) == 0;
-}
 
 std::string key_problem(std::string_view key) {
   if (key.empty()) return "a key must not be empty";
@@ -93,169 +93,229 @@ std::string key_problem(std::string_view key) {
 }  // namespace
 
 StoreState::~StoreState() {
-  if (domain && domain->forked_away()) return;  // the parent's: nothing here is this process's to release
-  release_file();
-}
-
-void StoreState::release_file() noexcept {
-  if (header != nullptr && domain && attached) {
-    // Last handle out of an unlinked store drops what its entries hold.
-    if (platform::lock_byte(fd, kStoreInitLockByte, true)) {
-      platform::unlock_byte(fd, kStoreLifecycleLockByte);
-      auto last = platform::try_lock_byte(fd, kStoreLifecycleLockByte, true);
-      if (last && *last && unlinked()) drain();
-      platform::unlock_byte(fd, kStoreLifecycleLockByte);
-      platform::unlock_byte(fd, kStoreInitLockByte);
-    }
-    attached = false;
+  // The last handle out of an unlinked store drops what its entries hold
+  // (named_file.hpp; nothing is released by a handle inherited across fork()).
+  if (header != nullptr && domain && !domain->forked_away()) {
+    named.close([this]() noexcept {
+      if (unlinked()) drain();
+    });
   }
-  platform::unmap(header, map_bytes);
-  header = nullptr;
-  entries = nullptr;
-  if (fd >= 0) keep_after_fork(fd);
-  platform::close_fd(fd);
-  fd = -1;
 }
 
-Result<void, OpenError> StoreState::map_all(std::uint64_t bytes) {
-  auto mapped = platform::map_shared(fd, bytes);
-  if (!mapped) return to_open_error(mapped);
-  header = static_cast<StoreHeader*>(*mapped);
-  map_bytes = bytes;
-  platform::keep_from_children(header, bytes);
-  entries = reinterpret_cast<StoreEntry*>(reinterpret_cast<std::byte*>(header) + sizeof(StoreHeader));  // NOLINT
-  return {};
+void StoreState::use_mapping() noexcept {
+  header = reinterpret_cast<StoreHeader*>(named.base());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  entries = reinterpret_cast<StoreEntry*>(named.base() + sizeof(StoreHeader));  // NOLINT
 }
 
-// Built under a temporary name and published with link(): a store is seen
-// whole under its name or not at all.
+// Built under a temporary name and published with link() (named_file.hpp): a
+// store is seen whole under its name or not at all.
 Result<void, OpenError> StoreState::create(const StoreOptions& options) {
   const std::uint64_t cap = std::bit_ceil(std::max<std::uint64_t>(options.capacity, 1));
   const std::uint64_t bytes = store_file_bytes(cap);
-  const std::string temporary = domain->temporary_file_name(name);
-  auto created = open_domain_file({temporary, true, what()}, true);
-  if (!created) return std::move(created).error();
-  fd = *created;
-  close_after_fork(fd);
-  auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
-    (void)platform::shm_remove(temporary);
-    platform::unmap(header, map_bytes);
+  auto created = named.create(*domain, name, file, what(), bytes, [&](std::byte* /*base*/) {
+    use_mapping();
+    header->layout_version = kStoreLayoutVersion;
+    header->capacity = cap;
+    header->file_bytes = bytes;
+    header->creator_token = domain->token();
+    header->creator_pid = platform::process_id();
+    header->next_version.store(1, std::memory_order_relaxed);
+    header->magic.store(kStoreMagic, std::memory_order_release);  // entries are zero: all free
+  });
+  if (!created) {
     header = nullptr;
     entries = nullptr;
-    keep_after_fork(fd);
-    platform::close_fd(fd);
-    fd = -1;
-    return error;
-  };
-  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
-    auto error = to_open_error(backed);
-    error.message = "creating " + what() + " (" + format_bytes(bytes) + "): " + error.message;
-    return discard(std::move(error));
-  }
-  if (auto r = map_all(bytes); !r) return discard(std::move(r).error());
-  header->layout_version = kStoreLayoutVersion;
-  header->capacity = cap;
-  header->file_bytes = bytes;
-  header->creator_token = domain->token();
-  header->creator_pid = platform::process_id();
-  header->next_version.store(1, std::memory_order_relaxed);
-  header->magic.store(kStoreMagic, std::memory_order_release);  // entries are zero: all free
-  if (auto shared = platform::lock_byte(fd, kStoreLifecycleLockByte, false); !shared) {
-    return discard(to_open_error(shared));
-  }
-  if (auto published = domain->publish_file(temporary, file, what()); !published) {
-    return discard(std::move(published).error());
+    return created;
   }
   domain->object_created();
   capacity = cap;
-  attached = true;
   return {};
 }
 
 Result<void, OpenError> StoreState::attach() {
-  // Shared: excludes only the last handle of an unlinked store while it drains.
-  if (auto locked = platform::lock_byte(fd, kStoreInitLockByte, false); !locked) return to_open_error(locked);
-  auto fail = [&](OpenError code, std::string message) -> Result<void, OpenError> {
-    platform::unlock_byte(fd, kStoreInitLockByte);
-    return {code, std::move(message)};
-  };
   const std::string damaged = what() + " is damaged; remove it with `hakobu rm " + name + "`";
-  auto info = platform::file_info(fd);
-  if (!info) return fail(to_open_error(info).code, info.error().message);
-  if (info->links == 0) return fail(OpenError::NotFound, what() + " was removed");
-  if (info->size < sizeof(StoreHeader)) return fail(OpenError::Corrupt, damaged);
-  if (auto r = map_all(sizeof(StoreHeader)); !r) return fail(r.error().code, r.error().message);
-  if (header->magic.load(std::memory_order_acquire) != kStoreMagic) return fail(OpenError::Corrupt, damaged);
-  if (header->layout_version != kStoreLayoutVersion) {
-    return fail(OpenError::Incompatible, what() + " has layout version " + std::to_string(header->layout_version) +
-                                             ", this library knows " + std::to_string(kStoreLayoutVersion));
-  }
+  NamedFile::AttachRules rules;
+  rules.header_bytes = sizeof(StoreHeader);
+  rules.too_small = damaged;
+  rules.removed = what() + " was removed";
   // From shared memory: checked, then kept in process memory for good.
-  const std::uint64_t cap = header->capacity;
-  const std::uint64_t bytes = header->file_bytes;
-  if (cap == 0 || cap > kMaxStoreCapacity || !std::has_single_bit(cap) || bytes != store_file_bytes(cap) ||
-      bytes > info->size) {
-    return fail(OpenError::Corrupt, damaged);
-  }
-  platform::unmap(header, map_bytes);
-  header = nullptr;
-  if (auto r = map_all(bytes); !r) return fail(r.error().code, r.error().message);
-  capacity = cap;
-  if (unlinked()) return fail(OpenError::NotFound, what() + " was removed");
-  auto shared = platform::lock_byte(fd, kStoreLifecycleLockByte, false);
-  platform::unlock_byte(fd, kStoreInitLockByte);
-  if (!shared) return to_open_error(shared);
-  attached = true;
+  rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
+    const auto* h = reinterpret_cast<const StoreHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    if (h->magic.load(std::memory_order_acquire) != kStoreMagic) return {OpenError::Corrupt, damaged};
+    if (h->layout_version != kStoreLayoutVersion) {
+      return {OpenError::Incompatible, what() + " has layout version " + std::to_string(h->layout_version) +
+                                           ", this library knows " + std::to_string(kStoreLayoutVersion)};
+    }
+    const std::uint64_t cap = h->capacity;
+    const std::uint64_t bytes = h->file_bytes;
+    if (cap == 0 || cap > kMaxStoreCapacity || !std::has_single_bit(cap) || bytes != store_file_bytes(cap) ||
+        bytes > file_size) {
+      return {OpenError::Corrupt, damaged};
+    }
+    capacity = cap;
+    return bytes;
+  };
+  rules.unlinked = [](const std::byte* base) {
+    const auto* h = reinterpret_cast<const StoreHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    return (h->flags.load(std::memory_order_acquire) & kStoreUnlinked) != 0;
+  };
+  if (auto attached = named.attach(rules); !attached) return attached;
+  use_mapping();
   return {};
 }
 
-StoreEntry* StoreState::find(std::string_view key, std::uint64_t hash) const noexcept {
+StoreState::Found StoreState::find(std::string_view key, std::uint64_t hash) const noexcept {
+  KeyCopy copy;
   for (std::uint64_t step = 0; step < capacity; ++step) {
-    StoreEntry& entry =
+    const StoreEntry& entry =
         entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    const std::uint32_t state = entry.state.load(std::memory_order_acquire);
-    if (state == kEntryFree) return nullptr;
-    if (state == kEntryReady && key_matches(entry, key, hash)) return &entry;
+    if (entry.state.load(std::memory_order_acquire) == kEntryFree) return {};
+    const std::uint32_t state = read_key(entry, copy, &key, hash);
+    if (state == 0 || copy.bytes == 0 || copy.view() != key) continue;
+    // A retired key is leaving its entry; it may be inserted again further on.
+    if (entry.current.load(std::memory_order_acquire) == kValueRetired) continue;
+    return {const_cast<StoreEntry*>(&entry), state};  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   }
-  return nullptr;
+  return {};
 }
 
-StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t hash, StoreEntry*& out) noexcept {
-  const std::uint32_t mine = claiming_state(domain->token());
-  for (std::uint64_t step = 0; step < capacity; ++step) {
-    StoreEntry& entry =
-        entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    // A claim takes microseconds; one held a whole second by a live process is
-    // a stuck or hostile peer, reported rather than waited on for ever.
+namespace {
+
+/// One thread of this process at a time holds (or waits for) an insert lock,
+/// of any store: so the lock word naming this process while that thread looks
+/// at it is damage or a leftover (no live holder of ours), taken like a dead
+/// holder's instead of waited on. Holds fork_epoch() + 1 of the process image
+/// whose thread holds it, so a child of fork() never waits for its parent's.
+std::atomic<std::uint32_t> g_local_inserter{0};  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+
+/// Holds a store's insert lock (store_file.hpp) for a scope.
+class InsertLock {
+ public:
+  InsertLock(StoreHeader& header, DomainState& domain) noexcept
+      : word_(insert_lock(header)), mine_(kInsertLockHeld | domain.token()) {
+    // Held for microseconds; a second behind a live holder is a stuck or
+    // hostile peer, reported (Busy) rather than waited on for ever.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    const std::uint32_t image = fork_epoch() + 1;
     for (;;) {
-      std::uint32_t state = entry.state.load(std::memory_order_acquire);
-      if (state == kEntryReady) {
-        if (key_matches(entry, key, hash)) {
-          out = &entry;
-          return Claim::Found;
-        }
-        break;  // another key: probe on
+      std::uint32_t local = g_local_inserter.load(std::memory_order_acquire);
+      if (local != image && g_local_inserter.compare_exchange_strong(local, image, std::memory_order_acquire)) break;
+      if (std::chrono::steady_clock::now() > give_up) return;
+      ::sched_yield();
+    }
+    local_ = true;
+    for (;;) {
+      std::uint64_t seen = word_.load(std::memory_order_acquire);
+      // Free, a value no holder writes (damage), ours (see g_local_inserter) or
+      // a dead holder's: ours by CAS.
+      const bool takeable = seen == 0 || seen == mine_ || (seen >> 32U) != (kInsertLockHeld >> 32U) ||
+                            !domain.token_alive(static_cast<std::uint32_t>(seen));
+      if (takeable && word_.compare_exchange_strong(seen, mine_, std::memory_order_acquire)) {
+        held_ = true;
+        return;
       }
-      const bool free = state == kEntryFree;
-      const bool orphaned = is_claiming(state) && !domain->token_alive(claiming_token(state));
-      if (free || orphaned || (state != kEntryReady && !is_claiming(state))) {
-        // Free, claimed by a dead writer, or a state no writer makes (damage): ours.
-        if (!entry.state.compare_exchange_strong(state, mine, std::memory_order_acquire)) continue;
-        kill_point("store.claimed");
-        entry.key_bytes = static_cast<std::uint32_t>(key.size());
-        entry.key_hash = hash;
-        std::memcpy(entry.key, key.data(), key.size());
-        entry.current.store(0, std::memory_order_relaxed);
-        entry.state.store(kEntryReady, std::memory_order_release);
-        out = &entry;
-        return Claim::Found;
-      }
-      if (std::chrono::steady_clock::now() > give_up) return Claim::Busy;
-      ::sched_yield();  // claimed by a live writer: it finishes in a few instructions
+      if (!takeable && std::chrono::steady_clock::now() > give_up) return;
+      if (!takeable) ::sched_yield();
     }
   }
-  return Claim::Full;
+  ~InsertLock() {
+    if (held_) {
+      std::uint64_t expected = mine_;  // taken over meanwhile (we were thought dead): not ours to free
+      word_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+    }
+    if (local_) g_local_inserter.store(0, std::memory_order_release);
+  }
+  InsertLock(const InsertLock&) = delete;
+  InsertLock& operator=(const InsertLock&) = delete;
+  [[nodiscard]] bool held() const noexcept { return held_; }
+
+ private:
+  std::atomic<std::uint64_t>& word_;
+  std::uint64_t mine_;
+  bool local_ = false;
+  bool held_ = false;
+};
+
+/// Under the insert lock: takes `entry` from state `state` and gives it `key`
+/// (or, with an empty key, retires it: no key, current kValueRetired).
+/// False if the state changed first.
+bool claim_entry(StoreEntry& entry, std::uint32_t state, std::uint32_t token, std::string_view key,
+                 std::uint64_t hash) noexcept {
+  if (!entry.state.compare_exchange_strong(state, claiming_state(token), std::memory_order_acquire)) return false;
+  kill_point("store.claimed");
+  const std::uint64_t generation = (entry.generation.load(std::memory_order_relaxed) + 1) & kGenerationMask;
+  write_key(entry, key, hash);
+  entry.current.store(key.empty() ? kValueRetired : empty_value(generation), std::memory_order_relaxed);
+  entry.generation.store(generation, std::memory_order_relaxed);
+  entry.state.store(ready_state(generation), std::memory_order_release);
+  return true;
+}
+
+}  // namespace
+
+StoreState::Claim StoreState::find_or_claim(std::string_view key, std::uint64_t hash, Found& out) noexcept {
+  out = find(key, hash);
+  if (out.entry != nullptr) return Claim::Found;  // republishing takes no lock
+  const InsertLock lock(*header, *domain);
+  if (!lock.held()) return Claim::Busy;
+  const std::uint32_t token = domain->token();
+  KeyCopy copy;
+  // Each round that fails lost a CAS to a publisher or eraser of another key.
+  for (int round = 0; round < 1000; ++round) {
+    StoreEntry* reusable = nullptr;
+    std::uint32_t reusable_state = 0;
+    std::uint64_t reusable_current = 0;
+    StoreEntry* free_entry = nullptr;
+    for (std::uint64_t step = 0; step < capacity; ++step) {
+      StoreEntry& entry =
+          entries[(hash + step) & (capacity - 1)];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+      std::uint32_t state = entry.state.load(std::memory_order_acquire);
+      if (state == kEntryFree) {
+        free_entry = &entry;
+        break;
+      }
+      if (!is_ready(state)) {
+        // Claiming: its holder of the insert lock died (only a holder claims);
+        // or a state no writer makes. Retired, then reusable like any other.
+        (void)claim_entry(entry, state, token, {}, 0);
+        state = entry.state.load(std::memory_order_acquire);
+        if (!is_ready(state)) continue;
+      }
+      const std::uint64_t current = entry.current.load(std::memory_order_acquire);
+      if (read_key(entry, copy, &key, hash) == state && copy.bytes != 0 && copy.view() == key &&
+          current != kValueRetired) {
+        out = {&entry, state};  // inserted before we took the lock
+        return Claim::Found;
+      }
+      if (reusable == nullptr && !has_value(current)) {
+        reusable = &entry;
+        reusable_state = state;
+        reusable_current = current;
+      }
+    }
+    if (reusable != nullptr) {
+      // The old key leaves first: a publisher of it now fails its CAS.
+      if (reusable_current != kValueRetired &&
+          !reusable->current.compare_exchange_strong(reusable_current, kValueRetired, std::memory_order_acq_rel)) {
+        continue;  // published or erased meanwhile: look again
+      }
+      if (!claim_entry(*reusable, reusable_state, token, key, hash)) continue;
+      out = {reusable, reusable->state.load(std::memory_order_acquire)};
+      return Claim::Found;
+    }
+    if (free_entry == nullptr) return Claim::Full;
+    if (!claim_entry(*free_entry, kEntryFree, token, key, hash)) continue;
+    out = {free_entry, free_entry->state.load(std::memory_order_acquire)};
+    return Claim::Found;
+  }
+  return Claim::Busy;
+}
+
+Error<StorePutError> StoreState::claim_error(Claim claim) const {
+  if (claim == Claim::Full) {
+    return {StorePutError::Full, what() + " has a value in each of its " + std::to_string(capacity) + " entries"};
+  }
+  return {StorePutError::Busy, "inserting a key into " + what() + " stayed locked by a live process for a second"};
 }
 
 void StoreState::announce_publish() const noexcept {
@@ -270,8 +330,8 @@ void StoreState::drop_record(std::uint64_t packed) noexcept {
   if (record != 0 && heap.check_block(record, kRecordBytes)) heap.drop_ref(record);
 }
 
-Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan& record, std::uint64_t version,
-                                                         bool replace) {
+Result<std::uint64_t, StorePutError> StoreState::publish(std::string_view key, std::uint64_t hash, Found found,
+                                                         Loan& record, std::uint64_t version, bool replace) {
   const std::uint64_t block = MessageAccess::block(record);
   const std::uint32_t holding = MessageAccess::holding(record);
   const std::uint64_t packed = pack_value(block, version);
@@ -279,24 +339,35 @@ Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan
   // reference to the store: killed in between, the record leaks.
   domain->fill_holding(holding, 0);
   kill_point("store.put.unlisted");
-  std::uint64_t old = entry.current.load(std::memory_order_acquire);
-  for (;;) {
-    if (!replace && old != 0) {
-      domain->fill_holding(holding, block);  // listed again: the loan frees it
-      return {StorePutError::AlreadyExists,
-              "key '" + std::string(entry.key, std::min<std::size_t>(entry.key_bytes, kMaxKeyBytes)) + "' of " +
-                  what() + " has a value"};
+  std::uint64_t old = 0;
+  for (int tries = 0;; ++tries) {
+    old = found.entry->current.load(std::memory_order_acquire);
+    if (old == kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
+      // The key left this entry (erased, and the entry reused): look again.
+      const Claim claim = tries < 1000 ? find_or_claim(key, hash, found) : Claim::Busy;
+      if (claim != Claim::Found) {
+        domain->fill_holding(holding, block);  // listed again: the loan frees it
+        return claim_error(claim);
+      }
+      continue;
     }
-    if (entry.current.compare_exchange_weak(old, packed, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    if (!replace && has_value(old)) {
+      domain->fill_holding(holding, block);
+      return {StorePutError::AlreadyExists, "key '" + std::string(key) + "' of " + what() + " has a value"};
+    }
+    if (found.entry->current.compare_exchange_strong(old, packed, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire)) {
+      break;
+    }
   }
   domain->unreserve_holding(holding);
   MessageAccess::hand_over(record);
   announce_publish();
   kill_point("store.put.swapped");
-  if (old == 0) {
-    header->keys.fetch_add(1, std::memory_order_relaxed);
-  } else {
+  if (has_value(old)) {
     drop_record(old);
+  } else {
+    header->keys.fetch_add(1, std::memory_order_relaxed);
   }
   return version;
 }
@@ -304,8 +375,8 @@ Result<std::uint64_t, StorePutError> StoreState::publish(StoreEntry& entry, Loan
 void StoreState::drain() noexcept {
   for (std::uint64_t i = 0; i < capacity; ++i) {
     StoreEntry& entry = entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    const std::uint64_t old = entry.current.exchange(0, std::memory_order_acq_rel);
-    if (old != 0) drop_record(old);
+    const std::uint64_t old = entry.current.exchange(kValueRetired, std::memory_order_acq_rel);
+    if (has_value(old)) drop_record(old);
   }
 }
 
@@ -460,19 +531,16 @@ Result<Store, OpenError> Store::open(std::string_view name, OpenMode mode, const
   const detail::DomainFile file{state->file, true, state->what()};
   for (int attempt = 0; attempt < 100; ++attempt) {
     if (mode != OpenMode::CreateExclusive) {
-      auto fd = detail::open_domain_file(file, false);
-      if (fd) {
-        state->fd = *fd;
-        detail::close_after_fork(state->fd);
+      auto opened = state->named.open(file);
+      if (opened) {
         auto attached = state->attach();
         if (attached) return Store(std::move(state));
-        state->release_file();
         if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
           return std::move(attached).error();
         }
         continue;  // removed while we attached: look again
       }
-      if (fd.error().code != OpenError::NotFound) return std::move(fd).error();
+      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
       if (mode == OpenMode::AttachOnly) {
         return {OpenError::NotFound, "no " + state->what() + " in domain '" + state->domain->name() + "'"};
       }
@@ -502,14 +570,9 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, Loan&& val
     return {StorePutError::Invalid, "the loan is empty, was sent, or belongs to another domain"};
   }
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = nullptr;
-  switch (state_->find_or_claim(key, hash, entry)) {
-    case detail::StoreState::Claim::Found: break;
-    case detail::StoreState::Claim::Full:
-      return {StorePutError::Full,
-              state_->what() + " has a key in each of its " + std::to_string(state_->capacity) + " entries"};
-    case detail::StoreState::Claim::Busy:
-      return {StorePutError::Busy, "the entry for this key stayed claimed by a live process for a second"};
+  detail::StoreState::Found found;
+  if (auto claim = state_->find_or_claim(key, hash, found); claim != detail::StoreState::Claim::Found) {
+    return state_->claim_error(claim);
   }
   // The record: its header, and one attachment, the value's block (a counted
   // reference of its own; the loan's is dropped when the loan goes).
@@ -527,7 +590,7 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, Loan&& val
   head.kind = static_cast<std::uint32_t>(value.kind());
   head.where = detail::kRecordAttached;
   std::memcpy(record->bytes().data(), &head, sizeof head);
-  auto published = state_->publish(*entry, *record, version, replace);
+  auto published = state_->publish(key, hash, found, *record, version, replace);
   if (published) value = Loan();  // the record holds the value now
   return published;
 }
@@ -537,19 +600,25 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, std::span<
   if (!state_ || !state_->usable()) return {StorePutError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StorePutError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = nullptr;
-  switch (state_->find_or_claim(key, hash, entry)) {
-    case detail::StoreState::Claim::Found: break;
-    case detail::StoreState::Claim::Full:
-      return {StorePutError::Full,
-              state_->what() + " has a key in each of its " + std::to_string(state_->capacity) + " entries"};
-    case detail::StoreState::Claim::Busy:
-      return {StorePutError::Busy, "the entry for this key stayed claimed by a live process for a second"};
+  detail::StoreState::Found found;
+  if (auto claim = state_->find_or_claim(key, hash, found); claim != detail::StoreState::Claim::Found) {
+    return state_->claim_error(claim);
   }
   if (bytes.size() > state_->domain->heap().capacity()) {
     return {StorePutError::TooLarge, "a value of " + detail::format_bytes(bytes.size()) +
                                          " does not fit the domain heap of " +
                                          detail::format_bytes(state_->domain->heap().capacity())};
+  }
+  if (bytes.size() > detail::kMaxInlineValueBytes) {
+    // A block of its own, attached to a small record (store_file.hpp,
+    // "Records": a record block is never a huge-page block). One copy in still.
+    auto value = state_->domain->make_loan(bytes.size(), kind);
+    if (!value) {
+      return {value.error().code == LoanError::OutOfMemory ? StorePutError::OutOfMemory : StorePutError::TooLarge,
+              value.error().message};
+    }
+    std::memcpy(value->bytes().data(), bytes.data(), bytes.size());
+    return put(key, std::move(*value), replace);
   }
   // One block: the record's header, then the bytes (one copy in).
   auto record = state_->domain->make_loan(detail::kRecordBytes + bytes.size(), kind);
@@ -566,33 +635,41 @@ Result<std::uint64_t, StorePutError> Store::put(std::string_view key, std::span<
   head.where = detail::kRecordInline;
   std::memcpy(record->bytes().data(), &head, sizeof head);
   if (!bytes.empty()) std::memcpy(record->bytes().data() + detail::kRecordBytes, bytes.data(), bytes.size());
-  return state_->publish(*entry, *record, version, replace);
+  return state_->publish(key, hash, found, *record, version, replace);
 }
 
 Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
   if (!state_ || !state_->usable()) return {StoreGetError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreGetError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = state_->find(key, hash);
-  const std::string missing = "no value for key '" + std::string(key) + "' in " + state_->what();
-  if (entry == nullptr) return {StoreGetError::NotFound, missing};
+  detail::StoreState::Found found = state_->find(key, hash);
+  // Messages are built only when returned: a lookup that succeeds makes no string.
+  const auto missing = [&] { return "no value for key '" + std::string(key) + "' in " + state_->what(); };
+  if (found.entry == nullptr) return {StoreGetError::NotFound, missing()};
   detail::DomainState& domain = *state_->domain;
   detail::Heap& heap = domain.heap();
   auto holding = domain.reserve_holding();
   if (!holding) return {StoreGetError::OutOfMemory, holding.error().message};
-  const std::string damaged = "the value of key '" + std::string(key) + "' in " + state_->what() + " is damaged";
+  const auto damaged = [&] {
+    return "the value of key '" + std::string(key) + "' in " + state_->what() + " is damaged";
+  };
   // Bounded: a key republished during every try is reported, not chased for ever.
   constexpr int kTries = 1000;
   for (int attempt = 0; attempt < kTries; ++attempt) {
+    detail::StoreEntry* const entry = found.entry;
     const std::uint64_t seen = entry->current.load(std::memory_order_acquire);
-    if (seen == 0) {
+    // Still the state it was found in: the entry held the key while `seen` was read.
+    const bool same_key = seen != detail::kValueRetired && entry->state.load(std::memory_order_acquire) == found.state;
+    if (!same_key) found = state_->find(key, hash);  // the key left this entry: look again
+    if (found.entry == nullptr || (same_key && !detail::has_value(seen))) {
       domain.unreserve_holding(*holding);
-      return {StoreGetError::NotFound, missing};
+      return {StoreGetError::NotFound, missing()};
     }
+    if (!same_key) continue;
     const std::uint64_t record = detail::value_record(seen);
     if (!heap.check_block(record, detail::kRecordBytes)) {
       domain.unreserve_holding(*holding);
-      return {StoreGetError::Corrupt, damaged};
+      return {StoreGetError::Corrupt, damaged()};
     }
     if (!heap.add_ref(record)) {
       // Free. Legitimately only when the entry changed since `seen` (a writer
@@ -602,13 +679,14 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
       if (heap.header(record)->refs.load(std::memory_order_acquire) == 0 &&
           entry->current.load(std::memory_order_acquire) == seen) {
         domain.unreserve_holding(*holding);
-        return {StoreGetError::Corrupt, damaged};
+        return {StoreGetError::Corrupt, damaged()};
       }
       continue;
     }
     detail::kill_point("store.get.counted");
     domain.fill_holding(*holding, record);
-    if (entry->current.load(std::memory_order_acquire) != seen) {
+    if (entry->current.load(std::memory_order_acquire) != seen ||
+        entry->state.load(std::memory_order_acquire) != found.state) {
       // Maybe not the record any more: give back what was taken, try again.
       domain.fill_holding(*holding, 0);
       heap.drop_ref(record);
@@ -627,31 +705,31 @@ Result<StoreValue, StoreGetError> Store::get(std::string_view key) const {
                          head.kind <= static_cast<std::uint32_t>(MessageKind::Object);
     if (payload == nullptr || head.magic != detail::kRecordMagic || !kind_ok ||
         detail::value_version_bits(seen) != (head.version & 0xFF'FFFFU)) {
-      return {StoreGetError::Corrupt, damaged};  // `out` releases the reference
+      return {StoreGetError::Corrupt, damaged()};  // `out` releases the reference
     }
     out.kind_ = static_cast<MessageKind>(head.kind);
     out.version_ = head.version;
     if (head.where == detail::kRecordInline) {
-      if (head.size > heap.capacity()) return {StoreGetError::Corrupt, damaged};
+      if (head.size > heap.capacity()) return {StoreGetError::Corrupt, damaged()};
       const std::byte* all = heap.checked_payload(record, detail::kRecordBytes + head.size);
-      if (all == nullptr) return {StoreGetError::Corrupt, damaged};
+      if (all == nullptr) return {StoreGetError::Corrupt, damaged()};
       out.data_ = all + detail::kRecordBytes;
     } else if (head.where == detail::kRecordAttached) {
       const auto table = heap.attachments(record);
       const std::uint64_t value = table.empty() ? 0 : table[0].load(std::memory_order_acquire);
       const std::byte* data =
           value == 0 || head.size > heap.capacity() ? nullptr : heap.checked_payload(value, head.size);
-      if (data == nullptr) return {StoreGetError::Corrupt, damaged};
+      if (data == nullptr) return {StoreGetError::Corrupt, damaged()};
       out.value_block_ = value;
       out.data_ = data;
     } else {
-      return {StoreGetError::Corrupt, damaged};
+      return {StoreGetError::Corrupt, damaged()};
     }
     out.size_ = head.size;
     return out;
   }
   domain.unreserve_holding(*holding);
-  return {StoreGetError::Busy, "key '" + std::string(key) + "' was republished during each of " +
+  return {StoreGetError::Busy, "key '" + std::string(key) + "' was republished or moved during each of " +
                                    std::to_string(kTries) + " tries to read it"};
 }
 
@@ -695,9 +773,22 @@ Result<void, StoreEraseError> Store::erase(std::string_view key) {
   if (!state_ || !state_->usable()) return {StoreEraseError::Closed, kClosedStore};
   if (auto why = detail::key_problem(key); !why.empty()) return {StoreEraseError::InvalidKey, why};
   const std::uint64_t hash = detail::key_hash(key.data(), key.size());
-  detail::StoreEntry* entry = state_->find(key, hash);
-  const std::uint64_t old = entry == nullptr ? 0 : entry->current.exchange(0, std::memory_order_acq_rel);
-  if (old == 0) return {StoreEraseError::NotFound, "no value for key '" + std::string(key) + "' in " + state_->what()};
+  const auto missing = [&] { return "no value for key '" + std::string(key) + "' in " + state_->what(); };
+  detail::StoreState::Found found = state_->find(key, hash);
+  std::uint64_t old = 0;
+  for (int attempt = 0;; ++attempt) {
+    if (found.entry == nullptr) return {StoreEraseError::NotFound, missing()};
+    old = found.entry->current.load(std::memory_order_acquire);
+    if (old == detail::kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
+      // The key left this entry (store_file.hpp): look again, a bounded number of times.
+      if (attempt == 1000) return {StoreEraseError::NotFound, missing()};
+      found = state_->find(key, hash);
+      continue;
+    }
+    if (!detail::has_value(old)) return {StoreEraseError::NotFound, missing()};
+    const std::uint64_t empty = detail::empty_value(detail::ready_generation(found.state));
+    if (found.entry->current.compare_exchange_strong(old, empty, std::memory_order_acq_rel)) break;
+  }
   detail::kill_point("store.erase.swapped");
   state_->header->keys.fetch_sub(1, std::memory_order_relaxed);
   state_->drop_record(old);
@@ -707,13 +798,12 @@ Result<void, StoreEraseError> Store::erase(std::string_view key) {
 std::vector<std::string> Store::keys() const {
   std::vector<std::string> out;
   if (!state_ || !state_->usable()) return out;
+  detail::KeyCopy copy;
   for (std::uint64_t i = 0; i < state_->capacity; ++i) {
     const detail::StoreEntry& entry = state_->entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    if (entry.state.load(std::memory_order_acquire) != detail::kEntryReady) continue;
-    if (entry.current.load(std::memory_order_acquire) == 0) continue;
-    const std::uint32_t length = entry.key_bytes;
-    if (length == 0 || length > detail::kMaxKeyBytes) continue;  // damaged: not a key
-    out.emplace_back(entry.key, length);
+    if (detail::read_key(entry, copy) == 0 || copy.bytes == 0) continue;  // no key (or damaged: not a key)
+    if (!detail::has_value(entry.current.load(std::memory_order_acquire))) continue;
+    out.emplace_back(copy.view());
   }
   return out;
 }
@@ -726,7 +816,7 @@ Result<void, UnlinkError> Store::unlink() {
   if (!state_ || !state_->usable()) return {UnlinkError::Closed, kClosedStore};
   const std::uint32_t old = state_->header->flags.fetch_or(detail::kStoreUnlinked, std::memory_order_acq_rel);
   if ((old & detail::kStoreUnlinked) != 0) return {UnlinkError::NotFound, state_->what() + " was already removed"};
-  detail::remove_if_same({state_->file, true, state_->what()}, state_->fd);  // never a newer store of that name
+  detail::remove_if_same({state_->file, true, state_->what()}, state_->named.fd());  // never a newer store of that name
   state_->domain->object_removed();
   close();
   return {};

@@ -36,12 +36,12 @@ std::string kind_name(std::uint32_t kind) {
 /// The summary of one Ready entry with a value (`packed`, read once).
 StoreKeySummary summarize_key(const detail::StoreEntry& entry, std::uint64_t packed, detail::Heap& heap) {
   StoreKeySummary key;
-  const std::uint32_t length = entry.key_bytes;
-  if (length == 0 || length > detail::kMaxKeyBytes) {
-    key.damaged = true;
+  detail::KeyCopy copy;
+  if (detail::read_key(entry, copy) == 0 || copy.bytes == 0) {
+    key.damaged = true;  // not stable, or no key: being rewritten, or damaged
     return key;
   }
-  key.key.assign(entry.key, length);
+  key.key = std::string(copy.view());
   const std::uint64_t record = detail::value_record(packed);
   const std::byte* payload = heap.checked_payload(record, detail::kRecordBytes);
   if (payload == nullptr) {
@@ -127,9 +127,9 @@ Result<StoreSummary, OpenError> inspect_store(std::string_view name, std::string
   detail::Heap& heap = domain_state.heap();
   for (std::uint64_t i = 0; i < capacity; ++i) {   // bounded by the capacity checked above
     const detail::StoreEntry& entry = entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-    if (entry.state.load(std::memory_order_acquire) != detail::kEntryReady) continue;
+    if (!detail::is_ready(entry.state.load(std::memory_order_acquire))) continue;
     const std::uint64_t packed = entry.current.load(std::memory_order_acquire);
-    if (packed == 0) continue;  // a key without a value (erased)
+    if (!detail::has_value(packed)) continue;  // a key without a value (erased, or retired)
     out.keys.push_back(summarize_key(entry, packed, heap));
     if (!out.keys.back().damaged) out.value_bytes += out.keys.back().size;
   }

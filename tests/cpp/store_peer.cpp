@@ -17,6 +17,14 @@
 //                                      element [i, j] = i * COLS + j (for other languages)
 //   expect-array STORE KEY ROWS COLS   get KEY: an int32 array of shape (ROWS, COLS) with
 //                                      element [i, j] = i * COLS + j, any strides
+//   churn STORE PREFIX ROUNDS LIVE     ROUNDS times, publish a churn value (store_churn.hpp)
+//                                      under the next of PREFIX0..PREFIX15, erasing each
+//                                      key LIVE rounds after it was published (and the
+//                                      last ones at the end): every put, get and erase
+//                                      must succeed, every value read be its key's
+//   read STORE PREFIX STOPFILE         until STOPFILE exists, get PREFIX0..PREFIX15 in
+//                                      turn: a value found must be its key's whole churn
+//                                      value
 //
 // Exit codes: 0 as expected; 1 bad usage; 2 open failed; 3 an operation gave
 // another outcome than expected; 4 the value's bytes were not as expected.
@@ -34,6 +42,7 @@
 #include <vector>
 
 #include "hakobu/store.hpp"
+#include "store_churn.hpp"
 
 namespace {
 
@@ -138,6 +147,52 @@ int run(const std::vector<std::string>& args) {
     }
     if (value->size() != static_cast<std::size_t>(size)) return 4;
     return all_equal(value->bytes(), std::stoi(args[4])) ? 0 : 4;
+  }
+  if (mode == "churn" && args.size() == 5) {
+    const std::uint64_t rounds = std::stoull(args[3]);
+    const std::uint64_t live = std::stoull(args[4]);
+    const auto erase = [&](std::uint64_t i) {
+      auto erased = store->erase(hakobu::test::churn_key(key, i));
+      if (!erased) std::fprintf(stderr, "peer: erase: %s\n", erased.error().message.c_str());
+      return static_cast<bool>(erased);
+    };
+    for (std::uint64_t i = 0; i < rounds; ++i) {
+      const std::string name = hakobu::test::churn_key(key, i);
+      auto put = store->put(name, hakobu::test::churn_value(name, i));
+      if (!put) {
+        std::fprintf(stderr, "peer: put of %s: %s\n", name.c_str(), put.error().message.c_str());
+        return 3;
+      }
+      auto value = store->get(name);
+      if (!value) return 3;
+      if (!hakobu::test::churn_value_ok(name, value->bytes())) return 4;
+      if (i >= live && !erase(i - live)) return 3;
+    }
+    for (std::uint64_t i = rounds > live ? rounds - live : 0; i < rounds; ++i) {
+      if (!erase(i)) return 3;
+    }
+    return 0;
+  }
+  if (mode == "read" && args.size() == 4) {
+    std::uint64_t found = 0;
+    for (std::uint64_t i = 0; !std::filesystem::exists(args[3]); ++i) {
+      const std::string name = hakobu::test::churn_key(key, i);
+      auto value = store->get(name);
+      if (!value) {
+        if (value.error().code != hakobu::StoreGetError::NotFound) {
+          std::fprintf(stderr, "peer: get: %s\n", value.error().message.c_str());
+          return 3;
+        }
+        continue;
+      }
+      ++found;
+      if (!hakobu::test::churn_value_ok(name, value->bytes())) {
+        std::fprintf(stderr, "peer: key %s read a value that is not its own\n", name.c_str());
+        return 4;
+      }
+    }
+    std::fprintf(stderr, "peer: read %llu values\n", static_cast<unsigned long long>(found));
+    return 0;
   }
   return 1;
 }

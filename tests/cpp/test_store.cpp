@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,9 +23,12 @@
 #include <thread>
 #include <vector>
 
+#include "domain/domain_state.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/store.hpp"
+#include "platform/os.hpp"
 #include "store/store_file.hpp"
+#include "store_churn.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -36,6 +42,8 @@ using hakobu::StoreEraseError;
 using hakobu::StoreGetError;
 using hakobu::StorePutError;
 using hakobu::StoreWaitError;
+using hakobu::test::churn_value;
+using hakobu::test::churn_value_ok;
 using hakobu::test::Process;
 using hakobu::test::unique_name;
 
@@ -52,9 +60,18 @@ bool all_equal(std::span<const std::byte> bytes, int value) {
   return true;
 }
 
-Store open_store(const std::string& name, std::size_t capacity = 1024) {
+/// Options of every handle the test process opens: a heap reservation small
+/// enough for ThreadSanitizer's address space (the default is 1 TiB); the
+/// domain keeps the size its first process gave it.
+hakobu::StoreOptions store_options(std::size_t capacity = 1024) {
   hakobu::StoreOptions options;
   options.capacity = capacity;
+  options.domain.heap_capacity = std::uint64_t{256} << 20;
+  return options;
+}
+
+Store open_store(const std::string& name, std::size_t capacity = 1024) {
+  const hakobu::StoreOptions options = store_options(capacity);
   auto store = Store::create(name, options);
   EXPECT_TRUE(store) << store.error().message;
   return std::move(store).value();
@@ -76,7 +93,7 @@ HeapUse settled_heap_use(Store& store) {
     auto loan = store.loan(1);
     EXPECT_TRUE(loan) << loan.error().message;
   }
-  auto domain = Domain::open();
+  auto domain = Domain::open(store_options().domain);
   EXPECT_TRUE(domain) << domain.error().message;
   domain->collect_garbage();
   const auto stats = domain->stats();
@@ -84,7 +101,7 @@ HeapUse settled_heap_use(Store& store) {
 }
 
 HeapUse heap_use() {
-  auto domain = Domain::open();
+  auto domain = Domain::open(store_options().domain);
   EXPECT_TRUE(domain) << domain.error().message;
   const auto stats = domain->stats();
   return {stats.live_blocks, stats.live_bytes};
@@ -114,7 +131,8 @@ std::string temp_file(const std::string& stem) {
 /// The store's file mapped directly, to damage it.
 class StoreFile {
  public:
-  explicit StoreFile(const std::string& store) : path_("/dev/shm/hakobu:" + hakobu::test::domain() + ":st:" + store) {
+  explicit StoreFile(const std::string& store, const std::string& domain = hakobu::test::domain())
+      : path_("/dev/shm/hakobu:" + domain + ":st:" + store) {
     fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     struct stat info {};
     if (fd_ < 0 || ::fstat(fd_, &info) != 0) {
@@ -249,11 +267,11 @@ TEST(Store, MemoryReturnsWhenReplacedOrErasedAndLastHandleGoes) {
 
 TEST(Store, KeysNamesAndLimits) {
   EXPECT_EQ(Store::open("bad/name").error().code, OpenError::InvalidName);
-  hakobu::StoreOptions zero;
+  hakobu::StoreOptions zero = store_options();
   zero.capacity = 0;
   EXPECT_EQ(Store::open(unique_name("zero"), hakobu::OpenMode::CreateOrAttach, zero).error().code,
             OpenError::InvalidArgument);
-  EXPECT_EQ(Store::attach(unique_name("missing")).error().code, OpenError::NotFound);
+  EXPECT_EQ(Store::attach(unique_name("missing"), store_options()).error().code, OpenError::NotFound);
 
   Store store = open_store(unique_name("limits"), 2);
   EXPECT_EQ(store.capacity(), 2U);
@@ -271,14 +289,14 @@ TEST(Store, KeysNamesAndLimits) {
   ASSERT_TRUE(store.erase(longest));
   EXPECT_TRUE(store.put(longest, filled(1, 5), MessageKind::Bytes, false));
 
-  auto other = Store::attach(store.name());
+  auto other = Store::attach(store.name(), store_options());
   ASSERT_TRUE(other);
   EXPECT_EQ(other->capacity(), 2U);
   EXPECT_TRUE(all_equal(other->get(longest)->bytes(), 5));
-  EXPECT_EQ(Store::create(store.name()).error().code, OpenError::AlreadyExists);
+  EXPECT_EQ(Store::create(store.name(), store_options()).error().code, OpenError::AlreadyExists);
   ASSERT_TRUE(store.unlink());
   EXPECT_EQ(store.put("x", filled(1, 1)).error().code, StorePutError::Closed);
-  EXPECT_EQ(Store::attach(other->name()).error().code, OpenError::NotFound);
+  EXPECT_EQ(Store::attach(other->name(), store_options()).error().code, OpenError::NotFound);
 }
 
 TEST(Store, ConcurrentWritersAndReadersSeeWholeValues) {
@@ -349,7 +367,7 @@ TEST(Store, OutlivesItsCreator) {
   }  // the creator's handle is gone; the store is not
   EXPECT_EQ(run_peer({"expect", name, "kept", "10000", "9"}), 0);
   EXPECT_EQ(run_peer({"put", name, "from-peer", "300", "4"}), 0);
-  auto store = Store::attach(name);
+  auto store = Store::attach(name, store_options());
   ASSERT_TRUE(store) << store.error().message;
   EXPECT_TRUE(all_equal(store->get("from-peer")->bytes(), 4));
   ASSERT_TRUE(store->unlink());
@@ -375,6 +393,243 @@ TEST(Store, PublisherKilledMidPublishLeavesOldOrNew) {
   ASSERT_TRUE(store.unlink());
 }
 
+// --- keys that come back (entries reused: store_file.hpp) --------------------------
+
+TEST(Store, ChurnOfDistinctKeysReusesErasedEntries) {
+  Store store = open_store(unique_name("churn"), 8);
+  const HeapUse before = settled_heap_use(store);
+  constexpr int kLive = 6;
+  for (int i = 0; i < 80; ++i) {  // 10 x capacity distinct keys
+    const std::string key = "key-" + std::to_string(i);
+    auto put = store.put(key, churn_value(key, i));
+    ASSERT_TRUE(put) << key << ": " << put.error().message;
+    auto value = store.get(key);
+    ASSERT_TRUE(value) << key << ": " << value.error().message;
+    EXPECT_TRUE(churn_value_ok(key, value->bytes())) << key;
+    if (i >= kLive) {
+      ASSERT_TRUE(store.erase("key-" + std::to_string(i - kLive)));
+    }
+  }
+  auto keys = store.keys();
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"key-74", "key-75", "key-76", "key-77", "key-78", "key-79"}));
+  for (int i = 0; i < 74; ++i) {
+    EXPECT_EQ(store.get("key-" + std::to_string(i)).error().code, StoreGetError::NotFound) << i;
+  }
+  // Full still means a value in every entry, and an erase makes room again.
+  ASSERT_TRUE(store.put("a", filled(8, 1)));
+  ASSERT_TRUE(store.put("b", filled(8, 2)));
+  EXPECT_EQ(store.put("c", filled(8, 3)).error().code, StorePutError::Full);
+  ASSERT_TRUE(store.erase("key-74"));
+  ASSERT_TRUE(store.put("c", filled(8, 3)));
+  EXPECT_TRUE(all_equal(store.get("a")->bytes(), 1));
+  EXPECT_TRUE(all_equal(store.get("c")->bytes(), 3));
+  EXPECT_EQ(store.get("key-74").error().code, StoreGetError::NotFound);
+  for (const auto& key : store.keys()) ASSERT_TRUE(store.erase(key));
+  EXPECT_EQ(heap_use(), before) << "every erased value went back to the heap";
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, EntriesLeftByAKilledInserterAreReused) {
+  Store store = open_store(unique_name("orphans"), 4);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(store.put("k" + std::to_string(i), filled(8, i)));
+  StoreFile file(store.name());
+  // An inserter killed while it held the insert lock: between retiring an
+  // entry's key and claiming the entry, and in the middle of a claim.
+  ASSERT_TRUE(store.erase("k0"));
+  ASSERT_TRUE(store.erase("k1"));
+  std::size_t retired = 4;
+  std::size_t claimed = 4;
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (!hakobu::detail::has_value(file.entry(i).current.load())) (retired == 4 ? retired : claimed) = i;
+  }
+  ASSERT_LT(claimed, 4U);
+  // A token of a process slot no process has (slot 1000): a dead holder.
+  constexpr std::uint32_t kDeadToken = 1000U | (7U << 10U);
+  file.entry(retired).current.store(hakobu::detail::kValueRetired);
+  file.entry(claimed).state.store(hakobu::detail::claiming_state(kDeadToken));
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | kDeadToken);
+  EXPECT_EQ(store.get("k0").error().code, StoreGetError::NotFound);
+  EXPECT_EQ(store.get("k1").error().code, StoreGetError::NotFound);
+  EXPECT_EQ(store.keys().size(), 2U);
+  // The dead holder's lock is taken over and both entries take new keys.
+  ASSERT_TRUE(store.put("new0", filled(8, 10)));
+  ASSERT_TRUE(store.put("new1", filled(8, 11)));
+  EXPECT_EQ(hakobu::detail::insert_lock(file.header()).load(), 0U) << "the lock was given back";
+  EXPECT_EQ(store.put("new2", filled(8, 12)).error().code, StorePutError::Full);
+  EXPECT_TRUE(all_equal(store.get("new0")->bytes(), 10));
+  EXPECT_TRUE(all_equal(store.get("new1")->bytes(), 11));
+  EXPECT_TRUE(all_equal(store.get("k2")->bytes(), 2));
+  EXPECT_TRUE(all_equal(store.get("k3")->bytes(), 3));
+  // The lock naming this process while no thread of it holds one: a leftover, taken.
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | file.header().creator_token);
+  ASSERT_TRUE(store.erase("new0"));
+  EXPECT_TRUE(store.put("new0", filled(8, 10)));
+  // A live holder (another process) is waited for, then reported (Busy), never taken over.
+  const std::string ready = temp_file("ready");
+  const std::string go = temp_file("go");
+  auto holder = std::make_unique<Process>(kPeer, std::vector<std::string>{"hold", store.name(), "k2", ready, go});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(ready) || hakobu::test::has_exited(holder->pid()); }));
+  auto domain = hakobu::detail::DomainState::attach(store_options().domain);
+  ASSERT_TRUE(domain);
+  std::uint32_t token = 0;
+  for (std::uint32_t slot = 0; slot < hakobu::detail::kMaxProcesses; ++slot) {
+    const auto& process =
+        (*domain)->registry()->processes[slot];  // NOLINT(cppcoreguidelines-pro-bounds-constant-array-index)
+    if (process.pid.load() == holder->pid()) token = hakobu::detail::make_token(slot, process.generation.load());
+  }
+  ASSERT_NE(token, 0U) << "the holder's process slot";
+  hakobu::detail::insert_lock(file.header()).store(hakobu::detail::kInsertLockHeld | token);
+  ASSERT_TRUE(store.erase("new0"));
+  EXPECT_EQ(store.put("new3", filled(8, 13)).error().code, StorePutError::Busy);
+  EXPECT_TRUE(store.put("k2", filled(8, 22))) << "republishing a key takes no lock";
+  std::ofstream(go).put('\n');
+  EXPECT_EQ(holder->wait(), 0);
+  std::filesystem::remove(ready);
+  std::filesystem::remove(go);
+  hakobu::detail::insert_lock(file.header()).store(0);
+  EXPECT_TRUE(store.put("new3", filled(8, 13)));
+  ASSERT_TRUE(store.unlink());
+}
+
+/// Churns keys like the store peer's churn role (at most `live` of them with a
+/// value), until `rounds` rounds are done or `go_on` says stop; counts
+/// outcomes that break the rules.
+void churn(
+    Store& store, const std::string& prefix, int rounds, int live, std::atomic<int>& wrong,
+    const std::function<bool()>& go_on = [] { return true; }) {
+  int i = 0;
+  for (; i < rounds && go_on(); ++i) {
+    const std::string key = hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(i));
+    auto put = store.put(key, churn_value(key, static_cast<std::uint64_t>(i)));
+    if (!put) {
+      ADD_FAILURE() << key << ": " << put.error().message;
+      ++wrong;
+      return;
+    }
+    if (i >= live && !store.erase(hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(i - live)))) ++wrong;
+  }
+  for (int j = std::max(i - live, 0); j < i; ++j) {
+    if (!store.erase(hakobu::test::churn_key(prefix, static_cast<std::uint64_t>(j)))) ++wrong;
+  }
+}
+
+TEST(Store, ReadersRacingEraseAndReuseNeverSeeAnotherKeysValue) {
+  Store store = open_store(unique_name("reuse"), 8);
+  const HeapUse before = settled_heap_use(store);
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0};
+  std::atomic<int> found{0};
+  std::atomic<int> reading{0};
+  std::vector<std::thread> readers;
+  for (const char* prefix : {"a", "b"}) {
+    readers.emplace_back([&, prefix] {
+      ++reading;
+      for (std::uint64_t i = 0; !stop.load(); ++i) {
+        const std::string key = hakobu::test::churn_key(prefix, i);
+        auto value = store.get(key);
+        if (value) {
+          ++found;
+          if (!churn_value_ok(key, value->bytes())) ++wrong;
+        } else if (value.error().code != StoreGetError::NotFound) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return reading.load() == 2; }));
+  // Two writers, 16 names and three values each at most: entries are retired
+  // and reused again and again while the readers look.
+  std::vector<std::thread> writers;
+  for (const char* prefix : {"a", "b"}) writers.emplace_back([&, prefix] { churn(store, prefix, 20000, 3, wrong); });
+  for (auto& t : writers) t.join();
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(found.load(), 0) << "the readers found values while keys moved";
+  EXPECT_TRUE(store.keys().empty());
+  EXPECT_EQ(heap_use(), before) << "every erased value went back to the heap";
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, ReaderInAnotherProcessRacingReuseNeverSeesAnotherKeysValue) {
+  Store store = open_store(unique_name("reuse-peers"), 8);
+  const HeapUse before = settled_heap_use(store);
+  const std::string stop = temp_file("stop");
+  // A churner and a reader of its keys, each a separate process, and a second
+  // churner here for as long as the peer churns.
+  auto reader = std::make_unique<Process>(kPeer, std::vector<std::string>{"read", store.name(), "p", stop});
+  auto writer = std::make_unique<Process>(kPeer, std::vector<std::string>{"churn", store.name(), "p", "20000", "3"});
+  std::atomic<int> wrong{0};
+  const auto deadline = std::chrono::steady_clock::now() + 120s;  // watchdog
+  churn(store, "t", INT32_MAX, 3, wrong,
+        [&] { return !hakobu::test::has_exited(writer->pid()) && std::chrono::steady_clock::now() < deadline; });
+  EXPECT_EQ(writer->wait(), 0) << "the peer's puts, gets and erases all succeeded, with its own values";
+  std::ofstream(stop).put('\n');
+  EXPECT_EQ(reader->wait(), 0) << "the reader never read another key's value";
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_TRUE(store.keys().empty());
+  EXPECT_EQ(heap_use(), before);
+  std::filesystem::remove(stop);
+  ASSERT_TRUE(store.unlink());
+}
+
+TEST(Store, LookupOfAFreedRecordNeverTouchesAReturnedHugePage) {
+  const auto pool = hakobu::platform::huge_page_info();
+  if (pool.free_pages < 8 || hakobu::platform::hugetlbfs_mounts().empty()) {
+    GTEST_SKIP() << "needs reserved huge pages and a hugetlbfs mount (CI sets them up)";
+  }
+  hakobu::StoreOptions options = store_options(4);
+  options.domain.name = hakobu::test::domain() + "-huge";
+  options.domain.huge_pages = hakobu::HugePages::Require;
+  options.domain.cache_limit = 1;  // a freed large block gives its pages back at once
+  const std::string name = unique_name("huge");
+  {
+    auto store = Store::create(name, options);
+    ASSERT_TRUE(store) << store.error().message;
+    auto domain = hakobu::detail::DomainState::attach(options.domain);
+    ASSERT_TRUE(domain) << domain.error().message;
+    hakobu::detail::Heap& heap = (*domain)->heap();
+    ASSERT_TRUE(heap.has_huge_pages());
+    // Checked in a function of its own: the store is removed whatever it finds.
+    const auto check = [&] {
+      ASSERT_TRUE(store->put("big", filled(4 << 20, 1)));  // bytes: one copy in
+      StoreFile file(name, options.domain.name);
+      std::size_t index = 4;
+      for (std::size_t i = 0; i < 4; ++i) {
+        if (hakobu::detail::has_value(file.entry(i).current.load())) index = i;
+      }
+      ASSERT_LT(index, 4U);
+      const std::uint64_t stale = file.entry(index).current.load();
+      const std::uint64_t record = hakobu::detail::value_record(stale);
+      // The value is on huge pages; the record a lookup touches before it holds
+      // a reference is not (a freed huge-page block gives back its header page).
+      EXPECT_FALSE(heap.on_huge_pages(record));
+      const auto table = heap.attachments(record);
+      ASSERT_EQ(table.size(), 1U);
+      EXPECT_TRUE(heap.on_huge_pages(table[0].load()));
+      {
+        auto value = store->get("big");
+        ASSERT_TRUE(value);
+        EXPECT_EQ(value->size(), 4U << 20);
+        EXPECT_TRUE(all_equal(value->bytes(), 1));
+      }
+      // Replaced: the old record and its value are freed (the value's pages given
+      // back whole). A lookup that read the old `current` just before: its
+      // record's header is still there to be read, and refused as free.
+      ASSERT_TRUE(store->put("big", filled(4 << 20, 2)));
+      const std::uint64_t fresh = file.entry(index).current.load();
+      file.entry(index).current.store(stale);
+      EXPECT_EQ(store->get("big").error().code, StoreGetError::Corrupt);
+      file.entry(index).current.store(fresh);
+      EXPECT_TRUE(all_equal(store->get("big")->bytes(), 2));
+    };
+    check();
+    EXPECT_TRUE(store->unlink());
+  }
+  EXPECT_TRUE(hakobu::test::files_of_domain(options.domain.name).empty());
+}
+
 // --- hostile contents ---------------------------------------------------------------
 
 TEST(Store, DamagedFileIsBoundsChecked) {
@@ -383,7 +638,7 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   StoreFile file(store.name());
   std::size_t index = 4;
   for (std::size_t i = 0; i < 4; ++i) {
-    if (file.entry(i).state.load() == hakobu::detail::kEntryReady) index = i;
+    if (hakobu::detail::is_ready(file.entry(i).state.load())) index = i;
   }
   ASSERT_LT(index, 4U);
   hakobu::detail::StoreEntry& entry = file.entry(index);
@@ -404,7 +659,7 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   ASSERT_TRUE(store.put("freed", filled(100, 5)));
   std::size_t freed_index = 4;
   for (std::size_t i = 0; i < 4; ++i) {
-    if (i != index && file.entry(i).state.load() == hakobu::detail::kEntryReady) freed_index = i;
+    if (i != index && hakobu::detail::is_ready(file.entry(i).state.load())) freed_index = i;
   }
   ASSERT_LT(freed_index, 4U);
   const std::uint64_t stale = file.entry(freed_index).current.load();
@@ -430,14 +685,14 @@ TEST(Store, DamagedFileIsBoundsChecked) {
   // A header that lies about its size: attaching fails, nothing is read past the file.
   const std::uint64_t capacity = file.header().capacity;
   file.header().capacity = std::uint64_t{1} << 19;
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().capacity = 3;
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().capacity = capacity;
   file.header().magic.store(1);
-  EXPECT_EQ(Store::attach(store.name()).error().code, OpenError::Corrupt);
+  EXPECT_EQ(Store::attach(store.name(), store_options()).error().code, OpenError::Corrupt);
   file.header().magic.store(hakobu::detail::kStoreMagic);
-  EXPECT_TRUE(Store::attach(store.name()));
+  EXPECT_TRUE(Store::attach(store.name(), store_options()));
   ASSERT_TRUE(store.unlink());
 }
 
@@ -495,7 +750,7 @@ TEST(StoreWait, EndsWhenTheStoreIsUnlinked) {
   StoreFile file(store.name());
   auto waiter = std::async(std::launch::async, [&] { return store.wait("never"); });
   ASSERT_TRUE(wait_until([&] { return file.header().waiters.load() != 0; }));
-  auto other = Store::attach(store.name());
+  auto other = Store::attach(store.name(), store_options());
   ASSERT_TRUE(other) << other.error().message;
   ASSERT_TRUE(other->unlink());
   ASSERT_EQ(waiter.wait_for(60s), std::future_status::ready) << "the waiter looks at the store every poll";

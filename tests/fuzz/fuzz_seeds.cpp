@@ -295,6 +295,38 @@ void queue_seeds() {
 
 }  // namespace
 
+// Records of fuzz_store (no flags byte): blocks 0 record of "a" (inline),
+// 1 record of "b", 2 the value block of "b"; entries 0..7 of the store.
+void store_seeds() {
+  const std::string t = "fuzz_store";
+  constexpr std::uint8_t kHeaderWord = 0x00;
+  constexpr std::uint8_t kEntryWord = 0x10;
+  constexpr std::uint8_t kEntryCurrent = 0x18;
+  const auto store_block_op = [](unsigned block, BlockField field) {
+    return static_cast<std::uint8_t>(0x20U + (block << 4U | static_cast<unsigned>(field)));
+  };
+  save(t, "untouched", Records().bytes);
+  save(t, "header-capacity", Records().op(kHeaderWord + 2).u64(std::uint64_t{1} << 19).bytes);
+  save(t, "header-magic", Records().op(kHeaderWord).u64(0).bytes);
+  // Header word 8 is reserved[1], the insert lock: a dead holder's, and this process's own token.
+  save(t, "insert-lock-dead", Records().op(kHeaderWord + 8).u64((std::uint64_t{1} << 32U) | 1000U).bytes);
+  save(t, "insert-lock-own-token", Records().op(kHeaderWord + 8).u64((std::uint64_t{1} << 32U) | 1024U).bytes);
+  for (std::uint8_t e = 0; e < 8; ++e) {
+    save(t, "entry" + std::to_string(e) + "-state-claiming",
+         Records().op(kEntryWord + e).u8(0).u64(0x0000'0001'0000'0FA2ULL).bytes);
+    save(t, "entry" + std::to_string(e) + "-key-bytes-huge", Records().op(kEntryWord + e).u8(0).u64(~0ULL).bytes);
+    save(t, "entry" + std::to_string(e) + "-names-value-block",
+         Records().op(kEntryCurrent + e).u8(2).u16(0).u16(0).bytes);
+    save(t, "entry" + std::to_string(e) + "-retired", Records().op(kEntryWord + e).u8(2).u64(~0ULL).bytes);
+  }
+  save(t, "record-a-size", Records().op(store_block_op(0, BlockField::PayloadWord)).u16(2).u64(~0ULL).bytes);
+  save(t, "record-a-where", Records().op(store_block_op(0, BlockField::PayloadWord)).u16(3).u64(~0ULL).bytes);
+  save(t, "record-b-entry-self",
+       Records().op(store_block_op(1, BlockField::AttachmentEntry)).u8(0).u64(block_ref(1)).bytes);
+  save(t, "record-b-refs-zero", Records().op(store_block_op(1, BlockField::Refs)).u64(0).bytes);
+  save(t, "value-b-payload-bytes", Records().op(store_block_op(2, BlockField::PayloadBytes)).u64(8).bytes);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s CORPUS_DIR (e.g. tests/fuzz/corpus)\n", argv[0]);
@@ -306,6 +338,7 @@ int main(int argc, char** argv) {
   block_seeds();
   queue_seeds();
   registry_seeds();
+  store_seeds();
   std::printf("seeds written to %s\n", g_out.c_str());
   return 0;
 }
