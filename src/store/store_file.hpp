@@ -309,7 +309,7 @@ struct KeyCopy {
 /// any other. Returns the state the key was read under, or 0: not ready (free,
 /// claiming, damaged) or never stable.
 inline std::uint32_t read_key(const StoreEntry& entry, KeyCopy& out, const std::string_view* want = nullptr,
-                       std::uint64_t want_hash = 0) noexcept {
+                              std::uint64_t want_hash = 0) noexcept {
   for (int again = 0; again < 64; ++again) {
     const std::uint32_t state = entry.state.load(std::memory_order_acquire);
     if (!is_ready(state)) return 0;

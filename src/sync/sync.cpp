@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "platform/os.hpp"
 #include "sync/sync_layout.hpp"
 
@@ -25,10 +26,10 @@ namespace detail {
 struct SyncState {
   std::shared_ptr<DomainState> domain;
   std::string name;
-  SyncHeader* header = nullptr;
-  std::uint64_t mapped_bytes = kSyncFileBytes;  // the whole file (checked at attach)
-  std::uint32_t epoch = 0;                      // fork_epoch() when opened
-  std::int32_t pid = 0;                         // this process's, cached: getpid() is a system call
+  NamedFile file{std::nullopt};  // no lock bytes: nothing in a sync file needs draining
+  SyncHeader* header = nullptr;  // file.base(), once created or attached
+  std::uint32_t epoch = 0;       // fork_epoch() when opened
+  std::int32_t pid = 0;          // this process's, cached: getpid() is a system call
   SyncKind kind = SyncKind::Lock;
   // The file's parameters, copied at attach (never re-read from shared memory).
   std::uint32_t bound = 0;    // BoundedSemaphore
@@ -42,7 +43,7 @@ struct SyncState {
   SyncState() = default;
   SyncState(const SyncState&) = delete;
   SyncState& operator=(const SyncState&) = delete;
-  ~SyncState() { platform::unmap(header, mapped_bytes); }
+  ~SyncState() = default;
 
   [[nodiscard]] bool forked() const noexcept { return epoch != fork_epoch(); }
   [[nodiscard]] std::atomic<std::uint32_t>& word() const noexcept { return header->word; }
@@ -157,92 +158,73 @@ std::string describe_object(SyncKind kind, const std::string& name) {
   return std::string(kind_name(kind)) + " '" + name + "'";
 }
 
-// Maps a sync file and checks its header: everything in it is untrusted.
-Result<void, OpenError> attach_file(SyncState& state, int fd, const SyncSpec& spec) {
+// Attaches the sync file open()ed in state.file (the protocol of
+// named_file.hpp) and checks its header: everything in it is untrusted.
+Result<void, OpenError> attach_file(SyncState& state, const SyncSpec& spec) {
   const SyncKind kind = spec.kind;
   const std::string what = describe_object(kind, state.name);
   const std::string damaged = what + " is damaged; remove it with `hakobu rm " + state.name + "`";
-  auto info = platform::file_info(fd);
-  if (!info) return to_open_error(info);
-  if (info->links == 0) return {OpenError::NotFound, what + " was removed"};
-  // A file of the right name but too short cannot be mapped safely (reading
-  // past its end would be a SIGBUS).
-  if (info->size < kSyncFileBytes) return {OpenError::Corrupt, damaged};
-  auto mapped = platform::map_shared(fd, kSyncFileBytes);
-  if (!mapped) return to_open_error(mapped);
-  state.header = static_cast<SyncHeader*>(*mapped);
-  state.mapped_bytes = kSyncFileBytes;
-  const SyncHeader& h = *state.header;
-  if (h.magic.load(std::memory_order_acquire) != kSyncMagic) return {OpenError::Corrupt, damaged};
-  if (h.layout_version != kSyncLayoutVersion) {
-    return {OpenError::Incompatible, what + " has layout version " + std::to_string(h.layout_version) +
-                                         ", this library knows " + std::to_string(kSyncLayoutVersion)};
-  }
-  const std::uint32_t file_kind = h.kind;
-  if (file_kind != static_cast<std::uint32_t>(kind)) {
-    return {OpenError::Incompatible,
-            "'" + state.name + "' in domain '" + state.domain->name() + "' is " +
-                (known_kind(file_kind) ? std::string("a ") + kind_name(static_cast<SyncKind>(file_kind))
-                                       : std::string("damaged")) +
-                ", not a " + kind_name(kind)};
-  }
-  state.kind = kind;
-  auto size = read_params(state);
-  if (!size) return {OpenError::Corrupt, damaged + " (" + size.error().message + ")"};
-  // The size the kind implies, the header's and the file's must agree before
-  // more than the first page is mapped.
-  if (h.file_bytes != *size || info->size < *size) return {OpenError::Corrupt, damaged};
-  if (*size != kSyncFileBytes) {
-    auto whole = platform::map_shared(fd, *size);
-    if (!whole) return to_open_error(whole);
-    platform::unmap(state.header, kSyncFileBytes);
-    state.header = static_cast<SyncHeader*>(*whole);
-    state.mapped_bytes = *size;
-  }
+  NamedFile::AttachRules rules;
+  rules.header_bytes = kSyncFileBytes;  // the first page: header and the kind's body
+  rules.too_small = damaged;
+  rules.removed = what + " was removed";
+  rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
+    // read_params reads the kind's body through state.header.
+    state.header = reinterpret_cast<SyncHeader*>(const_cast<std::byte*>(base));  // NOLINT
+    const SyncHeader& h = *state.header;
+    if (h.magic.load(std::memory_order_acquire) != kSyncMagic) return {OpenError::Corrupt, damaged};
+    if (h.layout_version != kSyncLayoutVersion) {
+      return {OpenError::Incompatible, what + " has layout version " + std::to_string(h.layout_version) +
+                                           ", this library knows " + std::to_string(kSyncLayoutVersion)};
+    }
+    const std::uint32_t file_kind = h.kind;
+    if (file_kind != static_cast<std::uint32_t>(kind)) {
+      return {OpenError::Incompatible,
+              "'" + state.name + "' in domain '" + state.domain->name() + "' is " +
+                  (known_kind(file_kind) ? std::string("a ") + kind_name(static_cast<SyncKind>(file_kind))
+                                         : std::string("damaged")) +
+                  ", not a " + kind_name(kind)};
+    }
+    state.kind = kind;
+    auto size = read_params(state);
+    if (!size) return {OpenError::Corrupt, damaged + " (" + size.error().message + ")"};
+    // The size the kind implies, the header's and the file's must agree before
+    // more than the first page is mapped.
+    if (h.file_bytes != *size || file_size < *size) return {OpenError::Corrupt, damaged};
+    return *size;
+  };
+  auto attached = state.file.attach(rules);
+  state.header = attached ? reinterpret_cast<SyncHeader*>(state.file.base()) : nullptr;  // NOLINT
+  if (!attached) return std::move(attached).error();
+  state.file.close_descriptor();  // no locks live on a sync file: the mapping is all we keep
   if (spec.matches) return spec.matches(state);
   return {};
 }
 
-// Builds the file under a temporary name and publishes it with link(), so an
-// opener sees a complete object under its name or none.
+// Builds the file under a temporary name and publishes it with link()
+// (named_file.hpp), so an opener sees a complete object under its name or none.
 Result<void, OpenError> create_file(SyncState& state, const std::string& file, const SyncSpec& spec) {
   const SyncKind kind = spec.kind;
   const std::uint64_t bytes = spec.file_bytes;
-  const std::string temporary = state.domain->temporary_file_name(state.name);
   const std::string what = describe_object(kind, state.name);
-  auto created = open_domain_file({temporary, true, what}, true);
-  if (!created) return std::move(created).error();
-  const int fd = *created;
-  auto discard = [&](Error<OpenError> error) -> Result<void, OpenError> {
-    (void)platform::shm_remove(temporary);
-    platform::close_fd(fd);
-    return error;
+  const std::uint32_t token = state.domain->token();
+  auto write_header = [&](std::byte* base) {
+    // The file is fresh (zero-filled); only the identity and the kind's
+    // parameters need writing, all before magic.
+    if (spec.init) spec.init(base);
+    auto* header = reinterpret_cast<SyncHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    header->layout_version = kSyncLayoutVersion;
+    header->kind = static_cast<std::uint32_t>(kind);
+    header->file_bytes = bytes;
+    header->creator_token = token;
+    header->creator_pid = platform::process_id();
+    header->magic.store(kSyncMagic, std::memory_order_release);
   };
-  if (auto backed = platform::allocate(fd, 0, bytes); !backed) {
-    auto error = to_open_error(backed);
-    error.message = "creating " + what + ": " + error.message;
-    return discard(std::move(error));
-  }
-  auto mapped = platform::map_shared(fd, bytes);
-  if (!mapped) return discard(to_open_error(mapped));
-  auto* header = static_cast<SyncHeader*>(*mapped);
-  // The file is fresh (zero-filled); only the identity and the kind's
-  // parameters need writing, all before magic.
-  if (spec.init) spec.init(static_cast<std::byte*>(*mapped));
-  header->layout_version = kSyncLayoutVersion;
-  header->kind = static_cast<std::uint32_t>(kind);
-  header->file_bytes = bytes;
-  header->creator_token = state.domain->token();
-  header->creator_pid = platform::process_id();
-  header->magic.store(kSyncMagic, std::memory_order_release);
-  auto published = state.domain->publish_file(temporary, file, "'" + state.name + "'");
-  platform::close_fd(fd);  // no locks live on a sync file: the mapping is all we keep
-  if (!published) {
-    platform::unmap(header, bytes);
-    return std::move(published).error();
-  }
-  state.header = header;
-  state.mapped_bytes = bytes;
+  auto created = state.file.create(*state.domain, state.name, file, what, bytes, write_header, "'" + state.name + "'");
+  if (!created) return std::move(created).error();
+  state.file.close_descriptor();  // no locks live on a sync file: the mapping is all we keep
+  state.header =
+      reinterpret_cast<SyncHeader*>(state.file.base());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
   state.kind = kind;
   state.domain->object_created();
   // Our own parameters, read back as an attacher would (they cannot fail).
@@ -274,19 +256,16 @@ Result<std::shared_ptr<SyncState>, OpenError> open_sync(std::string_view name, O
   // Bounded: a name removed and made again between our attempts sends us round.
   for (int attempt = 0; attempt < 100; ++attempt) {
     if (mode != OpenMode::CreateExclusive) {
-      auto fd = open_domain_file(named, false);  // checks owner and mode before we read a byte
-      if (fd) {
-        auto attached = attach_file(*state, *fd, spec);
-        platform::close_fd(*fd);
+      auto opened = state->file.open(named);  // checks owner and mode before we read a byte
+      if (opened) {
+        auto attached = attach_file(*state, spec);
         if (attached) return state;
-        platform::unmap(state->header, state->mapped_bytes);
-        state->header = nullptr;
         if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
           return std::move(attached).error();
         }
         continue;
       }
-      if (fd.error().code != OpenError::NotFound) return std::move(fd).error();
+      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
       if (mode == OpenMode::AttachOnly) {
         return {OpenError::NotFound, "no " + std::string(kind_name(kind)) + " '" + state->name + "' in domain '" +
                                          state->domain->name() + "'"};
