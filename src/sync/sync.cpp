@@ -346,7 +346,13 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
   // Contended. Once we have slept, others may sleep too: we then take the
   // lock with kLockWaiters set so that our release wakes the next one.
   std::uint32_t waiters_flag = 0;
-  std::int64_t next_liveness_check = 0;  // at once
+  // When to look whether the holder still lives (token_alive: a system call).
+  // A try looks at once. A blocking call looks after sleeping kLivenessPollNs,
+  // and once more before it fails at its deadline: a lock handed to and fro
+  // between living processes costs no such call, and a dead holder is still
+  // found by every call that would otherwise fail.
+  std::int64_t next_liveness_check = blocking ? platform::monotonic_ns() + kLivenessPollNs : 0;
+  bool looked_before_failing = false;
   // Every round re-reads the clock: whatever another process writes into the
   // word, a blocking call returns at its deadline and a try gives up after
   // kTryRounds failed compare-and-swaps.
@@ -354,7 +360,11 @@ Result<Acquired, AcquireError> lock_acquire(SyncState& state, std::int64_t deadl
   for (int round = 0;; ++round) {
     const std::int64_t now = platform::monotonic_ns();
     const bool past = deadline >= 0 && now >= deadline;
-    if (round > 0 && (blocking ? past : round >= kTryRounds)) break;
+    if (round > 0 && (blocking ? past && looked_before_failing : round >= kTryRounds)) break;
+    if (past && !looked_before_failing) {
+      looked_before_failing = true;
+      next_liveness_check = 0;
+    }
     std::uint32_t w = word.load(std::memory_order_relaxed);
     if ((w & kLockHeld) == 0) {
       // Free (or a word no release leaves: treated as free).

@@ -85,9 +85,11 @@
 // -------------------
 // * A holder that dies leaves held|token. A waiter checks whether the token's
 //   process is alive (DomainState::token_alive: slot active, same generation,
-//   its OFD byte lock on the registry still held) when it first meets the lock
-//   held and then every kLivenessPollNs while it sleeps (a dead holder will
-//   never wake it). If dead: compare-and-swap held|dead → held|me (keeping
+//   its OFD byte lock on the registry still held; a system call): a try when it
+//   meets the lock held, a blocking acquire after every kLivenessPollNs it
+//   sleeps (a dead holder will never wake it) and once more before it fails
+//   at its deadline. So a lock handed to and fro between living processes
+//   costs no such call, and every acquire that would fail looks first. If dead: compare-and-swap held|dead → held|me (keeping
 //   kLockWaiters), and the acquire reports OwnerDied, like EOWNERDEAD. The
 //   compare-and-swap makes exactly one waiter the heir.
 // * A forged token is only a token of a slot that is dead or alive: out-of-range
