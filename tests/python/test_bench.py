@@ -393,6 +393,21 @@ def test_the_small_message_benchmark_runs() -> None:
         assert line in done.stdout, done.stdout
 
 
+def test_the_store_benchmark_runs_and_cleans_up(tmp_path: Path) -> None:
+    """hakobu_bench.micro.store on a small array: every method's readers sum the same array, one copy in memory."""
+    out = tmp_path / "store.json"
+    command = [sys.executable, "-m", "hakobu_bench.micro.store", "--size-gib", "0.03", "--readers", "2"]
+    command += ["--methods", "hakobu,memmap,shared_memory", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["method"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"hakobu", "memmap", "shared_memory"}
+    for method, result in results.items():
+        # One copy for all: what the interpreters used before the array aside, about the array's size.
+        assert 0.8 < (result["pss_bytes"] - result["pss_interpreters_bytes"]) / (0.03 * 2**30) < 1.5, (method, result)
+    assert results["hakobu"]["killed_publisher_readers_ok"] and results["hakobu"]["memory_back"]
+
+
 def _imports_within_the_package() -> dict[str, set[tuple[str, str]]]:
     """Each module of hakobu_bench -> the (module, name) pairs it imports from hakobu_bench, lazy or not."""
     import ast
