@@ -145,7 +145,14 @@ def test_barrier_rlock_condition_and_arrays_are_named_with_their_state(object_na
         assert (info["dtype"], info["shape"], info["held"]) == ("int32", [2, 3], False)
         listed = {item["name"]: item for item in cli_json("ls")["sync_objects"]}
         assert all(listed[n]["error"] is None for n in names), "no kind is reported as damaged"
-        assert [listed[n]["kind"] for n in names] == ["barrier", "rlock", "condition", "array", "array", "lock"]
+        assert [listed[n]["kind"] for n in names] == [
+            "barrier",
+            "rlock",
+            "condition",
+            "array",
+            "array",
+            "lock",
+        ]
         text = run_cli("ls")
         assert text.returncode == 0 and "int32" in text.stdout, text.stderr
     finally:

@@ -120,7 +120,8 @@ def object_state(report: dict[str, Any]) -> str:
     if kind in ("semaphore", "bounded_semaphore"):
         bound = f" of {report['bound']}" if report["bound"] is not None else ""
         holders = ", ".join(
-            f"pid {h['pid'] or '?'}: {h['counts']}" + ("" if h["alive"] else " (dead: returns to the next waiter)")
+            f"pid {h['pid'] or '?'}: {h['counts']}"
+            + ("" if h["alive"] else " (dead: returns to the next waiter)")
             for h in report["holders"]
         )
         returned = f"; returned from dead holders {report['returned']}" if report["returned"] else ""
