@@ -8,10 +8,11 @@
 // short by KeyboardInterrupt leaves the object as it was (not taken); an event
 // wait leaves the event as it was. Two waits cannot be sliced that way:
 // * Condition: each slice is a whole wait_for (release, sleep, re-take), so a
-//   notify can only come while a slice sleeps (the notifier holds the lock
-//   between slices: we do). KeyboardInterrupt leaves the lock held, as
-//   threading.Condition.wait does. A slice that could not re-take the lock by
-//   its deadline (LockTimeout) is followed by an acquire without deadline.
+//   notify can only come while a slice sleeps (between slices we hold the
+//   lock, which a notifier must hold). KeyboardInterrupt leaves the lock held,
+//   as threading.Condition.wait does. A slice that could not re-take the lock
+//   by its deadline (LockTimeout) is followed by an acquire without deadline,
+//   and the wait returns as woken (it cannot tell whether a notify came).
 // * Barrier: an arrival cannot be taken back, and a timed-out wait breaks the
 //   barrier. The wait runs whole in a helper thread; the calling thread waits
 //   for it in slices, and on KeyboardInterrupt aborts the barrier (the party
@@ -320,8 +321,12 @@ struct PyCondition {
         if (woke->lock == Acquired::OwnerDied) lock_outcome = kOwnerDied;
         if (woke->notified) return {true, lock_outcome};
       } else if (woke.error().code == ConditionError::LockTimeout) {
-        // As threading: the lock is held again on return, however long that takes.
+        // As threading: the lock is held again on return, however long that
+        // takes. Whether a notify came is lost with LockTimeout: report a
+        // wake-up (a spurious one at worst, which callers allow for) rather
+        // than sleep again through a notify.
         if (acquire_lock(cond, std::nullopt, "Condition") == kOwnerDied) lock_outcome = kOwnerDied;
+        return {!(limit && Clock::now() >= deadline), lock_outcome};
       } else if (woke.error().code == ConditionError::Forked) {
         raise_forked(woke.error(), "Condition", cond.name());
       } else {

@@ -232,12 +232,16 @@ def test_barrier_timeout_breaks_it_and_parties_must_match(sync_name: str) -> Non
 # --- Condition ----------------------------------------------------------------------------------
 
 
-def test_notify_wakes_a_waiter_in_another_program(sync_name: str) -> None:
+@pytest.mark.parametrize("keep_lock", [0.0, 0.3])
+def test_notify_wakes_a_waiter_in_another_program(sync_name: str, keep_lock: float) -> None:
+    """keep_lock: the notifier keeps the lock that long after notify, past the waiter's slice
+    of waiting: the woken waiter must still report the wake-up, not sleep again."""
     condition = hakobu.Condition(sync_name)
     waiter = start("sync_peer", "cond_wait", sync_name)
     said(waiter, "waiting")
     with condition:  # taken once the waiter released it inside wait()
         condition.notify()
+        time.sleep(keep_lock)
     code, out, err = finish(waiter, WATCHDOG)
     assert (code, out) == (0, "notified True\n"), err
 
