@@ -97,8 +97,9 @@ nb::typed<nb::dict, nb::str, nb::any> sync_info(const std::string& name, const s
   out["creator_pid"] = summary->creator_pid;
   out["waiters"] = summary->waiters;
   const std::string& kind = summary->kind_name;
+  const bool is_array = kind == "array" || kind == "value";
   const bool own_lock =
-      kind == "lock" || kind == "rlock" || kind == "array" || (kind == "condition" && summary->lock_name.empty());
+      kind == "lock" || kind == "rlock" || is_array || (kind == "condition" && summary->lock_name.empty());
   if (own_lock) {  // the lock word of a lock, an rlock, an array (get_lock()) or a condition's own lock
     out["held"] = summary->held;
     out["holder_pid"] = summary->held ? nb::cast(summary->holder_pid) : nb::none();
@@ -131,7 +132,7 @@ nb::typed<nb::dict, nb::str, nb::any> sync_info(const std::string& name, const s
     out["generation"] = summary->generation;
   } else if (kind == "condition") {
     out["lock_name"] = summary->lock_name.empty() ? nb::none() : nb::cast(summary->lock_name);
-  } else if (kind == "array") {
+  } else if (is_array) {
     out["dtype"] = summary->dtype;
     out["shape"] = nb::tuple(nb::cast(summary->shape));
     out["data_bytes"] = summary->data_bytes;

@@ -34,7 +34,8 @@ struct SyncSummary {
   std::string domain;
   std::uint32_t kind = 0;  ///< the header's kind number
   /// "lock", "event", "rlock", "semaphore", "bounded_semaphore", "barrier",
-  /// "condition", "array", or "kind N" for a kind this version does not know
+  /// "condition", "array", "value" (an array of no dimensions), or "kind N" for a kind
+  /// this version does not know
   std::string kind_name;
   std::uint32_t word = 0;  ///< the raw word (lock, event, count, barrier state)
   std::int32_t creator_pid = 0;

@@ -194,6 +194,7 @@ Result<SyncSummary, OpenError> inspect_sync(std::string_view name, std::string_v
     out.dtype = dtype_name(params->dtype);
     out.shape = params->shape;
     out.data_bytes = params->data_bytes;
+    if (out.shape.empty()) out.kind_name = "value";  // hakobu.Value: one number, no shape
   }
   platform::unmap(*whole, map_bytes);
   return out;

@@ -423,6 +423,16 @@ TEST(DomainFiles, InspectingEveryKindOfSyncObject) {
     EXPECT_EQ(a->dtype, "float32");
     EXPECT_EQ(a->shape, (std::vector<std::int64_t>{2, 5}));
     EXPECT_EQ(a->data_bytes, 40U);
+    {
+      auto value = hakobu::SharedArray::open_value("val", hakobu::DType{hakobu::DTypeCode::Int, 64, 1}, {},
+                                                   hakobu::OpenMode::CreateExclusive, options);
+      ASSERT_TRUE(value) << value.error().message;
+      auto v = hakobu::inspect_sync("val", name);
+      ASSERT_TRUE(v) << v.error().message;
+      EXPECT_EQ(v->kind_name, "value");
+      EXPECT_EQ(v->dtype, "int64");
+      EXPECT_TRUE(v->shape.empty());
+    }
 
     // A semaphore file cut to one page: its kind says more, so it is damaged.
     const std::string path = "/dev/shm/" + hakobu::file_name(name, FileKind::Sync, "sem");
@@ -431,7 +441,7 @@ TEST(DomainFiles, InspectingEveryKindOfSyncObject) {
     ASSERT_FALSE(cut);
     EXPECT_EQ(cut.error().code, hakobu::OpenError::Corrupt) << cut.error().message;
   }
-  for (const char* object : {"sem", "bar", "rl", "cl", "cond", "arr"}) {
+  for (const char* object : {"sem", "bar", "rl", "cl", "cond", "arr", "val"}) {
     EXPECT_TRUE(hakobu::Lock::remove(object, name)) << object;
   }
   EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";

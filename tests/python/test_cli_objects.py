@@ -140,7 +140,7 @@ def test_barrier_rlock_condition_and_arrays_are_named_with_their_state(object_na
         info = cli_json("info", cond_name)
         assert (info["kind"], info["lock_name"]) == ("condition", lock_name)
         info = cli_json("info", value_name)
-        assert (info["kind"], info["dtype"], info["shape"], info["data_bytes"]) == ("array", "float64", [], 8)
+        assert (info["kind"], info["dtype"], info["shape"], info["data_bytes"]) == ("value", "float64", [], 8)
         info = cli_json("info", array_name, "--kind", "array")
         assert (info["dtype"], info["shape"], info["held"]) == ("int32", [2, 3], False)
         listed = {item["name"]: item for item in cli_json("ls")["sync_objects"]}
@@ -149,7 +149,7 @@ def test_barrier_rlock_condition_and_arrays_are_named_with_their_state(object_na
             "barrier",
             "rlock",
             "condition",
-            "array",
+            "value",
             "array",
             "lock",
         ]

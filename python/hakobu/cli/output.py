@@ -133,9 +133,9 @@ def object_state(report: dict[str, Any]) -> str:
     if kind == "condition":
         lock = f"lock '{report['lock_name']}'" if report["lock_name"] else f"own lock {lock_state(report)}"
         return lock + (", waiters" if report["waiters"] else "")
-    if kind == "array":
-        shape = "value" if not report["shape"] else "shape " + "x".join(str(n) for n in report["shape"])
-        return f"{report['dtype']} {shape}; lock {lock_state(report)}{waiters}"
+    if kind in ("array", "value"):
+        shape = "" if not report["shape"] else " shape " + "x".join(str(n) for n in report["shape"])
+        return f"{report['dtype']}{shape}; lock {lock_state(report)}{waiters}"
     return f"word {report.get('word', '?')}"  # a kind this version does not know
 
 
