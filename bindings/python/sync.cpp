@@ -14,9 +14,11 @@
 //   by its deadline (LockTimeout) is followed by an acquire without deadline,
 //   and the wait returns as woken (it cannot tell whether a notify came).
 // * Barrier: an arrival cannot be taken back, and a timed-out wait breaks the
-//   barrier. The wait runs whole in a helper thread; the calling thread waits
-//   for it in slices, and on KeyboardInterrupt aborts the barrier (the party
-//   will never arrive: the others get BrokenBarrierError instead of a hang).
+//   barrier. In Python's main thread (the one Ctrl-C reaches) the wait runs
+//   whole in a helper thread; the main thread waits for it in slices, and on
+//   KeyboardInterrupt aborts the barrier (the party will never arrive: the
+//   others get BrokenBarrierError instead of a hang). The helper costs a
+//   thread start per wait (tens of microseconds); other threads wait directly.
 #include "hakobu/sync.hpp"
 
 #include <nanobind/nanobind.h>
@@ -235,8 +237,19 @@ struct PyBarrier {
   PyBarrier(const std::string& name, std::uint32_t parties, std::optional<bool> create, const std::string& domain_name)
       : barrier(open_sync<Barrier>(name, create, domain_name, "barrier", parties)), domain(domain_of(domain_name)) {}
 
-  std::uint32_t wait(std::optional<double> timeout) {
+  /// `interruptible`: the caller is Python's main thread (the only one that
+  /// runs signal handlers); other threads wait here, without a helper.
+  std::uint32_t wait(std::optional<double> timeout, bool interruptible) {
     const std::optional<std::chrono::nanoseconds> limit = wait_duration(timeout, "timeout");
+    if (!interruptible) {
+      auto got = [&] {
+        nb::gil_scoped_release unlocked;
+        return limit ? barrier.wait_for(*limit) : barrier.wait();
+      }();
+      if (got) return *got;
+      if (got.error().code == BarrierError::Forked) raise_forked(got.error(), "Barrier", barrier.name());
+      raise(got.error());
+    }
     std::optional<Result<std::uint32_t, BarrierError>> outcome;
     std::mutex mutex;
     std::condition_variable done;
@@ -507,7 +520,8 @@ void bind_sync(nb::module_& m) {
   nb::class_<PyBarrier>(m, "Barrier", "A named barrier between processes (use hakobu.Barrier)")
       .def(nb::init<const std::string&, std::uint32_t, std::optional<bool>, const std::string&>(), "name"_a,
            "parties"_a, "create"_a.none(), "domain"_a)
-      .def("wait", &PyBarrier::wait, "timeout"_a.none(), "this party's arrival index; raises BrokenBarrierError")
+      .def("wait", &PyBarrier::wait, "timeout"_a.none(), "interruptible"_a,
+           "this party's arrival index; raises BrokenBarrierError. interruptible: called from the main thread")
       .def("abort", [](PyBarrier& self) { self.barrier.abort(); })
       .def("reset", [](PyBarrier& self) { self.barrier.reset(); })
       .def_prop_ro("broken", [](const PyBarrier& self) { return self.barrier.broken(); })

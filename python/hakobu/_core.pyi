@@ -467,8 +467,10 @@ class Barrier:
 
     def __init__(self, name: str, parties: int, create: bool | None, domain: str) -> None: ...
 
-    def wait(self, timeout: float | None) -> int:
-        """this party's arrival index; raises BrokenBarrierError"""
+    def wait(self, timeout: float | None, interruptible: bool) -> int:
+        """
+        this party's arrival index; raises BrokenBarrierError. interruptible: called from the main thread
+        """
 
     def abort(self) -> None: ...
 

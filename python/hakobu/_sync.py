@@ -11,6 +11,7 @@ Every object pickles as its name: another process (a hakobu.Pool task...) attach
 from __future__ import annotations
 
 import operator
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -412,7 +413,7 @@ class Barrier:
         Returns the arrival index; raises hakobu.BrokenBarrierError if the barrier is or gets
         broken, including by this wait's timeout (which breaks it for everyone, as threading)."""
         limit = self._timeout if timeout is None else _checks.timeout(timeout)
-        return self._core.wait(limit)
+        return self._core.wait(limit, threading.current_thread() is threading.main_thread())
 
     def reset(self) -> None:
         """Back to empty and unbroken; parties waiting now get BrokenBarrierError."""

@@ -212,6 +212,18 @@ def test_a_party_killed_while_waiting_breaks_the_barrier_for_the_others(sync_nam
     assert not barrier.broken and barrier.n_waiting == 0
 
 
+def test_threads_of_one_program_are_parties_too(sync_name: str) -> None:
+    barrier = hakobu.Barrier(sync_name, 3)
+    indices: list[int] = []
+    threads = [threading.Thread(target=lambda: indices.append(barrier.wait(WATCHDOG))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    indices.append(barrier.wait(WATCHDOG))  # the main thread's wait, through its helper
+    for thread in threads:
+        thread.join(WATCHDOG)
+    assert sorted(indices) == [0, 1, 2]
+
+
 def test_barrier_timeout_breaks_it_and_parties_must_match(sync_name: str) -> None:
     barrier = hakobu.Barrier(sync_name, 2)
     assert barrier.parties == 2
