@@ -197,7 +197,9 @@ def test_a_party_killed_while_waiting_breaks_the_barrier_for_the_others(sync_nam
     said(doomed, "waiting")
     other = start("sync_peer", "barrier", sync_name, 3)
     said(other, "waiting")
-    while barrier.n_waiting < 2:  # both arrived (bounded by the watchdog of the test below)
+    watchdog = time.monotonic() + WATCHDOG
+    while barrier.n_waiting < 2:  # both arrived
+        assert time.monotonic() < watchdog, "the two parties never arrived"
         time.sleep(0.01)
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
