@@ -229,8 +229,8 @@ struct PySemaphore {
 };
 
 struct PyBarrier {
-  // Shared with the helper thread of a wait, which may outlive nothing: the
-  // caller joins it before returning, whatever happens.
+  // Used by the helper thread of a main-thread wait too: the wait joins the
+  // helper before it returns, whatever happens.
   Barrier barrier;
   std::string domain;
 
@@ -268,9 +268,10 @@ struct PyBarrier {
         held.unlock();
         bool signalled = false;
         {
+          // A KeyboardInterrupt stays set in this thread's state until it is
+          // raised below (no Python code runs here meanwhile).
           nb::gil_scoped_acquire python;
           signalled = PyErr_CheckSignals() != 0;
-          if (signalled) PyErr_Fetch(&pending_type, &pending_value, &pending_traceback);
         }
         if (signalled) {
           interrupted = true;
@@ -285,22 +286,13 @@ struct PyBarrier {
       held.unlock();
       waiter.join();
     }
-    if (interrupted) {
-      PyErr_Restore(pending_type, pending_value, pending_traceback);
-      pending_type = pending_value = pending_traceback = nullptr;
-      throw nb::python_error();
-    }
+    if (interrupted) throw nb::python_error();
     if (!*outcome) {
       if (outcome->error().code == BarrierError::Forked) raise_forked(outcome->error(), "Barrier", barrier.name());
       raise(outcome->error());
     }
     return **outcome;
   }
-
- private:
-  PyObject* pending_type = nullptr;
-  PyObject* pending_value = nullptr;
-  PyObject* pending_traceback = nullptr;
 };
 
 struct PyCondition {
