@@ -31,6 +31,9 @@ Method
   acquire + release, Condition ``with c: c.notify()``, Barrier(1).wait(), and
   a shared 64-bit counter's increment (hakobu.Value.add, and ``with
   v.get_lock(): v.value += 1`` on hakobu.Value and multiprocessing.Value).
+  Barrier waits run in the main thread, where hakobu starts a helper thread
+  per wait so that Ctrl-C can interrupt it (bindings/python/sync.cpp): that
+  thread start is most of what the row measures.
 The ratio column is each method's median divided by hakobu.Lock's of the same
 table (above 1: hakobu is faster). The machine is printed with the results.
 
