@@ -96,14 +96,47 @@ nb::typed<nb::dict, nb::str, nb::any> sync_info(const std::string& name, const s
   out["kind"] = summary->kind_name;
   out["creator_pid"] = summary->creator_pid;
   out["waiters"] = summary->waiters;
-  if (summary->kind_name == "lock") {
+  const std::string& kind = summary->kind_name;
+  const bool is_array = kind == "array" || kind == "value";
+  const bool own_lock =
+      kind == "lock" || kind == "rlock" || is_array || (kind == "condition" && summary->lock_name.empty());
+  if (own_lock) {  // the lock word of a lock, an rlock, an array (get_lock()) or a condition's own lock
     out["held"] = summary->held;
     out["holder_pid"] = summary->held ? nb::cast(summary->holder_pid) : nb::none();
     out["holder_alive"] = summary->held ? nb::cast(summary->holder_alive) : nb::none();
     out["owner_deaths"] = summary->owner_deaths;
-  } else if (summary->kind_name == "event") {
+  }
+  if (kind == "rlock") {
+    out["depth"] = summary->depth;
+  } else if (kind == "event") {
     out["set"] = summary->is_set;
-  } else {
+  } else if (kind == "semaphore" || kind == "bounded_semaphore") {
+    out["value"] = summary->value;
+    out["bound"] = kind == "bounded_semaphore" ? nb::cast(summary->bound) : nb::none();
+    out["returned"] = summary->returned;
+    out["maybe_leaked"] = summary->maybe_leaked;
+    nb::list holders;
+    for (const SyncHolder& h : summary->holders) {
+      nb::dict row;
+      row["pid"] = h.pid;
+      row["slot"] = h.slot;
+      row["counts"] = h.counts;
+      row["alive"] = h.alive;
+      holders.append(row);
+    }
+    out["holders"] = holders;
+  } else if (kind == "barrier") {
+    out["parties"] = summary->parties;
+    out["n_waiting"] = summary->n_waiting;
+    out["broken"] = summary->broken;
+    out["generation"] = summary->generation;
+  } else if (kind == "condition") {
+    out["lock_name"] = summary->lock_name.empty() ? nb::none() : nb::cast(summary->lock_name);
+  } else if (is_array) {
+    out["dtype"] = summary->dtype;
+    out["shape"] = nb::tuple(nb::cast(summary->shape));
+    out["data_bytes"] = summary->data_bytes;
+  } else if (kind != "lock") {
     out["word"] = summary->word;  // a kind this version does not know: its raw word
   }
   return out;

@@ -64,8 +64,10 @@ enum class ErrorKind : std::uint8_t {
   SystemFailure,
   KeyNotFound,
   Busy,
+  TooManyReleases,
+  BrokenBarrierError,
 };
-inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::Busy) + 1;
+inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::BrokenBarrierError) + 1;
 
 /// The name of kind's class in hakobu._errors (nullptr only for a value outside the enum).
 constexpr const char* class_name(ErrorKind kind) noexcept {
@@ -91,6 +93,8 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::SystemFailure: return "SystemFailure";
     case ErrorKind::KeyNotFound: return "KeyNotFound";
     case ErrorKind::Busy: return "Busy";
+    case ErrorKind::TooManyReleases: return "TooManyReleases";
+    case ErrorKind::BrokenBarrierError: return "BrokenBarrierError";
   }
   return nullptr;
 }
@@ -270,6 +274,48 @@ constexpr std::optional<ErrorKind> kind_of(ReleaseError code) noexcept {
     case ReleaseError::NotOwner: return ErrorKind::NotHeld;
     case ReleaseError::NotOwnerThread: return ErrorKind::NotHeld;
     case ReleaseError::Forked: return ErrorKind::ForkedHandle;
+  }
+  return std::nullopt;
+}
+
+// A bounded semaphore's over-release is a ValueError, as threading's
+// (TooManyReleases derives from it); a bad count is a wrong argument.
+constexpr std::optional<ErrorKind> kind_of(SemaphoreReleaseError code) noexcept {
+  switch (code) {
+    case SemaphoreReleaseError::InvalidArgument: return ErrorKind::InvalidArgument;
+    case SemaphoreReleaseError::TooMany: return ErrorKind::TooManyReleases;
+    case SemaphoreReleaseError::Forked: return ErrorKind::ForkedHandle;
+  }
+  return std::nullopt;
+}
+
+// As threading.Barrier.wait, a timed-out wait raises BrokenBarrierError too
+// (it broke the barrier for everyone).
+constexpr std::optional<ErrorKind> kind_of(BarrierError code) noexcept {
+  switch (code) {
+    case BarrierError::Broken: return ErrorKind::BrokenBarrierError;
+    case BarrierError::Timeout: return ErrorKind::BrokenBarrierError;
+    case BarrierError::Forked: return ErrorKind::ForkedHandle;
+  }
+  return std::nullopt;
+}
+
+// Condition.wait never raises LockTimeout: it takes the lock back without a
+// deadline (sync.cpp); were it raised, the lock is not held (NotHeld).
+constexpr std::optional<ErrorKind> kind_of(ConditionError code) noexcept {
+  switch (code) {
+    case ConditionError::NotHeld: return ErrorKind::NotHeld;
+    case ConditionError::LockTimeout: return ErrorKind::NotHeld;
+    case ConditionError::Forked: return ErrorKind::ForkedHandle;
+  }
+  return std::nullopt;
+}
+
+// The front checks dtypes and indexes before the atomics: these are wrong arguments.
+constexpr std::optional<ErrorKind> kind_of(ValueError code) noexcept {
+  switch (code) {
+    case ValueError::TypeMismatch: return ErrorKind::InvalidArgument;
+    case ValueError::OutOfRange: return ErrorKind::InvalidArgument;
   }
   return std::nullopt;
 }

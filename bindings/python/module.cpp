@@ -132,6 +132,10 @@ nb::list error_table() {
   add_rows<StoreWaitError>(rows, "StoreWaitError", core_name);
   add_rows<AcquireError>(rows, "AcquireError", core_name);
   add_rows<ReleaseError>(rows, "ReleaseError", core_name);
+  add_rows<SemaphoreReleaseError>(rows, "SemaphoreReleaseError", core_name);
+  add_rows<BarrierError>(rows, "BarrierError", core_name);
+  add_rows<ConditionError>(rows, "ConditionError", core_name);
+  add_rows<ValueError>(rows, "ValueError", core_name);
   return rows;
 }
 

@@ -20,22 +20,53 @@
 
 namespace hakobu {
 
-/// A sync object as its file says now.
+/// Semaphore counts recorded for one process slot.
+struct SyncHolder {
+  std::uint32_t slot = 0;
+  std::int32_t pid = 0;  ///< the slot's pid now (0: unknown; stale if `alive` is false)
+  std::uint32_t counts = 0;
+  bool alive = false;  ///< the recording process still lives (else its counts return to the next waiter)
+};
+
+/// A sync object as its file says now. Fields of other kinds keep their defaults.
 struct SyncSummary {
   std::string name;
   std::string domain;
   std::uint32_t kind = 0;  ///< the header's kind number
-  std::string kind_name;   ///< "lock", "event", or "kind N" for a kind this version does not know
-  std::uint32_t word = 0;  ///< the raw lock or event word (for kinds this version does not know)
+  /// "lock", "event", "rlock", "semaphore", "bounded_semaphore", "barrier",
+  /// "condition", "array", "value" (an array of no dimensions), or "kind N" for a kind
+  /// this version does not know
+  std::string kind_name;
+  std::uint32_t word = 0;  ///< the raw word (lock, event, count, barrier state)
   std::int32_t creator_pid = 0;
-  // Lock
+  std::uint64_t file_bytes = 0;
+  // Lock, RLock, and the lock of a Condition (its own) or an array (get_lock())
   bool held = false;
-  bool waiters = false;         ///< someone may sleep on the word (lock or event)
+  bool waiters = false;         ///< someone may sleep on the word (any kind) or the condition
   std::int32_t holder_pid = 0;  ///< as the holder wrote it (0: unknown)
   bool holder_alive = false;    ///< the holder's process token still names a living process of the domain
   std::uint32_t owner_deaths = 0;
+  // RLock
+  std::uint32_t depth = 0;  ///< the owner thread's recursion count
   // Event
   bool is_set = false;
+  // Semaphore, BoundedSemaphore
+  std::uint32_t value = 0;          ///< counts free now
+  std::uint32_t bound = 0;          ///< BoundedSemaphore: its initial value; 0 for Semaphore
+  std::uint32_t returned = 0;       ///< counts given back from dead holders so far
+  std::uint32_t maybe_leaked = 0;   ///< counts possibly lost by holders killed mid-operation
+  std::vector<SyncHolder> holders;  ///< process slots recorded as holding counts, by slot
+  // Barrier
+  std::uint32_t parties = 0;
+  std::uint32_t n_waiting = 0;   ///< parties arrived in the current generation
+  std::uint32_t generation = 0;  ///< trips and resets so far (14 bits, wrapping)
+  bool broken = false;
+  // Condition
+  std::string lock_name;  ///< the bound Lock's name; empty: the condition's own lock
+  // SharedArray (hakobu.Value / hakobu.Array)
+  std::string dtype;                ///< NumPy's name, e.g. "int64", "float32"
+  std::vector<std::int64_t> shape;  ///< empty: a single value
+  std::uint64_t data_bytes = 0;
 };
 
 /// Reads sync object `name` of `domain` (empty: the default). NotFound when

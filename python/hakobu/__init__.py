@@ -15,6 +15,7 @@ from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_lik
 from ._errors import (
     AccessDenied,
     AlreadyExists,
+    BrokenBarrierError,
     BrokenPool,
     Busy,
     Closed,
@@ -40,13 +41,14 @@ from ._errors import (
     SystemFailure,
     TooLarge,
     TooManyProcesses,
+    TooManyReleases,
     Unlinked,
     UnpicklingRefused,
     WorkerLost,
 )
 from ._queue import Queue
 from ._store import Store
-from ._sync import Event, Lock
+from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
 from .pool import Executor, Pool
 
 __version__ = _core.__version__
@@ -68,9 +70,14 @@ def default_domain() -> str:
 __all__ = [
     "AccessDenied",
     "AlreadyExists",
+    "Array",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
     "BrokenPool",
     "Busy",
     "Closed",
+    "Condition",
     "Corrupt",
     "Empty",
     "EncodingError",
@@ -93,14 +100,18 @@ __all__ = [
     "Pool",
     "PoolTerminated",
     "Queue",
+    "RLock",
     "RemoteError",
     "RemoteTraceback",
+    "Semaphore",
     "Store",
     "SystemFailure",
     "TooLarge",
     "TooManyProcesses",
+    "TooManyReleases",
     "Unlinked",
     "UnpicklingRefused",
+    "Value",
     "WorkerLost",
     "array",
     "default_domain",

@@ -422,6 +422,135 @@ class Event:
     @property
     def domain(self) -> str: ...
 
+class RLock:
+    """A named recursive lock between processes (use hakobu.RLock)"""
+
+    def __init__(self, name: str, create: bool | None, domain: str) -> None: ...
+
+    def acquire(self, timeout: float | None) -> int:
+        """as Lock.acquire"""
+
+    def release(self) -> None: ...
+
+    def info(self) -> dict[str, Any]:
+        """Lock.info's keys and depth (this thread's recursion count)"""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+class Semaphore:
+    """A named (bounded) semaphore between processes (use hakobu.Semaphore)"""
+
+    def __init__(self, name: str, value: int, bounded: bool, create: bool | None, domain: str) -> None: ...
+
+    def acquire(self, timeout: float | None) -> bool:
+        """True once a count is taken"""
+
+    def release(self, n: int) -> None: ...
+
+    def info(self) -> dict[str, Any]:
+        """
+        value, bound, waiters, held_by_this_process, holders, returned, maybe_leaked (a snapshot)
+        """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+class Barrier:
+    """A named barrier between processes (use hakobu.Barrier)"""
+
+    def __init__(self, name: str, parties: int, create: bool | None, domain: str) -> None: ...
+
+    def wait(self, timeout: float | None, interruptible: bool) -> int:
+        """
+        this party's arrival index; raises BrokenBarrierError. interruptible: called from the main thread
+        """
+
+    def abort(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    @property
+    def broken(self) -> bool: ...
+
+    @property
+    def parties(self) -> int: ...
+
+    @property
+    def n_waiting(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+class Condition:
+    """A named condition between processes (use hakobu.Condition)"""
+
+    def __init__(self, name: str, lock: Lock | None, create: bool | None, domain: str) -> None: ...
+
+    def acquire(self, timeout: float | None) -> int:
+        """as Lock.acquire"""
+
+    def release(self) -> None: ...
+
+    def wait(self, timeout: float | None) -> tuple[bool, int]:
+        """
+        (notified, lock outcome as acquire's); the lock is held again on return
+        """
+
+    def notify(self, n: int) -> None: ...
+
+    def notify_all(self) -> None: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lock_name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+class SharedArray:
+    """
+    Named numbers between processes: exports its data bytes (use hakobu.Value, hakobu.Array)
+    """
+
+    def __init__(self, name: str, code: int, bits: int, lanes: int, shape: Sequence[int], initial: bytes | None, create: bool | None, domain: str) -> None: ...
+
+    def acquire(self, timeout: float | None) -> int:
+        """the array's lock, as Lock.acquire"""
+
+    def release(self) -> None: ...
+
+    def load(self, index: int) -> object: ...
+
+    def store(self, index: int, value: int) -> object: ...
+
+    def fetch_add(self, index: int, delta: int) -> object: ...
+
+    def compare_exchange(self, index: int, expected: int, desired: int) -> object: ...
+
+    @property
+    def dtype(self) -> tuple[int, int, int]: ...
+
+    @property
+    def shape(self) -> list[int]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
 def remove_sync(name: str, domain: str = '') -> None:
     """
     Removes the sync object `name` (a lock, an event...) whoever created it; NotFound if missing

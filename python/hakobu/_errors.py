@@ -14,6 +14,7 @@ import multiprocessing.pool as _mp_pool
 import pickle as _pickle
 import queue as _queue
 import sys as _sys
+import threading as _threading
 from typing import TYPE_CHECKING
 
 from . import _core
@@ -121,6 +122,21 @@ class Busy(HakobuError):
     """Another process kept a store's key busy for the whole bounded wait (its entry claimed
     for a second while alive, or the key republished during every one of many lookups);
     trying again later may succeed. Nothing was changed."""
+
+
+class TooManyReleases(HakobuError, ValueError):
+    """release() of a hakobu.BoundedSemaphore would raise its count past its initial value.
+
+    A ValueError, as ``threading.BoundedSemaphore.release`` raises; nothing was released.
+    """
+
+
+class BrokenBarrierError(HakobuError, _threading.BrokenBarrierError):
+    """A hakobu.Barrier is broken: abort(), reset() while waiting, a waiter's timeout, a party
+    that died (or was interrupted by Ctrl-C) while waiting. It stays broken until reset().
+
+    Derives from ``threading.BrokenBarrierError``, so code written for threading catches it.
+    """
 
 
 class UnpicklingRefused(HakobuError, _pickle.UnpicklingError):

@@ -109,49 +109,80 @@ std::string array_extent(DType dtype, std::span<const std::int64_t> shape, std::
   return {};
 }
 
-// Copies the kind's parameters from the file into `state` (all untrusted) and
-// returns the file size they imply; an error when they make no sense.
-Result<std::uint64_t, OpenError> read_params(SyncState& state) {
-  switch (state.kind) {
+}  // namespace
+
+// Reads each parameter once from the first page (all untrusted) and returns
+// the file size they imply; an error when they make no sense. Shared with the
+// inspector (sync_info.cpp), so that tools accept exactly the files handles do.
+Result<SyncParams, OpenError> read_sync_params(const SyncHeader& header, std::uint32_t file_kind) {
+  if (!known_kind(file_kind)) return {OpenError::Corrupt, "its kind is unknown"};
+  const auto* base = reinterpret_cast<const std::byte*>(&header);  // NOLINT
+  auto body = [&]<class Body>(std::type_identity<Body>) -> const Body& {
+    return *reinterpret_cast<const Body*>(base + kSyncBodyOffset);  // NOLINT
+  };
+  SyncParams out;
+  out.file_bytes = kSyncFileBytes;
+  switch (static_cast<SyncKind>(file_kind)) {
     case SyncKind::Lock:
     case SyncKind::Event:
-    case SyncKind::RLock: return kSyncFileBytes;
+    case SyncKind::RLock: return out;
     case SyncKind::Condition: {
-      const auto& body = state.body<ConditionBody>();
-      const std::uint32_t n = body.lock_name_bytes;
-      if (n > sizeof body.lock_name) return {OpenError::Corrupt, "its lock name is too long"};
-      state.lock_name.assign(static_cast<const char*>(body.lock_name), n);
-      return kSyncFileBytes;
+      const auto& b = body(std::type_identity<ConditionBody>{});
+      const std::uint32_t n = b.lock_name_bytes;
+      if (n > sizeof b.lock_name) return {OpenError::Corrupt, "its lock name is too long"};
+      out.lock_name.assign(static_cast<const char*>(b.lock_name), n);
+      return out;
     }
     case SyncKind::Semaphore:
     case SyncKind::BoundedSemaphore: {
-      state.bound = state.kind == SyncKind::BoundedSemaphore ? state.body<SemaphoreBody>().bound : 0;
-      if (state.bound > kSemCountMask) {
-        return {OpenError::Corrupt, "its bound is out of range"};
-      }
-      return kSyncTableOffset + kSyncTableBytes;
+      out.bound = file_kind == static_cast<std::uint32_t>(SyncKind::BoundedSemaphore)
+                      ? body(std::type_identity<SemaphoreBody>{}).bound
+                      : 0;
+      if (out.bound > kSemCountMask) return {OpenError::Corrupt, "its bound is out of range"};
+      out.file_bytes = kSyncTableOffset + kSyncTableBytes;
+      return out;
     }
     case SyncKind::Barrier: {
-      state.parties = state.body<BarrierBody>().parties;
-      if (state.parties == 0 || state.parties > kMaxBarrierParties)
+      out.parties = body(std::type_identity<BarrierBody>{}).parties;
+      if (out.parties == 0 || out.parties > kMaxBarrierParties) {
         return {OpenError::Corrupt, "its parties are out of range"};
-      return kSyncTableOffset + kSyncTableBytes;
+      }
+      out.file_bytes = kSyncTableOffset + kSyncTableBytes;
+      return out;
     }
     case SyncKind::SharedArray: {
-      const auto& body = state.body<ArrayBody>();
-      if (body.ndim > kMaxArrayDimsInFile) return {OpenError::Corrupt, "it has too many dimensions"};
-      state.dtype = DType{static_cast<DTypeCode>(body.code), body.bits, body.lanes};
-      state.shape.assign(static_cast<const std::int64_t*>(body.shape),
-                         static_cast<const std::int64_t*>(body.shape) + body.ndim);
+      const auto& b = body(std::type_identity<ArrayBody>{});
+      const std::uint32_t ndim = b.ndim;
+      if (ndim > kMaxArrayDimsInFile) return {OpenError::Corrupt, "it has too many dimensions"};
+      out.dtype = DType{static_cast<DTypeCode>(b.code), b.bits, b.lanes};
+      out.shape.assign(static_cast<const std::int64_t*>(b.shape), static_cast<const std::int64_t*>(b.shape) + ndim);
       std::uint64_t bytes = 0;
-      if (!array_extent(state.dtype, state.shape, state.elements, bytes).empty() || bytes != body.data_bytes) {
+      if (!array_extent(out.dtype, out.shape, out.elements, bytes).empty() || bytes != b.data_bytes) {
         return {OpenError::Corrupt, "its dtype and shape do not match its size"};
       }
-      state.data_bytes = bytes;
-      return kSyncTableOffset + bytes;
+      out.data_bytes = bytes;
+      out.file_bytes = kSyncTableOffset + bytes;
+      return out;
     }
   }
   return {OpenError::Corrupt, "its kind is unknown"};
+}
+
+namespace {
+
+// Copies the kind's parameters from the file into `state` and returns the
+// file size they imply.
+Result<std::uint64_t, OpenError> read_params(SyncState& state) {
+  auto params = read_sync_params(*state.header, static_cast<std::uint32_t>(state.kind));
+  if (!params) return std::move(params).error();
+  state.bound = params->bound;
+  state.parties = params->parties;
+  state.lock_name = std::move(params->lock_name);
+  state.dtype = params->dtype;
+  state.shape = std::move(params->shape);
+  state.elements = params->elements;
+  state.data_bytes = params->data_bytes;
+  return params->file_bytes;
 }
 
 std::string describe_object(SyncKind kind, const std::string& name) {

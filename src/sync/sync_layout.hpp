@@ -234,9 +234,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "domain/domain_state.hpp"
+#include "hakobu/array.hpp"
+#include "hakobu/error.hpp"
 
 namespace hakobu::detail {
 
@@ -348,5 +352,24 @@ static_assert(std::is_standard_layout_v<ConditionBody> && std::is_standard_layou
                   std::is_standard_layout_v<RLockBody> && std::is_standard_layout_v<SemaphoreBody>,
               "bodies live in shared memory");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "table entries are lock-free atomics");
+
+/// A sync file's parameters as its first page says (bodies above), and the
+/// file size its kind and they imply.
+struct SyncParams {
+  std::uint64_t file_bytes = 0;
+  std::uint32_t bound = 0;    ///< BoundedSemaphore
+  std::uint32_t parties = 0;  ///< Barrier
+  std::string lock_name;      ///< Condition: the bound Lock's name, empty for its own
+  DType dtype{};              ///< SharedArray
+  std::vector<std::int64_t> shape;
+  std::uint64_t elements = 0;
+  std::uint64_t data_bytes = 0;
+};
+
+/// Reads the parameters of a file of kind `kind` (its header's, untrusted)
+/// from the mapped first page `header`, each field once; Corrupt when they
+/// make no sense or the kind is unknown. The one size rule of handles (attach)
+/// and tools (inspect_sync): sync.cpp.
+Result<SyncParams, OpenError> read_sync_params(const SyncHeader& header, std::uint32_t kind);
 
 }  // namespace hakobu::detail

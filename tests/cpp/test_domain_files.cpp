@@ -361,3 +361,88 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
   }
   ASSERT_TRUE(hakobu::Lock::remove("keep", name));
 }
+
+// Every kind is named and summarized (no kind with a file of its own size is
+// called damaged), and a file whose size disagrees with its kind is Corrupt,
+// as an open would call it.
+TEST(DomainFiles, InspectingEveryKindOfSyncObject) {
+  const std::string name = hakobu::test::domain() + "-kinds";
+  hakobu::SyncOptions options;
+  options.domain.name = name;
+  {
+    auto sem = hakobu::BoundedSemaphore::open("sem", 3, hakobu::OpenMode::CreateExclusive, options);
+    auto barrier = hakobu::Barrier::open("bar", 4, hakobu::OpenMode::CreateExclusive, options);
+    auto rlock = hakobu::RLock::open("rl", hakobu::OpenMode::CreateExclusive, options);
+    auto lock = hakobu::Lock::open("cl", hakobu::OpenMode::CreateExclusive, options);
+    ASSERT_TRUE(sem && barrier && rlock && lock);
+    auto cond = hakobu::Condition::open("cond", *lock, hakobu::OpenMode::CreateExclusive, options);
+    const std::int64_t shape[] = {2, 5};
+    auto array = hakobu::SharedArray::open("arr", hakobu::DType{hakobu::DTypeCode::Float, 32, 1}, shape,
+                                           hakobu::OpenMode::CreateExclusive, options);
+    ASSERT_TRUE(cond && array);
+
+    ASSERT_TRUE(sem->acquire());
+    ASSERT_TRUE(sem->acquire());
+    auto s = hakobu::inspect_sync("sem", name);
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ(s->kind_name, "bounded_semaphore");
+    EXPECT_EQ(s->value, 1U);
+    EXPECT_EQ(s->bound, 3U);
+    ASSERT_EQ(s->holders.size(), 1U);
+    EXPECT_EQ(s->holders[0].counts, 2U);
+    EXPECT_EQ(s->holders[0].pid, static_cast<std::int32_t>(::getpid()));
+    EXPECT_TRUE(s->holders[0].alive);
+    ASSERT_TRUE(sem->release(2));
+
+    barrier->abort();
+    auto b = hakobu::inspect_sync("bar", name);
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_EQ(b->kind_name, "barrier");
+    EXPECT_EQ(b->parties, 4U);
+    EXPECT_EQ(b->n_waiting, 0U);
+    EXPECT_TRUE(b->broken);
+
+    ASSERT_TRUE(rlock->acquire());
+    ASSERT_TRUE(rlock->acquire());
+    auto r = hakobu::inspect_sync("rl", name);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->kind_name, "rlock");
+    EXPECT_TRUE(r->held && r->holder_alive);
+    EXPECT_EQ(r->depth, 2U);
+    ASSERT_TRUE(rlock->release());
+    ASSERT_TRUE(rlock->release());
+
+    auto c = hakobu::inspect_sync("cond", name);
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->kind_name, "condition");
+    EXPECT_EQ(c->lock_name, "cl");
+
+    auto a = hakobu::inspect_sync("arr", name);
+    ASSERT_TRUE(a) << a.error().message;
+    EXPECT_EQ(a->kind_name, "array");
+    EXPECT_EQ(a->dtype, "float32");
+    EXPECT_EQ(a->shape, (std::vector<std::int64_t>{2, 5}));
+    EXPECT_EQ(a->data_bytes, 40U);
+    {
+      auto value = hakobu::SharedArray::open_value("val", hakobu::DType{hakobu::DTypeCode::Int, 64, 1}, {},
+                                                   hakobu::OpenMode::CreateExclusive, options);
+      ASSERT_TRUE(value) << value.error().message;
+      auto v = hakobu::inspect_sync("val", name);
+      ASSERT_TRUE(v) << v.error().message;
+      EXPECT_EQ(v->kind_name, "value");
+      EXPECT_EQ(v->dtype, "int64");
+      EXPECT_TRUE(v->shape.empty());
+    }
+
+    // A semaphore file cut to one page: its kind says more, so it is damaged.
+    const std::string path = "/dev/shm/" + hakobu::file_name(name, FileKind::Sync, "sem");
+    ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+    auto cut = hakobu::inspect_sync("sem", name);
+    ASSERT_FALSE(cut);
+    EXPECT_EQ(cut.error().code, hakobu::OpenError::Corrupt) << cut.error().message;
+  }
+  for (const char* object : {"sem", "bar", "rl", "cl", "cond", "arr", "val"}) {
+    EXPECT_TRUE(hakobu::Lock::remove(object, name)) << object;
+  }
+  EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";
+}

@@ -1,4 +1,4 @@
-"""`hakobu ls` / `info` / `rm` of stores and sync objects (locks, events), run as a separate
+"""`hakobu ls` / `info` / `rm` of stores and sync objects (locks, events, semaphores, barriers...), run as a separate
 process next to separately started programs that hold them; assertions are on --json output
 and exit codes. Stores are made through `_core.store_put_bytes` (the Python Store class is
 not needed for that), and held by the C++ store peer where it is built."""
@@ -97,6 +97,70 @@ def test_an_event_shows_set_or_clear(object_name: str) -> None:
     listed = run_cli("ls")
     assert listed.returncode == 0 and object_name in listed.stdout and "event" in listed.stdout
     assert cli_json("rm", object_name, "--kind", "sync")["removed"] == [object_name]
+
+
+def test_a_semaphore_shows_its_value_and_the_counts_each_process_holds(object_name: str) -> None:
+    semaphore = hakobu.Semaphore(object_name, 2)
+    holder = start("sync_peer", "sem_hold", object_name)
+    try:
+        assert holder.stdout.readline() == "holding\n", holder.stderr.read()  # type: ignore[union-attr]
+        info = cli_json("info", object_name)
+        assert (info["kind"], info["value"], info["bound"]) == ("semaphore", 1, None)
+        assert [(h["pid"], h["counts"], h["alive"]) for h in info["holders"]] == [(holder.pid, 1, True)]
+        text = run_cli("info", object_name)
+        assert text.returncode == 0 and f"pid {holder.pid}: 1" in text.stdout, text.stderr
+        assert "semaphore" in run_cli("ls").stdout
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        finish(holder)
+    dead = cli_json("info", object_name, "--kind", "semaphore")
+    assert [(h["counts"], h["alive"]) for h in dead["holders"]] == [(1, False)]
+    assert semaphore.acquire(timeout=60) and semaphore.acquire(timeout=60), "the dead holder's count returned"
+    semaphore.release(2)
+
+
+def test_barrier_rlock_condition_and_arrays_are_named_with_their_state(object_name: str) -> None:
+    names = [f"{object_name}-{kind}" for kind in ("barrier", "rlock", "cond", "value", "array", "lock")]
+    barrier_name, rlock_name, cond_name, value_name, array_name, lock_name = names
+    try:
+        barrier = hakobu.Barrier(barrier_name, 3)
+        rlock = hakobu.RLock(rlock_name)
+        lock = hakobu.Lock(lock_name)
+        hakobu.Condition(cond_name, lock)
+        hakobu.Value(value_name, "d", 2.5)
+        hakobu.Array(array_name, "i", (2, 3))
+        with rlock, rlock:
+            info = cli_json("info", rlock_name)
+            assert (info["kind"], info["held"], info["depth"]) == ("rlock", True, 2)
+        info = cli_json("info", barrier_name)
+        assert (info["kind"], info["parties"], info["n_waiting"], info["broken"]) == ("barrier", 3, 0, False)
+        barrier.abort()
+        assert cli_json("info", barrier_name)["broken"] is True
+        assert "0 of 3 parties waiting, broken" in run_cli("info", barrier_name).stdout
+        info = cli_json("info", cond_name)
+        assert (info["kind"], info["lock_name"]) == ("condition", lock_name)
+        info = cli_json("info", value_name)
+        assert (info["kind"], info["dtype"], info["shape"], info["data_bytes"]) == ("value", "float64", [], 8)
+        info = cli_json("info", array_name, "--kind", "array")
+        assert (info["dtype"], info["shape"], info["held"]) == ("int32", [2, 3], False)
+        listed = {item["name"]: item for item in cli_json("ls")["sync_objects"]}
+        assert all(listed[n]["error"] is None for n in names), "no kind is reported as damaged"
+        assert [listed[n]["kind"] for n in names] == [
+            "barrier",
+            "rlock",
+            "condition",
+            "value",
+            "array",
+            "lock",
+        ]
+        text = run_cli("ls")
+        assert text.returncode == 0 and "int32" in text.stdout, text.stderr
+    finally:
+        for name in names:
+            try:
+                _core.remove_sync(name, "")
+            except hakobu.NotFound:
+                pass
 
 
 # --- stores -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -100,6 +101,21 @@ DOCUMENTED = {
     ("ReleaseError", "NotOwner"): "NotHeld",
     ("ReleaseError", "NotOwnerThread"): "NotHeld",
     ("ReleaseError", "Forked"): "ForkedHandle",
+    # Semaphores: a bounded one's over-release is a ValueError, as threading's.
+    ("SemaphoreReleaseError", "InvalidArgument"): "InvalidArgument",
+    ("SemaphoreReleaseError", "TooMany"): "TooManyReleases",
+    ("SemaphoreReleaseError", "Forked"): "ForkedHandle",
+    # Barriers: a timed-out wait broke the barrier, as threading's raises BrokenBarrierError.
+    ("BarrierError", "Broken"): "BrokenBarrierError",
+    ("BarrierError", "Timeout"): "BrokenBarrierError",
+    ("BarrierError", "Forked"): "ForkedHandle",
+    # Condition.wait takes the lock back itself: LockTimeout is never raised from Python.
+    ("ConditionError", "NotHeld"): "NotHeld",
+    ("ConditionError", "LockTimeout"): "NotHeld",
+    ("ConditionError", "Forked"): "ForkedHandle",
+    # Value/Array atomics: dtype and index are checked before the core sees them.
+    ("ValueError", "TypeMismatch"): "InvalidArgument",
+    ("ValueError", "OutOfRange"): "InvalidArgument",
 }
 
 # The standard classes README.md says hakobu's derive from.
@@ -113,6 +129,8 @@ STANDARD_BASES = {
     "KeyNotFound": KeyError,
     "NotHeld": RuntimeError,
     "ForkedHandle": RuntimeError,
+    "TooManyReleases": ValueError,
+    "BrokenBarrierError": threading.BrokenBarrierError,
 }
 
 

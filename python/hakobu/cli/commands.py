@@ -11,7 +11,7 @@ from typing import Any
 from .. import _core
 from .._errors import HakobuError, NotFound
 from .errors import CommandError, check_name
-from .files import DomainFiles, domain_files, find_domain_names, objects_named
+from .files import SYNC_KINDS, DomainFiles, domain_files, find_domain_names, objects_named
 from .output import Output, escape, format_bytes, format_pids, object_state, render_domain
 from .processes import ProcessScan, scan_processes
 from .reports import domain_report, object_report, queue_report, summarize_domain
@@ -104,9 +104,9 @@ def command_info(args: argparse.Namespace, out: Output) -> int:
 
 
 def kind_option(args: argparse.Namespace) -> str | None:
-    """--kind as a namespace: "lock" and "event" are sync objects."""
+    """--kind as a namespace: "lock", "event", "semaphore"... are sync objects."""
     kind: str | None = getattr(args, "kind", None)
-    return "sync" if kind in ("lock", "event") else kind
+    return "sync" if kind in SYNC_KINDS else kind
 
 
 def render_queue(out: Output, report: dict[str, Any]) -> None:

@@ -102,6 +102,18 @@ def domain_files(domain: str) -> DomainFiles:
 
 # The namespaces of a domain's named objects: a queue, a store and a sync object may share a name.
 OBJECT_KINDS = ("queue", "store", "sync")
+# The kinds of sync object, as `hakobu info` names them (src/sync/sync_info.cpp); each means "sync" for --kind.
+SYNC_KINDS = (
+    "lock",
+    "event",
+    "rlock",
+    "semaphore",
+    "bounded_semaphore",
+    "barrier",
+    "condition",
+    "array",
+    "value",
+)
 
 
 def objects_named(files: DomainFiles, name: str) -> dict[str, Path]:

@@ -111,17 +111,40 @@ def object_state(report: dict[str, Any]) -> str:
             f"{len(keys)} key(s) of {report['capacity']}, {format_bytes(report['value_bytes'])} of values, "
             f"{readers} reader reference(s)" + (" (removed, still open)" if report["unlinked"] else "")
         )
-    if kind == "lock":
-        if not report["held"]:
-            state = "free"
-        else:
-            alive = "" if report["holder_alive"] else " (dead: the next acquirer takes it over)"
-            state = f"held by pid {report['holder_pid'] or '?'}{alive}"
-        waiters = ", waiters" if report["waiters"] else ""
-        return f"{state}{waiters}; owner deaths {report['owner_deaths']}"
+    waiters = ", waiters" if report["waiters"] else ""
+    if kind in ("lock", "rlock"):
+        depth = f" (depth {report['depth']})" if kind == "rlock" and report["held"] else ""
+        return f"{lock_state(report)}{depth}{waiters}; owner deaths {report['owner_deaths']}"
     if kind == "event":
-        return ("set" if report["set"] else "clear") + (", waiters" if report["waiters"] else "")
+        return ("set" if report["set"] else "clear") + waiters
+    if kind in ("semaphore", "bounded_semaphore"):
+        bound = f" of {report['bound']}" if report["bound"] is not None else ""
+        holders = ", ".join(
+            f"pid {h['pid'] or '?'}: {h['counts']}"
+            + ("" if h["alive"] else " (dead: returns to the next waiter)")
+            for h in report["holders"]
+        )
+        returned = f"; returned from dead holders {report['returned']}" if report["returned"] else ""
+        leaked = f", maybe lost {report['maybe_leaked']}" if report["maybe_leaked"] else ""
+        return f"value {report['value']}{bound}{waiters}; held: {holders or 'none'}{returned}{leaked}"
+    if kind == "barrier":
+        broken = ", broken" if report["broken"] else ""
+        return f"{report['n_waiting']} of {report['parties']} parties waiting{broken}"
+    if kind == "condition":
+        lock = f"lock '{report['lock_name']}'" if report["lock_name"] else f"own lock {lock_state(report)}"
+        return lock + (", waiters" if report["waiters"] else "")
+    if kind in ("array", "value"):
+        shape = "" if not report["shape"] else " shape " + "x".join(str(n) for n in report["shape"])
+        return f"{report['dtype']}{shape}; lock {lock_state(report)}{waiters}"
     return f"word {report.get('word', '?')}"  # a kind this version does not know
+
+
+def lock_state(report: dict[str, Any]) -> str:
+    """A lock word's holder: a lock's, an rlock's, a condition's own lock, an array's lock."""
+    if not report["held"]:
+        return "free"
+    alive = "" if report["holder_alive"] else " (dead: the next acquirer takes it over)"
+    return f"held by pid {report['holder_pid'] or '?'}{alive}"
 
 
 def render_objects(out: Output, objects: list[dict[str, Any]]) -> None:

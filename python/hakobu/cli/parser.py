@@ -13,6 +13,7 @@ from . import plugins
 from .commands import command_gc, command_info, command_ls, command_rm
 from .doctor import command_doctor
 from .errors import CommandError
+from .files import SYNC_KINDS
 from .output import Output
 
 Run = Callable[[argparse.Namespace, Output], int]
@@ -113,15 +114,20 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     ls = subcommand(
         "ls",
         command_ls,
-        "list the queues, stores and sync objects (locks, events) of a domain, their state and who has them open",
+        "list the queues, stores and sync objects (locks, events, semaphores, barriers, conditions, values and "
+        "arrays) of a domain, their state and who has them open",
     )
     ls.add_argument("--all", "-a", action="store_true", help="every domain found in /dev/shm")
-    kinds = ("queue", "store", "sync", "lock", "event")
-    kind_help = "which object of that name (a queue, a store and a sync object may share one); lock and event mean sync"
+    kinds = ("queue", "store", "sync", *SYNC_KINDS)
+    kind_help = (
+        "which object of that name (a queue, a store and a sync object may share one); "
+        "lock, event, semaphore... mean sync"
+    )
     info = subcommand(
         "info",
         command_info,
-        "show everything about one queue, store (its keys, sizes, versions, readers) or lock/event (holder, waiters)",
+        "show everything about one queue, store (its keys, sizes, versions, readers) or sync object (a lock's "
+        "holder, a semaphore's counts per process, a barrier's parties, an array's dtype and shape...)",
     )
     info.add_argument("name", help="the queue, store, lock or event")
     info.add_argument("--kind", choices=kinds, help=kind_help)

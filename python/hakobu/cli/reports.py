@@ -97,8 +97,9 @@ def store_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[
 
 
 def sync_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
-    """Everything about one sync object: its kind ("lock", "event"...; "sync" while unknown) and
-    state (a lock's holder, waiters and owner deaths; an event's flag)."""
+    """Everything about one sync object: its kind ("lock", "event", "semaphore"...; "sync" while
+    unknown) and state (a lock's holder, waiters and owner deaths; an event's flag; a semaphore's
+    value and counts held per process; a barrier's parties; an array's dtype and shape...)."""
     report = _object_files_report(name, domain, "sync", path, scan)
     report.update(waiters=None, held=None, holder_pid=None, holder_alive=None, owner_deaths=None, set=None)
     if report["error"]:

@@ -25,6 +25,15 @@ Method
 * Uncontended acquire + release in one Python program, per pair of calls
   (``lock.acquire(); lock.release()`` in a loop; the median of several runs):
   hakobu.Lock, threading.Lock, multiprocessing.Lock, fcntl.lockf on a file.
+* The other kinds, uncontended, in one Python program: one operation in a loop
+  (the median of several runs), each hakobu object beside the threading and
+  multiprocessing objects that do the same: RLock and (Bounded)Semaphore
+  acquire + release, Condition ``with c: c.notify()``, Barrier(1).wait(), and
+  a shared 64-bit counter's increment (hakobu.Value.add, and ``with
+  v.get_lock(): v.value += 1`` on hakobu.Value and multiprocessing.Value).
+  Barrier waits run in the main thread, where hakobu starts a helper thread
+  per wait so that Ctrl-C can interrupt it (bindings/python/sync.cpp): that
+  thread start is most of what the row measures.
 The ratio column is each method's median divided by hakobu.Lock's of the same
 table (above 1: hakobu is faster). The machine is printed with the results.
 
@@ -249,6 +258,97 @@ def uncontended(pairs: int, runs: int, scratch: Path) -> dict[str, dict[str, flo
     }
 
 
+def other_kinds(ops: int, runs: int) -> dict[str, dict[str, dict[str, float]]]:
+    """The other kinds' uncontended operations: {group: {method: figures}}, hakobu first in each group."""
+    tag = f"bench-kinds-{os.getpid()}"
+    made: list[Any] = []
+
+    def keep(obj: Any) -> Any:
+        made.append(obj)
+        return obj
+
+    def pair(lock: Any) -> Callable[[], None]:
+        acquire, release = lock.acquire, lock.release
+
+        def op() -> None:
+            acquire()
+            release()
+
+        return op
+
+    def notify(cond: Any) -> Callable[[], None]:
+        def op() -> None:
+            with cond:
+                cond.notify()
+
+        return op
+
+    def locked_increment(value: Any) -> Callable[[], None]:
+        def op() -> None:
+            with value.get_lock():
+                value.value += 1
+
+        return op
+
+    h_value = keep(hakobu.Value(f"{tag}-value", "q"))
+    groups: dict[str, dict[str, Callable[[], Any]]] = {
+        "RLock acquire + release": {
+            "hakobu.RLock": pair(keep(hakobu.RLock(f"{tag}-rlock"))),
+            "threading.RLock": pair(threading.RLock()),
+            "multiprocessing.RLock": pair(multiprocessing.RLock()),
+        },
+        "Semaphore acquire + release": {
+            "hakobu.Semaphore": pair(keep(hakobu.Semaphore(f"{tag}-sem", 1))),
+            "threading.Semaphore": pair(threading.Semaphore(1)),
+            "multiprocessing.Semaphore": pair(multiprocessing.Semaphore(1)),
+        },
+        "BoundedSemaphore acquire + release": {
+            "hakobu.BoundedSemaphore": pair(keep(hakobu.BoundedSemaphore(f"{tag}-bsem", 1))),
+            "threading.BoundedSemaphore": pair(threading.BoundedSemaphore(1)),
+            "multiprocessing.BoundedSemaphore": pair(multiprocessing.BoundedSemaphore(1)),
+        },
+        "Condition: with c: c.notify()": {
+            "hakobu.Condition": notify(keep(hakobu.Condition(f"{tag}-cond"))),
+            "threading.Condition": notify(threading.Condition()),
+            "multiprocessing.Condition": notify(multiprocessing.Condition()),
+        },
+        "Barrier(1).wait()": {
+            "hakobu.Barrier": keep(hakobu.Barrier(f"{tag}-barrier", 1)).wait,
+            "threading.Barrier": threading.Barrier(1).wait,
+            "multiprocessing.Barrier": multiprocessing.Barrier(1).wait,
+        },
+        "64-bit counter += 1": {
+            "hakobu.Value.add(1)": h_value.add,
+            "hakobu.Value under get_lock()": locked_increment(h_value),
+            "multiprocessing.Value under get_lock()": locked_increment(multiprocessing.Value("q", 0)),
+        },
+    }
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for group, methods in groups.items():
+            samples: dict[str, list[float]] = {label: [] for label in methods}
+            # Barrier waits cost more (see Barrier in bindings/python/sync.cpp): fewer of them.
+            count = ops // 20 if group.startswith("Barrier") else ops
+            for _ in range(runs):  # interleaved, as the lock tables are
+                for label, op in methods.items():
+                    start = time.perf_counter()
+                    for _ in range(count):
+                        op()
+                    samples[label].append((time.perf_counter() - start) / count)
+            base = statistics.median(next(iter(samples.values())))
+            results[group] = {
+                label: {
+                    "ns_per_op": statistics.median(v) * 1e9,
+                    "ratio_to_hakobu": statistics.median(v) / base,
+                }
+                for label, v in samples.items()
+            }
+    finally:
+        for obj in made:
+            obj.unlink()
+    return results
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -307,6 +407,16 @@ def main() -> int:
         for method, row in flat.items():
             print(f"  {method:<40} {row['ns_per_pair']:>10.0f} {row['ratio_to_hakobu']:>8.2f}x")
         results[title] = flat
+
+    kinds = other_kinds(pairs // 2, runs)
+    title = "other kinds, uncontended, one Python program (x hakobu: the group's first row)"
+    print(f"\n{title}")
+    for group, rows_of_group in kinds.items():
+        print(f"  {group}")
+        print(f"    {'method':<38} {'ns/op':>10} {'x hakobu':>9}")
+        for method, row in rows_of_group.items():
+            print(f"    {method:<38} {row['ns_per_op']:>10.0f} {row['ratio_to_hakobu']:>8.2f}x")
+    results[title] = kinds
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
