@@ -121,6 +121,7 @@ class StoreValue {
 
  private:
   friend class Store;
+  friend class Loan;  // Loan::attach(const StoreValue&, ...) takes a reference to the value's blocks
   /// The payload of attachment `index` of the value's block, or an empty span if it fails the checks.
   [[nodiscard]] std::span<std::byte> attached(std::size_t index) const noexcept;
   std::shared_ptr<detail::DomainState> domain_;
