@@ -147,10 +147,12 @@ def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
 def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
     code, bits, lanes, typestr = dtype_fields(array.dtype)
     owner = _arrays.owner_of(array)
-    if _by_reference_read_only(array, owner):
+    if isinstance(queue, _core.Queue) and _by_reference_read_only(array, owner):
         _put_pickled(queue, array, timeout)
         return
-    if owner is not None and array.size > 0:
+    # Other views of a store value (small, not contiguous) and arrays published to a
+    # store (an array value C++ readers can read) are copied.
+    if owner is not None and not isinstance(owner, _arrays.STORE_OWNERS) and array.size > 0:
         loan = _loan_by_reference(queue, array, owner, (code, bits, lanes, typestr))
         if loan is not None:
             queue.put_loan(loan, timeout)

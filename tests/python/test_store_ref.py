@@ -174,3 +174,27 @@ def test_a_worker_killed_holding_a_store_array_leaks_nothing(store: hakobu.Store
         del doomed
     del store["X"]
     assert live_bytes() <= baseline, "the dead worker's reference to the version was reclaimed"
+
+
+def test_small_and_strided_store_views_on_a_queue_are_copied(store: hakobu.Store, queues: list[str]) -> None:
+    store["X"] = np.arange(N, dtype=np.float64).reshape(N // 8, 8)
+    store["small"] = np.arange(10, dtype=np.int32)
+    x = store["X"]
+    queue = new_queue(queues, "copies")
+    queue.put(x[:, 3])
+    queue.put(store["small"])
+    column = queue.get(timeout=WATCHDOG)
+    small = queue.get(timeout=WATCHDOG)
+    assert np.array_equal(column, x[:, 3]) and np.array_equal(small, np.arange(10))
+    assert column.flags.writeable and small.flags.writeable, "copies, the receiver's own"
+
+
+def test_a_store_array_published_again_stays_an_array_value(store: hakobu.Store) -> None:
+    store["X"] = np.arange(N, dtype=np.float64)
+    store["Y"] = store["X"]
+    y = store["Y"]
+    assert isinstance(y, np.ndarray) and not y.flags.writeable and float(y.sum()) == float(store["X"].sum())
+    assert store._core.value("Y").kind == 2, "an array message: C++ readers read it as an array"
+    store["meta"] = {"x": store["X"]}
+    inside = store["meta"]["x"]
+    assert not inside.flags.writeable and float(inside.sum()) == float(y.sum())
