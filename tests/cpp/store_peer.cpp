@@ -17,10 +17,6 @@
 //                                      element [i, j] = i * COLS + j (for other languages)
 //   expect-array STORE KEY ROWS COLS   get KEY: an int32 array of shape (ROWS, COLS) with
 //                                      element [i, j] = i * COLS + j, any strides
-//   receive QUEUE SIZE BYTE            attach QUEUE, get one message (60 s at most): three
-//                                      u64 (attachment, offset, size) naming a store value's
-//                                      memory attached to it (Loan::attach(StoreValue)); its
-//                                      SIZE bytes there must all be BYTE
 //
 // Exit codes: 0 as expected; 1 bad usage; 2 open failed; 3 an operation gave
 // another outcome than expected; 4 the value's bytes were not as expected.
@@ -37,7 +33,6 @@
 #include <thread>
 #include <vector>
 
-#include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
 
 namespace {
@@ -52,6 +47,10 @@ bool all_equal(std::span<const std::byte> bytes, int value) {
 int run(const std::vector<std::string>& args) {
   if (args.size() < 3) return 1;
   const std::string& mode = args[0];
+  // receive QUEUE SIZE BYTE: attach QUEUE, get one message (60 s at most): three u64
+  // (attachment, offset, size) naming a store value's memory attached to it
+  // (Loan::attach(StoreValue)); its SIZE bytes there must all be BYTE. (A mode of this
+  // peer, though it opens no store: the store tests start it.)
   if (mode == "receive" && args.size() == 4) {
     auto queue = hakobu::Queue::attach(args[1]);
     if (!queue) return 2;
