@@ -9,6 +9,7 @@
 #include <numpy/arrayobject.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <string_view>
 
 #include "objects.hpp"
@@ -116,8 +117,12 @@ const DTypeEntry* entry_for_message(const ArrayView& view) noexcept {
   return nullptr;
 }
 
-// True when `array` is a view of hakobu shared memory (a Loan, an Attachment
-// or a Message in a shared block): the Python codec sends it by reference.
+// The types add_shared_owner_type registered (set at module init, read with the GIL).
+std::array<PyObject*, kMaxSharedOwnerTypes> shared_owner_types{};
+
+// True when `array` is a view of hakobu shared memory (a Loan, an Attachment,
+// a Message in a shared block, or a registered owner such as a store value):
+// the Python codec sends it by reference.
 // A Message received inline lives in this process's memory: copied like any array.
 bool in_hakobu_memory(PyObject* array) {
   PyObject* base = array;
@@ -131,7 +136,11 @@ bool in_hakobu_memory(PyObject* array) {
     if (base == nullptr) return false;
   }
   if (nb::isinstance<PyMessage>(base)) return nb::inst_ptr<PyMessage>(base)->sample.in_shared_memory();
-  return nb::isinstance<PyLoan>(base) || nb::isinstance<PyAttachment>(base);
+  if (nb::isinstance<PyLoan>(base) || nb::isinstance<PyAttachment>(base)) return true;
+  for (PyObject* type : shared_owner_types) {
+    if (type != nullptr && reinterpret_cast<PyObject*>(Py_TYPE(base)) == type) return true;  // NOLINT
+  }
+  return false;
 }
 
 }  // namespace
@@ -139,6 +148,16 @@ bool in_hakobu_memory(PyObject* array) {
 void import_numpy() {
   if (PyArray_ImportNumPyAPI() < 0) throw nb::python_error();
   build_table();
+}
+
+void add_shared_owner_type(nb::handle type) {
+  for (PyObject*& slot : shared_owner_types) {
+    if (slot == nullptr || slot == type.ptr()) {
+      slot = type.inc_ref().ptr();  // bound types live as long as the module
+      return;
+    }
+  }
+  throw std::logic_error("add_shared_owner_type: more types than kMaxSharedOwnerTypes");
 }
 
 bool is_ndarray(nb::handle obj) noexcept {

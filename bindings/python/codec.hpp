@@ -39,6 +39,13 @@ struct ArrayPlan {
   [[nodiscard]] std::span<const std::int64_t> dims() const noexcept { return {shape.data(), ndim}; }
 };
 
+/// Registers a type whose instances export hakobu shared memory read-only
+/// (StoreValue, StoreAttachment): arrays over them, like arrays over a Loan or
+/// Message, are left to the Python codec, which sends them by reference. Called
+/// at module init (at most kMaxSharedOwnerTypes types).
+void add_shared_owner_type(nanobind::handle type);
+inline constexpr std::size_t kMaxSharedOwnerTypes = 4;
+
 /// True for NumPy arrays (and subclasses).
 bool is_ndarray(nanobind::handle obj) noexcept;
 

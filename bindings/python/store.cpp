@@ -145,6 +145,21 @@ array_layout(const PyStoreValue& self) {
                          static_cast<std::int64_t>(view->data - base), source);
 }
 
+/// Attaches the memory of `value` holding [address, address + nbytes) to `loan`
+/// without a copy (Loan::attach(const StoreValue&, range)): (attachment index,
+/// offset in it), or None when it cannot be attached (another domain, or the
+/// range is not in the value's memory): the caller copies instead.
+std::optional<std::tuple<std::size_t, std::uint64_t>> attach_to(const StoreValue& value, PyLoan& loan,
+                                                                std::uintptr_t address, std::size_t nbytes) {
+  const std::span<const std::byte> range(reinterpret_cast<const std::byte*>(address), nbytes);  // NOLINT: an address
+  auto attached = loan.loan.attach(value, range);
+  if (attached) return std::make_tuple(attached->index, attached->offset);
+  if (attached.error().code == AttachError::NotShared || attached.error().code == AttachError::OtherDomain) {
+    return std::nullopt;
+  }
+  raise(attached.error());
+}
+
 struct PyStore {
   Store store;
 
@@ -340,12 +355,30 @@ void bind_store(nb::module_& m) {
             if (!bytes) raise(bytes.error());
             return new PyStoreAttachment{nb::borrow(self), *bytes, index};
           },
-          nb::rv_policy::take_ownership, "index"_a, "Attachment `index` of the value (read-only shared memory)");
+          nb::rv_policy::take_ownership, "index"_a, "Attachment `index` of the value (read-only shared memory)")
+      .def(
+          "attach_to",
+          [](const PyStoreValue& self, PyLoan& loan, std::uintptr_t address, std::size_t nbytes) {
+            return attach_to(self.value, loan, address, nbytes);
+          },
+          "loan"_a, "address"_a, "nbytes"_a,
+          "Attaches the block of the value's memory holding [address, address + nbytes) to `loan`, without a "
+          "copy: (attachment index, offset in it), or None (another domain, or not the value's memory)");
 
   nb::class_<PyStoreAttachment>(m, "StoreAttachment", nb::type_slots(attachment_slots),
                                 "Shared memory a stored value holds, exported read-only")
       .def_prop_ro("nbytes", [](const PyStoreAttachment& self) { return self.bytes.size(); })
-      .def_prop_ro("index", [](const PyStoreAttachment& self) { return self.index; });
+      .def_prop_ro("index", [](const PyStoreAttachment& self) { return self.index; })
+      .def(
+          "attach_to",
+          [](const PyStoreAttachment& self, PyLoan& loan, std::uintptr_t address, std::size_t nbytes) {
+            return attach_to(nb::cast<const PyStoreValue&>(self.value).value, loan, address, nbytes);
+          },
+          "loan"_a, "address"_a, "nbytes"_a, "As StoreValue.attach_to (the value this attachment belongs to)");
+
+  // Arrays over store values are sent by reference (the Python codec attaches their memory).
+  add_shared_owner_type(nb::type<PyStoreValue>());
+  add_shared_owner_type(nb::type<PyStoreAttachment>());
 
   nb::class_<PyStore>(m, "Store", "A named store of immutable values (use hakobu.Store)")
       .def(nb::init<const std::string&, std::optional<bool>, nb::handle, const std::string&>(), "name"_a,

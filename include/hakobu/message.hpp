@@ -33,6 +33,15 @@ enum class MessageKind : std::uint8_t {
 };
 
 class Sample;
+class StoreValue;
+
+/// Where memory attached with `Loan::attach(const StoreValue&, ...)` lies in the
+/// message: in attachment `index`, from byte `offset` of it (the receiver reads
+/// `sample.attachment(index)->subspan(offset, size)`).
+struct AttachedRange {
+  std::size_t index = 0;
+  std::uint64_t offset = 0;
+};
 
 /// Largest payload carried inline in a queue slot instead of a heap block.
 inline constexpr std::size_t kMaxInlineBytes = 224;
@@ -68,6 +77,15 @@ class Loan {
   Result<std::size_t, AttachError> attach(const Sample& source);
   /// Attaches attachment `index` of a received message (forwarding its data).
   Result<std::size_t, AttachError> attach(const Sample& source, std::size_t index);
+  /// Attaches, without a copy, the block of a store value's memory that holds
+  /// `range` (the value's bytes, or one of its attachments such as an array's
+  /// elements): the message takes its own counted reference to that block, so
+  /// the receiver reads the very version the sender held, whatever is
+  /// published or erased under the key, or unlinked, meanwhile. NotShared when
+  /// `range` is empty or not inside the value's memory.
+  Result<AttachedRange, AttachError> attach(const StoreValue& value, std::span<const std::byte> range);
+  /// Attaches the store value's bytes (`attach(value, value.bytes())`).
+  Result<AttachedRange, AttachError> attach(const StoreValue& value);
   /// Attachments added so far, and room for more.
   [[nodiscard]] std::size_t attachment_count() const noexcept;
   [[nodiscard]] std::size_t attachment_capacity() const noexcept { return attachment_capacity_; }

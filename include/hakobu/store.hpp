@@ -121,6 +121,7 @@ class StoreValue {
 
  private:
   friend class Store;
+  friend class Loan;  // Loan::attach(const StoreValue&, ...) takes a reference to the value's blocks
   /// The payload of attachment `index` of the value's block, or an empty span if it fails the checks.
   [[nodiscard]] std::span<std::byte> attached(std::size_t index) const noexcept;
   std::shared_ptr<detail::DomainState> domain_;
@@ -164,7 +165,7 @@ class Store {
   Result<std::uint64_t, StorePutError> put(std::string_view key, std::span<const std::byte> bytes,
                                            MessageKind kind = MessageKind::Bytes, bool replace = true);
   /// The current value of `key`.
-  Result<StoreValue, StoreGetError> get(std::string_view key) const;
+  [[nodiscard]] Result<StoreValue, StoreGetError> get(std::string_view key) const;
   /// The value of `key` once it has one: now, or when a process publishes it.
   /// Waits without a limit (until the handle is closed or the store unlinked).
   Result<StoreValue, StoreWaitError> wait(std::string_view key) const {

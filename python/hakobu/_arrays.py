@@ -16,7 +16,10 @@ import numpy as np
 from . import _checks, _core, _errors
 
 ShapeLike = Union[int, Sequence[int]]
-_OWNERS = (_core.Loan, _core.Message, _core.Attachment)
+# Store values are shared memory too, read-only: the codec sends views of them by
+# reference (a counted reference to the version travels with the message).
+STORE_OWNERS = (_core.StoreValue, _core.StoreAttachment)
+_OWNERS = (_core.Loan, _core.Message, _core.Attachment, *STORE_OWNERS)
 
 
 def _shape(shape: object) -> tuple[int, ...]:
@@ -89,7 +92,8 @@ def zeros_like(prototype: np.ndarray, dtype: Any = None, *, domain: Optional[str
 
 
 def owner_of(array: np.ndarray) -> Optional[Any]:
-    """The hakobu shared memory ``array`` is a view of, or None."""
+    """The hakobu shared memory ``array`` is a view of (a Loan, a received Message or
+    Attachment, a store value's StoreValue or StoreAttachment), or None."""
     base: Any = array
     while isinstance(base, np.ndarray):
         base = base.base
@@ -101,5 +105,6 @@ def owner_of(array: np.ndarray) -> Optional[Any]:
 
 
 def is_shared(array: np.ndarray) -> bool:
-    """True when ``array`` lives in hakobu shared memory (it is sent without a copy)."""
+    """True when ``array`` lives in hakobu shared memory (it is sent without a copy),
+    including a value read from a hakobu.Store and any view of one."""
     return owner_of(array) is not None

@@ -18,7 +18,21 @@ Wire formats (the message kind travels in the queue slot):
   when they already live in hakobu memory and with one copy into shared
   memory otherwise, and the receiver's arrays are views of them. Payload:
   ``b"HKP1"``, a u32 count N, N entries of (u32 attachment, u64 offset,
-  u64 length) little-endian, then the pickle stream.
+  u64 length) little-endian, then the pickle stream. The attachment's top
+  bit (READ_ONLY) marks shared memory that must not be written: a value of a
+  hakobu.Store (immutable, shared by every reader) or a read-only view of
+  hakobu memory; the receiver gets a read-only buffer, so read-only arrays.
+
+Store values travel by reference. An array read from a hakobu.Store (or any
+view of one) is never copied: the message takes its own counted reference to
+the block of the version's memory that holds it (``StoreValue.attach_to``,
+C++ ``Loan::attach(const StoreValue&, range)``), so the receiver sees exactly
+the version that was sent, whatever is published, deleted or unlinked in the
+store meanwhile, and the memory stays until the receiver's last view is gone.
+Such an array goes as an object message (the pickle of a contiguous array
+names its elements as one out-of-band buffer), so the READ_ONLY mark reaches
+the receiver, whose array is not writeable; ``hakobu.Pool`` task arguments
+travel the same way.
 
 Unpickling runs code named by the stream, so a peer that can write the domain
 can run code in a reader. A queue opened with ``allow_pickle=False`` decodes
@@ -52,6 +66,8 @@ OUT_OF_BAND_MIN_BYTES: int = _core.OUT_OF_BAND_MIN_BYTES
 _OBJECT_MAGIC = b"HKP1"
 _OBJECT_HEADER = struct.Struct("<4sI")
 _OBJECT_ENTRY = struct.Struct("<IQQ")
+# The top bit of an entry's attachment: the buffer is received read-only (see above).
+READ_ONLY = 1 << 31
 
 # NumPy kind -> DLPack type code, for native-order numeric types.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
@@ -131,7 +147,12 @@ def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
 def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
     code, bits, lanes, typestr = dtype_fields(array.dtype)
     owner = _arrays.owner_of(array)
-    if owner is not None and array.size > 0:
+    if isinstance(queue, _core.Queue) and _by_reference_read_only(array, owner):
+        _put_pickled(queue, array, timeout)
+        return
+    # Other views of a store value (small, not contiguous) and arrays published to a
+    # store (an array value C++ readers can read) are copied.
+    if owner is not None and not isinstance(owner, _arrays.STORE_OWNERS) and array.size > 0:
         loan = _loan_by_reference(queue, array, owner, (code, bits, lanes, typestr))
         if loan is not None:
             queue.put_loan(loan, timeout)
@@ -149,6 +170,17 @@ def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) 
     np.copyto(target, array, casting="no")
     del target
     queue.put_loan(loan, timeout)
+
+
+def _by_reference_read_only(array: np.ndarray, owner: Any) -> bool:
+    """True for an array that must reach the receiver by reference and read-only: a view of
+    a store value, or a read-only view of other hakobu memory, contiguous and large enough
+    for its pickle to carry its elements out of band (else it is copied as any array)."""
+    if owner is None or array.nbytes < OUT_OF_BAND_MIN_BYTES:
+        return False
+    if not isinstance(owner, _arrays.STORE_OWNERS) and array.flags.writeable:
+        return False
+    return bool(array.flags.c_contiguous or array.flags.f_contiguous)
 
 
 def _loan_by_reference(
@@ -185,36 +217,59 @@ def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None
         return
     sources = [_shared_source(view) for view in large]
     header = _OBJECT_HEADER.pack(_OBJECT_MAGIC, len(sources))
-    entries = b"".join(
-        _OBJECT_ENTRY.pack(index, offset, view.nbytes) for index, (_, offset, view) in enumerate(sources)
+    loan = queue.loan(
+        len(header) + len(sources) * _OBJECT_ENTRY.size + len(stream), KIND_OBJECT, len(sources)
     )
-    loan = queue.loan(len(header) + len(entries) + len(stream), KIND_OBJECT, len(sources))
-    payload = memoryview(loan)
-    payload[: len(header)] = header
-    payload[len(header) : len(header) + len(entries)] = entries
-    payload[len(header) + len(entries) :] = stream
-    payload.release()
-    for owner, _, _ in sources:
+    # Attached first, in order (attachment k is the k-th attach): a store value's
+    # block says where in it the buffer lies only once attached.
+    entries = []
+    for index, (owner, where, view, read_only) in enumerate(sources):
+        flag = READ_ONLY if read_only else 0
+        if isinstance(owner, _arrays.STORE_OWNERS):
+            attached = owner.attach_to(loan, where, view.nbytes)
+            if attached is not None:
+                entries.append(_OBJECT_ENTRY.pack(attached[0] | flag, attached[1], view.nbytes))
+                continue
+            owner, where = _copied(view), 0  # another domain than the queue: one copy, writable
+            flag = 0
         if not loan.attach(owner):
             raise _errors.InvalidArgument(
                 "a buffer of the object lives in another hakobu domain than the queue"
             )
+        entries.append(_OBJECT_ENTRY.pack(index | flag, where, view.nbytes))
+    table = b"".join(entries)
+    payload = memoryview(loan)
+    payload[: len(header)] = header
+    payload[len(header) : len(header) + len(table)] = table
+    payload[len(header) + len(table) :] = stream
+    payload.release()
     queue.put_loan(loan, timeout)
 
 
-def _shared_source(view: memoryview) -> tuple[Any, int, memoryview]:
-    """(owner, offset, view): the hakobu memory holding ``view``, copied there if needed."""
+def _shared_source(view: memoryview) -> tuple[Any, int, memoryview, bool]:
+    """(owner, where, view, read only): the hakobu memory holding ``view``, copied there if
+    needed. ``where`` is the offset in the owner's memory, or for a store value the
+    address (its block is found when attached). Read only: a store value, or a read-only
+    view of hakobu memory; a copy is the receiver's own, writable."""
     exporter = view.obj
     owner = _arrays.owner_of(exporter) if isinstance(exporter, np.ndarray) else None
     if owner is not None:
-        offset = np.frombuffer(view, np.uint8).ctypes.data - owner.address
+        address = np.frombuffer(view, np.uint8).ctypes.data
+        if isinstance(owner, _arrays.STORE_OWNERS):
+            return owner, address, view, True
+        offset = address - owner.address
         if offset >= 0 and offset + view.nbytes <= owner.nbytes:
-            return owner, offset, view  # already shared: no copy
+            return owner, offset, view, view.readonly  # already shared: no copy
+    return _copied(view), 0, view, False
+
+
+def _copied(view: memoryview) -> Any:
+    """A copy of ``view``'s bytes in hakobu shared memory."""
     copy = _core.allocate(view.nbytes)
     target = memoryview(copy)
     target[:] = view.cast("B")
     target.release()
-    return copy, 0, view
+    return copy
 
 
 def _dumps(obj: Any, buffer_callback: Any) -> bytes:
@@ -300,10 +355,11 @@ def _loads_object(message: _core.Message, allow_pickle: bool) -> Any:
             index, offset, length = _OBJECT_ENTRY.unpack_from(
                 payload, _OBJECT_HEADER.size + k * _OBJECT_ENTRY.size
             )
-            attachment = message.attachment(index)
+            attachment = message.attachment(index & ~READ_ONLY)
             if offset + length > attachment.nbytes:
                 raise _errors.Corrupt("object message: a buffer lies outside its attachment")
-            buffers.append(memoryview(attachment)[offset : offset + length])
+            buffer = memoryview(attachment)[offset : offset + length]
+            buffers.append(buffer.toreadonly() if index & READ_ONLY else buffer)
         if not allow_pickle:
             return _plain_loads(payload[entries_end:], buffers)
         return pickle.loads(payload[entries_end:], buffers=buffers)

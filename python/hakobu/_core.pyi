@@ -309,6 +309,11 @@ class StoreValue:
     def attachment(self, index: int) -> StoreAttachment:
         """Attachment `index` of the value (read-only shared memory)"""
 
+    def attach_to(self, loan: Loan, address: int, nbytes: int) -> tuple[int, int] | None:
+        """
+        Attaches the block of the value's memory holding [address, address + nbytes) to `loan`, without a copy: (attachment index, offset in it), or None (another domain, or not the value's memory)
+        """
+
 class StoreAttachment:
     """Shared memory a stored value holds, exported read-only"""
 
@@ -320,6 +325,9 @@ class StoreAttachment:
 
     @property
     def index(self) -> int: ...
+
+    def attach_to(self, loan: Loan, address: int, nbytes: int) -> tuple[int, int] | None:
+        """As StoreValue.attach_to (the value this attachment belongs to)"""
 
 class Store:
     """A named store of immutable values (use hakobu.Store)"""

@@ -2,10 +2,12 @@
 #include "hakobu/message.hpp"
 
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "channel/message_access.hpp"
 #include "domain/domain_state.hpp"
+#include "hakobu/store.hpp"
 #include "support/kill_point.hpp"
 
 namespace hakobu {
@@ -139,6 +141,58 @@ Result<std::size_t, AttachError> Loan::attach(const Sample& source, std::size_t 
     return {AttachError::Invalid, "the message has no valid attachment " + std::to_string(index)};
   }
   return attach_block(child, domain);
+}
+
+// A store value's memory is one to three blocks: the record (the value's bytes
+// follow its header when inline), or the value's own block (attached to the
+// record), and that block's attachments (e.g. an array's elements). The block
+// attached is the one whose payload holds the range: the smallest thing to keep
+// alive, and a receiver needs nothing of the store's layout to read it. The
+// caller's StoreValue holds the record, the record the value block, the value
+// block its attachments, so each count is above zero while we add ours.
+Result<AttachedRange, AttachError> Loan::attach(const StoreValue& value, std::span<const std::byte> range) {
+  if (!value.valid() || value.fork_epoch_ != detail::fork_epoch()) {
+    return {AttachError::NotShared, "the store value was released (or inherited across fork())"};
+  }
+  if (range.empty()) return {AttachError::NotShared, "an empty range has no memory to attach"};
+  detail::Heap& heap = value.domain_->heap();
+  const auto start =
+      reinterpret_cast<std::uintptr_t>(range.data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+  // The payload offset of the range in `block` when the whole range lies in it.
+  auto offset_in = [&](std::uint64_t block) -> std::optional<std::uint64_t> {
+    auto bytes = block_bytes(heap, block);
+    if (!bytes) return std::nullopt;
+    const auto first =
+        reinterpret_cast<std::uintptr_t>(bytes->data());  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+    if (start < first || start - first > bytes->size() || range.size() > bytes->size() - (start - first)) {
+      return std::nullopt;
+    }
+    return start - first;
+  };
+  std::uint64_t found = 0;
+  std::optional<std::uint64_t> offset;
+  const std::uint64_t bytes_block = value.value_block_ != 0 ? value.value_block_ : value.record_;
+  if ((offset = offset_in(bytes_block))) {
+    found = bytes_block;
+  } else if (value.value_block_ != 0) {
+    // The table was written before the value was published and never after; each entry is checked all the same.
+    const auto table = heap.attachments(value.value_block_);
+    for (const auto& entry : table) {
+      const std::uint64_t child = entry.load(std::memory_order_acquire);
+      if (child != 0 && (offset = offset_in(child))) {
+        found = child;
+        break;
+      }
+    }
+  }
+  if (found == 0) return {AttachError::NotShared, "the range is not inside the store value's memory"};
+  auto index = attach_block(found, value.domain_.get());
+  if (!index) return index.error();
+  return AttachedRange{*index, *offset};
+}
+
+Result<AttachedRange, AttachError> Loan::attach(const StoreValue& value) {
+  return attach(value, value.bytes());
 }
 
 Sample::Sample(Sample&& other) noexcept {

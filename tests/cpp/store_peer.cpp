@@ -56,6 +56,26 @@ bool all_equal(std::span<const std::byte> bytes, int value) {
 int run(const std::vector<std::string>& args) {
   if (args.size() < 3) return 1;
   const std::string& mode = args[0];
+  // receive QUEUE SIZE BYTE: attach QUEUE, get one message (60 s at most): three u64
+  // (attachment, offset, size) naming a store value's memory attached to it
+  // (Loan::attach(StoreValue)); its SIZE bytes there must all be BYTE. (A mode of this
+  // peer, though it opens no store: the store tests start it.)
+  if (mode == "receive" && args.size() == 4) {
+    auto queue = hakobu::Queue::attach(args[1]);
+    if (!queue) return 2;
+    auto got = queue->get(std::chrono::seconds(60));
+    if (!got) {
+      std::fprintf(stderr, "peer: get: %s\n", got.error().message.c_str());
+      return 3;
+    }
+    std::uint64_t fields[3]{};
+    if (got->size() != sizeof fields) return 3;
+    std::memcpy(fields, got->bytes().data(), sizeof fields);
+    auto attached = got->attachment(fields[0]);
+    if (!attached || fields[1] > attached->size() || fields[2] > attached->size() - fields[1]) return 3;
+    if (fields[2] != std::stoull(args[2])) return 4;
+    return all_equal(attached->subspan(fields[1], fields[2]), std::stoi(args[3])) ? 0 : 4;
+  }
   auto store = hakobu::Store::attach(args[1]);
   if (!store) {
     std::fprintf(stderr, "peer: attach: %s\n", store.error().message.c_str());

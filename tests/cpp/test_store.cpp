@@ -25,6 +25,7 @@
 
 #include "domain/domain_state.hpp"
 #include "hakobu/domain.hpp"
+#include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
 #include "platform/os.hpp"
 #include "store/store_file.hpp"
@@ -755,6 +756,89 @@ TEST(StoreWait, EndsWhenTheStoreIsUnlinked) {
   ASSERT_TRUE(other->unlink());
   ASSERT_EQ(waiter.wait_for(60s), std::future_status::ready) << "the waiter looks at the store every poll";
   EXPECT_EQ(waiter.get().error().code, StoreWaitError::Closed);
+}
+
+// --- store values attached to messages (Loan::attach(const StoreValue&, ...)) ---------
+
+/// A loan on `queue` that names `range` of `value`: three u64 (attachment, offset, size).
+hakobu::Loan loan_naming(hakobu::Queue& queue, const hakobu::StoreValue& value, std::span<const std::byte> range) {
+  auto loan = queue.loan(3 * sizeof(std::uint64_t), MessageKind::Bytes, 1);
+  EXPECT_TRUE(loan) << loan.error().message;
+  auto attached = loan->attach(value, range);
+  EXPECT_TRUE(attached) << attached.error().message;
+  if (!attached) return {};
+  const std::uint64_t fields[3] = {attached->index, attached->offset, range.size()};
+  std::memcpy(loan->bytes().data(), fields, sizeof fields);
+  return std::move(loan).value();
+}
+
+TEST(StoreRef, AnAttachedValueOutlivesRepublishEraseAndUnlinkWithoutACopy) {
+  Store store = open_store(unique_name("ref"));
+  auto queue = hakobu::Queue::create(unique_name("ref-q"));
+  ASSERT_TRUE(queue) << queue.error().message;
+  const HeapUse before = settled_heap_use(store);
+  constexpr std::size_t kSize = std::size_t{4} << 20;
+  ASSERT_TRUE(store.put("X", filled(kSize, 21)));
+  auto value = store.get("X");
+  ASSERT_TRUE(value) << value.error().message;
+  const HeapUse published = heap_use();
+  // The whole value and a part of it, each in its own message.
+  ASSERT_TRUE(queue->put(loan_naming(*queue, *value, value->bytes())));
+  ASSERT_TRUE(queue->put(loan_naming(*queue, *value, value->bytes().subspan(1000, 5000))));
+  EXPECT_LT(heap_use().bytes, published.bytes + kSize / 2) << "attaching copies nothing";
+  // The store moves on; the sender lets go of its handle.
+  ASSERT_TRUE(store.put("X", filled(kSize, 22)));
+  ASSERT_TRUE(store.erase("X"));
+  value->reset();
+  ASSERT_TRUE(store.unlink());
+  EXPECT_EQ(run_peer({"receive", queue->name(), std::to_string(kSize), "21"}), 0)
+      << "another process reads the version that was sent";
+  EXPECT_EQ(run_peer({"receive", queue->name(), "5000", "21"}), 0);
+  store.close();
+  EXPECT_EQ(heap_use(), before) << "the version's memory returned with the last message";
+  ASSERT_TRUE(queue->unlink());
+}
+
+TEST(StoreRef, ArrayElementsAttachTheirOwnBlockAndRangesAreChecked) {
+  Store store = open_store(unique_name("ref-array"));
+  auto queue = hakobu::Queue::create(unique_name("ref-array-q"));
+  ASSERT_TRUE(queue) << queue.error().message;
+  // An array value whose elements are the value block's attachment (published by reference).
+  auto elements = store.loan(1 << 16);
+  ASSERT_TRUE(elements);
+  std::memset(elements->bytes().data(), 7, elements->bytes().size());
+  const std::int64_t shape[] = {1 << 13};
+  const std::int64_t strides[] = {8};
+  auto meta = queue->loan_array_ref(hakobu::DType::of<double>(), shape, strides, 0);
+  ASSERT_TRUE(meta) << meta.error().message;
+  auto published = store.loan(meta->bytes().size(), MessageKind::Array, 1);
+  ASSERT_TRUE(published);
+  std::memcpy(published->bytes().data(), meta->bytes().data(), meta->bytes().size());
+  ASSERT_TRUE(published->attach(*elements));
+  elements = hakobu::Loan();
+  ASSERT_TRUE(store.put("A", std::move(*published)));
+  auto value = store.get("A");
+  ASSERT_TRUE(value);
+  auto view = value->array();
+  ASSERT_TRUE(view) << view.error().message;
+  const std::span<const std::byte> data(view->data, static_cast<std::size_t>(view->size()) * 8);
+  auto loan = queue->loan(8, MessageKind::Bytes, 2);
+  ASSERT_TRUE(loan);
+  auto attached = loan->attach(*value, data.subspan(8, 64));
+  ASSERT_TRUE(attached) << attached.error().message;
+  EXPECT_EQ(attached->offset, 8U) << "the elements' own block is attached, not the record";
+  // Outside the value's memory, empty, or released: nothing is attached.
+  const std::byte elsewhere[16]{};
+  EXPECT_EQ(loan->attach(*value, std::span<const std::byte>(elsewhere)).error().code, hakobu::AttachError::NotShared);
+  EXPECT_EQ(loan->attach(*value, data.subspan(0, 0)).error().code, hakobu::AttachError::NotShared);
+  EXPECT_EQ(loan->attach(*value, std::span<const std::byte>(data.data() + 8, data.size())).error().code,
+            hakobu::AttachError::NotShared)
+      << "a range running past the block";
+  EXPECT_EQ(loan->attachment_count(), 1U);
+  hakobu::StoreValue released;
+  EXPECT_EQ(loan->attach(released).error().code, hakobu::AttachError::NotShared);
+  ASSERT_TRUE(store.unlink());
+  ASSERT_TRUE(queue->unlink());
 }
 
 }  // namespace

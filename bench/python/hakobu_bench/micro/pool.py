@@ -30,6 +30,17 @@ Method
   rounds, from the first call to the last result in hand. Also one task's
   round trip (``apply``, a lone task on idle workers): the median of 200.
   Pools are measured one after the other, alternating, in the same run.
+* Store values (issue 12): ``map`` over 20 tasks, each given the same 256
+  MiB float64 array, the task reading two of its elements (so the figure is
+  what reaching the array costs, not work on it): the array read from a
+  ``hakobu.Store`` (sent by reference: the task gets a read-only view of the
+  stored version, nothing is copied), the same array as a plain NumPy array
+  (copied into shared memory by hakobu), and multiprocessing.Pool (pickled
+  through a pipe). Both copy once per chunk of tasks, not per task (pickle's
+  memo sends an object given twice in a chunk once; default chunking makes 7
+  chunks of 20 tasks on 2 workers). 2 workers,
+  default chunking, warmed up by a first map; the median of 3 maps, from the
+  call to the last result; per task = map time / 20.
 * Targets (issue 10): the big-array map >= 10x faster than
   multiprocessing.Pool and >= 2x Ray; tiny tasks: ``apply_async`` at least as
   fast as multiprocessing.Pool, ``Executor.submit`` >= 1.5x faster than
@@ -43,6 +54,7 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -67,6 +79,10 @@ def identity(x: int) -> int:
 
 def double(a: np.ndarray) -> np.ndarray:
     return a * 2
+
+
+def edges(a: np.ndarray) -> float:
+    return float(a[0] + a[-1])
 
 
 def svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -292,6 +308,71 @@ def svd_rows(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# --- store values by reference -----------------------------------------------------------------
+
+STORE_TASKS = 20
+STORE_MIB = 256
+
+
+def store_rows() -> list[dict[str, Any]]:
+    plain = np.arange(STORE_MIB * MIB // 8, dtype=np.float64)
+    expected = float(plain[0] + plain[-1])
+
+    def check(results: Any) -> None:
+        assert list(results) == [expected] * STORE_TASKS
+
+    rows: list[dict[str, Any]] = []
+
+    def measure(name: str, note: str, run: Callable[[], Any]) -> None:
+        run()  # warm-up: workers started, shared memory mapped
+        seconds = timed(run, 3, check)
+        rows.append({"method": name, "note": note, "seconds": seconds, "per_task": seconds / STORE_TASKS})
+        print(f"   {name:<44} {seconds / STORE_TASKS * 1e3:9.2f} ms/task   {note}", flush=True)
+
+    store = hakobu.Store(f"bench-store-ref-{os.getpid()}")
+    try:
+        store["X"] = plain
+        stored = store["X"]
+        with hakobu.Pool(WORKERS) as pool:
+            measure(
+                "hakobu.Pool.map, a hakobu.Store array",
+                "by reference, read-only",
+                partial(pool.map, edges, [stored] * STORE_TASKS),
+            )
+            measure(
+                "hakobu.Pool.map, the same plain NumPy array",
+                "copied into shared memory, once per chunk",
+                lambda: pool.map(edges, [plain] * STORE_TASKS),
+            )
+        del stored
+    finally:
+        store.unlink()
+        store.close()
+    context = multiprocessing.get_context()
+    with context.Pool(WORKERS) as mp_pool:
+        measure(
+            "multiprocessing.Pool.map, plain NumPy array",
+            f"pickled once per chunk, start method {context.get_start_method()}",
+            lambda: mp_pool.map(edges, [plain] * STORE_TASKS),
+        )
+    return rows
+
+
+def store_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    print(
+        f"\n4. map over {STORE_TASKS} tasks each given the same {STORE_MIB} MiB float64 array "
+        f"(task reads 2 elements), {WORKERS} workers"
+    )
+    rows = results["store_values"] = store_rows()
+    by_ref = rows[0]["seconds"]
+    print(f"\n   {'method':<44} {'per task':>12}   {'vs by reference':>15}")
+    for row in rows:
+        row["ratio_to_by_reference"] = row["seconds"] / by_ref
+        print(
+            f"   {row['method']:<44} {row['per_task'] * 1e3:9.2f} ms   {row['ratio_to_by_reference']:14.1f}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hakobu_bench.micro.pool", description=(__doc__ or "").split("\n")[0]
@@ -300,12 +381,12 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument(
         "--only",
-        choices=("arrays", "tiny", "svd"),
+        choices=("arrays", "tiny", "svd", "store"),
         action="append",
         help="run only these sections (repeatable)",
     )
     args = parser.parse_args()
-    sections = set(args.only or ("arrays", "tiny", "svd"))
+    sections = set(args.only or ("arrays", "tiny", "svd", "store"))
 
     results: dict[str, Any] = {"machine": machine(), "method": __doc__}
     print(f"machine: {results['machine']}")
@@ -315,6 +396,8 @@ def main() -> int:
         tiny_section(args, results)
     if "svd" in sections:
         svd_section(args, results)
+    if "store" in sections:
+        store_section(args, results)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)
