@@ -89,9 +89,10 @@
 //   meets the lock held, a blocking acquire after every kLivenessPollNs it
 //   sleeps (a dead holder will never wake it) and once more before it fails
 //   at its deadline. So a lock handed to and fro between living processes
-//   costs no such call, and every acquire that would fail looks first. If dead: compare-and-swap held|dead → held|me (keeping
-//   kLockWaiters), and the acquire reports OwnerDied, like EOWNERDEAD. The
-//   compare-and-swap makes exactly one waiter the heir.
+//   costs no such call, and every acquire that would fail looks first. If
+//   dead: compare-and-swap held|dead → held|me (keeping kLockWaiters), and the
+//   acquire reports OwnerDied, like EOWNERDEAD. The compare-and-swap makes
+//   exactly one waiter the heir.
 // * A forged token is only a token of a slot that is dead or alive: out-of-range
 //   slots cannot be encoded (10 bits for 1024 slots), a wrong generation reads
 //   as dead. At worst a forger makes a lock look held by a living process

@@ -404,7 +404,10 @@ def test_the_store_benchmark_runs_and_cleans_up(tmp_path: Path) -> None:
     assert set(results) == {"hakobu", "memmap", "shared_memory"}
     for method, result in results.items():
         # One copy for all: what the interpreters used before the array aside, about the array's size.
-        assert 0.8 < (result["pss_bytes"] - result["pss_interpreters_bytes"]) / (0.03 * 2**30) < 1.5, (method, result)
+        assert 0.8 < (result["pss_bytes"] - result["pss_interpreters_bytes"]) / (0.03 * 2**30) < 1.5, (
+            method,
+            result,
+        )
     assert results["hakobu"]["killed_publisher_readers_ok"] and results["hakobu"]["memory_back"]
 
 
