@@ -58,7 +58,34 @@ def _warn_owner_died(what: str, name: str, domain: str, stacklevel: int) -> None
     )
 
 
-class _LockLike:
+class _Named:
+    """What every named sync object has: its name and domain, unlink, remove, by name."""
+
+    _core: Any
+
+    @property
+    def name(self) -> str:
+        return str(self._core.name)
+
+    @property
+    def domain(self) -> str:
+        return str(self._core.domain)
+
+    def unlink(self) -> None:
+        """Removes the object's name: handles open now keep working on it (an array's views
+        too); a new open of the name makes a new one."""
+        _core.remove_sync(self.name, self.domain)
+
+    @classmethod
+    def remove(cls, name: str, domain: Optional[str] = None) -> None:
+        """Removes the sync object ``name`` (a lock, an event, any kind) whoever created it.
+
+        Raises NotFound if there is none, InvalidName for a name no object can have.
+        """
+        _core.remove_sync(_checks.name(name, "sync object"), _checks.domain(domain))
+
+
+class _LockLike(_Named):
     """acquire/release/with of anything whose core has Lock's acquire and release: RLock,
     Condition, a Value's or Array's lock. OwnerDied as for hakobu.Lock."""
 
@@ -138,26 +165,6 @@ class Lock(_LockLike):
         """A snapshot for people: held, waiters, held_by_this_process, holder_pid, owner_deaths."""
         return dict(self._core.info())
 
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the lock's name: handles open now keep working on it; a new open makes a new one."""
-        _core.remove_sync(self.name, self.domain)
-
-    @classmethod
-    def remove(cls, name: str, domain: Optional[str] = None) -> None:
-        """Removes the sync object ``name`` (a lock, an event...) whoever created it.
-
-        Raises NotFound if there is none, InvalidName for a name no object can have.
-        """
-        _core.remove_sync(_checks.name(name, "lock"), _checks.domain(domain))
-
     def __repr__(self) -> str:
         state = "locked" if self.locked() else "unlocked"
         return f"<hakobu.Lock {self.name!r} domain={self.domain!r} {state}>"
@@ -167,7 +174,7 @@ class Lock(_LockLike):
         return (_reopen, (Lock, self.name, self.domain))
 
 
-class Event:
+class Event(_Named):
     """An event named in a domain: ``threading.Event``'s API between any processes of the
     user, found by ``name``.
 
@@ -175,6 +182,8 @@ class Event:
     every waiter in every process. It has no owner: any process, a forked child too, may
     set or clear it. Waits release the GIL and Ctrl-C interrupts them.
     """
+
+    _core: _core.Event
 
     def __init__(self, name: str, *, create: Optional[bool] = None, domain: Optional[str] = None) -> None:
         _checks.name(name, "event")
@@ -200,23 +209,6 @@ class Event:
         InvalidArgument.
         """
         return self._core.wait(_checks.timeout(timeout))
-
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the event's name (see Lock.unlink)."""
-        _core.remove_sync(self.name, self.domain)
-
-    @classmethod
-    def remove(cls, name: str, domain: Optional[str] = None) -> None:
-        """Removes the sync object ``name`` whoever created it (see Lock.remove)."""
-        _core.remove_sync(_checks.name(name, "event"), _checks.domain(domain))
 
     def __repr__(self) -> str:
         state = "set" if self.is_set() else "clear"
@@ -262,18 +254,6 @@ class RLock(_LockLike):
         """A snapshot: held, waiters, held_by_this_process, holder_pid, owner_deaths, depth (this thread's)."""
         return dict(self._core.info())
 
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the name (see Lock.unlink)."""
-        _core.remove_sync(self.name, self.domain)
-
     def __repr__(self) -> str:
         i = self._core.info()
         return f"<hakobu.RLock {self.name!r} domain={self.domain!r} {'locked' if i['held'] else 'unlocked'}>"
@@ -290,7 +270,7 @@ def _count(value: object, what: str) -> int:
     return number
 
 
-class Semaphore:
+class Semaphore(_Named):
     """A counting semaphore named in a domain: ``threading.Semaphore``'s API between any
     processes of the user, found by ``name`` (``create`` and ``domain`` as for hakobu.Lock).
 
@@ -303,6 +283,8 @@ class Semaphore:
     finds no count gets them back. A release without an acquire (signalling) just adds one.
     Waits release the GIL; Ctrl-C interrupts them (KeyboardInterrupt, no count taken).
     """
+
+    _core: _core.Semaphore
 
     _bounded = False
 
@@ -346,18 +328,6 @@ class Semaphore:
         """A snapshot: value, bound, waiters, held_by_this_process, holders, returned, maybe_leaked."""
         return dict(self._core.info())
 
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the name (see Lock.unlink)."""
-        _core.remove_sync(self.name, self.domain)
-
     def __repr__(self) -> str:
         return f"<hakobu.{type(self).__name__} {self.name!r} domain={self.domain!r} value={self.get_value()}>"
 
@@ -376,7 +346,7 @@ class BoundedSemaphore(Semaphore):
     _bounded = True
 
 
-class Barrier:
+class Barrier(_Named):
     """A barrier named in a domain: ``threading.Barrier``'s API for ``parties`` waits in any
     threads of any processes of the user, found by ``name`` (``create``, ``domain`` as for Lock).
 
@@ -391,6 +361,8 @@ class Barrier:
     interrupted by Ctrl-C aborts the barrier (the party will never arrive; an arrival cannot
     be taken back across processes), then raises KeyboardInterrupt.
     """
+
+    _core: _core.Barrier
 
     def __init__(
         self,
@@ -435,18 +407,6 @@ class Barrier:
     @property
     def broken(self) -> bool:
         return self._core.broken
-
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the name (see Lock.unlink)."""
-        _core.remove_sync(self.name, self.domain)
 
     def __repr__(self) -> str:
         return (
@@ -538,18 +498,6 @@ class Condition(_LockLike):
         """The bound hakobu.Lock, or None for the condition's own."""
         return self._lock
 
-    @property
-    def name(self) -> str:
-        return self._core.name
-
-    @property
-    def domain(self) -> str:
-        return self._core.domain
-
-    def unlink(self) -> None:
-        """Removes the condition's name (a bound Lock stays; see Lock.unlink)."""
-        _core.remove_sync(self.name, self.domain)
-
     def __repr__(self) -> str:
         bound = f" lock={self._core.lock_name!r}" if self._core.lock_name else ""
         return f"<hakobu.Condition {self.name!r} domain={self.domain!r}{bound}>"
@@ -600,7 +548,7 @@ class _ArrayLock(_LockLike):
         return f"<hakobu lock of {self._core.name!r}>"
 
 
-class _Shared:
+class _Shared(_Named):
     """What Value and Array share: the core handle, the NumPy view, the lock, atomics."""
 
     _core: Any
@@ -656,18 +604,6 @@ class _Shared:
     def dtype(self) -> np.dtype[Any]:
         dtype: np.dtype[Any] = self._view.dtype
         return dtype
-
-    @property
-    def name(self) -> str:
-        return str(self._core.name)
-
-    @property
-    def domain(self) -> str:
-        return str(self._core.domain)
-
-    def unlink(self) -> None:
-        """Removes the name (see Lock.unlink); views keep working on the removed data."""
-        _core.remove_sync(self.name, self.domain)
 
 
 class Value(_Shared):

@@ -71,3 +71,31 @@ def finish(process: subprocess.Popen, watchdog: float = 120) -> tuple[int, str, 
         out, err = process.communicate()
         pytest.fail(f"program did not finish within the {watchdog} s watchdog: {err}")
     return process.returncode, out, err
+
+
+@pytest.fixture
+def sync_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh sync object name; the object is removed after the test if it still exists."""
+    import hakobu
+
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name[:40])
+    object_name = f"{base}-{next(_names)}"
+    yield object_name
+    try:
+        hakobu.Lock.remove(object_name)  # any kind of sync object
+    except hakobu.NotFound:
+        pass
+
+
+def said(program: subprocess.Popen, expected: str) -> None:
+    """Reads one line of `program` and checks it (a dead program shows its stderr)."""
+    line = program.stdout.readline()  # type: ignore[union-attr]
+    if line != expected + "\n":
+        program.kill()
+        _, err = program.communicate()
+        pytest.fail(f"expected {expected!r}, got {line!r}: {err}")
+
+
+def stop(program: subprocess.Popen) -> None:
+    program.kill()
+    program.communicate()

@@ -6,49 +6,19 @@ bad arguments. Programs: tests/python/programs/sync_peer.py."""
 
 from __future__ import annotations
 
-import itertools
 import pickle
 import signal
-import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import finish, start
+from conftest import finish, said, start
 
 import hakobu
 
 WATCHDOG = 120.0  # seconds: against a hang, never a measure of speed
-_names = itertools.count()
-
-
-@pytest.fixture
-def sync_name(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh sync object name; the object is removed after the test if it still exists."""
-    base = "".join(c if c.isalnum() else "-" for c in request.node.name[:40])
-    object_name = f"{base}-{next(_names)}"
-    yield object_name
-    try:
-        hakobu.Lock.remove(object_name)
-    except hakobu.NotFound:
-        pass
-
-
-def said(program: subprocess.Popen, expected: str) -> None:
-    """Reads one line of `program` and checks it (a dead program shows its stderr)."""
-    line = program.stdout.readline()  # type: ignore[union-attr]
-    if line != expected + "\n":
-        program.kill()
-        _, err = program.communicate()
-        pytest.fail(f"expected {expected!r}, got {line!r}: {err}")
-
-
-def stop(program: subprocess.Popen) -> None:
-    program.kill()
-    program.communicate()
 
 
 # --- Value and Array ------------------------------------------------------------------------
