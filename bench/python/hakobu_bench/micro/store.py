@@ -18,7 +18,9 @@ programs, started separately, each take a view of it and sum it. What counts:
   is already filled) to the moment a reader that was already running holds a
   view of the published array, read from the system-wide monotonic clock in
   both programs. The median and the slowest of the five readers.
-* the time each reader takes to sum the array (every page read once by each).
+* the time each reader takes to sum the array (every page read once by each),
+  all readers summing at once, after every reader holds its view (so one
+  reader's page faults do not delay another's view).
 * hakobu only, crash: the publisher is SIGKILLed while the readers hold their
   views; they sum again (the same result, read from the same memory), then the
   key is deleted and the readers exit: the domain's live bytes must be back to
@@ -137,8 +139,6 @@ def run_reader(args: argparse.Namespace) -> None:
         view, let_go = attach_view(method, announced, args)
         viewed = time.monotonic_ns()
     say({"view_ns": viewed, "writeable": bool(view.flags.writeable)})
-    total, seconds = timed_sum(view)
-    say({"sum": total, "seconds": seconds})
     while (command := hear().get("do")) != "exit":
         if command == "sum":
             total, seconds = timed_sum(view)
@@ -318,6 +318,9 @@ def run_programs(method: str, args: argparse.Namespace) -> dict[str, Any]:
             if seen["writeable"]:
                 raise RuntimeError(f"{method}: a reader's view is writeable")
             views.append(seen["view_ns"])
+        # Sums start once every reader holds its view: one reader's page faults do not delay another's view.
+        for reader in readers:
+            reader.send({"do": "sum"})
         sums = [reader.receive() for reader in readers]
         for i, s in enumerate(sums):
             check_sum(s["sum"], args.elements, f"{method} reader {i}")
@@ -424,17 +427,13 @@ def run_ray(args: argparse.Namespace) -> dict[str, Any]:
             def pid(self) -> int:
                 return os.getpid()
 
-            def read(self, boxed: list[Any]) -> dict[str, Any]:
-                view = ray.get(boxed[0])
-                viewed = time.monotonic_ns()
-                total, seconds = timed_sum(view)
-                self.view = view  # held until the PSS is read
-                return {
-                    "view_ns": viewed,
-                    "sum": total,
-                    "seconds": seconds,
-                    "writeable": bool(view.flags.writeable),
-                }
+            def take(self, boxed: list[Any]) -> dict[str, Any]:
+                self.view = ray.get(boxed[0])  # held until the PSS is read
+                return {"view_ns": time.monotonic_ns(), "writeable": bool(self.view.flags.writeable)}
+
+            def total(self) -> dict[str, Any]:
+                total, seconds = timed_sum(self.view)
+                return {"sum": total, "seconds": seconds}
 
         readers = [Reader.remote() for _ in range(args.readers)]  # type: ignore[attr-defined]
         pids = ray.get([r.pid.remote() for r in readers])
@@ -445,13 +444,16 @@ def run_ray(args: argparse.Namespace) -> dict[str, Any]:
         ref = ray.put(array)
         returned = time.monotonic_ns()
         del array
-        results = ray.get([r.read.remote([ref]) for r in readers])
-        for i, r in enumerate(results):
+        views = ray.get([r.take.remote([ref]) for r in readers])
+        results = ray.get([r.total.remote() for r in readers])
+        for i, (v, r) in enumerate(zip(views, results)):
+            if v["writeable"]:
+                raise RuntimeError("ray: a reader's view is writeable")
             check_sum(r["sum"], args.elements, f"ray reader {i}")
         pss = [pss_bytes(os.getpid())] + [pss_bytes(pid) for pid in pids]
         raylet = raylet_pids()
         out: dict[str, Any] = {"method": "ray"}
-        out.update(summarize_views(started, [r["view_ns"] for r in results]))
+        out.update(summarize_views(started, [v["view_ns"] for v in views]))
         out["publish_ms"] = (returned - started) / 1e6
         out["sum_s_median"] = sorted(r["seconds"] for r in results)[len(results) // 2]
         out["pss_bytes"] = sum(pss)
