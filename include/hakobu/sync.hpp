@@ -359,13 +359,17 @@ class Condition {
   /// deadline (else LockTimeout, lock not held).
   Result<Wakeup, ConditionError> wait_for(std::chrono::nanoseconds timeout) noexcept;
   /// Waits until `predicate()` (called with the lock held) is true or the
-  /// timeout passes; the Wakeup's `notified` says whether the predicate held.
+  /// timeout passes (nanoseconds::max(): no limit); the Wakeup's `notified`
+  /// says whether the predicate held.
   template <std::predicate P>
   Result<Wakeup, ConditionError> wait_until(P predicate, std::chrono::nanoseconds timeout) noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    using Clock = std::chrono::steady_clock;
+    // Saturated: now() + a huge timeout would overflow.
+    const auto start = Clock::now();
+    const auto deadline = timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + timeout;
     Wakeup out;
     while (!predicate()) {
-      const auto left = deadline - std::chrono::steady_clock::now();
+      const auto left = deadline - Clock::now();
       if (left <= std::chrono::nanoseconds::zero()) return Wakeup{false, out.lock};
       auto woke = wait_for(std::chrono::duration_cast<std::chrono::nanoseconds>(left));
       if (!woke) return woke;

@@ -85,9 +85,10 @@ class _Named:
         _core.remove_sync(_checks.name(name, "sync object"), _checks.domain(domain))
 
 
-class _LockLike(_Named):
+class _LockLike:
     """acquire/release/with of anything whose core has Lock's acquire and release: RLock,
-    Condition, a Value's or Array's lock. OwnerDied as for hakobu.Lock."""
+    Condition, a Value's or Array's lock. OwnerDied as for hakobu.Lock. Not a named object
+    itself: a Value's lock must not unlink the Value."""
 
     _core: Any
     _what = "lock"
@@ -125,7 +126,7 @@ class _LockLike(_Named):
         self._core.release()
 
 
-class Lock(_LockLike):
+class Lock(_LockLike, _Named):
     """A mutual-exclusion lock named in a domain, held by a process: ``threading.Lock``'s API
     between any processes of the user, found by ``name``.
 
@@ -233,7 +234,7 @@ def _open_args(
     return create, _checks.domain(domain)
 
 
-class RLock(_LockLike):
+class RLock(_LockLike, _Named):
     """A recursive lock named in a domain: ``threading.RLock``'s API between any processes of
     the user, found by ``name`` (``create`` and ``domain`` as for hakobu.Lock).
 
@@ -418,7 +419,7 @@ class Barrier(_Named):
         return (_reopen, (Barrier, self.name, self.domain, self.parties, self._timeout))
 
 
-class Condition(_LockLike):
+class Condition(_LockLike, _Named):
     """A condition variable named in a domain: ``threading.Condition``'s API between any
     processes of the user, found by ``name`` (``create`` and ``domain`` as for hakobu.Lock).
 

@@ -245,7 +245,9 @@ bool claim_entry(StoreEntry& entry, std::uint32_t state, std::uint32_t token, st
   kill_point("store.claimed");
   const std::uint64_t generation = (entry.generation.load(std::memory_order_relaxed) + 1) & kGenerationMask;
   write_key(entry, key, hash);
-  entry.current.store(key.empty() ? kValueRetired : empty_value(generation), std::memory_order_relaxed);
+  // Release: whoever reads this empty value (a publisher of the entry's old key)
+  // also sees the claim, so its re-read of the state fails and it looks again.
+  entry.current.store(key.empty() ? kValueRetired : empty_value(generation), std::memory_order_release);
   entry.generation.store(generation, std::memory_order_relaxed);
   entry.state.store(ready_state(generation), std::memory_order_release);
   return true;
@@ -342,7 +344,10 @@ Result<std::uint64_t, StorePutError> StoreState::publish(std::string_view key, s
   std::uint64_t old = 0;
   for (int tries = 0;; ++tries) {
     old = found.entry->current.load(std::memory_order_acquire);
-    if (old == kValueRetired || found.entry->state.load(std::memory_order_acquire) != found.state) {
+    // No value must mean the empty value of the generation the key was found
+    // in: another generation's (or a damaged word) is another key's entry.
+    const bool other_generation = !has_value(old) && old != empty_value(ready_generation(found.state));
+    if (old == kValueRetired || other_generation || found.entry->state.load(std::memory_order_acquire) != found.state) {
       // The key left this entry (erased, and the entry reused): look again.
       const Claim claim = tries < 1000 ? find_or_claim(key, hash, found) : Claim::Busy;
       if (claim != Claim::Found) {

@@ -239,7 +239,7 @@ struct StoreHeader {
 static_assert(sizeof(StoreHeader) == 128, "the store header's size is part of the store layout");
 static_assert(std::is_standard_layout_v<StoreHeader>, "StoreHeader lives in shared memory: standard-layout");
 
-/// The insert lock of a store (see "Locking rules"), a word of the header's reserve.
+/// The insert lock of a store (see "Locking rules"): the header's `inserter` word.
 inline std::atomic<std::uint64_t>& insert_lock(StoreHeader& header) noexcept {
   return header.inserter;
 }

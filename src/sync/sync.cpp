@@ -545,7 +545,7 @@ std::uint32_t my_generation(const SyncState& state) noexcept {
 }
 
 /// Adds `n` counts to the word (capped at the bound or 2^31 - 1) and wakes
-/// sleepers if there are any. False if the cap refused all of them.
+/// sleepers if there are any.
 void sem_give(SyncState& state, std::uint32_t n) noexcept {
   std::atomic<std::uint32_t>& word = state.word();
   const std::uint32_t cap = state.kind == SyncKind::BoundedSemaphore ? state.bound : kSemCountMask;

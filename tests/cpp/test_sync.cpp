@@ -873,9 +873,11 @@ TEST(Sync, ConditionWaitAndNotify) {
   std::atomic<int> notified{0};
   std::vector<std::thread> waiters;
   for (int i = 0; i < kWaiters; ++i) {
-    waiters.emplace_back([&] {
+    waiters.emplace_back([&, i] {
       if (!cond->acquire()) return;
-      auto woke = cond->wait_until([&] { return flag != 0; }, 60s);  // watchdog
+      // One waits without a limit (nanoseconds::max() must not overflow into "now"); 60 s: a watchdog.
+      const std::chrono::nanoseconds limit = i == 0 ? std::chrono::nanoseconds::max() : std::chrono::nanoseconds(60s);
+      auto woke = cond->wait_until([&] { return flag != 0; }, limit);
       if (woke && woke->notified) notified.fetch_add(1);
       (void)cond->release();
     });

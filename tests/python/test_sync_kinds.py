@@ -68,6 +68,7 @@ def test_a_float_value_and_its_lock(sync_name: str) -> None:
     assert v.value == 2.5
     with pytest.raises(hakobu.InvalidArgument, match="integer"):
         v.add(1)
+    assert not hasattr(v.get_lock(), "unlink"), "the lock of a value cannot remove the value"
 
 
 def test_array_is_a_shared_writable_view(sync_name: str) -> None:

@@ -30,7 +30,7 @@ Method
   rounds, from the first call to the last result in hand. Also one task's
   round trip (``apply``, a lone task on idle workers): the median of 200.
   Pools are measured one after the other, alternating, in the same run.
-* Store values (issue 12): ``map`` over 20 tasks, each given the same 256
+* Store values: ``map`` over 20 tasks, each given the same 256
   MiB float64 array, the task reading two of its elements (so the figure is
   what reaching the array costs, not work on it): the array read from a
   ``hakobu.Store`` (sent by reference: the task gets a read-only view of the
@@ -41,7 +41,7 @@ Method
   chunks of 20 tasks on 2 workers). 2 workers,
   default chunking, warmed up by a first map; the median of 3 maps, from the
   call to the last result; per task = map time / 20.
-* Targets (issue 10): the big-array map >= 10x faster than
+* Targets: the big-array map >= 10x faster than
   multiprocessing.Pool and >= 2x Ray; tiny tasks: ``apply_async`` at least as
   fast as multiprocessing.Pool, ``Executor.submit`` >= 1.5x faster than
   ProcessPoolExecutor; SVD speed-up >= 1.9x with 2 workers on 2 cores.
