@@ -146,4 +146,37 @@ void NamedFile::close_descriptor() noexcept {
   fd_ = -1;
 }
 
+Result<InspectedFile, OpenError> open_for_inspection(std::string_view kind, std::string_view prefix,
+                                                     std::string_view name, std::string_view domain,
+                                                     std::uint64_t min_bytes) {
+  if (auto why = validate_name(name); !why.empty()) {
+    return {OpenError::InvalidName, "invalid " + std::string(kind) + " name '" + std::string(name) + "': " + why};
+  }
+  DomainOptions options;
+  options.name = std::string(domain);
+  options.collect_on_attach = false;  // a report shows dead processes; it does not reclaim them
+  auto state = DomainState::attach(options);
+  if (!state) return std::move(state).error();
+  InspectedFile out;
+  out.domain = std::move(*state);
+  out.what = std::string(kind) + " '" + std::string(name) + "'";
+  out.damaged = out.what + " is damaged; remove it with `hakobu rm " + std::string(name) + "`";
+  const DomainFile file{out.domain->file_name(std::string(prefix) + std::string(name)), true, out.what};
+  auto fd = open_domain_file(file, false);  // checks owner and mode before a byte is read
+  if (!fd) {
+    if (fd.error().code == OpenError::NotFound) {
+      return {OpenError::NotFound, "no " + out.what + " in domain '" + out.domain->name() + "'"};
+    }
+    return std::move(fd).error();
+  }
+  auto info = platform::file_info(*fd);
+  if (!info || info->size < min_bytes) {
+    platform::close_fd(*fd);
+    return info ? Error<OpenError>{OpenError::Corrupt, out.damaged} : to_open_error(info);
+  }
+  out.fd = *fd;
+  out.size = info->size;
+  return out;
+}
+
 }  // namespace hakobu::detail

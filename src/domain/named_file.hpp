@@ -59,6 +59,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -128,5 +129,24 @@ class NamedFile {
   bool attached_ = false;
   std::uint32_t epoch_ = 0;  // fork_epoch() when opened or created
 };
+
+/// A named object's file opened for a tool that only reads it (`hakobu info`):
+/// no lock is taken and no slot of the object; the domain is attached without
+/// reclaiming dead processes (a report shows them).
+struct InspectedFile {
+  std::shared_ptr<DomainState> domain;
+  int fd = -1;             ///< the caller closes it
+  std::uint64_t size = 0;  ///< the file's size when opened
+  std::string what;        ///< "store 'x'": the object in messages
+  std::string damaged;     ///< the Corrupt message, with the `hakobu rm` hint
+};
+
+/// Opens the file `prefix` + `name` (e.g. "st:" and a store's name) of
+/// `domain` (empty: the default), owner and mode checked before a byte is
+/// read; `kind` names the object ("store"). InvalidName, NotFound ("no store
+/// 'x' in domain 'd'"), or Corrupt for a file shorter than `min_bytes`.
+Result<InspectedFile, OpenError> open_for_inspection(std::string_view kind, std::string_view prefix,
+                                                     std::string_view name, std::string_view domain,
+                                                     std::uint64_t min_bytes);
 
 }  // namespace hakobu::detail

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "hakobu/inspect.hpp"
 #include "hakobu/message.hpp"
 #include "memory/heap.hpp"
@@ -66,34 +67,16 @@ StoreKeySummary summarize_key(const detail::StoreEntry& entry, std::uint64_t pac
 }  // namespace
 
 Result<StoreSummary, OpenError> inspect_store(std::string_view name, std::string_view domain) {
-  if (auto why = validate_name(name); !why.empty()) {
-    return {OpenError::InvalidName, "invalid store name '" + std::string(name) + "': " + why};
-  }
-  DomainOptions options;
-  options.name = std::string(domain);
-  options.collect_on_attach = false;  // a report shows dead processes; it does not reclaim them
-  auto state = detail::DomainState::attach(options);
-  if (!state) return std::move(state).error();
-  detail::DomainState& domain_state = **state;
-  const std::string what = "store '" + std::string(name) + "'";
-  const detail::DomainFile file{domain_state.file_name("st:" + std::string(name)), true, what};
-  auto fd = detail::open_domain_file(file, false);  // checks owner and mode before a byte is read
-  if (!fd) {
-    if (fd.error().code == OpenError::NotFound) {
-      return {OpenError::NotFound, "no " + what + " in domain '" + domain_state.name() + "'"};
-    }
-    return std::move(fd).error();
-  }
-  const std::string damaged = what + " is damaged; remove it with `hakobu rm " + std::string(name) + "`";
-  auto info = platform::file_info(*fd);
-  if (!info || info->size < sizeof(detail::StoreHeader)) {
-    platform::close_fd(*fd);
-    return info ? Error<OpenError>{OpenError::Corrupt, damaged} : detail::to_open_error(info);
-  }
-  const std::uint64_t file_size = info->size;
-  auto head_map = platform::map_shared(*fd, sizeof(detail::StoreHeader));
+  auto opened = detail::open_for_inspection("store", "st:", name, domain, sizeof(detail::StoreHeader));
+  if (!opened) return std::move(opened).error();
+  detail::DomainState& domain_state = *opened->domain;
+  const int fd = opened->fd;
+  const std::string& what = opened->what;
+  const std::string& damaged = opened->damaged;
+  const std::uint64_t file_size = opened->size;
+  auto head_map = platform::map_shared(fd, sizeof(detail::StoreHeader));
   if (!head_map) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return detail::to_open_error(head_map);
   }
   const auto* header = static_cast<const detail::StoreHeader*>(*head_map);
@@ -110,17 +93,17 @@ Result<StoreSummary, OpenError> inspect_store(std::string_view name, std::string
   const bool shape_ok = capacity != 0 && capacity <= detail::kMaxStoreCapacity && std::has_single_bit(capacity) &&
                         file_bytes == detail::store_file_bytes(capacity) && file_bytes <= file_size;
   if (magic != detail::kStoreMagic || (version == detail::kStoreLayoutVersion && !shape_ok)) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return {OpenError::Corrupt, damaged};
   }
   if (version != detail::kStoreLayoutVersion) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return {OpenError::Incompatible, what + " has layout version " + std::to_string(version) + ", this library knows " +
                                          std::to_string(detail::kStoreLayoutVersion)};
   }
   out.capacity = capacity;
-  auto mapped = platform::map_shared(*fd, file_bytes);
-  platform::close_fd(*fd);
+  auto mapped = platform::map_shared(fd, file_bytes);
+  platform::close_fd(fd);
   if (!mapped) return detail::to_open_error(mapped);
   const auto* entries = reinterpret_cast<const detail::StoreEntry*>(  // NOLINT: the layout of store_file.hpp
       static_cast<const std::byte*>(*mapped) + sizeof(detail::StoreHeader));

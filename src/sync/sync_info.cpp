@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "domain/domain_state.hpp"
+#include "domain/named_file.hpp"
 #include "hakobu/inspect.hpp"
 #include "platform/os.hpp"
 #include "sync/sync_layout.hpp"
@@ -81,33 +82,16 @@ void read_semaphore_table(SyncSummary& out, const std::atomic<std::uint64_t>* ta
 }  // namespace
 
 Result<SyncSummary, OpenError> inspect_sync(std::string_view name, std::string_view domain) {
-  if (auto why = validate_name(name); !why.empty()) {
-    return {OpenError::InvalidName, "invalid sync object name '" + std::string(name) + "': " + why};
-  }
-  DomainOptions options;
-  options.name = std::string(domain);
-  options.collect_on_attach = false;  // a report shows dead processes; it does not reclaim them
-  auto state = detail::DomainState::attach(options);
-  if (!state) return std::move(state).error();
-  detail::DomainState& domain_state = **state;
-  const std::string what = "sync object '" + std::string(name) + "'";
-  const detail::DomainFile file{domain_state.file_name("s:" + std::string(name)), true, what};
-  auto fd = detail::open_domain_file(file, false);  // checks owner and mode before a byte is read
-  if (!fd) {
-    if (fd.error().code == OpenError::NotFound) {
-      return {OpenError::NotFound, "no " + what + " in domain '" + domain_state.name() + "'"};
-    }
-    return std::move(fd).error();
-  }
-  const std::string damaged = what + " is damaged; remove it with `hakobu rm " + std::string(name) + "`";
-  auto info = platform::file_info(*fd);
-  if (!info || info->size < detail::kSyncFileBytes) {
-    platform::close_fd(*fd);
-    return info ? Error<OpenError>{OpenError::Corrupt, damaged} : detail::to_open_error(info);
-  }
-  auto mapped = platform::map_shared(*fd, detail::kSyncFileBytes);
+  auto opened = detail::open_for_inspection("sync object", "s:", name, domain, detail::kSyncFileBytes);
+  if (!opened) return std::move(opened).error();
+  detail::DomainState& domain_state = *opened->domain;
+  const int fd = opened->fd;
+  const std::string& what = opened->what;
+  const std::string& damaged = opened->damaged;
+  const std::uint64_t file_size = opened->size;
+  auto mapped = platform::map_shared(fd, detail::kSyncFileBytes);
   if (!mapped) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return detail::to_open_error(mapped);
   }
   const auto* header = static_cast<const detail::SyncHeader*>(*mapped);
@@ -127,11 +111,11 @@ Result<SyncSummary, OpenError> inspect_sync(std::string_view name, std::string_v
   auto params = detail::read_sync_params(*header, out.kind);  // Corrupt for an unknown kind: not used then
   platform::unmap(*mapped, detail::kSyncFileBytes);
   if (magic != detail::kSyncMagic) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return {OpenError::Corrupt, damaged};
   }
   if (version != detail::kSyncLayoutVersion) {
-    platform::close_fd(*fd);
+    platform::close_fd(fd);
     return {OpenError::Incompatible, what + " has layout version " + std::to_string(version) + ", this library knows " +
                                          std::to_string(detail::kSyncLayoutVersion)};
   }
@@ -141,14 +125,14 @@ Result<SyncSummary, OpenError> inspect_sync(std::string_view name, std::string_v
   // kind's size is its own business: only its header page is read.
   std::uint64_t map_bytes = detail::kSyncFileBytes;
   if (known) {
-    if (!params || params->file_bytes != file_bytes || info->size < file_bytes) {
-      platform::close_fd(*fd);
+    if (!params || params->file_bytes != file_bytes || file_size < file_bytes) {
+      platform::close_fd(fd);
       return {OpenError::Corrupt, damaged + (params ? "" : " (" + params.error().message + ")")};
     }
     map_bytes = file_bytes;
   }
-  auto whole = platform::map_shared(*fd, map_bytes);
-  platform::close_fd(*fd);
+  auto whole = platform::map_shared(fd, map_bytes);
+  platform::close_fd(fd);
   if (!whole) return detail::to_open_error(whole);
   const auto* base = static_cast<const std::byte*>(*whole);
   header = static_cast<const detail::SyncHeader*>(*whole);
