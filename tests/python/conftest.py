@@ -62,6 +62,25 @@ def start(program: str, *args: object, **popen: object) -> subprocess.Popen:
     )
 
 
+def start_with_small_dev_shm(program: str, *args: object, mib: int = 48) -> subprocess.Popen:
+    """Starts tests/python/programs/<program>.py in a private mount namespace with a
+    `mib` MiB tmpfs on /dev/shm and no hugetlbfs mount (so large blocks cannot go to
+    reserved huge pages instead). Needs root and unshare (skips without unshare)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    no_huge_pages = 'for m in $(awk \'$3 == "hugetlbfs" {print $2}\' /proc/mounts); do umount "$m"; done'
+    command = " ".join([sys.executable, str(PROGRAMS / f"{program}.py"), *map(str, args)])
+    script = f"mount -t tmpfs -o size={mib}m tmpfs /dev/shm && {no_huge_pages} && exec {command}"
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def finish(process: subprocess.Popen, watchdog: float = 120) -> tuple[int, str, str]:
     """Waits for a program (the watchdog kills a deadlocked one) and returns (code, out, err)."""
     try:

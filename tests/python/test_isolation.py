@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DOMAIN, PROGRAMS, files_of_domain, finish
+from conftest import DOMAIN, PROGRAMS, files_of_domain, finish, start_with_small_dev_shm
 
 import hakobu
 
@@ -203,21 +203,7 @@ def test_async_receivers_hear_from_a_producer_in_another_network_namespace(name:
 
 @needs_root
 def test_a_nearly_full_dev_shm(tmp_path: Path) -> None:
-    # A private mount namespace with a 48 MiB tmpfs on /dev/shm and no hugetlbfs
-    # mount (so that large blocks cannot go to reserved huge pages instead).
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    no_huge_pages = 'for m in $(awk \'$3 == "hugetlbfs" {print $2}\' /proc/mounts); do umount "$m"; done'
-    script = (
-        f"mount -t tmpfs -o size=48m tmpfs /dev/shm && {no_huge_pages} && "
-        f"exec {sys.executable} {PROGRAMS / 'iso_small_shm.py'} 64"
-    )
-    process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_with_small_dev_shm("iso_small_shm", 64)  # a 48 MiB /dev/shm, no huge pages
     code, out, err = finish(process)
     assert code == 0, err
     seen = json.loads(out.strip().splitlines()[-1])

@@ -9,10 +9,8 @@ import json
 import math
 import os
 import pickle
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DOMAIN, PROGRAMS, _names, finish, start
+from conftest import DOMAIN, _names, finish, start, start_with_small_dev_shm
 
 import hakobu
 from hakobu import _core
@@ -442,20 +440,7 @@ def test_create_and_attach_only(store_name: str) -> None:
 
 @needs_root
 def test_a_value_too_large_for_dev_shm(tmp_path: Path) -> None:
-    # A private mount namespace with a 48 MiB tmpfs on /dev/shm and no hugetlbfs mount.
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    no_huge_pages = 'for m in $(awk \'$3 == "hugetlbfs" {print $2}\' /proc/mounts); do umount "$m"; done'
-    script = (
-        f"mount -t tmpfs -o size=48m tmpfs /dev/shm && {no_huge_pages} && "
-        f"exec {sys.executable} {PROGRAMS / 'store_small_shm.py'} 64"
-    )
-    process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_with_small_dev_shm("store_small_shm", 64)  # a 48 MiB /dev/shm, no huge pages
     code, out, err = finish(process)
     assert code == 0, err
     seen = json.loads(out.strip().splitlines()[-1])
