@@ -12,6 +12,7 @@
 #include <optional>
 #include <utility>
 
+#include "channel/loans.hpp"
 #include "channel/message_access.hpp"
 #include "channel/ring.hpp"
 #include "channel/wait_loop.hpp"
@@ -748,35 +749,15 @@ Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::siz
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
                                           std::string_view typestr, const void* copy_source) {
-  if (shape.size() > kMaxArrayDims || typestr.size() > kMaxTypestrBytes) {
-    return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) +
-                                            " dimensions and a type string of at most " +
-                                            std::to_string(kMaxTypestrBytes) + " bytes"};
-  }
-  auto data_bytes = contiguous_bytes(dtype, shape);
-  if (!data_bytes) return std::move(data_bytes).error();
-  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
-  // The elements are what is copied: they are placed, not the metadata.
-  auto made =
-      state_->domain->make_loan(meta + *data_bytes, MessageKind::Array, 0, detail::Placement{meta, copy_source});
-  if (!made) return made;
-  write_array_meta(made->bytes().first(meta), dtype, shape, {}, 0, typestr, order);
-  return made;
+  return detail::lend_array(*state_->domain, dtype, shape, order, typestr, copy_source);
 }
 
 Result<Loan, LoanError> Queue::loan_array_ref(DType dtype, std::span<const std::int64_t> shape,
                                               std::span<const std::int64_t> strides, std::int64_t byte_offset,
                                               std::string_view typestr) {
-  if (shape.size() > kMaxArrayDims || strides.size() != shape.size() || typestr.size() > kMaxTypestrBytes) {
-    return {LoanError::InvalidArgument,
-            "shape and strides must have the same length, at most " + std::to_string(kMaxArrayDims)};
-  }
-  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
-  auto made = loan(meta, MessageKind::Array, 1);
-  if (!made) return made;
-  write_array_meta(made->bytes(), dtype, shape, strides, byte_offset, typestr, Order::C, 1);
-  return made;
+  if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
+  return detail::lend_array_ref(*state_->domain, dtype, shape, strides, byte_offset, typestr);
 }
 
 Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
