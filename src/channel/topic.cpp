@@ -82,7 +82,9 @@ class TopicState : public WaitingHandle {
   }
   /// Subscriber entries to scan: those ever claimed, never more than the table.
   [[nodiscard]] std::uint32_t entries_in_use() const noexcept {
-    return std::min(header->entries_used.load(std::memory_order_acquire), max_subscribers);
+    // seq_cst: a retirer's second look must reach an entry claimed before its
+    // subscriber pinned (topic_file.hpp, "The cursor is the pin").
+    return std::min(header->entries_used.load(std::memory_order_seq_cst), max_subscribers);
   }
   [[nodiscard]] WaitSide publish_side() const noexcept {
     return {header->published, header->subscribers_waiting, header->published_at, true};
