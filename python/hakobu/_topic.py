@@ -32,7 +32,8 @@ class Topic:
     messages carried inside a ring slot. Attaching keeps the topic's settings.
 
     ``create``, ``domain``, ``latency``, ``spin`` and ``allow_pickle`` are as
-    for hakobu.Queue (``latency`` applies to this handle and its subscribers).
+    for hakobu.Queue; a subscriber waits in the mode its handle had when it
+    subscribed, and decodes objects as the handle's ``allow_pickle`` says.
     """
 
     def __init__(
@@ -146,7 +147,8 @@ class Topic:
 
     @property
     def latency(self) -> str:
-        """How blocking calls wait (as Queue.latency), for this handle and its subscribers."""
+        """How blocking calls wait (as Queue.latency): this handle's publishes, and the gets of
+        subscribers made from it afterwards."""
         return self._latency
 
     @latency.setter

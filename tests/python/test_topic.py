@@ -418,6 +418,26 @@ def test_properties_repr_and_pickling(topic_name: str) -> None:
         pickle.loads(pickle.dumps(topic))
 
 
+@pytest.mark.parametrize(
+    ("latency", "spin"), [("spin", None), ("sleep", None), (None, 0.001), ("adaptive", None)]
+)
+def test_latency_modes_of_a_handle_and_its_subscribers(
+    topic_name: str, latency: str | None, spin: float | None
+) -> None:
+    topic = hakobu.Topic(topic_name, latency=latency, spin=spin)
+    assert topic.latency == ("fixed" if spin else latency)
+    with topic.subscribe() as sub:
+        publisher = start("topic_peer", "publish", topic_name, 50, 100, 0, 1)
+        assert [check(sub.get(timeout=WATCHDOG)) for _ in range(50)] == list(range(50))
+        code, _, err = finish(publisher)
+        assert code == 0, err
+    topic.latency = "sleep"
+    assert topic.latency == "sleep"
+    with pytest.raises(hakobu.InvalidArgument):
+        topic.latency = "fast"
+    topic.unlink()
+
+
 def test_too_many_subscribers(topic_name: str) -> None:
     topic = hakobu.Topic(topic_name, max_subscribers=2)
     first, second = topic.subscribe(), topic.subscribe()
