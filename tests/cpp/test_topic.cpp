@@ -230,6 +230,10 @@ class TopicFile {
   }
   [[nodiscard]] bool mapped() const { return base_ != nullptr; }
   hakobu::detail::TopicHeader& header() { return *reinterpret_cast<hakobu::detail::TopicHeader*>(base_); }  // NOLINT
+  hakobu::detail::SubscriberEntry& entry(std::size_t i) {
+    return reinterpret_cast<hakobu::detail::SubscriberEntry*>(base_ +
+                                                              sizeof(hakobu::detail::TopicHeader))[i];  // NOLINT
+  }
 
  private:
   std::string path_;
@@ -463,6 +467,21 @@ TEST(Topic, DropOldestSkipsAheadAndCountsExactly) {
   EXPECT_EQ(drain(slow), run_of(29, 8, 29, 5));
   EXPECT_EQ(slow.dropped(), 17U);
   EXPECT_EQ(reader.dropped(), 0U);
+  ASSERT_TRUE(topic.unlink());
+}
+
+// A subscriber overwritten before it received anything lost those messages as
+// much as one that had received some (they were published after it joined).
+TEST(Topic, DropOldestCountsWhatItMissedBeforeItsFirstMessage) {
+  Topic topic = make_topic(unique_name("drop-first"), 8);
+  TopicFile file(topic.name());
+  ASSERT_TRUE(file.mapped());
+  Subscriber slow = subscribe(topic, OnFull::DropOldest);
+  publish_run(topic, 0, 20);  // a ring of 8, nobody reads
+  EXPECT_EQ(file.entry(0).dropped.load(), 12U) << "the publishers counted 12 in the subscriber's entry";
+  EXPECT_EQ(slow.dropped(), 12U) << "the subscriber says so too, as soon as they are overwritten";
+  EXPECT_EQ(drain(slow), run_of(12, 8, 12, 12)) << "its first message says it missed 12";
+  EXPECT_EQ(slow.dropped(), 12U);
   ASSERT_TRUE(topic.unlink());
 }
 
@@ -979,6 +998,41 @@ TEST(Topic, KilledBlockingSubscriberStopsHoldingThePublisher) {
   domain->collect_garbage();
   EXPECT_EQ(heap_use(), before) << "no history, no subscriber: nothing held, and the dead one's messages reclaimed";
   std::filesystem::remove(ready);
+  ASSERT_TRUE(topic.unlink());
+}
+
+// A drop-oldest subscriber is never in a publisher's way (it is moved on), so
+// no publisher checks it for life: its process's death must still free its
+// entry and its pin on the ring (topic_file.hpp, "Death").
+TEST(Topic, KilledDropOldestSubscribersLeaveNoEntryAndPinNothing) {
+  auto options = topic_options(4);
+  options.max_subscribers = 3;
+  Topic topic = make_topic(unique_name("killed-drop"), options);
+  const HeapUse before = settled_heap_use(topic);
+  std::vector<std::string> ready{temp_file("drop0"), temp_file("drop1")};
+  std::vector<std::unique_ptr<Process>> peers;
+  for (const auto& file : ready) peers.push_back(start_peer({"hold", topic.name(), "0", file, "drop-oldest"}));
+  ASSERT_TRUE(wait_until([&] {
+    return std::all_of(ready.begin(), ready.end(), [](const auto& f) { return std::filesystem::exists(f); }) ||
+           hakobu::test::has_exited(peers[0]->pid()) || hakobu::test::has_exited(peers[1]->pid());
+  }));
+  ASSERT_EQ(topic.stats().subscribers, 2U);
+  for (auto& peer : peers) {
+    peer->kill(SIGKILL);
+    EXPECT_EQ(peer->wait(), 128 + SIGKILL);
+  }
+  for (const auto& file : ready) std::filesystem::remove(file);
+  publish_run(topic, 0, 12, 5000);  // three rings past both
+  auto domain = Domain::open(topic_options().domain);
+  ASSERT_TRUE(domain);
+  domain->collect_garbage();
+  EXPECT_EQ(heap_use(), before) << "no history and no live subscriber: the dead ones pin no message";
+  EXPECT_EQ(topic.stats().subscribers, 0U) << "dead subscribers are not counted";
+  // The table has room for one: a second subscription needs a dead one's entry.
+  auto first = topic.subscribe();
+  EXPECT_TRUE(first) << first.error().message;
+  auto second = topic.subscribe();
+  EXPECT_TRUE(second) << "a dead subscriber's entry is free again: " << second.error().message;
   ASSERT_TRUE(topic.unlink());
 }
 
