@@ -6,6 +6,7 @@
 // topic's code.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -786,6 +787,38 @@ TEST(Topic, ManyThreadsPublishingEachInOrder) {
   dropping.close();
   EXPECT_EQ(heap_use().blocks, before.blocks + 3) << "only the history holds blocks";
   ASSERT_TRUE(topic.unlink());
+}
+
+// --- event loops ----------------------------------------------------------------------
+
+/// The cookies signalled to `socket` so far (waiting for the first, 60 s at most).
+std::vector<std::uint16_t> cookies(hakobu::WakeSocket& socket) {
+  std::vector<std::uint16_t> out;
+  pollfd ready{socket.fd(), POLLIN, 0};
+  if (::poll(&ready, 1, 60000) != 1) return out;
+  std::uint16_t got[16]{};
+  for (std::size_t n = socket.drain(got); n > 0; n = socket.drain(got)) out.insert(out.end(), got, got + n);
+  return out;
+}
+
+TEST(Topic, WatchersAreSignalledByPublishesAndUnlink) {
+  Topic topic = make_topic(unique_name("watch"), 8);
+  Subscriber subscriber = subscribe(topic);
+  auto socket = hakobu::WakeSocket::open();
+  ASSERT_TRUE(socket) << socket.error().message;
+  EXPECT_FALSE(subscriber.spin_until_ready(1ms)) << "nothing published";
+  ASSERT_TRUE(subscriber.watch(*socket, 7));
+  EXPECT_EQ(subscriber.try_get().error().code, GetError::Empty);
+  publish_run(topic, 0, 1);
+  const auto first = cookies(*socket);
+  ASSERT_FALSE(first.empty()) << "a publish signals the watcher";
+  EXPECT_TRUE(std::all_of(first.begin(), first.end(), [](std::uint16_t c) { return c == 7; }));
+  EXPECT_TRUE(subscriber.spin_until_ready(1ms)) << "a message is there";
+  EXPECT_EQ(drain(subscriber), run_of(0, 1, 0));
+  ASSERT_TRUE(topic.unlink());
+  EXPECT_FALSE(cookies(*socket).empty()) << "unlinking signals the watcher";
+  EXPECT_EQ(subscriber.try_get().error().code, GetError::Unlinked);
+  subscriber.unwatch(*socket, 7);
 }
 
 // --- close and unlink ------------------------------------------------------------------
