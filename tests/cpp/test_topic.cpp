@@ -789,6 +789,55 @@ TEST(Topic, ManyThreadsPublishingEachInOrder) {
   ASSERT_TRUE(topic.unlink());
 }
 
+// The two-step retiring (topic_file.hpp, "The cursor is the pin"): subscribers
+// joining with history and drop-oldest subscribers being moved on while they
+// read, against a publisher that retires slots as fast as it can. A reference
+// taken on a block the ring no longer holds would read a freed block, reused by
+// a later message: its bytes would not be its own (every message's differ).
+TEST(Topic, RetiringRacesJoiningAndReadingSubscribers) {
+  Topic topic = make_topic(unique_name("retire-race"), 4, 2);
+  const HeapUse before = settled_heap_use(topic);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::atomic<std::uint64_t> taken{0};
+  const auto take = [&](Subscriber& subscriber, std::uint64_t& last) {
+    auto message = subscriber.try_get();
+    if (!message) return;
+    std::string why;
+    const auto seq = check_wire_bytes(message->bytes(), why);
+    if (!seq || (last != UINT64_MAX && *seq <= last)) ++bad;
+    last = seq.value_or(last);
+    ++taken;
+  };
+  std::vector<std::thread> threads;
+  for (int j = 0; j < 2; ++j) {  // joiners: subscribe with history, take a few, leave
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        auto subscriber = topic.subscribe({.on_full = OnFull::DropOldest, .history = 2});
+        if (!subscriber) continue;  // the table may be full for a moment
+        std::uint64_t last = UINT64_MAX;
+        for (int i = 0; i < 3; ++i) take(*subscriber, last);
+      }
+    });
+  }
+  threads.emplace_back([&] {  // a drop-oldest reader, moved on while it reads
+    Subscriber reader = subscribe(topic, OnFull::DropOldest);
+    std::uint64_t last = UINT64_MAX;
+    while (!stop.load()) take(reader, last);
+  });
+  for (std::uint64_t seq = 0; seq < 20000; ++seq) {
+    auto published = topic.publish(wire_bytes(seq, 300 + seq % 700), MessageKind::Bytes, 60s);
+    ASSERT_TRUE(published) << published.error().message;
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0) << "messages not whole, or out of order";
+  EXPECT_GT(taken.load(), 0U);
+  EXPECT_EQ(topic.stats().subscribers, 0U);
+  EXPECT_EQ(heap_use().blocks, before.blocks + 2) << "only the history holds blocks";
+  ASSERT_TRUE(topic.unlink());
+}
+
 // --- event loops ----------------------------------------------------------------------
 
 /// The cookies signalled to `socket` so far (waiting for the first, 60 s at most).
