@@ -139,7 +139,7 @@ class TopicState : public WaitingHandle {
   /// Finds the first cursor at or before `r`, moving DROP_OLDEST ones past it
   /// when `push`. Returns true if none is left in the way; otherwise `blocker`
   /// is its owner. seq_cst loads: the second scan of retire() relies on them.
-  bool cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) noexcept;
+  bool cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) const noexcept;
 };
 
 /// One subscription: its entry in the topic's table and what this process
@@ -321,7 +321,7 @@ void TopicState::publish_slot(SlotHeader* s, std::uint64_t position) noexcept {
   retire(position - history, /*for_room=*/false, ignored);
 }
 
-bool TopicState::cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) noexcept {
+bool TopicState::cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) const noexcept {
   const std::uint32_t used = entries_in_use();
   for (std::uint32_t i = 0; i < used; ++i) {
     SubscriberEntry& e = entries[i];
@@ -843,7 +843,7 @@ Result<Subscriber, SubscribeError> Topic::subscribe(const SubscribeOptions& opti
   sub->latency.store(t.latency.load(std::memory_order_relaxed), std::memory_order_relaxed);
   // Start `asked` messages back (no further than what was published, nor than the history kept).
   const std::uint64_t head = t.header->publish_pos.load(std::memory_order_acquire);
-  const std::uint64_t asked = std::min<std::uint64_t>({options.history, t.history, head});
+  const auto asked = std::min<std::uint64_t>({options.history, t.history, head});
   const std::uint64_t start = head - asked;
   bool reclaimed = false;  // entries of dead subscribers, freed once when the table looks full
   for (std::uint32_t i = 0; i < t.max_subscribers; ++i) {
