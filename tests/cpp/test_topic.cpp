@@ -231,6 +231,12 @@ class TopicFile {
   }
   [[nodiscard]] bool mapped() const { return base_ != nullptr; }
   hakobu::detail::TopicHeader& header() { return *reinterpret_cast<hakobu::detail::TopicHeader*>(base_); }  // NOLINT
+  hakobu::detail::SlotHeader& slot(std::size_t i) {
+    const std::size_t at = sizeof(hakobu::detail::TopicHeader) +
+                           std::size_t{header().max_subscribers} * sizeof(hakobu::detail::SubscriberEntry) +
+                           i * header().slot_bytes;
+    return *reinterpret_cast<hakobu::detail::SlotHeader*>(base_ + at);  // NOLINT
+  }
   hakobu::detail::SubscriberEntry& entry(std::size_t i) {
     return reinterpret_cast<hakobu::detail::SubscriberEntry*>(base_ +
                                                               sizeof(hakobu::detail::TopicHeader))[i];  // NOLINT
@@ -370,6 +376,68 @@ TEST(Topic, DamagedHeaderIsCorrupt) {
   header.magic.store(hakobu::detail::kTopicMagic);
   auto whole = Topic::attach(topic.name(), topic_options());
   EXPECT_TRUE(whole) << "restored, it attaches: " << whole.error().message;
+  ASSERT_TRUE(topic.unlink());
+}
+
+/// A claim token of a process slot nobody has: a dead claimer (tokens: slot | generation << 10).
+constexpr std::uint32_t kDeadToken = 1000U | (7U << 10U);
+
+TEST(Topic, DamagedSlotsAreSkippedAsCorrupt) {
+  Topic topic = make_topic(unique_name("bad-slots"), 16);
+  Subscriber subscriber = subscribe(topic, OnFull::Block);
+  TopicFile file(topic.name());
+  ASSERT_TRUE(file.mapped());
+  publish_run(topic, 0, 2, 100);   // inline
+  publish_run(topic, 2, 2, 5000);  // blocks
+  publish_run(topic, 4, 1, 100);
+  file.slot(0).kind = 9;                        // no message kind
+  file.slot(1).length = 100000;                 // inline, longer than a slot
+  file.slot(2).block = std::uint64_t{1} << 45;  // outside the heap
+  file.slot(3).length = 1U << 30;               // a block smaller than the length
+  for (int i = 0; i < 4; ++i) {
+    auto got = subscriber.try_get();
+    ASSERT_FALSE(got) << "slot " << i;
+    EXPECT_EQ(got.error().code, GetError::Corrupt) << "slot " << i;
+  }
+  EXPECT_EQ(drain(subscriber), run_of(4, 1, 4)) << "the topic goes on after damaged messages";
+  publish_run(topic, 5, 8, 5000);
+  EXPECT_EQ(drain(subscriber), run_of(5, 8, 5)) << "the damaged slots were given back and used again";
+  ASSERT_TRUE(topic.unlink());
+}
+
+TEST(Topic, DeadClaimsInTheFileAreRepaired) {
+  Topic topic = make_topic(unique_name("dead-claims"), 4);
+  TopicFile file(topic.name());
+  ASSERT_TRUE(file.mapped());
+  Subscriber subscriber = subscribe(topic, OnFull::Block);
+  // A publisher that died in WRITING(1): the slot becomes a tombstone the subscriber skips.
+  publish_run(topic, 0, 1);
+  file.slot(1).control.store(hakobu::detail::make_control(1, hakobu::detail::SlotState::Writing, kDeadToken));
+  file.header().publish_pos.store(2);
+  publish_run(topic, 2, 1);
+  EXPECT_EQ(drain(subscriber), run_of(0, 1, 0));
+  auto after = subscriber.get(60s);
+  ASSERT_TRUE(after) << "the dead claim was turned into a tombstone: " << after.error().message;
+  EXPECT_EQ(check(*after), (Got{2, 2, 0})) << "a tombstone is skipped, not counted as missed";
+  // A retirer that died in RETIRING(3): the slot is put back, then given back.
+  publish_run(topic, 3, 1);
+  EXPECT_EQ(drain(subscriber), run_of(3, 1, 3));
+  file.slot(3).control.store(hakobu::detail::make_control(3, hakobu::detail::kRetiring, kDeadToken));
+  publish_run(topic, 4, 3);  // 7 needs slot 3
+  auto published = topic.publish(wire_bytes(7, 100), MessageKind::Bytes, 60s);
+  ASSERT_TRUE(published) << "the dead retirer's slot was put back and retired: " << published.error().message;
+  EXPECT_EQ(drain(subscriber), run_of(4, 4, 4));
+  // A subscriber that died joining (block) holds the ring until a publisher frees its entry.
+  file.entry(3).on_full.store(hakobu::detail::kOnFullBlock);
+  file.entry(3).cursor.store(hakobu::detail::make_cursor(8, hakobu::detail::CursorState::Joining, kDeadToken));
+  file.header().entries_used.store(4);
+  for (std::uint64_t seq = 8; seq < 16; ++seq) {
+    published = topic.publish(wire_bytes(seq, 100), MessageKind::Bytes, 60s);
+    ASSERT_TRUE(published) << "message " << seq << ": " << published.error().message;
+    EXPECT_EQ(drain(subscriber), run_of(seq, 1, seq));
+  }
+  EXPECT_EQ(file.entry(3).cursor.load(), 0U) << "the dead subscriber's entry was freed";
+  EXPECT_EQ(topic.stats().subscribers, 1U);
   ASSERT_TRUE(topic.unlink());
 }
 
@@ -1054,6 +1122,33 @@ TEST(Topic, ArraysBetweenProcesses) {
     ASSERT_TRUE(here.get(60s));
   }
   EXPECT_EQ(peers[0]->wait(), 0);
+  ASSERT_TRUE(topic.unlink());
+}
+
+TEST(Topic, PublisherProcessesEachInOrder) {
+  Topic topic = make_topic(unique_name("proc-publishers"), 16, 2);
+  Subscriber here = subscribe(topic, OnFull::Block);
+  constexpr std::uint64_t kStride = 100000;
+  constexpr std::uint64_t kEach = 200;
+  std::vector<std::unique_ptr<Process>> publishers;
+  for (std::uint64_t p = 1; p <= 3; ++p) {
+    publishers.push_back(
+        start_peer({"publish-from", topic.name(), std::to_string(p * kStride), std::to_string(kEach)}));
+  }
+  std::vector<std::uint64_t> next{0, kStride, 2 * kStride, 3 * kStride};
+  for (std::uint64_t n = 0; n < 3 * kEach; ++n) {
+    auto message = here.get(60s);
+    ASSERT_TRUE(message) << message.error().message;
+    const auto got = check(*message);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->sequence, n) << "one order for all: the order of publication";
+    const std::uint64_t p = got->seq / kStride;
+    ASSERT_TRUE(p >= 1 && p <= 3) << got->seq;
+    EXPECT_EQ(got->seq, next[p]) << "each publisher's messages in its order, none lost";
+    next[p] = got->seq + 1;
+  }
+  for (auto& publisher : publishers) EXPECT_EQ(publisher->wait(), 0);
+  EXPECT_EQ(topic.stats().published, 3 * kEach);
   ASSERT_TRUE(topic.unlink());
 }
 
