@@ -1213,6 +1213,48 @@ TEST(Topic, KilledDropOldestSubscribersLeaveNoEntryAndPinNothing) {
   ASSERT_TRUE(topic.unlink());
 }
 
+TEST(Topic, BlockingSubscribersKilledAtRandomMomentsNeverHoldThePublisher) {
+  OwnDomain own;
+  const std::uint64_t seed = std::random_device{}();
+  std::cout << "[topic] seed " << seed << "\n";
+  std::mt19937_64 rng(seed);
+  int kills = 0;
+  {
+    Topic topic = make_topic(unique_name("killed-subs"), topic_options(8, 1, own.name()));
+    const HeapUse before = settled_heap_use(topic, own.name());
+    std::uint64_t seq = 0;
+    for (int round = 0; round < 15; ++round) {
+      std::vector<std::unique_ptr<Process>> peers;
+      peers.push_back(start_peer({"subscribe", topic.name(), "1000000"}));
+      ASSERT_TRUE(wait_for_subscribers(topic, 1, peers));
+      // It receives (and holds, one at a time) while this process publishes; killed at a random moment.
+      const std::uint64_t count = rng() % 40;
+      for (std::uint64_t i = 0; i < count; ++i, ++seq) {
+        auto published = topic.publish(wire_bytes(seq, seq % 2 == 0 ? 100 : 6000), MessageKind::Bytes, 60s);
+        ASSERT_TRUE(published) << "round " << round << ": " << published.error().message;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+      peers[0]->kill(SIGKILL);
+      const int code = peers[0]->wait();
+      EXPECT_EQ(code, 128 + SIGKILL) << "round " << round;
+      kills += code == 128 + SIGKILL ? 1 : 0;
+    }
+    // Past every dead cursor: each is found in the way, checked and freed.
+    for (int i = 0; i < 16; ++i, ++seq) {
+      auto published = topic.publish(wire_bytes(seq, 6000), MessageKind::Bytes, 60s);
+      ASSERT_TRUE(published) << published.error().message;
+    }
+    EXPECT_EQ(topic.stats().subscribers, 0U) << "every dead subscriber's entry was freed";
+    auto domain = Domain::open(topic_options(16, 0, own.name()).domain);
+    ASSERT_TRUE(domain);
+    domain->collect_garbage();
+    EXPECT_LE(heap_use(own.name()).blocks, before.blocks + 1 + static_cast<std::uint64_t>(kills))
+        << "the history, and at most a block per kill (a reference counted, not yet listed)";
+    ASSERT_TRUE(topic.unlink());
+  }
+  EXPECT_TRUE(own.files_left().empty()) << "the domain's files go with the last process";
+}
+
 TEST(Topic, PublisherKilledAtRandomMomentsLeavesOnlyWholeMessagesInOrder) {
   OwnDomain own;
   const std::uint64_t seed = std::random_device{}();
