@@ -30,11 +30,6 @@
 // "who" is a u8: 0 this process's token, 1 a token of a process slot nobody has
 // (a dead claimer), else a raw u32 that follows. Values may be block references
 // (fuzz_support.hpp): a slot's block word set to one names a real block.
-//
-// Mask names (HAKOBU_FUZZ_MASK, exploratory runs only): `own-reading-cursor`
-// leaves out cursors made READING with this process's token (closing such a
-// subscription waits for a get of this process that is not there:
-// regressions/fuzz_topic/own-entry-reading-close-hang).
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -172,7 +167,6 @@ void damage(const std::vector<Record>& records, const Known& known, hakobu::deta
         std::memcpy(base + entries_at + r.target * sizeof(SubscriberEntry) + std::size_t{r.field} * 8, &value, 8);
         break;
       case Kind::EntryCursor: {
-        if ((r.state & 3U) == 3U && r.who == 0 && hakobu::fuzz::masked("own-reading-cursor")) break;
         const std::uint64_t cursor = hakobu::detail::make_cursor(
             r.position, static_cast<hakobu::detail::CursorState>(r.state & 3U), token_of(r, state.token()));
         std::memcpy(base + entries_at + r.target * sizeof(SubscriberEntry), &cursor, 8);
