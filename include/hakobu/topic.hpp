@@ -174,7 +174,8 @@ class Subscriber {
   [[nodiscard]] OnFull on_full() const noexcept;
   /// Sets how this subscriber's blocking gets wait (it starts with its topic handle's mode).
   void set_latency(Latency latency) noexcept;
-  [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
+  /// False once closed (or moved from, or inherited across fork()).
+  [[nodiscard]] bool is_open() const noexcept;
   /// Ends the subscription (waking this subscriber's waiters with Closed);
   /// messages not yet received are no longer held for it.
   void close() noexcept;
@@ -236,7 +237,8 @@ class Topic {
   // --- state -----------------------------------------------------------------
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] bool is_creator() const noexcept;
-  [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
+  /// False once closed or unlinked (or moved from, or inherited across fork()).
+  [[nodiscard]] bool is_open() const noexcept;
   [[nodiscard]] TopicStats stats() const noexcept;
   void set_latency(Latency latency) noexcept;
   void set_spin(std::chrono::nanoseconds spin) noexcept;

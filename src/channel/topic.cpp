@@ -27,7 +27,7 @@ std::string_view to_string(SubscribeError code) noexcept {
     case SubscribeError::TooManySubscribers: return "TooManySubscribers";
     case SubscribeError::InvalidArgument: return "InvalidArgument";
   }
-  return "Unknown";
+  return "?";
 }
 
 namespace detail {
@@ -734,6 +734,10 @@ const std::string& Topic::name() const noexcept {
   return state_ ? state_->name : empty;
 }
 
+bool Topic::is_open() const noexcept {
+  return state_ && state_->usable();
+}
+
 bool Topic::is_creator() const noexcept {
   return state_ && state_->creator;
 }
@@ -1033,6 +1037,10 @@ std::size_t Subscriber::lag() const noexcept {
   const std::int64_t n =
       detail::position_diff(t.header->publish_pos.load(std::memory_order_relaxed), detail::control_position(cursor));
   return n <= 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), t.capacity);
+}
+
+bool Subscriber::is_open() const noexcept {
+  return state_ && !state_->closed.load(std::memory_order_acquire) && state_->topic->mapped();
 }
 
 OnFull Subscriber::on_full() const noexcept {
