@@ -322,6 +322,7 @@ TEST(Topic, TooManySubscribersUntilOneLeaves) {
   ASSERT_FALSE(third);
   EXPECT_EQ(third.error().code, SubscribeError::TooManySubscribers);
   first.close();
+  EXPECT_FALSE(first.is_open());
   EXPECT_EQ(first.try_get().error().code, GetError::Closed);
   EXPECT_EQ(topic.stats().subscribers, 1U);
   auto again = topic.subscribe();
@@ -976,6 +977,7 @@ TEST(Topic, CloseLetsGoOfTheHandleOnly) {
   Topic topic = make_topic(name);
   Subscriber subscriber = subscribe(topic, OnFull::Block);
   topic.close();
+  EXPECT_FALSE(topic.is_open());
   EXPECT_EQ(topic.publish(wire_bytes(0, 100)).error().code, PutError::Closed);
   EXPECT_EQ(topic.subscribe().error().code, SubscribeError::Closed);
   EXPECT_EQ(topic.loan(10).error().code, hakobu::LoanError::Closed);
