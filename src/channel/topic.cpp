@@ -369,12 +369,15 @@ void TopicState::check_lagging_subscribers(std::uint64_t position) noexcept {
   // entries taken in turn.
   const std::uint32_t used = entries_in_use();
   std::uint32_t checked = 0;
+  const std::uint32_t first = next_to_check;
   for (std::uint32_t n = 0; n < used && checked < kLivenessChecksPerRound; ++n) {
-    const std::uint32_t i = (next_to_check + n) % used;
+    const std::uint32_t i = (first + n) % used;
     const std::uint64_t cursor = entries[i].cursor.load(std::memory_order_acquire);
-    const bool stood_still = cursor == cursors_seen[i];
+    // A cursor first seen here is checked once too (a subscriber that died
+    // before this process's first round).
+    const bool suspect = cursor == cursors_seen[i] || cursors_seen[i] == 0;
     cursors_seen[i] = cursor;
-    if (cursor == 0 || !stood_still || position_diff(position, control_position(cursor)) < 0) continue;
+    if (cursor == 0 || !suspect || position_diff(position, control_position(cursor)) < 0) continue;
     repair(control_token(cursor));
     ++checked;
     next_to_check = (i + 1) % used;

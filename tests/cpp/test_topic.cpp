@@ -159,7 +159,7 @@ std::vector<Got> run_of(std::uint64_t first, std::uint64_t count, std::uint64_t 
 
 void publish_run(Topic& topic, std::uint64_t first, std::uint64_t count, std::size_t size = 100) {
   for (std::uint64_t seq = first; seq < first + count; ++seq) {
-    auto published = topic.publish(wire_bytes(seq, size), MessageKind::Bytes, 0ns);
+    auto published = topic.publish(wire_bytes(seq, size), 0ns, MessageKind::Bytes);
     ASSERT_TRUE(published) << "message " << seq << ": " << published.error().message;
   }
 }
@@ -425,7 +425,7 @@ TEST(Topic, DeadClaimsInTheFileAreRepaired) {
   EXPECT_EQ(drain(subscriber), run_of(3, 1, 3));
   file.slot(3).control.store(hakobu::detail::make_control(3, hakobu::detail::kRetiring, kDeadToken));
   publish_run(topic, 4, 3);  // 7 needs slot 3
-  auto published = topic.publish(wire_bytes(7, 100), MessageKind::Bytes, 60s);
+  auto published = topic.publish(wire_bytes(7, 100), 60s, MessageKind::Bytes);
   ASSERT_TRUE(published) << "the dead retirer's slot was put back and retired: " << published.error().message;
   EXPECT_EQ(drain(subscriber), run_of(4, 4, 4));
   // A subscriber that died joining (block) holds the ring until a publisher frees its entry.
@@ -433,7 +433,7 @@ TEST(Topic, DeadClaimsInTheFileAreRepaired) {
   file.entry(3).cursor.store(hakobu::detail::make_cursor(8, hakobu::detail::CursorState::Joining, kDeadToken));
   file.header().entries_used.store(4);
   for (std::uint64_t seq = 8; seq < 16; ++seq) {
-    published = topic.publish(wire_bytes(seq, 100), MessageKind::Bytes, 60s);
+    published = topic.publish(wire_bytes(seq, 100), 60s, MessageKind::Bytes);
     ASSERT_TRUE(published) << "message " << seq << ": " << published.error().message;
     EXPECT_EQ(drain(subscriber), run_of(seq, 1, seq));
   }
@@ -456,7 +456,7 @@ TEST(Topic, EverySubscriberSeesEveryMessageInOrder) {
   for (std::uint64_t seq = 0; seq < 48; ++seq) {
     const std::size_t size = kSizes[seq % std::size(kSizes)];
     if (seq % 2 == 0) {
-      ASSERT_TRUE(topic.publish(wire_bytes(seq, size), MessageKind::Bytes, 0ns)) << seq;
+      ASSERT_TRUE(topic.publish(wire_bytes(seq, size), 0ns, MessageKind::Bytes)) << seq;
     } else {
       auto loan = topic.loan(size);
       ASSERT_TRUE(loan) << loan.error().message;
@@ -520,7 +520,7 @@ TEST(Topic, DropOldestSkipsAheadAndCountsExactly) {
   // 20 more into a ring of 8 while `slow` reads nothing: publishers never
   // wait for it (timeout 0), and only the blocking reader keeps up.
   for (std::uint64_t seq = 1; seq <= 20; ++seq) {
-    ASSERT_TRUE(topic.publish(wire_bytes(seq, 300), MessageKind::Bytes, 0ns)) << seq;
+    ASSERT_TRUE(topic.publish(wire_bytes(seq, 300), 0ns, MessageKind::Bytes)) << seq;
     EXPECT_EQ(drain(reader), run_of(seq, 1, seq));
   }
   EXPECT_EQ(slow.lag(), 8U);
@@ -531,7 +531,7 @@ TEST(Topic, DropOldestSkipsAheadAndCountsExactly) {
   EXPECT_EQ(drain(slow), run_of(21, 3, 21)) << "caught up: nothing missed";
   EXPECT_EQ(drain(reader), run_of(21, 3, 21));
   for (std::uint64_t seq = 24; seq <= 36; ++seq) {  // the ring keeps 29..36
-    ASSERT_TRUE(topic.publish(wire_bytes(seq, 300), MessageKind::Bytes, 0ns)) << seq;
+    ASSERT_TRUE(topic.publish(wire_bytes(seq, 300), 0ns, MessageKind::Bytes)) << seq;
     EXPECT_EQ(drain(reader), run_of(seq, 1, seq));
   }
   EXPECT_EQ(drain(slow), run_of(29, 8, 29, 5));
@@ -561,9 +561,9 @@ TEST(Topic, BlockHoldsPublishersAndLosesNothing) {
   Subscriber dropping = subscribe(topic, OnFull::DropOldest);
   publish_run(topic, 0, 4);
   EXPECT_EQ(drain(dropping), run_of(0, 4, 0));
-  EXPECT_EQ(topic.publish(wire_bytes(4, 100), MessageKind::Bytes, 0ns).error().code, PutError::Full)
+  EXPECT_EQ(topic.publish(wire_bytes(4, 100), 0ns, MessageKind::Bytes).error().code, PutError::Full)
       << "timeout 0: no waiting for the blocking subscriber";
-  EXPECT_EQ(topic.publish(wire_bytes(4, 100), MessageKind::Bytes, 20ms).error().code, PutError::Timeout);
+  EXPECT_EQ(topic.publish(wire_bytes(4, 100), 20ms, MessageKind::Bytes).error().code, PutError::Timeout);
   auto loan = topic.loan(5000);
   ASSERT_TRUE(loan);
   hakobu::test::write_wire_bytes(loan->bytes(), 4);
@@ -578,7 +578,7 @@ TEST(Topic, BlockHoldsPublishersAndLosesNothing) {
   constexpr std::uint64_t kCount = 300;
   auto publisher = std::async(std::launch::async, [&] {
     for (std::uint64_t seq = 5; seq < 5 + kCount; ++seq) {
-      auto published = topic.publish(wire_bytes(seq, seq % 3 == 0 ? 3000 : 50), MessageKind::Bytes, 60s);
+      auto published = topic.publish(wire_bytes(seq, seq % 3 == 0 ? 3000 : 50), 60s, MessageKind::Bytes);
       if (!published) return published.error().message;
     }
     return std::string();
@@ -630,14 +630,14 @@ TEST(Topic, ClosedSubscriberFreesWhatItHeldBack) {
   const HeapUse before = settled_heap_use(topic);
   Subscriber laggard = subscribe(topic, OnFull::Block);
   publish_run(topic, 0, 4, 20000);
-  EXPECT_EQ(topic.publish(wire_bytes(4, 20000), MessageKind::Bytes, 0ns).error().code, PutError::Full);
+  EXPECT_EQ(topic.publish(wire_bytes(4, 20000), 0ns, MessageKind::Bytes).error().code, PutError::Full);
   auto held = laggard.try_get();
   ASSERT_TRUE(held);
   EXPECT_EQ(heap_use().blocks, before.blocks + 4);
   laggard.close();
   EXPECT_EQ(topic.stats().subscribers, 0U);
   EXPECT_EQ(heap_use().blocks, before.blocks + 1) << "only the message it received and still holds";
-  ASSERT_TRUE(topic.publish(wire_bytes(4, 20000), MessageKind::Bytes, 0ns)) << "nothing holds publishers back";
+  ASSERT_TRUE(topic.publish(wire_bytes(4, 20000), 0ns, MessageKind::Bytes)) << "nothing holds publishers back";
   EXPECT_EQ(check(*held), (Got{0, 0, 0})) << "a received message outlives its subscription";
   held->reset();
   EXPECT_EQ(heap_use(), before);
@@ -709,12 +709,12 @@ TEST(Topic, InlineAndHeapMessages) {
   Topic topic = make_topic(unique_name("inline"), options);
   const HeapUse before = settled_heap_use(topic);
   Subscriber subscriber = subscribe(topic, OnFull::Block);
-  ASSERT_TRUE(topic.publish(wire_bytes(0, 64), MessageKind::Bytes, 0ns));
+  ASSERT_TRUE(topic.publish(wire_bytes(0, 64), 0ns, MessageKind::Bytes));
   EXPECT_EQ(heap_use().blocks, before.blocks) << "64 bytes ride in the slot";
-  ASSERT_TRUE(topic.publish(wire_bytes(1, 65), MessageKind::Bytes, 0ns));
+  ASSERT_TRUE(topic.publish(wire_bytes(1, 65), 0ns, MessageKind::Bytes));
   EXPECT_EQ(heap_use().blocks, before.blocks + 1) << "65 bytes take a block";
-  ASSERT_TRUE(topic.publish(std::span<const std::byte>{}, MessageKind::Object, 0ns));
-  ASSERT_TRUE(topic.publish(wire_bytes(3, 16), MessageKind::Object, 0ns));
+  ASSERT_TRUE(topic.publish(std::span<const std::byte>{}, 0ns, MessageKind::Object));
+  ASSERT_TRUE(topic.publish(wire_bytes(3, 16), 0ns, MessageKind::Object));
   auto small = topic.loan(20);
   ASSERT_TRUE(small);
   hakobu::test::write_wire_bytes(small->bytes(), 4);
@@ -765,10 +765,10 @@ TEST(Topic, ThreadsSharingOneSubscriberEachTakeDifferentMessages) {
     });
   }
   for (std::uint64_t seq = 0; seq < kCount; ++seq) {
-    ASSERT_TRUE(topic.publish(wire_bytes(seq, seq % 4 == 0 ? 1000 : 40), MessageKind::Bytes, 60s));
+    ASSERT_TRUE(topic.publish(wire_bytes(seq, seq % 4 == 0 ? 1000 : 40), 60s, MessageKind::Bytes));
   }
-  ASSERT_TRUE(topic.publish(wire_bytes(kStop, 16), MessageKind::Bytes, 60s));
-  ASSERT_TRUE(topic.publish(wire_bytes(kStop + 1, 16), MessageKind::Bytes, 60s));
+  ASSERT_TRUE(topic.publish(wire_bytes(kStop, 16), 60s, MessageKind::Bytes));
+  ASSERT_TRUE(topic.publish(wire_bytes(kStop + 1, 16), 60s, MessageKind::Bytes));
   for (auto& r : readers) r.join();
   EXPECT_EQ(failures.load(), 0);
   std::vector<std::uint64_t> all;
@@ -815,7 +815,7 @@ TEST(Topic, ManyThreadsPublishingEachInOrder) {
           if (!published) return published.error().message;
           continue;
         }
-        auto published = topic.publish(wire_bytes(seq, 300 + 50 * t), MessageKind::Bytes, 60s);
+        auto published = topic.publish(wire_bytes(seq, 300 + 50 * t), 60s, MessageKind::Bytes);
         if (!published) return published.error().message;
       }
       return std::string();
@@ -895,7 +895,7 @@ TEST(Topic, RetiringRacesJoiningAndReadingSubscribers) {
     while (!stop.load()) take(reader, last);
   });
   for (std::uint64_t seq = 0; seq < 20000; ++seq) {
-    auto published = topic.publish(wire_bytes(seq, 300 + seq % 700), MessageKind::Bytes, 60s);
+    auto published = topic.publish(wire_bytes(seq, 300 + seq % 700), 60s, MessageKind::Bytes);
     ASSERT_TRUE(published) << published.error().message;
   }
   stop = true;
@@ -1165,10 +1165,10 @@ TEST(Topic, KilledBlockingSubscriberStopsHoldingThePublisher) {
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(ready) || hakobu::test::has_exited(peers[0]->pid()); }));
   ASSERT_TRUE(std::filesystem::exists(ready)) << "the holder exited: " << peers[0]->wait();
   publish_run(topic, 2, 4, 5000);  // a whole ring past the holder's cursor
-  EXPECT_EQ(topic.publish(wire_bytes(6, 5000), MessageKind::Bytes, 0ns).error().code, PutError::Full);
+  EXPECT_EQ(topic.publish(wire_bytes(6, 5000), 0ns, MessageKind::Bytes).error().code, PutError::Full);
   peers[0]->kill(SIGKILL);
   EXPECT_EQ(peers[0]->wait(), 128 + SIGKILL);
-  auto published = topic.publish(wire_bytes(6, 5000), MessageKind::Bytes, 60s);
+  auto published = topic.publish(wire_bytes(6, 5000), 60s, MessageKind::Bytes);
   ASSERT_TRUE(published) << "the dead subscriber's cursor no longer holds the ring: " << published.error().message;
   EXPECT_EQ(topic.stats().subscribers, 0U);
   publish_run(topic, 7, 1, 5000);
@@ -1232,7 +1232,7 @@ TEST(Topic, BlockingSubscribersKilledAtRandomMomentsNeverHoldThePublisher) {
       // It receives (and holds, one at a time) while this process publishes; killed at a random moment.
       const std::uint64_t count = rng() % 40;
       for (std::uint64_t i = 0; i < count; ++i, ++seq) {
-        auto published = topic.publish(wire_bytes(seq, seq % 2 == 0 ? 100 : 6000), MessageKind::Bytes, 60s);
+        auto published = topic.publish(wire_bytes(seq, seq % 2 == 0 ? 100 : 6000), 60s, MessageKind::Bytes);
         ASSERT_TRUE(published) << "round " << round << ": " << published.error().message;
       }
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
@@ -1243,7 +1243,7 @@ TEST(Topic, BlockingSubscribersKilledAtRandomMomentsNeverHoldThePublisher) {
     }
     // Past every dead cursor: each is found in the way, checked and freed.
     for (int i = 0; i < 16; ++i, ++seq) {
-      auto published = topic.publish(wire_bytes(seq, 6000), MessageKind::Bytes, 60s);
+      auto published = topic.publish(wire_bytes(seq, 6000), 60s, MessageKind::Bytes);
       ASSERT_TRUE(published) << published.error().message;
     }
     EXPECT_EQ(topic.stats().subscribers, 0U) << "every dead subscriber's entry was freed";

@@ -220,8 +220,8 @@ void receive(hakobu::Subscriber& subscriber) {
 void publish(hakobu::Topic& topic) {
   const std::vector<std::byte> small(30, std::byte{0x5A});
   const std::vector<std::byte> large(700, std::byte{0xA5});
-  (void)topic.publish(small, hakobu::MessageKind::Bytes, 0ns);
-  (void)topic.publish(large, hakobu::MessageKind::Bytes, 1ms);
+  (void)topic.publish(small, 0ns, hakobu::MessageKind::Bytes);
+  (void)topic.publish(large, 1ms, hakobu::MessageKind::Bytes);
   if (auto loan = topic.loan(2000)) (void)topic.publish(*loan, 0ns);
   const double elements[12]{};
   const std::int64_t shape[] = {3, 4};
@@ -263,10 +263,10 @@ void run(const std::uint8_t* data, std::size_t size) {
   *attached = hakobu::Loan();
   const std::vector<double> elements(36, 1.5);
   const std::int64_t shape[] = {6, 6};
-  if (!topic->publish(inline_bytes, hakobu::MessageKind::Bytes, 0ns) ||
-      !topic->publish(copied, hakobu::MessageKind::Bytes, 0ns) || !topic->publish(*loan, 0ns) ||
+  if (!topic->publish(inline_bytes, 0ns, hakobu::MessageKind::Bytes) ||
+      !topic->publish(copied, 0ns, hakobu::MessageKind::Bytes) || !topic->publish(*loan, 0ns) ||
       !topic->publish_array(elements.data(), hakobu::DType::of<double>(), shape, 0ns) ||
-      !topic->publish(inline_bytes, hakobu::MessageKind::Object, 0ns)) {
+      !topic->publish(inline_bytes, 0ns, hakobu::MessageKind::Object)) {
     harness_broken("publishes");
   }
   for (int i = 0; i < 2; ++i) {
