@@ -83,10 +83,22 @@
 // * A retirer killed in RETIRING(p, t): whoever finds the slot there checks t
 //   and stores FULL(p) back (the reference was not dropped yet: a kill between
 //   EMPTY and the drop leaks the block, never frees it twice).
-// * A subscriber killed: publishers and retirers that find its cursor in the
-//   way check its token (20 ms apart) and free the entry (CAS cursor -> 0).
-//   The references it received are in its holdings table: the domain's
-//   garbage collection drops them, as for any process.
+// * A subscriber killed: publishers waiting behind its cursor check its token
+//   (20 ms apart) and free the entry (CAS cursor -> 0); so does every
+//   publishing process, every 20 ms, for a few cursors that hold a message
+//   back and stood still since its last look (a dead DROP_OLDEST subscriber
+//   stalls nobody, yet would keep its messages), and a subscribe that finds
+//   the table full. The references it received are in its holdings table: the
+//   domain's garbage collection drops them, as for any process.
+//
+// Closing a subscription
+// ----------------------
+// Every subscription of a process has the process's token in its cursor, so a
+// freed entry taken by another subscription of the same process would look
+// like its own. A subscription's gets therefore never outlive its entry: close
+// frees the entry only when no get of the subscription is in progress in this
+// process (a process-local count, ordered seq_cst with the closed flag), and
+// otherwise the last get to leave frees it. A reader leaves READING by CAS.
 //
 // Everything read here is untrusted: positions are compared modulo 2^32,
 // every loop over slots or entries is bounded by the header's sizes, checked
