@@ -88,6 +88,7 @@ import numpy as np
 from ..channel import as_bytes
 from ..machine import with_versions as machine
 from ..methods.iceoryx2_pubsub import ArrayHeader, Ports, domain_config
+from ..report import format_time, versions
 from .store import Program, enough_memory, say
 
 MODULE = "hakobu_bench.micro.fanout"  # subscribers run this module again (python -m)
@@ -806,6 +807,7 @@ def run_method(
     counts: Sequence[int],
     sizes: Sequence[int],
     quick: bool,
+    repeat: Optional[int],
     progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Every subscriber count and size of one method: a row each (figures, skipped or error)."""
@@ -835,6 +837,7 @@ def run_method(
                 ray_dir = getattr(fan, "ray_dir", ray_dir)
                 for size, row in todo:
                     repeats, stream = QUICK_REPEATS if quick else REPEATS.get(size, (10, 10))
+                    repeats = repeat if repeat is not None else repeats
                     progress(f"{cls.label}: {n} subscriber(s), {size_name(size)}")
                     try:
                         rows.append(
@@ -866,11 +869,35 @@ def run_method(
     return rows
 
 
+def plan(
+    counts: str, sizes: Optional[str], methods: Optional[str], quick: bool
+) -> tuple[list[int], list[int], list[str]]:
+    """Subscriber counts, message sizes and methods from their comma-separated options (ValueError
+    for a bad one); sizes and methods default to all, or the quick sizes."""
+    try:
+        chosen_counts = [int(c) for c in counts.split(",") if c.strip()]
+    except ValueError:
+        chosen_counts = []
+    if not chosen_counts or min(chosen_counts) < 1:
+        raise ValueError(f"subscriber counts {counts!r}: numbers of at least 1, e.g. 1,2,4")
+    chosen_sizes = [
+        parse_size(s.strip())
+        for s in (sizes or ",".join(QUICK_SIZES if quick else SIZES)).split(",")
+        if s.strip()
+    ]
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(METHODS)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown fan-out method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    return chosen_counts, chosen_sizes, chosen
+
+
 def run(
     methods: Sequence[str],
     counts: Sequence[int],
     sizes: Sequence[int],
     quick: bool = False,
+    repeats: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> list[dict[str, Any]]:
     """Measures ``methods`` (names of METHODS) for every subscriber count and size; rows of figures."""
@@ -879,7 +906,7 @@ def run(
         raise ValueError(f"unknown fan-out method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     rows: list[dict[str, Any]] = []
     for name in methods:
-        rows += run_method(METHODS[name], counts, sizes, quick, progress or (lambda what: None))
+        rows += run_method(METHODS[name], counts, sizes, quick, repeats, progress or (lambda what: None))
     return rows
 
 
@@ -948,14 +975,6 @@ def format_rate(gb_s: float) -> str:
     return f"{gb_s:.2f} GB/s" if gb_s >= 1 else f"{gb_s * 1e3:.1f} MB/s"
 
 
-def format_us(us: float) -> str:
-    if us < 1000:
-        return f"{us:.1f} µs"
-    if us < 1e6:
-        return f"{us / 1e3:.2f} ms"
-    return f"{us / 1e6:.2f} s"
-
-
 def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The plain-text table: per size and subscriber count, each method beside hakobu (copy)."""
     header = (
@@ -970,7 +989,6 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             chunk = [r for r in rows if r.get("bytes") == size and r.get("subscribers") == n]
             if not chunk:
                 continue
-            base = find(rows, "hakobu", n, size)
             for index, r in enumerate(chunk):
                 lead = f"{size_name(size) if index == 0 else '':<7}{n if index == 0 else '':>5}  {r['label']:<40}"
                 if "skipped" in r:
@@ -978,11 +996,10 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                 elif "error" in r:
                     lines.append(f"{lead}FAILED: {r['error']}")
                 else:
-                    lat = f"{r['latency_us_median'] / base['latency_us_median']:.2f}x" if base else "-"
-                    thr = f"{r['throughput_gb_s'] / base['throughput_gb_s']:.2f}x" if base else "-"
+                    lat, thr = ratio_to_hakobu(rows, r)
                     lines.append(
-                        f"{lead}{format_us(r['latency_us_median']):>11}{format_us(r['latency_us_p90']):>11}"
-                        f"{format_us(r['last_us_median']):>11}{format_us(r['publish_us_median']):>11}"
+                        f"{lead}{format_time(r['latency_us_median']):>11}{format_time(r['latency_us_p90']):>11}"
+                        f"{format_time(r['last_us_median']):>11}{format_time(r['publish_us_median']):>11}"
                         f"{format_rate(r['throughput_gb_s']):>12}{lat:>14}{thr:>14}"
                     )
         lines.append("")
@@ -990,6 +1007,89 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         if "bytes" not in r:
             lines.append(f"{r['label']}: skipped: {r.get('skipped') or r.get('error')}")
     return lines
+
+
+def ratio_to_hakobu(rows: Sequence[dict[str, Any]], row: dict[str, Any]) -> tuple[str, str]:
+    """A row's latency and throughput, each divided by hakobu (copy)'s on the same size and count."""
+    base = find(rows, "hakobu", row["subscribers"], row["bytes"])
+    if base is None:
+        return "-", "-"
+    return (
+        f"{row['latency_us_median'] / base['latency_us_median']:.2f}×",
+        f"{row['throughput_gb_s'] / base['throughput_gb_s']:.2f}×",
+    )
+
+
+def machine_line(about: dict[str, Any]) -> str:
+    return (
+        f"machine: {about['cpu']}, {about['cores']} cores, kernel {about['kernel']}, Python {about['python']}, "
+        f"NumPy {about['numpy']}, hakobu {about['hakobu']}"
+    )
+
+
+def render(rows: Sequence[dict[str, Any]], console: Any) -> None:
+    """The rich table of `hakobu bench --fanout`: the rows of ``table_lines``, then the goals."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="hakobu bench --fanout: one publisher, N subscriber processes", box=box.SIMPLE_HEAD)
+    for column in ("size", "subs", "method", "latency", "p90", "slowest", "publish", "throughput"):
+        table.add_column(column, justify="left" if column in ("size", "method") else "right")
+    table.add_column("latency ÷ hakobu", justify="right")
+    table.add_column("throughput ÷ hakobu", justify="right")
+    for size in sorted({r["bytes"] for r in rows if "bytes" in r}):
+        for n in sorted({r["subscribers"] for r in rows if r.get("bytes") == size}):
+            for index, r in enumerate(
+                x for x in rows if x.get("bytes") == size and x.get("subscribers") == n
+            ):
+                lead = [size_name(size) if index == 0 else "", str(n) if index == 0 else ""]
+                label = (
+                    f"[bold cyan]{escape(r['label'])}[/]"
+                    if r["method"].startswith("hakobu")
+                    else escape(r["label"])
+                )
+                if "skipped" in r or "error" in r:
+                    what = (
+                        f"[yellow]skipped[/]: {escape(r['skipped'])}"
+                        if "skipped" in r
+                        else f"[red]failed[/]: {escape(r['error'])}"
+                    )
+                    table.add_row(*lead, label, what, "", "", "", "", "", "", "")
+                    continue
+                table.add_row(
+                    *lead,
+                    label,
+                    format_time(r["latency_us_median"]),
+                    format_time(r["latency_us_p90"]),
+                    format_time(r["last_us_median"]),
+                    format_time(r["publish_us_median"]),
+                    format_rate(r["throughput_gb_s"]),
+                    *ratio_to_hakobu(rows, r),
+                )
+            table.add_section()
+    console.print(table)
+    console.print(escape(machine_line(machine())), highlight=False)
+    console.print(escape(METHOD_NOTES), highlight=False)
+    for r in rows:
+        if "bytes" not in r:
+            console.print(f"[yellow]skipped[/] {escape(r['label'])}: {escape(r['skipped'])}")
+    for line in goal_lines(rows):
+        console.print(escape(line), highlight=False)
+
+
+def to_json(rows: Sequence[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+    """Every figure, the goals, the machine and the library versions (fanout.json, --json FILE)."""
+    return {
+        "tool": "hakobu bench --fanout",
+        "options": options,
+        "notes": METHOD_NOTES,
+        "clock": "CLOCK_MONOTONIC (time.monotonic_ns) in the publisher and every subscriber",
+        "machine": machine(),
+        "versions": versions(),
+        "results": list(rows),
+        "goals": goals(rows),
+    }
 
 
 def goal_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -1017,12 +1117,11 @@ def main() -> int:
     parser.add_argument(
         "--sizes", help=f"message sizes (default {','.join(SIZES)}; --quick: {','.join(QUICK_SIZES)})"
     )
-    parser.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS)
-    )
+    parser.add_argument("--methods", help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, a few repeats: check that every method runs"
     )
+    parser.add_argument("--repeat", type=int, help="latency repeats per size (default: per size)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument("--domain", default=f"bench{os.getpid()}", help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", help=argparse.SUPPRESS)
@@ -1032,42 +1131,39 @@ def main() -> int:
         SUBSCRIBE[args.subscriber](json.loads(args.config))
         return 0
     try:
-        counts = [int(c) for c in args.subscribers.split(",") if c.strip()]
-        if not counts or min(counts) < 1:
-            raise ValueError("--subscribers: counts of at least 1")
-        sizes = [
-            parse_size(s.strip())
-            for s in (args.sizes or ",".join(QUICK_SIZES if args.quick else SIZES)).split(",")
-        ]
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        counts, sizes, methods = plan(args.subscribers, args.sizes, args.methods, args.quick)
+        if args.repeat is not None and args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
     except ValueError as error:
         parser.error(str(error))
     os.environ["HAKOBU_DOMAIN"] = args.domain  # the publisher, hakobu.empty and the subscriber programs
     about = machine()
-    print(
-        f"machine: {about['cpu']}, {about['cores']} cores, kernel {about['kernel']}, Python {about['python']}, "
-        f"NumPy {about['numpy']}, hakobu {about['hakobu']}"
-    )
+    print(machine_line(about))
     print(
         f"fan-out: 1 publisher (this process) -> {', '.join(map(str, counts))} subscriber processes; "
         f"sizes {', '.join(size_name(s) for s in sizes)}\n{METHOD_NOTES}\n",
         flush=True,
     )
     rows = run(
-        methods, counts, sizes, args.quick, lambda what: print(f"  {what}", file=sys.stderr, flush=True)
+        methods,
+        counts,
+        sizes,
+        args.quick,
+        args.repeat,
+        lambda what: print(f"  {what}", file=sys.stderr, flush=True),
     )
     print("\n".join(table_lines(rows)))
     print("\n".join(goal_lines(rows)))
     if args.json:
+        options = {
+            "quick": args.quick,
+            "methods": methods,
+            "subscribers": counts,
+            "sizes": sizes,
+            "repeat": args.repeat,
+        }
         with open(args.json, "w") as out:
-            json.dump(
-                {"machine": about, "notes": METHOD_NOTES, "results": rows, "goals": goals(rows)},
-                out,
-                indent=2,
-            )
+            json.dump(to_json(rows, options), out, indent=2)
     return 1 if any("error" in r for r in rows) else 0
 
 
