@@ -576,7 +576,9 @@ class Iceoryx2(Method):
 
     def start(self) -> None:
         self.prefix = f"hakobu-bench.{os.getpid()}.iox2_"
-        self.root = Path(tempfile.mkdtemp(prefix="hb-iox2-", dir="/tmp"))  # event sockets need a short path
+        self.root = Path(
+            tempfile.mkdtemp(prefix=f"hb-iox2-{os.getpid()}-", dir="/tmp")
+        )  # event sockets need a short path
         config = {
             "prefix": self.prefix,
             "root": str(self.root),
@@ -669,7 +671,9 @@ class RayStore(Method):
 
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            self.ray_dir = Path(tempfile.mkdtemp(prefix="hb-ray-", dir="/tmp"))  # sockets need a short path
+            self.ray_dir = Path(
+                tempfile.mkdtemp(prefix=f"hb-ray-{os.getpid()}-", dir="/tmp")
+            )  # sockets need a short path
             store_bytes = max(3 * self.largest + (256 << 20), 128 << 20)
             shm = os.statvfs("/dev/shm")
             store_bytes = min(store_bytes, int(shm.f_bavail * shm.f_frsize * 0.9))
@@ -829,7 +833,7 @@ def run_method(
                     todo.append((size, row))
             if not todo:
                 continue
-            workdir = Path(tempfile.mkdtemp(prefix="hakobu-bench-fanout-"))
+            workdir = Path(tempfile.mkdtemp(prefix=f"hakobu-bench-fanout-{os.getpid()}-"))
             fan = cls(workdir, n, max(size for size, _ in todo))
             try:
                 progress(f"{cls.label}: starting {n} subscriber(s)")
