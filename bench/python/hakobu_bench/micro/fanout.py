@@ -105,11 +105,14 @@ SUBSCRIBERS = (1, 2, 4)
 # Per size: (latency repeats, stream messages), default and --quick.
 REPEATS = {64: (200, 2000), 1 << 20: (40, 200), 64 << 20: (8, 12), 1 << 30: (3, 2)}
 QUICK_REPEATS = (5, 10)
-WARMUP = 2  # untimed messages first (each size)
+WARMUP = 2  # untimed messages first (each size; 1 from 64 MiB)
+STREAM_WARMUP = 3  # untimed stream messages first (each size; 1 from 64 MiB)
+BIG = 64 << 20  # from this size on, one untimed message of each kind is enough
 
 GOAL_HANDOFF_US = 100.0  # a 1 GiB hakobu.empty array reaches each of 4 subscribers within this
 GOAL_THROUGHPUT_RATIO = 5.0  # 64 MiB with a copy to 4 subscribers: hakobu's throughput ÷ ZeroMQ's
 GOAL_WAKE_US = 10.0  # what one more subscriber may add to a publish call: one wake-up (a generous bound)
+JUDGED_CALL_US = 200.0  # publish calls longer than this (copies of megabytes) are shown, not judged
 
 
 def parse_size(text: str) -> int:
@@ -315,6 +318,24 @@ class FanoutPorts(Ports):
             self.subscriber = self.services[0].subscriber_builder().create()
             self.listener = self.services[1].listener_builder().create()
 
+    def publish(self, array: Optional[np.ndarray]) -> None:
+        """Ports.publish, waiting while every sample is still in use (LoanError.OutOfMemory).
+
+        A sample a subscriber released comes back to the publisher's pool a moment
+        later; until then a loan can fail although nothing is lost. A user retries.
+        """
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            try:
+                super().publish(array)
+                return
+            except Exception as error:  # iceoryx2's LoanError is retried, anything else raised
+                if type(error).__name__ != "LoanError" or "OutOfMemory" not in str(error):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0)
+
     def close(self) -> None:
         ports = (self.publisher, self.notifier) if self.is_publisher else (self.subscriber, self.listener)
         for port in ports:
@@ -386,6 +407,7 @@ class Method:
     copies = 1.0  # how many copies of a message (per subscriber: + copies_each) must fit in memory
     copies_each = 0.0
     needs_hello = False  # subscribers may miss what is published before they are connected
+    min_repeats = 0  # latency repeats at least, whatever the size (when a message costs no copy)
     program = ""  # the subscriber program (--subscriber), when not the method's name
 
     def __init__(self, workdir: Path, subscribers: int, largest: int) -> None:
@@ -511,6 +533,7 @@ class HakobuZeroCopy(HakobuCopy):
     name = "hakobu-zero-copy"
     label = "hakobu Topic (zero-copy, hakobu.empty)"
     program = "hakobu"  # the copy method's subscribers: the same topic, the same subscription
+    min_repeats = 30  # no copy: a 1 GiB message costs what a small one does
     copies = 1.1
 
     def source(self, size: int) -> np.ndarray:
@@ -773,7 +796,8 @@ def measure_size(
     latencies: list[float] = []
     slowest: list[float] = []
     calls: list[float] = []
-    for trip in range(WARMUP + repeats):
+    warmup = 1 if size >= BIG else WARMUP
+    for trip in range(warmup + repeats):
         tag = tags()
         stamp(source, tag, PING)
         started = time.monotonic_ns()
@@ -781,17 +805,20 @@ def measure_size(
         returned = time.monotonic_ns()
         reports = fan.reports()
         check(reports, fan.name, {"tag": tag, "bytes": size})
-        if trip >= WARMUP:
+        if trip >= warmup:
             delays = [(r["view_ns"] - started) / 1e3 for r in reports]
             latencies += delays
             slowest.append(max(delays))
             calls.append((returned - started) / 1e3)
-    tag = tags()
-    started = time.monotonic_ns()
-    for _ in range(stream):
-        fan.publish(fan.stream_array(source, tag, stream))
-    reports = fan.reports()
-    check(reports, fan.name, {"stream": tag, "count": stream})
+    # An untimed stream first, of up to STREAM_WARMUP messages: memory a method takes for messages
+    # in flight (hakobu's heap, a ZeroMQ buffer, Ray's store) is touched for the first time there.
+    for count in (min(stream, 1 if size >= BIG else STREAM_WARMUP), stream):
+        tag = tags()
+        started = time.monotonic_ns()
+        for _ in range(count):
+            fan.publish(fan.stream_array(source, tag, count))
+        reports = fan.reports()
+        check(reports, fan.name, {"stream": tag, "count": count})
     seconds = (max(r["view_ns"] for r in reports) - started) / 1e9
     del source
     return {
@@ -841,7 +868,10 @@ def run_method(
                 ray_dir = getattr(fan, "ray_dir", ray_dir)
                 for size, row in todo:
                     repeats, stream = QUICK_REPEATS if quick else REPEATS.get(size, (10, 10))
-                    repeats = repeat if repeat is not None else repeats
+                    if repeat is not None:
+                        repeats = repeat
+                    elif not quick:
+                        repeats = max(repeats, cls.min_repeats)
                     progress(f"{cls.label}: {n} subscriber(s), {size_name(size)}")
                     try:
                         rows.append(
@@ -849,6 +879,12 @@ def run_method(
                         )
                     except Exception as error:  # noqa: BLE001 - reported in the row; the subscribers are stopped
                         rows.append({**row, "error": f"{type(error).__name__}: {error}"})
+                        rest = [
+                            r
+                            for s, r in todo
+                            if s not in {x.get("bytes") for x in rows if x.get("subscribers") == n}
+                        ]
+                        rows += [{**r, "error": f"not run: {size_name(size)} failed before it"} for r in rest]
                         break
             except Exception as error:  # noqa: BLE001 - a failed start: every size of this count fails
                 done = {r["bytes"] for r in rows if r.get("subscribers") == n}
@@ -963,13 +999,17 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             per = {n: c["publish_us_median"] for n, c in calls.items() if c is not None}
             growth = (per[4] - per[1]) / 3
+            # A call that copies for milliseconds varies by more than a wake-up from one copy to the next.
+            judged = per[1] <= JUDGED_CALL_US
             out.append(
                 {
                     "goal": f"{method} publish call, {size_name(size)}: each added subscriber costs at most one "
                     f"wake-up (<= {GOAL_WAKE_US:.0f} µs)",
-                    "met": growth <= GOAL_WAKE_US,
-                    "figures": f"1/2/4 subscribers: {per[1]:.1f} / {per[2]:.1f} / {per[4]:.1f} µs "
-                    f"({growth:+.1f} µs per added subscriber)",
+                    "met": growth <= GOAL_WAKE_US if judged else None,
+                    "figures": f"1/2/4 subscribers: {format_time(per[1])} / {format_time(per[2])} / "
+                    f"{format_time(per[4])} ({growth:+.1f} µs per added subscriber"
+                    + ("" if judged else "; the copy's own variation hides a wake-up: shown, not judged")
+                    + ")",
                 }
             )
     return out
@@ -983,7 +1023,7 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The plain-text table: per size and subscriber count, each method beside hakobu (copy)."""
     header = (
         f"{'size':<7}{'subs':>5}  {'method':<40}{'latency':>11}{'p90':>11}{'slowest':>11}"
-        f"{'publish':>11}{'throughput':>12}{'lat ÷ hakobu':>14}{'thr ÷ hakobu':>14}"
+        f"{'publish':>11}{'throughput':>14}{'lat ÷ hakobu':>14}{'thr ÷ hakobu':>14}"
     )
     lines = [header]
     sizes = sorted({r["bytes"] for r in rows if "bytes" in r})
@@ -1004,7 +1044,7 @@ def table_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                     lines.append(
                         f"{lead}{format_time(r['latency_us_median']):>11}{format_time(r['latency_us_p90']):>11}"
                         f"{format_time(r['last_us_median']):>11}{format_time(r['publish_us_median']):>11}"
-                        f"{format_rate(r['throughput_gb_s']):>12}{lat:>14}{thr:>14}"
+                        f"{format_rate(r['throughput_gb_s']):>14}{lat:>14}{thr:>14}"
                     )
         lines.append("")
     for r in rows:
