@@ -232,6 +232,7 @@ def _run_fanout(args: argparse.Namespace, console: Console, as_json: bool) -> in
             quick=args.quick,
             repeats=args.repeat,
             progress=lambda what: status.update(what),
+            limits=args.shapes is None,
         )
     options = {
         "quick": args.quick,

@@ -103,7 +103,7 @@ SIZES = {"64B": 64, "1MiB": 1 << 20, "64MiB": 64 << 20, "1GiB": 1 << 30}
 QUICK_SIZES = ("64B", "1MiB")
 SUBSCRIBERS = (1, 2, 4)
 # Per size: (latency repeats, stream messages), default and --quick.
-REPEATS = {64: (200, 2000), 1 << 20: (40, 200), 64 << 20: (8, 12), 1 << 30: (3, 2)}
+REPEATS = {64: (200, 2000), 1 << 20: (40, 200), 64 << 20: (6, 8), 1 << 30: (3, 2)}
 QUICK_REPEATS = (5, 10)
 WARMUP = 2  # untimed messages first (each size; 1 from 64 MiB)
 STREAM_WARMUP = 3  # untimed stream messages first (each size; 1 from 64 MiB)
@@ -408,6 +408,9 @@ class Method:
     copies_each = 0.0
     needs_hello = False  # subscribers may miss what is published before they are connected
     min_repeats = 0  # latency repeats at least, whatever the size (when a message costs no copy)
+    default_max_bytes: Optional[int] = (
+        None  # larger sizes only when asked for by name (too slow for the default run)
+    )
     program = ""  # the subscriber program (--subscriber), when not the method's name
 
     def __init__(self, workdir: Path, subscribers: int, largest: int) -> None:
@@ -636,6 +639,8 @@ class MpQueues(Method):
     label = "multiprocessing.Queue per subscriber"
     copies = 1.2
     copies_each = 2.2  # the pickled message in the feeder, the unpickled array in the subscriber
+    # 1 GiB: about 4.6 s per message and subscriber here (pickled, piped, unpickled), minutes for the run.
+    default_max_bytes = 64 << 20
 
     def start(self) -> None:
         import multiprocessing
@@ -839,6 +844,7 @@ def run_method(
     sizes: Sequence[int],
     quick: bool,
     repeat: Optional[int],
+    limits: bool,
     progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Every subscriber count and size of one method: a row each (figures, skipped or error)."""
@@ -854,6 +860,11 @@ def run_method(
             for size in sizes:
                 row = {"method": cls.name, "label": cls.label, "subscribers": n, "bytes": size}
                 reason = cls.refuses(size, n)
+                if limits and cls.default_max_bytes is not None and size > cls.default_max_bytes:
+                    reason = (
+                        f"too slow for the default run above {size_name(cls.default_max_bytes)} "
+                        f"(ask for {size_name(size)} by name to measure it)"
+                    )
                 if reason:
                     rows.append({**row, "skipped": reason})
                 else:
@@ -939,14 +950,19 @@ def run(
     quick: bool = False,
     repeats: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
+    limits: bool = True,
 ) -> list[dict[str, Any]]:
-    """Measures ``methods`` (names of METHODS) for every subscriber count and size; rows of figures."""
+    """Measures ``methods`` (names of METHODS) for every subscriber count and size; rows of figures.
+
+    ``limits``: a method skips the sizes above its ``default_max_bytes`` (False when sizes were named)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown fan-out method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     rows: list[dict[str, Any]] = []
     for name in methods:
-        rows += run_method(METHODS[name], counts, sizes, quick, repeats, progress or (lambda what: None))
+        rows += run_method(
+            METHODS[name], counts, sizes, quick, repeats, limits, progress or (lambda what: None)
+        )
     return rows
 
 
@@ -1195,6 +1211,7 @@ def main() -> int:
         args.quick,
         args.repeat,
         lambda what: print(f"  {what}", file=sys.stderr, flush=True),
+        limits=args.sizes is None,
     )
     print("\n".join(table_lines(rows)))
     print("\n".join(goal_lines(rows)))
