@@ -103,7 +103,7 @@ SIZES = {"64B": 64, "1MiB": 1 << 20, "64MiB": 64 << 20, "1GiB": 1 << 30}
 QUICK_SIZES = ("64B", "1MiB")
 SUBSCRIBERS = (1, 2, 4)
 # Per size: (latency repeats, stream messages), default and --quick.
-REPEATS = {64: (200, 2000), 1 << 20: (40, 200), 64 << 20: (6, 8), 1 << 30: (3, 2)}
+REPEATS = {64: (200, 1000), 1 << 20: (40, 100), 64 << 20: (5, 6), 1 << 30: (3, 2)}
 QUICK_REPEATS = (5, 10)
 WARMUP = 2  # untimed messages first (each size; 1 from 64 MiB)
 STREAM_WARMUP = 3  # untimed stream messages first (each size; 1 from 64 MiB)
