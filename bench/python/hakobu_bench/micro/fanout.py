@@ -106,8 +106,8 @@ SUBSCRIBERS = (1, 2, 4)
 REPEATS = {64: (200, 1000), 1 << 20: (40, 100), 64 << 20: (5, 6), 1 << 30: (3, 2)}
 QUICK_REPEATS = (5, 10)
 WARMUP = 2  # untimed messages first (each size; 1 from 64 MiB)
-STREAM_WARMUP = 3  # untimed stream messages first (each size; 1 from 64 MiB)
-BIG = 64 << 20  # from this size on, one untimed message of each kind is enough
+STREAM_WARMUP = 3  # untimed stream messages first (each size)
+BIG = 64 << 20  # from this size on, one untimed latency message is enough
 
 GOAL_HANDOFF_US = 100.0  # a 1 GiB hakobu.empty array reaches each of 4 subscribers within this
 GOAL_THROUGHPUT_RATIO = 5.0  # 64 MiB with a copy to 4 subscribers: hakobu's throughput ÷ ZeroMQ's
@@ -817,7 +817,7 @@ def measure_size(
             calls.append((returned - started) / 1e3)
     # An untimed stream first, of up to STREAM_WARMUP messages: memory a method takes for messages
     # in flight (hakobu's heap, a ZeroMQ buffer, Ray's store) is touched for the first time there.
-    for count in (min(stream, 1 if size >= BIG else STREAM_WARMUP), stream):
+    for count in (min(stream, STREAM_WARMUP), stream):
         tag = tags()
         started = time.monotonic_ns()
         for _ in range(count):
