@@ -28,6 +28,10 @@ for, so each subscriber checks that it holds the message it should, whole.
   the method may still read it); hakobu zero-copy makes a new ``hakobu.empty``
   array per message, as a producer of frames does, and writes only its tags
   (what a producer writes into its frame is its own work, not the transport's).
+  Its "throughput" is thus bytes made visible to subscribers per second, not
+  bytes moved: it grows with the size because nothing is copied. An untimed
+  stream of up to 3 messages goes first (memory for messages in flight is
+  touched there, not in the timed stream).
 
 Methods
 -------
@@ -58,9 +62,17 @@ Methods
 
 A method that cannot take a size here (not enough memory or /dev/shm for its
 copies) is skipped with the reason; a missing library skips the method.
+multiprocessing skips 1 GiB unless sizes are named (``--sizes``): about 4.6 s
+per message and subscriber here, minutes for the default run.
+
+Subscribers block (``on_full="block"``, no high-water mark, iceoryx2 retrying):
+nothing is dropped, so every figure is of messages that all arrived. With more
+subscriber processes than cores, the last ones to run wait for a core: the
+"slowest" column shows it.
 
 Run: python -m hakobu_bench.micro.fanout [--subscribers 1,2,4] [--sizes 64B,1MiB,64MiB,1GiB]
-         [--methods ...] [--quick] [--json FILE]
+         [--methods ...] [--repeat N] [--quick] [--json FILE]
+The same measurement runs as ``hakobu bench --fanout [COUNTS]``.
 """
 
 from __future__ import annotations
