@@ -464,3 +464,101 @@ def test_the_bench_package_has_no_import_circle_and_no_private_imports() -> None
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def _fanout_leftovers(pid: int) -> list[str]:
+    """What a fan-out run of process ``pid`` may leave: work directories, iceoryx2's and Ray's files, its domain."""
+    return (
+        glob.glob(os.path.join(tempfile.gettempdir(), f"hakobu-bench-fanout-{pid}-*"))
+        + glob.glob(f"/tmp/hb-iox2-{pid}-*")
+        + glob.glob(f"/tmp/hb-ray-{pid}-*")
+        + glob.glob(f"/dev/shm/hakobu-bench.{pid}.*")
+        + glob.glob(f"/dev/shm/hakobu:bench{pid}:*")
+    )
+
+
+def test_the_fanout_benchmark_runs_every_method_and_cleans_up(tmp_path: Path) -> None:
+    """hakobu_bench.micro.fanout --quick with 1 and 2 subscribers: every method has a row per count and
+    size, with figures from subscribers that each checked every message, or the reason it was skipped."""
+    from hakobu_bench.micro import fanout
+
+    out = tmp_path / "fanout.json"
+    command = [sys.executable, "-m", "hakobu_bench.micro.fanout", "--quick", "--subscribers", "1,2"]
+    command += ["--repeat", "3", "--json", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=WATCHDOG * 2)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stdout + stderr
+    assert "machine:" in stdout and "goal: " in stdout
+    data = json.loads(out.read_text())
+    assert data["machine"]["cores"] and data["versions"]["numpy"]
+    rows = data["results"]
+    for name, method in fanout.METHODS.items():
+        mine = [r for r in rows if r["method"] == name]
+        assert method.label in stdout, (name, stdout)
+        if len(mine) == 1 and "bytes" not in mine[0]:  # the library is missing: one row says so
+            assert mine[0]["skipped"] and mine[0]["skipped"] in stdout
+            continue
+        assert {(r["subscribers"], r["bytes"]) for r in mine} == {
+            (n, s) for n in (1, 2) for s in (64, 1 << 20)
+        }
+        for r in mine:
+            assert "error" not in r, r
+            if "skipped" not in r:
+                assert r["repeats"] == 3 and r["stream_messages"] == fanout.QUICK_REPEATS[1], r
+                assert 0 < r["latency_us_median"] <= r["latency_us_p90"] and r["throughput_gb_s"] > 0, r
+    assert _fanout_leftovers(process.pid) == []
+
+
+def test_a_fanout_subscriber_checks_each_message() -> None:
+    """The subscribers' bookkeeping: a torn message, a wrong type, a stream counted to its end."""
+    from hakobu_bench.micro import fanout
+
+    tally = fanout.Tally()
+    message = fanout.stamp(np.ones(8, np.uint64), 7, fanout.PING)
+    assert tally.on_message(message, 5) == {"tag": 7, "view_ns": 5, "bytes": 64, "writeable": True}
+    message[-1] = 8
+    assert "torn" in tally.on_message(message, 5)["error"]  # type: ignore[index]
+    assert "error" in tally.on_message(np.ones(8), 5)  # type: ignore[operator]
+    assert tally.on_message(fanout.control(fanout.HELLO), 1) == {"hello": True}
+    assert tally.on_message(fanout.control(fanout.HELLO), 1) is None  # said once
+    stream = fanout.stamp(np.ones(8, np.uint64), 9, fanout.STREAM, 3)
+    assert [tally.on_message(stream, t) for t in (1, 2)] == [None, None]
+    assert tally.on_message(stream, 3) == {"stream": 9, "view_ns": 3, "count": 3}
+    with pytest.raises(ValueError, match="multiple of 8"):
+        fanout.parse_size("20")
+    with pytest.raises(ValueError, match="unknown fan-out method"):
+        fanout.plan("1,2", None, "hakobu,carrier-pigeon", quick=True)
+
+
+def test_command_fanout_section_writes_its_table_and_json(tmp_path: Path) -> None:
+    """`hakobu bench --fanout 2` runs the same measurement through the command: its table, fanout.json."""
+    command = [sys.executable, "-m", "hakobu", "bench", "--fanout", "2", "--quick", "--repeat", "2"]
+    command += ["--methods", "hakobu,zeromq", "--shapes", "64B", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=WATCHDOG)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stdout + stderr
+    assert "hakobu bench --fanout" in stdout and "machine:" in stdout and "goal:" in stdout
+    data = json.loads((tmp_path / "fanout.json").read_text())
+    assert data["options"]["subscribers"] == [2] and data["options"]["sizes"] == [64]
+    assert {r["method"] for r in data["results"]} == {"hakobu", "zeromq"}
+    for r in data["results"]:
+        assert r["subscribers"] == 2 and r["bytes"] == 64 and ("skipped" in r or r["repeats"] == 2), r
+    assert _fanout_leftovers(process.pid) == []
+    for wrong in (
+        ["--fanout", "0"],
+        ["--fanout", "2", "--methods", "mpi"],
+        ["--fanout", "--serialize", "pickle+base64"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "hakobu", "bench", *wrong, "--out", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=WATCHDOG,
+        )
+        assert done.returncode == 2 and "hakobu bench:" in done.stderr, (wrong, done.stderr)

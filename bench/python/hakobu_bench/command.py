@@ -60,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write bench.png")
     parser.add_argument("--list", action="store_true", help="list the methods and whether each can run here")
+    parser.add_argument(
+        "--fanout",
+        nargs="?",
+        const="1,2,4",
+        metavar="COUNTS",
+        help="measure fan-out instead of round trips: one publisher to COUNTS subscriber processes (default "
+        "1,2,4), per-subscriber latency and stream throughput of hakobu Topic, ZeroMQ PUB/SUB, iceoryx2, Ray, "
+        "multiprocessing; --shapes are then message sizes (64B, 1MiB, 64MiB, 1GiB or bytes; default all, "
+        "with --quick 64B,1MiB), --repeat the latency repeats; writes fanout.json",
+    )
 
 
 def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
@@ -73,6 +83,8 @@ def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
     domain: Optional[str] = getattr(args, "domain", None)
     if domain:
         os.environ["HAKOBU_DOMAIN"] = domain
+    if args.fanout is not None:
+        return _run_fanout(args, console, as_json)
     methods = all_methods()
     if args.list:
         listing = [
@@ -168,3 +180,73 @@ def _run_with_progress(names: list[str], shapes: list[Shape], args: argparse.Nam
             no_limits=args.no_limits,
             progress=advance,
         )
+
+
+def _run_fanout(args: argparse.Namespace, console: Console, as_json: bool) -> int:
+    """`hakobu bench --fanout`: the fan-out measurement of ``micro.fanout``, shown and recorded
+    as the round trips are (a rich table, a JSON file with the machine and versions)."""
+    import json
+
+    from . import report
+    from .micro import fanout
+
+    known = fanout.METHODS
+    if args.list:
+        listing = [{"name": m.name, "label": m.label, "missing": m.missing()} for m in known.values()]
+        if as_json:
+            sys.stdout.write(json.dumps(listing, indent=2) + "\n")
+        else:
+            for item in listing:
+                state = (
+                    "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {item['missing']}"
+                )
+                console.print(f"{item['name']:<18} {item['label']:<40} {state}")
+        return 0
+    try:
+        unused = [
+            option
+            for option, given in (
+                ("--warmup", args.warmup is not None),
+                ("--serialize", args.serialize is not None),
+                ("--no-limits", args.no_limits),
+            )
+            if given
+        ]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: for round trips, not --fanout")
+        if args.repeat is not None and args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
+        counts, sizes, names = fanout.plan(args.fanout, args.shapes, args.methods, args.quick)
+    except ValueError as error:
+        print(f"hakobu bench: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from rich.console import Console as StderrConsole
+
+    with StderrConsole(stderr=True).status("fan-out") as status:  # progress on stderr, as the round trips'
+        rows = fanout.run(
+            names,
+            counts,
+            sizes,
+            quick=args.quick,
+            repeats=args.repeat,
+            progress=lambda what: status.update(what),
+            limits=args.shapes is None,
+        )
+    options = {
+        "quick": args.quick,
+        "methods": names,
+        "subscribers": counts,
+        "sizes": sizes,
+        "repeat": args.repeat,
+    }
+    data = fanout.to_json(rows, options)
+    json_path = out / "fanout.json"
+    report.write_json(data, json_path)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        fanout.render(rows, console)
+        console.print(f"figures: {json_path}")
+    return 1 if any("error" in r for r in rows) else 0
