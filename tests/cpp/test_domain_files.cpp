@@ -74,15 +74,20 @@ TEST(DomainFiles, ParsesEveryKindOfName) {
   EXPECT_EQ(sync->kind, FileKind::Sync);
   EXPECT_EQ(sync->name, "db.lock");
 
+  auto topic = hakobu::parse_file_name("hakobu:d1:t:camera.0");
+  ASSERT_TRUE(topic);
+  EXPECT_EQ(topic->kind, FileKind::Topic);
+  EXPECT_EQ(topic->name, "camera.0");
+
   auto building = hakobu::parse_file_name("hakobu:d1:new:frames:0123abcd");
   ASSERT_TRUE(building);
   EXPECT_EQ(building->kind, FileKind::NewQueue);
   EXPECT_EQ(building->name, "frames");
 
-  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra",
-                              "hakobu:d1:registry:", "hakobu:d1:", "hakobu:d1:q:", "hakobu:d1:q:a:b",
-                              "hakobu:d1:q:-bad", "hakobu:d1:new:frames", "hakobu:d1:st:", "hakobu:d1:st:a:b",
-                              "hakobu:d1:s:", "hakobu:d1:s:-x", "hakobu:d1:sync:x"}) {
+  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra", "hakobu:d1:registry:", "hakobu:d1:",
+                              "hakobu:d1:q:", "hakobu:d1:q:a:b", "hakobu:d1:q:-bad", "hakobu:d1:new:frames",
+                              "hakobu:d1:st:", "hakobu:d1:st:a:b", "hakobu:d1:s:", "hakobu:d1:s:-x", "hakobu:d1:sync:x",
+                              "hakobu:d1:t:", "hakobu:d1:t:a:b", "hakobu:d1:t:-x", "hakobu:d1:t"}) {
     auto parsed = hakobu::parse_file_name(unknown);
     ASSERT_TRUE(parsed) << unknown;
     EXPECT_EQ(parsed->domain, "d1") << unknown;
@@ -109,9 +114,12 @@ TEST(DomainFiles, FormedNamesParseBack) {
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Store, "features"), "hakobu:d1:st:features");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "db"), "hakobu:d1:s:db");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "a:b"), "") << "not an object name";
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Topic, "camera"), "hakobu:d1:t:camera");
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Topic, "a:b"), "") << "not an object name";
   EXPECT_EQ(hakobu::file_name("d1", FileKind::NewQueue, "frames"), "");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Registry), hakobu::Domain::file_prefix("d1") + "registry");
-  for (auto kind : {FileKind::Registry, FileKind::Heap, FileKind::Queue, FileKind::Store, FileKind::Sync}) {
+  for (auto kind :
+       {FileKind::Registry, FileKind::Heap, FileKind::Queue, FileKind::Store, FileKind::Sync, FileKind::Topic}) {
     auto parsed = hakobu::parse_file_name(hakobu::file_name("d1", kind, "frames"));
     ASSERT_TRUE(parsed) << hakobu::to_string(kind);
     EXPECT_EQ(parsed->kind, kind);
@@ -128,6 +136,7 @@ TEST(DomainFiles, KindsHaveStableWords) {
   EXPECT_EQ(hakobu::to_string(FileKind::Other), "other");
   EXPECT_EQ(hakobu::to_string(FileKind::Store), "store");
   EXPECT_EQ(hakobu::to_string(FileKind::Sync), "sync");
+  EXPECT_EQ(hakobu::to_string(FileKind::Topic), "topic");
 }
 
 // The files the library creates are found under the kinds the parser gives
@@ -177,18 +186,21 @@ TEST(DomainFiles, ListsLeftoversInRemovalOrder) {
   StrayFile queue_a(prefix + "q:a");
   StrayFile building(prefix + "new:c:0123");
   StrayFile unknown(prefix + "topic:d");
+  StrayFile topic(prefix + "t:e");
   StrayFile another_domain("hakobu:" + name + "x:q:a");
   ASSERT_TRUE(registry.made() && heap.made() && queue_a.made() && queue_b.made() && building.made() && unknown.made() &&
-              another_domain.made());
+              topic.made() && another_domain.made());
   const auto files = hakobu::list_domain_files(name);
-  ASSERT_EQ(files.size(), 6U);
-  EXPECT_EQ(kinds(files), (std::vector<FileKind>{FileKind::Queue, FileKind::Queue, FileKind::NewQueue, FileKind::Other,
-                                                 FileKind::Heap, FileKind::Registry}));
+  ASSERT_EQ(files.size(), 7U);
+  // Named objects of every kind come first, sorted by path ("q:" before "t:").
+  EXPECT_EQ(kinds(files), (std::vector<FileKind>{FileKind::Queue, FileKind::Queue, FileKind::Topic, FileKind::NewQueue,
+                                                 FileKind::Other, FileKind::Heap, FileKind::Registry}));
   EXPECT_EQ(files[0].name, "a");
   EXPECT_EQ(files[1].name, "b");
-  EXPECT_EQ(files[2].name, "c");
-  EXPECT_EQ(files[3].name, "topic:d");
-  EXPECT_EQ(files[5].path, "/dev/shm/" + prefix + "registry");
+  EXPECT_EQ(files[2].name, "e");
+  EXPECT_EQ(files[3].name, "c");
+  EXPECT_EQ(files[4].name, "topic:d");
+  EXPECT_EQ(files[6].path, "/dev/shm/" + prefix + "registry");
   const auto domains = hakobu::list_domains();
   EXPECT_NE(std::find(domains.begin(), domains.end(), name), domains.end());
   EXPECT_NE(std::find(domains.begin(), domains.end(), name + "x"), domains.end());
@@ -349,7 +361,10 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
     ZeroFile zero_sync(prefix + "s:zero", 4096);
     ZeroFile short_store(prefix + "st:short", 16);
     ZeroFile zero_store(prefix + "st:zero", 1 << 16);
-    ASSERT_TRUE(short_sync.made() && zero_sync.made() && short_store.made() && zero_store.made());
+    ZeroFile short_topic(prefix + "t:short", 16);
+    ZeroFile zero_topic(prefix + "t:zero", 1 << 16);
+    ASSERT_TRUE(short_sync.made() && zero_sync.made() && short_store.made() && zero_store.made() &&
+                short_topic.made() && zero_topic.made());
     for (const char* object : {"short", "zero"}) {
       auto sync = hakobu::inspect_sync(object, name);
       ASSERT_FALSE(sync) << object;
@@ -357,6 +372,9 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
       auto store = hakobu::inspect_store(object, name);
       ASSERT_FALSE(store) << object;
       EXPECT_EQ(store.error().code, hakobu::OpenError::Corrupt) << object << ": " << store.error().message;
+      auto topic = hakobu::inspect_topic(object, name);
+      ASSERT_FALSE(topic) << object;
+      EXPECT_EQ(topic.error().code, hakobu::OpenError::Corrupt) << object << ": " << topic.error().message;
     }
   }
   ASSERT_TRUE(hakobu::Lock::remove("keep", name));
