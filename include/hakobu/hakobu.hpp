@@ -10,4 +10,5 @@
 #include "hakobu/queue.hpp"         // IWYU pragma: export
 #include "hakobu/store.hpp"         // IWYU pragma: export
 #include "hakobu/sync.hpp"          // IWYU pragma: export
+#include "hakobu/topic.hpp"         // IWYU pragma: export
 #include "hakobu/version.hpp"       // IWYU pragma: export

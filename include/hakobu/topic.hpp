@@ -36,6 +36,7 @@ namespace hakobu {
 
 namespace detail {
 class TopicState;
+class Subscription;
 }  // namespace detail
 
 /// What a subscriber that falls a whole ring behind does to publishers.
@@ -82,10 +83,10 @@ struct SubscribeOptions {
 
 /// Why `Topic::subscribe` failed.
 enum class SubscribeError : std::uint8_t {
-  Closed,             ///< This handle was closed.
-  Unlinked,           ///< The topic's name was removed by its creator.
-  TooManySubscribers, ///< The topic has max_subscribers subscriptions already.
-  InvalidArgument,    ///< An option is out of range (the message says which).
+  Closed,              ///< This handle was closed.
+  Unlinked,            ///< The topic's name was removed by its creator.
+  TooManySubscribers,  ///< The topic has max_subscribers subscriptions already.
+  InvalidArgument,     ///< An option is out of range (the message says which).
 };
 
 std::string_view to_string(SubscribeError code) noexcept;
@@ -96,8 +97,8 @@ struct TopicStats {
   std::size_t history = 0;
   std::size_t max_subscribers = 0;
   std::size_t inline_capacity = 0;
-  std::size_t subscribers = 0;       ///< subscriptions now
-  std::uint64_t published = 0;       ///< messages published over the topic's life
+  std::size_t subscribers = 0;  ///< subscriptions now
+  std::uint64_t published = 0;  ///< messages published over the topic's life
   std::int32_t creator_pid = 0;
 };
 
@@ -129,7 +130,7 @@ class TopicMessage {
   explicit operator bool() const noexcept { return valid(); }
 
  private:
-  friend class Subscriber;
+  friend class detail::Subscription;
   Sample sample_;
   std::uint64_t sequence_ = 0;
   std::uint64_t missed_ = 0;
@@ -170,19 +171,17 @@ class Subscriber {
   [[nodiscard]] std::size_t lag() const noexcept;
   /// Messages received.
   [[nodiscard]] std::uint64_t received() const noexcept;
-  [[nodiscard]] OnFull on_full() const noexcept { return on_full_; }
+  [[nodiscard]] OnFull on_full() const noexcept;
+  /// Sets how this subscriber's blocking gets wait (it starts with its topic handle's mode).
+  void set_latency(Latency latency) noexcept;
   [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
-  /// Ends the subscription; messages not yet received are no longer held for it.
+  /// Ends the subscription (waking this subscriber's waiters with Closed);
+  /// messages not yet received are no longer held for it.
   void close() noexcept;
 
  private:
   friend class Topic;
-  std::shared_ptr<detail::TopicState> state_;
-  std::uint32_t entry_ = 0;      // index in the topic's subscriber table
-  std::uint32_t token_ = 0;      // the claim written in the entry
-  std::uint64_t sequence_ = 0;   // 64-bit position of the next message (extends the ring's 32 bits)
-  std::uint64_t dropped_seen_ = 0;
-  OnFull on_full_ = OnFull::DropOldest;
+  std::shared_ptr<detail::Subscription> state_;
 };
 
 /// A handle on a named topic. Move-only; closing it does not remove the topic.

@@ -12,9 +12,11 @@
 #include <optional>
 #include <utility>
 
+#include "channel/loans.hpp"
 #include "channel/message_access.hpp"
 #include "channel/ring.hpp"
-#include "channel/waiting.hpp"
+#include "channel/wait_loop.hpp"
+#include "channel/watchers.hpp"
 #include "domain/domain_state.hpp"
 #include "domain/named_file.hpp"
 #include "platform/os.hpp"
@@ -23,44 +25,11 @@
 namespace hakobu {
 namespace detail {
 
-namespace {
-
-// A consumer waiting behind a slot claimed by another process re-checks that
-// the claimer is alive this often.
-constexpr std::int64_t kStuckCheckNs = 20'000'000;
-// A try that gave up after its bounded steps (Attempt::Busy) is retried this often.
-constexpr std::int64_t kBusyRecheckNs = 1'000'000;
-
-}  // namespace
-
 constexpr const char* kClosedHandle =
     "the queue handle is closed (a handle inherited across fork() counts as closed: open the queue again in the "
     "child)";
 
-/// The latency mode of the call in progress on this thread (Queue::get(timeout,
-/// latency) and the like), or -1: the handle's own.
-thread_local int t_call_latency = -1;
-
-/// Sets this thread's per-call latency for its lifetime.
-class CallLatency {
- public:
-  explicit CallLatency(Latency latency) noexcept : saved_(t_call_latency) {
-    t_call_latency = static_cast<int>(latency);
-  }
-  ~CallLatency() { t_call_latency = saved_; }
-  CallLatency(const CallLatency&) = delete;
-  CallLatency& operator=(const CallLatency&) = delete;
-
- private:
-  int saved_;
-};
-
-/// Outcome of one try (Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory) or of a wait.
-/// Busy: the try gave up after a bounded number of steps (a damaged ring, or
-/// very heavy contention); the caller's wait loop tries again within its deadline.
-enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
-
-class QueueState {
+class QueueState : public WaitingHandle {
  public:
   std::shared_ptr<DomainState> domain;
   std::string name;
@@ -74,13 +43,6 @@ class QueueState {
   std::uint32_t inline_capacity = 0;
   bool creator = false;
   std::uint32_t epoch = 0;
-  std::atomic<bool> closed{false};
-  std::atomic<std::int64_t> spin_ns{0};
-  std::atomic<Latency> latency{Latency::Adaptive};
-  std::atomic<std::uint32_t> pending_polls{0};  // non-blocking tries that found a claimed slot
-  WaitHistory get_history;                      // how long this handle's gets waited (waiting.hpp)
-  WaitHistory put_history;
-  SpinBudget budget;  // spinning left for this handle while nothing arrives
 
   QueueState() = default;
   QueueState(const QueueState&) = delete;
@@ -114,20 +76,22 @@ class QueueState {
   void publish(SlotHeader* s, std::uint64_t position) const noexcept;
   void release_slot(SlotHeader* s, std::uint64_t position) const noexcept;
   void repair(std::uint32_t blocker) noexcept;
-  void notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, int count) const noexcept;
-  /// Calls `try_once(blocker)` until it is Done or fails, spinning and then
-  /// sleeping on `word` between tries, for at most `timeout`.
-  template <class TryOnce>
-  Attempt wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
-                          std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once, bool may_sleep = true);
-  /// This call's latency mode: a per-call override (CallLatency), else the handle's.
-  [[nodiscard]] Latency current_latency() const noexcept {
-    return t_call_latency >= 0 ? static_cast<Latency>(t_call_latency) : latency.load(std::memory_order_relaxed);
+  /// The side gets wait on (a message arrives) and the side puts wait on (room frees).
+  [[nodiscard]] WaitSide get_side() const noexcept {
+    return {header->not_empty, header->consumers_waiting, header->not_empty_at, true};
   }
-  /// How long (ns) a wait starting `now` spins before it sleeps (INT64_MAX: until its deadline).
-  std::int64_t plan_spin(bool is_get, std::int64_t now) noexcept;
-  /// Sends the cookie of every entry of `table` to its socket; empties entries whose socket is gone.
-  static void signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept;
+  [[nodiscard]] WaitSide put_side() const noexcept {
+    return {header->not_full, header->producers_waiting, header->not_full_at, false};
+  }
+  /// Wakes `count` sleepers of `side` and signals its watchers (watchers.hpp).
+  void notify(const WaitSide& side, int count) const noexcept {
+    notify_waiters(side.word, side.waiting, side.stamp, side.is_get ? header->get_watchers : header->put_watchers,
+                   count);
+  }
+  /// wait_loop.hpp: a sleeper woken for a message it did not take passes the wake-up on.
+  void pass_wake_on(const WaitSide& side) const noexcept {
+    if (side.is_get && dequeue_ready()) notify(side, 1);
+  }
   /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, Fill&& fill) noexcept {
@@ -323,93 +287,20 @@ Attempt QueueState::claim_read(SlotHeader*& out, std::uint64_t& position, std::u
   return Attempt::Busy;
 }
 
-namespace {
-
-/// The abstract socket name of wake-socket `id` of this user, held in place
-/// (no allocation: this runs on the put path). Not copyable: `view` points into `text`.
-struct WakeSocketName {
-  char text[64]{};
-  std::string_view view;
-  explicit WakeSocketName(std::uint64_t id) noexcept {
-    const int n = std::snprintf(text, sizeof text, "hakobu-wake.%u.%012llx", static_cast<unsigned>(platform::user_id()),
-                                static_cast<unsigned long long>(id & ((std::uint64_t{1} << 48) - 1)));
-    view = std::string_view(text, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof text - 1) : 0);
-  }
-  WakeSocketName(const WakeSocketName&) = delete;
-  WakeSocketName& operator=(const WakeSocketName&) = delete;
-};
-
-/// The process's socket to send wake-ups from (made once; -1 if it cannot be).
-int sending_socket() noexcept {
-  static const int fd = [] {
-    auto made = platform::datagram_socket();
-    return made ? *made : -1;
-  }();
-  return fd;
-}
-
-}  // namespace
-
-void QueueState::notify(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
-                        int count) const noexcept {
-  // A read-modify-write, not a load: it is ordered with the waiter's increment
-  // in `waiting`'s modification order. Either it reads the increment (we wake
-  // the waiter), or the waiter's increment reads ours and so sees our
-  // publication when it tries again before sleeping. The same holds for a
-  // watcher's registration (ring.hpp, "Waiter counts and event-loop watchers").
-  const std::uint32_t announced = waiting.fetch_add(0, std::memory_order_acq_rel);
-  if (announced == 0) return;
-  if ((announced & kSleeperMask) != 0) {
-    // When the sleepers' wait really ended (their history leaves the wake-up's latency out).
-    (&word == &header->not_empty ? header->not_empty_at : header->not_full_at)
-        .store(platform::monotonic_ns(), std::memory_order_relaxed);
-    word.fetch_add(1, std::memory_order_release);
-    platform::futex_wake(&word, count);
-  }
-  if (announced >= kWatcherUnit) {
-    signal_watchers(&word == &header->not_empty ? header->get_watchers : header->put_watchers, waiting);
-  }
-}
-
-void QueueState::signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept {
-  const int sender = sending_socket();
-  if (sender < 0) return;
-  for (std::size_t i = 0; i < kWatcherSlots; ++i) {  // bounded by the table, whatever the count says
-    std::uint64_t entry = table[i].load(std::memory_order_acquire);
-    if (entry == 0) continue;
-    // The name is made of this process's uid and 48 bits of the entry: at worst
-    // a forged entry reaches another socket of ours (a spurious wake-up).
-    const auto sent = platform::send_datagram(sender, WakeSocketName(entry >> 16U).view, &entry, sizeof entry);
-    if (!sent && (sent.error().code == ECONNREFUSED || sent.error().code == ENOENT)) {
-      // Nobody has that socket any more (its process died or closed it): the
-      // entry would cost every put a system call forever. Empty it once.
-      if (table[i].compare_exchange_strong(entry, 0, std::memory_order_acq_rel)) {
-        waiting.fetch_sub(kWatcherUnit, std::memory_order_acq_rel);
-      }
-    }
-    // EAGAIN: the socket's queue is full, so a wake-up is pending there anyway.
-  }
-}
-
 void QueueState::publish(SlotHeader* s, std::uint64_t position) const noexcept {
   s->control.store(make_control(position, SlotState::Full, 0), std::memory_order_release);
   header->put_count.fetch_add(1, std::memory_order_relaxed);
-  notify(header->not_empty, header->consumers_waiting, 1);
+  notify(get_side(), 1);
 }
 
 void QueueState::release_slot(SlotHeader* s, std::uint64_t position) const noexcept {
   s->control.store(make_control(position + capacity, SlotState::Empty, 0), std::memory_order_release);
-  notify(header->not_full, header->producers_waiting, 1);
+  notify(put_side(), 1);
 }
 
 void QueueState::wake_everyone() const noexcept {
-  header->not_empty.fetch_add(1, std::memory_order_release);
-  header->not_full.fetch_add(1, std::memory_order_release);
-  platform::futex_wake(&header->not_empty, INT_MAX);
-  platform::futex_wake(&header->not_full, INT_MAX);
-  // Event loops too: they find the queue closed or unlinked when they try again.
-  signal_watchers(header->get_watchers, header->consumers_waiting);
-  signal_watchers(header->put_watchers, header->producers_waiting);
+  wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
+  wake_all_waiters(header->not_full, header->producers_waiting, header->put_watchers);
 }
 
 void QueueState::repair(std::uint32_t blocker) noexcept {
@@ -434,7 +325,7 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
         // The dead consumer's message is gone with it (its holdings return
         // the block, if it got that far); free the slot.
         if (s->control.compare_exchange_strong(c, make_control(p + capacity, SlotState::Empty, 0))) {
-          notify(header->not_full, header->producers_waiting, 1);
+          notify(put_side(), 1);
         }
       }
     }
@@ -458,153 +349,6 @@ void QueueState::drain() noexcept {
     if (control_state(c) != SlotState::Full || s->kind == kTombstone || s->block == 0) continue;
     if (heap.check_block(s->block, s->length)) heap.drop_ref(s->block);
     s->block = 0;
-  }
-}
-
-namespace {
-
-std::int64_t deadline_after(std::chrono::nanoseconds timeout, std::int64_t now) noexcept {
-  if (timeout == std::chrono::nanoseconds::max()) return -1;
-  const std::int64_t t = std::max<std::int64_t>(timeout.count(), 0);
-  return t > INT64_MAX - now ? -1 : now + t;
-}
-
-}  // namespace
-
-std::int64_t QueueState::plan_spin(bool is_get, std::int64_t now) noexcept {
-  switch (current_latency()) {
-    case Latency::Spin: return INT64_MAX;
-    case Latency::Sleep: return 0;
-    case Latency::Fixed: return std::max<std::int64_t>(spin_ns.load(std::memory_order_relaxed), 0);
-    case Latency::Adaptive: break;
-  }
-  const std::int64_t planned = (is_get ? get_history : put_history).planned_spin();
-  const std::int64_t tokens = budget.available(now);
-  // A spin cut short by the budget would rarely catch what the plan expects,
-  // yet cost its length (and keep the budget empty): while the budget cannot
-  // pay for the planned spin, do not spin, and let the budget fill up.
-  return tokens >= planned ? planned : 0;
-}
-
-// Waiting rules (see waiting.hpp for how long to spin):
-// 1. Try once. 2. Spin (pause, try; the clock every 64 tries) until the
-// planned spin runs out. 3. Announce in `waiting` (seq_cst), read the futex
-// word, try once more, sleep on the word unless it changed, un-announce; go to
-// 2 (now past the spin, so it spins at most 63 tries before sleeping again).
-// A notifier bumps the word and wakes after it published, if it saw an
-// announcement; a spinner needs no announcement: it looks. `may_sleep` false
-// (get_spinning): step 3 returns Timeout instead.
-template <class TryOnce>
-Attempt QueueState::wait_until_done(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
-                                    std::chrono::nanoseconds timeout, bool is_get, TryOnce&& try_once, bool may_sleep) {
-  if (closed.load(std::memory_order_acquire)) return Attempt::Closed;
-  if (!is_get && unlinked()) return Attempt::Unlinked;  // a message put now would never be read
-  std::uint32_t blocker = 0;
-  Attempt attempt = try_once(blocker);
-  if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
-  if (is_get && attempt == Attempt::Empty && unlinked()) return Attempt::Unlinked;
-  if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
-    if (attempt == Attempt::Busy) return is_get ? Attempt::Empty : Attempt::Full;
-    if (attempt != Attempt::Pending) return attempt;
-    // Blocked behind another process's claim. Pollers must also repair a dead
-    // claimer (nobody else may ever wait), but checking is a system call: now and then.
-    if (pending_polls.fetch_add(1, std::memory_order_relaxed) % 256 == 255) repair(blocker);
-    return is_get ? Attempt::Empty : Attempt::Full;
-  }
-
-  const std::int64_t start = platform::monotonic_ns();
-  const std::int64_t deadline = deadline_after(timeout, start);
-  const bool adaptive = current_latency() == Latency::Adaptive;
-  const std::int64_t spin = plan_spin(is_get, start);
-  const std::int64_t spin_until = spin > INT64_MAX - start ? INT64_MAX : start + spin;
-  WaitHistory& history = is_get ? get_history : put_history;
-  bool slept = false;
-  bool spin_over = false;  // the planned spin ran out (and was charged to the budget)
-  std::int64_t next_repair = start + kStuckCheckNs;
-  // A sleeper woken for a message it then does not take passes the wake-up on.
-  auto leave = [&](Attempt outcome) {
-    if (slept && is_get && dequeue_ready()) notify(word, waiting, 1);
-    return outcome;
-  };
-  std::int64_t arrived = -1;  // when a notifier woke us, if it did during this wait
-  auto done = [&] {
-    if (adaptive && !spin_over) budget.caught();
-    history.record((arrived >= 0 ? arrived : platform::monotonic_ns()) - start);
-    return Attempt::Done;
-  };
-  // Adaptive spins past kPauseSpinNs yield the CPU between looks: on a machine
-  // with more runnable threads than cores the peer we wait for may need this
-  // very core, and a pause-only spin would delay it.
-  bool yielding = false;
-  for (std::uint32_t tries = 1;; ++tries) {
-    bool look_at_clock = true;
-    if (yielding && !spin_over) {
-      platform::yield_cpu();  // and the clock every time: it costs little next to the yield
-    } else if (tries % 64 != 0 && spin_until > start) {
-      // Spinning: look at the queue after every pause, at the clock now and then.
-      platform::cpu_relax();
-      look_at_clock = false;
-    }
-    if (look_at_clock) {
-      const std::int64_t now = platform::monotonic_ns();
-      if (adaptive && now - start >= kPauseSpinNs) yielding = true;
-      if (deadline >= 0 && now >= deadline) {
-        // Nothing came in the whole wait: a long wait, as far as the history goes.
-        history.record(now - start);
-        if (adaptive && !spin_over) budget.spend(std::min(now - start, spin));
-        return leave(Attempt::Timeout);
-      }
-      if (attempt == Attempt::Pending && now >= next_repair) {
-        // Blocked behind another process's claim while spinning (Latency::Spin never sleeps).
-        repair(blocker);
-        next_repair = now + kStuckCheckNs;
-      }
-      if (now >= spin_until && !spin_over) {
-        spin_over = true;
-        // A spin that caught nothing. Charged at most its plan: time this thread
-        // was descheduled (a busy machine) is not CPU it spent.
-        if (adaptive) budget.spend(std::min(now - start, spin));
-        if (!may_sleep) {
-          // Longer than the spin, by how much unknown: recorded as twice the spin.
-          history.record(2 * (now - start));
-          return Attempt::Timeout;
-        }
-      }
-      if (now >= spin_until) {
-        // Announce ourselves, then try once more: a publisher that missed the
-        // announcement published before it, and this try sees its message.
-        waiting.fetch_add(1, std::memory_order_seq_cst);
-        const std::uint32_t seen = word.load(std::memory_order_seq_cst);
-        attempt = try_once(blocker);
-        if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) {
-          waiting.fetch_sub(1, std::memory_order_relaxed);
-          return attempt == Attempt::Done ? done() : leave(attempt);
-        }
-        std::int64_t wake_at = deadline;
-        if (attempt == Attempt::Pending || attempt == Attempt::Busy) {
-          // Blocked behind another process's claim: wake up now and then to check it
-          // is alive. Busy: nobody may wake us for what is already there; look again soon.
-          const std::int64_t recheck = attempt == Attempt::Pending ? kStuckCheckNs : kBusyRecheckNs;
-          wake_at = deadline < 0 ? now + recheck : std::min(deadline, now + recheck);
-        }
-        if (!closed.load(std::memory_order_acquire) && !unlinked()) platform::futex_wait(&word, seen, wake_at);
-        waiting.fetch_sub(1, std::memory_order_relaxed);
-        slept = true;
-        // The notifier's stamp (shared memory: used only if it falls inside this wait).
-        const std::int64_t stamp =
-            (is_get ? header->not_empty_at : header->not_full_at).load(std::memory_order_relaxed);
-        if (stamp >= start && stamp <= platform::monotonic_ns()) arrived = stamp;
-        if (attempt == Attempt::Pending) repair(blocker);
-      }
-    }
-    if (closed.load(std::memory_order_acquire)) return leave(Attempt::Closed);
-    if (!is_get && unlinked()) return Attempt::Unlinked;
-    attempt = try_once(blocker);
-    if (attempt == Attempt::Done) return done();
-    // A failed take leaves the message (OutOfMemory) or others behind it (Corrupt
-    // dropped one): a wake-up meant for us goes on to another waiter.
-    if (attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return leave(attempt);
-    if (is_get && attempt == Attempt::Empty && unlinked()) return leave(Attempt::Unlinked);
   }
 }
 
@@ -805,9 +549,7 @@ QueueStats Queue::stats() const noexcept {
 }
 
 void Queue::set_spin(std::chrono::nanoseconds spin) noexcept {
-  if (!state_) return;
-  state_->spin_ns.store(spin.count(), std::memory_order_relaxed);
-  state_->latency.store(spin.count() <= 0 ? Latency::Sleep : Latency::Fixed, std::memory_order_relaxed);
+  if (state_) state_->set_spin(spin);
 }
 
 void Queue::set_latency(Latency latency) noexcept {
@@ -819,14 +561,7 @@ Latency Queue::latency() const noexcept {
 }
 
 std::int64_t Queue::planned_spin_ns() const noexcept {
-  if (!state_) return 0;
-  switch (state_->latency.load(std::memory_order_relaxed)) {
-    case Latency::Spin: return INT64_MAX;
-    case Latency::Sleep: return 0;
-    case Latency::Fixed: return std::max<std::int64_t>(state_->spin_ns.load(std::memory_order_relaxed), 0);
-    case Latency::Adaptive: break;
-  }
-  return state_->get_history.planned_spin();  // before the budget: a snapshot must not refill it
+  return state_ ? state_->planned_get_spin() : 0;  // before the budget: a snapshot must not refill it
 }
 
 // --- event loops -------------------------------------------------------------------------
@@ -887,16 +622,10 @@ Result<void, WatchError> Queue::watch(const WakeSocket& socket, Readiness readin
   if (!state_ || !state_->usable()) return {WatchError::Closed, detail::kClosedHandle};
   if (socket.fd() < 0) return {WatchError::Closed, "the wake-up socket is closed"};
   auto& h = *state_->header;
-  auto* table = readiness == Readiness::Readable ? h.get_watchers : h.put_watchers;
-  auto& waiting = readiness == Readiness::Readable ? h.consumers_waiting : h.producers_waiting;
-  const std::uint64_t entry = socket.id() << 16U | cookie;
-  for (std::size_t i = 0; i < detail::kWatcherSlots; ++i) {
-    std::uint64_t expected = 0;
-    if (table[i].compare_exchange_strong(expected, entry, std::memory_order_seq_cst)) {
-      // Then the count, seq_cst: ordered against a notifier's read-modify-write (notify()).
-      waiting.fetch_add(detail::kWatcherUnit, std::memory_order_seq_cst);
-      return {};
-    }
+  const bool readable = readiness == Readiness::Readable;
+  if (detail::add_watcher(readable ? h.get_watchers : h.put_watchers,
+                          readable ? h.consumers_waiting : h.producers_waiting, socket.id(), cookie)) {
+    return {};
   }
   return {WatchError::Full,
           "queue '" + state_->name + "' is watched by " + std::to_string(kMaxWatchers) + " event loops already"};
@@ -905,16 +634,9 @@ Result<void, WatchError> Queue::watch(const WakeSocket& socket, Readiness readin
 void Queue::unwatch(const WakeSocket& socket, Readiness readiness, std::uint16_t cookie) noexcept {
   if (!state_ || state_->domain->forked_away()) return;
   auto& h = *state_->header;
-  auto* table = readiness == Readiness::Readable ? h.get_watchers : h.put_watchers;
-  auto& waiting = readiness == Readiness::Readable ? h.consumers_waiting : h.producers_waiting;
-  const std::uint64_t entry = socket.id() << 16U | cookie;
-  for (std::size_t i = 0; i < detail::kWatcherSlots; ++i) {
-    std::uint64_t expected = entry;
-    if (table[i].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
-      waiting.fetch_sub(detail::kWatcherUnit, std::memory_order_acq_rel);
-      return;
-    }
-  }
+  const bool readable = readiness == Readiness::Readable;
+  detail::remove_watcher(readable ? h.get_watchers : h.put_watchers,
+                         readable ? h.consumers_waiting : h.producers_waiting, socket.id(), cookie);
 }
 
 Domain Queue::domain() const {
@@ -952,15 +674,14 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
     std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
     return put_loan(*loan, timeout);
   }
-  const Attempt outcome =
-      q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
-        return q.try_send(blocker, [&](detail::SlotHeader& s) {
-          s.kind = static_cast<std::uint8_t>(kind);
-          s.length = bytes.size();
-          s.block = 0;
-          if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(&s), bytes.data(), bytes.size());
-        });
-      });
+  const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
+    return q.try_send(blocker, [&](detail::SlotHeader& s) {
+      s.kind = static_cast<std::uint8_t>(kind);
+      s.length = bytes.size();
+      s.block = 0;
+      if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(&s), bytes.data(), bytes.size());
+    });
+  });
   if (outcome == Attempt::Done) return {};
   return put_failure(outcome, q.name);
 }
@@ -978,15 +699,14 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
     // the elements (e.g. an array by reference whose data was never attached).
     if (auto view = loan.array(); !view) return {PutError::Invalid, view.error().message};
   }
-  const Attempt outcome =
-      q.wait_until_done(q.header->not_full, q.header->producers_waiting, timeout, false, [&](std::uint32_t& blocker) {
-        return q.try_send(blocker, [&](detail::SlotHeader& s) {
-          s.kind = static_cast<std::uint8_t>(loan.kind());
-          s.length = loan.bytes().size();
-          s.block = MessageAccess::block(loan);
-          q.domain->clear_holding(MessageAccess::holding(loan));  // the reference moves to the ring: unlisted first
-        });
-      });
+  const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
+    return q.try_send(blocker, [&](detail::SlotHeader& s) {
+      s.kind = static_cast<std::uint8_t>(loan.kind());
+      s.length = loan.bytes().size();
+      s.block = MessageAccess::block(loan);
+      q.domain->clear_holding(MessageAccess::holding(loan));  // the reference moves to the ring: unlisted first
+    });
+  });
   if (outcome != Attempt::Done) return put_failure(outcome, q.name);
   MessageAccess::hand_over(loan);
   return {};
@@ -1029,35 +749,15 @@ Result<Loan, LoanError> Queue::loan(std::size_t size, MessageKind kind, std::siz
 
 Result<Loan, LoanError> Queue::loan_array(DType dtype, std::span<const std::int64_t> shape, Order order,
                                           std::string_view typestr, const void* copy_source) {
-  if (shape.size() > kMaxArrayDims || typestr.size() > kMaxTypestrBytes) {
-    return {LoanError::InvalidArgument, "arrays have at most " + std::to_string(kMaxArrayDims) +
-                                            " dimensions and a type string of at most " +
-                                            std::to_string(kMaxTypestrBytes) + " bytes"};
-  }
-  auto data_bytes = contiguous_bytes(dtype, shape);
-  if (!data_bytes) return std::move(data_bytes).error();
-  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
   if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
-  // The elements are what is copied: they are placed, not the metadata.
-  auto made =
-      state_->domain->make_loan(meta + *data_bytes, MessageKind::Array, 0, detail::Placement{meta, copy_source});
-  if (!made) return made;
-  write_array_meta(made->bytes().first(meta), dtype, shape, {}, 0, typestr, order);
-  return made;
+  return detail::lend_array(*state_->domain, dtype, shape, order, typestr, copy_source);
 }
 
 Result<Loan, LoanError> Queue::loan_array_ref(DType dtype, std::span<const std::int64_t> shape,
                                               std::span<const std::int64_t> strides, std::int64_t byte_offset,
                                               std::string_view typestr) {
-  if (shape.size() > kMaxArrayDims || strides.size() != shape.size() || typestr.size() > kMaxTypestrBytes) {
-    return {LoanError::InvalidArgument,
-            "shape and strides must have the same length, at most " + std::to_string(kMaxArrayDims)};
-  }
-  const std::size_t meta = array_meta_size(shape.size(), typestr.size());
-  auto made = loan(meta, MessageKind::Array, 1);
-  if (!made) return made;
-  write_array_meta(made->bytes(), dtype, shape, strides, byte_offset, typestr, Order::C, 1);
-  return made;
+  if (!state_ || !state_->usable()) return {LoanError::Closed, kClosedHandle};
+  return detail::lend_array_ref(*state_->domain, dtype, shape, strides, byte_offset, typestr);
 }
 
 Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
@@ -1091,9 +791,8 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
   auto& q = *state_;
   Sample sample;
   std::optional<std::uint32_t> holding;
-  const Attempt outcome =
-      q.wait_until_done(q.header->not_empty, q.header->consumers_waiting, timeout, true,
-                        [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
+  const Attempt outcome = detail::wait_until_done(
+      q, q.get_side(), timeout, [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
   if (holding) q.domain->unreserve_holding(*holding);  // reserved but not used
   switch (outcome) {
     case Attempt::Done: return sample;
@@ -1138,8 +837,7 @@ bool Queue::spin_until_ready(Readiness readiness, std::chrono::nanoseconds at_mo
     return free ? Attempt::Done : Attempt::Full;
   };
   const Attempt outcome =
-      q.wait_until_done(readable ? h.not_empty : h.not_full, readable ? h.consumers_waiting : h.producers_waiting,
-                        at_most, readable, look, /*may_sleep=*/false);
+      detail::wait_until_done(q, readable ? q.get_side() : q.put_side(), at_most, look, /*may_sleep=*/false);
   return outcome == Attempt::Done;
 }
 

@@ -145,7 +145,9 @@ struct TopicHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   std::uint32_t creator_token;
   std::int32_t creator_pid;
   std::atomic<std::uint32_t> flags;
-  std::uint32_t reserved0[3];
+  /// Subscriber entries ever claimed: scans stop here (only grows; read bounded by max_subscribers).
+  std::atomic<std::uint32_t> entries_used;
+  std::uint32_t reserved0[2];
 
   alignas(64) std::atomic<std::uint64_t> publish_pos;
   alignas(64) std::atomic<std::uint32_t> published;  ///< futex word, bumped when a message is published
