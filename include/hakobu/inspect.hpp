@@ -107,7 +107,7 @@ struct TopicSubscriberSummary {
   bool alive = false;          ///< the process that holds the entry still lives (else publishers free it)
   std::string on_full;         ///< "drop_oldest", "block", or "on_full N" for a value this version does not know
   std::string state;           ///< "joining", "active" or "reading" (taking a message now)
-  std::uint64_t lag = 0;       ///< messages published that it has not received (may exceed them while joining)
+  std::uint64_t lag = 0;       ///< messages published that it has not received (at most the capacity)
   std::uint64_t dropped = 0;   ///< messages publishers skipped it past (drop_oldest)
   std::uint64_t received = 0;  ///< messages it took
 };

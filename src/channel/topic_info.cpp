@@ -7,8 +7,9 @@
 // Everything is untrusted (topic_file.hpp, last paragraph): the header's sizes
 // are checked against each other and against the file's size before anything
 // past the header is mapped; the loops over subscriber entries and slots are
-// bounded by those checked sizes; positions are compared modulo 2^32 and a
-// negative lag reads as 0; a slot's message is counted only if its length fits
+// bounded by those checked sizes (the whole table: entries_used is not
+// trusted); positions are compared modulo 2^32 and a lag is kept within
+// [0, capacity]; a slot's message is counted only if its length fits
 // its slot (inline) or its block passes Heap::check_block, and only if its
 // control word did not change while it was read (it may be retired and reused
 // meanwhile: we hold nothing).
@@ -34,7 +35,8 @@ namespace {
 using detail::CursorState;
 
 /// Whether the header's sizes describe a topic file this library could have
-/// made, no larger than the file found (`file_size`).
+/// made, no larger than the file found (`file_size`): the rule Topic::open
+/// applies, so a tool calls Corrupt exactly the files an open would refuse.
 bool shape_ok(const detail::TopicHeader& header, std::uint64_t file_size) noexcept {
   const std::uint64_t capacity = header.capacity;
   const std::uint64_t subscribers = header.max_subscribers;
@@ -42,8 +44,8 @@ bool shape_ok(const detail::TopicHeader& header, std::uint64_t file_size) noexce
   const std::uint64_t inline_capacity = header.inline_capacity;
   return capacity != 0 && capacity <= kMaxTopicCapacity && std::has_single_bit(capacity) && header.history < capacity &&
          subscribers != 0 && subscribers <= kMaxTopicSubscribers && inline_capacity <= kMaxInlineBytes &&
-         slot_bytes >= detail::kSlotHeaderBytes + inline_capacity && slot_bytes % alignof(detail::SlotHeader) == 0 &&
-         slot_bytes <= 4096 && header.file_bytes == detail::topic_file_bytes(capacity, subscribers, slot_bytes) &&
+         slot_bytes >= detail::kSlotHeaderBytes + inline_capacity && slot_bytes % 64 == 0 && slot_bytes <= 4096 &&
+         header.file_bytes == detail::topic_file_bytes(capacity, subscribers, slot_bytes) &&
          header.file_bytes <= file_size;
 }
 
@@ -64,9 +66,9 @@ std::string state_name(CursorState state) {
 }
 
 /// The subscriptions of the table of `count` entries (checked), with their lag
-/// behind the next position to publish.
+/// behind the next position to publish (in a ring of `capacity`).
 void summarize_subscribers(const detail::SubscriberEntry* entries, std::uint64_t count, std::uint64_t publish_pos,
-                           detail::DomainState& domain, TopicSummary& out) {
+                           std::uint64_t capacity, detail::DomainState& domain, TopicSummary& out) {
   for (std::uint64_t i = 0; i < count; ++i) {           // bounded by max_subscribers, checked
     const detail::SubscriberEntry& entry = entries[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     const std::uint64_t cursor = entry.cursor.load(std::memory_order_acquire);
@@ -78,8 +80,9 @@ void summarize_subscribers(const detail::SubscriberEntry* entries, std::uint64_t
     sub.alive = domain.token_alive(detail::control_token(cursor));
     sub.on_full = on_full_name(entry.on_full.load(std::memory_order_relaxed));
     sub.state = state_name(state);
-    sub.lag = static_cast<std::uint64_t>(
-        std::max<std::int64_t>(0, detail::position_diff(publish_pos, detail::control_position(cursor))));
+    // As Subscriber::lag: behind the next position to publish, at most a ring.
+    const std::int64_t behind = detail::position_diff(publish_pos, detail::control_position(cursor));
+    sub.lag = behind <= 0 ? 0 : std::min(static_cast<std::uint64_t>(behind), capacity);
     sub.dropped = entry.dropped.load(std::memory_order_relaxed);
     sub.received = entry.received.load(std::memory_order_relaxed);
     out.subscribers.push_back(std::move(sub));
@@ -165,7 +168,7 @@ Result<TopicSummary, OpenError> inspect_topic(std::string_view name, std::string
   const std::uint64_t publish_pos = live->publish_pos.load(std::memory_order_acquire);
   const auto* entries = reinterpret_cast<const detail::SubscriberEntry*>(  // NOLINT: the layout of topic_file.hpp
       base + sizeof(detail::TopicHeader));  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
-  summarize_subscribers(entries, out.max_subscribers, publish_pos, domain_state, out);
+  summarize_subscribers(entries, out.max_subscribers, publish_pos, out.capacity, domain_state, out);
   const std::byte* slots = base +
                            sizeof(detail::TopicHeader) +  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
                            out.max_subscribers * sizeof(detail::SubscriberEntry);
