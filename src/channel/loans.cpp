@@ -1,6 +1,7 @@
 // hakobu — loans any channel hands out (loans.hpp).
 #include "channel/loans.hpp"
 
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -37,6 +38,16 @@ Result<Loan, LoanError> lend_array_ref(DomainState& domain, DType dtype, std::sp
   if (!made) return made;
   write_array_meta(made->bytes(), dtype, shape, strides, byte_offset, typestr, Order::C, 1);
   return made;
+}
+
+Result<Loan, PutError> copy_into_loan(DomainState& domain, std::span<const std::byte> bytes, MessageKind kind) {
+  auto loan = domain.make_loan(bytes.size(), kind, 0, Placement{0, bytes.data()});
+  if (!loan) {
+    const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
+    return {code, loan.error().message};
+  }
+  std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
+  return std::move(*loan);
 }
 
 }  // namespace hakobu::detail

@@ -429,64 +429,21 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
   state->spin_ns.store(options.spin.count(), std::memory_order_relaxed);
   state->latency.store(options.latency, std::memory_order_relaxed);
 
-  // Attach first: create-or-attach of an existing queue then costs an open and
-  // a map, and never needs room in /dev/shm for a second queue.
   const detail::DomainFile file{state->file, true, "queue '" + state->name + "'"};
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    if (mode != OpenMode::CreateExclusive) {
-      auto opened = state->named.open(file);
-      if (opened) {
-        auto attached = state->attach();
-        if (attached) {
-          Queue queue;
-          queue.state_ = std::move(state);
-          return queue;
-        }
-        if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
-          return std::move(attached).error();
-        }
-        continue;  // removed while we attached: look again
-      }
-      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
-      if (mode == OpenMode::AttachOnly) {
-        return {OpenError::NotFound, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'"};
-      }
-    }
-    auto created = state->create(options);
-    if (created) {
-      Queue queue;
-      queue.state_ = std::move(state);
-      return queue;
-    }
-    if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
-      return std::move(created).error();
-    }
-  }
-  return {OpenError::SystemError, "queue '" + std::string(name) + "' is being created and removed too often"};
+  auto opened = detail::open_by_mode(
+      state->named, file, mode, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'",
+      [&] { return state->attach(); }, [&] { return state->create(options); });
+  if (!opened) return std::move(opened).error();
+  Queue queue;
+  queue.state_ = std::move(state);
+  return queue;
 }
 
 Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view domain) {
   QueueOptions options;
   options.domain.name = std::string(domain);
   auto queue = open(name, OpenMode::AttachOnly, options);
-  if (!queue) {
-    switch (queue.error().code) {
-      case OpenError::NotFound: return {UnlinkError::NotFound, queue.error().message};
-      case OpenError::InvalidName: return {UnlinkError::InvalidName, queue.error().message};
-      case OpenError::PermissionDenied: return {UnlinkError::PermissionDenied, queue.error().message};
-      default: break;
-    }
-    if (queue.error().code == OpenError::Corrupt) {
-      // A damaged queue cannot be opened; removing its file is all there is to do.
-      auto state = detail::DomainState::attach(options.domain);
-      if (!state) return {UnlinkError::SystemError, state.error().message};
-      if (auto r = platform::shm_remove((*state)->file_name("q:" + std::string(name))); !r) {
-        return {UnlinkError::SystemError, r.error().message};
-      }
-      return {};
-    }
-    return {UnlinkError::SystemError, queue.error().message};
-  }
+  if (!queue) return detail::remove_unopenable(queue.error(), options.domain, "q:" + std::string(name));
   if (!queue->state_->mark_unlinked()) return {UnlinkError::NotFound, "queue '" + std::string(name) + "' was removed"};
   return {};
 }
@@ -666,12 +623,8 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
     if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue is full"};
-    auto loan = q.domain->make_loan(bytes.size(), kind, 0, detail::Placement{0, bytes.data()});
-    if (!loan) {
-      const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
-      return {code, loan.error().message};
-    }
-    std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
+    auto loan = detail::copy_into_loan(*q.domain, bytes, kind);
+    if (!loan) return std::move(loan).error();
     return put_loan(*loan, timeout);
   }
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
@@ -763,25 +716,10 @@ Result<Loan, LoanError> Queue::loan_array_ref(DType dtype, std::span<const std::
 Result<void, PutError> Queue::put_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                         std::chrono::nanoseconds timeout) {
   if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
-  if (shape.size() > kMaxArrayDims) return {PutError::TooLarge, "too many dimensions"};
-  auto data_bytes = contiguous_bytes(dtype, shape);
-  if (!data_bytes) return {PutError::TooLarge, data_bytes.error().message};
-  const std::size_t meta = array_meta_size(shape.size(), 0);
-  const std::size_t total = meta + *data_bytes;
-  if (total <= state_->inline_capacity) {
-    // Small arrays ride inline in the slot.
-    alignas(64) std::byte buffer[kMaxInlineBytes];
-    write_array_meta({buffer, meta}, dtype, shape, {}, 0, {}, Order::C);
-    if (*data_bytes > 0) std::memcpy(buffer + meta, data, *data_bytes);
-    return put_bytes({buffer, total}, MessageKind::Array, timeout);
-  }
-  auto made = loan_array(dtype, shape, Order::C, {}, data);
-  if (!made) {
-    const auto code = made.error().code == LoanError::OutOfMemory ? PutError::OutOfMemory : PutError::TooLarge;
-    return {code, made.error().message};
-  }
-  if (*data_bytes > 0) std::memcpy(made->bytes().data() + meta, data, *data_bytes);
-  return put_loan(*made, timeout);
+  return detail::send_array(
+      *state_->domain, state_->inline_capacity, data, dtype, shape,
+      [&](std::span<const std::byte> bytes) { return put_bytes(bytes, MessageKind::Array, timeout); },
+      [&](Loan& loan) { return put_loan(loan, timeout); });
 }
 
 // --- receiving ------------------------------------------------------------------------------

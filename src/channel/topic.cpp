@@ -82,7 +82,9 @@ class TopicState : public WaitingHandle {
   }
   /// Subscriber entries to scan: those ever claimed, never more than the table.
   [[nodiscard]] std::uint32_t entries_in_use() const noexcept {
-    return std::min(header->entries_used.load(std::memory_order_acquire), max_subscribers);
+    // seq_cst: a retirer's second look must reach an entry claimed before its
+    // subscriber pinned (topic_file.hpp, "The cursor is the pin").
+    return std::min(header->entries_used.load(std::memory_order_seq_cst), max_subscribers);
   }
   [[nodiscard]] WaitSide publish_side() const noexcept {
     return {header->published, header->subscribers_waiting, header->published_at, true};
@@ -649,61 +651,20 @@ Result<Topic, OpenError> Topic::open(std::string_view name, OpenMode mode, const
   state->latency.store(options.latency, std::memory_order_relaxed);
 
   const detail::DomainFile file{state->file, true, "topic '" + state->name + "'"};
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    if (mode != OpenMode::CreateExclusive) {
-      auto opened = state->named.open(file);
-      if (opened) {
-        auto attached = state->attach();
-        if (attached) {
-          Topic topic;
-          topic.state_ = std::move(state);
-          return topic;
-        }
-        if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
-          return std::move(attached).error();
-        }
-        continue;  // removed while we attached: look again
-      }
-      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
-      if (mode == OpenMode::AttachOnly) {
-        return {OpenError::NotFound, "no topic '" + state->name + "' in domain '" + state->domain->name() + "'"};
-      }
-    }
-    auto created = state->create(options);
-    if (created) {
-      Topic topic;
-      topic.state_ = std::move(state);
-      return topic;
-    }
-    if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
-      return std::move(created).error();
-    }
-  }
-  return {OpenError::SystemError, "topic '" + std::string(name) + "' is being created and removed too often"};
+  auto opened = detail::open_by_mode(
+      state->named, file, mode, "no topic '" + state->name + "' in domain '" + state->domain->name() + "'",
+      [&] { return state->attach(); }, [&] { return state->create(options); });
+  if (!opened) return std::move(opened).error();
+  Topic topic;
+  topic.state_ = std::move(state);
+  return topic;
 }
 
 Result<void, UnlinkError> Topic::remove(std::string_view name, std::string_view domain) {
   TopicOptions options;
   options.domain.name = std::string(domain);
   auto topic = open(name, OpenMode::AttachOnly, options);
-  if (!topic) {
-    switch (topic.error().code) {
-      case OpenError::NotFound: return {UnlinkError::NotFound, topic.error().message};
-      case OpenError::InvalidName: return {UnlinkError::InvalidName, topic.error().message};
-      case OpenError::PermissionDenied: return {UnlinkError::PermissionDenied, topic.error().message};
-      default: break;
-    }
-    if (topic.error().code == OpenError::Corrupt || topic.error().code == OpenError::Incompatible) {
-      // A damaged topic cannot be opened; removing its file is all there is to do.
-      auto state = detail::DomainState::attach(options.domain);
-      if (!state) return {UnlinkError::SystemError, state.error().message};
-      if (auto r = platform::shm_remove((*state)->file_name("t:" + std::string(name))); !r) {
-        return {UnlinkError::SystemError, r.error().message};
-      }
-      return {};
-    }
-    return {UnlinkError::SystemError, topic.error().message};
-  }
+  if (!topic) return detail::remove_unopenable(topic.error(), options.domain, "t:" + std::string(name));
   if (!topic->state_->mark_unlinked()) return {UnlinkError::NotFound, "topic '" + std::string(name) + "' was removed"};
   return {};
 }
@@ -796,12 +757,8 @@ Result<void, PutError> Topic::publish(std::span<const std::byte> bytes, MessageK
   auto& t = *state_;
   if (bytes.size() > t.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
-    auto loan = t.domain->make_loan(bytes.size(), kind, 0, detail::Placement{0, bytes.data()});
-    if (!loan) {
-      const auto code = loan.error().code == LoanError::TooLarge ? PutError::TooLarge : PutError::OutOfMemory;
-      return {code, loan.error().message};
-    }
-    std::memcpy(loan->bytes().data(), bytes.data(), bytes.size());
+    auto loan = detail::copy_into_loan(*t.domain, bytes, kind);
+    if (!loan) return std::move(loan).error();
     return publish(*loan, timeout);
   }
   const Attempt outcome = detail::wait_until_done(t, t.room_side(), timeout, [&](std::uint32_t& blocker) {
@@ -844,25 +801,10 @@ Result<void, PutError> Topic::publish(Loan& loan, std::chrono::nanoseconds timeo
 Result<void, PutError> Topic::publish_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                             std::chrono::nanoseconds timeout) {
   if (!state_ || !state_->usable()) return {PutError::Closed, detail::kClosedTopic};
-  if (shape.size() > kMaxArrayDims) return {PutError::TooLarge, "too many dimensions"};
-  auto data_bytes = contiguous_bytes(dtype, shape);
-  if (!data_bytes) return {PutError::TooLarge, data_bytes.error().message};
-  const std::size_t meta = array_meta_size(shape.size(), 0);
-  const std::size_t total = meta + *data_bytes;
-  if (total <= state_->inline_capacity) {
-    // Small arrays ride inline in the slot.
-    alignas(64) std::byte buffer[kMaxInlineBytes];
-    write_array_meta({buffer, meta}, dtype, shape, {}, 0, {}, Order::C);
-    if (*data_bytes > 0) std::memcpy(buffer + meta, data, *data_bytes);
-    return publish({buffer, total}, MessageKind::Array, timeout);
-  }
-  auto made = loan_array(dtype, shape, Order::C, {}, data);
-  if (!made) {
-    const auto code = made.error().code == LoanError::OutOfMemory ? PutError::OutOfMemory : PutError::TooLarge;
-    return {code, made.error().message};
-  }
-  if (*data_bytes > 0) std::memcpy(made->bytes().data() + meta, data, *data_bytes);
-  return publish(*made, timeout);
+  return detail::send_array(
+      *state_->domain, state_->inline_capacity, data, dtype, shape,
+      [&](std::span<const std::byte> bytes) { return publish(bytes, MessageKind::Array, timeout); },
+      [&](Loan& loan) { return publish(loan, timeout); });
 }
 
 Result<Loan, LoanError> Topic::loan(std::size_t size, MessageKind kind, std::size_t attachments,
@@ -903,12 +845,23 @@ Result<Subscriber, SubscribeError> Topic::subscribe(const SubscribeOptions& opti
   const std::uint64_t head = t.header->publish_pos.load(std::memory_order_acquire);
   const std::uint64_t asked = std::min<std::uint64_t>({options.history, t.history, head});
   const std::uint64_t start = head - asked;
+  bool reclaimed = false;  // entries of dead subscribers, freed once when the table looks full
   for (std::uint32_t i = 0; i < t.max_subscribers; ++i) {
     detail::SubscriberEntry& e = t.entries[i];
     std::uint64_t expected = 0;
     if (!e.cursor.compare_exchange_strong(expected,
                                           detail::make_cursor(start, detail::CursorState::Joining, sub->token),
                                           std::memory_order_seq_cst)) {
+      if (i + 1 == t.max_subscribers && !reclaimed) {
+        // A DROP_OLDEST subscriber that died holds nothing back, so nobody
+        // repaired it: its entry is found here, by the one who needs it.
+        reclaimed = true;
+        for (std::uint32_t j = 0; j < t.max_subscribers; ++j) {
+          const std::uint64_t cursor = t.entries[j].cursor.load(std::memory_order_acquire);
+          if (cursor != 0) t.repair(detail::control_token(cursor));
+        }
+        i = UINT32_MAX;  // and look again from the first entry (the loop's ++ makes it 0)
+      }
       continue;
     }
     // Scans (entries_in_use) must reach this entry from now on.

@@ -709,12 +709,12 @@ void DomainState::fill_sample(Sample& sample, std::uint64_t block, std::byte* pa
 // half-built one (a "new:" file) was left by a creator that died.
 std::uint32_t DomainState::count_queues_removing_leftovers() noexcept {
   for (const auto& name : platform::shm_list(file_name("new:"))) (void)platform::shm_remove(name);
-  // Queues, stores (src/store/store_file.hpp), sync objects (src/sync/) and
-  // topics (src/channel/topic_file.hpp) are the named objects, which keep the
-  // domain. The registry must outlive sync objects: their lock words name
-  // processes by its slot generations.
+  // Queues, stores (src/store/store_file.hpp), topics (src/channel/topic_file.hpp)
+  // and sync objects (src/sync/) are the named objects, which keep the domain.
+  // The registry must outlive sync objects: their lock words name processes by
+  // its slot generations.
   std::uint32_t named = 0;
-  for (const char* kind : {"q:", "st:", "s:", "t:"}) {
+  for (const char* kind : {"q:", "st:", "t:", "s:"}) {
     named += static_cast<std::uint32_t>(platform::shm_list(file_name(kind)).size());
   }
   registry_->named_objects.store(named, std::memory_order_relaxed);  // the files are the truth

@@ -146,6 +146,24 @@ void NamedFile::close_descriptor() noexcept {
   fd_ = -1;
 }
 
+Result<void, UnlinkError> remove_unopenable(const Error<OpenError>& failed, const DomainOptions& domain,
+                                            const std::string& suffix) {
+  switch (failed.code) {
+    case OpenError::NotFound: return {UnlinkError::NotFound, failed.message};
+    case OpenError::InvalidName: return {UnlinkError::InvalidName, failed.message};
+    case OpenError::PermissionDenied: return {UnlinkError::PermissionDenied, failed.message};
+    case OpenError::Corrupt:
+    case OpenError::Incompatible: break;
+    default: return {UnlinkError::SystemError, failed.message};
+  }
+  auto state = DomainState::attach(domain);
+  if (!state) return {UnlinkError::SystemError, state.error().message};
+  if (auto r = platform::shm_remove((*state)->file_name(suffix)); !r) {
+    return {UnlinkError::SystemError, r.error().message};
+  }
+  return {};
+}
+
 Result<InspectedFile, OpenError> open_for_inspection(std::string_view kind, std::string_view prefix,
                                                      std::string_view name, std::string_view domain,
                                                      std::uint64_t min_bytes) {

@@ -66,6 +66,7 @@
 
 #include "domain/domain_state.hpp"
 #include "hakobu/error.hpp"
+#include "hakobu/queue.hpp"
 
 namespace hakobu::detail {
 
@@ -129,6 +130,42 @@ class NamedFile {
   bool attached_ = false;
   std::uint32_t epoch_ = 0;  // fork_epoch() when opened or created
 };
+
+/// Opening by mode, for every named object: attach first (create-or-attach of
+/// an existing object then costs an open and a map, and never needs room for
+/// a second one), else create with `create()`. An object removed while we
+/// attached, or created by another process while we created, makes it look
+/// again (at most 100 times). `attach()` runs on `named` once open()ed;
+/// `not_found` is the AttachOnly message.
+template <class Attach, class Create>
+Result<void, OpenError> open_by_mode(NamedFile& named, const DomainFile& file, OpenMode mode,
+                                     const std::string& not_found, Attach&& attach, Create&& create) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (mode != OpenMode::CreateExclusive) {
+      auto opened = named.open(file);
+      if (opened) {
+        auto attached = attach();
+        if (attached || attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) return attached;
+        continue;  // removed while we attached: look again
+      }
+      if (opened.error().code != OpenError::NotFound) return opened;
+      if (mode == OpenMode::AttachOnly) return {OpenError::NotFound, not_found};
+    }
+    auto created = create();
+    if (created || created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
+      return created;
+    }
+  }
+  return {OpenError::SystemError, file.what + " is being created and removed too often"};
+}
+
+/// What `remove(name)` (`hakobu rm`) does when attaching to the object failed
+/// with `failed`: NotFound, InvalidName and PermissionDenied are reported as
+/// such; a damaged file (Corrupt, Incompatible), which nothing can open, is
+/// removed — the file `suffix` ("q:NAME") of the domain `domain`; anything
+/// else is a SystemError.
+Result<void, UnlinkError> remove_unopenable(const Error<OpenError>& failed, const DomainOptions& domain,
+                                            const std::string& suffix);
 
 /// A named object's file opened for a tool that only reads it (`hakobu info`):
 /// no lock is taken and no slot of the object; the domain is attached without

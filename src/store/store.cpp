@@ -534,29 +534,11 @@ Result<Store, OpenError> Store::open(std::string_view name, OpenMode mode, const
   state->file = state->domain->file_name("st:" + state->name);
   state->epoch = detail::fork_epoch();
   const detail::DomainFile file{state->file, true, state->what()};
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    if (mode != OpenMode::CreateExclusive) {
-      auto opened = state->named.open(file);
-      if (opened) {
-        auto attached = state->attach();
-        if (attached) return Store(std::move(state));
-        if (attached.error().code != OpenError::NotFound || mode == OpenMode::AttachOnly) {
-          return std::move(attached).error();
-        }
-        continue;  // removed while we attached: look again
-      }
-      if (opened.error().code != OpenError::NotFound) return std::move(opened).error();
-      if (mode == OpenMode::AttachOnly) {
-        return {OpenError::NotFound, "no " + state->what() + " in domain '" + state->domain->name() + "'"};
-      }
-    }
-    auto created = state->create(options);
-    if (created) return Store(std::move(state));
-    if (created.error().code != OpenError::AlreadyExists || mode == OpenMode::CreateExclusive) {
-      return std::move(created).error();
-    }
-  }
-  return {OpenError::SystemError, "store '" + std::string(name) + "' is being created and removed too often"};
+  auto opened = detail::open_by_mode(
+      state->named, file, mode, "no " + state->what() + " in domain '" + state->domain->name() + "'",
+      [&] { return state->attach(); }, [&] { return state->create(options); });
+  if (!opened) return std::move(opened).error();
+  return Store(std::move(state));
 }
 
 Store::~Store() = default;
