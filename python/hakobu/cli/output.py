@@ -69,7 +69,7 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         f"  processes attached: {summary['processes_alive']} alive, {summary['processes_dead']} dead; "
         f"huge pages: {'yes' if summary['huge_pages'] else 'no'}"
     )
-    objects = [*report.get("stores", []), *report.get("sync_objects", [])]
+    objects = [*report.get("stores", []), *report.get("sync_objects", []), *report.get("topics", [])]
     if not report["queues"]:
         out.line("  no queues")
         if objects:
@@ -101,9 +101,36 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         render_objects(out, objects)
 
 
+def subscriber_state(subscriber: dict[str, Any]) -> str:
+    """One subscription of a topic, for people: its pid, lag and drops (and whether it died)."""
+    text = f"pid {subscriber['pid'] or '?'} lag {subscriber['lag']}"
+    if subscriber["dropped"]:
+        text += f" dropped {subscriber['dropped']}"
+    if not subscriber["alive"]:
+        text += " (dead: publishers free its entry)"
+    return text
+
+
+def topic_state(report: dict[str, Any]) -> str:
+    """One line on a topic, for people: its subscribers with their lag, and what its ring holds."""
+    subscribers = report["subscribers"]
+    listed = ", ".join(subscriber_state(s) for s in subscribers)
+    text = f"{len(subscribers)} subscriber(s){': ' + listed if listed else ''}; {report['published']} published, "
+    text += (
+        f"{report['retained']} held ({format_bytes(report['retained_bytes'])}) of {report['capacity']} slots"
+    )
+    if report["tombstones"]:
+        text += f", {report['tombstones']} left by dead publishers"
+    if report["damaged_slots"]:
+        text += f", {report['damaged_slots']} damaged"
+    return text + (" (removed, still open)" if report["unlinked"] else "")
+
+
 def object_state(report: dict[str, Any]) -> str:
-    """One line on the state of a store or sync object, for people."""
+    """One line on the state of a store, sync object or topic, for people."""
     kind = report["kind"]
+    if kind == "topic":
+        return topic_state(report)
     if kind == "store":
         keys = report["keys"]
         readers = sum(key["readers"] or 0 for key in keys)
@@ -148,7 +175,7 @@ def lock_state(report: dict[str, Any]) -> str:
 
 
 def render_objects(out: Output, objects: list[dict[str, Any]]) -> None:
-    """The stores and sync objects of a domain, one row each."""
+    """The stores, sync objects and topics of a domain, one row each."""
     from rich import box
     from rich.table import Table
 
