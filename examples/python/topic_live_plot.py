@@ -43,7 +43,9 @@ import hakobu
 
 SHAPE = (480, 640)
 DTYPE = np.float32
-HISTORY = 8  # frames kept for a subscriber that joins late (the plot shows one at once)
+# Frames a subscriber may fall behind; then the plot skips ahead and the recorder holds the producer.
+CAPACITY = 16
+HISTORY = 4  # frames kept for a subscriber that joins late
 WAIT_FOR_TOPIC = 60.0  # seconds a subscriber waits for the producer to create the topic
 
 
@@ -71,7 +73,7 @@ def open_topic(name: str) -> hakobu.Topic:
 
 
 def produce(name: str, frames: int, rate: float, subscribers: int) -> None:
-    topic = hakobu.Topic(name, history=HISTORY, create=True)
+    topic = hakobu.Topic(name, capacity=CAPACITY, history=HISTORY, create=True)
     try:
         deadline = time.monotonic() + WAIT_FOR_TOPIC
         while topic.subscribers < subscribers:  # the recorder must not miss the first frames

@@ -101,24 +101,23 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         render_objects(out, objects)
 
 
-def subscriber_state(subscriber: dict[str, Any]) -> str:
-    """One subscription of a topic, for people: its pid, lag and drops (and whether it died)."""
-    text = f"pid {subscriber['pid'] or '?'} lag {subscriber['lag']}"
-    if subscriber["dropped"]:
-        text += f" dropped {subscriber['dropped']}"
-    if not subscriber["alive"]:
-        text += " (dead: publishers free its entry)"
-    return text
-
-
 def topic_state(report: dict[str, Any]) -> str:
-    """One line on a topic, for people: its subscribers with their lag, and what its ring holds."""
+    """One line on a topic, for people: its subscribers (how far the furthest behind lags, how many
+    messages publishers skipped them past, how many died), and what its ring holds. `hakobu info`
+    has a row per subscriber."""
     subscribers = report["subscribers"]
-    listed = ", ".join(subscriber_state(s) for s in subscribers)
-    text = f"{len(subscribers)} subscriber(s){': ' + listed if listed else ''}; {report['published']} published, "
-    text += (
-        f"{report['retained']} held ({format_bytes(report['retained_bytes'])}) of {report['capacity']} slots"
-    )
+    text = f"{len(subscribers)} subscriber(s)"
+    if subscribers:
+        details = [
+            f"lag up to {max(s['lag'] for s in subscribers)}",
+            f"{sum(s['dropped'] for s in subscribers)} dropped",
+        ]
+        dead = sum(1 for s in subscribers if not s["alive"])
+        if dead:
+            details.append(f"{dead} dead")
+        text += f" ({', '.join(details)})"
+    text += f"; {report['published']} published, {report['retained']} held"
+    text += f" ({format_bytes(report['retained_bytes'])})"
     if report["tombstones"]:
         text += f", {report['tombstones']} left by dead publishers"
     if report["damaged_slots"]:

@@ -1,18 +1,17 @@
 """Subscribes to topic argv[1] with on_full=argv[2] ("block" or "drop_oldest"), says "subscribed",
-then obeys stdin line by line: "take K" receives K messages, checks each against the shared
-check format (bytes message `seq` of size S: bytes 0..7 seq, 8..15 S, little-endian; byte i >= 16
-is (seq * 31 + i) & 0xFF), and answers "took K missed M dropped D received R" (M: the messages
-skipped just before the first of them); "quit" or end of file closes and exits."""
+then obeys stdin line by line: "take K" receives K messages, checks each (the cross-language
+format of topic_format.py), and answers "took K missed M dropped D received R" (M: the messages
+skipped just before the first of them); "quit" or end of file closes and exits. What `hakobu ls`
+and `hakobu info` are compared with (tests/python/test_cli_objects.py)."""
 
+import signal
 import sys
+
+from topic_format import check
 
 import hakobu
 
-
-def expected(seq: int, size: int) -> bytes:
-    head = seq.to_bytes(8, "little") + size.to_bytes(8, "little")
-    return head + bytes((seq * 31 + i) & 0xFF for i in range(16, size))
-
+signal.alarm(300)  # a forgotten program ends
 
 topic = hakobu.Topic(sys.argv[1], create=False)
 with topic.subscribe(on_full=sys.argv[2]) as sub:
@@ -23,9 +22,7 @@ with topic.subscribe(on_full=sys.argv[2]) as sub:
             break
         missed = None
         for _ in range(int(words[1])):
-            message = sub.get(timeout=60)
-            seq = int.from_bytes(message[:8], "little")
-            assert message == expected(seq, len(message)), f"message {seq} damaged"
+            check(sub.get(timeout=60))
             missed = sub.missed if missed is None else missed
         print(f"took {words[1]} missed {missed} dropped {sub.dropped} received {sub.received}", flush=True)
 topic.close()
