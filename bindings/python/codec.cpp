@@ -213,7 +213,7 @@ void copy_elements(const ArrayPlan& plan, std::byte* out) {
   }
 }
 
-nb::object array_over(const ArrayView& view, nb::handle owner) {
+nb::object array_over(const ArrayView& view, nb::handle owner, bool writable) {
   const DTypeEntry* entry = entry_for_message(view);
   if (entry == nullptr || entry->itemsize != view.dtype.itemsize()) return {};
   std::array<npy_intp, kMaxArrayDims> dims;  // the first ndim of each are set (not cleared: per message)
@@ -225,8 +225,9 @@ nb::object array_over(const ArrayView& view, nb::handle owner) {
   }
   Py_INCREF(entry->descr);  // stolen by PyArray_NewFromDescr
   // NumPy works out the contiguity and alignment flags from the strides and the address.
-  nb::object array = nb::steal(PyArray_NewFromDescr(&PyArray_Type, entry->descr, static_cast<int>(ndim), dims.data(),
-                                                    strides.data(), view.data, NPY_ARRAY_WRITEABLE, nullptr));
+  nb::object array =
+      nb::steal(PyArray_NewFromDescr(&PyArray_Type, entry->descr, static_cast<int>(ndim), dims.data(), strides.data(),
+                                     view.data, writable ? NPY_ARRAY_WRITEABLE : 0, nullptr));
   if (!array.is_valid()) throw nb::python_error();
   // The array keeps its owner (and so the message) alive; SetBaseObject steals the reference.
   if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(array.ptr()), owner.inc_ref().ptr()) < 0) {  // NOLINT
@@ -235,7 +236,7 @@ nb::object array_over(const ArrayView& view, nb::handle owner) {
   return array;
 }
 
-nb::object array_copy(const ArrayView& view) {
+nb::object array_copy(const ArrayView& view, bool writable) {
   const DTypeEntry* entry = entry_for_message(view);
   if (entry == nullptr || entry->itemsize != view.dtype.itemsize()) return {};
   const bool c_order = view.is_c_contiguous();
@@ -250,7 +251,8 @@ nb::object array_copy(const ArrayView& view) {
   // The view was bounds-checked against the message: size * itemsize bytes lie inside it.
   const auto nbytes = static_cast<std::size_t>(view.size()) * entry->itemsize;
   if (nbytes > 0)
-    std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(array.ptr())), view.data, nbytes);  // NOLINT
+    std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject*>(array.ptr())), view.data, nbytes);          // NOLINT
+  if (!writable) PyArray_CLEARFLAGS(reinterpret_cast<PyArrayObject*>(array.ptr()), NPY_ARRAY_WRITEABLE);  // NOLINT
   return array;
 }
 

@@ -59,17 +59,20 @@ bool plan_array(nanobind::handle obj, ArrayPlan& plan);
 /// layout is gathered by NumPy (needs the GIL).
 void copy_elements(const ArrayPlan& plan, std::byte* out);
 
-/// A writable ndarray over `view` whose base is `owner` (which keeps the
-/// memory alive), or an invalid object when the element type is not in the
+/// An ndarray over `view` whose base is `owner` (which keeps the memory
+/// alive), writable unless `writable` is false (a topic's messages, shared by
+/// every subscriber), or an invalid object when the element type is not in the
 /// table or does not match the element size (the Python codec decodes those,
 /// and reports what is wrong).
-nanobind::object array_over(const ArrayView& view, nanobind::handle owner);
+nanobind::object array_over(const ArrayView& view, nanobind::handle owner, bool writable = true);
 
-/// A new writable ndarray holding a copy of the elements of `view` (same
-/// shape, C or Fortran order as the view), or an invalid object when the
-/// element type is not in the table or the view is not contiguous. For small
-/// messages received inline: their bytes are already a private copy, and an
-/// array owning its elements costs less than a view kept alive by a Message.
-nanobind::object array_copy(const ArrayView& view);
+/// A new ndarray holding a copy of the elements of `view` (same shape, C or
+/// Fortran order as the view), writable unless `writable` is false (so that a
+/// topic's small messages read as its large ones do), or an invalid object
+/// when the element type is not in the table or the view is not contiguous.
+/// For small messages received inline: their bytes are already a private
+/// copy, and an array owning its elements costs less than a view kept alive
+/// by a Message.
+nanobind::object array_copy(const ArrayView& view, bool writable = true);
 
 }  // namespace hakobu::python

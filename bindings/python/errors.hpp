@@ -37,6 +37,7 @@
 #include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
 #include "hakobu/sync.hpp"
+#include "hakobu/topic.hpp"
 
 namespace hakobu::python {
 
@@ -66,8 +67,9 @@ enum class ErrorKind : std::uint8_t {
   Busy,
   TooManyReleases,
   BrokenBarrierError,
+  TooManySubscribers,
 };
-inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::BrokenBarrierError) + 1;
+inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::TooManySubscribers) + 1;
 
 /// The name of kind's class in hakobu._errors (nullptr only for a value outside the enum).
 constexpr const char* class_name(ErrorKind kind) noexcept {
@@ -95,6 +97,7 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::Busy: return "Busy";
     case ErrorKind::TooManyReleases: return "TooManyReleases";
     case ErrorKind::BrokenBarrierError: return "BrokenBarrierError";
+    case ErrorKind::TooManySubscribers: return "TooManySubscribers";
   }
   return nullptr;
 }
@@ -316,6 +319,18 @@ constexpr std::optional<ErrorKind> kind_of(ValueError code) noexcept {
   switch (code) {
     case ValueError::TypeMismatch: return ErrorKind::InvalidArgument;
     case ValueError::OutOfRange: return ErrorKind::InvalidArgument;
+  }
+  return std::nullopt;
+}
+
+// Topic.subscribe: a topic at its max_subscribers has its own class (a
+// resource limit, not a wrong argument: it passes when others unsubscribe).
+constexpr std::optional<ErrorKind> kind_of(SubscribeError code) noexcept {
+  switch (code) {
+    case SubscribeError::Closed: return ErrorKind::Closed;
+    case SubscribeError::Unlinked: return ErrorKind::Unlinked;
+    case SubscribeError::TooManySubscribers: return ErrorKind::TooManySubscribers;
+    case SubscribeError::InvalidArgument: return ErrorKind::InvalidArgument;
   }
   return std::nullopt;
 }

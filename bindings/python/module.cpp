@@ -13,6 +13,7 @@
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/sync.hpp"
+#include "hakobu/topic.hpp"
 #include "hakobu/version.hpp"
 #include "objects.hpp"
 
@@ -25,6 +26,7 @@ void bind_domain(nb::module_& m);
 void bind_admin(nb::module_& m);
 void bind_store(nb::module_& m);
 void bind_sync(nb::module_& m);
+void bind_topic(nb::module_& m);
 
 namespace {
 
@@ -98,6 +100,13 @@ std::string_view watch_error_name(WatchError code) noexcept {
   return "?";
 }
 
+/// The core names a SubscribeError outside the enum "Unknown" where the other
+/// enums' to_string say "?" (what add_rows skips).
+std::string_view subscribe_error_name(SubscribeError code) noexcept {
+  const std::string_view name = to_string(code);
+  return name == "Unknown" ? std::string_view("?") : name;
+}
+
 /// Appends (enum, value, class) for every enumerator of `Code`: every value of
 /// the underlying type that `name_of` names (the core's to_string answers "?"
 /// for the others), so an enumerator is listed even if the bindings forgot it;
@@ -136,6 +145,7 @@ nb::list error_table() {
   add_rows<BarrierError>(rows, "BarrierError", core_name);
   add_rows<ConditionError>(rows, "ConditionError", core_name);
   add_rows<ValueError>(rows, "ValueError", core_name);
+  add_rows<SubscribeError>(rows, "SubscribeError", &subscribe_error_name);
   return rows;
 }
 
@@ -163,7 +173,7 @@ void at_exit() {
 }  // namespace hakobu::python
 
 NB_MODULE(_core, m) {
-  m.doc() = "hakobu's C++ core: named shared-memory queues (use the hakobu package, not this module)";
+  m.doc() = "hakobu's C++ core: named shared-memory queues and topics (use the hakobu package, not this module)";
   m.attr("__version__") = hakobu::kVersion;
   nb::register_exception_translator(&hakobu::python::translate);
   m.def("bind_errors", &hakobu::python::bind_errors, nb::arg("errors"),
@@ -182,4 +192,5 @@ NB_MODULE(_core, m) {
   hakobu::python::bind_admin(m);
   hakobu::python::bind_store(m);
   hakobu::python::bind_sync(m);
+  hakobu::python::bind_topic(m);
 }

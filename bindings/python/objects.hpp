@@ -5,7 +5,7 @@
 //
 // Lifetime rules
 // --------------
-// * An ndarray received from a queue has one of these as its base object, so
+// * An ndarray received from a queue or a topic has one of these as its base object, so
 //   the message (and its shared block) lives exactly as long as any view of it.
 // * A message received inline (a small message copied out of the queue slot)
 //   keeps its bytes inside the Sample, inside this object: nanobind never moves
@@ -27,7 +27,7 @@ namespace hakobu::python {
 
 /// Instances of Message, Loan and Attachment alive in this process.
 std::atomic<std::ptrdiff_t>& live_holders() noexcept;
-/// Instances of Queue alive in this process.
+/// Instances of Queue, Topic and Subscriber alive in this process.
 std::atomic<std::ptrdiff_t>& live_queues() noexcept;
 
 /// A member that counts its owner in `counter` for as long as the owner lives.
@@ -39,11 +39,14 @@ struct LiveCount {
   LiveCount& operator=(const LiveCount&) = delete;
 };
 
-/// A received message. Its bytes are exported writable through the buffer
-/// protocol; the sample (and so the shared block) lives as long as any view.
+/// A received message; the sample (and so the shared block) lives as long as
+/// any view. Its bytes (and its attachments') are exported through the buffer
+/// protocol, writable for a queue's message (the receiver's alone) and
+/// read-only for a topic's (`read_only`: every subscriber shares the block).
 struct PyMessage {
   Sample sample;
   Py_ssize_t exports = 0;
+  bool read_only = false;
   LiveCount<live_holders> counted{};
 };
 

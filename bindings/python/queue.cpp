@@ -6,6 +6,8 @@
 // such arrays and small pickles, without going back to Python; what they do not
 // take (put_object returns False, get_object returns the Message) goes to the
 // Python codec (python/hakobu/_codec.py), which writes and reads the same format.
+// Both paths are shared with topics (channel.hpp); Message and Attachment,
+// bound here, are a topic's received messages too (exported read-only then).
 //
 // Waiting rules (interruptible.hpp): every wait releases the GIL and is cut
 // into slices; Ctrl-C raises KeyboardInterrupt in a blocked get/put and leaves
@@ -28,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "channel.hpp"
 #include "codec.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
@@ -51,79 +54,6 @@ std::atomic<std::ptrdiff_t>& live_queues() noexcept {
 
 namespace {
 
-// Copies at least this large run without the GIL: below it, releasing and
-// taking the GIL back costs more than other threads gain.
-constexpr std::size_t kReleaseGilBytes = std::size_t{64} * 1024;
-
-// Object messages (the Python codec's format): b"HKP1", a u32 count of
-// out-of-band buffers (little-endian), the table of those, then the pickle.
-constexpr char kObjectMagic[4] = {'H', 'K', 'P', '1'};
-constexpr std::size_t kObjectHeaderBytes = 8;
-// Buffers inside pickled objects from this size on travel out of band, as
-// attachments (the Python codec's OUT_OF_BAND_MIN_BYTES is this figure).
-constexpr std::size_t kOutOfBandMinBytes = std::size_t{64} * 1024;
-// Pickles up to this size are unpickled here, from a copy (one allocation);
-// larger ones from a view of the message, by the Python codec.
-constexpr std::size_t kSmallPickleBytes = std::size_t{64} * 1024;
-
-/// pickle.dumps and pickle.loads, looked up once and kept to the end (never
-/// released: the interpreter may be gone by the time static objects die).
-PyObject* pickle_function(const char* name) {
-  nb::object function = nb::module_::import_("pickle").attr(name);
-  return function.release().ptr();
-}
-PyObject* pickle_dumps() {
-  static PyObject* const function = pickle_function("dumps");
-  return function;
-}
-PyObject* pickle_loads() {
-  static PyObject* const function = pickle_function("loads");
-  return function;
-}
-
-/// Raised by keep_small_buffers_in_band to stop pickling: the object has a
-/// buffer the Python codec sends out of band (never seen outside this file).
-PyObject* out_of_band_error() {
-  static PyObject* const error = PyErr_NewException("hakobu._core._OutOfBand", PyExc_Exception, nullptr);
-  return error;
-}
-
-/// The buffer_callback of pickling in the extension: a buffer smaller than
-/// kOutOfBandMinBytes stays in the stream (True); a larger one stops the
-/// pickling, and the Python codec pickles the object again, sending that
-/// buffer as an attachment.
-PyObject* keep_small_buffers_in_band(PyObject* /*self*/, PyObject* buffer) {
-  Py_buffer view;
-  if (PyObject_GetBuffer(buffer, &view, PyBUF_FULL_RO) != 0) return nullptr;
-  const auto size = static_cast<std::size_t>(view.len);
-  PyBuffer_Release(&view);
-  if (size >= kOutOfBandMinBytes) {
-    PyErr_SetNone(out_of_band_error());
-    return nullptr;
-  }
-  Py_RETURN_TRUE;
-}
-
-PyMethodDef keep_small_buffers_in_band_def = {"keep_small_buffers_in_band",  // NOLINT: CPython's C interface
-                                              keep_small_buffers_in_band, METH_O, nullptr};
-
-/// pickle.dumps(obj, protocol=5) with every buffer in band, or an invalid
-/// object when the Python codec must pickle it: a large buffer (sent out of
-/// band), or a failure (cloudpickle may succeed; else the codec reports it).
-nb::object pickle_in_band(PyObject* obj) {
-  static PyObject* const protocol = PyLong_FromLong(5);
-  static PyObject* const callback = PyCFunction_New(&keep_small_buffers_in_band_def, nullptr);
-  static PyObject* const keywords = Py_BuildValue("(s)", "buffer_callback");
-  if (protocol == nullptr || callback == nullptr || keywords == nullptr) throw nb::python_error();
-  PyObject* args[] = {obj, protocol, callback};
-  PyObject* stream = PyObject_Vectorcall(pickle_dumps(), args, 2, keywords);
-  if (stream != nullptr) return nb::steal(stream);
-  // KeyboardInterrupt and the like are not the codec's to retry.
-  if (PyErr_ExceptionMatches(PyExc_Exception) == 0) throw nb::python_error();
-  PyErr_Clear();
-  return {};
-}
-
 int fill_buffer(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t size, int flags) {
   view->obj = owner;
   Py_INCREF(owner);
@@ -140,14 +70,24 @@ int fill_buffer(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t s
   return 0;
 }
 
+/// Exports `data` read-only: PyBuffer_FillInfo refuses a request for a
+/// writable buffer (BufferError) and never writes through the pointer.
+int fill_read_only(PyObject* owner, Py_buffer* view, std::byte* data, std::size_t size, int flags) {
+  return PyBuffer_FillInfo(view, owner, data, static_cast<Py_ssize_t>(size), 1, flags);
+}
+
 int message_getbuffer(PyObject* self, Py_buffer* view, int flags) {
   auto* message = nb::inst_ptr<PyMessage>(self);
   if (!message->sample.valid()) {
     PyErr_SetString(PyExc_BufferError, "the message was released");
     return -1;
   }
-  ++message->exports;
-  return fill_buffer(self, view, message->sample.bytes().data(), message->sample.size(), flags);
+  std::byte* data = message->sample.bytes().data();
+  const std::size_t size = message->sample.size();
+  const int filled =
+      message->read_only ? fill_read_only(self, view, data, size, flags) : fill_buffer(self, view, data, size, flags);
+  if (filled == 0) ++message->exports;
+  return filled;
 }
 
 void message_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
@@ -170,8 +110,14 @@ void loan_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
 
 int attachment_getbuffer(PyObject* self, Py_buffer* view, int flags) {
   auto* attachment = nb::inst_ptr<PyAttachment>(self);
-  ++attachment->exports;
-  return fill_buffer(self, view, attachment->bytes.data(), attachment->bytes.size(), flags);
+  std::byte* data = attachment->bytes.data();
+  const std::size_t size = attachment->bytes.size();
+  // As its message: read-only for a topic's.
+  const int filled = nb::inst_ptr<PyMessage>(attachment->message)->read_only
+                         ? fill_read_only(self, view, data, size, flags)
+                         : fill_buffer(self, view, data, size, flags);
+  if (filled == 0) ++attachment->exports;
+  return filled;
 }
 
 void attachment_releasebuffer(PyObject* self, Py_buffer* /*view*/) {
@@ -188,96 +134,13 @@ PyType_Slot loan_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(loan_getbu
                             {Py_bf_releasebuffer, reinterpret_cast<void*>(loan_releasebuffer)},
                             {0, nullptr}};
 
-/// A new instance of the bound class T, built in place (no separate heap
-/// object, unlike casting a pointer) from `args`.
-template <class T, class... Args>
-nb::object make_instance(Args&&... args) {
-  static const nb::handle type = nb::type<T>();  // bound once, lives as long as the module
-  nb::object instance = nb::inst_alloc(type);
-  new (nb::inst_ptr<T>(instance)) T{std::forward<Args>(args)...};
-  nb::inst_mark_ready(instance);  // from now on nanobind runs ~T when the instance dies
-  return instance;
-}
-
-/// The array a received array message carries, as a view of the message (or
-/// of its attachment, for an array sent by reference); the Message itself when
-/// its element type is for the Python codec.
-nb::object decode_array(Sample&& received) {
-  if (!received.in_shared_memory()) {
-    // Inline: the bytes are this process's copy already; the array takes its own copy of them.
-    auto view = received.array();
-    if (!view) raise(view.error());
-    if (nb::object array = array_copy(*view); array.is_valid()) return array;
-  }
-  // Moved first: an inline message's bytes move with the sample, so the view is taken after.
-  nb::object owner = make_instance<PyMessage>(std::move(received));
-  auto* message = nb::inst_ptr<PyMessage>(owner);
-  auto view = message->sample.array();
-  if (!view) raise(view.error());
-  nb::object base = owner;
-  if (const std::uint32_t source = array_data_attachment(message->sample.bytes()); source != 0) {
-    auto data = message->sample.attachment(source - 1);
-    if (!data) raise(data.error());
-    base = make_instance<PyAttachment>(owner, *data, source - 1);
-  }
-  nb::object array = array_over(*view, base);
-  return array.is_valid() ? array : owner;
-}
-
-/// The object of a small object message without out-of-band buffers, or an
-/// invalid object (left to the Python codec, which also reports damage).
-nb::object small_pickle(const Sample& sample) {
-  const auto bytes = sample.bytes();
-  if (bytes.size() < kObjectHeaderBytes || bytes.size() > kSmallPickleBytes) return {};
-  std::uint32_t count = 0;
-  std::memcpy(&count, bytes.data() + sizeof kObjectMagic, sizeof count);
-  if (std::memcmp(bytes.data(), kObjectMagic, sizeof kObjectMagic) != 0 || count != 0) return {};
-  // A copy: the stream must not outlive the message (pickle.loads keeps nothing, but a copy is cheap here).
-  nb::object stream = nb::steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(bytes.data()) +  // NOLINT
-                                                              kObjectHeaderBytes,
-                                                          static_cast<Py_ssize_t>(bytes.size() - kObjectHeaderBytes)));
-  if (!stream.is_valid()) throw nb::python_error();
-  nb::object obj = nb::steal(PyObject_CallOneArg(pickle_loads(), stream.ptr()));
-  if (!obj.is_valid()) throw nb::python_error();
-  return obj;
-}
-
 struct PyQueue {
   Queue queue;
-  std::string domain;          // the domain's name, kept: a closed handle has no domain to ask
-  std::size_t slot_bytes = 0;  // messages up to this size ride inline in the slot
+  std::string domain;    // the domain's name, kept: a closed handle has no domain to ask
+  Sender<Queue> sender;  // the one-call send path (channel.hpp)
   LiveCount<live_queues> counted{};
 
-  /// The metadata of the last small array sent, reused (one memcpy) when the
-  /// next has the same type, shape and order, as streams of small arrays do.
-  /// Read and written with the GIL held.
-  struct LastMeta {
-    static constexpr std::size_t kMaxDims = 4;
-    static constexpr std::size_t kMaxBytes = 128;
-    DType dtype;
-    const char* typestr = nullptr;  // the dtype table's static storage: compared by address
-    Order order = Order::C;
-    std::size_t ndim = SIZE_MAX;  // nothing remembered yet
-    std::array<std::int64_t, kMaxDims> shape{};
-    std::size_t size = 0;
-    alignas(64) std::byte bytes[kMaxBytes]{};
-
-    [[nodiscard]] bool matches(const ArrayPlan& plan, std::size_t meta) const noexcept {
-      return ndim == plan.ndim && size == meta && typestr == plan.typestr.data() && dtype == plan.dtype &&
-             order == plan.order &&
-             std::equal(shape.begin(), shape.begin() + static_cast<std::ptrdiff_t>(ndim), plan.shape.begin());
-    }
-    void remember(const ArrayPlan& plan, std::span<const std::byte> written) noexcept {
-      if (plan.ndim > kMaxDims || written.size() > kMaxBytes) return;
-      dtype = plan.dtype;
-      typestr = plan.typestr.data();
-      order = plan.order;
-      ndim = plan.ndim;
-      std::copy_n(plan.shape.begin(), plan.ndim, shape.begin());
-      size = written.size();
-      std::memcpy(bytes, written.data(), written.size());
-    }
-  } last_meta;
+  Queue& channel() noexcept { return queue; }
 
   // capacity and inline_capacity arrive as Python objects: a float, a bool or a
   // negative number is an InvalidArgument naming the option, not a TypeError.
@@ -297,193 +160,7 @@ struct PyQueue {
     if (!opened) raise(opened.error());
     queue = std::move(*opened);
     domain = queue.domain().name();
-    slot_bytes = std::min(queue.stats().inline_capacity, kMaxInlineBytes);
-  }
-
-  /// Sends `obj` in one call if this path takes it (bytes, bytearray, a
-  /// C-contiguous memoryview, an array of a built-in numeric type that is not
-  /// in hakobu memory, an object whose pickle has no large buffer); False
-  /// leaves it to the Python codec.
-  bool put_object(nb::handle obj, std::optional<double> timeout) {
-    PyObject* object = obj.ptr();
-    if (PyBytes_Check(object) || PyByteArray_Check(object)) {
-      put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
-      return true;
-    }
-    if (ArrayPlan plan; plan_array(obj, plan)) {
-      put_array(plan, timeout);
-      return true;
-    }
-    if (PyMemoryView_Check(object)) {
-      if (PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(object), 'C') == 0) return false;
-      put_bytes(obj, static_cast<int>(MessageKind::Bytes), timeout);
-      return true;
-    }
-    // Other arrays (exotic dtypes, by reference) have formats of their own.
-    if (is_ndarray(obj)) return false;
-    nb::object stream = pickle_in_band(object);
-    if (!stream.is_valid()) return false;
-    put_pickle(stream, timeout);
-    return true;
-  }
-
-  /// Sends an array per `plan`: inline in the slot when metadata and elements
-  /// fit (no heap block: as Queue::put_array), else one copy into a loan.
-  void put_array(const ArrayPlan& plan, std::optional<double> timeout) {
-    const std::size_t meta = array_meta_size(plan.ndim, plan.typestr.size());
-    Result<void, PutError> sent;
-    if (plan.nbytes <= slot_bytes && meta + plan.nbytes <= slot_bytes) {
-      alignas(64) std::byte buffer[kMaxInlineBytes];
-      if (last_meta.matches(plan, meta)) {
-        std::memcpy(buffer, last_meta.bytes, meta);
-      } else {
-        write_array_meta({buffer, meta}, plan.dtype, plan.dims(), {}, 0, plan.typestr, plan.order);
-        last_meta.remember(plan, {buffer, meta});
-      }
-      copy_elements(plan, buffer + meta);
-      const std::span<const std::byte> bytes(buffer, meta + plan.nbytes);
-      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                [&](auto slice) { return queue.put(bytes, slice, MessageKind::Array); });
-    } else {
-      const bool large = plan.nbytes >= kReleaseGilBytes;
-      auto made = [&] {
-        std::optional<nb::gil_scoped_release> unlocked;
-        if (large) unlocked.emplace();
-        // The source's address lets the core place the elements where the copy does not 4K-alias.
-        return queue.loan_array(plan.dtype, plan.dims(), plan.order, plan.typestr, plan.source);
-      }();
-      if (!made) raise(made.error());
-      std::byte* elements = made->bytes().data() + meta;
-      if (large && plan.contiguous) {
-        nb::gil_scoped_release unlocked;
-        copy_elements(plan, elements);
-      } else {
-        copy_elements(plan, elements);
-      }
-      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                [&](auto slice) { return queue.put(*made, slice); });
-    }
-    if (!sent) raise(sent.error());
-  }
-
-  /// Sends a pickle `stream` (bytes-like) without out-of-band buffers as an
-  /// object message: the header, then the stream, in the slot or in one loan.
-  void put_pickle(nb::handle stream, std::optional<double> timeout) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(stream.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
-    const std::span<const std::byte> pickle(static_cast<const std::byte*>(view.buf),
-                                            static_cast<std::size_t>(view.len));
-    const std::size_t total = kObjectHeaderBytes + pickle.size();
-    Result<void, PutError> sent;
-    try {
-      if (total <= slot_bytes) {
-        alignas(64) std::byte buffer[kMaxInlineBytes];
-        std::memcpy(buffer, kObjectMagic, sizeof kObjectMagic);
-        std::memset(buffer + sizeof kObjectMagic, 0, kObjectHeaderBytes - sizeof kObjectMagic);
-        if (!pickle.empty()) std::memcpy(buffer + kObjectHeaderBytes, pickle.data(), pickle.size());
-        const std::span<const std::byte> bytes(buffer, total);
-        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                  [&](auto slice) { return queue.put(bytes, slice, MessageKind::Object); });
-      } else {
-        // The stream lands kObjectHeaderBytes into the payload: the copy's source address, as the
-        // payload's, is that much before the stream (an address for the layout, never dereferenced).
-        const auto* source = reinterpret_cast<const void*>(  // NOLINT(performance-no-int-to-ptr)
-            reinterpret_cast<std::uintptr_t>(pickle.data()) - kObjectHeaderBytes);
-        auto made = queue.loan(total, MessageKind::Object, 0, source);
-        if (!made) raise(made.error());
-        std::byte* out = made->bytes().data();
-        std::memcpy(out, kObjectMagic, sizeof kObjectMagic);
-        std::memset(out + sizeof kObjectMagic, 0, kObjectHeaderBytes - sizeof kObjectMagic);
-        if (pickle.size() >= kReleaseGilBytes) {
-          nb::gil_scoped_release unlocked;
-          std::memcpy(out + kObjectHeaderBytes, pickle.data(), pickle.size());
-        } else if (!pickle.empty()) {
-          std::memcpy(out + kObjectHeaderBytes, pickle.data(), pickle.size());
-        }
-        PyBuffer_Release(&view);
-        view.obj = nullptr;
-        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                  [&](auto slice) { return queue.put(*made, slice); });
-      }
-    } catch (...) {
-      if (view.obj != nullptr) PyBuffer_Release(&view);
-      throw;
-    }
-    if (view.obj != nullptr) PyBuffer_Release(&view);
-    if (!sent) raise(sent.error());
-  }
-
-  void put_bytes(nb::handle data, int kind, std::optional<double> timeout) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
-    const std::span<const std::byte> bytes(static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len));
-    const auto message_kind = static_cast<MessageKind>(kind);
-    Result<void, PutError> sent;
-    if (bytes.size() > kMaxInlineBytes) {
-      // Copy once into shared memory, then wait for room with the loan ready.
-      auto loan = [&] {
-        std::optional<nb::gil_scoped_release> unlocked;
-        if (bytes.size() >= kReleaseGilBytes) unlocked.emplace();
-        auto made = queue.loan(bytes.size(), message_kind, 0, bytes.data());
-        if (made) std::memcpy(made->bytes().data(), bytes.data(), bytes.size());
-        return made;
-      }();
-      PyBuffer_Release(&view);
-      if (!loan) raise(loan.error());
-      sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                [&](auto slice) { return queue.put(*loan, slice); });
-    } else {
-      try {
-        sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                  [&](auto slice) { return queue.put(bytes, slice, message_kind); });
-      } catch (...) {
-        PyBuffer_Release(&view);
-        throw;
-      }
-      PyBuffer_Release(&view);
-    }
-    if (!sent) raise(sent.error());
-  }
-
-  PyLoan* loan_array(int code, int bits, int lanes, const std::string& typestr, const std::vector<std::int64_t>& shape,
-                     bool fortran_order) {
-    const DType dtype{static_cast<DTypeCode>(code), static_cast<std::uint8_t>(bits), static_cast<std::uint16_t>(lanes)};
-    auto made = [&] {
-      nb::gil_scoped_release unlocked;
-      return queue.loan_array(dtype, shape, fortran_order ? Order::F : Order::C, typestr);
-    }();
-    if (!made) raise(made.error());
-    auto* loan = new PyLoan{std::move(*made), array_meta_size(shape.size(), typestr.size()), 0};
-    return loan;
-  }
-
-  void put_loan(PyLoan& loan, std::optional<double> timeout) {
-    if (loan.exports != 0) {
-      throw PythonError(ErrorKind::InvalidArgument, "release every view of the loan before sending it");
-    }
-    auto sent = wait_interruptibly(timeout, PutError::Full, PutError::Timeout,
-                                   [&](auto slice) { return queue.put(loan.loan, slice); });
-    if (!sent) raise(sent.error());
-  }
-
-  PyLoan* loan(nb::handle nbytes, int kind, nb::handle attachment_count) {
-    const std::size_t size = to_size(nbytes, "nbytes", PTRDIFF_MAX, Beyond::TooLarge);
-    const std::size_t attachments = to_size(attachment_count, "attachments", UINT32_MAX, Beyond::InvalidArgument);
-    auto made = [&] {
-      nb::gil_scoped_release unlocked;
-      return queue.loan(size, static_cast<MessageKind>(kind), attachments);
-    }();
-    if (!made) raise(made.error());
-    return new PyLoan{std::move(*made), 0, 0};
-  }
-
-  PyLoan* loan_array_ref(int code, int bits, int lanes, const std::string& typestr,
-                         const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
-                         std::int64_t byte_offset) {
-    const DType dtype{static_cast<DTypeCode>(code), static_cast<std::uint8_t>(bits), static_cast<std::uint16_t>(lanes)};
-    auto made = queue.loan_array_ref(dtype, shape, strides, byte_offset, typestr);
-    if (!made) raise(made.error());
-    return new PyLoan{std::move(*made), 0, 0};
+    sender.slot_bytes = std::min(queue.stats().inline_capacity, kMaxInlineBytes);
   }
 
   PyMessage* get(std::optional<double> timeout) {
@@ -501,23 +178,7 @@ struct PyQueue {
     auto got = wait_interruptibly(timeout, GetError::Empty, GetError::Timeout,
                                   [&](auto slice) { return slice.count() == 0 ? queue.try_get() : queue.get(slice); });
     if (!got) raise(got.error());
-    Sample& sample = *got;
-    switch (sample.kind()) {
-      case MessageKind::Bytes: {
-        const auto bytes = sample.bytes();
-        PyObject* out = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(bytes.data()),  // NOLINT
-                                                  static_cast<Py_ssize_t>(bytes.size()));
-        if (out == nullptr) throw nb::python_error();
-        return nb::steal(out);
-      }
-      case MessageKind::Array: return decode_array(std::move(sample));
-      case MessageKind::Object:
-        if (allow_pickle) {
-          if (nb::object obj = small_pickle(sample); obj.is_valid()) return obj;
-        }
-        break;
-    }
-    return make_instance<PyMessage>(std::move(sample));
+    return decode_sample(std::move(*got), allow_pickle, /*read_only=*/false);
   }
 
   void unlink() {
@@ -605,35 +266,9 @@ std::uintptr_t address_of(const std::byte* data) {
 // Kept apart from put/get: these only choose how a handle waits, and let an
 // asyncio loop wait on a descriptor instead of polling.
 
-Latency latency_from_name(const std::string& name) {
-  if (name == "adaptive") return Latency::Adaptive;
-  if (name == "spin") return Latency::Spin;
-  if (name == "sleep") return Latency::Sleep;
-  if (name == "fixed") return Latency::Fixed;
-  throw PythonError(ErrorKind::InvalidArgument,
-                    "latency must be 'adaptive', 'spin', 'sleep' or 'fixed', got '" + name + "'");
-}
-
-const char* latency_name(Latency latency) {
-  switch (latency) {
-    case Latency::Spin: return "spin";
-    case Latency::Sleep: return "sleep";
-    case Latency::Fixed: return "fixed";
-    case Latency::Adaptive: break;
-  }
-  return "adaptive";
-}
-
 void set_latency(PyQueue& self, const std::string& mode, double spin_seconds) {
-  const Latency latency = latency_from_name(mode);
-  const auto spin = duration(spin_seconds, "spin");
-  if (latency == Latency::Fixed) self.queue.set_spin(spin);  // also picks Sleep for a spin of 0
-  if (latency != Latency::Fixed || spin.count() > 0) self.queue.set_latency(latency);
+  set_channel_latency(self.queue, mode, spin_seconds);
 }
-
-struct PyWakeSocket {
-  WakeSocket socket;
-};
 
 void open_wake_socket(PyWakeSocket* self) {
   auto opened = WakeSocket::open();
@@ -733,23 +368,12 @@ void bind_queue(nb::module_& m) {
            "Attaches a Loan, Message or Attachment; False if it cannot be (then copy instead)");
 
   auto queue_class = nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)");
+  queue_class.def(
+      nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double>(), "name"_a,
+      "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
+      "capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds");
+  bind_sending(queue_class);
   queue_class
-      .def(nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double>(),
-           "name"_a, "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
-           "capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds")
-      .def("put_bytes", &PyQueue::put_bytes, "data"_a, "kind"_a, "timeout"_a.none())
-      .def("loan_array", &PyQueue::loan_array, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
-           "typestr"_a, "shape"_a, "fortran_order"_a)
-      .def("loan", &PyQueue::loan, nb::rv_policy::take_ownership, "nbytes"_a.none(), "kind"_a, "attachments"_a.none(),
-           "Shared memory for a message of `nbytes` with room for `attachments`")
-      .def("loan_array_ref", &PyQueue::loan_array_ref, nb::rv_policy::take_ownership, "code"_a, "bits"_a, "lanes"_a,
-           "typestr"_a, "shape"_a, "strides"_a, "byte_offset"_a)
-      .def("put_loan", &PyQueue::put_loan, "loan"_a, "timeout"_a.none())
-      .def("put_object", &PyQueue::put_object, "obj"_a.none(), "timeout"_a.none(),
-           "Sends bytes, an array of a built-in numeric type or an object whose pickle has no large buffer in one "
-           "call; False when the Python codec must send `obj`")
-      .def("put_pickle", &PyQueue::put_pickle, "stream"_a, "timeout"_a.none(),
-           "Sends a pickle without out-of-band buffers as an object message")
       .def("get_object", &PyQueue::get_object, "timeout"_a.none(), "allow_pickle"_a,
            "Receives and decodes a message in one call; a Message when the Python codec must decode it")
       .def("get", &PyQueue::get, nb::rv_policy::take_ownership, "timeout"_a.none())

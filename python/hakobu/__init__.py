@@ -42,6 +42,7 @@ from ._errors import (
     TooLarge,
     TooManyProcesses,
     TooManyReleases,
+    TooManySubscribers,
     Unlinked,
     UnpicklingRefused,
     WorkerLost,
@@ -49,6 +50,7 @@ from ._errors import (
 from ._queue import Queue
 from ._store import Store
 from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
+from ._topic import Subscriber, Topic
 from .pool import Executor, Pool
 
 __version__ = _core.__version__
@@ -105,10 +107,13 @@ __all__ = [
     "RemoteTraceback",
     "Semaphore",
     "Store",
+    "Subscriber",
     "SystemFailure",
     "TooLarge",
     "TooManyProcesses",
     "TooManyReleases",
+    "TooManySubscribers",
+    "Topic",
     "Unlinked",
     "UnpicklingRefused",
     "Value",

@@ -48,7 +48,7 @@ import io
 import pickle
 import struct
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import cloudpickle
 import numpy as np
@@ -73,6 +73,9 @@ READ_ONLY = 1 << 31
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
 _DLPACK_UINT = 1
 _STRUCTURED_PREFIX = "descr:"
+
+# What messages are sent on: a queue's core or a topic's (the same sending methods).
+Channel = Union[_core.Queue, _core.Topic]
 
 
 def dtype_fields(dtype: np.dtype) -> tuple[int, int, int, str]:
@@ -124,8 +127,8 @@ def dtype_from_fields(code: int, bits: int, lanes: int, typestr: str) -> np.dtyp
     )
 
 
-def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
-    """Sends ``obj`` on ``queue`` in the format that fits it.
+def put_object(queue: Channel, obj: Any, timeout: Optional[float]) -> None:
+    """Sends ``obj`` on ``queue`` (or publishes it on a topic) in the format that fits it.
 
     The extension sends bytes, arrays of the built-in numeric types and
     objects whose pickle (plain pickle, protocol 5) has no buffer of
@@ -144,10 +147,10 @@ def put_object(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
         _put_pickled(queue, obj, timeout)
 
 
-def _put_array(queue: _core.Queue, array: np.ndarray, timeout: Optional[float]) -> None:
+def _put_array(queue: Channel, array: np.ndarray, timeout: Optional[float]) -> None:
     code, bits, lanes, typestr = dtype_fields(array.dtype)
     owner = _arrays.owner_of(array)
-    if isinstance(queue, _core.Queue) and _by_reference_read_only(array, owner):
+    if isinstance(queue, (_core.Queue, _core.Topic)) and _by_reference_read_only(array, owner):
         _put_pickled(queue, array, timeout)
         return
     # Other views of a store value (small, not contiguous) and arrays published to a
@@ -184,7 +187,7 @@ def _by_reference_read_only(array: np.ndarray, owner: Any) -> bool:
 
 
 def _loan_by_reference(
-    queue: _core.Queue, array: np.ndarray, owner: Any, fields: tuple[int, int, int, str]
+    queue: Channel, array: np.ndarray, owner: Any, fields: tuple[int, int, int, str]
 ) -> Optional[_core.Loan]:
     """A message referring to ``array``'s memory in ``owner``, or None to copy instead."""
     start = array.__array_interface__["data"][0] - owner.address
@@ -198,7 +201,7 @@ def _loan_by_reference(
     return loan if loan.attach(owner) else None  # another domain: copy
 
 
-def _put_pickled(queue: _core.Queue, obj: Any, timeout: Optional[float]) -> None:
+def _put_pickled(queue: Channel, obj: Any, timeout: Optional[float]) -> None:
     large: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:

@@ -1,5 +1,5 @@
 """
-hakobu's C++ core: named shared-memory queues (use the hakobu package, not this module)
+hakobu's C++ core: named shared-memory queues and topics (use the hakobu package, not this module)
 """
 
 from collections.abc import Sequence
@@ -573,3 +573,105 @@ def remove_sync(name: str, domain: str = '') -> None:
     """
     Removes the sync object `name` (a lock, an event...) whoever created it; NotFound if missing
     """
+
+class Subscriber:
+    """One subscription to a topic (use hakobu.Topic.subscribe)"""
+
+    def get_object(self, timeout: float | None, allow_pickle: bool) -> object:
+        """
+        Receives and decodes the next message in one call (read-only); a Message when the Python codec must decode it
+        """
+
+    @property
+    def sequence(self) -> int:
+        """The topic's position of the last message received"""
+
+    @property
+    def missed(self) -> int:
+        """Messages skipped just before the last one received (drop_oldest)"""
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def lag(self) -> int: ...
+
+    @property
+    def received(self) -> int: ...
+
+    @property
+    def on_full(self) -> str: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def spin_until_ready(self, writable: bool, at_most: float) -> bool:
+        """
+        Spins as a blocking get would (at most `at_most` seconds, without the GIL) until a message looks published; never sleeps, takes nothing (`writable` must be False)
+        """
+
+    def watch(self, socket: WakeSocket, writable: bool, cookie: int) -> bool:
+        """
+        Publishes signal `socket` with `cookie` until unwatch; False if the table is full
+        """
+
+    def unwatch(self, socket: WakeSocket, writable: bool, cookie: int) -> None: ...
+
+    def close(self) -> None:
+        """Ends the subscription; waiting gets (other threads) raise Closed"""
+
+class Topic:
+    """A named publish/subscribe topic (use hakobu.Topic)"""
+
+    def __init__(self, name: str, create: bool | None, capacity: object | None, history: object | None, max_subscribers: object | None, inline_capacity: object | None, domain: str, spin: float) -> None:
+        """Sizes: ints (anything else is an InvalidArgument); spin in seconds"""
+
+    def subscribe(self, history: object | None, on_full: str) -> Subscriber: ...
+
+    def set_latency(self, mode: str, spin: float) -> None:
+        """
+        How blocking calls of this handle and its subscribers wait (as Queue.set_latency)
+        """
+
+    @property
+    def latency(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def is_creator(self) -> bool: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def unlink(self) -> None: ...
+
+    def put_bytes(self, data: object, kind: int, timeout: float | None) -> None: ...
+
+    def loan_array(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], fortran_order: bool) -> Loan: ...
+
+    def loan(self, nbytes: object | None, kind: int, attachments: object | None) -> Loan:
+        """Shared memory for a message of `nbytes` with room for `attachments`"""
+
+    def loan_array_ref(self, code: int, bits: int, lanes: int, typestr: str, shape: Sequence[int], strides: Sequence[int], byte_offset: int) -> Loan: ...
+
+    def put_loan(self, loan: Loan, timeout: float | None) -> None: ...
+
+    def put_object(self, obj: object | None, timeout: float | None) -> bool:
+        """
+        Sends bytes, an array of a built-in numeric type or an object whose pickle has no large buffer in one call; False when the Python codec must send `obj`
+        """
+
+    def put_pickle(self, stream: object, timeout: float | None) -> None:
+        """Sends a pickle without out-of-band buffers as an object message"""
+
+def remove_topic(name: str, domain: str = '') -> None:
+    """Removes a topic by name, whoever created it"""

@@ -139,6 +139,11 @@ class BrokenBarrierError(HakobuError, _threading.BrokenBarrierError):
     """
 
 
+class TooManySubscribers(HakobuError):
+    """A hakobu.Topic has ``max_subscribers`` subscriptions already (set when it was
+    created); subscribing succeeds again once one of them is closed (or its process died)."""
+
+
 class UnpicklingRefused(HakobuError, _pickle.UnpicklingError):
     """A queue opened with ``allow_pickle=False`` received an object that is not made of plain
     built-in types (None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict,

@@ -8,7 +8,7 @@ import difflib
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from . import _checks, _codec, _core, _errors
 
@@ -124,7 +124,15 @@ class Queue:
         out; cancelling it sends nothing.
         """
         limit = _checks.timeout(timeout)
-        await _wait_async(self, True, lambda: self.put(obj, block=False), _errors.Full, limit)
+        core = self._core
+        await _wait_async(
+            core,
+            True,
+            lambda: self.put(obj, block=False),
+            _errors.Full,
+            limit,
+            lambda: core.qsize() < core.capacity,
+        )
 
     # --- receiving -------------------------------------------------------------
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
@@ -178,8 +186,15 @@ class Queue:
         """
         limit = _checks.timeout(timeout)
         on_long_wait = (lambda: self._warn_if_never_sent(stacklevel=4)) if self._watch_for_sender else None
+        core = self._core
         return await _wait_async(
-            self, False, lambda: self.get(block=False), _errors.Empty, limit, on_long_wait
+            core,
+            False,
+            lambda: self.get(block=False),
+            _errors.Empty,
+            limit,
+            lambda: core.qsize() > 0,
+            on_long_wait,
         )
 
     def _decode(self, message: _core.Message) -> Any:
@@ -325,7 +340,9 @@ def _latency_setting(latency: object, spin: object) -> tuple[str, float]:
 # Each event loop has one WakeSocket (a datagram socket in the abstract namespace)
 # that it watches with add_reader. A task that finds a queue empty (full, for
 # put_async) registers the socket in the queue's watcher table with a cookie
-# naming (queue handle, side), then tries again, then awaits a future. Every put
+# naming (queue handle, side), then tries again, then awaits a future. A topic's
+# subscriber (hakobu.Topic) waits the same way on its readable side: the code
+# below takes any core with watch/unwatch/spin_until_ready (_Watchable). Every put
 # (get) in any process that finds the table non-empty sends the cookie there;
 # closing or unlinking the queue does too. The reader wakes one future per
 # datagram; a task that takes a message and still sees messages (room) wakes the
@@ -348,12 +365,22 @@ _FULL_TABLE_RECHECK = 1e-3
 RENEW_SECONDS = 1.0
 
 
+class _Watchable(Protocol):
+    """What an event loop waits on: a queue's core (either side) or a subscriber's (readable)."""
+
+    def watch(self, socket: _core.WakeSocket, writable: bool, cookie: int) -> bool: ...
+
+    def unwatch(self, socket: _core.WakeSocket, writable: bool, cookie: int) -> None: ...
+
+    def spin_until_ready(self, writable: bool, at_most: float) -> bool: ...
+
+
 class _Watch:
-    """The tasks of one loop waiting on one side of one queue handle."""
+    """The tasks of one loop waiting on one side of one queue handle (or one subscriber)."""
 
     __slots__ = ("cookie", "core", "futures", "registered", "writable")
 
-    def __init__(self, core: _core.Queue, writable: bool, cookie: int) -> None:
+    def __init__(self, core: _Watchable, writable: bool, cookie: int) -> None:
         self.core = core
         self.writable = writable
         self.cookie = cookie
@@ -381,7 +408,7 @@ class _LoopWaker:
             if watch is not None:
                 self.wake_one(watch)
 
-    def enlist(self, core: _core.Queue, writable: bool) -> tuple[_Watch, asyncio.Future[bool]]:
+    def enlist(self, core: _Watchable, writable: bool) -> tuple[_Watch, asyncio.Future[bool]]:
         """A future that a signal for this side of ``core`` resolves; registers the side if needed.
 
         Raises Full (of the table) as False from ``core.watch``: then returns a watch that is not registered.
@@ -469,29 +496,26 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     return waker
 
 
-def _ready_for_more(core: _core.Queue, writable: bool) -> bool:
-    """Whether another waiter of this side could succeed now (for passing a wake-up on)."""
-    size = core.qsize()
-    return size < core.capacity if writable else size > 0
-
-
 async def _wait_async(
-    queue: Queue,
+    core: _Watchable,
     writable: bool,
     attempt: Callable[[], Any],
     retry_on: type[BaseException],
     timeout: Optional[float],
+    ready_for_more: Callable[[], bool],
     on_long_wait: Optional[Callable[[], None]] = None,
 ) -> Any:
     """Runs the non-blocking ``attempt`` until it succeeds, waiting on the loop's wake socket between tries.
 
-    ``timeout`` is checked already (None: no limit). ``on_long_wait`` runs once after
-    NO_SENDER_WARNING_SECONDS. No receive or send is in flight while the task
-    waits, so cancelling it leaves the queue as it was.
+    ``core`` is the queue's (or subscriber's) core, watched on side ``writable``.
+    ``timeout`` is checked already (None: no limit). ``ready_for_more`` says whether
+    another waiter of this side could succeed now (a task that succeeded then passes
+    its wake-up on). ``on_long_wait`` runs once after NO_SENDER_WARNING_SECONDS. No
+    receive or send is in flight while the task waits, so cancelling it leaves the
+    queue as it was.
     """
     if timeout == 0:
         return attempt()
-    core = queue._core
     # Look first (and spin, as the handle's latency mode says): a failed attempt
     # costs an exception, more than the look.
     if core.spin_until_ready(writable, ASYNC_SPIN_LIMIT):
@@ -517,7 +541,7 @@ async def _wait_async(
                 if deadline is not None and loop.time() >= deadline:
                     raise
             else:
-                if _ready_for_more(core, writable):
+                if ready_for_more():
                     waker.wake_one(watch)
                 return result
             wake_times = [t for t in (deadline, warn_at) if t is not None]

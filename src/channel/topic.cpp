@@ -64,6 +64,8 @@ class TopicState : public WaitingHandle {
   std::uint32_t history = 0;
   std::uint32_t max_subscribers = 0;
   bool creator = false;
+  // When this process's publishes next look whether lagging subscribers live.
+  std::atomic<std::int64_t> next_liveness_check{0};
 
   TopicState() = default;
   TopicState(const TopicState&) = delete;
@@ -119,6 +121,9 @@ class TopicState : public WaitingHandle {
   /// subscription moved on or ended), at most a ring's worth.
   void retire_behind(std::uint64_t from) noexcept;
   void repair(std::uint32_t blocker) noexcept;
+  /// Checks every subscriber that has not read `position` yet for life and
+  /// repairs the dead (at most every kStuckCheckNs per process: a system call each).
+  void check_lagging_subscribers(std::uint64_t position) noexcept;
   bool mark_unlinked() noexcept;
   void wake_everyone() const noexcept;
   void drain() noexcept;
@@ -139,7 +144,7 @@ class TopicState : public WaitingHandle {
   /// Finds the first cursor at or before `r`, moving DROP_OLDEST ones past it
   /// when `push`. Returns true if none is left in the way; otherwise `blocker`
   /// is its owner. seq_cst loads: the second scan of retire() relies on them.
-  bool cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) noexcept;
+  bool cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) const noexcept;
 };
 
 /// One subscription: its entry in the topic's table and what this process
@@ -153,9 +158,12 @@ class Subscription : public WaitingHandle {
   // Touched only by the thread whose cursor is READING, so by one at a time;
   // atomics for the readers of the counters.
   std::atomic<std::uint64_t> next_sequence{0};  // 64-bit position of the next message
-  std::atomic<std::uint64_t> dropped{0};
+  // The entry's `dropped` (bumped by publishers as they move this cursor on)
+  // when the last message was taken, and when the entry was freed.
+  std::atomic<std::uint64_t> dropped_seen{0};
+  std::atomic<std::uint64_t> dropped_at_end{0};
   std::atomic<std::uint64_t> received{0};
-  std::atomic<bool> received_any{false};
+  std::atomic<int> gets_in_progress{0};  // this process's threads inside try_take
 
   Subscription() = default;
   Subscription(const Subscription&) = delete;
@@ -319,9 +327,26 @@ void TopicState::publish_slot(SlotHeader* s, std::uint64_t position) noexcept {
   // every subscriber passed it (with no subscriber and no history, this one).
   std::uint32_t ignored = 0;
   retire(position - history, /*for_room=*/false, ignored);
+  // A subscriber that died holds messages back (eagerly given back only when
+  // every cursor passed them) without anyone waiting on it: a DROP_OLDEST one
+  // is moved on forever, a BLOCK one stalls publishers only once the ring is
+  // full. Publishers look for such subscribers now and then.
+  const std::int64_t now = platform::monotonic_ns();
+  std::int64_t due = next_liveness_check.load(std::memory_order_relaxed);
+  if (now >= due && next_liveness_check.compare_exchange_strong(due, now + kStuckCheckNs, std::memory_order_relaxed)) {
+    check_lagging_subscribers(position);
+  }
 }
 
-bool TopicState::cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) noexcept {
+void TopicState::check_lagging_subscribers(std::uint64_t position) noexcept {
+  const std::uint32_t used = entries_in_use();
+  for (std::uint32_t i = 0; i < used; ++i) {
+    const std::uint64_t cursor = entries[i].cursor.load(std::memory_order_acquire);
+    if (cursor != 0 && position_diff(position, control_position(cursor)) >= 0) repair(control_token(cursor));
+  }
+}
+
+bool TopicState::cursors_past(std::uint64_t r, bool push, std::uint32_t& blocker) const noexcept {
   const std::uint32_t used = entries_in_use();
   for (std::uint32_t i = 0; i < used; ++i) {
     SubscriberEntry& e = entries[i];
@@ -472,7 +497,11 @@ bool Subscription::next_is_published() const noexcept {
 }
 
 void Subscription::move_on(std::uint64_t c, std::uint64_t next) noexcept {
-  my_entry().cursor.store(make_cursor(next, CursorState::Active, token), std::memory_order_seq_cst);
+  // A CAS, not a store: if the entry was freed meanwhile (end() of a
+  // subscription whose entry shared memory said READING), it stays free.
+  std::uint64_t reading = make_cursor(c, CursorState::Reading, token);
+  my_entry().cursor.compare_exchange_strong(reading, make_cursor(next, CursorState::Active, token),
+                                            std::memory_order_seq_cst);
   if (topic->header->publishers_waiting.load(std::memory_order_seq_cst) != 0) topic->notify_publishers();
   // The last subscriber past a message that left the history gives it back.
   for (std::uint64_t p = c; position_diff(next, p) > 0; ++p) {
@@ -525,19 +554,17 @@ Attempt Subscription::try_take(TopicMessage& message, std::uint32_t& blocker, st
     }
     const std::int64_t now_d = position_diff(control_position(control), c);
     if (now_d == 0 && control_state(control) == kRetiring) {
-      e.cursor.store(make_cursor(c, CursorState::Active, token), std::memory_order_seq_cst);
+      std::uint64_t reading = make_cursor(c, CursorState::Reading, token);
+      e.cursor.compare_exchange_strong(reading, make_cursor(c, CursorState::Active, token), std::memory_order_seq_cst);
       blocker = control_token(control);
       return Attempt::Pending;  // a retirer that stays there is checked for life
     }
+    // Positions skipped since the last take: the messages publishers moved us
+    // past (counted in the entry's `dropped`), or history given back before
+    // this subscription first looked (not a loss).
     std::uint64_t next = next_sequence.load(std::memory_order_relaxed);
     const std::int64_t gap = position_diff(c, next);
-    const bool started = received_any.load(std::memory_order_relaxed);
-    if (gap > 0) {
-      // Publishers moved us past messages they overwrote (or, before the first
-      // message, the history asked for was given back meanwhile: not a loss).
-      if (started) dropped.fetch_add(static_cast<std::uint64_t>(gap), std::memory_order_relaxed);
-      next += static_cast<std::uint64_t>(gap);
-    }
+    if (gap > 0) next += static_cast<std::uint64_t>(gap);
     if (now_d != 0 || control_state(control) != SlotState::Full) {
       // Given back before we pinned it (we had just joined): skip it.
       next_sequence.store(next + 1, std::memory_order_relaxed);
@@ -572,10 +599,10 @@ Attempt Subscription::try_take(TopicMessage& message, std::uint32_t& blocker, st
       t.domain->fill_sample(message.sample_, block, payload, *holding, length, static_cast<MessageKind>(kind));
       holding.reset();
     }
+    const std::uint64_t dropped_now = e.dropped.load(std::memory_order_relaxed);
     message.sequence_ = next;
-    message.missed_ = gap > 0 && started ? static_cast<std::uint64_t>(gap) : 0;
+    message.missed_ = dropped_now - dropped_seen.exchange(dropped_now, std::memory_order_relaxed);
     next_sequence.store(next + 1, std::memory_order_relaxed);
-    received_any.store(true, std::memory_order_relaxed);
     received.fetch_add(1, std::memory_order_relaxed);
     e.received.fetch_add(1, std::memory_order_relaxed);
     move_on(c, c + 1);
@@ -586,17 +613,27 @@ Attempt Subscription::try_take(TopicMessage& message, std::uint32_t& blocker, st
 
 void Subscription::end() noexcept {
   if (ended_.exchange(true)) return;
-  closed.store(true, std::memory_order_release);
-  if (!topic || !topic->mapped()) return;  // inherited across fork(): the parent's
+  if (!topic || !topic->mapped()) {  // inherited across fork(): the parent's
+    closed.store(true, std::memory_order_release);
+    return;
+  }
   SubscriberEntry& e = my_entry();
-  // Wait for a get in another thread to move on from READING (it does not block
-  // while it holds it), then free the entry.
-  for (int tries = 0; tries < 1'000'000; ++tries) {
+  dropped_at_end.store(e.dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  closed.store(true, std::memory_order_release);
+  // A get in another thread of this process may hold the cursor READING (it
+  // never blocks there): wait for it to move on, or the slot it reads could be
+  // given back under it. A READING cursor with no get of ours in progress was
+  // left by shared memory: freed at once. Bounded by time either way.
+  const std::int64_t give_up = platform::monotonic_ns() + 100'000'000;
+  for (;;) {
     std::uint64_t cursor = e.cursor.load(std::memory_order_acquire);
     if (cursor == 0 || control_token(cursor) != token) return;  // freed already
-    if (cursor_state(cursor) == CursorState::Reading) {
-      platform::yield_cpu();
-      continue;
+    if (cursor_state(cursor) == CursorState::Reading && gets_in_progress.load(std::memory_order_acquire) > 0) {
+      if (platform::monotonic_ns() < give_up) {
+        platform::yield_cpu();
+        continue;
+      }
+      return;  // left as it is: freed with this process's other claims when it dies
     }
     if (e.cursor.compare_exchange_strong(cursor, 0, std::memory_order_seq_cst)) {
       topic->retire_behind(control_position(cursor));
@@ -843,7 +880,7 @@ Result<Subscriber, SubscribeError> Topic::subscribe(const SubscribeOptions& opti
   sub->latency.store(t.latency.load(std::memory_order_relaxed), std::memory_order_relaxed);
   // Start `asked` messages back (no further than what was published, nor than the history kept).
   const std::uint64_t head = t.header->publish_pos.load(std::memory_order_acquire);
-  const std::uint64_t asked = std::min<std::uint64_t>({options.history, t.history, head});
+  const auto asked = std::min<std::uint64_t>({options.history, t.history, head});
   const std::uint64_t start = head - asked;
   bool reclaimed = false;  // entries of dead subscribers, freed once when the table looks full
   for (std::uint32_t i = 0; i < t.max_subscribers; ++i) {
@@ -923,6 +960,12 @@ Result<TopicMessage, GetError> Subscriber::get(std::chrono::nanoseconds timeout)
   auto& sub = *state_;
   TopicMessage message;
   std::optional<std::uint32_t> holding;
+  // end() in another thread waits for this get to leave READING (see end()).
+  sub.gets_in_progress.fetch_add(1, std::memory_order_acq_rel);
+  struct Leave {
+    std::atomic<int>& count;
+    ~Leave() { count.fetch_sub(1, std::memory_order_acq_rel); }
+  } leave{sub.gets_in_progress};
   const Attempt outcome = detail::wait_until_done(sub, sub.topic->publish_side(), timeout, [&](std::uint32_t& blocker) {
     return sub.try_take(message, blocker, holding);
   });
@@ -970,7 +1013,12 @@ bool Subscriber::spin_until_ready(std::chrono::nanoseconds at_most) noexcept {
 }
 
 std::uint64_t Subscriber::dropped() const noexcept {
-  return state_ ? state_->dropped.load(std::memory_order_relaxed) : 0;
+  if (!state_) return 0;
+  const auto& sub = *state_;
+  if (sub.closed.load(std::memory_order_acquire) || !sub.topic->mapped()) {
+    return sub.dropped_at_end.load(std::memory_order_relaxed);
+  }
+  return sub.my_entry().dropped.load(std::memory_order_relaxed);  // publishers count it as they move us on
 }
 
 std::uint64_t Subscriber::received() const noexcept {

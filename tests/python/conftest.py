@@ -93,6 +93,20 @@ def finish(process: subprocess.Popen, watchdog: float = 120) -> tuple[int, str, 
 
 
 @pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh topic name; the topic is removed after the test if it still exists."""
+    import hakobu
+
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name[:40])
+    topic = f"{base}-{next(_names)}"
+    yield topic
+    try:
+        hakobu.Topic.remove(topic)
+    except hakobu.NotFound:
+        pass
+
+
+@pytest.fixture
 def sync_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh sync object name; the object is removed after the test if it still exists."""
     import hakobu

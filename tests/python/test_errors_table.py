@@ -21,8 +21,9 @@ from hakobu import _core, _errors
 WATCHDOG = 120.0  # seconds: against a hang, never a measure of speed
 
 # (C++ error enum, enumerator) -> hakobu class. The enums are in include/hakobu/error.hpp
-# (WatchError in queue.hpp); the classes and their standard bases in README.md ("Errors are
-# one class per kind under hakobu.HakobuError") and hakobu/_errors.py.
+# (WatchError in queue.hpp, SubscribeError in topic.hpp); the classes and their standard
+# bases in README.md ("Errors are one class per kind under hakobu.HakobuError") and
+# hakobu/_errors.py.
 DOCUMENTED = {
     ("OpenError", "InvalidName"): "InvalidName",
     ("OpenError", "NotFound"): "NotFound",
@@ -116,6 +117,11 @@ DOCUMENTED = {
     # Value/Array atomics: dtype and index are checked before the core sees them.
     ("ValueError", "TypeMismatch"): "InvalidArgument",
     ("ValueError", "OutOfRange"): "InvalidArgument",
+    # Topic.subscribe (include/hakobu/topic.hpp): a full subscriber table has its own class.
+    ("SubscribeError", "Closed"): "Closed",
+    ("SubscribeError", "Unlinked"): "Unlinked",
+    ("SubscribeError", "TooManySubscribers"): "TooManySubscribers",
+    ("SubscribeError", "InvalidArgument"): "InvalidArgument",
 }
 
 # The standard classes README.md says hakobu's derive from.
