@@ -29,7 +29,6 @@
 #include "hakobu/inspect.hpp"
 #include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
-#include "hakobu/topic.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -241,18 +240,6 @@ nb::typed<nb::dict, nb::str, nb::any> topic_info(const std::string& name, const 
   return out;
 }
 
-/// Removes topic `name` of `domain` whoever created it (Topic::remove): its
-/// subscribers' waits end with Unlinked; its memory goes with the last handle.
-void remove_topic(const std::string& name, const std::string& domain) {
-  check_name(name, "topic");
-  check_name(domain, "domain", /*empty_ok=*/true);
-  auto removed = [&] {
-    nb::gil_scoped_release unlocked;
-    return Topic::remove(name, domain);
-  }();
-  if (!removed) raise(removed.error());
-}
-
 /// The exception kind of a store put's error. Kept here until errors.hpp maps
 /// the store's error enums (the Python Store's bindings); then raise() does it.
 ErrorKind put_error_kind(StorePutError code) noexcept {
@@ -345,8 +332,6 @@ void bind_admin(nb::module_& m) {
   m.def("topic_info", &topic_info, "name"_a, "domain"_a = "",
         "capacity, history, counts, retained messages and subscribers (pid, alive, on_full, state, lag, dropped, "
         "received) of a topic, read from its file without taking anything; NotFound if missing, Corrupt if damaged");
-  m.def("remove_topic", &remove_topic, "name"_a, "domain"_a = "",
-        "Removes a topic whoever created it (its subscribers' waits end with Unlinked); NotFound if missing");
   m.def(
       "validate_name", [](const std::string& name) { return validate_name(name); }, "name"_a,
       "Why a queue or domain name is invalid, or an empty string if it is valid");

@@ -256,11 +256,6 @@ def topic_info(name: str, domain: str = '') -> dict[str, Any]:
     capacity, history, counts, retained messages and subscribers (pid, alive, on_full, state, lag, dropped, received) of a topic, read from its file without taking anything; NotFound if missing, Corrupt if damaged
     """
 
-def remove_topic(name: str, domain: str = '') -> None:
-    """
-    Removes a topic whoever created it (its subscribers' waits end with Unlinked); NotFound if missing
-    """
-
 def validate_name(name: str) -> str:
     """
     Why a queue or domain name is invalid, or an empty string if it is valid
