@@ -2,7 +2,7 @@
 
     python examples/python/topic_live_plot.py [--frames N] [--rate HZ]     # all three, in a window
     python examples/python/topic_live_plot.py produce NAME [--frames N] [--rate HZ] [--subscribers K]
-    python examples/python/topic_live_plot.py plot NAME [--png PATH]       # headless with --png
+    python examples/python/topic_live_plot.py plot NAME [--png PATH]       # no window with --png
     python examples/python/topic_live_plot.py record NAME PATH
 
 Without a role, this program starts the three roles as separate programs (this
@@ -16,8 +16,8 @@ name:
 * plot: a matplotlib animation of the newest frame. It subscribes with
   on_full="drop_oldest": when drawing is slower than the producer, publishers
   skip it ahead and it shows how many frames it missed; it never slows the
-  producer. With --png it draws without a window (Agg) and saves its last
-  picture there.
+  producer. With --png (or without a display) it draws without a window
+  (Agg) and saves its last picture there.
 * record: subscribes with on_full="block" (the producer waits for it rather
   than skip a frame) and writes every frame to PATH, a .npy stack of shape
   (frames, 480, 640).
@@ -47,6 +47,8 @@ DTYPE = np.float32
 CAPACITY = 16
 HISTORY = 4  # frames kept for a subscriber that joins late
 WAIT_FOR_TOPIC = 60.0  # seconds a subscriber waits for the producer to create the topic
+# matplotlib's backends that draw no window (what it picks without a display)
+NO_WINDOW_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template")
 
 
 def make_frame(index: int, out: np.ndarray) -> np.ndarray:
@@ -122,6 +124,9 @@ def plot(name: str, png: str | None) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
 
+    # Without a display matplotlib picks a backend that draws no window: then draw as with --png.
+    headless = png is not None or plt.get_backend().lower() in NO_WINDOW_BACKENDS
+
     topic = open_topic(name)
     sub = topic.subscribe(on_full="drop_oldest", history=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -135,11 +140,12 @@ def plot(name: str, png: str | None) -> None:
         shown += 1
         ax.set_title(f"frame {sub.sequence}: {shown} shown, {sub.dropped} missed (last gap {sub.missed})")
 
-    if png is not None:
+    if headless:
         for frame in sub:  # drawing takes longer than a frame: publishers skip this subscriber ahead
             show(frame)
             fig.canvas.draw()
-        fig.savefig(png)
+        if png is not None:
+            fig.savefig(png)
     else:
 
         def update(_tick: int) -> list[Any]:
