@@ -115,7 +115,7 @@ inline Result<void, PutError> send(Queue& queue, Loan& loan, std::chrono::nanose
 }
 inline Result<void, PutError> send(Topic& topic, std::span<const std::byte> bytes, MessageKind kind,
                                    std::chrono::nanoseconds slice) {
-  return topic.publish(bytes, kind, slice);
+  return topic.publish(bytes, slice, kind);
 }
 inline Result<void, PutError> send(Topic& topic, Loan& loan, std::chrono::nanoseconds slice) {
   return topic.publish(loan, slice);

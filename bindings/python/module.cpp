@@ -100,13 +100,6 @@ std::string_view watch_error_name(WatchError code) noexcept {
   return "?";
 }
 
-/// The core names a SubscribeError outside the enum "Unknown" where the other
-/// enums' to_string say "?" (what add_rows skips).
-std::string_view subscribe_error_name(SubscribeError code) noexcept {
-  const std::string_view name = to_string(code);
-  return name == "Unknown" ? std::string_view("?") : name;
-}
-
 /// Appends (enum, value, class) for every enumerator of `Code`: every value of
 /// the underlying type that `name_of` names (the core's to_string answers "?"
 /// for the others), so an enumerator is listed even if the bindings forgot it;
@@ -145,7 +138,7 @@ nb::list error_table() {
   add_rows<BarrierError>(rows, "BarrierError", core_name);
   add_rows<ConditionError>(rows, "ConditionError", core_name);
   add_rows<ValueError>(rows, "ValueError", core_name);
-  add_rows<SubscribeError>(rows, "SubscribeError", &subscribe_error_name);
+  add_rows<SubscribeError>(rows, "SubscribeError", core_name);
   return rows;
 }
 

@@ -56,15 +56,11 @@ struct PySubscriber {
   Subscriber subscriber;
   std::uint64_t sequence = 0;  // of the last message received
   std::uint64_t missed = 0;    // skipped just before it
-  bool closed = false;         // close() was called (the core's handle stays valid, answering Closed)
   LiveCount<live_queues> counted{};
 
-  [[nodiscard]] bool is_open() const noexcept { return !closed && subscriber.is_open(); }
+  [[nodiscard]] bool is_open() const noexcept { return subscriber.is_open(); }
 
-  void close() noexcept {
-    closed = true;
-    subscriber.close();
-  }
+  void close() noexcept { subscriber.close(); }
 
   /// Receives the next message and decodes it (see the top of this file).
   nb::object get_object(std::optional<double> timeout, bool allow_pickle) {
@@ -90,17 +86,13 @@ struct PyTopic {
   Topic topic;
   std::string domain;    // the domain's name, kept: a closed handle has no domain to ask
   Sender<Topic> sender;  // the one-call send path (channel.hpp)
-  bool closed = false;   // close() or unlink() was called (the core's handle stays valid, answering Closed)
   LiveCount<live_queues> counted{};
 
   Topic& channel() noexcept { return topic; }
 
-  [[nodiscard]] bool is_open() const noexcept { return !closed && topic.is_open(); }
+  [[nodiscard]] bool is_open() const noexcept { return topic.is_open(); }
 
-  void close() noexcept {
-    closed = true;
-    topic.close();
-  }
+  void close() noexcept { topic.close(); }
 
   // Sizes arrive as Python objects: a float, a bool or a negative number is an
   // InvalidArgument naming the option, not a TypeError; the core checks ranges.
@@ -139,10 +131,8 @@ struct PyTopic {
   }
 
   void unlink() {
-    auto removed = topic.unlink();
     // Unlinking closes the creator's handle, as a queue's (also when the name was removed already).
-    if (removed || removed.error().code == UnlinkError::NotFound) closed = true;
-    if (!removed) raise(removed.error());
+    if (auto removed = topic.unlink(); !removed) raise(removed.error());
   }
 
   nb::typed<nb::dict, nb::str, nb::any> stats() const {

@@ -174,7 +174,8 @@ class Subscriber {
   [[nodiscard]] OnFull on_full() const noexcept;
   /// Sets how this subscriber's blocking gets wait (it starts with its topic handle's mode).
   void set_latency(Latency latency) noexcept;
-  [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
+  /// False once closed (or moved from, or inherited across fork()).
+  [[nodiscard]] bool is_open() const noexcept;
   /// Ends the subscription (waking this subscriber's waiters with Closed);
   /// messages not yet received are no longer held for it.
   void close() noexcept;
@@ -207,15 +208,21 @@ class Topic {
   ~Topic();
 
   // --- publishing ------------------------------------------------------------
-  /// Publishes a copy of `bytes`, waiting at most `timeout` for subscribers
-  /// with OnFull::Block to make room (0: not at all, Full).
-  Result<void, PutError> publish(std::span<const std::byte> bytes, MessageKind kind = MessageKind::Bytes,
-                                 std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
+  /// Publishes a copy of `bytes`, waiting for subscribers with OnFull::Block
+  /// to make room.
+  Result<void, PutError> publish(std::span<const std::byte> bytes, MessageKind kind = MessageKind::Bytes);
+  /// The same, waiting at most `timeout` (0: not at all, Full).
+  Result<void, PutError> publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                                 MessageKind kind = MessageKind::Bytes);
   /// Publishes a loan without a copy; on failure `loan` is kept.
   Result<void, PutError> publish(Loan& loan, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
   Result<void, PutError> publish(Loan&& loan, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max()) {
     return publish(loan, timeout);
   }
+  /// The same, waiting in the given latency mode (this call only).
+  Result<void, PutError> publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout, MessageKind kind,
+                                 Latency latency);
+  Result<void, PutError> publish(Loan& loan, std::chrono::nanoseconds timeout, Latency latency);
   /// Copies a contiguous array of `dtype` and `shape` from `data` and publishes it.
   Result<void, PutError> publish_array(const void* data, DType dtype, std::span<const std::int64_t> shape,
                                        std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
@@ -236,7 +243,8 @@ class Topic {
   // --- state -----------------------------------------------------------------
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] bool is_creator() const noexcept;
-  [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
+  /// False once closed or unlinked (or moved from, or inherited across fork()).
+  [[nodiscard]] bool is_open() const noexcept;
   [[nodiscard]] TopicStats stats() const noexcept;
   void set_latency(Latency latency) noexcept;
   void set_spin(std::chrono::nanoseconds spin) noexcept;

@@ -5,8 +5,10 @@
 #include <bit>
 #include <climits>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "channel/loans.hpp"
 #include "channel/message_access.hpp"
@@ -27,7 +29,7 @@ std::string_view to_string(SubscribeError code) noexcept {
     case SubscribeError::TooManySubscribers: return "TooManySubscribers";
     case SubscribeError::InvalidArgument: return "InvalidArgument";
   }
-  return "Unknown";
+  return "?";
 }
 
 namespace detail {
@@ -43,6 +45,8 @@ constexpr const char* kClosedSubscriber =
 // A subscriber that finds its slot being retired spins this many looks for the
 // retirer to see its cursor and put the slot back before it waits as for any claim.
 constexpr int kRetiringSpins = 4096;
+// Subscribers a publish looks at for life, at most, each kStuckCheckNs.
+constexpr std::uint32_t kLivenessChecksPerRound = 8;
 
 }  // namespace
 
@@ -64,8 +68,13 @@ class TopicState : public WaitingHandle {
   std::uint32_t history = 0;
   std::uint32_t max_subscribers = 0;
   bool creator = false;
-  // When this process's publishes next look whether lagging subscribers live.
+  // When this process's publishes next look whether lagging subscribers live;
+  // the cursors they saw last time, and where the round-robin goes on
+  // (process-local, one checker at a time: liveness_mutex).
   std::atomic<std::int64_t> next_liveness_check{0};
+  std::mutex liveness_mutex;
+  std::vector<std::uint64_t> cursors_seen;
+  std::uint32_t next_to_check = 0;
 
   TopicState() = default;
   TopicState(const TopicState&) = delete;
@@ -100,7 +109,9 @@ class TopicState : public WaitingHandle {
   }
   /// Publishers waiting for room look again.
   void notify_publishers() const noexcept {
-    notify_waiters(header->room, header->publishers_waiting, header->room_at, header->watchers, INT_MAX);
+    // No watcher table: event loops wait only for messages (the table's
+    // entries are counted in subscribers_waiting alone).
+    notify_waiters(header->room, header->publishers_waiting, header->room_at, nullptr, INT_MAX);
   }
   /// wait_loop.hpp: every sleeper of a side is woken, so nothing is passed on.
   void pass_wake_on(const WaitSide& /*side*/) const noexcept {}
@@ -163,7 +174,11 @@ class Subscription : public WaitingHandle {
   std::atomic<std::uint64_t> dropped_seen{0};
   std::atomic<std::uint64_t> dropped_at_end{0};
   std::atomic<std::uint64_t> received{0};
-  std::atomic<int> gets_in_progress{0};  // this process's threads inside try_take
+  // This process's threads inside get() of this subscription. The entry is
+  // freed (free_entry) by end() when none is, else by the last to leave after
+  // end(): a get never touches an entry freed under it (and perhaps taken by
+  // another subscription of this process, whose cursor has the same token).
+  std::atomic<int> gets_in_progress{0};
 
   Subscription() = default;
   Subscription(const Subscription&) = delete;
@@ -176,14 +191,21 @@ class Subscription : public WaitingHandle {
   void pass_wake_on(const WaitSide& side) const noexcept { topic->pass_wake_on(side); }
   [[nodiscard]] bool next_is_published() const noexcept;
   Attempt try_take(TopicMessage& message, std::uint32_t& blocker, std::optional<std::uint32_t>& holding);
-  /// Frees the entry (once), letting go of what it held back.
+  /// Closes the subscription (once): frees the entry now if no get of this
+  /// process is in progress, else the last get to leave does.
   void end() noexcept;
+  /// A get starts (false: the subscription is closed) / leaves.
+  bool enter_get() noexcept;
+  void leave_get() noexcept;
 
  private:
   /// The cursor moves from READING(c) on to `next`, then publishers waiting
   /// for room are told (seq_cst: ordered against their announcement).
   void move_on(std::uint64_t c, std::uint64_t next) noexcept;
+  /// Frees the entry (once), letting go of what it held back.
+  void free_entry() noexcept;
   std::atomic<bool> ended_{false};
+  std::atomic<bool> freed_{false};
 };
 
 TopicState::~TopicState() {
@@ -339,10 +361,23 @@ void TopicState::publish_slot(SlotHeader* s, std::uint64_t position) noexcept {
 }
 
 void TopicState::check_lagging_subscribers(std::uint64_t position) noexcept {
+  const std::unique_lock<std::mutex> lock(liveness_mutex, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // another thread of this process is at it
+  if (cursors_seen.size() != max_subscribers) cursors_seen.assign(max_subscribers, 0);
+  // Only a cursor that stood still since the last round and holds a message
+  // back may be a dead subscriber's; at most a few system calls per round, the
+  // entries taken in turn.
   const std::uint32_t used = entries_in_use();
-  for (std::uint32_t i = 0; i < used; ++i) {
+  std::uint32_t checked = 0;
+  for (std::uint32_t n = 0; n < used && checked < kLivenessChecksPerRound; ++n) {
+    const std::uint32_t i = (next_to_check + n) % used;
     const std::uint64_t cursor = entries[i].cursor.load(std::memory_order_acquire);
-    if (cursor != 0 && position_diff(position, control_position(cursor)) >= 0) repair(control_token(cursor));
+    const bool stood_still = cursor == cursors_seen[i];
+    cursors_seen[i] = cursor;
+    if (cursor == 0 || !stood_still || position_diff(position, control_position(cursor)) < 0) continue;
+    repair(control_token(cursor));
+    ++checked;
+    next_to_check = (i + 1) % used;
   }
 }
 
@@ -394,7 +429,12 @@ Attempt TopicState::retire(std::uint64_t r, bool for_room, std::uint32_t& blocke
   if (!cursors_past(r, for_room, blocker)) return Attempt::Pending;
   const std::uint32_t me = domain->token();
   if (!s->control.compare_exchange_strong(c, make_control(r, kRetiring, me), std::memory_order_seq_cst)) {
-    return position_diff(control_position(c), r) > 0 ? Attempt::Done : Attempt::Full;
+    if (position_diff(control_position(c), r) > 0) return Attempt::Done;
+    if (control_state(c) == kRetiring) {  // another retirer: it either gives the slot back or puts it back
+      blocker = control_token(c);
+      return Attempt::Pending;
+    }
+    return Attempt::Full;
   }
   kill_point("topic.retiring");
   // The second look, after the slot says RETIRING: a subscriber that moved its
@@ -405,8 +445,7 @@ Attempt TopicState::retire(std::uint64_t r, bool for_room, std::uint32_t& blocke
   }
   const std::uint8_t kind = s->kind;
   const std::uint64_t length = s->length;
-  const std::uint64_t block = s->block;
-  s->block = 0;
+  const std::uint64_t block = s->block;  // left in the slot: a repairer may put RETIRING back to FULL
   s->control.store(make_control(r + capacity, SlotState::Empty, 0), std::memory_order_release);
   kill_point("topic.retired");  // a kill here leaks the block: never dropped twice
   if (kind != kTombstone && block != 0 && domain->heap().check_block(block, length)) domain->heap().drop_ref(block);
@@ -464,7 +503,7 @@ void TopicState::repair(std::uint32_t blocker) noexcept {
 
 void TopicState::wake_everyone() const noexcept {
   wake_all_waiters(header->published, header->subscribers_waiting, header->watchers);
-  wake_all_waiters(header->room, header->publishers_waiting, header->watchers);
+  wake_all_waiters(header->room, header->publishers_waiting, nullptr);
 }
 
 bool TopicState::mark_unlinked() noexcept {
@@ -503,6 +542,9 @@ void Subscription::move_on(std::uint64_t c, std::uint64_t next) noexcept {
   my_entry().cursor.compare_exchange_strong(reading, make_cursor(next, CursorState::Active, token),
                                             std::memory_order_seq_cst);
   if (topic->header->publishers_waiting.load(std::memory_order_seq_cst) != 0) topic->notify_publishers();
+  // Another thread of this subscription may have found the cursor READING and
+  // gone to sleep: if the next message is there, it must look again.
+  if (gets_in_progress.load(std::memory_order_relaxed) > 1 && next_is_published()) topic->notify_subscribers();
   // The last subscriber past a message that left the history gives it back.
   for (std::uint64_t p = c; position_diff(next, p) > 0; ++p) {
     std::uint32_t ignored = 0;
@@ -515,8 +557,9 @@ Attempt Subscription::try_take(TopicMessage& message, std::uint32_t& blocker, st
   SubscriberEntry& e = my_entry();
   // Bounded: tombstones and messages retired before this subscription saw them are skipped.
   for (std::uint64_t step = 0; step <= t.capacity + 64; ++step) {
+    if (closed.load(std::memory_order_seq_cst)) return Attempt::Closed;
     std::uint64_t cursor = e.cursor.load(std::memory_order_acquire);
-    if (cursor == 0 || control_token(cursor) != token) return Attempt::Closed;  // the entry is no longer ours
+    if (cursor == 0 || control_token(cursor) != token) return Attempt::Closed;  // freed by a repairer
     if (cursor_state(cursor) != CursorState::Active) {
       // Another thread of this subscription is taking a message: look again soon.
       blocker = token;
@@ -617,24 +660,38 @@ void Subscription::end() noexcept {
     closed.store(true, std::memory_order_release);
     return;
   }
+  dropped_at_end.store(my_entry().dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  // seq_cst, as enter_get's increment: either a starting get sees `closed`,
+  // or this sees the get and leaves the entry to it.
+  closed.store(true, std::memory_order_seq_cst);
+  if (gets_in_progress.load(std::memory_order_seq_cst) == 0) {
+    free_entry();
+    return;
+  }
+  // Gets of other threads see `closed` at their next look: wake those asleep.
+  topic->wake_everyone();
+}
+
+bool Subscription::enter_get() noexcept {
+  gets_in_progress.fetch_add(1, std::memory_order_seq_cst);
+  if (!closed.load(std::memory_order_seq_cst)) return true;
+  leave_get();
+  return false;
+}
+
+void Subscription::leave_get() noexcept {
+  if (gets_in_progress.fetch_sub(1, std::memory_order_seq_cst) == 1 && closed.load(std::memory_order_seq_cst)) {
+    free_entry();
+  }
+}
+
+void Subscription::free_entry() noexcept {
+  if (freed_.exchange(true)) return;
   SubscriberEntry& e = my_entry();
-  dropped_at_end.store(e.dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  closed.store(true, std::memory_order_release);
-  // A get in another thread of this process may hold the cursor READING (it
-  // never blocks there): wait for it to move on, or the slot it reads could be
-  // given back under it. A READING cursor with no get of ours in progress was
-  // left by shared memory: freed at once. Bounded by time either way.
-  const std::int64_t give_up = platform::monotonic_ns() + 100'000'000;
-  for (;;) {
+  // Bounded: publishers may move the cursor meanwhile (or shared memory be hostile).
+  for (int tries = 0; tries < 1000; ++tries) {
     std::uint64_t cursor = e.cursor.load(std::memory_order_acquire);
-    if (cursor == 0 || control_token(cursor) != token) return;  // freed already
-    if (cursor_state(cursor) == CursorState::Reading && gets_in_progress.load(std::memory_order_acquire) > 0) {
-      if (platform::monotonic_ns() < give_up) {
-        platform::yield_cpu();
-        continue;
-      }
-      return;  // left as it is: freed with this process's other claims when it dies
-    }
+    if (cursor == 0 || control_token(cursor) != token) return;  // freed already (a repairer)
     if (e.cursor.compare_exchange_strong(cursor, 0, std::memory_order_seq_cst)) {
       topic->retire_behind(control_position(cursor));
       topic->notify_publishers();
@@ -734,6 +791,10 @@ const std::string& Topic::name() const noexcept {
   return state_ ? state_->name : empty;
 }
 
+bool Topic::is_open() const noexcept {
+  return state_ && state_->usable();
+}
+
 bool Topic::is_creator() const noexcept {
   return state_ && state_->creator;
 }
@@ -788,8 +849,23 @@ Result<void, PutError> publish_failure(Attempt attempt, const std::string& name)
 
 }  // namespace
 
-Result<void, PutError> Topic::publish(std::span<const std::byte> bytes, MessageKind kind,
-                                      std::chrono::nanoseconds timeout) {
+Result<void, PutError> Topic::publish(std::span<const std::byte> bytes, MessageKind kind) {
+  return publish(bytes, std::chrono::nanoseconds::max(), kind);
+}
+
+Result<void, PutError> Topic::publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                                      MessageKind kind, Latency latency) {
+  const detail::CallLatency scope(latency);
+  return publish(bytes, timeout, kind);
+}
+
+Result<void, PutError> Topic::publish(Loan& loan, std::chrono::nanoseconds timeout, Latency latency) {
+  const detail::CallLatency scope(latency);
+  return publish(loan, timeout);
+}
+
+Result<void, PutError> Topic::publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                                      MessageKind kind) {
   if (!state_ || !state_->usable()) return {PutError::Closed, detail::kClosedTopic};
   auto& t = *state_;
   if (bytes.size() > t.inline_capacity) {
@@ -840,7 +916,7 @@ Result<void, PutError> Topic::publish_array(const void* data, DType dtype, std::
   if (!state_ || !state_->usable()) return {PutError::Closed, detail::kClosedTopic};
   return detail::send_array(
       *state_->domain, state_->inline_capacity, data, dtype, shape,
-      [&](std::span<const std::byte> bytes) { return publish(bytes, MessageKind::Array, timeout); },
+      [&](std::span<const std::byte> bytes) { return publish(bytes, timeout, MessageKind::Array); },
       [&](Loan& loan) { return publish(loan, timeout); });
 }
 
@@ -903,7 +979,8 @@ Result<Subscriber, SubscribeError> Topic::subscribe(const SubscribeOptions& opti
     }
     // Scans (entries_in_use) must reach this entry from now on.
     std::uint32_t used = t.header->entries_used.load(std::memory_order_relaxed);
-    while (used < i + 1 && !t.header->entries_used.compare_exchange_weak(used, i + 1, std::memory_order_seq_cst)) {
+    for (int tries = 0; tries < 64 && used < i + 1; ++tries) {  // bounded: the word is shared memory
+      if (t.header->entries_used.compare_exchange_weak(used, i + 1, std::memory_order_seq_cst)) break;
     }
     e.on_full.store(options.on_full == OnFull::Block ? detail::kOnFullBlock : detail::kOnFullDropOldest,
                     std::memory_order_relaxed);
@@ -932,8 +1009,6 @@ Subscriber::~Subscriber() = default;
 void Subscriber::close() noexcept {
   if (!state_) return;
   state_->end();
-  // This subscription's waiters (other threads) see `closed`; other subscribers sleep again.
-  if (state_->topic->mapped()) state_->topic->wake_everyone();
 }
 
 namespace {
@@ -960,12 +1035,12 @@ Result<TopicMessage, GetError> Subscriber::get(std::chrono::nanoseconds timeout)
   auto& sub = *state_;
   TopicMessage message;
   std::optional<std::uint32_t> holding;
-  // end() in another thread waits for this get to leave READING (see end()).
-  sub.gets_in_progress.fetch_add(1, std::memory_order_acq_rel);
+  // The entry stays this subscription's until the get leaves (see end()).
+  if (!sub.enter_get()) return {GetError::Closed, detail::kClosedSubscriber};
   struct Leave {
-    std::atomic<int>& count;
-    ~Leave() { count.fetch_sub(1, std::memory_order_acq_rel); }
-  } leave{sub.gets_in_progress};
+    detail::Subscription& sub;
+    ~Leave() { sub.leave_get(); }
+  } leave{sub};
   const Attempt outcome = detail::wait_until_done(sub, sub.topic->publish_side(), timeout, [&](std::uint32_t& blocker) {
     return sub.try_take(message, blocker, holding);
   });
@@ -1026,13 +1101,17 @@ std::uint64_t Subscriber::received() const noexcept {
 }
 
 std::size_t Subscriber::lag() const noexcept {
-  if (!state_ || !state_->topic->mapped()) return 0;
+  if (!state_ || state_->closed.load(std::memory_order_acquire) || !state_->topic->mapped()) return 0;
   const auto& t = *state_->topic;
   const std::uint64_t cursor = state_->my_entry().cursor.load(std::memory_order_relaxed);
   if (cursor == 0) return 0;
   const std::int64_t n =
       detail::position_diff(t.header->publish_pos.load(std::memory_order_relaxed), detail::control_position(cursor));
   return n <= 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), t.capacity);
+}
+
+bool Subscriber::is_open() const noexcept {
+  return state_ && !state_->closed.load(std::memory_order_acquire) && state_->topic->mapped();
 }
 
 OnFull Subscriber::on_full() const noexcept {

@@ -45,7 +45,7 @@ void notify_waiters(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>
     word.fetch_add(1, std::memory_order_release);
     platform::futex_wake(&word, count);
   }
-  if (announced >= kWatcherUnit) signal_watchers(table, waiting);
+  if (announced >= kWatcherUnit && table != nullptr) signal_watchers(table, waiting);
 }
 
 void wake_all_waiters(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
@@ -53,7 +53,7 @@ void wake_all_waiters(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_
   word.fetch_add(1, std::memory_order_release);
   platform::futex_wake(&word, INT_MAX);
   // Event loops too: they find the channel closed or unlinked when they try again.
-  signal_watchers(table, waiting);
+  if (table != nullptr) signal_watchers(table, waiting);
 }
 
 void signal_watchers(std::atomic<std::uint64_t>* table, std::atomic<std::uint32_t>& waiting) noexcept {

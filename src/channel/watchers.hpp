@@ -21,7 +21,8 @@ struct WakeSocketName {
 
 /// After publishing what waiters of one side wait for: a read-modify-write on
 /// `waiting`; if sleepers are announced, stamps `stamp`, bumps `word` and wakes
-/// `count` of them; if watchers are registered, signals every entry of `table`.
+/// `count` of them; if watchers are registered, signals every entry of `table`
+/// (nullptr: the side has no watcher table).
 void notify_waiters(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting,
                     std::atomic<std::int64_t>& stamp, std::atomic<std::uint64_t>* table, int count) noexcept;
 /// Bumps `word`, wakes every sleeper and signals every watcher (closing, unlinking).

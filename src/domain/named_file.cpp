@@ -152,8 +152,7 @@ Result<void, UnlinkError> remove_unopenable(const Error<OpenError>& failed, cons
     case OpenError::NotFound: return {UnlinkError::NotFound, failed.message};
     case OpenError::InvalidName: return {UnlinkError::InvalidName, failed.message};
     case OpenError::PermissionDenied: return {UnlinkError::PermissionDenied, failed.message};
-    case OpenError::Corrupt:
-    case OpenError::Incompatible: break;
+    case OpenError::Corrupt: break;
     default: return {UnlinkError::SystemError, failed.message};
   }
   auto state = DomainState::attach(domain);

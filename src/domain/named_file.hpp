@@ -161,9 +161,9 @@ Result<void, OpenError> open_by_mode(NamedFile& named, const DomainFile& file, O
 
 /// What `remove(name)` (`hakobu rm`) does when attaching to the object failed
 /// with `failed`: NotFound, InvalidName and PermissionDenied are reported as
-/// such; a damaged file (Corrupt, Incompatible), which nothing can open, is
-/// removed — the file `suffix` ("q:NAME") of the domain `domain`; anything
-/// else is a SystemError.
+/// such; a damaged file (Corrupt), which nothing can open, is removed (one of
+/// another layout version is not: a newer library's object may be in use) — the file `suffix` ("q:NAME") of the domain
+/// `domain`; anything else is a SystemError.
 Result<void, UnlinkError> remove_unopenable(const Error<OpenError>& failed, const DomainOptions& domain,
                                             const std::string& suffix);
 

@@ -327,6 +327,61 @@ void store_seeds() {
   save(t, "value-b-payload-bytes", Records().op(store_block_op(2, BlockField::PayloadBytes)).u64(8).bytes);
 }
 
+// Records of fuzz_topic (no flags byte): blocks 0 message 1, 1 message 2, 2 its
+// attachment, 3 the array message 3; entries 0 (block, read 2) and 1 (drop
+// oldest, read none) of 4; slots 0..4 hold messages 0..4 of 8.
+void topic_seeds() {
+  const std::string t = "fuzz_topic";
+  constexpr std::uint8_t kEntryCursor = 0x44;
+  constexpr std::uint8_t kSlotWord = 0x48;
+  constexpr std::uint8_t kSlotControl = 0x50;
+  constexpr std::uint8_t kMine = 0;
+  constexpr std::uint8_t kDead = 1;
+  const auto topic_block_op = [](unsigned block, BlockField field) {
+    return static_cast<std::uint8_t>(0x60U + (block << 4U | static_cast<unsigned>(field)));
+  };
+  // A claim: u32 position, u8 state (0 EMPTY/FREE, 1 WRITING/JOINING, 2 FULL/ACTIVE, 3 RETIRING/READING), who.
+  const auto claim = [](std::uint8_t op, std::uint32_t position, std::uint8_t state, std::uint8_t who) {
+    return Records()
+        .op(op)
+        .u16(static_cast<std::uint16_t>(position))
+        .u16(static_cast<std::uint16_t>(position >> 16U))
+        .u8(state)
+        .u8(who)
+        .bytes;
+  };
+  save(t, "untouched", Records().bytes);
+  // Header words (TopicHeader): 0 magic, 2 capacity | history << 32, 6 flags | entries_used << 32,
+  // 8 publish_pos, 16 published | subscribers_waiting << 32, 40.. the watchers.
+  save(t, "header-magic", Records().op(0).u64(0).bytes);
+  save(t, "header-capacity-huge", Records().op(2).u64((std::uint64_t{2} << 32U) | (std::uint64_t{1} << 31U)).bytes);
+  save(t, "header-entries-used-huge", Records().op(6).u64(0xFFFF'FFFF'0000'0000ULL).bytes);
+  save(t, "header-unlinked", Records().op(6).u64((std::uint64_t{2} << 32U) | 1U).bytes);
+  save(t, "publish-pos-far", Records().op(8).u64(0x8000'0000ULL).bytes);
+  save(t, "publish-pos-behind", Records().op(8).u64(1).bytes);
+  save(t, "watcher-forged", Records().op(16).u64(std::uint64_t{1} << 52U).op(40).u64(0x1234'5678'9ABC'0001ULL).bytes);
+  for (std::uint8_t e = 0; e < 4; ++e) {
+    const std::string entry = "entry" + std::to_string(e);
+    save(t, entry + "-reading-dead", claim(kEntryCursor + e, 0, 3, kDead));
+    save(t, entry + "-active-dead", claim(kEntryCursor + e, 1, 2, kDead));
+    save(t, entry + "-joining-mine", claim(kEntryCursor + e, 0, 1, kMine));
+    save(t, entry + "-far-ahead", claim(kEntryCursor + e, 0x7FFF'FFFFU, 2, kMine));
+  }
+  for (std::uint8_t slot = 0; slot < 5; ++slot) {
+    const std::string name = "slot" + std::to_string(slot);
+    save(t, name + "-writing-dead", claim(kSlotControl + slot, slot, 1, kDead));
+    save(t, name + "-retiring-dead", claim(kSlotControl + slot, slot, 3, kDead));
+    save(t, name + "-empty-next-lap", claim(kSlotControl + slot, slot + 8U, 0, kMine));
+    save(t, name + "-names-attachment", Records().op(kSlotWord + slot).u8(3).u64(block_ref(2)).bytes);
+    save(t, name + "-length-huge", Records().op(kSlotWord + slot).u8(2).u64(~0ULL).bytes);
+    save(t, name + "-kind-bad", Records().op(kSlotWord + slot).u8(1).u64(9).bytes);
+  }
+  save(t, "message1-refs-zero", Records().op(topic_block_op(0, BlockField::Refs)).u64(0).bytes);
+  save(t, "message2-attachment-self",
+       Records().op(topic_block_op(1, BlockField::AttachmentEntry)).u8(0).u64(block_ref(1)).bytes);
+  save(t, "array-payload-bytes", Records().op(topic_block_op(3, BlockField::PayloadBytes)).u64(8).bytes);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s CORPUS_DIR (e.g. tests/fuzz/corpus)\n", argv[0]);
@@ -339,6 +394,7 @@ int main(int argc, char** argv) {
   queue_seeds();
   registry_seeds();
   store_seeds();
+  topic_seeds();
   std::printf("seeds written to %s\n", g_out.c_str());
   return 0;
 }

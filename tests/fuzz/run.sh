@@ -8,7 +8,7 @@
 # Usage: tests/fuzz/run.sh [-b BUILD_DIR] [-t SECONDS] [TARGET...]
 #   BUILD_DIR  where the fuzz binaries are (default: build/fuzz/tests/fuzz)
 #   SECONDS    fuzzing time per target (default: 30; 0 replays the regressions only)
-#   TARGET     default: all five. Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 ...".
+#   TARGET     default: all six. Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 ...".
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build="$here/../../build/fuzz/tests/fuzz"
@@ -21,7 +21,7 @@ while getopts b:t: opt; do
   esac
 done
 shift $((OPTIND - 1))
-targets=${*:-"fuzz_array_header fuzz_block fuzz_queue_attach fuzz_registry_attach fuzz_store"}
+targets=${*:-"fuzz_array_header fuzz_block fuzz_queue_attach fuzz_registry_attach fuzz_store fuzz_topic"}
 flags="-timeout=10 -rss_limit_mb=4096"
 status=0
 

@@ -139,11 +139,6 @@ def test_drop_oldest_skips_a_slow_subscriber_ahead_and_counts_exactly(topic_name
     topic.unlink()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: messages overwritten before a subscriber's first get are not counted as dropped "
-    "(src/channel/topic.cpp counts a gap only once the subscriber received something)",
-)
 def test_drop_oldest_counts_what_was_overwritten_before_the_first_get(topic_name: str) -> None:
     topic = hakobu.Topic(topic_name, capacity=8)
     with topic.subscribe(on_full="drop_oldest") as slow:
