@@ -543,7 +543,7 @@ TEST(DomainFiles, ListsAndInspectsTopics) {
     // Eight more: the ring of 8 wraps, so publishers skip the lagging
     // subscriber past what they reuse (messages 1..3); the blocking one keeps up.
     for (int i = 0; i < 8; ++i) {
-      ASSERT_TRUE(topic->publish(small, hakobu::MessageKind::Bytes, std::chrono::nanoseconds(0)));
+      ASSERT_TRUE(topic->publish(small, std::chrono::nanoseconds(0)));
       ASSERT_TRUE(keeping->try_get());
     }
     auto wrapped = hakobu::inspect_topic("camera", name);
