@@ -1,5 +1,5 @@
 // hakobu._core — administration: what the `hakobu` command needs to inspect
-// queues, stores and sync objects.
+// queues, stores, sync objects and topics.
 //
 // Everything here goes through the public C++ API. Attaching to a queue or a
 // domain also attaches this process to the domain (and creates the domain if
@@ -197,6 +197,49 @@ void remove_store(const std::string& name, const std::string& domain) {
   if (!removed) raise(removed.error());
 }
 
+/// What topic `name` of `domain` holds: settings, counters, the messages its
+/// ring keeps, and per subscription its pid, liveness, policy, state, lag,
+/// drops and receipts (hakobu/inspect.hpp). Reads the file; takes nothing.
+nb::typed<nb::dict, nb::str, nb::any> topic_info(const std::string& name, const std::string& domain) {
+  check_name(name, "topic");
+  check_name(domain, "domain", /*empty_ok=*/true);
+  auto summary = [&] {
+    nb::gil_scoped_release unlocked;
+    return inspect_topic(name, domain);
+  }();
+  if (!summary) raise(summary.error());
+  nb::dict out;
+  out["name"] = summary->name;
+  out["domain"] = summary->domain;
+  out["kind"] = "topic";
+  out["capacity"] = summary->capacity;
+  out["history"] = summary->history;
+  out["max_subscribers"] = summary->max_subscribers;
+  out["inline_capacity"] = summary->inline_capacity;
+  out["published"] = summary->published;
+  out["creator_pid"] = summary->creator_pid;
+  out["unlinked"] = summary->unlinked;
+  out["retained"] = summary->retained;
+  out["retained_bytes"] = summary->retained_bytes;
+  out["tombstones"] = summary->tombstones;
+  out["damaged_slots"] = summary->damaged_slots;
+  nb::list subscribers;
+  for (const auto& sub : summary->subscribers) {
+    nb::dict row;
+    row["entry"] = sub.entry;
+    row["pid"] = sub.pid;
+    row["alive"] = sub.alive;
+    row["on_full"] = sub.on_full;
+    row["state"] = sub.state;
+    row["lag"] = sub.lag;
+    row["dropped"] = sub.dropped;
+    row["received"] = sub.received;
+    subscribers.append(row);
+  }
+  out["subscribers"] = subscribers;
+  return out;
+}
+
 /// The exception kind of a store put's error. Kept here until errors.hpp maps
 /// the store's error enums (the Python Store's bindings); then raise() does it.
 ErrorKind put_error_kind(StorePutError code) noexcept {
@@ -286,6 +329,9 @@ void bind_admin(nb::module_& m) {
         "Publishes bytes under a key of a store (created if missing); the version. For tools and tests");
   m.def("remove_store", &remove_store, "name"_a, "domain"_a = "",
         "Removes a store whoever created it (its values go back to the heap when their last reader lets go)");
+  m.def("topic_info", &topic_info, "name"_a, "domain"_a = "",
+        "capacity, history, counts, retained messages and subscribers (pid, alive, on_full, state, lag, dropped, "
+        "received) of a topic, read from its file without taking anything; NotFound if missing, Corrupt if damaged");
   m.def(
       "validate_name", [](const std::string& name) { return validate_name(name); }, "name"_a,
       "Why a queue or domain name is invalid, or an empty string if it is valid");
@@ -293,10 +339,11 @@ void bind_admin(nb::module_& m) {
   m.attr("FILE_NAME_PREFIX") = std::string(kFileNamePrefix);
   m.def("parse_file_name", &parse_name, "file_name"_a,
         "(domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', "
-        "'store', 'sync', 'other'; None if it is no file of a domain");
+        "'store', 'sync', 'topic', 'other'; None if it is no file of a domain");
   m.def("domain_files", &domain_files, "domain"_a,
         "(path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one "
-        "of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'other'; named objects first, the "
+        "of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'topic', 'other'; named objects "
+        "first, the "
         "registry last");
   m.def(
       "domain_names",

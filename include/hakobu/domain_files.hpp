@@ -11,8 +11,9 @@
 //   hakobu:D:st:NAME           store NAME
 //   hakobu:D:s:NAME            sync object NAME (a lock, an event...: the
 //                              file's header says which; hakobu/inspect.hpp)
+//   hakobu:D:t:NAME            topic NAME
 //   hakobu:D:new:NAME:NONCE    a named object NAME being built, before it is
-//                              published (a queue, store or sync object)
+//                              published (a queue, store, sync object or topic)
 //
 // Domain and object names cannot contain ':', so a name splits in one way only.
 // Nothing here opens a file: the names are all a listing goes by.
@@ -39,16 +40,17 @@ enum class FileKind : std::uint8_t {
   Other,     ///< a name of the domain this version does not know (a newer version's, or a stray file)
   Store,     ///< hakobu:D:st:NAME
   Sync,      ///< hakobu:D:s:NAME, a lock, an event or another sync object
+  Topic,     ///< hakobu:D:t:NAME
 };
 
-/// "registry", "heap", "huge_heap", "queue", "new_queue", "other", "store" or "sync".
+/// "registry", "heap", "huge_heap", "queue", "new_queue", "other", "store", "sync" or "topic".
 [[nodiscard]] std::string_view to_string(FileKind kind) noexcept;
 
 /// A file name taken apart.
 struct FileName {
   std::string domain;
   FileKind kind = FileKind::Other;
-  /// The object's name for Queue, Store, Sync and NewQueue; what follows the domain for Other; else empty.
+  /// The object's name for Queue, Store, Sync, Topic and NewQueue; what follows the domain for Other; else empty.
   std::string name;
 };
 
@@ -57,7 +59,7 @@ struct FileName {
 /// name parses as Heap; only its directory tells the huge-page segment apart.
 [[nodiscard]] std::optional<FileName> parse_file_name(std::string_view file_name);
 
-/// The name of the file of `kind` of `domain` (for Queue, Store and Sync: of object `name`).
+/// The name of the file of `kind` of `domain` (for Queue, Store, Sync and Topic: of object `name`).
 /// NewQueue and Other have no single name and give an empty string, as does
 /// an invalid domain or queue name.
 [[nodiscard]] std::string file_name(std::string_view domain, FileKind kind, std::string_view name = {});
@@ -71,10 +73,9 @@ struct DomainFile {
 
 /// Every file of `domain` in /dev/shm and on every hugetlbfs mount, in the
 /// order a removal of the whole domain takes them: named objects (queues,
-/// stores, sync objects, by path), objects being built and unknown files, then the huge-page heap, the heap, and the
-/// registry last (while it exists, a process attaching finds the domain
-/// rather than creating a new one among leftovers). Empty for an invalid name;
-/// directories that cannot be read hold nothing of ours.
+/// stores, sync objects, topics, by path), objects being built and unknown files, then the huge-page heap, the heap,
+/// and the registry last (while it exists, a process attaching finds the domain rather than creating a new one among
+/// leftovers). Empty for an invalid name; directories that cannot be read hold nothing of ours.
 [[nodiscard]] std::vector<DomainFile> list_domain_files(std::string_view domain);
 
 /// The names of the domains that have at least one file, sorted.

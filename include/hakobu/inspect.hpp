@@ -1,14 +1,16 @@
 // hakobu — what administration tools (`hakobu info`) show of a domain's named
-// stores and sync objects, read from their files without using them.
+// stores, sync objects and topics, read from their files without using them.
 //
 //   auto lock = hakobu::inspect_sync("db").value();   // any kind: lock, event...
 //   auto store = hakobu::inspect_store("features").value();
+//   auto topic = hakobu::inspect_topic("camera").value();
 //
 // A summary is a snapshot of shared memory that any process of the user may
 // write: every field is bounds-checked and may be stale the moment it is read.
 // Inspecting takes no lock, no reference and no slot of the object (the
 // domain is attached, like any tool that reports on it, without reclaiming
-// dead processes). Layouts: src/store/store_file.hpp, src/sync/sync_layout.hpp.
+// dead processes). Layouts: src/store/store_file.hpp, src/sync/sync_layout.hpp,
+// src/channel/topic_file.hpp.
 #pragma once
 
 #include <cstdint>
@@ -97,5 +99,39 @@ struct StoreSummary {
 
 /// Reads store `name` of `domain` (empty: the default), as inspect_sync.
 Result<StoreSummary, OpenError> inspect_store(std::string_view name, std::string_view domain = {});
+
+/// One subscription of a topic, as its entry in the topic's file says.
+struct TopicSubscriberSummary {
+  std::uint32_t entry = 0;     ///< its index in the topic's subscriber table
+  std::int32_t pid = 0;        ///< as the subscriber wrote it (0: unknown)
+  bool alive = false;          ///< the process that holds the entry still lives (else publishers free it)
+  std::string on_full;         ///< "drop_oldest", "block", or "on_full N" for a value this version does not know
+  std::string state;           ///< "joining", "active" or "reading" (taking a message now)
+  std::uint64_t lag = 0;       ///< messages published that it has not received (at most the capacity)
+  std::uint64_t dropped = 0;   ///< messages publishers skipped it past (drop_oldest)
+  std::uint64_t received = 0;  ///< messages it took
+};
+
+/// A topic as its file says now.
+struct TopicSummary {
+  std::string name;
+  std::string domain;
+  std::uint64_t capacity = 0;  ///< ring slots: how far a subscriber may fall behind
+  std::uint64_t history = 0;   ///< messages kept for subscribers that join later
+  std::uint64_t max_subscribers = 0;
+  std::uint64_t inline_capacity = 0;  ///< largest message carried in a ring slot
+  std::uint64_t published = 0;        ///< messages published over the topic's life
+  std::int32_t creator_pid = 0;
+  bool unlinked = false;             ///< removed while handles are open
+  std::uint64_t file_bytes = 0;      ///< the topic file's size, as its header says
+  std::uint64_t retained = 0;        ///< messages the ring holds now (published, not yet given back)
+  std::uint64_t retained_bytes = 0;  ///< their bytes (inline or in heap blocks)
+  std::uint64_t tombstones = 0;      ///< slots left by publishers that died mid-publish, not yet given back
+  std::uint64_t damaged_slots = 0;   ///< slots whose message fails the checks (not counted above)
+  std::vector<TopicSubscriberSummary> subscribers;  ///< by entry
+};
+
+/// Reads topic `name` of `domain` (empty: the default), as inspect_sync.
+Result<TopicSummary, OpenError> inspect_topic(std::string_view name, std::string_view domain = {});
 
 }  // namespace hakobu

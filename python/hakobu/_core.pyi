@@ -251,6 +251,11 @@ def remove_store(name: str, domain: str = '') -> None:
     Removes a store whoever created it (its values go back to the heap when their last reader lets go)
     """
 
+def topic_info(name: str, domain: str = '') -> dict[str, Any]:
+    """
+    capacity, history, counts, retained messages and subscribers (pid, alive, on_full, state, lag, dropped, received) of a topic, read from its file without taking anything; NotFound if missing, Corrupt if damaged
+    """
+
 def validate_name(name: str) -> str:
     """
     Why a queue or domain name is invalid, or an empty string if it is valid
@@ -260,12 +265,12 @@ FILE_NAME_PREFIX: str = 'hakobu:'
 
 def parse_file_name(file_name: str) -> tuple[str, str, str] | None:
     """
-    (domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', 'store', 'sync', 'other'; None if it is no file of a domain
+    (domain, kind, name) of a file name (not a path), kind one of 'registry', 'heap', 'queue', 'new_queue', 'store', 'sync', 'topic', 'other'; None if it is no file of a domain
     """
 
 def domain_files(domain: str) -> list[tuple[str, str, str]]:
     """
-    (path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'other'; named objects first, the registry last
+    (path, kind, name) of every file of a domain in /dev/shm and on hugetlbfs mounts, found by name; kind one of 'registry', 'heap', 'huge_heap', 'queue', 'new_queue', 'store', 'sync', 'topic', 'other'; named objects first, the registry last
     """
 
 def domain_names() -> list[str]:

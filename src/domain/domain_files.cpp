@@ -17,6 +17,7 @@ constexpr std::string_view kHeapWord = "heap";
 constexpr std::string_view kQueueWord = "q";
 constexpr std::string_view kStoreWord = "st";
 constexpr std::string_view kSyncWord = "s";
+constexpr std::string_view kTopicWord = "t";
 constexpr std::string_view kNewQueueWord = "new";
 
 bool valid(std::string_view name) {
@@ -28,7 +29,8 @@ int removal_rank(FileKind kind) {
   switch (kind) {
     case FileKind::Queue:
     case FileKind::Store:
-    case FileKind::Sync: return 0;
+    case FileKind::Sync:
+    case FileKind::Topic: return 0;
     case FileKind::NewQueue:
     case FileKind::Other: return 1;
     case FileKind::HugeHeap: return 2;
@@ -50,6 +52,7 @@ std::string_view to_string(FileKind kind) noexcept {
     case FileKind::Other: return "other";
     case FileKind::Store: return "store";
     case FileKind::Sync: return "sync";
+    case FileKind::Topic: return "topic";
   }
   return "other";
 }
@@ -78,6 +81,9 @@ std::optional<FileName> parse_file_name(std::string_view file_name) {
   } else if (word == kSyncWord && word_end != std::string_view::npos && valid(after)) {
     out.kind = FileKind::Sync;
     out.name = std::string(after);
+  } else if (word == kTopicWord && word_end != std::string_view::npos && valid(after)) {
+    out.kind = FileKind::Topic;
+    out.name = std::string(after);
   } else if (word == kNewQueueWord && after.find(':') != std::string_view::npos &&
              valid(after.substr(0, after.find(':')))) {
     out.kind = FileKind::NewQueue;
@@ -101,6 +107,8 @@ std::string file_name(std::string_view domain, FileKind kind, std::string_view n
     case FileKind::Store:
       return valid(name) ? prefix + std::string(kStoreWord) + ":" + std::string(name) : std::string();
     case FileKind::Sync: return valid(name) ? prefix + std::string(kSyncWord) + ":" + std::string(name) : std::string();
+    case FileKind::Topic:
+      return valid(name) ? prefix + std::string(kTopicWord) + ":" + std::string(name) : std::string();
     case FileKind::NewQueue:
     case FileKind::Other: return {};
   }

@@ -6,16 +6,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "channel/ring.hpp"
+#include "channel/topic_file.hpp"
 #include "hakobu/domain.hpp"
 #include "hakobu/domain_files.hpp"
 #include "hakobu/inspect.hpp"
 #include "hakobu/queue.hpp"
 #include "hakobu/store.hpp"
 #include "hakobu/sync.hpp"
+#include "hakobu/topic.hpp"
 #include "platform/os.hpp"
 #include "test_support.hpp"
 
@@ -74,15 +80,20 @@ TEST(DomainFiles, ParsesEveryKindOfName) {
   EXPECT_EQ(sync->kind, FileKind::Sync);
   EXPECT_EQ(sync->name, "db.lock");
 
+  auto topic = hakobu::parse_file_name("hakobu:d1:t:camera.0");
+  ASSERT_TRUE(topic);
+  EXPECT_EQ(topic->kind, FileKind::Topic);
+  EXPECT_EQ(topic->name, "camera.0");
+
   auto building = hakobu::parse_file_name("hakobu:d1:new:frames:0123abcd");
   ASSERT_TRUE(building);
   EXPECT_EQ(building->kind, FileKind::NewQueue);
   EXPECT_EQ(building->name, "frames");
 
-  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra",
-                              "hakobu:d1:registry:", "hakobu:d1:", "hakobu:d1:q:", "hakobu:d1:q:a:b",
-                              "hakobu:d1:q:-bad", "hakobu:d1:new:frames", "hakobu:d1:st:", "hakobu:d1:st:a:b",
-                              "hakobu:d1:s:", "hakobu:d1:s:-x", "hakobu:d1:sync:x"}) {
+  for (const char* unknown : {"hakobu:d1:topic:x", "hakobu:d1:heap:extra", "hakobu:d1:registry:", "hakobu:d1:",
+                              "hakobu:d1:q:", "hakobu:d1:q:a:b", "hakobu:d1:q:-bad", "hakobu:d1:new:frames",
+                              "hakobu:d1:st:", "hakobu:d1:st:a:b", "hakobu:d1:s:", "hakobu:d1:s:-x", "hakobu:d1:sync:x",
+                              "hakobu:d1:t:", "hakobu:d1:t:a:b", "hakobu:d1:t:-x", "hakobu:d1:t"}) {
     auto parsed = hakobu::parse_file_name(unknown);
     ASSERT_TRUE(parsed) << unknown;
     EXPECT_EQ(parsed->domain, "d1") << unknown;
@@ -109,9 +120,12 @@ TEST(DomainFiles, FormedNamesParseBack) {
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Store, "features"), "hakobu:d1:st:features");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "db"), "hakobu:d1:s:db");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Sync, "a:b"), "") << "not an object name";
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Topic, "camera"), "hakobu:d1:t:camera");
+  EXPECT_EQ(hakobu::file_name("d1", FileKind::Topic, "a:b"), "") << "not an object name";
   EXPECT_EQ(hakobu::file_name("d1", FileKind::NewQueue, "frames"), "");
   EXPECT_EQ(hakobu::file_name("d1", FileKind::Registry), hakobu::Domain::file_prefix("d1") + "registry");
-  for (auto kind : {FileKind::Registry, FileKind::Heap, FileKind::Queue, FileKind::Store, FileKind::Sync}) {
+  for (auto kind :
+       {FileKind::Registry, FileKind::Heap, FileKind::Queue, FileKind::Store, FileKind::Sync, FileKind::Topic}) {
     auto parsed = hakobu::parse_file_name(hakobu::file_name("d1", kind, "frames"));
     ASSERT_TRUE(parsed) << hakobu::to_string(kind);
     EXPECT_EQ(parsed->kind, kind);
@@ -128,6 +142,7 @@ TEST(DomainFiles, KindsHaveStableWords) {
   EXPECT_EQ(hakobu::to_string(FileKind::Other), "other");
   EXPECT_EQ(hakobu::to_string(FileKind::Store), "store");
   EXPECT_EQ(hakobu::to_string(FileKind::Sync), "sync");
+  EXPECT_EQ(hakobu::to_string(FileKind::Topic), "topic");
 }
 
 // The files the library creates are found under the kinds the parser gives
@@ -177,18 +192,21 @@ TEST(DomainFiles, ListsLeftoversInRemovalOrder) {
   StrayFile queue_a(prefix + "q:a");
   StrayFile building(prefix + "new:c:0123");
   StrayFile unknown(prefix + "topic:d");
+  StrayFile topic(prefix + "t:e");
   StrayFile another_domain("hakobu:" + name + "x:q:a");
   ASSERT_TRUE(registry.made() && heap.made() && queue_a.made() && queue_b.made() && building.made() && unknown.made() &&
-              another_domain.made());
+              topic.made() && another_domain.made());
   const auto files = hakobu::list_domain_files(name);
-  ASSERT_EQ(files.size(), 6U);
-  EXPECT_EQ(kinds(files), (std::vector<FileKind>{FileKind::Queue, FileKind::Queue, FileKind::NewQueue, FileKind::Other,
-                                                 FileKind::Heap, FileKind::Registry}));
+  ASSERT_EQ(files.size(), 7U);
+  // Named objects of every kind come first, sorted by path ("q:" before "t:").
+  EXPECT_EQ(kinds(files), (std::vector<FileKind>{FileKind::Queue, FileKind::Queue, FileKind::Topic, FileKind::NewQueue,
+                                                 FileKind::Other, FileKind::Heap, FileKind::Registry}));
   EXPECT_EQ(files[0].name, "a");
   EXPECT_EQ(files[1].name, "b");
-  EXPECT_EQ(files[2].name, "c");
-  EXPECT_EQ(files[3].name, "topic:d");
-  EXPECT_EQ(files[5].path, "/dev/shm/" + prefix + "registry");
+  EXPECT_EQ(files[2].name, "e");
+  EXPECT_EQ(files[3].name, "c");
+  EXPECT_EQ(files[4].name, "topic:d");
+  EXPECT_EQ(files[6].path, "/dev/shm/" + prefix + "registry");
   const auto domains = hakobu::list_domains();
   EXPECT_NE(std::find(domains.begin(), domains.end(), name), domains.end());
   EXPECT_NE(std::find(domains.begin(), domains.end(), name + "x"), domains.end());
@@ -206,7 +224,8 @@ TEST(DomainFiles, HugetlbfsMountsIncludeThoseTheLibraryUses) {
     EXPECT_EQ(mount.path.front(), '/') << mount.path;
     EXPECT_EQ(mount.page_size & (mount.page_size - 1), 0U) << "a power of two: " << mount.page_size;
   }
-  // The library's own choice (the default page size) is a subset of every mount.
+  // The library's own choice (the default page size) is a subset of every
+  // mount.
   for (const auto& path : hakobu::platform::hugetlbfs_mounts()) {
     EXPECT_TRUE(std::any_of(mounts.begin(), mounts.end(), [&](const auto& m) { return m.path == path; })) << path;
   }
@@ -341,7 +360,8 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
   const std::string name = hakobu::test::domain() + "-damaged";
   hakobu::SyncOptions options;
   options.domain.name = name;
-  auto keep = hakobu::Lock::open("keep", hakobu::OpenMode::CreateExclusive, options);  // keeps the domain
+  auto keep = hakobu::Lock::open("keep", hakobu::OpenMode::CreateExclusive,
+                                 options);  // keeps the domain
   ASSERT_TRUE(keep) << keep.error().message;
   const std::string prefix = "hakobu:" + name + ":";
   {
@@ -349,7 +369,10 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
     ZeroFile zero_sync(prefix + "s:zero", 4096);
     ZeroFile short_store(prefix + "st:short", 16);
     ZeroFile zero_store(prefix + "st:zero", 1 << 16);
-    ASSERT_TRUE(short_sync.made() && zero_sync.made() && short_store.made() && zero_store.made());
+    ZeroFile short_topic(prefix + "t:short", 16);
+    ZeroFile zero_topic(prefix + "t:zero", 1 << 16);
+    ASSERT_TRUE(short_sync.made() && zero_sync.made() && short_store.made() && zero_store.made() &&
+                short_topic.made() && zero_topic.made());
     for (const char* object : {"short", "zero"}) {
       auto sync = hakobu::inspect_sync(object, name);
       ASSERT_FALSE(sync) << object;
@@ -357,6 +380,9 @@ TEST(DomainFiles, InspectingDamagedObjectsReportsCorrupt) {
       auto store = hakobu::inspect_store(object, name);
       ASSERT_FALSE(store) << object;
       EXPECT_EQ(store.error().code, hakobu::OpenError::Corrupt) << object << ": " << store.error().message;
+      auto topic = hakobu::inspect_topic(object, name);
+      ASSERT_FALSE(topic) << object;
+      EXPECT_EQ(topic.error().code, hakobu::OpenError::Corrupt) << object << ": " << topic.error().message;
     }
   }
   ASSERT_TRUE(hakobu::Lock::remove("keep", name));
@@ -443,6 +469,228 @@ TEST(DomainFiles, InspectingEveryKindOfSyncObject) {
   }
   for (const char* object : {"sem", "bar", "rl", "cl", "cond", "arr", "val"}) {
     EXPECT_TRUE(hakobu::Lock::remove(object, name)) << object;
+  }
+  EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";
+}
+
+// A topic is listed as such, and its summary shows its settings, what its ring
+// holds, and each subscription's policy, lag, drops and receipts.
+TEST(DomainFiles, ListsAndInspectsTopics) {
+  const std::string name = hakobu::test::domain() + "-topics";
+  hakobu::TopicOptions options;
+  options.domain.name = name;
+  options.capacity = 8;
+  options.history = 2;
+  options.max_subscribers = 4;
+  {
+    auto topic = hakobu::Topic::create("camera", options);
+    ASSERT_TRUE(topic) << topic.error().message;
+    const auto files = hakobu::list_domain_files(name);
+    ASSERT_FALSE(files.empty());
+    EXPECT_EQ(files.front().kind, FileKind::Topic);
+    EXPECT_EQ(files.front().name, "camera");
+    EXPECT_EQ(files.front().path, "/dev/shm/" + hakobu::file_name(name, FileKind::Topic, "camera"));
+
+    auto fresh = hakobu::inspect_topic("camera", name);
+    ASSERT_TRUE(fresh) << fresh.error().message;
+    EXPECT_EQ(fresh->name, "camera");
+    EXPECT_EQ(fresh->domain, name);
+    EXPECT_EQ(fresh->capacity, 8U);
+    EXPECT_EQ(fresh->history, 2U);
+    EXPECT_EQ(fresh->max_subscribers, 4U);
+    EXPECT_EQ(fresh->inline_capacity, topic->stats().inline_capacity);
+    EXPECT_EQ(fresh->published, 0U);
+    EXPECT_EQ(fresh->creator_pid, static_cast<std::int32_t>(::getpid()));
+    EXPECT_FALSE(fresh->unlinked);
+    EXPECT_EQ(fresh->retained, 0U);
+    EXPECT_TRUE(fresh->subscribers.empty());
+
+    auto keeping = topic->subscribe({.on_full = hakobu::OnFull::Block});
+    ASSERT_TRUE(keeping) << keeping.error().message;
+    auto lagging = topic->subscribe({.on_full = hakobu::OnFull::DropOldest});
+    ASSERT_TRUE(lagging) << lagging.error().message;
+    const std::vector<std::byte> small(100, std::byte{1});
+    const std::vector<std::byte> large(4096, std::byte{2});  // past the inline capacity: a heap block
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(topic->publish(small));
+    ASSERT_TRUE(topic->publish(large));
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(keeping->try_get());
+
+    auto held = hakobu::inspect_topic("camera", name);
+    ASSERT_TRUE(held) << held.error().message;
+    EXPECT_EQ(held->published, 4U);
+    EXPECT_EQ(held->retained, 4U) << "the lagging subscriber's cursor holds every message";
+    EXPECT_EQ(held->retained_bytes, 3 * small.size() + large.size());
+    EXPECT_EQ(held->tombstones, 0U);
+    EXPECT_EQ(held->damaged_slots, 0U);
+    ASSERT_EQ(held->subscribers.size(), 2U);
+    const auto& keeper = held->subscribers[0];
+    const auto& laggard = held->subscribers[1];
+    EXPECT_LT(keeper.entry, laggard.entry) << "listed by entry";
+    EXPECT_EQ(keeper.pid, static_cast<std::int32_t>(::getpid()));
+    EXPECT_TRUE(keeper.alive);
+    EXPECT_EQ(keeper.on_full, "block");
+    EXPECT_EQ(keeper.state, "active");
+    EXPECT_EQ(keeper.lag, 0U);
+    EXPECT_EQ(keeper.received, 4U);
+    EXPECT_EQ(keeper.dropped, 0U);
+    EXPECT_EQ(laggard.on_full, "drop_oldest");
+    EXPECT_TRUE(laggard.alive);
+    EXPECT_EQ(laggard.lag, 4U);
+    EXPECT_EQ(laggard.lag, lagging->lag());
+    EXPECT_EQ(laggard.received, 0U);
+
+    ASSERT_TRUE(lagging->try_get());  // message 0: from here it has started
+    // Eight more: the ring of 8 wraps, so publishers skip the lagging
+    // subscriber past what they reuse (messages 1..3); the blocking one keeps up.
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_TRUE(topic->publish(small, std::chrono::nanoseconds(0)));
+      ASSERT_TRUE(keeping->try_get());
+    }
+    auto wrapped = hakobu::inspect_topic("camera", name);
+    ASSERT_TRUE(wrapped) << wrapped.error().message;
+    EXPECT_EQ(wrapped->published, 12U);
+    ASSERT_EQ(wrapped->subscribers.size(), 2U);
+    EXPECT_EQ(wrapped->subscribers[0].received, 12U);
+    EXPECT_EQ(wrapped->subscribers[1].dropped, 3U) << "publishers moved it past messages 1..3 to reuse their slots";
+    EXPECT_EQ(wrapped->subscribers[1].lag, 8U);
+    EXPECT_EQ(wrapped->subscribers[1].lag, lagging->lag());
+    EXPECT_EQ(wrapped->retained, 8U) << "a full ring: the lagging cursor holds it";
+    auto next = lagging->try_get();
+    ASSERT_TRUE(next) << next.error().message;
+    EXPECT_EQ(next->sequence(), 4U);
+    EXPECT_EQ(next->missed(), 3U);
+    EXPECT_EQ(lagging->dropped(), 3U) << "what the subscriber learns agrees with what the file said";
+    auto read = hakobu::inspect_topic("camera", name);
+    ASSERT_TRUE(read) << read.error().message;
+    ASSERT_EQ(read->subscribers.size(), 2U);
+    EXPECT_EQ(read->subscribers[1].received, 2U);
+    EXPECT_EQ(read->subscribers[1].dropped, 3U);
+    EXPECT_EQ(read->subscribers[1].lag, 7U);
+
+    lagging->close();
+    keeping->close();
+    auto alone = hakobu::inspect_topic("camera", name);
+    ASSERT_TRUE(alone) << alone.error().message;
+    EXPECT_TRUE(alone->subscribers.empty());
+    EXPECT_LE(alone->retained, 2U) << "without subscribers only the history is kept";
+
+    EXPECT_EQ(hakobu::inspect_topic("nothing", name).error().code, hakobu::OpenError::NotFound);
+    EXPECT_EQ(hakobu::inspect_topic("a:b", name).error().code, hakobu::OpenError::InvalidName);
+    EXPECT_EQ(hakobu::inspect_store("camera", name).error().code, hakobu::OpenError::NotFound);
+    ASSERT_TRUE(hakobu::Topic::remove("camera", name));
+    EXPECT_EQ(hakobu::inspect_topic("camera", name).error().code, hakobu::OpenError::NotFound);
+  }
+  EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";
+}
+
+namespace {
+
+/// Writes `value` at byte `offset` of the file at `path`.
+template <class T>
+bool poke(const std::string& path, std::size_t offset, T value) {
+  const int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0) return false;
+  const bool written = ::pwrite(fd, &value, sizeof value, static_cast<off_t>(offset)) == sizeof value;
+  ::close(fd);
+  return written;
+}
+
+// Raw copies of shared-memory records (their atomics cannot be copied).
+struct SubscriberEntryBytes {
+  std::byte bytes[sizeof(hakobu::detail::SubscriberEntry)];
+};
+struct SlotHeaderBytes {
+  std::byte bytes[sizeof(hakobu::detail::SlotHeader)];
+};
+struct TwoSlotHeaders {
+  SlotHeaderBytes first;
+  SlotHeaderBytes second;
+};
+
+/// The `T` at byte `offset` of the file at `path` (zero if it cannot be read).
+template <class T>
+T peek(const std::string& path, std::size_t offset) {
+  T value{};
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return value;
+  if (::pread(fd, &value, sizeof value, static_cast<off_t>(offset)) != sizeof value) value = T{};
+  ::close(fd);
+  return value;
+}
+
+}  // namespace
+
+// A topic file is read as hostile: sizes that disagree are Corrupt, never
+// followed; a subscriber entry or a slot with forged contents is shown as what
+// it claims, bounded (a lag never negative, a message that cannot fit its slot
+// counted as damaged, not as bytes).
+TEST(DomainFiles, InspectingAHostileTopicStaysInBounds) {
+  using hakobu::detail::SlotHeader;
+  using hakobu::detail::SubscriberEntry;
+  using hakobu::detail::TopicHeader;
+  const std::string name = hakobu::test::domain() + "-hostile-topic";
+  hakobu::TopicOptions options;
+  options.domain.name = name;
+  options.capacity = 4;
+  options.max_subscribers = 2;
+  {
+    auto topic = hakobu::Topic::create("bent", options);
+    ASSERT_TRUE(topic) << topic.error().message;
+    const std::string path = "/dev/shm/" + hakobu::file_name(name, FileKind::Topic, "bent");
+    const auto corrupt = [&](std::size_t offset, std::uint32_t value) {
+      const auto good = peek<std::uint32_t>(path, offset);
+      ASSERT_TRUE(poke(path, offset, value));
+      auto seen = hakobu::inspect_topic("bent", name);
+      ASSERT_FALSE(seen) << "field at " << offset << " = " << value;
+      EXPECT_EQ(seen.error().code, hakobu::OpenError::Corrupt) << seen.error().message;
+      ASSERT_TRUE(poke(path, offset, good));
+    };
+    corrupt(offsetof(TopicHeader, capacity), 1U << 30);
+    corrupt(offsetof(TopicHeader, capacity), 3);
+    corrupt(offsetof(TopicHeader, history), 4);
+    corrupt(offsetof(TopicHeader, max_subscribers), 0);
+    corrupt(offsetof(TopicHeader, max_subscribers), 3);
+    corrupt(offsetof(TopicHeader, slot_bytes), 8);
+    corrupt(offsetof(TopicHeader, inline_capacity), 1U << 20);
+    ASSERT_TRUE(hakobu::inspect_topic("bent", name)) << "every field put back";
+
+    // Forged below, put back after: entry 1 and the first two slots.
+    const std::size_t entry = sizeof(TopicHeader) + sizeof(SubscriberEntry);
+    const auto slot_bytes = peek<std::uint32_t>(path, offsetof(TopicHeader, slot_bytes));
+    const std::size_t slot = sizeof(TopicHeader) + 2 * sizeof(SubscriberEntry);
+    const auto saved_entry = peek<SubscriberEntryBytes>(path, entry);
+    const TwoSlotHeaders saved_slots{peek<SlotHeaderBytes>(path, slot), peek<SlotHeaderBytes>(path, slot + slot_bytes)};
+    // A forged subscriber in entry 1: a position ahead of every publish, a
+    // token of no living process, an unknown policy.
+    ASSERT_TRUE(poke(path, entry + offsetof(SubscriberEntry, cursor),
+                     hakobu::detail::make_cursor(12345, hakobu::detail::CursorState::Active, 77)));
+    ASSERT_TRUE(poke(path, entry + offsetof(SubscriberEntry, on_full), std::uint32_t{9}));
+    // A forged message in slot 0: too long for its slot, no block.
+    ASSERT_TRUE(poke(path, slot + offsetof(SlotHeader, kind), static_cast<std::uint8_t>(hakobu::MessageKind::Bytes)));
+    ASSERT_TRUE(poke(path, slot + offsetof(SlotHeader, length), std::uint64_t{1} << 40));
+    ASSERT_TRUE(poke(path, slot + offsetof(SlotHeader, control),
+                     hakobu::detail::make_control(0, hakobu::detail::SlotState::Full, 0)));
+    // And in slot 1: a block offset past the heap.
+    ASSERT_TRUE(poke(path, slot + slot_bytes + offsetof(SlotHeader, kind),
+                     static_cast<std::uint8_t>(hakobu::MessageKind::Bytes)));
+    ASSERT_TRUE(poke(path, slot + slot_bytes + offsetof(SlotHeader, length), std::uint64_t{16}));
+    ASSERT_TRUE(poke(path, slot + slot_bytes + offsetof(SlotHeader, block), std::uint64_t{1} << 60));
+    ASSERT_TRUE(poke(path, slot + slot_bytes + offsetof(SlotHeader, control),
+                     hakobu::detail::make_control(1, hakobu::detail::SlotState::Full, 0)));
+    auto forged = hakobu::inspect_topic("bent", name);
+    ASSERT_TRUE(forged) << forged.error().message;
+    ASSERT_EQ(forged->subscribers.size(), 1U);
+    EXPECT_EQ(forged->subscribers[0].entry, 1U);
+    EXPECT_FALSE(forged->subscribers[0].alive);
+    EXPECT_EQ(forged->subscribers[0].on_full, "on_full 9");
+    EXPECT_EQ(forged->subscribers[0].lag, 0U) << "a cursor ahead of the publishers lags by nothing";
+    EXPECT_EQ(forged->damaged_slots, 2U);
+    EXPECT_EQ(forged->retained, 0U);
+    EXPECT_EQ(forged->retained_bytes, 0U);
+    ASSERT_TRUE(poke(path, entry, saved_entry));
+    ASSERT_TRUE(poke(path, slot, saved_slots.first));
+    ASSERT_TRUE(poke(path, slot + slot_bytes, saved_slots.second));
+    ASSERT_TRUE(hakobu::Topic::remove("bent", name));
   }
   EXPECT_TRUE(hakobu::list_domain_files(name).empty()) << "the last process out removed the domain";
 }

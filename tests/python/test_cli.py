@@ -272,6 +272,18 @@ def test_doctor_flags_a_stale_domain(other_domain: str) -> None:
     assert collected["domain_removed"] and files_of_domain(other_domain) == []
 
 
+def test_doctor_calls_a_domain_kept_by_a_topic_idle_not_stale(other_domain: str) -> None:
+    # Named objects of any kind keep a domain (the last process out leaves it): nothing to gc.
+    fake(f"/dev/shm/hakobu:{other_domain}:registry", bytes(64))
+    fake(f"/dev/shm/hakobu:{other_domain}:heap", b"")
+    fake(f"/dev/shm/hakobu:{other_domain}:t:camera", b"")
+    done = run_cli("doctor", "--json")  # exits 1 if this machine has problems of its own
+    assert done.returncode in (0, 1), done.stderr
+    idle = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == f"domain {other_domain}")
+    assert idle["status"] == "note" and "1 named object(s)" in idle["summary"], idle
+    assert idle["data"]["topics"] == ["camera"] and idle["data"]["queues"] == []
+
+
 def test_version_help_and_options_before_the_subcommand() -> None:
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"hakobu {hakobu.__version__}"

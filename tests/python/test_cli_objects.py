@@ -1,4 +1,4 @@
-"""`hakobu ls` / `info` / `rm` of stores and sync objects (locks, events, semaphores, barriers...), run as a separate
+"""`hakobu ls` / `info` / `rm` of stores, sync objects (locks, events, semaphores, barriers...) and topics, run as a separate
 process next to separately started programs that hold them; assertions are on --json output
 and exit codes. Stores are made through `_core.store_put_bytes` (the Python Store class is
 not needed for that), and held by the C++ store peer where it is built."""
@@ -8,17 +8,21 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOMAIN, files_of_domain, finish, start
+from conftest import DOMAIN, PROGRAMS, files_of_domain, finish, start
 from test_cli import cli_json, run_cli
 
 import hakobu
 from hakobu import _core
+
+sys.path.insert(0, str(PROGRAMS))
+from topic_format import bytes_message  # the check format every topic test program shares
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -246,3 +250,106 @@ def test_bad_names_and_missing_objects(object_name: str) -> None:
     assert run_cli("rm", "a/b").returncode == 2
     assert run_cli("info", object_name, "--kind", "nonsense").returncode == 2
     assert files_of_domain()  # the lock keeps the domain until the fixture removes it
+
+
+# --- topics -------------------------------------------------------------------------------------
+
+
+class Subscriber:
+    """tests/python/programs/cli_topic_subscriber.py: a subscription in a program of its own."""
+
+    def __init__(self, topic: str, on_full: str) -> None:
+        self.process = start("cli_topic_subscriber", topic, on_full, stdin=subprocess.PIPE)
+        self.expect("subscribed")
+
+    def expect(self, start_of_line: str) -> str:
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith(start_of_line):
+            self.process.kill()
+            pytest.fail(f"expected {start_of_line!r}, got {line!r}: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        return line
+
+    def take(self, count: int) -> dict[str, int]:
+        """Receives `count` messages; its own counters after them (missed: before the first)."""
+        self.process.stdin.write(f"take {count}\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        words = self.expect(f"took {count} ").split()
+        return {words[k]: int(words[k + 1]) for k in range(2, len(words), 2)}
+
+
+def subscriber_of(report: dict[str, Any], pid: int) -> dict[str, Any]:
+    found = [s for s in report["subscribers"] if s["pid"] == pid]
+    assert len(found) == 1, report["subscribers"]
+    return found[0]
+
+
+def test_a_topic_shows_its_subscribers_their_lag_and_drops_then_is_removed(topic_name: str) -> None:
+    """Two subscribers in programs of their own, one keeping up (block), one lagging
+    (drop_oldest): ls and info show each one's lag, drops and receipts as the programs count them."""
+    topic = hakobu.Topic(topic_name, capacity=8, create=True)
+    keeper, laggard = Subscriber(topic_name, "block"), Subscriber(topic_name, "drop_oldest")
+    try:
+        for seq in range(5):
+            topic.publish(bytes_message(seq, 64), timeout=60)
+        assert keeper.take(5)["received"] == 5
+        listed = entry(cli_json("ls"), "topics", topic_name)
+        assert (listed["kind"], listed["error"], listed["published"]) == ("topic", None, 5)
+        assert {keeper.process.pid, laggard.process.pid} <= set(listed["pids"]), "both map the topic"
+        first = subscriber_of(listed, keeper.process.pid)
+        assert (first["on_full"], first["lag"], first["received"], first["dropped"]) == ("block", 0, 5, 0)
+        assert first["alive"] and first["state"] == "active"
+        behind = subscriber_of(listed, laggard.process.pid)
+        assert behind["on_full"] == "drop_oldest" and behind["alive"]
+        assert (behind["lag"], behind["received"], behind["dropped"]) == (5, 0, 0)
+        assert listed["retained"] == 5, "the lagging cursor holds every message"
+        assert laggard.take(1)["received"] == 1  # message 0: from here on it counts what it misses
+
+        # Ten more through a ring of 8: publishers skip the lagging subscriber past what they reuse.
+        for seq in range(5, 15):
+            topic.publish(bytes_message(seq, 64), timeout=60)
+            assert keeper.take(1)["received"] == seq + 1
+        info = cli_json("info", topic_name)
+        assert (info["kind"], info["capacity"], info["history"], info["published"]) == ("topic", 8, 0, 15)
+        behind = subscriber_of(info, laggard.process.pid)
+        # Publishing 9..14 reused the slots of 1..6, which it had not read: it was moved to 7.
+        assert (behind["received"], behind["dropped"], behind["lag"]) == (1, 6, 8)
+        assert behind["lag"] + behind["dropped"] + behind["received"] == 15, (
+            "each message waits, was taken or dropped"
+        )
+        assert subscriber_of(info, keeper.process.pid)["lag"] == 0
+
+        counts = laggard.take(3)  # the program's own view agrees with the report
+        assert counts["missed"] == behind["dropped"] and counts["dropped"] == behind["dropped"]
+        after = subscriber_of(cli_json("info", topic_name, "--kind", "topic"), laggard.process.pid)
+        assert after["received"] == 4 and after["dropped"] == behind["dropped"]
+        assert after["lag"] == behind["lag"] - 3
+        text = run_cli("info", topic_name)
+        assert (
+            text.returncode == 0 and "drop_oldest" in text.stdout and str(laggard.process.pid) in text.stdout
+        )
+        listed_text = run_cli("ls")
+        assert (
+            listed_text.returncode == 0 and topic_name in listed_text.stdout and "topic" in listed_text.stdout
+        )
+
+        laggard.process.send_signal(signal.SIGKILL)  # nobody publishes after: its entry stays, shown dead
+        finish(laggard.process)
+        dead = subscriber_of(cli_json("info", topic_name), laggard.process.pid)
+        assert not dead["alive"]
+        assert f"{laggard.process.pid} (dead)" in run_cli("info", topic_name).stdout
+        assert entry(cli_json("ls"), "topics", topic_name)["retained"] > 0
+
+        removed = cli_json("rm", topic_name, "--kind", "topic")
+        assert removed["removed"] == [topic_name] and removed["kinds"] == {topic_name: "topic"}
+        assert all(item["name"] != topic_name for item in cli_json("ls")["topics"])
+        assert run_cli("info", topic_name).returncode == 1
+        keeper.process.stdin.write("quit\n")  # type: ignore[union-attr]
+        keeper.process.stdin.flush()  # type: ignore[union-attr]
+        code, out, err = finish(keeper.process)
+        assert code == 0 and "done" in out, err
+    finally:
+        for program in (keeper, laggard):
+            if program.process.poll() is None:
+                program.process.kill()
+                finish(program.process)
+        topic.close()

@@ -1,8 +1,9 @@
 """The `hakobu` command: what shared memory hakobu uses, who holds it, and cleaning up.
 
-    hakobu ls [--all]              the queues of a domain: messages, memory, who has them open
-    hakobu info NAME               everything about one queue
-    hakobu rm NAME [NAME...]       remove queues, whoever created them
+    hakobu ls [--all]              the named objects of a domain (queues, stores, sync objects,
+                                   topics): their state, memory, who has them open
+    hakobu info NAME               everything about one of them (a topic: its subscribers' lag and drops)
+    hakobu rm NAME [NAME...]       remove them, whoever created them
     hakobu rm --everything         remove every file of a domain, also a damaged one
     hakobu gc                      reclaim what dead processes held
     hakobu doctor                  check the system settings that matter for shared memory

@@ -43,13 +43,13 @@ def _missing(name: str, domain: str, kind: str | None) -> str:
     """What says that no object `name` is there (a queue first: the name people mostly mean)."""
     if kind is not None and kind != "queue":
         return f"no {'sync object' if kind == 'sync' else kind} '{name}' in domain '{domain}'"
-    tail = "" if kind == "queue" else " (nor a store or sync object of that name)"
+    tail = "" if kind == "queue" else " (nor a store, sync object or topic of that name)"
     return f"no queue '{name}' in domain '{domain}'{tail}"
 
 
 def find_object(files: DomainFiles, name: str, kind: str | None) -> tuple[str, Path]:
     """The namespace and file of object `name`: the one of `kind` if given, else the only one
-    of that name (a queue, a store and a sync object may share a name: then --kind says which)."""
+    of that name (a queue, a store, a sync object and a topic may share a name: then --kind says which)."""
     found = objects_named(files, name)
     if kind is not None:
         found = {k: p for k, p in found.items() if k == kind}
@@ -132,7 +132,8 @@ def render_queue(out: Output, report: dict[str, Any]) -> None:
 
 
 def render_object(out: Output, report: dict[str, Any]) -> None:
-    """`hakobu info` of a store (with a table of its keys) or a sync object."""
+    """`hakobu info` of a store (with a table of its keys), a sync object, or a topic (with its settings
+    and a table of its subscribers)."""
     from rich import box
     from rich.table import Table
 
@@ -148,9 +149,13 @@ def render_object(out: Output, report: dict[str, Any]) -> None:
         ("file", report["path"]),
         ("file size", format_bytes(report["file_bytes"])),
         ("opened by (pids)", format_pids(report["pids"])),
+        *topic_settings(report),
     ):
         grid.add_row(label, escape(value))
     out.console.print(grid)
+    if report["kind"] == "topic":
+        render_subscribers(out, report["subscribers"])
+        return
     if report["kind"] != "store" or not report["keys"]:
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -167,6 +172,39 @@ def render_object(out: Output, report: dict[str, Any]) -> None:
             format_bytes(key["size"]),
             key["kind"],
             str(key["readers"]),
+        )
+    out.console.print(table)
+
+
+def topic_settings(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of `hakobu info` that only a topic has (none for other kinds)."""
+    if report["kind"] != "topic":
+        return []
+    return [
+        ("capacity / history", f"{report['capacity']} / {report['history']} messages"),
+        ("subscribers", f"{len(report['subscribers'])} of at most {report['max_subscribers']}"),
+        ("inline capacity", format_bytes(report["inline_capacity"])),
+    ]
+
+
+def render_subscribers(out: Output, subscribers: list[dict[str, Any]]) -> None:
+    """A topic's subscriptions, one row each."""
+    from rich import box
+    from rich.table import Table
+
+    if not subscribers:
+        out.line("  no subscribers", markup=False)
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("pid", justify="right")
+    for column in ("on_full", "state"):
+        table.add_column(column)
+    for column in ("lag", "dropped", "received"):
+        table.add_column(column, justify="right")
+    for sub in subscribers:
+        pid = str(sub["pid"] or "?") + ("" if sub["alive"] else " (dead)")
+        table.add_row(
+            pid, sub["on_full"], sub["state"], str(sub["lag"]), str(sub["dropped"]), str(sub["received"])
         )
     out.console.print(table)
 
@@ -237,6 +275,8 @@ def remove_object(kind: str, name: str, domain: str) -> None:
         _core.remove(name, domain)
     elif kind == "store":
         _core.remove_store(name, domain)
+    elif kind == "topic":
+        _core.remove_topic(name, domain)
     else:
         _core.remove_sync(name, domain)
 
@@ -285,7 +325,9 @@ def command_rm(args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.json(result)
     for name in [] if out.as_json else result["removed"]:
-        what = {"queue": "queue", "store": "store", "sync": "sync object"}[result["kinds"][name]]
+        what = {"queue": "queue", "store": "store", "sync": "sync object", "topic": "topic"}[
+            result["kinds"][name]
+        ]
         out.line(f"removed {what} '{name}' from domain '{args.domain}'", markup=False)
     for name in result["missing"]:
         print(

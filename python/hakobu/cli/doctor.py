@@ -243,7 +243,14 @@ def check_domains(scan: ProcessScan) -> list[Check]:
         if pids:
             continue
         memory = files.memory_bytes()
-        data = {"domain": name, "queues": sorted(files.queues), "memory_bytes": memory}
+        data = {
+            "domain": name,
+            "queues": sorted(files.queues),
+            "topics": sorted(files.topics),
+            "memory_bytes": memory,
+        }
+        # Named objects keep a domain (the last process out removes it only without them).
+        named = len(files.queues) + len(files.stores) + len(files.syncs) + len(files.topics)
         where = f"domain '{name}' ({format_bytes(memory)} in /dev/shm)"
         if files.damaged:
             checks.append(
@@ -255,12 +262,12 @@ def check_domains(scan: ProcessScan) -> list[Check]:
                     data,
                 )
             )
-        elif not files.queues:
+        elif not named:
             checks.append(
                 Check(
                     f"domain {name}",
                     "problem",
-                    f"{where} is stale: no queue and no live process",
+                    f"{where} is stale: no named object and no live process",
                     f"`hakobu gc --domain {name}` (reclaims what its dead processes held and removes it)",
                     data,
                 )
@@ -270,7 +277,8 @@ def check_domains(scan: ProcessScan) -> list[Check]:
                 Check(
                     f"domain {name}",
                     "note",
-                    f"{where} is idle: {len(files.queues)} queue(s), no live process has it open",
+                    f"{where} is idle: {named} named object(s) (queues, stores, sync objects, topics), "
+                    "no live process has it open",
                     f"fine if a program will read them later; else `hakobu rm --domain {name} "
                     f"--everything`; `hakobu gc --domain {name}` reclaims what crashed processes held",
                     data,

@@ -32,6 +32,7 @@ class DomainFiles:
     queues: dict[str, Path] = field(default_factory=dict)
     stores: dict[str, Path] = field(default_factory=dict)
     syncs: dict[str, Path] = field(default_factory=dict)  # locks, events...: the file's header says which
+    topics: dict[str, Path] = field(default_factory=dict)
     others: list[Path] = field(default_factory=list)  # objects being built, kinds this version does not know
 
     @property
@@ -49,6 +50,7 @@ class DomainFiles:
             *self.queues.values(),
             *self.stores.values(),
             *self.syncs.values(),
+            *self.topics.values(),
             *self.others,
             *self.huge_heaps,
         ]
@@ -95,13 +97,15 @@ def domain_files(domain: str) -> DomainFiles:
             files.stores[name] = path
         elif kind == "sync":
             files.syncs[name] = path
+        elif kind == "topic":
+            files.topics[name] = path
         else:  # objects being built, kinds this version does not know
             files.others.append(path)
     return files
 
 
-# The namespaces of a domain's named objects: a queue, a store and a sync object may share a name.
-OBJECT_KINDS = ("queue", "store", "sync")
+# The namespaces of a domain's named objects: a queue, a store, a sync object and a topic may share a name.
+OBJECT_KINDS = ("queue", "store", "sync", "topic")
 # The kinds of sync object, as `hakobu info` names them (src/sync/sync_info.cpp); each means "sync" for --kind.
 SYNC_KINDS = (
     "lock",
@@ -117,6 +121,11 @@ SYNC_KINDS = (
 
 
 def objects_named(files: DomainFiles, name: str) -> dict[str, Path]:
-    """The files of the named objects called `name`, by namespace ("queue", "store", "sync")."""
-    found = {"queue": files.queues.get(name), "store": files.stores.get(name), "sync": files.syncs.get(name)}
+    """The files of the named objects called `name`, by namespace ("queue", "store", "sync", "topic")."""
+    found = {
+        "queue": files.queues.get(name),
+        "store": files.stores.get(name),
+        "sync": files.syncs.get(name),
+        "topic": files.topics.get(name),
+    }
     return {kind: path for kind, path in found.items() if path is not None}

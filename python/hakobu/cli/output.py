@@ -69,7 +69,7 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         f"  processes attached: {summary['processes_alive']} alive, {summary['processes_dead']} dead; "
         f"huge pages: {'yes' if summary['huge_pages'] else 'no'}"
     )
-    objects = [*report.get("stores", []), *report.get("sync_objects", [])]
+    objects = [*report.get("stores", []), *report.get("sync_objects", []), *report.get("topics", [])]
     if not report["queues"]:
         out.line("  no queues")
         if objects:
@@ -101,9 +101,35 @@ def render_domain(out: Output, report: dict[str, Any]) -> None:
         render_objects(out, objects)
 
 
+def topic_state(report: dict[str, Any]) -> str:
+    """One line on a topic, for people: its subscribers (how far the furthest behind lags, how many
+    messages publishers skipped them past, how many died), and what its ring holds. `hakobu info`
+    has a row per subscriber."""
+    subscribers = report["subscribers"]
+    text = f"{len(subscribers)} subscriber(s)"
+    if subscribers:
+        details = [
+            f"lag up to {max(s['lag'] for s in subscribers)}",
+            f"{sum(s['dropped'] for s in subscribers)} dropped",
+        ]
+        dead = sum(1 for s in subscribers if not s["alive"])
+        if dead:
+            details.append(f"{dead} dead")
+        text += f" ({', '.join(details)})"
+    text += f"; {report['published']} published, {report['retained']} held"
+    text += f" ({format_bytes(report['retained_bytes'])})"
+    if report["tombstones"]:
+        text += f", {report['tombstones']} left by dead publishers"
+    if report["damaged_slots"]:
+        text += f", {report['damaged_slots']} damaged"
+    return text + (" (removed, still open)" if report["unlinked"] else "")
+
+
 def object_state(report: dict[str, Any]) -> str:
-    """One line on the state of a store or sync object, for people."""
+    """One line on the state of a store, sync object or topic, for people."""
     kind = report["kind"]
+    if kind == "topic":
+        return topic_state(report)
     if kind == "store":
         keys = report["keys"]
         readers = sum(key["readers"] or 0 for key in keys)
@@ -148,7 +174,7 @@ def lock_state(report: dict[str, Any]) -> str:
 
 
 def render_objects(out: Output, objects: list[dict[str, Any]]) -> None:
-    """The stores and sync objects of a domain, one row each."""
+    """The stores, sync objects and topics of a domain, one row each."""
     from rich import box
     from rich.table import Table
 

@@ -114,27 +114,32 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     ls = subcommand(
         "ls",
         command_ls,
-        "list the queues, stores and sync objects (locks, events, semaphores, barriers, conditions, values and "
-        "arrays) of a domain, their state and who has them open",
+        "list the queues, stores, sync objects (locks, events, semaphores, barriers, conditions, values and "
+        "arrays) and topics (their subscribers, lag and drops) of a domain, their state and who has them open",
     )
     ls.add_argument("--all", "-a", action="store_true", help="every domain found in /dev/shm")
-    kinds = ("queue", "store", "sync", *SYNC_KINDS)
+    kinds = ("queue", "store", "sync", "topic", *SYNC_KINDS)
     kind_help = (
-        "which object of that name (a queue, a store and a sync object may share one); "
+        "which object of that name (a queue, a store, a sync object and a topic may share one); "
         "lock, event, semaphore... mean sync"
     )
     info = subcommand(
         "info",
         command_info,
-        "show everything about one queue, store (its keys, sizes, versions, readers) or sync object (a lock's "
-        "holder, a semaphore's counts per process, a barrier's parties, an array's dtype and shape...)",
+        "show everything about one queue, store (its keys, sizes, versions, readers), sync object (a lock's "
+        "holder, a semaphore's counts per process, a barrier's parties, an array's dtype and shape...) or topic "
+        "(its subscribers with their lag, drops and receipts, the messages it holds)",
     )
-    info.add_argument("name", help="the queue, store, lock or event")
+    info.add_argument("name", help="the queue, store, lock, event or topic")
     info.add_argument("--kind", choices=kinds, help=kind_help)
     rm = subcommand(
-        "rm", command_rm, "remove queues, stores and sync objects whoever created them, or a whole domain"
+        "rm",
+        command_rm,
+        "remove queues, stores, sync objects and topics whoever created them, or a whole domain",
     )
-    rm.add_argument("names", nargs="*", metavar="NAME", help="queues, stores, locks or events to remove")
+    rm.add_argument(
+        "names", nargs="*", metavar="NAME", help="queues, stores, locks, events or topics to remove"
+    )
     rm.add_argument("--kind", choices=kinds, help=kind_help)
     rm.add_argument(
         "--everything",

@@ -1,4 +1,4 @@
-"""What the command reports of domains, queues, stores and sync objects, as data (rendered by `output`, or printed as JSON)."""
+"""What the command reports of domains, queues, stores, sync objects and topics, as data (rendered by `output`, or printed as JSON)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[
 
 
 def _object_files_report(name: str, domain: str, kind: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
-    """What is known of a store or sync object without reading it: its file and who maps it."""
+    """What is known of a store, sync object or topic without reading it: its file and who maps it."""
     report: dict[str, Any] = {
         "name": name,
         "domain": domain,
@@ -117,12 +117,51 @@ def sync_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[s
     return report
 
 
+# What a topic report holds besides its file's (None while unknown).
+_TOPIC_FIELDS = (
+    "capacity",
+    "history",
+    "max_subscribers",
+    "inline_capacity",
+    "published",
+    "unlinked",
+    "retained",
+    "retained_bytes",
+    "tombstones",
+    "damaged_slots",
+)
+
+
+def topic_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
+    """Everything about one topic: its settings and counts, the messages its ring holds, and per
+    subscription its pid, whether that process lives, its on_full policy, state, lag (messages
+    published it has not received), drops and receipts; `error` says why they are missing."""
+    report = _object_files_report(name, domain, "topic", path, scan)
+    report.update(dict.fromkeys(_TOPIC_FIELDS), subscribers=[])
+    if report["error"]:
+        return report
+    try:
+        info = _core.topic_info(name, domain)
+    except NotFound:
+        report["error"] = f"topic '{name}' was removed meanwhile"
+        return report
+    except HakobuError as error:  # damaged, incompatible, another user's...
+        report["error"] = str(error)
+        return report
+    for key in (*_TOPIC_FIELDS, "creator_pid", "subscribers"):
+        report[key] = info[key]
+    report["creator_alive"] = process_exists(info["creator_pid"])
+    return report
+
+
 def object_report(kind: str, name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
-    """The report of the named object `name` in namespace `kind` ("queue", "store" or "sync")."""
+    """The report of the named object `name` in namespace `kind` ("queue", "store", "sync" or "topic")."""
     if kind == "queue":
         return {"kind": "queue", **queue_report(name, domain, path, scan)}
     if kind == "store":
         return store_report(name, domain, path, scan)
+    if kind == "topic":
+        return topic_report(name, domain, path, scan)
     return sync_report(name, domain, path, scan)
 
 
@@ -161,6 +200,7 @@ def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
         "queues": [],
         "stores": [],
         "sync_objects": [],
+        "topics": [],
         "error": None,
     }
     if not files.exists:
@@ -183,6 +223,10 @@ def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
             {**_object_files_report(name, domain, "sync", path, scan), "error": "the domain is damaged"}
             for name, path in sorted(files.syncs.items())
         ]
+        report["topics"] = [
+            {**_object_files_report(name, domain, "topic", path, scan), "error": "the domain is damaged"}
+            for name, path in sorted(files.topics.items())
+        ]
         return report
     try:
         with _core.DomainAttachment(domain):
@@ -190,6 +234,7 @@ def domain_report(domain: str, scan: ProcessScan) -> dict[str, Any]:
             report["queues"] = [queue_report(n, domain, p, scan) for n, p in sorted(files.queues.items())]
             report["stores"] = [store_report(n, domain, p, scan) for n, p in sorted(files.stores.items())]
             report["sync_objects"] = [sync_report(n, domain, p, scan) for n, p in sorted(files.syncs.items())]
+            report["topics"] = [topic_report(n, domain, p, scan) for n, p in sorted(files.topics.items())]
     except Corrupt as error:
         report["error"] = str(error)
         if "--everything" not in report["error"]:  # older libraries suggest `hakobu rm --domain D` alone
