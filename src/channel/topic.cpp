@@ -270,24 +270,15 @@ Result<void, OpenError> TopicState::attach() {
       return {OpenError::Incompatible, "topic '" + name + "' has layout version " + std::to_string(h->layout_version) +
                                            ", this library knows " + std::to_string(kTopicLayoutVersion)};
     }
-    const std::uint64_t cap = h->capacity;
-    const std::uint32_t sb = h->slot_bytes;
-    const std::uint32_t inline_cap = h->inline_capacity;
-    const std::uint32_t subs = h->max_subscribers;
-    const std::uint32_t kept = h->history;
-    const std::uint64_t bytes = h->file_bytes;
-    if (cap == 0 || cap > kMaxTopicCapacity || !std::has_single_bit(cap) || kept >= cap || subs == 0 ||
-        subs > kMaxTopicSubscribers || inline_cap > kMaxInlineBytes || sb < kSlotHeaderBytes + inline_cap ||
-        sb % 64 != 0 || sb > 4096 || bytes != topic_file_bytes(cap, subs, sb) || bytes > file_size) {
-      return {OpenError::Corrupt, damaged};
-    }
-    capacity = cap;
-    mask = cap - 1;
-    slot_bytes = sb;
-    inline_capacity = inline_cap;
-    max_subscribers = subs;
-    history = kept;
-    return bytes;
+    const TopicGeometry shape = TopicGeometry::read(*h);  // read once, then checked
+    if (!shape.valid(file_size)) return {OpenError::Corrupt, damaged};
+    capacity = shape.capacity;
+    mask = shape.capacity - 1;
+    slot_bytes = static_cast<std::uint32_t>(shape.slot_bytes);
+    inline_capacity = static_cast<std::uint32_t>(shape.inline_capacity);
+    max_subscribers = static_cast<std::uint32_t>(shape.max_subscribers);
+    history = static_cast<std::uint32_t>(shape.history);
+    return shape.file_bytes;
   };
   rules.unlinked = [](const std::byte* base) {
     const auto* h = reinterpret_cast<const TopicHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)

@@ -111,6 +111,7 @@
 #include <type_traits>
 
 #include "channel/ring.hpp"
+#include "hakobu/topic.hpp"
 
 namespace hakobu::detail {
 
@@ -183,5 +184,29 @@ constexpr std::uint64_t topic_file_bytes(std::uint64_t capacity, std::uint64_t m
                                          std::uint64_t slot_bytes) noexcept {
   return sizeof(TopicHeader) + max_subscribers * sizeof(SubscriberEntry) + capacity * slot_bytes;
 }
+
+/// The sizes of a topic file, read once from its header (shared memory,
+/// untrusted): whoever opens or inspects the file checks these copies and uses
+/// nothing else.
+struct TopicGeometry {
+  std::uint64_t capacity = 0;
+  std::uint64_t history = 0;
+  std::uint64_t max_subscribers = 0;
+  std::uint64_t inline_capacity = 0;
+  std::uint64_t slot_bytes = 0;
+  std::uint64_t file_bytes = 0;
+
+  [[nodiscard]] static TopicGeometry read(const TopicHeader& header) noexcept {
+    return {header.capacity,        header.history,    header.max_subscribers,
+            header.inline_capacity, header.slot_bytes, header.file_bytes};
+  }
+  /// Whether they describe a file this library makes, no larger than `file_size`.
+  [[nodiscard]] bool valid(std::uint64_t file_size) const noexcept {
+    return capacity != 0 && capacity <= kMaxTopicCapacity && (capacity & (capacity - 1)) == 0 && history < capacity &&
+           max_subscribers != 0 && max_subscribers <= kMaxTopicSubscribers && inline_capacity <= kMaxInlineBytes &&
+           slot_bytes >= kSlotHeaderBytes + inline_capacity && slot_bytes % 64 == 0 && slot_bytes <= 4096 &&
+           file_bytes == topic_file_bytes(capacity, max_subscribers, slot_bytes) && file_bytes <= file_size;
+  }
+};
 
 }  // namespace hakobu::detail

@@ -14,7 +14,6 @@
 // control word did not change while it was read (it may be retired and reused
 // meanwhile: we hold nothing).
 #include <algorithm>
-#include <bit>
 #include <string>
 #include <utility>
 
@@ -33,21 +32,6 @@ namespace hakobu {
 namespace {
 
 using detail::CursorState;
-
-/// Whether the header's sizes describe a topic file this library could have
-/// made, no larger than the file found (`file_size`): the rule Topic::open
-/// applies, so a tool calls Corrupt exactly the files an open would refuse.
-bool shape_ok(const detail::TopicHeader& header, std::uint64_t file_size) noexcept {
-  const std::uint64_t capacity = header.capacity;
-  const std::uint64_t subscribers = header.max_subscribers;
-  const std::uint64_t slot_bytes = header.slot_bytes;
-  const std::uint64_t inline_capacity = header.inline_capacity;
-  return capacity != 0 && capacity <= kMaxTopicCapacity && std::has_single_bit(capacity) && header.history < capacity &&
-         subscribers != 0 && subscribers <= kMaxTopicSubscribers && inline_capacity <= kMaxInlineBytes &&
-         slot_bytes >= detail::kSlotHeaderBytes + inline_capacity && slot_bytes % 64 == 0 && slot_bytes <= 4096 &&
-         header.file_bytes == detail::topic_file_bytes(capacity, subscribers, slot_bytes) &&
-         header.file_bytes <= file_size;
-}
 
 std::string on_full_name(std::uint32_t on_full) {
   if (on_full == detail::kOnFullDropOldest) return "drop_oldest";
@@ -135,17 +119,20 @@ Result<TopicSummary, OpenError> inspect_topic(std::string_view name, std::string
   // The magic first, with acquire: what the creator wrote before it is then seen.
   const std::uint64_t magic = header->magic.load(std::memory_order_acquire);
   const std::uint32_t version = header->layout_version;
-  const bool sizes_ok = shape_ok(*header, opened->size);
+  // The rule Topic::open applies, on sizes read once: a tool calls Corrupt
+  // exactly the files an open would refuse.
+  const detail::TopicGeometry shape = detail::TopicGeometry::read(*header);
+  const bool sizes_ok = shape.valid(opened->size);
   TopicSummary out;
   out.name = std::string(name);
   out.domain = domain_state.name();
-  out.capacity = header->capacity;
-  out.history = header->history;
-  out.max_subscribers = header->max_subscribers;
-  out.inline_capacity = header->inline_capacity;
+  out.capacity = shape.capacity;
+  out.history = shape.history;
+  out.max_subscribers = shape.max_subscribers;
+  out.inline_capacity = shape.inline_capacity;
   out.creator_pid = header->creator_pid;
-  out.file_bytes = header->file_bytes;
-  const std::uint64_t slot_bytes = header->slot_bytes;
+  out.file_bytes = shape.file_bytes;
+  const std::uint64_t slot_bytes = shape.slot_bytes;
   platform::unmap(*head_map, sizeof(detail::TopicHeader));
   if (magic != detail::kTopicMagic || (version == detail::kTopicLayoutVersion && !sizes_ok)) {
     platform::close_fd(fd);
