@@ -160,19 +160,14 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
 
 Result<void, OpenError> QueueState::attach() {
   const std::string damaged = "queue '" + name + "' is damaged; remove it with `hakobu rm " + name + "`";
-  NamedFile::AttachRules rules;
-  rules.header_bytes = sizeof(QueueHeader);
-  rules.too_small =
-      "queue '" + name + "' is damaged (its creator died while creating it); remove it with `hakobu rm " + name + "`";
-  rules.removed = "queue '" + name + "' was removed";
+  NamedFile::AttachRules rules = NamedFile::rules_for("queue '" + name + "'", name, sizeof(QueueHeader));
   // Everything in the header comes from shared memory: checked before it is
   // trusted, then kept in process memory.
   rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
     const auto* h = reinterpret_cast<const QueueHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
     if (h->magic.load(std::memory_order_acquire) != kQueueMagic) return {OpenError::Corrupt, damaged};
     if (h->layout_version != kLayoutVersion) {
-      return {OpenError::Incompatible, "queue '" + name + "' has layout version " + std::to_string(h->layout_version) +
-                                           ", this library knows " + std::to_string(kLayoutVersion)};
+      return layout_mismatch("queue '" + name + "'", h->layout_version, kLayoutVersion);
     }
     const std::uint64_t cap = h->capacity;
     const std::uint32_t sb = h->slot_bytes;
@@ -314,13 +309,7 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
       if (control_token(c) != blocker) continue;
       const std::uint64_t p = control_position(c);
       if (control_state(c) == SlotState::Writing) {
-        // Take over the dead producer's claim, then publish a tombstone.
-        if (s->control.compare_exchange_strong(c, make_control(p, SlotState::Writing, domain->token()))) {
-          s->kind = kTombstone;
-          s->length = 0;
-          s->block = 0;
-          publish(s, p);
-        }
+        if (claim_as_tombstone(*s, c, domain->token())) publish(s, p);
       } else if (control_state(c) == SlotState::Reading) {
         // The dead consumer's message is gone with it (its holdings return
         // the block, if it got that far); free the slot.
@@ -342,14 +331,7 @@ bool QueueState::mark_unlinked() noexcept {
 }
 
 void QueueState::drain() noexcept {
-  Heap& heap = domain->heap();
-  for (std::uint64_t i = 0; i < capacity; ++i) {
-    SlotHeader* s = slot(i);
-    const std::uint64_t c = s->control.load(std::memory_order_acquire);
-    if (control_state(c) != SlotState::Full || s->kind == kTombstone || s->block == 0) continue;
-    if (heap.check_block(s->block, s->length)) heap.drop_ref(s->block);
-    s->block = 0;
-  }
+  drop_ring_references(domain->heap(), capacity, [this](std::uint64_t i) { return slot(i); });
 }
 
 Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding) {

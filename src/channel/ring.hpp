@@ -34,6 +34,7 @@
 #include <type_traits>
 
 #include "hakobu/message.hpp"
+#include "memory/heap.hpp"
 
 namespace hakobu::detail {
 
@@ -77,6 +78,33 @@ struct SlotHeader {
 inline constexpr std::size_t kSlotHeaderBytes = sizeof(SlotHeader);
 static_assert(kSlotHeaderBytes == 32, "a ring slot's header is 32 bytes in shared memory: its layout changed");
 static_assert(std::is_standard_layout_v<SlotHeader>, "SlotHeader lives in shared memory: it must be standard-layout");
+
+/// A dead publisher's WRITING(p) claim, read as `control`: taken over by `me`
+/// and emptied into a tombstone, for the caller to publish (FULL(p)) in its
+/// place. False if the slot changed meanwhile (someone else repaired it).
+inline bool claim_as_tombstone(SlotHeader& s, std::uint64_t control, std::uint32_t me) noexcept {
+  if (!s.control.compare_exchange_strong(control, make_control(control_position(control), SlotState::Writing, me))) {
+    return false;
+  }
+  s.kind = kTombstone;
+  s.length = 0;
+  s.block = 0;
+  return true;
+}
+
+/// Drops the reference each published message of a ring of `capacity` slots
+/// holds (`slot_at(i)`: slot i), when the last handle of an unlinked queue or
+/// topic lets go. Descriptors are checked: the file is shared memory.
+template <class SlotAt>
+void drop_ring_references(Heap& heap, std::uint64_t capacity, SlotAt&& slot_at) noexcept {
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    SlotHeader* s = slot_at(i);
+    const std::uint64_t c = s->control.load(std::memory_order_acquire);
+    if (control_state(c) != SlotState::Full || s->kind == kTombstone || s->block == 0) continue;
+    if (heap.check_block(s->block, s->length)) heap.drop_ref(s->block);
+    s->block = 0;
+  }
+}
 
 inline constexpr std::uint32_t kQueueUnlinked = 1;
 

@@ -257,18 +257,13 @@ Result<void, OpenError> TopicState::create(const TopicOptions& options) {
 
 Result<void, OpenError> TopicState::attach() {
   const std::string damaged = "topic '" + name + "' is damaged; remove it with `hakobu rm " + name + "`";
-  NamedFile::AttachRules rules;
-  rules.header_bytes = sizeof(TopicHeader);
-  rules.too_small =
-      "topic '" + name + "' is damaged (its creator died while creating it); remove it with `hakobu rm " + name + "`";
-  rules.removed = "topic '" + name + "' was removed";
+  NamedFile::AttachRules rules = NamedFile::rules_for("topic '" + name + "'", name, sizeof(TopicHeader));
   // Everything in the header comes from shared memory: checked, then kept in process memory.
   rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
     const auto* h = reinterpret_cast<const TopicHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
     if (h->magic.load(std::memory_order_acquire) != kTopicMagic) return {OpenError::Corrupt, damaged};
     if (h->layout_version != kTopicLayoutVersion) {
-      return {OpenError::Incompatible, "topic '" + name + "' has layout version " + std::to_string(h->layout_version) +
-                                           ", this library knows " + std::to_string(kTopicLayoutVersion)};
+      return layout_mismatch("topic '" + name + "'", h->layout_version, kTopicLayoutVersion);
     }
     const TopicGeometry shape = TopicGeometry::read(*h);  // read once, then checked
     if (!shape.valid(file_size)) return {OpenError::Corrupt, damaged};
@@ -467,11 +462,7 @@ void TopicState::repair(std::uint32_t blocker) noexcept {
     if (control_token(c) != blocker) continue;
     const std::uint64_t p = control_position(c);
     if (control_state(c) == SlotState::Writing) {
-      // Take over the dead publisher's claim, then publish a tombstone.
-      if (s->control.compare_exchange_strong(c, make_control(p, SlotState::Writing, me))) {
-        s->kind = kTombstone;
-        s->length = 0;
-        s->block = 0;
+      if (claim_as_tombstone(*s, c, me)) {
         s->control.store(make_control(p, SlotState::Full, 0), std::memory_order_release);
         notify_subscribers();
       }
@@ -510,14 +501,7 @@ bool TopicState::mark_unlinked() noexcept {
 }
 
 void TopicState::drain() noexcept {
-  Heap& heap = domain->heap();
-  for (std::uint64_t i = 0; i < capacity; ++i) {
-    SlotHeader* s = slot(i);
-    const std::uint64_t c = s->control.load(std::memory_order_acquire);
-    if (control_state(c) != SlotState::Full || s->kind == kTombstone || s->block == 0) continue;
-    if (heap.check_block(s->block, s->length)) heap.drop_ref(s->block);
-    s->block = 0;
-  }
+  drop_ring_references(domain->heap(), capacity, [this](std::uint64_t i) { return slot(i); });
 }
 
 // --- receiving -----------------------------------------------------------------------

@@ -140,8 +140,7 @@ Result<TopicSummary, OpenError> inspect_topic(std::string_view name, std::string
   }
   if (version != detail::kTopicLayoutVersion) {
     platform::close_fd(fd);
-    return {OpenError::Incompatible, opened->what + " has layout version " + std::to_string(version) +
-                                         ", this library knows " + std::to_string(detail::kTopicLayoutVersion)};
+    return detail::layout_mismatch(opened->what, version, detail::kTopicLayoutVersion);
   }
   // The sizes read once above are the ones checked: a header rewritten
   // meanwhile changes nothing of what we map or loop over.

@@ -146,6 +146,21 @@ void NamedFile::close_descriptor() noexcept {
   fd_ = -1;
 }
 
+NamedFile::AttachRules NamedFile::rules_for(const std::string& what, std::string_view name,
+                                            std::uint64_t header_bytes) {
+  AttachRules rules;
+  rules.header_bytes = header_bytes;
+  rules.too_small =
+      what + " is damaged (its creator died while creating it); remove it with `hakobu rm " + std::string(name) + "`";
+  rules.removed = what + " was removed";
+  return rules;
+}
+
+Error<OpenError> layout_mismatch(const std::string& what, std::uint32_t found, std::uint32_t known) {
+  return {OpenError::Incompatible,
+          what + " has layout version " + std::to_string(found) + ", this library knows " + std::to_string(known)};
+}
+
 Result<void, UnlinkError> remove_unopenable(const Error<OpenError>& failed, const DomainOptions& domain,
                                             const std::string& suffix) {
   switch (failed.code) {

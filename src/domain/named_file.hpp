@@ -89,6 +89,11 @@ class NamedFile {
     std::function<bool(const std::byte* base)> unlinked;
   };
 
+  /// Attach rules with every named object's messages filled in for `what`
+  /// ("queue 'q'") of name `name` (the `hakobu rm` hint), and `header_bytes`;
+  /// the caller adds check_header and unlinked.
+  static AttachRules rules_for(const std::string& what, std::string_view name, std::uint64_t header_bytes);
+
   explicit NamedFile(std::optional<LockBytes> locks) noexcept : locks_(locks) {}
   /// Unmaps and closes without the closing protocol (see close()); nothing in a forked child.
   ~NamedFile();
@@ -158,6 +163,10 @@ Result<void, OpenError> open_by_mode(NamedFile& named, const DomainFile& file, O
   }
   return {OpenError::SystemError, file.what + " is being created and removed too often"};
 }
+
+/// The Incompatible error of a file of another layout version: "`what` has
+/// layout version `found`, this library knows `known`".
+Error<OpenError> layout_mismatch(const std::string& what, std::uint32_t found, std::uint32_t known);
 
 /// What `remove(name)` (`hakobu rm`) does when attaching to the object failed
 /// with `failed`: NotFound, InvalidName and PermissionDenied are reported as

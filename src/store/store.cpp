@@ -134,17 +134,13 @@ Result<void, OpenError> StoreState::create(const StoreOptions& options) {
 
 Result<void, OpenError> StoreState::attach() {
   const std::string damaged = what() + " is damaged; remove it with `hakobu rm " + name + "`";
-  NamedFile::AttachRules rules;
-  rules.header_bytes = sizeof(StoreHeader);
-  rules.too_small = damaged;
-  rules.removed = what() + " was removed";
+  NamedFile::AttachRules rules = NamedFile::rules_for(what(), name, sizeof(StoreHeader));
   // From shared memory: checked, then kept in process memory for good.
   rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
     const auto* h = reinterpret_cast<const StoreHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
     if (h->magic.load(std::memory_order_acquire) != kStoreMagic) return {OpenError::Corrupt, damaged};
     if (h->layout_version != kStoreLayoutVersion) {
-      return {OpenError::Incompatible, what() + " has layout version " + std::to_string(h->layout_version) +
-                                           ", this library knows " + std::to_string(kStoreLayoutVersion)};
+      return layout_mismatch(what(), h->layout_version, kStoreLayoutVersion);
     }
     const std::uint64_t cap = h->capacity;
     const std::uint64_t bytes = h->file_bytes;

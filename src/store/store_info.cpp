@@ -98,8 +98,7 @@ Result<StoreSummary, OpenError> inspect_store(std::string_view name, std::string
   }
   if (version != detail::kStoreLayoutVersion) {
     platform::close_fd(fd);
-    return {OpenError::Incompatible, what + " has layout version " + std::to_string(version) + ", this library knows " +
-                                         std::to_string(detail::kStoreLayoutVersion)};
+    return detail::layout_mismatch(what, version, detail::kStoreLayoutVersion);
   }
   out.capacity = capacity;
   auto mapped = platform::map_shared(fd, file_bytes);

@@ -195,18 +195,15 @@ Result<void, OpenError> attach_file(SyncState& state, const SyncSpec& spec) {
   const SyncKind kind = spec.kind;
   const std::string what = describe_object(kind, state.name);
   const std::string damaged = what + " is damaged; remove it with `hakobu rm " + state.name + "`";
-  NamedFile::AttachRules rules;
-  rules.header_bytes = kSyncFileBytes;  // the first page: header and the kind's body
-  rules.too_small = damaged;
-  rules.removed = what + " was removed";
+  // The first page: header and the kind's body.
+  NamedFile::AttachRules rules = NamedFile::rules_for(what, state.name, kSyncFileBytes);
   rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
     // read_params reads the kind's body through state.header.
     state.header = reinterpret_cast<SyncHeader*>(const_cast<std::byte*>(base));  // NOLINT
     const SyncHeader& h = *state.header;
     if (h.magic.load(std::memory_order_acquire) != kSyncMagic) return {OpenError::Corrupt, damaged};
     if (h.layout_version != kSyncLayoutVersion) {
-      return {OpenError::Incompatible, what + " has layout version " + std::to_string(h.layout_version) +
-                                           ", this library knows " + std::to_string(kSyncLayoutVersion)};
+      return layout_mismatch(what, h.layout_version, kSyncLayoutVersion);
     }
     const std::uint32_t file_kind = h.kind;
     if (file_kind != static_cast<std::uint32_t>(kind)) {

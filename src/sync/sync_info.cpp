@@ -116,8 +116,7 @@ Result<SyncSummary, OpenError> inspect_sync(std::string_view name, std::string_v
   }
   if (version != detail::kSyncLayoutVersion) {
     platform::close_fd(fd);
-    return {OpenError::Incompatible, what + " has layout version " + std::to_string(version) + ", this library knows " +
-                                         std::to_string(detail::kSyncLayoutVersion)};
+    return detail::layout_mismatch(what, version, detail::kSyncLayoutVersion);
   }
   out.kind_name = kind_name(out.kind);
   // A known kind: header, parameters and file must agree on the size before
