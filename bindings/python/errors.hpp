@@ -68,8 +68,10 @@ enum class ErrorKind : std::uint8_t {
   TooManyReleases,
   BrokenBarrierError,
   TooManySubscribers,
+  EndOfStream,
+  SendersLost,
 };
-inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::TooManySubscribers) + 1;
+inline constexpr std::size_t kErrorKindCount = static_cast<std::size_t>(ErrorKind::SendersLost) + 1;
 
 /// The name of kind's class in hakobu._errors (nullptr only for a value outside the enum).
 constexpr const char* class_name(ErrorKind kind) noexcept {
@@ -98,6 +100,8 @@ constexpr const char* class_name(ErrorKind kind) noexcept {
     case ErrorKind::TooManyReleases: return "TooManyReleases";
     case ErrorKind::BrokenBarrierError: return "BrokenBarrierError";
     case ErrorKind::TooManySubscribers: return "TooManySubscribers";
+    case ErrorKind::EndOfStream: return "EndOfStream";
+    case ErrorKind::SendersLost: return "SendersLost";
   }
   return nullptr;
 }
@@ -150,6 +154,8 @@ constexpr std::optional<ErrorKind> kind_of(GetError code) noexcept {
     case GetError::Unlinked: return ErrorKind::Unlinked;
     case GetError::Corrupt: return ErrorKind::Corrupt;
     case GetError::OutOfMemory: return ErrorKind::OutOfSharedMemory;
+    case GetError::Ended: return ErrorKind::EndOfStream;
+    case GetError::SendersLost: return ErrorKind::SendersLost;
   }
   return std::nullopt;
 }

@@ -49,6 +49,13 @@ enum class GetError : std::uint8_t {
   Unlinked,     ///< The queue's name was removed by its creator.
   Corrupt,      ///< A descriptor failed bounds checks; the message was dropped, the queue goes on.
   OutOfMemory,  ///< Shared memory is full: no room to record the message as held; nothing was taken.
+  /// End of stream: the queue is empty and every handle that sent on it has
+  /// closed (Queue::close), none of them failed. Lasts until a sender comes.
+  Ended,
+  /// The queue is empty and every handle that sent on it is gone, but one of
+  /// them failed (Queue::close(Ending::Failed)) or its process died: the
+  /// stream may be incomplete. Lasts until a sender comes.
+  SendersLost,
 };
 
 /// Why `loan` failed.

@@ -10,11 +10,23 @@
 // when nobody sleeps. Event loops wait through a WakeSocket instead (watch()).
 // `close()` (this handle lets go) is separate from `unlink()` (the name goes
 // away, only for the handle that created it).
+//
+// End of stream: a handle becomes one of the queue's senders with its first
+// put (or at open, with QueueOptions::sends). When the queue is empty and no
+// sender is left (each closed, or its process died), receivers get
+// GetError::Ended (all closed normally) or GetError::SendersLost (one failed
+// or died) instead of waiting forever; a new sender starts a new stream.
+//
+// Byte capacity: besides `capacity` messages, a queue holds at most
+// `capacity_bytes` of message payload; a put that would exceed it waits for
+// room like a put on a full ring. A message is always let in when the queue
+// holds none (a single message may be larger than the limit).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -51,11 +63,28 @@ enum class Latency : std::uint8_t {
   Fixed,
 };
 
+/// QueueOptions::capacity_bytes: half the size of the file system that holds
+/// the domain's shared memory, read when the queue is created.
+inline constexpr std::size_t kAutoCapacityBytes = std::numeric_limits<std::size_t>::max();
+
+/// How a sending handle ends its part of the stream (Queue::close).
+enum class Ending : std::uint8_t {
+  Finished,  ///< Everything it meant to send was sent.
+  Failed,    ///< It stopped early: receivers get SendersLost once the queue is drained.
+};
+
 /// Settings a queue is created with; attaching keeps the existing queue's
-/// capacity and inline capacity (`latency` and `spin` apply to every handle).
+/// capacity, byte capacity and inline capacity (`latency`, `spin` and `sends`
+/// apply to every handle).
 struct QueueOptions {
   /// Number of messages the queue holds; rounded up to a power of two.
   std::size_t capacity = 1024;
+  /// Payload bytes the queue holds (0: no limit; kAutoCapacityBytes: half of
+  /// the shared-memory file system). A put waits while the queue is at the limit.
+  std::size_t capacity_bytes = kAutoCapacityBytes;
+  /// Count this handle as a sender from the start (else from its first put),
+  /// so that receivers do not see the end of the stream before it sends.
+  bool sends = false;
   /// Largest message carried inline in a ring slot (at most kMaxInlineBytes).
   std::size_t inline_capacity = kMaxInlineBytes;
   /// How blocking calls of this handle wait.
@@ -74,6 +103,11 @@ struct QueueStats {
   std::uint64_t put_count = 0;
   std::uint64_t get_count = 0;
   std::int32_t creator_pid = 0;
+  std::uint64_t bytes = 0;           ///< payload bytes waiting (a snapshot)
+  std::uint64_t capacity_bytes = 0;  ///< 0: no limit
+  std::uint32_t senders = 0;         ///< handles counted as senders now (live or not yet found dead)
+  bool ended = false;                ///< empty, with senders once and none left (the next get ends)
+  bool senders_lost = false;         ///< one of this stream's senders failed or died
 };
 
 /// Why `WakeSocket::open` or `Queue::watch` failed.
@@ -227,6 +261,8 @@ class Queue {
   /// Messages waiting (a snapshot).
   [[nodiscard]] std::size_t size() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept;
+  /// Payload bytes the queue holds at most (0: no limit).
+  [[nodiscard]] std::size_t capacity_bytes() const noexcept;
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] bool is_creator() const noexcept;
   [[nodiscard]] bool is_open() const noexcept { return state_ != nullptr; }
@@ -242,8 +278,10 @@ class Queue {
   [[nodiscard]] std::int64_t planned_spin_ns() const noexcept;
 
   /// Lets go of the queue in this process; wakes this process's waiters with
-  /// `Closed`. The queue and its messages stay.
-  void close() noexcept;
+  /// `Closed`. The queue and its messages stay. If this handle was a sender,
+  /// its part of the stream ends as `ending` says; when it was the last
+  /// sender, receivers get Ended (or SendersLost) once the queue is empty.
+  void close(Ending ending = Ending::Finished) noexcept;
   /// Removes the name (creator only) and wakes every waiter of every process
   /// with `Unlinked`; messages still queued are freed once the last process
   /// lets go. Also closes this handle.

@@ -144,6 +144,19 @@ class TooManySubscribers(HakobuError):
     created); subscribing succeeds again once one of them is closed (or its process died)."""
 
 
+class EndOfStream(HakobuError):
+    """The queue is empty and every handle that sent on it has closed: nothing more will
+    come. ``for item in queue`` stops here. It lasts until a new sender puts (or opens
+    the queue with ``sends=True``): a queue nobody ever sent on never ends."""
+
+
+class SendersLost(EndOfStream):
+    """The queue is empty and every handle that sent on it is gone, but one of them failed
+    (``close(failed=True)``) or its process died: what was sent is all received, yet the
+    stream may be incomplete. An EndOfStream, so ``except EndOfStream`` sees it too;
+    ``for item in queue`` raises it."""
+
+
 class UnpicklingRefused(HakobuError, _pickle.UnpicklingError):
     """A queue opened with ``allow_pickle=False`` received an object that is not made of plain
     built-in types (None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict,

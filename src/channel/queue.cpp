@@ -434,7 +434,7 @@ Queue::Queue(Queue&&) noexcept = default;
 Queue& Queue::operator=(Queue&&) noexcept = default;
 Queue::~Queue() = default;
 
-void Queue::close() noexcept {
+void Queue::close(Ending /*ending*/) noexcept {
   if (!state_) return;
   state_->closed.store(true, std::memory_order_release);
   if (state_->domain->forked_away()) return;  // inherited across fork(): not mapped here
@@ -463,6 +463,10 @@ std::size_t Queue::size() const noexcept {
 
 std::size_t Queue::capacity() const noexcept {
   return state_ ? state_->capacity : 0;
+}
+
+std::size_t Queue::capacity_bytes() const noexcept {
+  return 0;  // the byte limit comes with the queue's next layout
 }
 
 const std::string& Queue::name() const noexcept {

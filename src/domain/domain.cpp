@@ -106,6 +106,8 @@ std::string_view to_string(GetError code) noexcept {
     case GetError::Unlinked: return "Unlinked";
     case GetError::Corrupt: return "Corrupt";
     case GetError::OutOfMemory: return "OutOfMemory";
+    case GetError::Ended: return "Ended";
+    case GetError::SendersLost: return "SendersLost";
   }
   return "?";
 }

@@ -48,6 +48,8 @@ DOCUMENTED = {
     ("GetError", "Unlinked"): "Unlinked",
     ("GetError", "Corrupt"): "Corrupt",
     ("GetError", "OutOfMemory"): "OutOfSharedMemory",
+    ("GetError", "Ended"): "EndOfStream",
+    ("GetError", "SendersLost"): "SendersLost",
     ("LoanError", "TooLarge"): "TooLarge",
     ("LoanError", "OutOfMemory"): "OutOfSharedMemory",
     ("LoanError", "Closed"): "Closed",
