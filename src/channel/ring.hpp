@@ -149,12 +149,18 @@ inline constexpr std::uint32_t kSenderFailed = 2;
 // length (CAS: only while the total stays within capacity_bytes, or the ring
 // is empty, so one message always gets in) before claiming a slot, and gives
 // it back if the claim fails; the receiver subtracts it when it takes the
-// message, then zeroes the slot's length and block. A dead claimer's slot is
-// settled by its repairer: a dead producer's reservation (its slot names a
-// block) or a dead receiver's unsubtracted one is subtracted. A process killed
-// between the two steps of either side leaves the count off by one message:
-// too high, the queue holds less until the ring is empty (never stuck: an
-// empty ring admits); too low, it holds one message more. Reads clamp at 0.
+// message, then zeroes the slot's length and block. Between its reservation
+// and the fill of its slot's descriptor a listed sender shows the amount in
+// senders_reserving[its entry]: whoever reaps its entry after its death
+// subtracts that. A dead claimer's slot is settled by its repairer: a dead
+// producer's reservation (its slot names a block) or a dead receiver's
+// unsubtracted one is subtracted. A process killed between two of these steps
+// leaves the count too low by one message at most (it holds one message more;
+// healed when the queue drains: a reservation on a negative count starts from 0)
+// — except a receiver killed after it took the message and before it zeroed the
+// descriptor's length, or an unlisted sender (table full) killed in between:
+// then too high by one message, and the queue holds that much less (never stuck:
+// an empty ring always admits).
 
 // Waiter counts and event-loop watchers
 // --------------------------------------
@@ -219,6 +225,8 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   std::atomic<std::uint32_t> untracked_senders;  ///< senders that found the table full
   std::uint32_t reserved1;
   alignas(64) std::atomic<std::uint64_t> senders[kSenderSlots];
+  /// Bytes each listed sender reserved and has not yet named in a slot (see "Bytes queued").
+  alignas(64) std::atomic<std::uint64_t> senders_reserving[kSenderSlots];
 };
 static_assert(std::is_standard_layout_v<QueueHeader>, "QueueHeader lives in shared memory: it must be standard-layout");
 static_assert(sizeof(QueueHeader) % 64 == 0, "the ring's slots start on a cache line after the queue header");
