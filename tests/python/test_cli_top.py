@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import DOMAIN, finish, said, start
 from test_cli import cli_json, run_cli
 
 import hakobu
 from hakobu import _core
+from hakobu._pipeline import board
 from hakobu._pipeline.board import board_name
 
 _names = itertools.count()
@@ -193,6 +195,33 @@ def test_a_pipeline_whose_process_died_is_shown_dead(request: pytest.FixtureRequ
             program.kill()
             program.communicate()
         _remove_board(pipeline)
+
+
+def test_a_damaged_board_neither_breaks_the_view_nor_shows_nonsense(request: pytest.FixtureRequest) -> None:
+    """A board lives in shared memory, written by other processes: rows of NaN, infinities and
+    negative counts read as 0, and a description whose stages point past its rows is reported."""
+    nonsense, bad_rows = _fresh(request, "p"), _fresh(request, "p")
+    stages = [board.StageInfo("only", 2, "in", None)]
+    made = [board.Board(name, stages, None, DOMAIN) for name in (nonsense, bad_rows)]
+    try:
+        made[1].rows[0, :] = np.nan
+        made[1].rows[1, :] = [-1, np.inf, -5, np.inf, -np.inf, np.nan, 1e300, 99, -1]
+        with hakobu.Store(board_name(nonsense), 4, create=False) as store:
+            forged = dict(store["description"])
+            forged["stages"] = [{"name": "only", "workers": 2, "first_row": 1, "input": "in", "output": None}]
+            store["description"] = forged
+        view = cli_json("top", "--interval", INTERVAL)
+        report = only(view["pipelines"], nonsense)
+        assert report["stages"] == [] and "makes no sense" in report["error"]
+        (stage,) = only(view["pipelines"], bad_rows)["stages"]
+        assert stage["items"] == 0 and stage["errors"] == 0 and stage["rate"] == 0
+        assert [w["pid"] for w in stage["worker_states"]] == [0, 0]
+        assert [w["state"] for w in stage["worker_states"]] == ["not started", "not started"]
+        text = run_cli("top", "--once", "--interval", INTERVAL)
+        assert text.returncode == 0 and "makes no sense" in text.stdout, text.stderr
+    finally:
+        for published in made:
+            published.remove()
 
 
 def test_no_such_domain_lists_the_domains_that_exist(name: str) -> None:

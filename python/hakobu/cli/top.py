@@ -16,6 +16,7 @@ Ctrl-C, which restores the screen and exits with 0.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -66,10 +67,67 @@ def take_sample(domain: str) -> Sample:
     if report["exists"] and not report["error"]:
         try:
             with _core.DomainAttachment(domain):
-                pipelines = boards.running(domain)
+                pipelines = [checked_board(board) for board in boards.running(domain)]
         except HakobuError:
             pass  # the domain went away meanwhile: the next sample says so
     return Sample(time.monotonic(), time.time(), report, pipelines)
+
+
+# Above the largest pid Linux hands out (kernel.pid_max is at most 2**22).
+PID_LIMIT = 1 << 22
+
+
+def _number(value: Any) -> float:
+    """A figure of a board's worker row: finite and not negative, else 0 (rows are written by other
+    processes, with no lock: a damaged or forged one must not break the view)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) and number >= 0 else 0.0
+
+
+def checked_board(raw: dict[str, Any]) -> dict[str, Any]:
+    """A board (``board.running``) as this view uses it: every figure checked, each stage's rows
+    within the worker rows there are. A description that makes no sense gives a board with
+    `error` set and no stages."""
+    workers = [
+        {column: _number(row.get(column)) for column in boards.FIELDS} for row in raw.get("workers", [])
+    ]
+    for row in workers:
+        row["pid"] = int(row["pid"]) if row["pid"] < PID_LIMIT else 0
+    board: dict[str, Any] = {
+        "name": str(raw.get("name", "?")),
+        "pid": None,
+        "alive": bool(raw.get("alive")),
+        "started": None,
+        "results": None,
+        "stages": [],
+        "workers": workers,
+        "error": None,
+    }
+    try:
+        board["pid"] = int(raw["pid"])
+        board["started"] = float(raw["started"])
+        board["results"] = None if raw.get("results") is None else str(raw["results"])
+        for stage in raw["stages"]:
+            first, count = int(stage["first_row"]), int(stage["workers"])
+            if first < 0 or count < 0 or first + count > len(workers):
+                raise ValueError(f"stage rows {first}..{first + count} of {len(workers)}")
+            output = stage.get("output")
+            board["stages"].append(
+                {
+                    "name": str(stage["name"]),
+                    "input": str(stage["input"]),
+                    "output": None if output is None else str(output),
+                    "first_row": first,
+                    "workers": count,
+                }
+            )
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        board["stages"] = []
+        board["error"] = f"its board makes no sense ({type(error).__name__}: {error})"
+    return board
 
 
 def _rate(before: Optional[int], after: Optional[int], seconds: float) -> Optional[float]:
@@ -167,7 +225,7 @@ def _worker_seconds(worker: dict[str, Any], column: str, wall: float) -> float:
 
 
 def _worker_state(worker: dict[str, Any]) -> str:
-    pid = int(worker["pid"])
+    pid = worker["pid"]
     if pid == 0:
         return "not started"
     state = boards.STATE_NAMES.get(worker["state"], "unknown")
@@ -177,7 +235,7 @@ def _worker_state(worker: dict[str, Any]) -> str:
 
 
 def _pipeline_key(pipeline: dict[str, Any]) -> tuple[Any, ...]:
-    return (pipeline["name"], pipeline.get("pid"), pipeline.get("started"))
+    return (pipeline["name"], pipeline["pid"], pipeline["started"])
 
 
 def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[str, Any]]:
@@ -188,11 +246,11 @@ def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[st
         workers = pipeline["workers"]
         stages = []
         for stage in pipeline["stages"]:
-            first, count = int(stage["first_row"]), int(stage["workers"])
+            first, count = stage["first_row"], stage["workers"]
             totals = {"items": 0.0, "errors": 0.0, "done": 0.0}
             spent = dict.fromkeys(TIME_COLUMNS, 0.0)
             states = []
-            for row in range(first, min(first + count, len(workers))):
+            for row in range(first, first + count):  # within `workers` (checked_board)
                 worker = workers[row]
                 old = old_workers[row] if row < len(old_workers) else None
                 if old is not None and old["pid"] != worker["pid"]:
@@ -206,7 +264,7 @@ def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[st
                     spent[column] += max(0.0, now - then)
                 states.append(
                     {
-                        "pid": int(worker["pid"]),
+                        "pid": worker["pid"],
                         "state": _worker_state(worker),
                         "items": int(worker["items"]),
                         "errors": int(worker["errors"]),
@@ -233,11 +291,12 @@ def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[st
         rows.append(
             {
                 "name": pipeline["name"],
-                "pid": pipeline.get("pid"),
+                "pid": pipeline["pid"],
                 "alive": pipeline["alive"],
-                "started": pipeline.get("started"),
-                "results": pipeline.get("results"),
+                "started": pipeline["started"],
+                "results": pipeline["results"],
                 "stages": stages,
+                "error": pipeline["error"],
             }
         )
     return rows
@@ -431,6 +490,10 @@ def render(view: dict[str, Any]) -> RenderableType:
             )
         parts.append(table)
     for pipeline in view["pipelines"]:
+        if pipeline["error"]:
+            title = f"[bold]pipeline {escape(pipeline['name'])}[/bold]"
+            parts.append(f"{title}: {_error_cell(pipeline['error'])}")
+            continue
         state = (
             "running"
             if pipeline["alive"]
