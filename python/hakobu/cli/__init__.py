@@ -27,9 +27,10 @@ and friends); this package asks for it rather than parsing names itself.
 
 One module per concern: ``files`` (a domain's files), ``processes`` (who maps
 them), ``reports`` (what is shown, as data), ``output`` (tables and JSON),
-``commands`` (ls, info, rm, gc), ``doctor``, ``top`` (the live view: two samples make a frame), ``errors`` (how a command fails),
-``plugins`` (subcommands of other distributions, such as ``hakobu bench``),
-``parser`` (the command line, `main`).
+``commands`` (ls, info, rm, gc), ``doctor``, ``top`` (the live view: two
+samples make a frame), ``errors`` (how a command fails), ``plugins``
+(subcommands of other distributions, such as ``hakobu bench``), ``parser``
+(the command line, `main`).
 """
 
 from __future__ import annotations
