@@ -373,7 +373,14 @@ def _table(title: str, names: list[str], *columns: str) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+    )
     for index, column in enumerate(columns):
         if index == 0:
             table.add_column(column, no_wrap=True, min_width=max(map(len, [column, *names])))
@@ -439,7 +446,7 @@ def render(view: dict[str, Any]) -> RenderableType:
                 _stream(queue),
                 format_pids(queue["pids"]),
             )
-        parts.append(table)
+        parts += ["", table]  # a blank line between sections
     if view["topics"]:
         table = _table(
             "topics",
@@ -468,7 +475,7 @@ def render(view: dict[str, Any]) -> RenderableType:
                 f"{topic['retained']} ({format_bytes(topic['retained_bytes'])})",
                 format_pids(topic["pids"]),
             )
-        parts.append(table)
+        parts += ["", table]
     if view["stores"]:
         table = _table(
             "stores",
@@ -488,11 +495,11 @@ def render(view: dict[str, Any]) -> RenderableType:
                 format_bytes(store["bytes"]),
                 format_pids(store["pids"]),
             )
-        parts.append(table)
+        parts += ["", table]
     for pipeline in view["pipelines"]:
         if pipeline["error"]:
             title = f"[bold]pipeline {escape(pipeline['name'])}[/bold]"
-            parts.append(f"{title}: {_error_cell(pipeline['error'])}")
+            parts += ["", f"{title}: {_error_cell(pipeline['error'])}"]
             continue
         state = (
             "running"
@@ -526,7 +533,7 @@ def render(view: dict[str, Any]) -> RenderableType:
                 _share(shares["waiting_room"]),
                 escape("; ".join(f"{w['pid']}: {w['state']}" for w in stage["worker_states"]) or "-"),
             )
-        parts.append(table)
+        parts += ["", table]
     if not (view["queues"] or view["topics"] or view["stores"] or view["pipelines"]):
         parts.append(Text("no queues, topics, stores or pipelines"))
     return Group(*parts)
