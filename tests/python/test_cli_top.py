@@ -80,7 +80,7 @@ def traffic(request: pytest.FixtureRequest) -> Iterator[Traffic]:
         "top_queue": (names.queue, HELD, MESSAGE_BYTES),
         "top_topic": (names.topic,),
         "top_store": (names.store, STORE_ENTRIES, STORE_VALUE_BYTES),
-        "top_board": (names.pipeline,),
+        "top_board": (names.pipeline, names.queue),  # decode's input: the queue with traffic
     }
     try:
         for program, args in commands.items():
@@ -151,6 +151,11 @@ def test_json_reports_each_object_with_rates_while_traffic_flows(traffic: Traffi
         assert stages[busy]["rate"] > 0 and stages[busy]["items"] >= 4 * stages[busy]["workers"]
         assert sum(share for share in stages[busy]["shares"].values()) == pytest.approx(1.0)
     assert stages["decode"]["errors"] == 0 and stages["infer"]["errors"] >= 2
+    # A stage's input queue, where the domain has it: how many items wait for the stage.
+    assert stages["decode"]["input"] == traffic.queue
+    assert stages["decode"]["input_queue"]["size"] in (HELD, HELD + 1)
+    assert stages["decode"]["input_queue"]["capacity"] == 64
+    assert stages["infer"]["input_queue"] is None  # no queue "decoded" in the domain
     post = stages["post"]
     assert post["items"] == 0 and post["rate"] == 0
     assert post["shares"] == {"computing": 0.0, "waiting_input": 1.0, "waiting_room": 0.0}

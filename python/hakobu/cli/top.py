@@ -238,8 +238,16 @@ def _pipeline_key(pipeline: dict[str, Any]) -> tuple[Any, ...]:
     return (pipeline["name"], pipeline["pid"], pipeline["started"])
 
 
+def _occupancy(queue: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """How full a stage's input queue is (None: no such queue in the domain now)."""
+    if queue is None or queue["error"]:
+        return None
+    return {key: queue.get(key) for key in ("size", "capacity", "bytes", "max_bytes")}
+
+
 def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[str, Any]]:
     earlier = {_pipeline_key(p): p for p in before.pipelines}
+    queues = _by_name(after.report["queues"])
     rows = []
     for pipeline in after.pipelines:
         old_workers = earlier.get(_pipeline_key(pipeline), {}).get("workers", [])
@@ -276,6 +284,7 @@ def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[st
                     "name": stage["name"],
                     "input": stage["input"],
                     "output": stage["output"],
+                    "input_queue": _occupancy(queues.get(stage["input"])),
                     "workers": count,
                     "items": int(totals["items"]),
                     "errors": int(totals["errors"]),
@@ -511,6 +520,7 @@ def render(view: dict[str, Any]) -> RenderableType:
             f"pipeline {escape(pipeline['name'])} (pid {pipeline['pid']}, {state})",
             [stage["name"] for stage in pipeline["stages"]],
             "stage",
+            "input queue",
             "workers",
             "items",
             "items/s",
@@ -522,8 +532,10 @@ def render(view: dict[str, Any]) -> RenderableType:
         )
         for stage in pipeline["stages"]:
             shares = stage["shares"]
+            waiting = stage["input_queue"]
             table.add_row(
                 escape(stage["name"]),
+                "-" if waiting is None else f"{waiting['size']} / {waiting['capacity']}",
                 str(stage["workers"]),
                 str(stage["items"]),
                 _per_second(stage["rate"]),

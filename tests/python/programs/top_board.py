@@ -1,10 +1,11 @@
 """A running pipeline's board for `hakobu top` (tests/python/test_cli_top.py), made directly with
 hakobu._pipeline.board: pipeline argv[1] with stages "decode" (1 worker), "infer" (2 workers) and
-"post" (1 worker). This process plays every worker: each decode and infer row takes an item,
-computes for 2 ms and sends it, over and over (every 4th infer item fails); the post row waits for
-input all along. Says "ready" once every row has finished 4 items (so each infer row has failed
-one), and runs until a line (or end of file) arrives on stdin: then the rows exit and the board is
-removed. Killed, it leaves the board behind."""
+"post" (1 worker); decode's input queue is argv[2] if given (else "frames"). This process plays
+every worker: each decode and infer row takes an item, computes for 2 ms and sends it, over and
+over (every 4th infer item fails); the post row waits for input all along. Says "ready" once every
+row has finished 4 items (so each infer row has failed one), and runs until a line (or end of
+file) arrives on stdin: then the rows exit and the board is removed. Killed, it leaves the board
+behind."""
 
 import signal
 import sys
@@ -27,7 +28,7 @@ def wait_for_stdin() -> None:
 
 
 stages = [
-    board.StageInfo("decode", 1, "frames", "decoded"),
+    board.StageInfo("decode", 1, sys.argv[2] if len(sys.argv) > 2 else "frames", "decoded"),
     board.StageInfo("infer", 2, "decoded", "features"),
     board.StageInfo("post", 1, "features", None),
 ]
