@@ -104,6 +104,15 @@ def traffic(request: pytest.FixtureRequest) -> Iterator[Traffic]:
         _remove_board(names.pipeline)
 
 
+def top_text() -> str:
+    """`hakobu top --once` as a wide screen shows it (cells of a narrow one wrap, names aside)."""
+    command = [sys.executable, "-m", "hakobu", "top", "--once", "--interval", INTERVAL]
+    env = {**os.environ, "COLUMNS": "250"}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def only(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
     found = [item for item in items if item["name"] == name]
     assert len(found) == 1, items
@@ -124,8 +133,10 @@ def test_json_reports_each_object_with_rates_while_traffic_flows(traffic: Traffi
     assert queue["put_rate"] > 0 and queue["get_rate"] > 0, queue
     assert queue["put_count"] >= queue["get_count"] + HELD
     assert queue["pids"] == [pids["top_queue"]]
-    if queue["bytes"] is not None:  # bytes in flight, where the library reports them
-        assert HELD * MESSAGE_BYTES <= queue["bytes"] <= (HELD + 1) * (MESSAGE_BYTES + 4096), queue
+    # Bytes in flight: the held arrays (and their headers), one more between a put and its get.
+    assert HELD * MESSAGE_BYTES <= queue["bytes"] <= (HELD + 1) * (MESSAGE_BYTES + 4096), queue
+    assert queue["max_bytes"] > 0, "half of /dev/shm by default"
+    assert (queue["senders"], queue["ended"], queue["senders_lost"]) == (1, False, False)
 
     topic = only(view["topics"], traffic.topic)
     assert topic["error"] is None and topic["subscribers"] == 1 and topic["subscribers_dead"] == 0
@@ -165,7 +176,7 @@ def test_json_reports_each_object_with_rates_while_traffic_flows(traffic: Traffi
 
 
 def test_once_prints_every_object_by_name(traffic: Traffic) -> None:
-    result = run_cli("top", "--once", "--interval", INTERVAL)
+    result = run_cli("top", "--once", "--interval", INTERVAL)  # names are never cut, however narrow
     assert result.returncode == 0, result.stderr
     for name in (traffic.queue, traffic.topic, traffic.store, f"pipeline {traffic.pipeline}"):
         assert name in result.stdout, result.stdout
@@ -178,6 +189,27 @@ def test_piped_output_is_one_frame(traffic: Traffic) -> None:
     result = run_cli("top", "--interval", INTERVAL)
     assert result.returncode == 0, result.stderr
     assert traffic.queue in result.stdout and "\x1b[?1049h" not in result.stdout
+
+
+def test_a_queue_whose_stream_ended_or_lost_a_sender_says_so(name: str) -> None:
+    with hakobu.Queue(name, capacity=8) as queue:
+        queue.put(1)  # this handle is the queue's one sender
+        assert queue.get(timeout=60) == 1
+    ended = only(cli_json("top", "--interval", INTERVAL)["queues"], name)
+    assert (ended["senders"], ended["ended"], ended["senders_lost"], ended["size"]) == (0, True, False, 0)
+    text = top_text()
+    assert "ended" in text and "senders lost" not in text
+
+    sender = start("top_queue", name, 1, 100, stdin=subprocess.PIPE)  # a sender from its first put
+    said(sender, "ready")
+    sender.send_signal(signal.SIGKILL)
+    finish(sender)
+    with hakobu.Queue(name) as queue, pytest.raises(hakobu.SendersLost):
+        for _ in range(3):  # what the killed sender left (one or two messages), then the end
+            queue.get(timeout=60)
+    lost = only(cli_json("top", "--interval", INTERVAL)["queues"], name)
+    assert (lost["senders"], lost["ended"], lost["senders_lost"]) == (0, True, True), lost
+    assert "ended, senders lost" in top_text()
 
 
 def test_a_pipeline_whose_process_died_is_shown_dead(request: pytest.FixtureRequest) -> None:
@@ -193,8 +225,7 @@ def test_a_pipeline_whose_process_died_is_shown_dead(request: pytest.FixtureRequ
         states = {w["state"] for stage in found["stages"] for w in stage["worker_states"]}
         assert states == {"dead"}
         assert all(stage["rate"] == 0 for stage in found["stages"])
-        text = run_cli("top", "--once", "--interval", INTERVAL)
-        assert text.returncode == 0 and "its process died" in text.stdout, text.stderr
+        assert "its process died" in top_text()
     finally:
         if program.poll() is None:
             program.kill()
@@ -222,8 +253,7 @@ def test_a_damaged_board_neither_breaks_the_view_nor_shows_nonsense(request: pyt
         assert stage["items"] == 0 and stage["errors"] == 0 and stage["rate"] == 0
         assert [w["pid"] for w in stage["worker_states"]] == [0, 0]
         assert [w["state"] for w in stage["worker_states"]] == ["not started", "not started"]
-        text = run_cli("top", "--once", "--interval", INTERVAL)
-        assert text.returncode == 0 and "makes no sense" in text.stdout, text.stderr
+        assert "makes no sense" in top_text()
     finally:
         for published in made:
             published.remove()

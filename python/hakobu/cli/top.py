@@ -158,13 +158,14 @@ def queue_rows(before: Sample, after: Sample, seconds: float) -> list[dict[str, 
                 "name": queue["name"],
                 "size": queue["size"],
                 "capacity": queue["capacity"],
-                # Bytes in flight, the byte capacity and the stream's senders: None where the
-                # library does not report them.
-                "bytes": queue.get("bytes"),
-                "max_bytes": queue.get("max_bytes"),
-                "senders": queue.get("senders"),
-                "ended": queue.get("ended"),
-                "senders_lost": queue.get("senders_lost"),
+                # Payload bytes waiting and the byte capacity (0: none); the stream: handles
+                # counted as senders, whether it ended (empty, every sender gone) and whether
+                # one of them failed or died. None where the queue could not be read.
+                "bytes": queue["bytes"],
+                "max_bytes": queue["max_bytes"],
+                "senders": queue["senders"],
+                "ended": queue["ended"],
+                "senders_lost": queue["senders_lost"],
                 "put_count": queue["put_count"],
                 "get_count": queue["get_count"],
                 "put_rate": _rate(old.get("put_count"), queue["put_count"], seconds),
@@ -242,7 +243,7 @@ def _occupancy(queue: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """How full a stage's input queue is (None: no such queue in the domain now)."""
     if queue is None or queue["error"]:
         return None
-    return {key: queue.get(key) for key in ("size", "capacity", "bytes", "max_bytes")}
+    return {key: queue[key] for key in ("size", "capacity", "bytes", "max_bytes")}
 
 
 def pipeline_rows(before: Sample, after: Sample, seconds: float) -> list[dict[str, Any]]:
@@ -359,8 +360,6 @@ def _bytes_in_flight(queue: dict[str, Any]) -> str:
     if queue["bytes"] is None:
         return "-"
     limit = queue["max_bytes"]
-    if limit is None:
-        return format_bytes(queue["bytes"])
     return f"{format_bytes(queue['bytes'])} / {format_bytes(limit) if limit else 'no limit'}"
 
 
@@ -368,17 +367,15 @@ def _stream(queue: dict[str, Any]) -> str:
     """The end-of-stream state of a queue: its senders, and whether the stream ended."""
     if queue["senders"] is None:
         return "-"
-    text = f"{queue['senders']} sender(s)"
-    if queue["senders_lost"]:
-        text += ", senders lost"
     if queue["ended"]:
-        text += ", ended"
-    return text
+        return "[red]ended, senders lost[/red]" if queue["senders_lost"] else "ended"
+    text = f"{queue['senders']} sender(s)"
+    return text + (", [red]one lost[/red]" if queue["senders_lost"] else "")
 
 
 def _table(title: str, names: list[str], *columns: str) -> Any:
     """A table whose first column holds `names`: never cut nor wrapped (people copy them into
-    `hakobu info`); the other figures are cut short on a narrow screen, the last column folds."""
+    `hakobu info`); on a narrow screen the other cells wrap (nothing is cut off)."""
     from rich import box
     from rich.table import Table
 
@@ -393,10 +390,10 @@ def _table(title: str, names: list[str], *columns: str) -> Any:
     for index, column in enumerate(columns):
         if index == 0:
             table.add_column(column, no_wrap=True, min_width=max(map(len, [column, *names])))
-        elif index == len(columns) - 1:
-            table.add_column(column, overflow="fold")
         else:
-            table.add_column(column, justify="right", no_wrap=True)
+            table.add_column(
+                column, justify="left" if index == len(columns) - 1 else "right", overflow="fold"
+            )
     return table
 
 
