@@ -259,6 +259,24 @@ def test_a_damaged_board_neither_breaks_the_view_nor_shows_nonsense(request: pyt
             published.remove()
 
 
+def test_a_board_described_by_a_stranger_object_leaves_the_rest_of_the_view(
+    request: pytest.FixtureRequest, name: str
+) -> None:
+    pipeline = _fresh(request, "p")
+    made = board.Board(pipeline, [board.StageInfo("only", 1, "in", None)], None, DOMAIN)
+    queue = hakobu.Queue(name, capacity=8)
+    try:
+        with hakobu.Store(board_name(pipeline), 4, create=False) as store:
+            store["description"] = "not a description"
+        view = cli_json("top", "--interval", INTERVAL)
+        assert view["pipelines"] == [] and "could not be read" in view["pipelines_error"]
+        assert only(view["queues"], name)["capacity"] == 8
+        assert "could not be read" in top_text()
+    finally:
+        queue.close()
+        made.remove()
+
+
 def test_no_such_domain_lists_the_domains_that_exist(name: str) -> None:
     hakobu.Queue(name, create=True).close()  # so that this run's domain exists
     result = run_cli("top", "--json", "--domain", f"{DOMAIN}-none")

@@ -54,7 +54,8 @@ class Sample:
     monotonic: float  # for rates
     wall: float  # time.time(): the board's `updated` stamps are wall-clock
     report: dict[str, Any]  # reports.domain_report
-    pipelines: list[dict[str, Any]] = field(default_factory=list)  # board.running
+    pipelines: list[dict[str, Any]] = field(default_factory=list)  # board.running, checked
+    pipelines_error: Optional[str] = None  # why the boards could not be read
 
 
 def take_sample(domain: str) -> Sample:
@@ -63,14 +64,19 @@ def take_sample(domain: str) -> Sample:
     from .._errors import HakobuError
 
     report = domain_report(domain, scan_processes())
-    pipelines: list[dict[str, Any]] = []
+    sample = Sample(time.monotonic(), time.time(), report)
     if report["exists"] and not report["error"]:
         try:
             with _core.DomainAttachment(domain):
-                pipelines = [checked_board(board) for board in boards.running(domain)]
+                sample.pipelines = [checked_board(board) for board in boards.running(domain)]
         except HakobuError:
             pass  # the domain went away meanwhile: the next sample says so
-    return Sample(time.monotonic(), time.time(), report, pipelines)
+        # A board's description is whatever object some process stored: the view goes on without.
+        except Exception as error:  # noqa: BLE001
+            sample.pipelines_error = (
+                f"the pipelines' boards could not be read ({type(error).__name__}: {error})"
+            )
+    return sample
 
 
 # Above the largest pid Linux hands out (kernel.pid_max is at most 2**22).
@@ -340,6 +346,7 @@ def frame(before: Sample, after: Sample) -> dict[str, Any]:
         "topics": topic_rows(before, after, seconds),
         "stores": store_rows(after),
         "pipelines": pipeline_rows(before, after, seconds),
+        "pipelines_error": after.pipelines_error,
     }
 
 
@@ -502,6 +509,8 @@ def render(view: dict[str, Any]) -> RenderableType:
                 format_pids(store["pids"]),
             )
         parts += ["", table]
+    if view["pipelines_error"]:
+        parts += ["", _error_cell(view["pipelines_error"])]
     for pipeline in view["pipelines"]:
         if pipeline["error"]:
             title = f"[bold]pipeline {escape(pipeline['name'])}[/bold]"
