@@ -594,6 +594,8 @@ def command_top(args: argparse.Namespace, out: Output) -> int:
     first = take_sample(args.domain)
     time.sleep(args.interval)
     view = frame(first, take_sample(args.domain))
+    if not view["exists"]:  # removed while we looked
+        raise _missing_domain(args.domain)
     if out.as_json:
         out.json(view)
     else:
