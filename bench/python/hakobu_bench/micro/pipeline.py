@@ -92,7 +92,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 
-from ..channel import as_bytes, decode_header, encode_header, parent_watch
+from ..channel import corrupt_answers, decode_header, encode_header, parent_watch
 from ..machine import with_versions as machine
 from ..report import format_time, versions
 
@@ -440,6 +440,7 @@ class HttpShm(WebTransport):
     def connect(self, hop: int, address: Any) -> None:
         import httpx
 
+        self.sent: list[str] = []  # the segments stage 1 made (stage 3 unlinks them)
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{address}", timeout=httpx.Timeout(None), trust_env=False
         )
@@ -462,6 +463,7 @@ class HttpShm(WebTransport):
         # A new segment per message, as the module is used; stage 3 unlinks it (so this process's
         # resource tracker forgets it, as an answer segment's creator does).
         segment = copy_into_answer_segment(array)
+        self.sent.append(segment.name)
         try:
             self.post({"name": segment.name, "dtype": array.dtype.str, "shape": list(array.shape)})
         finally:
@@ -475,7 +477,9 @@ class HttpShm(WebTransport):
             return None
         self.message = message
         self.segment = attach(message["name"])
-        view: np.ndarray = np.ndarray(tuple(message["shape"]), np.dtype(message["dtype"]), buffer=self.segment.buf)
+        view: np.ndarray = np.ndarray(
+            tuple(message["shape"]), np.dtype(message["dtype"]), buffer=self.segment.buf
+        )
         return view
 
     def forward(self, array: np.ndarray, received: Transport) -> None:
@@ -495,6 +499,11 @@ class HttpShm(WebTransport):
         if client is not None:
             client.close()
         super().close()
+        for name in getattr(self, "sent", ()):  # stage 3 unlinked each; a failed run leaves none either
+            try:
+                shared_memory.SharedMemory(name).unlink()
+            except FileNotFoundError:
+                pass
 
 
 class WebSocketFrames(WebTransport):
@@ -596,6 +605,7 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
     if "domain" in config:
         os.environ["HAKOBU_DOMAIN"] = config["domain"]
     compute = config["mode"] == "compute"
+    corrupt = corrupt_answers() and not last  # HAKOBU_BENCH_CORRUPT=1: stage 2 spoils every message (tests)
     inbound = TRANSPORTS[method]({**config, "writable": compute})
     outbound = None if last else TRANSPORTS[method](config)
     try:
@@ -611,6 +621,9 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
                 break
             if compute:
                 array += 1
+            if corrupt:  # both ends: whole, but not the message that was sent
+                array.reshape(-1)[0] += 0.5
+                array.reshape(-1)[-1] += 0.5
             if outbound is not None:
                 sent = now()
                 outbound.forward(array, inbound)
@@ -850,7 +863,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return math.nan
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def memcpy_us(shape: tuple[int, ...]) -> float:
@@ -865,7 +878,9 @@ def memcpy_us(shape: tuple[int, ...]) -> float:
     return statistics.median(times)
 
 
-def messages_for(method: str, shape: tuple[int, ...], quick: bool, messages: Optional[int]) -> tuple[int, str]:
+def messages_for(
+    method: str, shape: tuple[int, ...], quick: bool, messages: Optional[int]
+) -> tuple[int, str]:
     """Messages per phase and why fewer than asked (empty: not capped)."""
     if quick:
         return messages or QUICK_MESSAGES, ""
@@ -1004,7 +1019,9 @@ def run(
                     }
                     big = nbytes_of(shape) >= BIG
                     if mode == "identity" and big and name in PEERS and not identity_peers_big and not quick:
-                        row["skipped"] = "identity stages at 1 GiB run for hakobu only (the compute run's hops are the transport)"
+                        row["skipped"] = (
+                            "identity stages at 1 GiB run for hakobu only (the compute run's hops are the transport)"
+                        )
                         rows.append(row)
                         continue
                     count, capped = messages_for(name, shape, quick, messages)
@@ -1019,9 +1036,13 @@ def run(
     return rows, copies
 
 
-def plan(shapes: Optional[str], methods: Optional[str], quick: bool) -> tuple[list[tuple[int, ...]], list[str]]:
+def plan(
+    shapes: Optional[str], methods: Optional[str], quick: bool
+) -> tuple[list[tuple[int, ...]], list[str]]:
     chosen_shapes = [
-        parse_shape(s.strip()) for s in (shapes or ",".join(QUICK_SHAPES if quick else SHAPES)).split(",") if s.strip()
+        parse_shape(s.strip())
+        for s in (shapes or ",".join(QUICK_SHAPES if quick else SHAPES)).split(",")
+        if s.strip()
     ]
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(TRANSPORTS)
     unknown = [m for m in chosen if m not in TRANSPORTS]
@@ -1038,7 +1059,10 @@ def find(rows: Sequence[dict[str, Any]], method: str, shape: str, mode: str) -> 
         (
             r
             for r in rows
-            if r["method"] == method and r.get("shape") == shape and r.get("mode") == mode and "hop1_us_median" in r
+            if r["method"] == method
+            and r.get("shape") == shape
+            and r.get("mode") == mode
+            and "hop1_us_median" in r
         ),
         None,
     )
@@ -1119,7 +1143,19 @@ def ratio_to_hakobu(rows: Sequence[dict[str, Any]], row: dict[str, Any]) -> str:
     return f"{hop_us(row) / hop_us(base):.2f}×"
 
 
-COLUMNS = ("shape", "method", "stages", "end to end", "p90", "hop 1→2", "hop 2→3", "hop ÷ hakobu", "throughput", "msgs/s", "n")
+COLUMNS = (
+    "shape",
+    "method",
+    "stages",
+    "end to end",
+    "p90",
+    "hop 1→2",
+    "hop 2→3",
+    "hop ÷ hakobu",
+    "throughput",
+    "msgs/s",
+    "n",
+)
 
 
 def cells(rows: Sequence[dict[str, Any]], row: dict[str, Any]) -> list[str]:
@@ -1191,11 +1227,17 @@ def render(rows: Sequence[dict[str, Any]], copies: dict[str, float], console: An
         table.add_column(column, justify="left" if column in ("shape", "method", "stages") else "right")
     for shape, chunk in grouped(rows):
         for index, r in enumerate(chunk):
-            label = f"[bold cyan]{escape(r['label'])}[/]" if r["method"].startswith("hakobu") else escape(r["label"])
+            label = (
+                f"[bold cyan]{escape(r['label'])}[/]"
+                if r["method"].startswith("hakobu")
+                else escape(r["label"])
+            )
             lead = [shape if index == 0 else "", label, r["mode"]]
             if "skipped" in r or "error" in r:
                 what = (
-                    f"[yellow]skipped[/]: {escape(r['skipped'])}" if "skipped" in r else f"[red]failed[/]: {escape(r['error'])}"
+                    f"[yellow]skipped[/]: {escape(r['skipped'])}"
+                    if "skipped" in r
+                    else f"[red]failed[/]: {escape(r['error'])}"
                 )
                 table.add_row(*lead, what, *[""] * (len(COLUMNS) - 4))
                 continue
@@ -1215,7 +1257,9 @@ def render(rows: Sequence[dict[str, Any]], copies: dict[str, float], console: An
         console.print(escape(line), highlight=False)
 
 
-def to_json(rows: Sequence[dict[str, Any]], copies: dict[str, float], options: dict[str, Any]) -> dict[str, Any]:
+def to_json(
+    rows: Sequence[dict[str, Any]], copies: dict[str, float], options: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "tool": "hakobu bench --pipeline",
         "options": options,
@@ -1230,11 +1274,21 @@ def to_json(rows: Sequence[dict[str, Any]], copies: dict[str, float], options: d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0] if __doc__ else "")
-    parser.add_argument("--shapes", help=f"comma-separated (default {','.join(SHAPES)}; --quick: {','.join(QUICK_SHAPES)})")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description=__doc__.split("\n")[0] if __doc__ else ""
+    )
+    parser.add_argument(
+        "--shapes", help=f"comma-separated (default {','.join(SHAPES)}; --quick: {','.join(QUICK_SHAPES)})"
+    )
     parser.add_argument("--methods", help="comma-separated subset of " + ",".join(TRANSPORTS))
-    parser.add_argument("--messages", type=int, help=f"messages per phase (default {MESSAGES}, {BIG_MESSAGES} at 1 GiB)")
-    parser.add_argument("--quick", action="store_true", help=f"small shapes, {QUICK_MESSAGES} messages: check that every method runs")
+    parser.add_argument(
+        "--messages", type=int, help=f"messages per phase (default {MESSAGES}, {BIG_MESSAGES} at 1 GiB)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small shapes, {QUICK_MESSAGES} messages: check that every method runs",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument("--domain", default=f"bench{os.getpid()}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1246,14 +1300,26 @@ def main() -> int:
         parser.error(str(error))
     os.environ["HAKOBU_DOMAIN"] = args.domain
     print(machine_line(machine()))
-    print(f"pipeline: 3 stages; shapes {', '.join(map(shape_name, shapes))} float64\n{METHOD_NOTES}\n", flush=True)
+    print(
+        f"pipeline: 3 stages; shapes {', '.join(map(shape_name, shapes))} float64\n{METHOD_NOTES}\n",
+        flush=True,
+    )
     rows, copies = run(
-        methods, shapes, args.quick, args.messages, progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True)
+        methods,
+        shapes,
+        args.quick,
+        args.messages,
+        progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True),
     )
     print("\n".join(table_lines(rows, copies)))
     print("\n".join(goal_lines(rows, copies)))
     if args.json:
-        options = {"quick": args.quick, "methods": methods, "shapes": [shape_name(s) for s in shapes], "messages": args.messages}
+        options = {
+            "quick": args.quick,
+            "methods": methods,
+            "shapes": [shape_name(s) for s in shapes],
+            "messages": args.messages,
+        }
         with open(args.json, "w") as out:
             json.dump(to_json(rows, copies, options), out, indent=2)
     return 1 if any("error" in r for r in rows) else 0
