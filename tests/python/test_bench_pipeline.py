@@ -126,5 +126,8 @@ def test_shapes_and_message_counts() -> None:
     big = pipeline.SHAPES["128x1024x1024"]
     assert pipeline.messages_for("hakobu", big, False, None) == (pipeline.BIG_MESSAGES, "")
     count, why = pipeline.messages_for("mp-queue", big, False, None)
-    assert count == pipeline.PEER_BIG_MESSAGES and "capped" in why
+    assert count == pipeline.PEER_MIN_MESSAGES and "capped" in why
+    count, why = pipeline.messages_for("websocket", pipeline.SHAPES["2x3x16x224x224"], False, None)
+    assert count == pipeline.PEER_PHASE_BYTES // (2 * 3 * 16 * 224 * 224 * 8) and "capped" in why
+    assert pipeline.messages_for("websocket", big, False, 1) == (1, "")  # fewer asked: not capped
     assert pipeline.messages_for("mp-queue", (1, 3, 224, 224), False, None) == (pipeline.MESSAGES, "")

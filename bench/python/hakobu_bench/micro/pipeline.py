@@ -59,11 +59,16 @@ The transports are those of ``hakobu_bench.methods`` (the round-trip
 benchmark's): their framing, segments and servers are reused here, with the
 stages arranged in a line instead of an echo.
 
-1 GiB: hakobu runs 20 messages each way (one at a time, then streamed), and
-the identity stages too; the peers take seconds per message there, so they run
-``PEER_BIG_MESSAGES`` of each (the output says so) and only the compute run.
-At most ``window`` messages are in flight (1 GiB: 2, Ray 1), hakobu's queues
-hold 1 message each at 1 GiB (4 below), so /dev/shm holds a few GiB at most.
+Message counts: hakobu runs 100 messages per phase (20 at 1 GiB), after 2
+untimed ones and an untimed stream of ``window`` (where memory for messages in
+flight is touched). The peers take up to seconds per message at the large
+shapes, so that the whole run stays within minutes each moves at most
+``PEER_PHASE_BYTES`` per phase (at least ``PEER_MIN_MESSAGES`` messages: 13 of
+38.5 MB, 2 of 1 GiB, after 1 untimed one at 1 GiB; each capped row says so),
+and runs identity stages only up to ``PEER_IDENTITY_MAX`` (the compute run's
+hops exclude ``a += 1`` already). At most ``window`` messages are in flight
+(1 GiB: 2, Ray 1), hakobu's queues hold 1 message each at 1 GiB (4 below), so
+/dev/shm holds a few GiB at most.
 
 Run: python -m hakobu_bench.micro.pipeline [--shapes ...] [--methods ...] [--messages N]
          [--quick] [--json FILE]
@@ -109,7 +114,9 @@ SHAPES: dict[str, tuple[int, ...]] = {
 QUICK_SHAPES = ("1x3x224x224", "2x1024x16x16")
 BIG = 512 << 20  # from this size on: fewer messages, a smaller window, queues of one message
 MESSAGES, BIG_MESSAGES = 100, 20  # per phase (one at a time, then streamed)
-PEER_BIG_MESSAGES = 2  # per phase for the peers at 1 GiB (seconds per message each)
+PEER_PHASE_BYTES = 512 << 20  # a peer moves at most this much per phase (seconds per GiB)...
+PEER_MIN_MESSAGES = 2  # ...but at least this many messages
+PEER_IDENTITY_MAX = 16 << 20  # the peers' identity stages run up to this size
 QUICK_MESSAGES = 5
 WARMUP = 2  # untimed messages first (memory of messages in flight is touched there)
 WINDOW, BIG_WINDOW = 4, 2
@@ -884,12 +891,17 @@ def messages_for(
     """Messages per phase and why fewer than asked (empty: not capped)."""
     if quick:
         return messages or QUICK_MESSAGES, ""
-    if nbytes_of(shape) < BIG:
-        return messages or MESSAGES, ""
+    nbytes = nbytes_of(shape)
+    asked = messages or (BIG_MESSAGES if nbytes >= BIG else MESSAGES)
     if method.startswith("hakobu"):
-        return messages or BIG_MESSAGES, ""
-    count = min(messages or BIG_MESSAGES, PEER_BIG_MESSAGES)
-    return count, f"capped at {count} messages per phase (seconds per message at this size)"
+        return asked, ""
+    count = min(asked, max(PEER_MIN_MESSAGES, PEER_PHASE_BYTES // nbytes))
+    if count == asked:
+        return count, ""
+    return count, (
+        f"capped at {count} messages per phase: a peer moves at most {PEER_PHASE_BYTES >> 20} MiB per phase "
+        f"(at least {PEER_MIN_MESSAGES} messages), so that the whole run takes minutes"
+    )
 
 
 def measure(
@@ -900,6 +912,8 @@ def measure(
     big = nbytes_of(shape) >= BIG
     window = 1 if (method == "ray" and big) else (BIG_WINDOW if big else WINDOW)
     increments = 2.0 if mode == "compute" else 0.0
+    slow = big and method in PEERS  # seconds per message: one untimed message, no untimed stream
+    warmup, stream_warmup = (1, 0) if slow else (WARMUP, window)
     run: Any = (RayRun if method == "ray" else ProcessRun)(method, shape, mode, workdir)
     source = None if kind.zero_copy_source else kind({}).source(shape)
     maker = kind({})
@@ -928,7 +942,7 @@ def measure(
         tag = 0
         sent_at: list[int] = []
         dones: list[tuple[int, int, float, float]] = []
-        for index in range(WARMUP + count):  # one at a time
+        for index in range(warmup + count):  # one at a time
             tag += 1
             array = array_for(tag, True)
             start = now()
@@ -936,16 +950,22 @@ def measure(
             del array
             done = run.done()
             check(tag, done[2], done[3])
-            if index >= WARMUP:
+            if index >= warmup:
                 sent_at.append(start)
                 dones.append(done)
         progress(f"{method} {shape_name(shape)} {mode}: one at a time done")
-        stamps2 = run.stage2(WARMUP + count)[WARMUP:]
+        stamps2 = run.stage2(warmup + count)[warmup:]
         for start, (got2, sent2), (got3, done3, _, _) in zip(sent_at, stamps2, dones):
             hops1.append((got2 - start) / 1e3)
             hops2.append((got3 - sent2) / 1e3)
             ends.append((done3 - start) / 1e3)
             stage2_compute.append((sent2 - got2) / 1e3)
+        for _ in range(stream_warmup):  # untimed: the memory of messages in flight is touched here
+            run.send(array_for(tag, False))
+        for _ in range(stream_warmup):
+            got3, last_done, first, last = run.done()
+            check(None, first, last)
+        run.stage2(stream_warmup)
         first_send = now()
         in_flight = 0
         last_done = first_send
@@ -990,7 +1010,6 @@ def run(
     shapes: Sequence[tuple[int, ...]],
     quick: bool = False,
     messages: Optional[int] = None,
-    identity_peers_big: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Measures ``methods`` on ``shapes`` in compute and identity modes; the rows and memcpy per shape."""
@@ -1017,10 +1036,15 @@ def run(
                         "bytes": nbytes_of(shape),
                         "mode": mode,
                     }
-                    big = nbytes_of(shape) >= BIG
-                    if mode == "identity" and big and name in PEERS and not identity_peers_big and not quick:
+                    if (
+                        mode == "identity"
+                        and name in PEERS
+                        and nbytes_of(shape) > PEER_IDENTITY_MAX
+                        and not quick
+                    ):
                         row["skipped"] = (
-                            "identity stages at 1 GiB run for hakobu only (the compute run's hops are the transport)"
+                            f"the peers' identity stages run up to {PEER_IDENTITY_MAX >> 20} MiB "
+                            "(the compute run's hops exclude a += 1)"
                         )
                         rows.append(row)
                         continue
