@@ -230,8 +230,8 @@ class Transport:
     def stop(self) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def close(self, failed: bool = False) -> None:
+        """Lets go of both ends (``failed``: the stage is failing)."""
 
 
 class HakobuQueues(Transport):
@@ -265,8 +265,15 @@ class HakobuQueues(Transport):
         return None
 
     def receive(self) -> Optional[np.ndarray]:
-        item = self.inbox.get()  # parent_watch ends the stage if stage 1 dies
-        assert item is None or isinstance(item, np.ndarray)
+        import hakobu
+
+        try:
+            item = self.inbox.get()
+        except hakobu.SendersLost:  # the stage before failed or died: this run failed
+            raise
+        except hakobu.EndOfStream:  # the stage before closed its end: the stream is over
+            return None
+        assert isinstance(item, np.ndarray)
         return item
 
     def connect(self, hop: int, address: Any) -> None:
@@ -276,13 +283,17 @@ class HakobuQueues(Transport):
         self.outbox.put(array)
 
     def stop(self) -> None:
-        self.outbox.put(None)
+        # No stop message: closing the sending handle ends the stream, and the next stage's get
+        # raises EndOfStream once it took every message (hakobu's end of stream flows downstream).
+        self.outbox.close()
+        self.outbox = None
 
-    def close(self) -> None:
-        for end in ("inbox", "outbox"):
-            q = getattr(self, end, None)
-            if q is not None:
-                q.close()
+    def close(self, failed: bool = False) -> None:
+        inbox, outbox = getattr(self, "inbox", None), getattr(self, "outbox", None)
+        if outbox is not None:
+            outbox.close(failed=failed)  # failed: the next stage gets SendersLost, not a clean end
+        if inbox is not None:
+            inbox.close()
 
 
 class HakobuZeroCopy(HakobuQueues):
@@ -333,7 +344,7 @@ class MpQueues(Transport):
     def stop(self) -> None:
         self.outbox.put(None)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         outbox = getattr(self, "outbox", None)
         if outbox is not None:
             outbox.close()
@@ -375,7 +386,7 @@ class MpConnection(Transport):
     def stop(self) -> None:
         self.outbox.send(None)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         for end in ("inbox", "outbox", "listener"):
             thing = getattr(self, end, None)
             if thing is not None:
@@ -424,7 +435,7 @@ class WebTransport(Transport):
     def take(self) -> Any:
         return self.inbox.messages.get()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         thread = getattr(self, "server_thread", None)
         if thread is not None:
             while self.server_end.server is None and thread.is_alive():
@@ -507,11 +518,11 @@ class HttpShm(WebTransport):
     def stop(self) -> None:
         self.post({"stop": True})
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         client = getattr(self, "client", None)
         if client is not None:
             client.close()
-        super().close()
+        super().close(failed)
         for name in getattr(self, "sent", ()):  # stage 3 unlinked each; a failed run leaves none either
             try:
                 shared_memory.SharedMemory(name).unlink()
@@ -577,11 +588,11 @@ class WebSocketFrames(WebTransport):
     def stop(self) -> None:
         self.ws.send(encode_header(None))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        super().close()
+        super().close(failed)
 
 
 class RayActors(Transport):
@@ -621,6 +632,7 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
     corrupt = corrupt_answers() and not last  # HAKOBU_BENCH_CORRUPT=1: stage 2 spoils every message (tests)
     inbound = TRANSPORTS[method]({**config, "writable": compute})
     outbound = None if last else TRANSPORTS[method](config)
+    failed = False
     try:
         reports.send(("ready", inbound.listen(hop)))
         if outbound is not None:
@@ -651,11 +663,12 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
                 inbound.release(last=True)
                 reports.send((got, done, first, final))
     except BaseException as error:
+        failed = True
         reports.send(("error", f"stage {hop + 1}: {type(error).__name__}: {error}"))
         raise
     finally:
         if outbound is not None:
-            outbound.close()
+            outbound.close(failed)
         inbound.close()
 
 
