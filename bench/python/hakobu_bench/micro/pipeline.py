@@ -885,6 +885,11 @@ class RayRun:
             ray.kill(a)
 
 
+# Methods whose stages are not stage processes over a Transport: what drives them (same interface as
+# ProcessRun: start, send, done, stage2, close). hakobu.Pipeline's row goes here once it exists.
+RUNS: dict[str, Any] = {"ray": RayRun}
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -933,7 +938,7 @@ def measure(
     increments = 2.0 if mode == "compute" else 0.0
     slow = big and method in PEERS  # seconds per message: one untimed message, no untimed stream
     warmup, stream_warmup = (1, 0) if slow else (WARMUP, window)
-    run: Any = (RayRun if method == "ray" else ProcessRun)(method, shape, mode, workdir)
+    run: Any = RUNS.get(method, ProcessRun)(method, shape, mode, workdir)
     source = None if kind.zero_copy_source else kind({}).source(shape)
     maker = kind({})
     hops1: list[float] = []
