@@ -131,3 +131,17 @@ def test_shapes_and_message_counts() -> None:
     assert count == pipeline.PEER_PHASE_BYTES // (2 * 3 * 16 * 224 * 224 * 8) and "capped" in why
     assert pipeline.messages_for("websocket", big, False, 1) == (1, "")  # fewer asked: not capped
     assert pipeline.messages_for("mp-queue", (1, 3, 224, 224), False, None) == (pipeline.MESSAGES, "")
+
+
+def test_a_stage_that_dies_fails_its_rows_and_nothing_hangs() -> None:
+    """Stage 2 dies on its second message: each row fails with the reason (stage 1 sees the process
+    gone), the run goes on to the next row and cleans up."""
+    env = {**os.environ, "HAKOBU_BENCH_STAGE_DIES": "2"}
+    command = [sys.executable, "-m", "hakobu_bench.micro.pipeline", "--quick", "--messages", "2"]
+    command += ["--methods", "hakobu-zero-copy,mp-queue", "--shapes", "1x3x224x224"]
+    code, stdout, stderr, pid = run_command(command, env)
+    assert code == 1, stdout + stderr
+    failed = [line for line in stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 4, stdout
+    assert all("exited" in line or "SendersLost" in line for line in failed), stdout
+    assert leftovers(pid) == []

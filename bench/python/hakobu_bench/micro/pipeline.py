@@ -630,6 +630,9 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
         os.environ["HAKOBU_DOMAIN"] = config["domain"]
     compute = config["mode"] == "compute"
     corrupt = corrupt_answers() and not last  # HAKOBU_BENCH_CORRUPT=1: stage 2 spoils every message (tests)
+    # HAKOBU_BENCH_STAGE_DIES=N (tests): stage 2 dies abruptly on receiving its Nth message.
+    dies_at = 0 if last else int(os.environ.get("HAKOBU_BENCH_STAGE_DIES", "0"))
+    received = 0
     inbound = TRANSPORTS[method]({**config, "writable": compute})
     outbound = None if last else TRANSPORTS[method](config)
     failed = False
@@ -644,6 +647,9 @@ def stage_main(method: str, config: dict[str, Any], hop: int, last: bool, report
                 if outbound is not None:
                     outbound.stop()
                 break
+            received += 1
+            if received == dies_at:
+                os._exit(3)  # as a crash or a kill would: nothing closed, nothing reported
             if compute:
                 array += 1
             if corrupt:  # both ends: whole, but not the message that was sent
@@ -758,14 +764,18 @@ class ProcessRun:
         return [self.report(0, STEP_TIMEOUT) for _ in range(count)]
 
     def close(self) -> None:
+        stopped = False
         try:
             if self.sender is not None:
                 try:
                     if all(p is not None and p.is_alive() for p in self.processes):
                         self.sender.stop()
+                        stopped = True
                 finally:
                     self.sender.close()
-            for process in self.processes:
+            # Told to stop, the stages finish what they hold and exit; a run that failed (a stage
+            # died, a message was wrong) has nothing left to wait for: the stages are killed.
+            for process in self.processes if stopped else ():
                 if process is not None and process.pid is not None:
                     process.join(30.0)
         finally:
