@@ -35,6 +35,9 @@ Design
   must put itself (a retried input, a STOP) it puts without waiting, again at
   the next round if there was no room: it never blocks on a queue that it
   alone can drain.
+* Closing: once every input is done (so that a retried input still finds
+  every stage running) and no feeder is left, every stage is idle: each
+  stage's input ends at once, and the monitor waits for the workers to leave.
 
 Lost items
 ----------
@@ -957,16 +960,15 @@ class Pipeline:
             self._resend.popleft()
 
     def _advance_close(self) -> None:
-        """Closing, once every input is done: ends the stages' inputs in order (STOP messages)."""
+        """Closing, once every input is done and no feeder is left: every stage is idle, so each
+        one's input ends at once (a STOP per worker; a stage's successor then gets nothing more)."""
         with self._lock:
             if self._state != CLOSE or self._feeders or self._putting or self._inputs or self._resend:
                 return
+            if all(self._ended):
+                return
             alive = collections.Counter(worker.stage for worker in self._workers.values())
-        for stage, ended in enumerate(self._ended):
-            if ended:
-                continue
-            if stage > 0 and alive[stage - 1]:
-                return  # the stage before has not left yet
+        for stage in range(len(self._stages)):
             self._ended[stage] = True
             self._resend.extend([stage] * alive[stage])
         self._send_again()
