@@ -411,3 +411,14 @@ def test_a_closed_pipeline_refuses_new_work(pipe: hakobu.Pipeline) -> None:
         import pickle
 
         pickle.dumps(pipe)
+
+
+def test_max_bytes_bounds_each_queue_and_a_larger_item_still_passes() -> None:
+    with hakobu.Pipeline(tasks.increment_in_place, tasks.increment_in_place, max_bytes=1 << 20) as pipe:
+        assert all(stage["queue"]["max_bytes"] == 1 << 20 for stage in pipe.stats())
+        arrays = [hakobu.zeros(1 << 19) for _ in range(6)]  # 4 MiB each: one at a time per queue
+        outputs = pipe.map(arrays)
+        assert [float(a[0]) for a in outputs] == [2.0] * 6
+        del arrays, outputs
+    with pytest.raises(hakobu.InvalidArgument, match="max_bytes"):
+        hakobu.Pipeline(tasks.double, max_bytes=-1)

@@ -13,7 +13,9 @@ Design
   parent reads (``prefix`` = ``pipe-<pid>-<token>``, as the pool names its
   queues). Each holds ``capacity`` messages (and ``max_bytes``). The parent
   creates them all and removes them when the pipeline ends; workers remove them
-  if the parent dies.
+  if the parent dies. The parent also holds every queue as a sender (a second
+  handle, ``sends=True``): a stage's input does not end while the pipeline
+  runs, whatever happens to the workers before it.
 * Workers: fresh interpreters (``python -m hakobu._pipeline.worker``, see
   worker.py), started and replaced by the pipeline's monitor thread (the
   kernel's parent-death signal follows the thread that started a process: it
@@ -32,12 +34,15 @@ Design
 * One monitor thread per pipeline reads the results queue (at most
   POLL_SECONDS at a time), notices dead workers (waitpid), replaces them, runs
   what must run again, and ends the stages in order when closing. Items it
-  must put itself (a retried input, a STOP) it puts without waiting, again at
+  must put itself (a retried input) it puts without waiting, again at
   the next round if there was no room: it never blocks on a queue that it
   alone can drain.
 * Closing: once every input is done (so that a retried input still finds
-  every stage running) and no feeder is left, every stage is idle: each
-  stage's input ends at once, and the monitor waits for the workers to leave.
+  every stage running) and no feeder is left, the parent closes its sending
+  handles of the stages' inputs. The end of stream then flows down: stage 0's
+  workers get EndOfStream and leave, which closes their part of stage 1's
+  input, whose workers then get EndOfStream, and so on; the monitor waits for
+  the workers to leave.
 
 Lost items
 ----------
@@ -106,7 +111,6 @@ from .wire import (
     SLOT_FIELDS,
     STARTING,
     STATE,
-    STOP_MESSAGE,
     TAKES,
     WAITING,
     Path,
@@ -428,14 +432,19 @@ class Pipeline:
         self._workers: dict[int, _Worker] = {}
         self._numbers = itertools.count(1)
         self._start_failures = 0
-        self._resend: collections.deque[Any] = collections.deque()  # inputs to run again, STOPs
-        self._ended = [False] * count  # the stage's input has ended (STOPs sent)
+        self._resend: collections.deque[_Input] = collections.deque()  # inputs to run again
+        self._ended = False  # the parent closed its sending handles: every stage's input ends
         self._retired = np.zeros((count, len(COLUMN)))  # counters of replaced workers' rows
-        self._queues: list[Queue] = []
+        self._queues: list[Queue] = []  # created here: statistics, removal
+        self._senders: list[Queue] = []  # the parent's part of each stream (see "Queues")
         self._final_queue_stats: list[dict[str, Any]] = []
         try:
             for index in range(count + 1):
-                self._queues.append(self._make_queue(f"{self._prefix}-{index}"))
+                queue = self._make_queue(f"{self._prefix}-{index}")
+                self._queues.append(queue)
+                self._senders.append(
+                    Queue(queue.name, self._capacity, create=False, domain=self._domain, sends=True)
+                )
             infos = [
                 StageInfo(stage.name, stage.workers, self._queues[i].name, self._queues[i + 1].name)
                 for i, stage in enumerate(self._stages)
@@ -451,10 +460,7 @@ class Pipeline:
         self._thread.start()
 
     def _make_queue(self, name: str) -> Queue:
-        options: dict[str, Any] = {}
-        if self._max_bytes is not None:
-            options["max_bytes"] = self._max_bytes
-        return Queue(name, self._capacity, create=True, domain=self._domain, **options)
+        return Queue(name, self._capacity, create=True, domain=self._domain, max_bytes=self._max_bytes)
 
     # --- feeding ---------------------------------------------------------------------------------
 
@@ -493,10 +499,10 @@ class Pipeline:
             message = (ITEM, seq, 0, (), *pack(value))
             del value
             with self._put_lock:
-                queues = self._queues
-                if not queues:
+                senders = self._senders
+                if not senders:
                     raise _errors.Closed("the pipeline has ended")
-                queues[0].put(message)
+                senders[0].put(message)
         except BaseException as error:
             with self._lock:
                 self._inputs.pop(seq, None)
@@ -634,7 +640,7 @@ class Pipeline:
                     "compute_seconds": float(mine[COLUMN["compute_seconds"]]),
                     "input_wait_seconds": float(mine[COLUMN["input_wait_seconds"]]),
                     "output_wait_seconds": float(mine[COLUMN["output_wait_seconds"]]),
-                    "queue": self._final_queue_stats[index] if ended else _queue_stats(queues[index]),
+                    "queue": self._final_queue_stats[index] if ended else queues[index].stats(),
                 }
             )
         return described
@@ -704,7 +710,7 @@ class Pipeline:
                 self._look_for_lost()
                 if self._state == TERMINATE or self._broken is not None:
                     break
-                if all(self._ended) and not self._workers:
+                if self._ended and not self._workers:
                     break
         except BaseException as error:  # noqa: BLE001 - a fault of ours: every input fails with it
             failure = _errors.BrokenPool(f"the pipeline's monitor failed ({describe_exception(error)})")
@@ -888,10 +894,8 @@ class Pipeline:
                 return
         else:
             self._start_failures = 0
-        if self._state != TERMINATE and self._broken is None:
+        if self._state != TERMINATE and self._broken is None and not self._ended:
             self._spawn(worker.stage, worker.row)
-            if self._ended[worker.stage]:
-                self._resend.append(worker.stage)  # the STOP it may have taken, for its successor
 
     def _lost_error(self, worker: _Worker, entry: _Input) -> _errors.WorkerLost:
         stage = self._stages[worker.stage].name
@@ -932,46 +936,42 @@ class Pipeline:
             self._complete(entry, error)
 
     def _send_again(self) -> None:
-        """Puts what the monitor must put (a retried input, a STOP), without waiting for room."""
+        """Puts the inputs that run again, without waiting for room (next round if there is none)."""
         while self._resend:
             what = self._resend[0]
-            if isinstance(what, _Input):
-                with self._lock:
-                    if self._inputs.get(what.seq) is not what:
-                        self._resend.popleft()
-                        continue
-                if not self._put_lock.acquire(blocking=False):
-                    return  # a feeder waits for room there: next round
-                try:
-                    self._queues[0].put((ITEM, what.seq, what.attempt, (), *pack(what.value)), block=False)
-                except _errors.Full:
-                    return
-                except Exception as error:  # noqa: BLE001 - e.g. it cannot be pickled anymore
+            with self._lock:
+                if self._inputs.get(what.seq) is not what:
                     self._resend.popleft()
-                    self._complete(what, error)
                     continue
-                finally:
-                    self._put_lock.release()
-            else:
-                try:
-                    self._queues[what].put(STOP_MESSAGE, block=False)
-                except _errors.Full:
-                    return
+            if not self._put_lock.acquire(blocking=False):
+                return  # a feeder waits for room there: next round
+            try:
+                self._senders[0].put((ITEM, what.seq, what.attempt, (), *pack(what.value)), block=False)
+            except _errors.Full:
+                return
+            except Exception as error:  # noqa: BLE001 - e.g. it cannot be pickled anymore
+                self._resend.popleft()
+                self._complete(what, error)
+                continue
+            finally:
+                self._put_lock.release()
             self._resend.popleft()
 
     def _advance_close(self) -> None:
-        """Closing, once every input is done and no feeder is left: every stage is idle, so each
-        one's input ends at once (a STOP per worker; a stage's successor then gets nothing more)."""
+        """Closing, once every input is done and no feeder is left: the parent's part of every
+        stage's input ends; the end of stream flows down the stages as their workers leave."""
         with self._lock:
-            if self._state != CLOSE or self._feeders or self._putting or self._inputs or self._resend:
+            if self._state != CLOSE or self._ended:
                 return
-            if all(self._ended):
+            if self._feeders or self._putting or self._inputs or self._resend:
                 return
-            alive = collections.Counter(worker.stage for worker in self._workers.values())
-        for stage in range(len(self._stages)):
-            self._ended[stage] = True
-            self._resend.extend([stage] * alive[stage])
-        self._send_again()
+            self._ended = True
+            senders = self._senders[:-1]  # the results queue's stays: the monitor reads it to the end
+        for sender in senders:
+            try:
+                sender.close()
+            except _errors.HakobuError:
+                pass
 
     def _look_for_lost(self) -> None:
         """After a worker died WAITING: once the pipeline is quiet, what is outstanding is lost."""
@@ -1067,18 +1067,16 @@ class Pipeline:
         """Removes the queues and drops them: a finished pipeline keeps no handle (nor the domain) open."""
         with self._lock:
             queues, self._queues = self._queues, []
+            senders, self._senders = self._senders, []
             if queues:
-                self._final_queue_stats = [_queue_stats(queue) for queue in queues]
+                self._final_queue_stats = [queue.stats() for queue in queues]
+        for queue in senders:
+            try:
+                queue.close()
+            except _errors.HakobuError:
+                pass  # closed already (the end of the stages' inputs)
         for queue in queues:
             _discard(queue)
-
-
-def _queue_stats(queue: Queue) -> dict[str, Any]:
-    stats = getattr(queue, "stats", None)
-    if stats is not None:
-        described: dict[str, Any] = stats()
-        return described
-    return dict(queue._core.stats())
 
 
 class _CallSink:

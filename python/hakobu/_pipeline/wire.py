@@ -19,8 +19,6 @@ shared memory and sent on goes by reference: no copy):
   results queue, whatever the stage: the item goes no further.
 * ``(DROP, seq, attempt, path, stage)``: the stage returned SKIP or an empty
   list; on the results queue.
-* ``(STOP,)``: on a stage's input, one per worker, after every item: the worker
-  leaves.
 
 An input is done when the records of all its branches have come: a record
 with path ``((i1, k1), ..., (in, kn))`` stands for 1/(k1*...*kn) of the input
@@ -35,7 +33,8 @@ The slot
 --------
 Written by the worker alone, read by the parent when the worker dies, to tell
 what it held: ``state`` (STARTING, WAITING before each get, HOLDING once it has
-recorded the item's ``seq`` and ``attempt``, EXITED when it left as told) and
+recorded the item's ``seq`` and ``attempt``, EXITED when it left at the end of
+its input) and
 ``takes`` (items taken). The parent treats what it reads as untrusted: a seq it
 does not know is ignored.
 """
@@ -45,14 +44,12 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any, NamedTuple, Optional
 
-ITEM, ERROR, DROP, STOP = 1, 2, 3, 4
+ITEM, ERROR, DROP = 1, 2, 3
 
 # The slot's fields, and its states.
 STATE, SEQ, ATTEMPT, TAKES = range(4)
 SLOT_FIELDS = 4
 STARTING, WAITING, HOLDING, EXITED = 0, 1, 2, 3
-
-STOP_MESSAGE = (STOP,)
 
 
 class StageSetup(NamedTuple):

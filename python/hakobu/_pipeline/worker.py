@@ -14,7 +14,9 @@ control queue once it has them. Then it takes items from INPUT, calls the
 function, and puts what comes of it (outputs.py) on OUTPUT: each element of a
 returned list as an item of its own, nothing for SKIP. An array it received and
 returns (modified in place or not) goes on by reference. Errors and drops go to
-the results queue. It leaves at a STOP message, or when its input goes away.
+the results queue. It leaves at the end of its input's stream (EndOfStream, or
+SendersLost), or when its input goes away; leaving, it closes its part of its
+output's stream, so that the next stage's workers leave after it.
 
 Before each get it marks its slot WAITING, and HOLDING with the item's seq and
 attempt as soon as it has one, so that the parent knows what it held should it
@@ -51,7 +53,6 @@ from .wire import (
     SEQ,
     SLOT_FIELDS,
     STATE,
-    STOP,
     TAKES,
     WAITING,
     StageSetup,
@@ -98,8 +99,6 @@ class StageLoop:
             # Anything but a well-formed item is dropped: shared memory is untrusted.
             if type(message) is not tuple or not message:
                 continue
-            if message[0] == STOP:
-                return
             if message[0] != ITEM or len(message) != 6:
                 continue
             _, seq, attempt, path, stream, buffers = message
@@ -216,6 +215,7 @@ def _work(control_name: str, input_name: str, output_name: str, pipeline: str, t
             queue.close()
         return 1  # the pipeline ended meanwhile
     inbox, output, results = queues
+    finished = False
     try:
         row = _board.WorkerRow(pipeline, setup.row, setup.stage, domain)
         loop = StageLoop(function, setup, slot, inbox, output, results)
@@ -224,9 +224,14 @@ def _work(control_name: str, input_name: str, output_name: str, pipeline: str, t
         finally:
             row.exited()
         slot[STATE] = EXITED
+        finished = True
     finally:
+        # The end of this worker's part of its output's stream: failed if it did not finish.
         for queue in queues:
-            queue.close()
+            try:
+                queue.close(failed=not finished)
+            except _errors.HakobuError:
+                pass
     return 0
 
 
