@@ -61,7 +61,7 @@ outputs are dropped), never a hang.
 
 Locking rules
 -------------
-``_lock`` (with its condition ``_room``) guards ``_inputs``, ``_state``,
+``_lock`` (re-entrant, with its condition ``_room``) guards ``_inputs``, ``_state``,
 ``_feeders``, ``_putting``, ``_suspect``, ``_broken`` and the worker table.
 An input's own fields (outputs, share done) are the monitor thread's alone.
 ``_put_lock`` serializes puts on the first queue: feeders hold it while they
@@ -192,7 +192,8 @@ class _Call:
     """
 
     def __init__(self, ordered: bool, window: int, room: threading.Condition) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Re-entrant: abandon() may run from a garbage collection in a thread that holds it.
+        self._cond = threading.Condition(threading.RLock())
         self._room = room  # the pipeline's: a take may let a feeder go on
         self.ordered = ordered
         self.window = window
@@ -418,7 +419,7 @@ class Pipeline:
         self._workers_total = sum(stage.workers for stage in self._stages)
         # Inputs in flight at most: what the queues and the workers hold.
         self.window = (count + 1) * self._capacity + self._workers_total
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: see _Call._cond
         self._room = threading.Condition(self._lock)
         self._put_lock = threading.Lock()
         self._state = RUN
