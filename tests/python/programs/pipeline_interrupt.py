@@ -4,7 +4,8 @@ argv: MODE DIRECTORY. Each item makes a file ``took-<n>-<pid>`` in DIRECTORY
 and waits for ``go-<n>`` (pipeline_tasks.ticket). MODE "with": a with-block
 around Pipeline.map, catches KeyboardInterrupt after the block and exits 3;
 "usable": catches KeyboardInterrupt around map, lets the interrupted items
-finish, maps again on the same pipeline, prints that result, closes and exits 3.
+finish, maps again on the same pipeline, prints that result, closes and exits 3;
+"bare": no with-block, no close, the KeyboardInterrupt ends the program.
 """
 
 import os
@@ -16,6 +17,11 @@ import hakobu
 
 mode, directory = sys.argv[1], sys.argv[2]
 work = [(directory, index) for index in range(8)]
+if mode == "bare":
+    pipe = hakobu.Pipeline(hakobu.Stage(ticket, workers=2))
+    print("mapping", pipe._prefix, flush=True)
+    pipe.map(work)
+    sys.exit("map returned")
 try:
     if mode == "with":
         with hakobu.Pipeline(hakobu.Stage(ticket, workers=2)) as pipe:
