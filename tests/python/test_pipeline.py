@@ -426,3 +426,23 @@ def test_max_bytes_bounds_each_queue_and_a_larger_item_still_passes() -> None:
         del arrays, outputs
     with pytest.raises(hakobu.InvalidArgument, match="max_bytes"):
         hakobu.Pipeline(tasks.double, max_bytes=-1)
+
+
+def test_the_board_shows_the_running_pipeline_to_other_readers(pipe: hakobu.Pipeline) -> None:
+    from hakobu._pipeline import board
+
+    def shown() -> dict[str, Any]:
+        [found] = [b for b in board.running(hakobu.default_domain()) if b["name"] == pipe.name]
+        return found
+
+    assert pipe.map(range(4)) == [1, 3, 5, 7]
+    described = shown()
+    assert described["alive"] and described["pid"] == os.getpid()
+    assert [(s["name"], s["workers"]) for s in described["stages"]] == [("double", 1), ("increment", 2)]
+    assert described["results"] == pipe._queues[-1].name
+    workers = {int(w.process.pid) for w in pipe._workers.values()}
+    eventually(lambda: {int(row["pid"]) for row in shown()["workers"]} == workers, "each worker has its row")
+    eventually(
+        lambda: sum(row["items"] for row in shown()["workers"]) == sum(s["items"] for s in pipe.stats()),
+        "the board and stats() agree",
+    )
