@@ -261,7 +261,8 @@ def test_an_item_taken_by_a_worker_that_died_before_recording_it_is_not_waited_f
         if retries:
             assert second.result(WATCHDOG) == 1
         else:
-            assert isinstance(second.exception(WATCHDOG), hakobu.WorkerLost)
+            error = second.exception(WATCHDOG)
+            assert isinstance(error, hakobu.WorkerLost) and "'ticketing'" in str(error)
         assert pipe.map([(str(tmp_path), 1)]) == [1]
     assert not leftovers(pipe)
 

@@ -33,7 +33,7 @@ Design
   a pipeline holds is bounded by its capacities, whatever the caller does.
 * One monitor thread per pipeline reads the results queue (at most
   POLL_SECONDS at a time), notices dead workers (waitpid), replaces them, runs
-  what must run again, and ends the stages in order when closing. Items it
+  what must run again, and ends the stages' inputs when closing. Items it
   must put itself (a retried input) it puts without waiting, again at
   the next round if there was no room: it never blocks on a queue that it
   alone can drain.
@@ -429,6 +429,7 @@ class Pipeline:
         self._feeders = 0
         self._putting = 0
         self._suspect = False  # a worker may have taken an item unseen: see "Lost items"
+        self._suspect_stages: set[str] = set()  # the stages of such workers
         self._quiet_since: Optional[tuple[Any, ...]] = None
         self._workers: dict[int, _Worker] = {}
         self._numbers = itertools.count(1)
@@ -881,6 +882,7 @@ class Pipeline:
         elif state == WAITING:
             with self._lock:
                 self._suspect = True  # it may have taken an item unseen (see "Lost items")
+                self._suspect_stages.add(self._stages[worker.stage].name)
                 self._quiet_since = None
         if state == STARTING:
             self._start_failures += 1
@@ -993,19 +995,20 @@ class Pipeline:
             return
         with self._lock:
             lost = list(self._inputs.values())
+            stages = ", ".join(repr(name) for name in sorted(self._suspect_stages))
             self._suspect = False
+            self._suspect_stages.clear()
             self._quiet_since = None
             self._room.notify_all()
         for entry in lost:
-            self._lost(
-                entry,
-                _errors.WorkerLost(
-                    f"input {entry.seq} was lost with a worker that died as it took it (a worker of the "
-                    "pipeline died between taking an item and recording it)"
-                    + ("; pass retries=N to run such inputs again" if not self._retries else ""),
-                    task=entry.seq,
-                ),
+            error = _errors.WorkerLost(
+                f"input {entry.seq} was lost with a worker of stage {stages} that died as it took it "
+                "(between taking an item and recording which); the pipeline replaced the worker"
+                + ("; pass retries=N to run such inputs again" if not self._retries else ""),
+                task=entry.seq,
             )
+            error.stage = stages  # type: ignore[attr-defined]
+            self._lost(entry, error)
 
     def _break(self, error: BaseException) -> None:
         """Nothing more can run: every input fails with ``error``, new ones are refused."""
