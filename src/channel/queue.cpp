@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -394,18 +395,25 @@ void QueueState::become_sender() noexcept {
   if (sending.load(std::memory_order_relaxed)) return;
   const std::uint64_t mine = kSenderEntry | domain->token();
   bool others = false;
-  for (std::size_t i = 0; i < kSenderSlots; ++i) {
-    std::uint64_t entry = header->senders[i].load(std::memory_order_acquire);
-    if (entry == 0 && sender_slot < 0 && header->senders[i].compare_exchange_strong(entry, mine)) {
-      sender_slot = static_cast<int>(i);
-    } else if (entry != 0) {
-      others = true;
+  for (int round = 0; round < 2 && sender_slot < 0; ++round) {
+    if (round == 1) reap_dead_senders();  // a full table: make room of the dead ones
+    others = false;
+    for (std::size_t i = 0; i < kSenderSlots; ++i) {
+      std::uint64_t entry = header->senders[i].load(std::memory_order_acquire);
+      if (entry == 0 && sender_slot < 0 && header->senders[i].compare_exchange_strong(entry, mine)) {
+        sender_slot = static_cast<int>(i);
+      } else if (entry != 0) {
+        others = true;
+      }
     }
   }
   if (sender_slot < 0) {
-    header->stream_flags.fetch_or(kUntrackedSender);
-  } else if (!others) {
-    header->stream_flags.fetch_and(~kSenderFailed);  // a new stream: the last one's failure is told
+    header->untracked_senders.fetch_add(1);
+  } else {
+    header->registrations.fetch_add(1);  // after the entry: see stream_end
+    if (!others && header->untracked_senders.load() == 0) {
+      header->stream_flags.fetch_and(~kSenderFailed);  // a new stream: the last one's failure is told
+    }
   }
   header->stream_flags.fetch_or(kEverSent);
   sending.store(true, std::memory_order_release);
@@ -421,6 +429,8 @@ void QueueState::stop_sending(Ending ending) noexcept {
     std::uint64_t mine = kSenderEntry | domain->token();
     header->senders[static_cast<std::size_t>(sender_slot)].compare_exchange_strong(mine, 0);  // release: after my puts
     sender_slot = -1;
+  } else {
+    header->untracked_senders.fetch_sub(1);  // seq_cst: after my puts
   }
   if (no_senders_listed()) wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
 }
@@ -433,11 +443,16 @@ bool QueueState::no_senders_listed() const noexcept {
 }
 
 Attempt QueueState::stream_end() const noexcept {
+  // One snapshot of the table: no registration may have happened during the scan.
+  const std::uint32_t registrations = header->registrations.load();
   const std::uint32_t flags = header->stream_flags.load(std::memory_order_acquire);
-  if ((flags & kEverSent) == 0 || (flags & kUntrackedSender) != 0 || !no_senders_listed()) return Attempt::Empty;
+  if ((flags & kEverSent) == 0 || header->untracked_senders.load() != 0 || !no_senders_listed() ||
+      header->registrations.load() != registrations) {
+    return Attempt::Empty;
+  }
   // Read again: a sender marks a failure before its entry goes.
   return (header->stream_flags.load(std::memory_order_acquire) & kSenderFailed) != 0 ? Attempt::SendersLost
-                                                                                      : Attempt::Ended;
+                                                                                     : Attempt::Ended;
 }
 
 bool QueueState::has_remote_senders() const noexcept {
@@ -483,7 +498,9 @@ bool QueueState::reserve_bytes(std::uint64_t bytes) noexcept {
   for (int attempt = 0; attempt < 64; ++attempt) {
     const std::uint64_t held = current > 0 ? static_cast<std::uint64_t>(current) : 0;
     if (held != 0 && bytes > capacity_bytes - std::min(held, capacity_bytes) && !ring_empty()) return false;
-    if (queued.compare_exchange_weak(current, std::max<std::int64_t>(current, 0) + amount, std::memory_order_relaxed)) {
+    // The count is shared memory: clamped, so that the sum cannot overflow.
+    if (queued.compare_exchange_weak(current, std::clamp<std::int64_t>(current, 0, INT64_MAX / 2) + amount,
+                                     std::memory_order_relaxed)) {
       return true;
     }
   }
@@ -603,14 +620,19 @@ Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view 
 
 Queue::Queue(Queue&&) noexcept = default;
 Queue& Queue::operator=(Queue&&) noexcept = default;
-Queue::~Queue() = default;
+Queue::~Queue() {
+  // A sending handle destroyed while an exception unwinds the stack stopped early.
+  if (state_ && std::uncaught_exceptions() > 0 && !state_->domain->forked_away()) {
+    state_->stop_sending(Ending::Failed);
+  }
+}
 
 void Queue::close(Ending ending) noexcept {
   if (!state_) return;
   state_->closed.store(true, std::memory_order_release);
   if (state_->domain->forked_away()) return;  // inherited across fork(): not mapped here
   state_->stop_sending(ending);
-  state_->wake_everyone();                    // this process's waiters see `closed`; others go back to sleep
+  state_->wake_everyone();  // this process's waiters see `closed`; others go back to sleep
 }
 
 Result<void, UnlinkError> Queue::unlink() {
@@ -822,7 +844,7 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   q.become_sender();
   const std::uint64_t length = loan.bytes().size();
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
-    return q.try_send(blocker, std::max<std::uint64_t>(length, 1), [&](detail::SlotHeader& s) {
+    return q.try_send(blocker, length, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(loan.kind());
       s.length = loan.bytes().size();
       s.block = MessageAccess::block(loan);

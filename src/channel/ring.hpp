@@ -121,9 +121,14 @@ inline constexpr std::uint32_t kQueueLayoutVersion = 4;
 //   kEverSent        a sender registered since the queue was made
 //   kSenderFailed    a sender closed with Ending::Failed, or died (its entry was
 //                    reaped); cleared by a sender that registers into an empty table
-//   kUntrackedSender a sender found the table full: the end is never reported
-// A receiver that finds the queue empty reads the flags, then the entries; if
-// kEverSent is set, nothing is untracked and no entry is in use, it tries once
+// A sender that finds the table full (after reaping dead entries) is counted in
+// untracked_senders instead, until it closes; a dead one is never counted down,
+// and its queue's streams never end (64 senders at once is the design's bound).
+// registrations is bumped (seq_cst) after each entry is taken: a receiver that
+// finds the queue empty reads it, the flags, then the entries, then it again;
+// if it did not change, kEverSent is set, nothing is untracked and no entry is
+// in use, the table was empty at one instant (a sender registering during the
+// scan and another leaving would otherwise look like none), so it tries once
 // more and, still empty, reports the end (Ended, or SendersLost with
 // kSenderFailed). A sender frees its entry after its last put was published
 // (release), and the receiver read the entry with acquire: that second try
@@ -136,7 +141,6 @@ inline constexpr std::size_t kSenderSlots = 64;
 inline constexpr std::uint64_t kSenderEntry = std::uint64_t{1} << 32;
 inline constexpr std::uint32_t kEverSent = 1;
 inline constexpr std::uint32_t kSenderFailed = 2;
-inline constexpr std::uint32_t kUntrackedSender = 4;
 
 // Bytes queued
 // ------------
@@ -211,6 +215,8 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::int64_t> bytes_queued;                  ///< see "Bytes queued"
   std::uint64_t capacity_bytes;                                        ///< 0: no limit
   alignas(64) std::atomic<std::uint32_t> stream_flags;                 ///< see "Senders"
+  std::atomic<std::uint32_t> registrations;      ///< bumped by every registration, after its entry
+  std::atomic<std::uint32_t> untracked_senders;  ///< senders that found the table full
   std::uint32_t reserved1;
   alignas(64) std::atomic<std::uint64_t> senders[kSenderSlots];
 };
