@@ -128,13 +128,16 @@ class StageLoop:
             except BaseException as error:  # noqa: BLE001 - as the pool: SystemExit too
                 failure = error
             row.sending(failure is not None)
-            if failure is not None:
-                self.results.put((ERROR, seq, attempt, path, stage, *pack_error(failure)))
-                del failure
-            elif not items:
-                self.results.put((DROP, seq, attempt, path, stage))
-            else:
-                self.send(seq, attempt, path, items, fanned)
+            try:
+                if failure is not None:
+                    self.results.put((ERROR, seq, attempt, path, stage, *pack_error(failure)))
+                    del failure
+                elif not items:
+                    self.results.put((DROP, seq, attempt, path, stage))
+                else:
+                    self.send(seq, attempt, path, items, fanned)
+            except (_errors.Unlinked, _errors.Closed):
+                return  # the pipeline went away while this worker waited for room
             del items
             row.waiting()
 
