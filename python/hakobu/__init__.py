@@ -49,6 +49,8 @@ from ._errors import (
     UnpicklingRefused,
     WorkerLost,
 )
+from ._pipeline.outputs import SKIP
+from ._pipeline.pipeline import Pipeline, Stage
 from ._queue import Queue
 from ._store import Store
 from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
@@ -72,6 +74,7 @@ def default_domain() -> str:
 
 
 __all__ = [
+    "SKIP",
     "AccessDenied",
     "AlreadyExists",
     "Array",
@@ -102,6 +105,7 @@ __all__ = [
     "NotHeld",
     "OutOfSharedMemory",
     "OwnerDied",
+    "Pipeline",
     "Pool",
     "PoolTerminated",
     "Queue",
@@ -110,6 +114,7 @@ __all__ = [
     "RemoteTraceback",
     "Semaphore",
     "SendersLost",
+    "Stage",
     "Store",
     "Subscriber",
     "SystemFailure",
