@@ -49,6 +49,7 @@ from ._errors import (
     UnpicklingRefused,
     WorkerLost,
 )
+from ._pipeline.serve import serve
 from ._queue import Queue
 from ._store import Store
 from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
@@ -129,6 +130,7 @@ __all__ = [
     "full",
     "is_shared",
     "remove",
+    "serve",
     "zeros",
     "zeros_like",
 ]
