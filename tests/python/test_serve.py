@@ -273,3 +273,5 @@ def test_a_stage_name_is_made_of_what_names_may_hold() -> None:
     assert len(made) == longest  # "<locals>.<lambda>" made valid, then cut
     with pytest.raises(hakobu.InvalidArgument):
         hakobu.serve("not a function", "x", None)  # type: ignore[arg-type]
+    with pytest.raises(hakobu.InvalidArgument):
+        hakobu.serve(inner, "x", "x")

@@ -78,9 +78,16 @@ def serve(
     ``f"{fn.__qualname__}-{pid}"``); at most 55 characters.
     ``allow_pickle``: as for hakobu.Queue: False accepts only objects made of
     plain built-in types from the input.
+
+    Raises InvalidArgument when ``fn`` is not callable or ``input`` and
+    ``output`` are the same queue.
     """
     if not callable(fn):
         raise _errors.InvalidArgument(f"serve needs a function to call on each input, got {fn!r}")
+    if input == output:
+        raise _errors.InvalidArgument(
+            f"a stage's input and output are different queues, got {input!r} for both"
+        )
     stage_name = _stage_name(fn) if name is None else name
     options: dict[str, Any] = {"domain": domain, "max_bytes": max_bytes, "allow_pickle": allow_pickle}
     if capacity is not None:
