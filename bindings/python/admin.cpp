@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "channel.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
 #include "hakobu/domain.hpp"
@@ -63,16 +64,9 @@ nb::typed<nb::dict, nb::str, nb::any> queue_info(const std::string& name, const 
     return Queue::attach(name, options);
   }();
   if (!queue) raise(queue.error());
-  const QueueStats stats = queue->stats();
-  nb::dict out;
+  nb::dict out = queue_stats_dict(queue->stats());
   out["name"] = queue->name();
   out["domain"] = queue->domain().name();
-  out["size"] = stats.size;
-  out["capacity"] = stats.capacity;
-  out["inline_capacity"] = stats.inline_capacity;
-  out["put_count"] = stats.put_count;
-  out["get_count"] = stats.get_count;
-  out["creator_pid"] = stats.creator_pid;
   {
     nb::gil_scoped_release unlocked;
     *queue = Queue();  // let go of the queue file now

@@ -48,6 +48,23 @@
 
 namespace hakobu::python {
 
+/// A queue's counters as Python sees them (Queue.stats(), hakobu info).
+inline nanobind::typed<nanobind::dict, nanobind::str, nanobind::any> queue_stats_dict(const QueueStats& s) {
+  nanobind::dict out;
+  out["size"] = s.size;
+  out["capacity"] = s.capacity;
+  out["inline_capacity"] = s.inline_capacity;
+  out["put_count"] = s.put_count;
+  out["get_count"] = s.get_count;
+  out["creator_pid"] = s.creator_pid;
+  out["bytes"] = s.bytes;
+  out["max_bytes"] = s.capacity_bytes;
+  out["senders"] = s.senders;
+  out["ended"] = s.ended;
+  out["senders_lost"] = s.senders_lost;
+  return out;
+}
+
 // Copies at least this large run without the GIL: below it, releasing and
 // taking the GIL back costs more than other threads gain.
 inline constexpr std::size_t kReleaseGilBytes = std::size_t{64} * 1024;

@@ -144,14 +144,19 @@ struct PyQueue {
 
   // capacity and inline_capacity arrive as Python objects: a float, a bool or a
   // negative number is an InvalidArgument naming the option, not a TypeError.
+  // max_bytes: None is kAutoCapacityBytes, 0 no limit.
   PyQueue(const std::string& name, std::optional<bool> create, nb::handle capacity, nb::handle inline_capacity,
-          const std::string& domain_name, double spin_seconds) {
+          const std::string& domain_name, double spin_seconds, nb::handle max_bytes, bool sends) {
     check_name(name, "queue");
     check_name(domain_name, "domain", /*empty_ok=*/true);
     QueueOptions options;
     options.capacity = to_size(capacity, "capacity", SIZE_MAX, Beyond::InvalidArgument);
     options.inline_capacity = to_size(inline_capacity, "inline_capacity", SIZE_MAX, Beyond::InvalidArgument);
     options.spin = duration(spin_seconds, "spin");
+    if (!max_bytes.is_none()) {
+      options.capacity_bytes = to_size(max_bytes, "max_bytes", kAutoCapacityBytes - 1, Beyond::InvalidArgument);
+    }
+    options.sends = sends;
     options.domain.name = domain_name;
     auto opened = [&] {
       nb::gil_scoped_release unlocked;
@@ -186,17 +191,7 @@ struct PyQueue {
     if (!removed) raise(removed.error());
   }
 
-  nb::typed<nb::dict, nb::str, nb::any> stats() const {
-    const auto s = queue.stats();
-    nb::dict out;
-    out["size"] = s.size;
-    out["capacity"] = s.capacity;
-    out["inline_capacity"] = s.inline_capacity;
-    out["put_count"] = s.put_count;
-    out["get_count"] = s.get_count;
-    out["creator_pid"] = s.creator_pid;
-    return out;
-  }
+  nb::typed<nb::dict, nb::str, nb::any> stats() const { return queue_stats_dict(queue.stats()); }
 };
 
 /// (code, bits, lanes, typestr, shape, strides, data_offset, data_attachment) of
@@ -369,9 +364,12 @@ void bind_queue(nb::module_& m) {
 
   auto queue_class = nb::class_<PyQueue>(m, "Queue", "A named shared-memory queue (use hakobu.Queue)");
   queue_class.def(
-      nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double>(), "name"_a,
-      "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
-      "capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds");
+      nb::init<const std::string&, std::optional<bool>, nb::handle, nb::handle, const std::string&, double, nb::handle,
+               bool>(),
+      "name"_a, "create"_a.none(), "capacity"_a.none(), "inline_capacity"_a.none(), "domain"_a, "spin"_a,
+      "max_bytes"_a.none() = nb::none(), "sends"_a = false,
+      "capacity, inline_capacity and max_bytes (None: half of /dev/shm, 0: no limit): ints (anything else is an "
+      "InvalidArgument); spin in seconds; sends: count as a sender from now on");
   bind_sending(queue_class);
   queue_class
       .def("get_object", &PyQueue::get_object, "timeout"_a.none(), "allow_pickle"_a,
@@ -384,7 +382,9 @@ void bind_queue(nb::module_& m) {
       .def_prop_ro("is_creator", [](const PyQueue& self) { return self.queue.is_creator(); })
       .def_prop_ro("is_open", [](const PyQueue& self) { return self.queue.is_open(); })
       .def("stats", &PyQueue::stats)
-      .def("close", [](PyQueue& self) { self.queue.close(); })
+      .def(
+          "close", [](PyQueue& self, bool failed) { self.queue.close(failed ? Ending::Failed : Ending::Finished); },
+          "failed"_a = false, "Lets go of the queue; a sender's part of the stream ends (failed: as a failure)")
       .def("unlink", &PyQueue::unlink);
   bind_waiting(m, queue_class);
 

@@ -90,9 +90,9 @@ class Loan:
 class Queue:
     """A named shared-memory queue (use hakobu.Queue)"""
 
-    def __init__(self, name: str, create: bool | None, capacity: object | None, inline_capacity: object | None, domain: str, spin: float) -> None:
+    def __init__(self, name: str, create: bool | None, capacity: object | None, inline_capacity: object | None, domain: str, spin: float, max_bytes: object | None = None, sends: bool = False) -> None:
         """
-        capacity and inline_capacity: ints (anything else is an InvalidArgument); spin in seconds
+        capacity, inline_capacity and max_bytes (None: half of /dev/shm, 0: no limit): ints (anything else is an InvalidArgument); spin in seconds; sends: count as a sender from now on
         """
 
     def put_bytes(self, data: object, kind: int, timeout: float | None) -> None: ...
@@ -140,7 +140,10 @@ class Queue:
 
     def stats(self) -> dict[str, Any]: ...
 
-    def close(self) -> None: ...
+    def close(self, failed: bool = False) -> None:
+        """
+        Lets go of the queue; a sender's part of the stream ends (failed: as a failure)
+        """
 
     def unlink(self) -> None: ...
 

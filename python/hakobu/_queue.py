@@ -8,6 +8,7 @@ import difflib
 import time
 import warnings
 import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, Optional, Protocol
 
 from . import _checks, _codec, _core, _errors
@@ -16,6 +17,10 @@ from . import _checks, _codec, _core, _errors
 # (NoSenderWarning) after waiting this long: a typo in a name makes such a queue. Seconds;
 # the tests lower it.
 NO_SENDER_WARNING_SECONDS = 5.0
+
+# An event loop waiting on an empty queue whose senders could die unnoticed tries again
+# this often (a waiting thread's get checks as often: kSenderCheckNs in the core).
+SENDER_CHECK_SECONDS = 0.1
 
 # What Queue._core.get_object hands back for the Python codec to decode (looked up once: get is hot).
 _Message = _core.Message
@@ -69,6 +74,22 @@ class Queue:
     InvalidArgument (a ValueError), as do floats and bools given for
     capacities, which must be ints.
 
+    ``max_bytes`` (when creating) bounds the payload bytes the queue holds
+    besides the ``capacity`` in messages: None (default) is half of the
+    shared-memory file system (/dev/shm), 0 no limit. A put waits while the
+    queue is at its limit, as on a full queue (``put_nowait`` raises Full); a
+    message is always let in when the queue holds none, so one message may be
+    larger than the limit.
+
+    End of stream: a handle becomes one of the queue's senders with its first
+    put (or at once with ``sends=True``). When the queue is empty and every
+    sender has closed (``close()``) or its process died, ``get`` raises
+    EndOfStream instead of waiting forever, and ``for item in queue`` stops;
+    if one of them failed (``close(failed=True)``) or died, it raises
+    SendersLost (an EndOfStream), which iteration lets through. The end lasts
+    until a new sender comes; a queue nobody ever sent on never ends. Dead
+    senders are noticed within about 0.1 s by a waiting receiver.
+
     A blocking get() that has waited NO_SENDER_WARNING_SECONDS (5 s) on a
     queue this handle created, when nothing was ever put on it, warns once
     with hakobu.NoSenderWarning naming the domain's queues with similar names:
@@ -86,6 +107,8 @@ class Queue:
         spin: Optional[float] = None,
         allow_pickle: bool = True,
         latency: Optional[str] = None,
+        max_bytes: Optional[int] = None,
+        sends: bool = False,
     ) -> None:
         _checks.name(name, "queue")
         if create is not None:
@@ -93,7 +116,16 @@ class Queue:
         self._allow_pickle = _checks.flag(allow_pickle, "allow_pickle")
         self._latency, self._spin = _latency_setting(latency, spin)
         # capacity and inline_capacity: the bindings check the type, the core the range.
-        self._core = _core.Queue(name, create, capacity, inline_capacity, _checks.domain(domain), self._spin)
+        self._core = _core.Queue(
+            name,
+            create,
+            capacity,
+            inline_capacity,
+            _checks.domain(domain),
+            self._spin,
+            max_bytes=max_bytes,
+            sends=_checks.flag(sends, "sends"),
+        )
         self._core.set_latency(self._latency, self._spin)
         stats = self._core.stats()
         self._inline_capacity: int = stats["inline_capacity"]
@@ -138,9 +170,11 @@ class Queue:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Receives a message; waits (at most ``timeout`` seconds) unless ``block`` is false.
 
-        Raises Empty when none came, Closed or Unlinked when the queue went
-        away, InvalidArgument for a NaN or negative timeout, UnpicklingRefused
-        for an object this queue does not accept (``allow_pickle=False``).
+        Raises Empty when none came, EndOfStream (or SendersLost) when the
+        queue is empty and its senders are gone, Closed or Unlinked when the
+        queue went away, InvalidArgument for a NaN or negative timeout,
+        UnpicklingRefused for an object this queue does not accept
+        (``allow_pickle=False``).
         """
         wait = (None if block else 0.0) if timeout is None else _wait_time(block, timeout)
         if self._watch_for_sender:
@@ -166,6 +200,31 @@ class Queue:
         obj = self._core.get_object(wait, self._allow_pickle)
         self._watch_for_sender = False  # something was sent: the name is right
         return self._received(obj)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Receives until the end of the stream: stops at EndOfStream, lets SendersLost through."""
+        while True:
+            try:
+                item = self.get()
+            except _errors.SendersLost:
+                raise
+            except _errors.EndOfStream:
+                return
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for``: get_async until the end of the stream (as ``for``)."""
+        return self._items_async()
+
+    async def _items_async(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                item = await self.get_async()
+            except _errors.SendersLost:
+                raise
+            except _errors.EndOfStream:
+                return
+            yield item
 
     def _received(self, obj: Any) -> Any:
         """What get_object returned: the object itself, or a Message for the Python codec."""
@@ -195,6 +254,8 @@ class Queue:
             limit,
             lambda: core.qsize() > 0,
             on_long_wait,
+            # Senders of other processes may die unnoticed: look again now and then.
+            recheck=lambda: SENDER_CHECK_SECONDS if core.stats()["senders"] else None,
         )
 
     def _decode(self, message: _core.Message) -> Any:
@@ -218,6 +279,18 @@ class Queue:
 
     def empty(self) -> bool:
         return self.qsize() == 0
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: ``size``, ``capacity``, ``bytes`` (payload bytes waiting),
+        ``max_bytes`` (0: no limit), ``senders`` (handles counted as senders),
+        ``ended`` (empty, and the senders are gone), ``senders_lost`` (one of them
+        failed or died), ``put_count``, ``get_count``, ``inline_capacity``, ``creator_pid``."""
+        return dict(self._core.stats())
+
+    @property
+    def max_bytes(self) -> int:
+        """Payload bytes the queue holds at most (0: no limit)."""
+        return int(self._core.stats()["max_bytes"])
 
     def full(self) -> bool:
         return self.qsize() >= self.capacity
@@ -255,9 +328,14 @@ class Queue:
         self._latency, self._spin = _latency_setting(mode, None)
         self._core.set_latency(self._latency, self._spin)
 
-    def close(self) -> None:
-        """Lets go of the queue in this process; the queue and its messages stay."""
-        self._core.close()
+    def close(self, failed: bool = False) -> None:
+        """Lets go of the queue in this process; the queue and its messages stay.
+
+        If this handle sent on the queue, its part of the stream ends: when it
+        was the last sender, receivers get EndOfStream once the queue is empty,
+        or SendersLost with ``failed=True`` (this sender stopped early).
+        """
+        self._core.close(_checks.flag(failed, "failed"))
 
     def unlink(self) -> None:
         """Removes the queue's name (creator only); every waiter wakes with Unlinked."""
@@ -281,7 +359,7 @@ class Queue:
             "latency": None if self._latency == "fixed" else self._latency,
             "spin": self._spin if self._latency == "fixed" else None,
             "allow_pickle": self._allow_pickle,
-        }
+        }  # not ``sends``: the other process's handle is a sender once it puts
         return (_reopen, (self.name, self.capacity, options))
 
 
@@ -504,13 +582,16 @@ async def _wait_async(
     timeout: Optional[float],
     ready_for_more: Callable[[], bool],
     on_long_wait: Optional[Callable[[], None]] = None,
+    recheck: Optional[Callable[[], Optional[float]]] = None,
 ) -> Any:
     """Runs the non-blocking ``attempt`` until it succeeds, waiting on the loop's wake socket between tries.
 
     ``core`` is the queue's (or subscriber's) core, watched on side ``writable``.
     ``timeout`` is checked already (None: no limit). ``ready_for_more`` says whether
     another waiter of this side could succeed now (a task that succeeded then passes
-    its wake-up on). ``on_long_wait`` runs once after NO_SENDER_WARNING_SECONDS. No
+    its wake-up on). ``on_long_wait`` runs once after NO_SENDER_WARNING_SECONDS.
+    ``recheck`` says how soon to try again without a signal (None: only when
+    signalled), for what no process signals: a sender's death. No
     receive or send is in flight while the task waits, so cancelling it leaves the
     queue as it was.
     """
@@ -545,6 +626,8 @@ async def _wait_async(
                     waker.wake_one(watch)
                 return result
             wake_times = [t for t in (deadline, warn_at) if t is not None]
+            if recheck is not None and (interval := recheck()) is not None:
+                wake_times.append(loop.time() + interval)
             if not watch.registered:
                 # The queue's watcher table is full: fall back to looking again soon.
                 wake_times.append(loop.time() + _FULL_TABLE_RECHECK)

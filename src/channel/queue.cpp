@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -43,6 +44,11 @@ class QueueState : public WaitingHandle {
   std::uint32_t inline_capacity = 0;
   bool creator = false;
   std::uint32_t epoch = 0;
+  std::uint64_t capacity_bytes = 0;  // header->capacity_bytes, read once
+  // This handle as a sender (ring.hpp, "Senders"): registered once, under the mutex.
+  std::atomic<bool> sending{false};
+  std::mutex sender_mutex;
+  int sender_slot = -1;  // its entry in header->senders; -1: none (the table was full)
 
   QueueState() = default;
   QueueState(const QueueState&) = delete;
@@ -93,12 +99,17 @@ class QueueState : public WaitingHandle {
     if (side.is_get && dequeue_ready()) notify(side, 1);
   }
   /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
+  /// `block_bytes`: the payload length of a message carried in a block (0: inline).
   template <class Fill>
-  Attempt try_send(std::uint32_t& blocker, Fill&& fill) noexcept {
+  Attempt try_send(std::uint32_t& blocker, std::uint64_t block_bytes, Fill&& fill) noexcept {
+    if (block_bytes != 0 && !reserve_bytes(block_bytes)) return Attempt::Full;
     SlotHeader* s = nullptr;
     std::uint64_t position = 0;
     const Attempt claimed = claim_write(s, position, blocker);
-    if (claimed != Attempt::Done) return claimed;
+    if (claimed != Attempt::Done) {
+      if (block_bytes != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(block_bytes));
+      return claimed;
+    }
     kill_point("put.claimed");
     fill(*s);
     kill_point("put.filled");
@@ -107,6 +118,43 @@ class QueueState : public WaitingHandle {
   }
   /// One try at receiving into `sample`.
   Attempt try_take(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding);
+  /// try_take; on an empty queue whose stream ended, Ended or SendersLost.
+  Attempt try_take_or_end(Sample& sample, std::uint32_t& blocker, std::optional<std::uint32_t>& holding) {
+    const Attempt attempt = try_take(sample, blocker, holding);
+    if (attempt != Attempt::Empty) return attempt;
+    const Attempt end = stream_end();
+    if (end == Attempt::Empty) return attempt;
+    // No sender left: every message they sent is visible now (ring.hpp, "Senders").
+    const Attempt again = try_take(sample, blocker, holding);
+    return again == Attempt::Empty ? end : again;
+  }
+
+  // --- senders and bytes (ring.hpp) ---
+  /// Counts this handle as a sender (once).
+  void become_sender() noexcept;
+  /// Ends this handle's sending as `ending` says; wakes receivers if it was the last sender.
+  void stop_sending(Ending ending) noexcept;
+  /// Empty while a sender may still send; else Ended or SendersLost.
+  [[nodiscard]] Attempt stream_end() const noexcept;
+  /// True if a sender entry of another process is in use (it could die unnoticed).
+  [[nodiscard]] bool has_remote_senders() const noexcept;
+  /// Frees the entries of senders whose process died (a system call per other live process).
+  void reap_dead_senders() noexcept;
+  [[nodiscard]] bool no_senders_listed() const noexcept;
+  /// Reserves `bytes` of the byte capacity; false if the queue is at its limit.
+  bool reserve_bytes(std::uint64_t bytes) noexcept;
+  /// Whether a message of `bytes` would fit now (a look, nothing reserved).
+  [[nodiscard]] bool bytes_fit(std::uint64_t bytes) const noexcept;
+  [[nodiscard]] bool ring_empty() const noexcept {
+    return position_diff(header->enqueue_pos.load(std::memory_order_relaxed),
+                         header->dequeue_pos.load(std::memory_order_relaxed)) <= 0;
+  }
+  /// Takes a taken block message's bytes off the count (receiver, or repairer of a dead one).
+  void settle_taken_bytes(SlotHeader* s) const noexcept {
+    if (s->block != 0 && s->length != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(s->length));
+    s->length = 0;
+    s->block = 0;
+  }
   void wake_everyone() const noexcept;
   bool mark_unlinked() noexcept;
   void drain() noexcept;
@@ -116,6 +164,7 @@ QueueState::~QueueState() {
   // Last process out of an unlinked queue frees the messages left in it
   // (named_file.hpp; nothing is released by a handle inherited across fork()).
   if (header != nullptr && domain && !domain->forked_away()) {
+    stop_sending(Ending::Finished);  // dropped without close(): its sending ended normally
     named.close([this]() noexcept {
       if (unlinked()) drain();
     });
@@ -135,11 +184,19 @@ Result<void, OpenError> QueueState::create(const QueueOptions& options) {
   mask = capacity - 1;
   inline_capacity = static_cast<std::uint32_t>(options.inline_capacity);
   slot_bytes = static_cast<std::uint32_t>((kSlotHeaderBytes + inline_capacity + 63) / 64 * 64);
+  capacity_bytes = options.capacity_bytes;
+  if (capacity_bytes == kAutoCapacityBytes) {
+    // Half the file system that holds shared memory: room for the queue's
+    // messages and as much again for everything else (no limit if unknown).
+    auto space = platform::space_info(std::string(platform::shm_directory()));
+    capacity_bytes = space ? space->total / 2 : 0;
+  }
   const std::uint64_t bytes = sizeof(QueueHeader) + capacity * slot_bytes;
   auto created = named.create(*domain, name, file, "queue '" + name + "'", bytes, [&](std::byte* /*base*/) {
     use_mapping();
-    header->layout_version = kLayoutVersion;
+    header->layout_version = kQueueLayoutVersion;
     header->slot_bytes = slot_bytes;
+    header->capacity_bytes = capacity_bytes;
     header->capacity = capacity;
     header->file_bytes = bytes;
     header->inline_capacity = inline_capacity;
@@ -166,8 +223,8 @@ Result<void, OpenError> QueueState::attach() {
   rules.check_header = [&](const std::byte* base, std::uint64_t file_size) -> Result<std::uint64_t, OpenError> {
     const auto* h = reinterpret_cast<const QueueHeader*>(base);  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
     if (h->magic.load(std::memory_order_acquire) != kQueueMagic) return {OpenError::Corrupt, damaged};
-    if (h->layout_version != kLayoutVersion) {
-      return layout_mismatch("queue '" + name + "'", h->layout_version, kLayoutVersion);
+    if (h->layout_version != kQueueLayoutVersion) {
+      return layout_mismatch("queue '" + name + "'", h->layout_version, kQueueLayoutVersion);
     }
     const std::uint64_t cap = h->capacity;
     const std::uint32_t sb = h->slot_bytes;
@@ -182,6 +239,7 @@ Result<void, OpenError> QueueState::attach() {
     mask = cap - 1;
     slot_bytes = sb;
     inline_capacity = inline_cap;
+    capacity_bytes = h->capacity_bytes;  // any value is a limit (0: none)
     return bytes;
   };
   rules.unlinked = [](const std::byte* base) {
@@ -309,16 +367,127 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
       if (control_token(c) != blocker) continue;
       const std::uint64_t p = control_position(c);
       if (control_state(c) == SlotState::Writing) {
-        if (claim_as_tombstone(*s, c, domain->token())) publish(s, p);
+        // A descriptor naming a block says the dead producer had reserved its bytes.
+        const std::uint64_t block = s->block;
+        const std::uint64_t length = s->length;
+        if (claim_as_tombstone(*s, c, domain->token())) {
+          if (block != 0 && length != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(length));
+          publish(s, p);
+        }
       } else if (control_state(c) == SlotState::Reading) {
         // The dead consumer's message is gone with it (its holdings return
-        // the block, if it got that far); free the slot.
-        if (s->control.compare_exchange_strong(c, make_control(p + capacity, SlotState::Empty, 0))) {
+        // the block, if it got that far); take its claim over, settle the
+        // bytes it had not, free the slot.
+        if (s->control.compare_exchange_strong(c, make_control(p, SlotState::Reading, domain->token()))) {
+          settle_taken_bytes(s);
+          s->control.store(make_control(p + capacity, SlotState::Empty, 0), std::memory_order_release);
           notify(put_side(), 1);
         }
       }
     }
   }
+}
+
+void QueueState::become_sender() noexcept {
+  if (sending.load(std::memory_order_acquire)) return;
+  const std::lock_guard<std::mutex> lock(sender_mutex);
+  if (sending.load(std::memory_order_relaxed)) return;
+  const std::uint64_t mine = kSenderEntry | domain->token();
+  bool others = false;
+  for (std::size_t i = 0; i < kSenderSlots; ++i) {
+    std::uint64_t entry = header->senders[i].load(std::memory_order_acquire);
+    if (entry == 0 && sender_slot < 0 && header->senders[i].compare_exchange_strong(entry, mine)) {
+      sender_slot = static_cast<int>(i);
+    } else if (entry != 0) {
+      others = true;
+    }
+  }
+  if (sender_slot < 0) {
+    header->stream_flags.fetch_or(kUntrackedSender);
+  } else if (!others) {
+    header->stream_flags.fetch_and(~kSenderFailed);  // a new stream: the last one's failure is told
+  }
+  header->stream_flags.fetch_or(kEverSent);
+  sending.store(true, std::memory_order_release);
+}
+
+void QueueState::stop_sending(Ending ending) noexcept {
+  if (!sending.load(std::memory_order_acquire)) return;
+  const std::lock_guard<std::mutex> lock(sender_mutex);
+  if (!sending.load(std::memory_order_relaxed)) return;
+  sending.store(false, std::memory_order_relaxed);
+  if (ending == Ending::Failed) header->stream_flags.fetch_or(kSenderFailed);  // before the entry goes
+  if (sender_slot >= 0) {
+    std::uint64_t mine = kSenderEntry | domain->token();
+    header->senders[static_cast<std::size_t>(sender_slot)].compare_exchange_strong(mine, 0);  // release: after my puts
+    sender_slot = -1;
+  }
+  if (no_senders_listed()) wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
+}
+
+bool QueueState::no_senders_listed() const noexcept {
+  for (const auto& entry : header->senders) {
+    if (entry.load(std::memory_order_acquire) != 0) return false;
+  }
+  return true;
+}
+
+Attempt QueueState::stream_end() const noexcept {
+  const std::uint32_t flags = header->stream_flags.load(std::memory_order_acquire);
+  if ((flags & kEverSent) == 0 || (flags & kUntrackedSender) != 0 || !no_senders_listed()) return Attempt::Empty;
+  // Read again: a sender marks a failure before its entry goes.
+  return (header->stream_flags.load(std::memory_order_acquire) & kSenderFailed) != 0 ? Attempt::SendersLost
+                                                                                      : Attempt::Ended;
+}
+
+bool QueueState::has_remote_senders() const noexcept {
+  const std::uint32_t me = domain->token();
+  for (const auto& entry : header->senders) {
+    const std::uint64_t e = entry.load(std::memory_order_relaxed);
+    if (e != 0 && static_cast<std::uint32_t>(e) != me) return true;
+  }
+  return false;
+}
+
+void QueueState::reap_dead_senders() noexcept {
+  const std::uint32_t me = domain->token();
+  bool freed = false;
+  for (auto& entry : header->senders) {
+    std::uint64_t e = entry.load(std::memory_order_acquire);
+    if (e == 0 || static_cast<std::uint32_t>(e) == me || domain->token_alive(static_cast<std::uint32_t>(e))) continue;
+    header->stream_flags.fetch_or(kSenderFailed);  // before the entry goes (see stream_end)
+    freed |= entry.compare_exchange_strong(e, 0);
+  }
+  if (freed && no_senders_listed()) {
+    wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
+  }
+}
+
+bool QueueState::bytes_fit(std::uint64_t bytes) const noexcept {
+  if (capacity_bytes == 0) return true;
+  const std::int64_t queued = header->bytes_queued.load(std::memory_order_relaxed);
+  const std::uint64_t held = queued > 0 ? static_cast<std::uint64_t>(queued) : 0;
+  return held == 0 || bytes <= capacity_bytes - std::min(held, capacity_bytes) || ring_empty();
+}
+
+bool QueueState::reserve_bytes(std::uint64_t bytes) noexcept {
+  auto& queued = header->bytes_queued;
+  const auto amount = static_cast<std::int64_t>(std::min<std::uint64_t>(bytes, INT64_MAX / 2));
+  if (capacity_bytes == 0) {
+    queued.fetch_add(amount, std::memory_order_relaxed);
+    return true;
+  }
+  std::int64_t current = queued.load(std::memory_order_relaxed);
+  // Bounded: the count is shared memory; a try that keeps losing reports no
+  // room, and the caller's wait loop tries again within its deadline.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const std::uint64_t held = current > 0 ? static_cast<std::uint64_t>(current) : 0;
+    if (held != 0 && bytes > capacity_bytes - std::min(held, capacity_bytes) && !ring_empty()) return false;
+    if (queued.compare_exchange_weak(current, std::max<std::int64_t>(current, 0) + amount, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool QueueState::mark_unlinked() noexcept {
@@ -349,6 +518,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
       release_slot(s, position);
       continue;
     }
+    settle_taken_bytes(s);  // the descriptor is copied above
     const bool kind_ok =
         kind >= static_cast<std::uint8_t>(MessageKind::Bytes) && kind <= static_cast<std::uint8_t>(MessageKind::Object);
     // The payload's address is made of the header values checked here, read once:
@@ -416,6 +586,7 @@ Result<Queue, OpenError> Queue::open(std::string_view name, OpenMode mode, const
       state->named, file, mode, "no queue '" + state->name + "' in domain '" + state->domain->name() + "'",
       [&] { return state->attach(); }, [&] { return state->create(options); });
   if (!opened) return std::move(opened).error();
+  if (options.sends) state->become_sender();
   Queue queue;
   queue.state_ = std::move(state);
   return queue;
@@ -434,10 +605,11 @@ Queue::Queue(Queue&&) noexcept = default;
 Queue& Queue::operator=(Queue&&) noexcept = default;
 Queue::~Queue() = default;
 
-void Queue::close(Ending /*ending*/) noexcept {
+void Queue::close(Ending ending) noexcept {
   if (!state_) return;
   state_->closed.store(true, std::memory_order_release);
   if (state_->domain->forked_away()) return;  // inherited across fork(): not mapped here
+  state_->stop_sending(ending);
   state_->wake_everyone();                    // this process's waiters see `closed`; others go back to sleep
 }
 
@@ -466,7 +638,7 @@ std::size_t Queue::capacity() const noexcept {
 }
 
 std::size_t Queue::capacity_bytes() const noexcept {
-  return 0;  // the byte limit comes with the queue's next layout
+  return state_ ? state_->capacity_bytes : 0;
 }
 
 const std::string& Queue::name() const noexcept {
@@ -485,9 +657,15 @@ QueueStats Queue::stats() const noexcept {
   out.capacity = state_->capacity;
   out.inline_capacity = state_->inline_capacity;
   if (state_->domain->forked_away()) return out;  // inherited across fork(): its counters are not mapped here
-  out.put_count = state_->header->put_count.load(std::memory_order_relaxed);
-  out.get_count = state_->header->get_count.load(std::memory_order_relaxed);
-  out.creator_pid = state_->header->creator_pid;
+  const auto& h = *state_->header;
+  out.put_count = h.put_count.load(std::memory_order_relaxed);
+  out.get_count = h.get_count.load(std::memory_order_relaxed);
+  out.creator_pid = h.creator_pid;
+  out.bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(h.bytes_queued.load(std::memory_order_relaxed), 0));
+  out.capacity_bytes = state_->capacity_bytes;
+  for (const auto& entry : h.senders) out.senders += entry.load(std::memory_order_relaxed) != 0 ? 1U : 0U;
+  out.ended = out.size == 0 && state_->stream_end() != Attempt::Empty;
+  out.senders_lost = (h.stream_flags.load(std::memory_order_relaxed) & detail::kSenderFailed) != 0;
   return out;
 }
 
@@ -608,13 +786,16 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   auto& q = *state_;
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
-    if (timeout.count() == 0 && size() >= q.capacity) return {PutError::Full, "queue is full"};
+    if (timeout.count() == 0 && (size() >= q.capacity || !q.bytes_fit(bytes.size()))) {
+      return {PutError::Full, "queue is full"};
+    }
     auto loan = detail::copy_into_loan(*q.domain, bytes, kind);
     if (!loan) return std::move(loan).error();
     return put_loan(*loan, timeout);
   }
+  q.become_sender();
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
-    return q.try_send(blocker, [&](detail::SlotHeader& s) {
+    return q.try_send(blocker, 0, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(kind);
       s.length = bytes.size();
       s.block = 0;
@@ -638,8 +819,10 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
     // the elements (e.g. an array by reference whose data was never attached).
     if (auto view = loan.array(); !view) return {PutError::Invalid, view.error().message};
   }
+  q.become_sender();
+  const std::uint64_t length = loan.bytes().size();
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
-    return q.try_send(blocker, [&](detail::SlotHeader& s) {
+    return q.try_send(blocker, std::max<std::uint64_t>(length, 1), [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(loan.kind());
       s.length = loan.bytes().size();
       s.block = MessageAccess::block(loan);
@@ -716,7 +899,7 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
   Sample sample;
   std::optional<std::uint32_t> holding;
   const Attempt outcome = detail::wait_until_done(
-      q, q.get_side(), timeout, [&](std::uint32_t& blocker) { return q.try_take(sample, blocker, holding); });
+      q, q.get_side(), timeout, [&](std::uint32_t& blocker) { return q.try_take_or_end(sample, blocker, holding); });
   if (holding) q.domain->unreserve_holding(*holding);  // reserved but not used
   switch (outcome) {
     case Attempt::Done: return sample;
@@ -728,6 +911,12 @@ Result<Sample, GetError> Queue::get_for(std::chrono::nanoseconds timeout) {
       return {GetError::Corrupt, "queue '" + q.name + "': a message failed validation and was dropped"};
     case Attempt::OutOfMemory:
       return {GetError::OutOfMemory, "no memory to record the message as held (shared memory full); nothing was taken"};
+    case Attempt::Ended:
+      return {GetError::Ended, "end of stream: queue '" + q.name + "' is empty and every sender closed"};
+    case Attempt::SendersLost:
+      return {GetError::SendersLost, "queue '" + q.name +
+                                         "' is empty and every sender is gone, but one failed or died: the "
+                                         "stream may be incomplete"};
     default: return {GetError::Closed, "the handle of queue '" + q.name + "' was closed"};
   }
 }

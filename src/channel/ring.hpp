@@ -108,6 +108,50 @@ void drop_ring_references(Heap& heap, std::uint64_t capacity, SlotAt&& slot_at) 
 
 inline constexpr std::uint32_t kQueueUnlinked = 1;
 
+/// The queue file's own layout version (the registry and heap have kLayoutVersion).
+/// 4: senders (end of stream) and the byte count; before it, queues used kLayoutVersion 3.
+inline constexpr std::uint32_t kQueueLayoutVersion = 4;
+
+// Senders and the end of the stream
+// ---------------------------------
+// senders[] lists the handles that send on the queue: an entry is 0 (free) or
+//   kSenderEntry | the sender's process token
+// taken (CAS from 0) by a handle before its first put (or when it opens with
+// QueueOptions::sends), given back (store 0) when it closes. stream_flags:
+//   kEverSent        a sender registered since the queue was made
+//   kSenderFailed    a sender closed with Ending::Failed, or died (its entry was
+//                    reaped); cleared by a sender that registers into an empty table
+//   kUntrackedSender a sender found the table full: the end is never reported
+// A receiver that finds the queue empty reads the flags, then the entries; if
+// kEverSent is set, nothing is untracked and no entry is in use, it tries once
+// more and, still empty, reports the end (Ended, or SendersLost with
+// kSenderFailed). A sender frees its entry after its last put was published
+// (release), and the receiver read the entry with acquire: that second try
+// sees every message. Entries of dead processes are reaped (CAS to 0, then
+// kSenderFailed) by receivers waiting on an empty queue, every
+// kSenderCheckNs, and by pollers now and then; whoever frees the last entry
+// wakes every receiver. Entries are untrusted: a forged one can only delay
+// the end (until reaped) or report it early to a queue that is empty anyway.
+inline constexpr std::size_t kSenderSlots = 64;
+inline constexpr std::uint64_t kSenderEntry = std::uint64_t{1} << 32;
+inline constexpr std::uint32_t kEverSent = 1;
+inline constexpr std::uint32_t kSenderFailed = 2;
+inline constexpr std::uint32_t kUntrackedSender = 4;
+
+// Bytes queued
+// ------------
+// bytes_queued counts the payload bytes of the messages carried in blocks
+// (inline ones are bounded by the ring): a producer reserves a message's
+// length (CAS: only while the total stays within capacity_bytes, or the ring
+// is empty, so one message always gets in) before claiming a slot, and gives
+// it back if the claim fails; the receiver subtracts it when it takes the
+// message, then zeroes the slot's length and block. A dead claimer's slot is
+// settled by its repairer: a dead producer's reservation (its slot names a
+// block) or a dead receiver's unsubtracted one is subtracted. A process killed
+// between the two steps of either side leaves the count off by one message:
+// too high, the queue holds less until the ring is empty (never stuck: an
+// empty ring admits); too low, it holds one message more. Reads clamp at 0.
+
 // Waiter counts and event-loop watchers
 // --------------------------------------
 // consumers_waiting / producers_waiting hold two counts in one word, so that a
@@ -164,6 +208,11 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::uint64_t> get_count;
   alignas(64) std::atomic<std::uint64_t> get_watchers[kWatcherSlots];  ///< signalled by puts (see above)
   alignas(64) std::atomic<std::uint64_t> put_watchers[kWatcherSlots];  ///< signalled by gets
+  alignas(64) std::atomic<std::int64_t> bytes_queued;                  ///< see "Bytes queued"
+  std::uint64_t capacity_bytes;                                        ///< 0: no limit
+  alignas(64) std::atomic<std::uint32_t> stream_flags;                 ///< see "Senders"
+  std::uint32_t reserved1;
+  alignas(64) std::atomic<std::uint64_t> senders[kSenderSlots];
 };
 static_assert(std::is_standard_layout_v<QueueHeader>, "QueueHeader lives in shared memory: it must be standard-layout");
 static_assert(sizeof(QueueHeader) % 64 == 0, "the ring's slots start on a cache line after the queue header");

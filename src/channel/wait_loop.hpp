@@ -20,11 +20,15 @@
 //   bool unlinked() const;              the name was removed by its creator
 //   void repair(std::uint32_t blocker); the claimer `blocker` may be dead: repair its claims
 //   void pass_wake_on(const WaitSide&); a woken sleeper did not take what woke it
+// and, if it has senders to watch (WatchesSenders), has_remote_senders() and
+// reap_dead_senders(): a receiver of an empty queue wakes every kSenderCheckNs
+// while other processes' senders are listed, to reap the dead ones.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 
 #include "channel/waiting.hpp"
@@ -36,11 +40,41 @@ namespace hakobu::detail {
 /// Outcome of one try (Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory) or of a wait.
 /// Busy: the try gave up after a bounded number of steps (a damaged file, or
 /// very heavy contention); the caller's wait loop tries again within its deadline.
-enum class Attempt : std::uint8_t { Done, Empty, Full, Pending, Busy, Corrupt, OutOfMemory, Timeout, Closed, Unlinked };
+/// Ended, SendersLost: a queue's stream ended (ring.hpp, "Senders").
+enum class Attempt : std::uint8_t {
+  Done,
+  Empty,
+  Full,
+  Pending,
+  Busy,
+  Corrupt,
+  OutOfMemory,
+  Timeout,
+  Closed,
+  Unlinked,
+  Ended,
+  SendersLost,
+};
+
+/// A try's outcome that ends the wait at once, whatever the deadline.
+constexpr bool ends_wait(Attempt attempt) noexcept {
+  return attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory ||
+         attempt == Attempt::Ended || attempt == Attempt::SendersLost;
+}
 
 // A waiter behind a slot claimed by another process re-checks that the claimer
 // is alive this often.
 inline constexpr std::int64_t kStuckCheckNs = 20'000'000;
+// A receiver waiting on an empty queue whose senders include other processes
+// checks this often that they are alive (the end of stream of a dead sender).
+inline constexpr std::int64_t kSenderCheckNs = 100'000'000;
+
+/// A channel whose receivers watch its senders (a queue: ring.hpp, "Senders").
+template <class Channel>
+concept WatchesSenders = requires(Channel& channel) {
+  { channel.has_remote_senders() } -> std::same_as<bool>;
+  channel.reap_dead_senders();
+};
 // A try that gave up after its bounded steps (Attempt::Busy) is retried this often.
 inline constexpr std::int64_t kBusyRecheckNs = 1'000'000;
 
@@ -85,6 +119,7 @@ class WaitingHandle {
   std::atomic<std::int64_t> spin_ns{0};
   std::atomic<Latency> latency{Latency::Adaptive};
   std::atomic<std::uint32_t> pending_polls{0};  // non-blocking tries that found a claimed slot
+  std::atomic<std::int64_t> next_sender_check{0};  // when a poller next checks the senders (queues)
   WaitHistory get_history;                      // how long this handle's gets waited (waiting.hpp)
   WaitHistory put_history;
   SpinBudget budget;  // spinning left for this handle while nothing arrives
@@ -135,10 +170,32 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
   if (!is_get && channel.unlinked()) return Attempt::Unlinked;  // a message sent now would never be read
   std::uint32_t blocker = 0;
   Attempt attempt = try_once(blocker);
-  if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return attempt;
+  if (ends_wait(attempt)) return attempt;
   if (is_get && attempt == Attempt::Empty && channel.unlinked()) return Attempt::Unlinked;
+  // A receiver of an empty channel whose senders could die unnoticed checks them now and then.
+  auto senders_to_watch = [&] {
+    if constexpr (WatchesSenders<Channel>) {
+      return is_get && attempt == Attempt::Empty && channel.has_remote_senders();
+    } else {
+      return false;
+    }
+  };
+  auto reap_senders = [&] {
+    if constexpr (WatchesSenders<Channel>) channel.reap_dead_senders();
+  };
   if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
     if (attempt == Attempt::Busy) return is_get ? Attempt::Empty : Attempt::Full;
+    if (attempt == Attempt::Empty && senders_to_watch()) {
+      // Pollers (event loops among them) check the senders too, at the waiters' pace:
+      // a system call per sender, so by the clock, not per poll.
+      const std::int64_t now = platform::monotonic_ns();
+      std::int64_t due = channel.next_sender_check.load(std::memory_order_relaxed);
+      if (now >= due && channel.next_sender_check.compare_exchange_strong(due, now + kSenderCheckNs)) {
+        reap_senders();
+        attempt = try_once(blocker);
+        if (ends_wait(attempt)) return attempt;
+      }
+    }
     if (attempt != Attempt::Pending) return attempt;
     // Blocked behind another process's claim. Pollers must also repair a dead
     // claimer (nobody else may ever wait), but checking is a system call: now and then.
@@ -155,6 +212,7 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
   bool slept = false;
   bool spin_over = false;  // the planned spin ran out (and was charged to the budget)
   std::int64_t next_repair = start + kStuckCheckNs;
+  std::int64_t next_sender_check = start + kSenderCheckNs;
   // A sleeper woken for something it then does not take passes the wake-up on.
   auto leave = [&](Attempt outcome) {
     if (slept) channel.pass_wake_on(side);
@@ -193,6 +251,10 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
         channel.repair(blocker);
         next_repair = now + kStuckCheckNs;
       }
+      if (now >= next_sender_check && senders_to_watch()) {
+        reap_senders();
+        next_sender_check = now + kSenderCheckNs;
+      }
       if (now >= spin_until && !spin_over) {
         spin_over = true;
         // A spin that caught nothing. Charged at most its plan: time this thread
@@ -210,15 +272,19 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
         side.waiting.fetch_add(1, std::memory_order_seq_cst);
         const std::uint32_t seen = side.word.load(std::memory_order_seq_cst);
         attempt = try_once(blocker);
-        if (attempt == Attempt::Done || attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) {
+        if (ends_wait(attempt)) {
           side.waiting.fetch_sub(1, std::memory_order_relaxed);
           return attempt == Attempt::Done ? done() : leave(attempt);
         }
         std::int64_t wake_at = deadline;
-        if (attempt == Attempt::Pending || attempt == Attempt::Busy) {
+        if (attempt == Attempt::Pending || attempt == Attempt::Busy || senders_to_watch()) {
           // Blocked behind another process's claim: wake up now and then to check it
           // is alive. Busy: nobody may wake us for what is already there; look again soon.
-          const std::int64_t recheck = attempt == Attempt::Pending ? kStuckCheckNs : kBusyRecheckNs;
+          // Waiting on other processes' senders: wake to check they live (the loop reaps).
+          const std::int64_t recheck = attempt == Attempt::Pending ? kStuckCheckNs
+                                       : attempt == Attempt::Busy
+                                           ? kBusyRecheckNs
+                                           : std::max<std::int64_t>(next_sender_check - now, 0);
           wake_at = deadline < 0 ? now + recheck : std::min(deadline, now + recheck);
         }
         if (!channel.closed.load(std::memory_order_acquire) && !channel.unlinked()) {
@@ -237,8 +303,8 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
     attempt = try_once(blocker);
     if (attempt == Attempt::Done) return done();
     // A failed take leaves the message (OutOfMemory) or others behind it (Corrupt
-    // dropped one): a wake-up meant for us goes on to another waiter.
-    if (attempt == Attempt::Corrupt || attempt == Attempt::OutOfMemory) return leave(attempt);
+    // dropped one): a wake-up meant for us goes on to another waiter. So does an end.
+    if (ends_wait(attempt)) return leave(attempt);
     if (is_get && attempt == Attempt::Empty && channel.unlinked()) return leave(Attempt::Unlinked);
   }
 }

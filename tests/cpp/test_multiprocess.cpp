@@ -235,6 +235,12 @@ TEST_F(MultiProcess, ManyProducersManyConsumersDeliverEachMessageOnceInOrder) {
   constexpr std::uint64_t kPerProducer = 1500;
   auto queue = make_queue(16);  // small: producers wait for room, slots wrap many times
   Unlinker cleanup{queue};
+  // This process sends the sentinels after the producers finish: a sender from
+  // the start, so that the consumers do not see the end of the stream in between.
+  QueueOptions sending;
+  sending.sends = true;
+  auto sentinels = Queue::attach(queue.name(), sending);
+  ASSERT_TRUE(sentinels) << sentinels.error().message;
 
   std::vector<std::unique_ptr<Process>> consumers;
   for (std::uint32_t c = 0; c < kConsumers; ++c) {
@@ -248,7 +254,7 @@ TEST_F(MultiProcess, ManyProducersManyConsumersDeliverEachMessageOnceInOrder) {
   // Every message is queued before these: each consumer stops at one sentinel
   // only after the messages ahead of it were taken.
   for (std::uint32_t c = 0; c < kConsumers; ++c) {
-    ASSERT_TRUE(queue.put(stamped(kSentinelProducer, c, kStampBytes)));
+    ASSERT_TRUE(sentinels->put(stamped(kSentinelProducer, c, kStampBytes)));
   }
   for (auto& consumer : consumers) ASSERT_EQ(consumer->wait(), 0) << "a consumer failed (see its stderr)";
 
@@ -926,9 +932,11 @@ TEST_F(MultiProcess, ProcessesExitingWithoutClosingLoseNothing) {
   }
   EXPECT_EQ(next_seq[1], kCount);
   EXPECT_EQ(next_seq[2], kCount);
+  // The producers exited without closing their handles: to the queue they died,
+  // so once it is drained the stream ends as one whose senders were lost.
   auto extra = queue.try_get();
   ASSERT_FALSE(extra);
-  EXPECT_EQ(extra.error().code, GetError::Empty);
+  EXPECT_EQ(extra.error().code, GetError::SendersLost);
 
   // Whatever the vanished processes held is reclaimed (by the consumer's
   // attach or here); only this process is left in the table.

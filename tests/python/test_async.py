@@ -114,7 +114,7 @@ def test_cancellation_at_random_points_loses_and_duplicates_nothing(name: str) -
             while True:  # anything left in the queue was never taken by a cancelled task
                 try:
                     received.append(q.get_nowait())
-                except hakobu.Empty:
+                except (hakobu.Empty, hakobu.EndOfStream):  # the producer is gone: its stream ended
                     return received
 
         received = run(main())
@@ -192,7 +192,7 @@ def test_waiters_on_two_loops_in_two_threads(name: str) -> None:
                 while True:
                     try:
                         item = await q.get_async(timeout=2.0)
-                    except hakobu.Empty:
+                    except (hakobu.Empty, hakobu.EndOfStream):  # the producer exits when done
                         return
                     with lock:
                         received.append(item)

@@ -163,7 +163,9 @@ class Engine:
         # Messages and tasks both ways, for stats(): how well tasks and results are batched.
         self._counts = {"task_messages": 0, "tasks": 0, "result_messages": 0, "results": 0}
         capacity = max(RESULTS_CAPACITY, 8 * workers)
-        results = Queue(f"{self._prefix}-out", capacity, create=True, domain=self._domain)
+        # The engine counts as a sender of its own results queue: workers come and go,
+        # and the queue must not look ended (get returning at once) while none runs.
+        results = Queue(f"{self._prefix}-out", capacity, create=True, domain=self._domain, sends=True)
         self._results_name = results.name
         # Dropped when the engine ends: a finished pool keeps no handle (nor the domain) open.
         self._results: Optional[Queue] = results

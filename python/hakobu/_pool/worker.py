@@ -226,7 +226,7 @@ class WorkerLoop:
         try:
             progress = self.inbox.get()
             hello = self.inbox.get()
-        except (_errors.Unlinked, _errors.Closed):
+        except (_errors.Unlinked, _errors.Closed, _errors.EndOfStream):
             return False  # the pool went away before this worker started
         told = read_hello(hello)
         if told is None:
@@ -270,8 +270,8 @@ class WorkerLoop:
         while True:
             try:
                 message = self.inbox.get()
-            except (_errors.Unlinked, _errors.Closed):
-                return  # the pool went away
+            except (_errors.Unlinked, _errors.Closed, _errors.EndOfStream):
+                return  # the pool went away (its inbox handle closed, or its process died)
             reader = FrameReader(message)
             del message
             if reader.tag() != TASKS:
