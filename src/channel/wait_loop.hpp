@@ -212,7 +212,11 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
   bool slept = false;
   bool spin_over = false;  // the planned spin ran out (and was charged to the budget)
   std::int64_t next_repair = start + kStuckCheckNs;
-  std::int64_t next_sender_check = start + kSenderCheckNs;
+  // The handle's own due time carries the rhythm across waits: a caller that
+  // cuts one long wait into slices shorter than kSenderCheckNs (the Python
+  // binding, to run signal handlers) would otherwise never reach a check.
+  std::int64_t next_sender_check =
+      std::min(start + kSenderCheckNs, channel.next_sender_check.load(std::memory_order_relaxed));
   // A sleeper woken for something it then does not take passes the wake-up on.
   auto leave = [&](Attempt outcome) {
     if (slept) channel.pass_wake_on(side);
@@ -254,6 +258,7 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
       if (now >= next_sender_check && senders_to_watch()) {
         reap_senders();
         next_sender_check = now + kSenderCheckNs;
+        channel.next_sender_check.store(next_sender_check, std::memory_order_relaxed);
       }
       if (now >= spin_until && !spin_over) {
         spin_over = true;
