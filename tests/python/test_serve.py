@@ -156,9 +156,9 @@ def test_a_killed_producer_ends_the_other_stages_with_senders_lost(queues: list[
     last = start("serve_stage", "last", features)
     try:
         assert producer.stdout.readline() == f"sent {COUNT}\n"  # type: ignore[union-attr]
-        producer.send_signal(signal.SIGKILL)
-        finish(producer, WATCHDOG)  # reaped: until then its process is a zombie, which counts as alive
+        producer.send_signal(signal.SIGKILL)  # not reaped before the others end: a zombie is dead too
         (s_code, s_out, s_err), (l_code, l_out, l_err) = finish_all(stage, last)
+        finish(producer, WATCHDOG)
     finally:
         kill_all(producer, stage, last)
     assert s_code == 3 and s_out == f"lost after {COUNT}\n", s_err
