@@ -51,6 +51,7 @@ from ._errors import (
 )
 from ._pipeline.outputs import SKIP
 from ._pipeline.pipeline import Pipeline, Stage
+from ._pipeline.serve import serve
 from ._queue import Queue
 from ._store import Store
 from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
@@ -134,6 +135,7 @@ __all__ = [
     "full",
     "is_shared",
     "remove",
+    "serve",
     "zeros",
     "zeros_like",
 ]
