@@ -111,12 +111,11 @@ class QueueState : public WaitingHandle {
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, std::uint64_t block_bytes, Fill&& fill) noexcept {
     // Shown in this sender's entry while reserved but not yet named in a slot (ring.hpp).
-    std::atomic<std::uint64_t>* reserving = block_bytes != 0 && sender_slot >= 0
-                                                ? &header->senders_reserving[static_cast<std::size_t>(sender_slot)]
-                                                : nullptr;
-    if (reserving != nullptr) reserving->fetch_add(block_bytes);
+    const bool shown = block_bytes != 0 && sender_slot >= 0;
+    const auto entry = static_cast<std::size_t>(std::max(sender_slot, 0));
+    if (shown) header->senders_reserving[entry].fetch_add(block_bytes);
     auto unshow = [&] {
-      if (reserving != nullptr) reserving->fetch_sub(block_bytes);
+      if (shown) header->senders_reserving[entry].fetch_sub(block_bytes);
     };
     if (block_bytes != 0 && !reserve_bytes(block_bytes)) {
       unshow();
@@ -163,7 +162,7 @@ class QueueState : public WaitingHandle {
   void reap_dead_senders() noexcept;
   [[nodiscard]] bool no_senders_listed() const noexcept;
   /// Reserves `bytes` of the byte capacity; false if the queue is at its limit.
-  bool reserve_bytes(std::uint64_t bytes) noexcept;
+  [[nodiscard]] bool reserve_bytes(std::uint64_t bytes) const noexcept;
   /// Whether a message of `bytes` would fit now (a look, nothing reserved).
   [[nodiscard]] bool bytes_fit(std::uint64_t bytes) const noexcept;
   [[nodiscard]] bool ring_empty() const noexcept {
@@ -459,10 +458,7 @@ void QueueState::stop_sending(Ending ending) noexcept {
 }
 
 bool QueueState::no_senders_listed() const noexcept {
-  for (const auto& entry : header->senders) {
-    if (entry.load(std::memory_order_acquire) != 0) return false;
-  }
-  return true;
+  return std::ranges::none_of(header->senders, [](const auto& entry) { return entry.load() != 0; });
 }
 
 Attempt QueueState::stream_end() const noexcept {
@@ -480,11 +476,10 @@ Attempt QueueState::stream_end() const noexcept {
 
 bool QueueState::has_remote_senders() const noexcept {
   const std::uint32_t me = domain->token();
-  for (const auto& entry : header->senders) {
+  return std::ranges::any_of(header->senders, [me](const auto& entry) {
     const std::uint64_t e = entry.load(std::memory_order_relaxed);
-    if (e != 0 && static_cast<std::uint32_t>(e) != me) return true;
-  }
-  return false;
+    return e != 0 && static_cast<std::uint32_t>(e) != me;
+  });
 }
 
 void QueueState::reap_dead_senders() noexcept {
@@ -515,7 +510,7 @@ bool QueueState::bytes_fit(std::uint64_t bytes) const noexcept {
   return held == 0 || bytes <= capacity_bytes - std::min(held, capacity_bytes) || ring_empty();
 }
 
-bool QueueState::reserve_bytes(std::uint64_t bytes) noexcept {
+bool QueueState::reserve_bytes(std::uint64_t bytes) const noexcept {
   auto& queued = header->bytes_queued;
   const auto amount = static_cast<std::int64_t>(std::min<std::uint64_t>(bytes, INT64_MAX / 2));
   if (capacity_bytes == 0) {
