@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import difflib
+import sys
 import time
 import warnings
 import weakref
@@ -88,7 +90,9 @@ class Queue:
     if one of them failed (``close(failed=True)``) or died, it raises
     SendersLost (an EndOfStream), which iteration lets through. The end lasts
     until a new sender comes; a queue nobody ever sent on never ends. Dead
-    senders are noticed within about 0.1 s by a waiting receiver.
+    senders are noticed within about 0.1 s by a waiting receiver. A program
+    that ends with an uncaught exception closes the queues it sent on as
+    failed (noted by ``sys.excepthook`` as set when hakobu was imported).
 
     A blocking get() that has waited NO_SENDER_WARNING_SECONDS (5 s) on a
     queue this handle created, when nothing was ever put on it, warns once
@@ -129,6 +133,7 @@ class Queue:
         self._core.set_latency(self._latency, self._spin)
         stats = self._core.stats()
         self._inline_capacity: int = stats["inline_capacity"]
+        _open_queues.add(self)
         # Watch for a consumer waiting on a queue nobody feeds (see get); False once settled.
         self._watch_for_sender = self._core.is_creator and stats["put_count"] == 0
 
@@ -344,8 +349,8 @@ class Queue:
     def __enter__(self) -> Queue:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        self.close(failed=exc_type is not None)  # a block left by an exception stopped early
 
     def __repr__(self) -> str:
         return f"hakobu.Queue({self.name!r}, capacity={self.capacity}, size={self.qsize()})"
@@ -361,6 +366,33 @@ class Queue:
             "allow_pickle": self._allow_pickle,
         }  # not ``sends``: the other process's handle is a sender once it puts
         return (_reopen, (self.name, self.capacity, options))
+
+
+# A program that ends with an uncaught exception failed: the queues it sent on end as
+# failed (receivers get SendersLost, not a clean EndOfStream that would pass for the whole
+# stream). The hook only notes it; the queues are closed at exit, after the program's
+# other threads finished (they may still send until then).
+_open_queues: weakref.WeakSet[Queue] = weakref.WeakSet()
+_failing = False
+
+
+def _note_failure(hook: Callable[..., Any]) -> Callable[..., Any]:
+    def noting(*args: Any) -> Any:
+        global _failing
+        _failing = True
+        return hook(*args)
+
+    return noting
+
+
+def _fail_open_queues() -> None:
+    if _failing:
+        for queue in list(_open_queues):
+            queue._core.close(True)  # only a sending handle's stream is marked
+
+
+sys.excepthook = _note_failure(sys.excepthook)
+atexit.register(_fail_open_queues)
 
 
 def _reopen(name: str, capacity: int, options: dict[str, Any]) -> Queue:
@@ -615,7 +647,7 @@ async def _wait_async(
         try:
             try:
                 result = attempt()  # after registering: what was published before is seen here
-            except (_errors.Closed, _errors.Unlinked):
+            except (_errors.Closed, _errors.Unlinked, _errors.EndOfStream):
                 waker.wake_all(watch)  # the others find out too
                 raise
             except retry_on:

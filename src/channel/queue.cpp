@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -49,6 +50,11 @@ class QueueState : public WaitingHandle {
   std::atomic<bool> sending{false};
   std::mutex sender_mutex;
   int sender_slot = -1;  // its entry in header->senders; -1: none (the table was full)
+  // Puts of this handle in progress (any thread). close() marks the handle closed;
+  // whichever of close() and the last such put comes second ends the sending, so
+  // a message another thread publishes during close() is never after the end.
+  std::atomic<std::uint32_t> puts_in_flight{0};
+  std::atomic<Ending> closing_ending{Ending::Finished};
 
   QueueState() = default;
   QueueState(const QueueState&) = delete;
@@ -80,7 +86,9 @@ class QueueState : public WaitingHandle {
   Attempt claim_read(SlotHeader*& out, std::uint64_t& position, std::uint32_t& blocker,
                      std::optional<std::uint32_t>& holding);
   void publish(SlotHeader* s, std::uint64_t position) const noexcept;
-  void release_slot(SlotHeader* s, std::uint64_t position) const noexcept;
+  /// Empties the slot for the next lap; wakes one waiting producer (all, with `freed_bytes`:
+  /// who fits the byte capacity now depends on each one's size).
+  void release_slot(SlotHeader* s, std::uint64_t position, bool freed_bytes = false) const noexcept;
   void repair(std::uint32_t blocker) noexcept;
   /// The side gets wait on (a message arrives) and the side puts wait on (room frees).
   [[nodiscard]] WaitSide get_side() const noexcept {
@@ -102,16 +110,29 @@ class QueueState : public WaitingHandle {
   /// `block_bytes`: the payload length of a message carried in a block (0: inline).
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, std::uint64_t block_bytes, Fill&& fill) noexcept {
-    if (block_bytes != 0 && !reserve_bytes(block_bytes)) return Attempt::Full;
+    // Shown in this sender's entry while reserved but not yet named in a slot (ring.hpp).
+    std::atomic<std::uint64_t>* reserving = block_bytes != 0 && sender_slot >= 0
+                                                ? &header->senders_reserving[static_cast<std::size_t>(sender_slot)]
+                                                : nullptr;
+    if (reserving != nullptr) reserving->fetch_add(block_bytes);
+    auto unshow = [&] {
+      if (reserving != nullptr) reserving->fetch_sub(block_bytes);
+    };
+    if (block_bytes != 0 && !reserve_bytes(block_bytes)) {
+      unshow();
+      return Attempt::Full;
+    }
     SlotHeader* s = nullptr;
     std::uint64_t position = 0;
     const Attempt claimed = claim_write(s, position, blocker);
     if (claimed != Attempt::Done) {
       if (block_bytes != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(block_bytes));
+      unshow();
       return claimed;
     }
     kill_point("put.claimed");
     fill(*s);
+    unshow();  // the descriptor names it now: a repairer settles it
     kill_point("put.filled");
     publish(s, position);
     return Attempt::Done;
@@ -346,9 +367,9 @@ void QueueState::publish(SlotHeader* s, std::uint64_t position) const noexcept {
   notify(get_side(), 1);
 }
 
-void QueueState::release_slot(SlotHeader* s, std::uint64_t position) const noexcept {
+void QueueState::release_slot(SlotHeader* s, std::uint64_t position, bool freed_bytes) const noexcept {
   s->control.store(make_control(position + capacity, SlotState::Empty, 0), std::memory_order_release);
-  notify(put_side(), 1);
+  notify(put_side(), freed_bytes && capacity_bytes != 0 ? INT_MAX : 1);
 }
 
 void QueueState::wake_everyone() const noexcept {
@@ -392,20 +413,30 @@ void QueueState::become_sender() noexcept {
   if (sending.load(std::memory_order_acquire)) return;
   const std::lock_guard<std::mutex> lock(sender_mutex);
   if (sending.load(std::memory_order_relaxed)) return;
+  // A closed handle sends nothing more (its put returns Closed): no new entry for it.
+  if (closed.load() && puts_in_flight.load() == 0) return;
   const std::uint64_t mine = kSenderEntry | domain->token();
   bool others = false;
-  for (std::size_t i = 0; i < kSenderSlots; ++i) {
-    std::uint64_t entry = header->senders[i].load(std::memory_order_acquire);
-    if (entry == 0 && sender_slot < 0 && header->senders[i].compare_exchange_strong(entry, mine)) {
-      sender_slot = static_cast<int>(i);
-    } else if (entry != 0) {
-      others = true;
+  for (int round = 0; round < 2 && sender_slot < 0; ++round) {
+    if (round == 1) reap_dead_senders();  // a full table: make room of the dead ones
+    others = false;
+    for (std::size_t i = 0; i < kSenderSlots; ++i) {
+      std::uint64_t entry = header->senders[i].load(std::memory_order_acquire);
+      if (entry == 0 && sender_slot < 0 && header->senders[i].compare_exchange_strong(entry, mine)) {
+        sender_slot = static_cast<int>(i);
+        header->senders_reserving[i].store(0);  // a forged or stale amount is not ours
+      } else if (entry != 0) {
+        others = true;
+      }
     }
   }
   if (sender_slot < 0) {
-    header->stream_flags.fetch_or(kUntrackedSender);
-  } else if (!others) {
-    header->stream_flags.fetch_and(~kSenderFailed);  // a new stream: the last one's failure is told
+    header->untracked_senders.fetch_add(1);
+  } else {
+    header->registrations.fetch_add(1);  // after the entry: see stream_end
+    if (!others && header->untracked_senders.load() == 0) {
+      header->stream_flags.fetch_and(~kSenderFailed);  // a new stream: the last one's failure is told
+    }
   }
   header->stream_flags.fetch_or(kEverSent);
   sending.store(true, std::memory_order_release);
@@ -421,6 +452,8 @@ void QueueState::stop_sending(Ending ending) noexcept {
     std::uint64_t mine = kSenderEntry | domain->token();
     header->senders[static_cast<std::size_t>(sender_slot)].compare_exchange_strong(mine, 0);  // release: after my puts
     sender_slot = -1;
+  } else {
+    header->untracked_senders.fetch_sub(1);  // seq_cst: after my puts
   }
   if (no_senders_listed()) wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
 }
@@ -433,11 +466,16 @@ bool QueueState::no_senders_listed() const noexcept {
 }
 
 Attempt QueueState::stream_end() const noexcept {
+  // One snapshot of the table: no registration may have happened during the scan.
+  const std::uint32_t registrations = header->registrations.load();
   const std::uint32_t flags = header->stream_flags.load(std::memory_order_acquire);
-  if ((flags & kEverSent) == 0 || (flags & kUntrackedSender) != 0 || !no_senders_listed()) return Attempt::Empty;
+  if ((flags & kEverSent) == 0 || header->untracked_senders.load() != 0 || !no_senders_listed() ||
+      header->registrations.load() != registrations) {
+    return Attempt::Empty;
+  }
   // Read again: a sender marks a failure before its entry goes.
   return (header->stream_flags.load(std::memory_order_acquire) & kSenderFailed) != 0 ? Attempt::SendersLost
-                                                                                      : Attempt::Ended;
+                                                                                     : Attempt::Ended;
 }
 
 bool QueueState::has_remote_senders() const noexcept {
@@ -456,7 +494,14 @@ void QueueState::reap_dead_senders() noexcept {
     std::uint64_t e = entry.load(std::memory_order_acquire);
     if (e == 0 || static_cast<std::uint32_t>(e) == me || domain->token_alive(static_cast<std::uint32_t>(e))) continue;
     header->stream_flags.fetch_or(kSenderFailed);  // before the entry goes (see stream_end)
-    freed |= entry.compare_exchange_strong(e, 0);
+    const auto index = static_cast<std::size_t>(&entry - header->senders);
+    if (entry.compare_exchange_strong(e, 0)) {
+      // What it had reserved and not yet named in a slot (ring.hpp, "Bytes queued").
+      const std::uint64_t reserved =
+          std::min<std::uint64_t>(header->senders_reserving[index].exchange(0), INT64_MAX / 2);
+      if (reserved != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(reserved));
+      freed = true;
+    }
   }
   if (freed && no_senders_listed()) {
     wake_all_waiters(header->not_empty, header->consumers_waiting, header->get_watchers);
@@ -483,7 +528,9 @@ bool QueueState::reserve_bytes(std::uint64_t bytes) noexcept {
   for (int attempt = 0; attempt < 64; ++attempt) {
     const std::uint64_t held = current > 0 ? static_cast<std::uint64_t>(current) : 0;
     if (held != 0 && bytes > capacity_bytes - std::min(held, capacity_bytes) && !ring_empty()) return false;
-    if (queued.compare_exchange_weak(current, std::max<std::int64_t>(current, 0) + amount, std::memory_order_relaxed)) {
+    // The count is shared memory: clamped, so that the sum cannot overflow.
+    if (queued.compare_exchange_weak(current, std::clamp<std::int64_t>(current, 0, INT64_MAX / 2) + amount,
+                                     std::memory_order_relaxed)) {
       return true;
     }
   }
@@ -536,7 +583,7 @@ Attempt QueueState::try_take(Sample& sample, std::uint32_t& blocker, std::option
     } else {
       domain->fill_holding(*holding, block);  // listed before the ring lets go of it
       kill_point("get.listed");
-      release_slot(s, position);
+      release_slot(s, position, /*freed_bytes=*/true);
       domain->fill_sample(sample, block, payload, *holding, length, static_cast<MessageKind>(kind));
       holding.reset();
     }
@@ -603,14 +650,21 @@ Result<void, UnlinkError> Queue::remove(std::string_view name, std::string_view 
 
 Queue::Queue(Queue&&) noexcept = default;
 Queue& Queue::operator=(Queue&&) noexcept = default;
-Queue::~Queue() = default;
+Queue::~Queue() {
+  // A sending handle destroyed while an exception unwinds the stack stopped early.
+  if (state_ && std::uncaught_exceptions() > 0 && !state_->domain->forked_away()) {
+    state_->stop_sending(Ending::Failed);
+  }
+}
 
 void Queue::close(Ending ending) noexcept {
   if (!state_) return;
-  state_->closed.store(true, std::memory_order_release);
+  state_->closing_ending.store(ending);
+  state_->closed.store(true);
   if (state_->domain->forked_away()) return;  // inherited across fork(): not mapped here
-  state_->stop_sending(ending);
   state_->wake_everyone();                    // this process's waiters see `closed`; others go back to sleep
+  // The sending ends once no put of this handle is in progress: here, or by the last one.
+  if (state_->puts_in_flight.load() == 0) state_->stop_sending(ending);
 }
 
 Result<void, UnlinkError> Queue::unlink() {
@@ -768,6 +822,23 @@ Domain Queue::domain() const {
 
 namespace {
 
+/// A put of a handle in progress (QueueState::puts_in_flight): counted before the
+/// handle's closed check, so that close() and the put agree on who ends the sending.
+class PutInFlight {
+ public:
+  explicit PutInFlight(detail::QueueState& q) noexcept : q_(q) { q_.puts_in_flight.fetch_add(1); }
+  ~PutInFlight() {
+    if (q_.puts_in_flight.fetch_sub(1) == 1 && q_.closed.load() && !q_.domain->forked_away()) {
+      q_.stop_sending(q_.closing_ending.load());
+    }
+  }
+  PutInFlight(const PutInFlight&) = delete;
+  PutInFlight& operator=(const PutInFlight&) = delete;
+
+ private:
+  detail::QueueState& q_;
+};
+
 Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
   switch (attempt) {
     // Short texts for the expected outcomes: no allocation in a polling loop.
@@ -782,8 +853,10 @@ Result<void, PutError> put_failure(Attempt attempt, const std::string& name) {
 
 Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, MessageKind kind,
                                         std::chrono::nanoseconds timeout) {
-  if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
+  if (!state_) return {PutError::Closed, kClosedHandle};
   auto& q = *state_;
+  const PutInFlight in_flight(q);
+  if (!q.usable()) return {PutError::Closed, kClosedHandle};
   if (bytes.size() > q.inline_capacity) {
     // Too large for a slot: copy into a block, then hand the block over.
     if (timeout.count() == 0 && (size() >= q.capacity || !q.bytes_fit(bytes.size()))) {
@@ -807,8 +880,10 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
 }
 
 Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds timeout) {
-  if (!state_ || !state_->usable()) return {PutError::Closed, kClosedHandle};
+  if (!state_) return {PutError::Closed, kClosedHandle};
   auto& q = *state_;
+  const PutInFlight in_flight(q);
+  if (!q.usable()) return {PutError::Closed, kClosedHandle};
   using detail::MessageAccess;
   if (!loan.valid() || MessageAccess::domain(loan) != q.domain.get() ||
       MessageAccess::fork_epoch(loan) != detail::fork_epoch()) {
@@ -822,7 +897,7 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   q.become_sender();
   const std::uint64_t length = loan.bytes().size();
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
-    return q.try_send(blocker, std::max<std::uint64_t>(length, 1), [&](detail::SlotHeader& s) {
+    return q.try_send(blocker, length, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(loan.kind());
       s.length = loan.bytes().size();
       s.block = MessageAccess::block(loan);

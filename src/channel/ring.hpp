@@ -121,9 +121,14 @@ inline constexpr std::uint32_t kQueueLayoutVersion = 4;
 //   kEverSent        a sender registered since the queue was made
 //   kSenderFailed    a sender closed with Ending::Failed, or died (its entry was
 //                    reaped); cleared by a sender that registers into an empty table
-//   kUntrackedSender a sender found the table full: the end is never reported
-// A receiver that finds the queue empty reads the flags, then the entries; if
-// kEverSent is set, nothing is untracked and no entry is in use, it tries once
+// A sender that finds the table full (after reaping dead entries) is counted in
+// untracked_senders instead, until it closes; a dead one is never counted down,
+// and its queue's streams never end (64 senders at once is the design's bound).
+// registrations is bumped (seq_cst) after each entry is taken: a receiver that
+// finds the queue empty reads it, the flags, then the entries, then it again;
+// if it did not change, kEverSent is set, nothing is untracked and no entry is
+// in use, the table was empty at one instant (a sender registering during the
+// scan and another leaving would otherwise look like none), so it tries once
 // more and, still empty, reports the end (Ended, or SendersLost with
 // kSenderFailed). A sender frees its entry after its last put was published
 // (release), and the receiver read the entry with acquire: that second try
@@ -136,7 +141,6 @@ inline constexpr std::size_t kSenderSlots = 64;
 inline constexpr std::uint64_t kSenderEntry = std::uint64_t{1} << 32;
 inline constexpr std::uint32_t kEverSent = 1;
 inline constexpr std::uint32_t kSenderFailed = 2;
-inline constexpr std::uint32_t kUntrackedSender = 4;
 
 // Bytes queued
 // ------------
@@ -145,12 +149,18 @@ inline constexpr std::uint32_t kUntrackedSender = 4;
 // length (CAS: only while the total stays within capacity_bytes, or the ring
 // is empty, so one message always gets in) before claiming a slot, and gives
 // it back if the claim fails; the receiver subtracts it when it takes the
-// message, then zeroes the slot's length and block. A dead claimer's slot is
-// settled by its repairer: a dead producer's reservation (its slot names a
-// block) or a dead receiver's unsubtracted one is subtracted. A process killed
-// between the two steps of either side leaves the count off by one message:
-// too high, the queue holds less until the ring is empty (never stuck: an
-// empty ring admits); too low, it holds one message more. Reads clamp at 0.
+// message, then zeroes the slot's length and block. Between its reservation
+// and the fill of its slot's descriptor a listed sender shows the amount in
+// senders_reserving[its entry]: whoever reaps its entry after its death
+// subtracts that. A dead claimer's slot is settled by its repairer: a dead
+// producer's reservation (its slot names a block) or a dead receiver's
+// unsubtracted one is subtracted. A process killed between two of these steps
+// leaves the count too low by one message at most (it holds one message more;
+// healed when the queue drains: a reservation on a negative count starts from 0)
+// — except a receiver killed after it took the message and before it zeroed the
+// descriptor's length, or an unlisted sender (table full) killed in between:
+// then too high by one message, and the queue holds that much less (never stuck:
+// an empty ring always admits).
 
 // Waiter counts and event-loop watchers
 // --------------------------------------
@@ -211,8 +221,12 @@ struct QueueHeader {  // NOLINT(clang-analyzer-optin.performance.Padding): paddi
   alignas(64) std::atomic<std::int64_t> bytes_queued;                  ///< see "Bytes queued"
   std::uint64_t capacity_bytes;                                        ///< 0: no limit
   alignas(64) std::atomic<std::uint32_t> stream_flags;                 ///< see "Senders"
+  std::atomic<std::uint32_t> registrations;      ///< bumped by every registration, after its entry
+  std::atomic<std::uint32_t> untracked_senders;  ///< senders that found the table full
   std::uint32_t reserved1;
   alignas(64) std::atomic<std::uint64_t> senders[kSenderSlots];
+  /// Bytes each listed sender reserved and has not yet named in a slot (see "Bytes queued").
+  alignas(64) std::atomic<std::uint64_t> senders_reserving[kSenderSlots];
 };
 static_assert(std::is_standard_layout_v<QueueHeader>, "QueueHeader lives in shared memory: it must be standard-layout");
 static_assert(sizeof(QueueHeader) % 64 == 0, "the ring's slots start on a cache line after the queue header");

@@ -118,9 +118,9 @@ class WaitingHandle {
   std::atomic<bool> closed{false};
   std::atomic<std::int64_t> spin_ns{0};
   std::atomic<Latency> latency{Latency::Adaptive};
-  std::atomic<std::uint32_t> pending_polls{0};  // non-blocking tries that found a claimed slot
+  std::atomic<std::uint32_t> pending_polls{0};     // non-blocking tries that found a claimed slot
   std::atomic<std::int64_t> next_sender_check{0};  // when a poller next checks the senders (queues)
-  WaitHistory get_history;                      // how long this handle's gets waited (waiting.hpp)
+  WaitHistory get_history;                         // how long this handle's gets waited (waiting.hpp)
   WaitHistory put_history;
   SpinBudget budget;  // spinning left for this handle while nothing arrives
 
@@ -180,21 +180,25 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
       return false;
     }
   };
-  auto reap_senders = [&] {
-    if constexpr (WatchesSenders<Channel>) channel.reap_dead_senders();
+  // Reaps dead senders if this handle's check is due (claimed by one caller every
+  // kSenderCheckNs, whatever its waits: Python cuts blocking calls into short slices).
+  auto reap_senders_if_due = [&](std::int64_t now) {
+    if constexpr (WatchesSenders<Channel>) {
+      std::int64_t due = channel.next_sender_check.load(std::memory_order_relaxed);
+      if (now < due || !channel.next_sender_check.compare_exchange_strong(due, now + kSenderCheckNs)) return false;
+      channel.reap_dead_senders();
+      return true;
+    } else {
+      return false;
+    }
   };
   if (timeout.count() == 0) {  // the non-blocking form: one try, no clock
     if (attempt == Attempt::Busy) return is_get ? Attempt::Empty : Attempt::Full;
-    if (attempt == Attempt::Empty && senders_to_watch()) {
-      // Pollers (event loops among them) check the senders too, at the waiters' pace:
-      // a system call per sender, so by the clock, not per poll.
-      const std::int64_t now = platform::monotonic_ns();
-      std::int64_t due = channel.next_sender_check.load(std::memory_order_relaxed);
-      if (now >= due && channel.next_sender_check.compare_exchange_strong(due, now + kSenderCheckNs)) {
-        reap_senders();
-        attempt = try_once(blocker);
-        if (ends_wait(attempt)) return attempt;
-      }
+    // Pollers (event loops among them) check the senders too, at the waiters' pace:
+    // a system call per sender, so by the clock, not per poll.
+    if (attempt == Attempt::Empty && senders_to_watch() && reap_senders_if_due(platform::monotonic_ns())) {
+      attempt = try_once(blocker);
+      if (ends_wait(attempt)) return attempt;
     }
     if (attempt != Attempt::Pending) return attempt;
     // Blocked behind another process's claim. Pollers must also repair a dead
@@ -212,7 +216,6 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
   bool slept = false;
   bool spin_over = false;  // the planned spin ran out (and was charged to the budget)
   std::int64_t next_repair = start + kStuckCheckNs;
-  std::int64_t next_sender_check = start + kSenderCheckNs;
   // A sleeper woken for something it then does not take passes the wake-up on.
   auto leave = [&](Attempt outcome) {
     if (slept) channel.pass_wake_on(side);
@@ -251,10 +254,7 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
         channel.repair(blocker);
         next_repair = now + kStuckCheckNs;
       }
-      if (now >= next_sender_check && senders_to_watch()) {
-        reap_senders();
-        next_sender_check = now + kSenderCheckNs;
-      }
+      if (senders_to_watch()) reap_senders_if_due(now);
       if (now >= spin_until && !spin_over) {
         spin_over = true;
         // A spin that caught nothing. Charged at most its plan: time this thread
@@ -269,6 +269,8 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
       if (now >= spin_until) {
         // Announce ourselves, then try once more: a notifier that missed the
         // announcement published before it, and this try sees what it published.
+        // (A sender found dead just before is seen by that try as the end.)
+        if (senders_to_watch()) reap_senders_if_due(now);
         side.waiting.fetch_add(1, std::memory_order_seq_cst);
         const std::uint32_t seen = side.word.load(std::memory_order_seq_cst);
         attempt = try_once(blocker);
@@ -281,10 +283,12 @@ Attempt wait_until_done(Channel& channel, const WaitSide& side, std::chrono::nan
           // Blocked behind another process's claim: wake up now and then to check it
           // is alive. Busy: nobody may wake us for what is already there; look again soon.
           // Waiting on other processes' senders: wake to check they live (the loop reaps).
-          const std::int64_t recheck = attempt == Attempt::Pending ? kStuckCheckNs
-                                       : attempt == Attempt::Busy
-                                           ? kBusyRecheckNs
-                                           : std::max<std::int64_t>(next_sender_check - now, 0);
+          const std::int64_t recheck =
+              attempt == Attempt::Pending ? kStuckCheckNs
+              : attempt == Attempt::Busy
+                  ? kBusyRecheckNs
+                  : std::clamp<std::int64_t>(channel.next_sender_check.load(std::memory_order_relaxed) - now,
+                                             kBusyRecheckNs, kSenderCheckNs);
           wake_at = deadline < 0 ? now + recheck : std::min(deadline, now + recheck);
         }
         if (!channel.closed.load(std::memory_order_acquire) && !channel.unlinked()) {

@@ -15,6 +15,7 @@ from .doctor import command_doctor
 from .errors import CommandError
 from .files import SYNC_KINDS
 from .output import Output
+from .top import command_top, interval_seconds
 
 Run = Callable[[argparse.Namespace, Output], int]
 
@@ -22,7 +23,7 @@ DOMAIN_HELP = "the domain (default: $HAKOBU_DOMAIN, else u<uid>)"
 JSON_HELP = "print machine-readable JSON instead of tables"
 
 
-BUILT_IN = ("ls", "info", "rm", "gc", "doctor")
+BUILT_IN = ("ls", "info", "rm", "gc", "doctor", "top")
 
 
 def needs_plugins(argv: Sequence[str]) -> bool:
@@ -151,6 +152,25 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     )
     subcommand("gc", command_gc, "reclaim what dead processes held")
     subcommand("doctor", command_doctor, "check the system settings that matter for shared memory")
+    top = subcommand(
+        "top",
+        command_top,
+        "a live view of a domain: queues (depth, bytes in flight, put/get rates, senders), topics, stores, "
+        "running pipelines and served stages (per stage: workers, items, rate, errors, time computing or "
+        "waiting), memory held and processes attached; Ctrl-C quits",
+    )
+    top.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="time between refreshes, and between the two samples rates come from (default: 1)",
+    )
+    top.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame as text and exit (what a piped stdout gets); --json prints one as JSON",
+    )
 
     if not with_plugins:
         return parser

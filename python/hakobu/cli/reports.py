@@ -22,6 +22,11 @@ def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -
         "capacity": None,
         "put_count": None,
         "get_count": None,
+        "bytes": None,  # payload bytes waiting
+        "max_bytes": None,  # the byte capacity (0: none)
+        "senders": None,
+        "ended": None,
+        "senders_lost": None,
         "creator_pid": None,
         "creator_alive": None,
         "file_bytes": None,
@@ -29,6 +34,10 @@ def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -
         "pids": scan.pids_mapping([path]),
         "error": None,
     }
+
+
+# What a queue report holds of its stream and byte capacity (QueueStats), besides its counts.
+_STREAM_FIELDS = ("bytes", "max_bytes", "senders", "ended", "senders_lost")
 
 
 def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:
@@ -45,7 +54,7 @@ def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[
     except HakobuError as error:  # damaged, incompatible, another user's...
         report["error"] = str(error)
         return report
-    for key in ("size", "capacity", "put_count", "get_count", "creator_pid"):
+    for key in ("size", "capacity", "put_count", "get_count", "creator_pid", *_STREAM_FIELDS):
         report[key] = info[key]
     report["creator_alive"] = process_exists(info["creator_pid"])
     return report
