@@ -322,7 +322,6 @@ void stream_seeds(std::span<const std::byte> small, std::span<const std::byte> l
   const std::pair<const char*, std::uint32_t> flag_seeds[] = {
       {"stream-ended-4", d::kEverSent},
       {"stream-failed-4", d::kEverSent | d::kSenderFailed},
-      {"stream-untracked-4", d::kEverSent | d::kUntrackedSender},
       {"stream-flags-all-4", ~0U},
   };
   for (const auto& [name, value] : flag_seeds) {
@@ -330,6 +329,33 @@ void stream_seeds(std::span<const std::byte> small, std::span<const std::byte> l
     poke(file, flags, value);
     save(t, name, file);
   }
+  // Senders counted outside the full table, and the registration counter.
+  const std::size_t untracked = offsetof(d::QueueHeader, untracked_senders);
+  const std::size_t registrations = offsetof(d::QueueHeader, registrations);
+  const std::pair<const char*, std::uint32_t> untracked_seeds[] = {{"untracked-one-4", 1},
+                                                                   {"untracked-all-bits-4", ~0U}};
+  for (const auto& [name, value] : untracked_seeds) {
+    Bytes file = with_message(std::uint64_t{1} << 20);
+    poke<std::uint32_t>(file, flags, d::kEverSent);
+    poke(file, untracked, value);
+    poke<std::uint32_t>(file, registrations, ~0U);
+    save(t, name, file);
+  }
+  // Reservations shown in sender entries (given back when a dead entry is reaped).
+  const std::size_t reserving = offsetof(d::QueueHeader, senders_reserving);
+  Bytes dead_reserving = with_message(std::uint64_t{1} << 20);
+  poke<std::uint32_t>(dead_reserving, flags, d::kEverSent);
+  poke<std::uint64_t>(dead_reserving, senders + 8 * 2, entry(dead_token));
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 2, ~std::uint64_t{0});
+  poke<std::uint64_t>(dead_reserving, senders + 8 * 3, entry(dead_token + 1));
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 3, std::uint64_t{1} << 62);
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 4, 12345);  // no entry: stale
+  save(t, "sender-dead-reserving-huge-4", dead_reserving);
+  Bytes own_reserving = with_message(0);
+  poke<std::uint32_t>(own_reserving, flags, d::kEverSent);
+  poke<std::uint64_t>(own_reserving, senders, own_entry);
+  poke<std::uint64_t>(own_reserving, reserving, 1000);
+  save(t, "sender-own-reserving-4", own_reserving);
 
   const std::pair<const char*, std::int64_t> count_seeds[] = {
       {"bytes-queued-huge-4", INT64_MAX},
@@ -346,6 +372,18 @@ void stream_seeds(std::span<const std::byte> small, std::span<const std::byte> l
     poke(empty, bytes, value);
     save(t, std::string(name) + "-empty", empty);
   }
+  // Without inline slots every put reserves bytes, the harness's first one on
+  // an empty ring (admitted whatever the count): reserve_bytes once overflowed
+  // a signed sum on these (regressions/fuzz_queue_attach/bytes-queued-*).
+  Bytes huge_no_inline = queue_file(4, 0, [](auto&, auto&) {});
+  poke<std::uint64_t>(huge_no_inline, limit, std::uint64_t{1} << 20);
+  poke<std::int64_t>(huge_no_inline, bytes, INT64_MAX);
+  save(t, "bytes-queued-huge-no-inline-empty-4", huge_no_inline);
+  Bytes min_no_inline = queue_file(4, 0, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); });
+  for (std::size_t i = 0; i < d::kSenderSlots; ++i) poke<std::uint64_t>(min_no_inline, senders + 8 * i, 0);
+  poke<std::uint64_t>(min_no_inline, limit, std::uint64_t{1} << 20);
+  poke<std::int64_t>(min_no_inline, bytes, INT64_MIN);  // taking the 8 bytes wraps it to INT64_MAX - 7
+  save(t, "bytes-queued-min-no-inline-4", min_no_inline);
   save(t, "capacity-bytes-0-4", with_message(0));
   save(t, "capacity-bytes-1-4", with_message(1));
   save(t, "capacity-bytes-huge-4", with_message(~std::uint64_t{0}));
