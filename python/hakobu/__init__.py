@@ -49,6 +49,9 @@ from ._errors import (
     UnpicklingRefused,
     WorkerLost,
 )
+from ._pipeline.outputs import SKIP
+from ._pipeline.pipeline import Pipeline, Stage
+from ._pipeline.serve import serve
 from ._queue import Queue
 from ._store import Store
 from ._sync import Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value
@@ -72,6 +75,7 @@ def default_domain() -> str:
 
 
 __all__ = [
+    "SKIP",
     "AccessDenied",
     "AlreadyExists",
     "Array",
@@ -102,6 +106,7 @@ __all__ = [
     "NotHeld",
     "OutOfSharedMemory",
     "OwnerDied",
+    "Pipeline",
     "Pool",
     "PoolTerminated",
     "Queue",
@@ -110,6 +115,7 @@ __all__ = [
     "RemoteTraceback",
     "Semaphore",
     "SendersLost",
+    "Stage",
     "Store",
     "Subscriber",
     "SystemFailure",
@@ -129,6 +135,7 @@ __all__ = [
     "full",
     "is_shared",
     "remove",
+    "serve",
     "zeros",
     "zeros_like",
 ]

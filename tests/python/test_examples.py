@@ -82,3 +82,44 @@ def test_the_topic_example_records_every_frame_in_order_while_the_plot_may_skip(
     expected = np.empty((480, 640), np.float32)
     for index in range(frames):  # every frame, in publication order, exactly as published
         np.testing.assert_array_equal(stack[index], make_frame(index, expected), err_msg=f"frame {index}")
+
+
+@pytest.mark.parametrize("variant", ["python", "cpp"])
+def test_the_pipeline_example_runs_as_three_separately_started_programs(variant: str, tmp_path: Path) -> None:
+    """examples/pipeline/run.sh starts postprocess, infer (Python, or the C++ infer.cpp) and decode,
+    consumers first: every clip arrives once, in order, with infer's +1; the queues are gone after."""
+    import json
+
+    from test_queue import _cpp_example
+
+    import hakobu
+
+    clips, shape = 12, (2, 3, 4, 8, 8)  # 3 KiB arrays: heap blocks, forwarded by reference
+    frames, features = f"pipeline-frames-{os.getpid()}", f"pipeline-features-{os.getpid()}"
+    summary = tmp_path / "summary.json"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "FRAMES": frames,
+        "FEATURES": features,
+        "RECORD": str(summary),
+    }
+    if variant == "cpp":
+        env["HAKOBU_BUILD"] = str(_cpp_example("hakobu_pipeline_infer").parents[2])
+    run = EXAMPLES.parent / "pipeline" / "run.sh"
+    arguments = ["--count", str(clips), "--shape", ",".join(map(str, shape))]
+    done = subprocess.run(
+        ["bash", str(run), variant, *arguments], capture_output=True, text=True, timeout=WATCHDOG, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(summary.read_text()) == {
+        "clips": list(range(clips)),
+        "wrong": 0,
+        "shape": list(shape),
+        "ended": "finished",
+    }
+    said = {"python": f"infer: {clips} clips", "cpp": f"infer (C++): {clips} arrays, the stream ended"}
+    assert f"decode: sent {clips} clips" in done.stdout and said[variant] in done.stdout, done.stdout
+    for queue in (frames, features):
+        with pytest.raises(hakobu.NotFound):
+            hakobu.Queue(queue, create=False)

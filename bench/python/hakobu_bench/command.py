@@ -70,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "multiprocessing; --shapes are then message sizes (64B, 1MiB, 64MiB, 1GiB or bytes; default all, "
         "with --quick 64B,1MiB), --repeat the latency repeats; writes fanout.json",
     )
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="measure a three-stage pipeline instead of round trips: float64 arrays through three processes "
+        "(stages 2 and 3 add one in place, and identity stages) over hakobu queues, multiprocessing.Queue, "
+        "multiprocessing.connection, HTTP + a SharedMemory name, WebSocket and Ray actors; per-stage transport "
+        "time, end-to-end latency and throughput; --shapes as for round trips (default the four of the "
+        "pipeline), --repeat the messages per phase; writes pipeline.json",
+    )
 
 
 def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
@@ -85,6 +94,8 @@ def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
         os.environ["HAKOBU_DOMAIN"] = domain
     if args.fanout is not None:
         return _run_fanout(args, console, as_json)
+    if args.pipeline:
+        return _run_pipeline(args, console, as_json)
     methods = all_methods()
     if args.list:
         listing = [
@@ -248,5 +259,72 @@ def _run_fanout(args: argparse.Namespace, console: Console, as_json: bool) -> in
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
     else:
         fanout.render(rows, console)
+        console.print(f"figures: {json_path}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def _run_pipeline(args: argparse.Namespace, console: Console, as_json: bool) -> int:
+    """`hakobu bench --pipeline`: the three-stage measurement of ``micro.pipeline``, shown as a rich
+    table and recorded in pipeline.json with the machine and versions."""
+    import json
+
+    from . import report
+    from .micro import pipeline
+
+    if args.list:
+        listing = [
+            {"name": t.name, "label": t.label, "missing": t.missing()} for t in pipeline.TRANSPORTS.values()
+        ]
+        if as_json:
+            sys.stdout.write(json.dumps(listing, indent=2) + "\n")
+        else:
+            for item in listing:
+                state = (
+                    "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {item['missing']}"
+                )
+                console.print(f"{item['name']:<18} {item['label']:<40} {state}")
+        return 0
+    try:
+        unused = [
+            option
+            for option, given in (
+                ("--warmup", args.warmup is not None),
+                ("--serialize", args.serialize is not None),
+                ("--no-limits", args.no_limits),
+                ("--fanout", args.fanout is not None),
+            )
+            if given
+        ]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: not for --pipeline")
+        if args.repeat is not None and args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
+        shapes, names = pipeline.plan(args.shapes, args.methods, args.quick)
+    except ValueError as error:
+        print(f"hakobu bench: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("HAKOBU_DOMAIN"):  # the stages and hakobu.empty share one domain of this run
+        os.environ["HAKOBU_DOMAIN"] = f"bench{os.getpid()}"
+    from rich.console import Console as StderrConsole
+
+    with StderrConsole(stderr=True).status("pipeline") as status:
+        rows, copies = pipeline.run(
+            names, shapes, quick=args.quick, messages=args.repeat, progress=lambda what: status.update(what)
+        )
+    options = {
+        "quick": args.quick,
+        "methods": names,
+        "shapes": [pipeline.shape_name(s) for s in shapes],
+        "messages": args.repeat,
+    }
+    data = pipeline.to_json(rows, copies, options)
+    json_path = out / "pipeline.json"
+    report.write_json(data, json_path)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        pipeline.render(rows, copies, console)
         console.print(f"figures: {json_path}")
     return 1 if any("error" in r for r in rows) else 0
