@@ -27,6 +27,18 @@
 //   echo IN OUT COUNT                      COUNT times: receive from IN, send the same bytes to OUT
 //   race-open NAME GOFILE OUTFILE          wait until GOFILE exists, then open NAME create-or-attach;
 //                                          OUTFILE says "created", "attached" or "err CODE: message"
+//   steps QUEUE STEP...                    the steps in order (the end-of-stream and byte-capacity
+//                                          tests, test_queue_stream.cpp):
+//       kill-at:POINT:N    die (SIGKILL) at the N-th pass through kill point POINT (before open-*)
+//       open | open-sends  attach QUEUE (open-sends: counted as a sender from the start)
+//       put:COUNT:SIZE:ID  COUNT stamped messages of SIZE bytes (0: stamped_size) from producer ID
+//       get:COUNT          COUNT gets, each must bring a stamped message
+//       drain:OUTFILE      get until an error; a line "ID SEQ SIZE" per message (flushed),
+//                          then "end ERROR" (the GetError's name)
+//       ready:FILE         write FILE          wait:FILE   wait until FILE exists
+//       close | close-failed   Queue::close(Ending::Finished | Ending::Failed)
+//       hold               wait to be killed   exit        _exit(0), nothing closed
+//     Ends (after the last step) as --exit says.
 // Any mode takes --spin=NS: how long blocking calls spin before they sleep
 // (0: always sleep on the futex at once).
 // Any mode takes a trailing --exit=close|exit|_exit: how the peer ends once its
@@ -54,6 +66,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hakobu/hakobu.hpp"
@@ -635,6 +648,104 @@ int race_open(const Args& args) {
   return finish(*queue, kOk);  // the name stays: the test removes it
 }
 
+// --- end of stream and byte capacity ---------------------------------------------------
+
+/// The fields of STEP split at ':'.
+Args step_fields(const std::string& step) {
+  Args fields;
+  std::stringstream in(step);
+  for (std::string field; std::getline(in, field, ':');) fields.push_back(field);
+  return fields;
+}
+
+int steps(const Args& args) {
+  if (args.size() < 2) return kUsage;
+  const std::string& name = args[0];
+  std::optional<Queue> queue;
+  std::map<std::uint32_t, std::uint64_t> next_seq;  // per producer id
+  auto need_queue = [&](const std::string& step) {
+    if (!queue) std::cerr << "peer steps: '" << step << "' before open\n";
+    return queue.has_value();
+  };
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string& step = args[i];
+    const Args f = step_fields(step);
+    const std::string& op = f[0];
+    if (op == "kill-at" && f.size() == 3) {
+      // Read by the library at its first kill point: this peer has passed none yet.
+      const std::string spec = f[1] + ":" + f[2];
+      ::setenv("HAKOBU_KILL_AT", spec.c_str(), 1);  // NOLINT(concurrency-mt-unsafe): one thread
+    } else if ((op == "open" || op == "open-sends") && f.size() == 1) {
+      hakobu::QueueOptions options;
+      options.sends = op == "open-sends";
+      queue = open_queue(name, options);
+      if (!queue) return kOpenFailed;
+    } else if (op == "put" && f.size() == 4) {
+      if (!need_queue(step)) return kUsage;
+      const std::uint64_t count = std::stoull(f[1]);
+      const std::size_t size = std::stoull(f[2]);
+      const auto producer = static_cast<std::uint32_t>(std::stoul(f[3]));
+      for (std::uint64_t n = 0; n < count; ++n) {
+        const std::uint64_t seq = next_seq[producer]++;
+        const std::size_t bytes = size == 0 ? stamped_size(producer, seq) : std::max(size, kStampBytes);
+        if (auto r = put_stamped(*queue, producer, seq, bytes, false); !r) {
+          std::cerr << "peer steps: put " << producer << "/" << seq << " failed: " << r.error().message << "\n";
+          return kWrongOutcome;
+        }
+      }
+    } else if (op == "get" && f.size() == 2) {
+      if (!need_queue(step)) return kUsage;
+      for (std::uint64_t n = std::stoull(f[1]); n > 0; --n) {
+        auto sample = queue->get();
+        std::string why;
+        if (!sample) {
+          std::cerr << "peer steps: get failed: " << sample.error().message << "\n";
+          return kWrongOutcome;
+        }
+        if (!read_stamp(sample->bytes(), why)) {
+          std::cerr << "peer steps: " << why << "\n";
+          return kBadData;
+        }
+      }
+    } else if (op == "drain" && f.size() == 2) {
+      if (!need_queue(step)) return kUsage;
+      std::ofstream out(f[1]);
+      for (;;) {
+        auto sample = queue->get();
+        if (!sample) {
+          out << "end " << hakobu::to_string(sample.error().code) << std::endl;  // NOLINT(performance-avoid-endl)
+          break;
+        }
+        std::string why;
+        const auto stamp = read_stamp(sample->bytes(), why);
+        if (!stamp) {
+          std::cerr << "peer steps: " << why << "\n";
+          return kBadData;
+        }
+        // Flushed per line: the test may read what arrived before this peer is killed.
+        out << stamp->producer << " " << stamp->seq << " " << sample->size() << std::endl;  // NOLINT
+      }
+    } else if (op == "ready" && f.size() == 2) {
+      write_ready(f[1], "ready");
+    } else if (op == "wait" && f.size() == 2) {
+      while (!std::filesystem::exists(f[1])) std::this_thread::sleep_for(1ms);  // the alarm bounds it
+    } else if ((op == "close" || op == "close-failed") && f.size() == 1) {
+      if (!need_queue(step)) return kUsage;
+      queue->close(op == "close" ? hakobu::Ending::Finished : hakobu::Ending::Failed);
+    } else if (op == "hold" && f.size() == 1) {
+      hold_forever();
+    } else if (op == "exit" && f.size() == 1) {
+      std::cout.flush();
+      ::_exit(kOk);
+    } else {
+      std::cerr << "peer steps: unknown step '" << step << "'\n";
+      return kUsage;
+    }
+  }
+  if (!queue) return kOk;
+  return finish(*queue, kOk);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -675,6 +786,7 @@ int main(int argc, char** argv) {
       {"unlink", unlink_expect},
       {"echo", echo},
       {"race-open", race_open},
+      {"steps", steps},
   };
   const auto found = modes.find(mode);
   if (found == modes.end()) {

@@ -4,12 +4,24 @@
 //
 // Each iteration makes a fresh domain fz<pid>q (16 MiB heap, no huge pages)
 // holding two loans (1000 and 300 bytes), then writes the input, byte for byte, as the file
-// /dev/shm/hakobu:fz<pid>q:q:f (mode 0600): a QueueHeader (448 bytes), then the
-// slots. If Queue::open accepts it: try_get, try_put (inline and by block), a
-// loan sent with try_put, size() and stats(), each three times, and once get
-// and put with a 1 ms timeout, then Queue::remove (unlinking: the last handle to close
-// drains the ring, dropping the blocks its slots name). Every call must
+// /dev/shm/hakobu:fz<pid>q:q:f (mode 0600): a QueueHeader (sizeof: 1856 bytes in
+// queue layout 4, with the byte count and limit, the stream flags, the
+// untracked-sender and registration counters, and the table of 64 sender
+// entries with their reservations), then the slots. If Queue::open accepts it, a
+// second handle opens it as a sender (QueueOptions::sends); then try_get,
+// try_put (inline and by block: the byte limit), a loan sent with try_put,
+// size() and stats() (senders, end of stream), each three times, and once get
+// and put with a 1 ms timeout; the sending handle closes with Ending::Failed
+// and the first tries once more (the end of the stream, dead entries reaped
+// by a poller), closes, then Queue::remove (unlinking: the last handle to
+// close drains the ring, dropping the blocks its slots name). Every call must
 // return: libFuzzer's -timeout reports a hang.
+//
+// Sender entries can name this process (its token in a fresh domain is the
+// seeds' generator's, see fuzz_seeds.cpp), a dead or an unused process slot,
+// or be garbage; no other process lives in the fuzz domain, so an entry the
+// library must take for another live process is the multi-process tests'
+// subject (tests/cpp/test_queue_stream.cpp), not this target's.
 //
 // The input is raw (no block references): the loans lie at fixed offsets in a
 // fresh domain, and the seeds made by fuzz_seeds name them in their slots.
@@ -94,7 +106,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     auto queue = hakobu::Queue::open("f", hakobu::OpenMode::AttachOnly, options);
     if (queue) {
+      auto sending_options = options;
+      sending_options.sends = true;
+      auto sender = hakobu::Queue::open("f", hakobu::OpenMode::AttachOnly, sending_options);
       exercise(*queue);
+      if (sender) sender->close(hakobu::Ending::Failed);
+      if (auto got = queue->try_get()) inspect(*got);
+      (void)queue->stats();
+      queue->close();
       (void)hakobu::Queue::remove("f", g_domain);
     }
   }

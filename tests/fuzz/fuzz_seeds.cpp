@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "channel/ring.hpp"
@@ -252,6 +254,141 @@ std::span<std::uint8_t> slot_bytes(Bytes& file, std::size_t index) {
                                  hakobu::detail::kSlotHeaderBytes);
 }
 
+template <class T>
+void poke(Bytes& file, std::size_t offset, T value) {
+  std::memcpy(file.data() + offset, &value, sizeof value);
+}
+
+// Layout 4's end of stream and byte count (ring.hpp): forged sender entries and
+// stream flags, and byte counts and limits no live queue has.
+void stream_seeds(std::span<const std::byte> small, std::span<const std::byte> large) {
+  namespace d = hakobu::detail;
+  const std::string t = "fuzz_queue_attach";
+  const std::size_t senders = offsetof(d::QueueHeader, senders);
+  const std::size_t flags = offsetof(d::QueueHeader, stream_flags);
+  const std::size_t bytes = offsetof(d::QueueHeader, bytes_queued);
+  const std::size_t limit = offsetof(d::QueueHeader, capacity_bytes);
+  const std::uint32_t dead_token = 1000U | (7U << 10U);  // process slot 1000: nobody's
+  const auto entry = [](std::uint32_t token) { return d::kSenderEntry | token; };
+  const auto with_message = [&](std::size_t capacity_bytes) {
+    auto fill = [&](hakobu::Queue& q, auto&) {
+      (void)q.try_put(large);
+      (void)q.try_put(small);
+    };
+    Bytes file = queue_file(4, hakobu::kMaxInlineBytes, fill);
+    poke<std::uint64_t>(file, limit, capacity_bytes);
+    for (std::size_t i = 0; i < d::kSenderSlots; ++i) poke<std::uint64_t>(file, senders + 8 * i, 0);  // closed
+    return file;
+  };
+
+  // A handle that put is listed as a sender while queue_file reads the file:
+  // this process's token in a fresh domain, which is the harness's (both are
+  // its first process), so the library takes the entry for its own (never reaped).
+  Bytes own = queue_file(4, hakobu::kMaxInlineBytes, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); });
+  std::uint64_t own_entry = 0;
+  std::memcpy(&own_entry, own.data() + senders, 8);
+  if (own_entry == 0) fail("the sender table of a queue just sent on is empty");
+  Bytes listed = with_message(std::uint64_t{1} << 20);
+  poke<std::uint64_t>(listed, senders, 0);
+  poke<std::uint64_t>(listed, senders + 8 * 5, own_entry);  // another place in the table
+  save(t, "sender-own-moved-4", listed);
+  Bytes own_empty = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+  poke<std::uint32_t>(own_empty, flags, d::kEverSent);
+  poke<std::uint64_t>(own_empty, senders, own_entry);
+  poke<std::uint64_t>(own_empty, senders + 8, own_entry);  // listed twice
+  save(t, "sender-own-twice-empty-4", own_empty);
+
+  Bytes dead = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+  poke<std::uint32_t>(dead, flags, d::kEverSent);
+  poke<std::uint64_t>(dead, senders, entry(dead_token));
+  save(t, "sender-dead-4", dead);
+  Bytes stale = with_message(std::uint64_t{1} << 20);  // the harness's slot, an older generation
+  poke<std::uint32_t>(stale, flags, d::kEverSent);
+  poke<std::uint64_t>(stale, senders + 8 * 63, entry(0U | (1000U << 10U)));
+  save(t, "sender-stale-generation-4", stale);
+  Bytes garbage = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+  poke<std::uint32_t>(garbage, flags, d::kEverSent | d::kSenderFailed);
+  const std::uint64_t words[] = {~std::uint64_t{0}, d::kSenderEntry, 1, std::uint64_t{0xDEAD'BEEF'0BAD'F00D},
+                                 entry(~0U)};
+  for (std::size_t i = 0; i < std::size(words); ++i) poke(garbage, senders + 8 * (i * 13 % d::kSenderSlots), words[i]);
+  save(t, "sender-garbage-4", garbage);
+  Bytes full_table = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+  poke<std::uint32_t>(full_table, flags, d::kEverSent);
+  for (std::size_t i = 0; i < d::kSenderSlots; ++i) {
+    poke(full_table, senders + 8 * i, entry(static_cast<std::uint32_t>(900 + i) | (3U << 10U)));
+  }
+  save(t, "sender-table-full-dead-4", full_table);
+
+  const std::pair<const char*, std::uint32_t> flag_seeds[] = {
+      {"stream-ended-4", d::kEverSent},
+      {"stream-failed-4", d::kEverSent | d::kSenderFailed},
+      {"stream-flags-all-4", ~0U},
+  };
+  for (const auto& [name, value] : flag_seeds) {
+    Bytes file = with_message(std::uint64_t{1} << 20);
+    poke(file, flags, value);
+    save(t, name, file);
+  }
+  // Senders counted outside the full table, and the registration counter.
+  const std::size_t untracked = offsetof(d::QueueHeader, untracked_senders);
+  const std::size_t registrations = offsetof(d::QueueHeader, registrations);
+  const std::pair<const char*, std::uint32_t> untracked_seeds[] = {{"untracked-one-4", 1},
+                                                                   {"untracked-all-bits-4", ~0U}};
+  for (const auto& [name, value] : untracked_seeds) {
+    Bytes file = with_message(std::uint64_t{1} << 20);
+    poke<std::uint32_t>(file, flags, d::kEverSent);
+    poke(file, untracked, value);
+    poke<std::uint32_t>(file, registrations, ~0U);
+    save(t, name, file);
+  }
+  // Reservations shown in sender entries (given back when a dead entry is reaped).
+  const std::size_t reserving = offsetof(d::QueueHeader, senders_reserving);
+  Bytes dead_reserving = with_message(std::uint64_t{1} << 20);
+  poke<std::uint32_t>(dead_reserving, flags, d::kEverSent);
+  poke<std::uint64_t>(dead_reserving, senders + 8 * 2, entry(dead_token));
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 2, ~std::uint64_t{0});
+  poke<std::uint64_t>(dead_reserving, senders + 8 * 3, entry(dead_token + 1));
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 3, std::uint64_t{1} << 62);
+  poke<std::uint64_t>(dead_reserving, reserving + 8 * 4, 12345);  // no entry: stale
+  save(t, "sender-dead-reserving-huge-4", dead_reserving);
+  Bytes own_reserving = with_message(0);
+  poke<std::uint32_t>(own_reserving, flags, d::kEverSent);
+  poke<std::uint64_t>(own_reserving, senders, own_entry);
+  poke<std::uint64_t>(own_reserving, reserving, 1000);
+  save(t, "sender-own-reserving-4", own_reserving);
+
+  const std::pair<const char*, std::int64_t> count_seeds[] = {
+      {"bytes-queued-huge-4", INT64_MAX},
+      {"bytes-queued-near-max-4", INT64_MAX - 100},
+      {"bytes-queued-negative-4", -1},
+      {"bytes-queued-min-4", INT64_MIN},
+  };
+  for (const auto& [name, value] : count_seeds) {
+    Bytes file = with_message(std::uint64_t{1} << 20);
+    poke(file, bytes, value);
+    save(t, name, file);
+    Bytes empty = queue_file(4, hakobu::kMaxInlineBytes, [](auto&, auto&) {});
+    poke<std::uint64_t>(empty, limit, std::uint64_t{1} << 20);
+    poke(empty, bytes, value);
+    save(t, std::string(name) + "-empty", empty);
+  }
+  // Without inline slots every put reserves bytes, the harness's first one on
+  // an empty ring (admitted whatever the count): reserve_bytes once overflowed
+  // a signed sum on these (regressions/fuzz_queue_attach/bytes-queued-*).
+  Bytes huge_no_inline = queue_file(4, 0, [](auto&, auto&) {});
+  poke<std::uint64_t>(huge_no_inline, limit, std::uint64_t{1} << 20);
+  poke<std::int64_t>(huge_no_inline, bytes, INT64_MAX);
+  save(t, "bytes-queued-huge-no-inline-empty-4", huge_no_inline);
+  Bytes min_no_inline = queue_file(4, 0, [&](hakobu::Queue& q, auto&) { (void)q.try_put(small); });
+  for (std::size_t i = 0; i < d::kSenderSlots; ++i) poke<std::uint64_t>(min_no_inline, senders + 8 * i, 0);
+  poke<std::uint64_t>(min_no_inline, limit, std::uint64_t{1} << 20);
+  poke<std::int64_t>(min_no_inline, bytes, INT64_MIN);  // taking the 8 bytes wraps it to INT64_MAX - 7
+  save(t, "bytes-queued-min-no-inline-4", min_no_inline);
+  save(t, "capacity-bytes-0-4", with_message(0));
+  save(t, "capacity-bytes-1-4", with_message(1));
+  save(t, "capacity-bytes-huge-4", with_message(~std::uint64_t{0}));
+}
+
 void queue_seeds() {
   const std::string t = "fuzz_queue_attach";
   const std::byte small[8] = {std::byte{1}, std::byte{2}, std::byte{3}};
@@ -291,6 +428,7 @@ void queue_seeds() {
     std::memcpy(slot_bytes(ahead, i).data(), &far, 8);
   }
   save(t, "positions-ahead-4", ahead);
+  stream_seeds(small, large);
 }
 
 }  // namespace
