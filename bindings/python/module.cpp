@@ -168,6 +168,9 @@ void at_exit() {
 NB_MODULE(_core, m) {
   m.doc() = "hakobu's C++ core: named shared-memory queues and topics (use the hakobu package, not this module)";
   m.attr("__version__") = hakobu::kVersion;
+  // A daemon thread still waiting in a queue at exit is left asleep (interruptible.hpp),
+  // holding its handles: nanobind would report them as leaks on every such exit.
+  nb::set_leak_warnings(false);
   nb::register_exception_translator(&hakobu::python::translate);
   m.def("bind_errors", &hakobu::python::bind_errors, nb::arg("errors"),
         "Keeps the exception class of every C++ error kind, looked up once in `errors` (hakobu._errors "

@@ -127,6 +127,8 @@ DRAIN_BATCH = 256
 START_FAILURES_TO_BREAK = 3
 # How long workers told to stop may take before they are killed (close()).
 STOP_GRACE_SECONDS = 10.0
+# terminate() waits this long for the feeder threads to leave (the removed queues wake them).
+FEEDERS_LEAVE_SECONDS = 5.0
 # Room in a worker's control queue: its slot, HELLO, its setup.
 CONTROL_CAPACITY = 4
 
@@ -670,6 +672,13 @@ class Pipeline:
             except _errors.HakobuError:
                 pass
             self._thread.join()
+            # Feeders blocked in a put wake as the monitor removes the queues. Let them leave
+            # (bounded: one may wait in the caller's own iterable), so that none is still in
+            # a queue call when the interpreter exits.
+            deadline = time.monotonic() + FEEDERS_LEAVE_SECONDS
+            with self._room:
+                while self._feeders and (left := deadline - time.monotonic()) > 0:
+                    self._room.wait(left)
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Waits until the workers have exited and the queues are gone (after close/terminate)."""
