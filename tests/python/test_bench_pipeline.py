@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("hakobu_bench", reason="hakobu-bench is not installed (pip install ./bench/python)")
@@ -54,6 +55,9 @@ def test_the_quick_pipeline_runs_every_method_and_cleans_up(tmp_path: Path) -> N
     assert set(data["memcpy_us"]) == set(pipeline.QUICK_SHAPES)
     assert {g["goal"] for g in data["goals"]} and all("met" in g for g in data["goals"])
     rows = data["results"]
+    # hakobu's own rows are never skipped: queues in stage processes, and hakobu.Pipeline's stages.
+    for name in ("hakobu-zero-copy", "hakobu", "hakobu-pipeline"):
+        assert len([r for r in rows if r["method"] == name and "hop1_us_median" in r]) == 4, (name, rows)
     for name, transport in pipeline.TRANSPORTS.items():
         mine = [r for r in rows if r["method"] == name]
         assert transport.label in stdout, (name, stdout)
@@ -74,15 +78,16 @@ def test_the_quick_pipeline_runs_every_method_and_cleans_up(tmp_path: Path) -> N
 
 
 def test_a_spoiled_message_is_reported_not_measured() -> None:
-    """Stage 3 checks each message: one that stage 2 spoiled fails its row (with what arrived)."""
+    """Stage 3 checks each message: one that stage 2 spoiled fails its row (with what arrived), for
+    stage processes and for hakobu.Pipeline's stages alike."""
     env = {**os.environ, "HAKOBU_BENCH_CORRUPT": "1"}
     command = [sys.executable, "-m", "hakobu_bench.micro.pipeline", "--quick", "--messages", "2"]
-    command += ["--methods", "hakobu-zero-copy,mp-queue", "--shapes", "1x3x224x224"]
+    command += ["--methods", "hakobu-zero-copy,mp-queue,hakobu-pipeline", "--shapes", "1x3x224x224"]
     segments_before = set(glob.glob("/dev/shm/psm_*"))
     code, stdout, stderr, pid = run_command(command, env)
     assert code == 1, stdout + stderr
     failed = [line for line in stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 4 and all("arrived as" in line for line in failed), stdout
+    assert len(failed) == 6 and all("arrived as" in line for line in failed), stdout
     assert leftovers(pid) == []
     assert set(glob.glob("/dev/shm/psm_*")) <= segments_before
 
@@ -135,13 +140,49 @@ def test_shapes_and_message_counts() -> None:
 
 def test_a_stage_that_dies_fails_its_rows_and_nothing_hangs() -> None:
     """Stage 2 dies on its second message: each row fails with the reason (stage 1 sees the process
-    gone), the run goes on to the next row and cleans up."""
+    gone; hakobu.Pipeline's Future fails with WorkerLost), the run goes on to the next row and cleans up."""
     env = {**os.environ, "HAKOBU_BENCH_STAGE_DIES": "2"}
     command = [sys.executable, "-m", "hakobu_bench.micro.pipeline", "--quick", "--messages", "2"]
-    command += ["--methods", "hakobu-zero-copy,mp-queue", "--shapes", "1x3x224x224"]
+    command += ["--methods", "hakobu-zero-copy,mp-queue,hakobu-pipeline", "--shapes", "1x3x224x224"]
     code, stdout, stderr, pid = run_command(command, env)
     assert code == 1, stdout + stderr
     failed = [line for line in stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 4, stdout
+    assert len(failed) == 6, stdout
+    assert sum("WorkerLost" in line for line in failed) == 2, stdout
     assert all("exited" in line or "SendersLost" in line for line in failed), stdout
     assert leftovers(pid) == []
+
+
+def test_pipeline_run_reports_stage_stamps_and_removes_its_array() -> None:
+    """PipelineRun drives hakobu.Pipeline's two stages: stage 3's report carries the message (two
+    increments when computing), stage 2's stamps come from the named array, which close() removes."""
+    hakobu = pytest.importorskip("hakobu")
+    assert pipeline.RUNS["hakobu-pipeline"] is pipeline.PipelineRun
+    assert "hakobu-pipeline" in pipeline.plan(None, None, quick=True)[1]  # in the default set
+    assert "hakobu-pipeline" not in pipeline.PEERS
+    domain = f"pbtest{os.getpid()}"
+    old = os.environ.get("HAKOBU_DOMAIN")
+    os.environ["HAKOBU_DOMAIN"] = domain
+    run = pipeline.PipelineRun("hakobu-pipeline", (4, 8), "compute", Path(tempfile.gettempdir()))
+    try:
+        run.start()
+        for tag in (5, 6, 7):
+            array = hakobu.empty((4, 8), np.float64)
+            array[...] = tag
+            run.send(array)
+            del array
+            got3, done3, first, last = run.done()
+            assert first == last == tag + 2 and got3 <= done3
+        stamps = run.stage2(2)
+        assert len(stamps) == 2 and all(0 < got <= sent for got, sent in stamps)
+        assert stamps[0][1] <= stamps[1][0]  # messages 6 then 7, one at a time
+        name = run.stamps_name
+    finally:
+        run.close()
+        if old is None:
+            del os.environ["HAKOBU_DOMAIN"]
+        else:
+            os.environ["HAKOBU_DOMAIN"] = old
+    with pytest.raises(hakobu.NotFound):
+        hakobu.Array(name, np.int64, (pipeline.STAMP_ROWS, 2), create=False, domain=domain)
+    assert glob.glob(f"/dev/shm/hakobu:{domain}:*") == []

@@ -43,6 +43,14 @@ Methods
   view on; stage 3 gets it and lets go. No byte of the array is copied.
 * hakobu (copied in once): the same, stage 1's array an ordinary ``np.zeros``
   one: ``put`` copies it into shared memory once; from there the same.
+* hakobu.Pipeline (hakobu.empty): stages 2 and 3 are the two stages of a
+  ``hakobu.Pipeline`` (one worker process each, its queues between them);
+  stage 1 makes each array with ``hakobu.empty`` and ``submit``s it; stage 2
+  adds one in place and returns the array (it goes on by reference), stage 3
+  returns its stamps, which come back as the Future's result. Stage 2 writes
+  its stamps into a named ``hakobu.Array`` (a row per message tag) that this
+  process reads (``PipelineRun``). The hops include the pipeline's pickling of
+  the item and its worker's bookkeeping around the stage function.
 * multiprocessing.Queue: ``put`` pickles in a feeder thread, ``get`` unpickles
   (a writable private array): a copy on each side of every hop.
 * multiprocessing.connection: each receiving stage listens on a Unix socket
@@ -84,6 +92,9 @@ The same measurement runs as ``hakobu bench --pipeline``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
+import itertools
 import json
 import math
 import multiprocessing
@@ -300,6 +311,24 @@ class HakobuZeroCopy(HakobuQueues):
     name = "hakobu-zero-copy"
     label = "hakobu (hakobu.empty, zero-copy)"
     order = 0
+    zero_copy_source = True
+
+    def source(self, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+        return None
+
+    def fresh(self, shape: tuple[int, ...]) -> np.ndarray:
+        import hakobu
+
+        return hakobu.empty(shape, np.float64)
+
+
+class HakobuPipeline(Transport):
+    """hakobu.Pipeline's stages are its workers, driven from stage 1 (``PipelineRun``), not stage
+    processes over a transport; stage 1 makes each array with ``hakobu.empty`` (as HakobuZeroCopy)."""
+
+    name = "hakobu-pipeline"
+    label = "hakobu.Pipeline (hakobu.empty)"
+    order = 2
     zero_copy_source = True
 
     def source(self, shape: tuple[int, ...]) -> Optional[np.ndarray]:
@@ -608,7 +637,16 @@ class RayActors(Transport):
 TRANSPORTS: dict[str, type[Transport]] = {
     t.name: t
     for t in sorted(
-        (HakobuZeroCopy, HakobuQueues, MpQueues, MpConnection, HttpShm, WebSocketFrames, RayActors),
+        (
+            HakobuZeroCopy,
+            HakobuQueues,
+            HakobuPipeline,
+            MpQueues,
+            MpConnection,
+            HttpShm,
+            WebSocketFrames,
+            RayActors,
+        ),
         key=lambda t: t.order,
     )
 }
@@ -895,9 +933,126 @@ class RayRun:
             ray.kill(a)
 
 
+# --- hakobu.Pipeline: stages 2 and 3 as its stages --------------------------------------------------
+#
+# The stage functions run in the pipeline's workers, which import them from this module by name
+# (their settings come as functools.partial arguments). Stage 2 writes its stamps into a named
+# hakobu.Array of int64, shape (STAMP_ROWS, 2): row ``tag % STAMP_ROWS`` holds (got, sent) of the
+# message whose first element is ``tag`` (stage 1 writes it); PipelineRun made it and reads it.
+
+STAMP_ROWS = 1 << 16  # rows of the stamp array (1 MiB): more than any run's messages
+_stamp_arrays: dict[str, Any] = {}  # a worker's handles of stamp arrays, by name (opened once)
+_stage2_received = 0  # messages this worker's stage 2 took (HAKOBU_BENCH_STAGE_DIES)
+_pipeline_runs = itertools.count(1)
+
+
+def pipeline_stage2(array: np.ndarray, *, stamps: str, compute: bool) -> np.ndarray:
+    """hakobu.Pipeline's first stage (the benchmark's stage 2): adds one in place (``compute``),
+    records (entry, just before returning) in row ``tag`` of the array ``stamps``, returns the array."""
+    got = now()
+    global _stage2_received
+    table = _stamp_arrays.get(stamps)
+    if table is None:
+        import hakobu
+
+        table = _stamp_arrays[stamps] = hakobu.Array(stamps, np.int64, (STAMP_ROWS, 2), create=False)
+    flat = array.reshape(-1)
+    tag = int(flat[0])
+    _stage2_received += 1
+    if _stage2_received == int(os.environ.get("HAKOBU_BENCH_STAGE_DIES", "0")):
+        os._exit(3)  # as a crash or a kill would (tests)
+    if compute:
+        array += 1
+    if corrupt_answers():  # HAKOBU_BENCH_CORRUPT=1 (tests): whole, but not the message that was sent
+        flat[0] += 0.5
+        flat[-1] += 0.5
+    del flat
+    sent = now()
+    table.array[tag % STAMP_ROWS] = (got, sent)
+    return array
+
+
+def pipeline_stage3(array: np.ndarray, *, compute: bool) -> tuple[int, int, float, float]:
+    """hakobu.Pipeline's last stage (the benchmark's stage 3): adds one in place (``compute``) and
+    returns its report (got, done, first element, last element)."""
+    got = now()
+    if compute:
+        array += 1
+    done = now()
+    flat = array.reshape(-1)
+    return got, done, float(flat[0]), float(flat[-1])
+
+
+class PipelineRun:
+    """Stages 2 and 3 as the two stages of a ``hakobu.Pipeline`` (one worker each); stage 1 is this
+    process's ``submit``. Its queues hold one message at 1 GiB, four below (as HakobuQueues')."""
+
+    def __init__(self, method: str, shape: tuple[int, ...], mode: str, workdir: Path) -> None:
+        self.shape, self.mode = shape, mode
+        self.capacity = 1 if nbytes_of(shape) >= BIG else 4
+        self.stamps_name = f"pb-stamps-{os.getpid()}-{next(_pipeline_runs)}"
+        self.stamps: Any = None  # the stage 2 stamp array (hakobu.Array), made by start()
+        self.pipeline: Any = None
+        self.pending: list[concurrent.futures.Future[Any]] = []  # stage 3's reports to come, in order
+        self.tags: list[int] = []  # every message's tag, in the order sent
+
+    def start(self) -> None:
+        import hakobu
+
+        self.stamps = hakobu.Array(self.stamps_name, np.int64, (STAMP_ROWS, 2), create=True)
+        compute = self.mode == "compute"
+        self.pipeline = hakobu.Pipeline(
+            hakobu.Stage(
+                functools.partial(pipeline_stage2, stamps=self.stamps_name, compute=compute), name="stage 2"
+            ),
+            hakobu.Stage(functools.partial(pipeline_stage3, compute=compute), name="stage 3"),
+            capacity=self.capacity,
+        )
+
+    def send(self, array: np.ndarray) -> None:
+        tag = int(array.reshape(-1)[0])
+        self.stamps.array[tag % STAMP_ROWS] = 0  # stage 2 writes it again
+        self.tags.append(tag)
+        self.pending.append(self.pipeline.submit(array))
+
+    def done(self) -> tuple[int, int, float, float]:
+        """Stage 3's report of the oldest message sent whose report was not taken yet."""
+        future = self.pending.pop(0)
+        try:
+            got, finished, first, last = future.result(timeout=STEP_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise StageFailed(f"stage 3 reported nothing within {STEP_TIMEOUT:.0f} s") from None
+        return got, finished, first, last
+
+    def stage2(self, count: int) -> list[tuple[int, int]]:
+        if count > STAMP_ROWS:
+            raise ValueError(f"stage 2's stamps hold the last {STAMP_ROWS} messages, {count} asked")
+        stamps = []
+        for tag in self.tags[len(self.tags) - count :]:
+            got, sent = (int(v) for v in self.stamps.array[tag % STAMP_ROWS])
+            if not got or not sent:
+                raise StageFailed(f"stage 2 recorded no stamps for message {tag}")
+            stamps.append((got, sent))
+        return stamps
+
+    def close(self) -> None:
+        pending, self.pending = self.pending, []
+        pipeline, self.pipeline = self.pipeline, None
+        try:
+            if pipeline is not None:
+                if all(future.done() for future in pending):
+                    pipeline.close()  # nothing in flight: the workers leave at the end of their input
+                    pipeline.join(STEP_TIMEOUT)
+                pipeline.terminate()  # a failed run (or a stuck one): the workers are killed
+        finally:
+            stamps, self.stamps = self.stamps, None
+            if stamps is not None:
+                stamps.unlink()
+
+
 # Methods whose stages are not stage processes over a Transport: what drives them (same interface as
-# ProcessRun: start, send, done, stage2, close). hakobu.Pipeline's row goes here once it exists.
-RUNS: dict[str, Any] = {"ray": RayRun}
+# ProcessRun: start, send, done, stage2, close).
+RUNS: dict[str, Any] = {"ray": RayRun, "hakobu-pipeline": PipelineRun}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
