@@ -93,6 +93,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import _arrays, _checks, _core, _errors
+from .._pool.handle import discard_queue, how_process_ended
 from .._pool.main_script import main_script, running_script
 from .._pool.pickling import describe_exception, pack, rebuild_error, unpack
 from .._pool.protocol import Packed, hello_message
@@ -364,13 +365,7 @@ class _Worker:
     killed: bool = False  # by terminate(): its end is expected
 
     def how_it_ended(self) -> str:
-        code = self.process.returncode
-        if code is not None and code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with code {code}"
+        return how_process_ended(self.process)
 
 
 class Pipeline:
@@ -769,7 +764,7 @@ class Pipeline:
             setup = StageSetup(stage, self._stages[stage].name, row, self._queues[-1].name)
             control.put(tuple(setup), block=False)
         except BaseException:
-            _discard(control)
+            discard_queue(control)
             raise
         control.close()  # the worker removes it once read
         with self._lock:
@@ -1089,7 +1084,7 @@ class Pipeline:
             except _errors.HakobuError:
                 pass  # closed already (the end of the stages' inputs)
         for queue in queues:
-            _discard(queue)
+            discard_queue(queue)
 
 
 class _CallSink:
@@ -1131,17 +1126,6 @@ def _named(error: BaseException, stage: str, index: int, count: int, seq: int) -
     except (AttributeError, TypeError):
         pass  # an exception type with slots: the note says it
     return error
-
-
-def _discard(queue: Queue) -> None:
-    try:
-        queue.unlink()
-    except _errors.HakobuError:
-        pass
-    try:
-        queue.close()
-    except _errors.HakobuError:
-        pass
 
 
 def _remove_queue(name: str, domain: str) -> None:

@@ -84,7 +84,7 @@ from typing import Any, Callable, Optional
 
 from .. import _core, _errors
 from .._queue import Queue
-from .handle import WorkerHandle
+from .handle import WorkerHandle, discard_queue
 from .main_script import main_script, running_script
 from .pickling import Function, describe_exception, pack, rebuild_error, unpack
 from .protocol import (
@@ -544,7 +544,7 @@ class Engine:
             inbox.put(progress, block=False)
             inbox.put(hello_message(list(sys.path), list(sys.argv), where, self._init), block=False)
         except BaseException:
-            _discard(inbox)
+            discard_queue(inbox)
             raise
         with self._lock:
             self._workers[number] = WorkerHandle(number, process, inbox, progress)
@@ -572,7 +572,7 @@ class Engine:
             tasks = list(worker.outstanding.values())
             worker.outstanding.clear()
             worker.in_flight.clear()
-        _discard(worker.inbox)
+        discard_queue(worker.inbox)
         if worker.stopping and worker.process.returncode == 0 and not tasks:
             return  # retired, or stopped as asked
         _core.collect_garbage(self._domain)  # what it held in shared memory comes back
@@ -716,21 +716,9 @@ class Engine:
         with self._lock:
             results, self._results = self._results, None
         if results is not None:
-            _discard(results)
+            discard_queue(results)
         with _live_lock:
             _live_engines.discard(self)
-
-
-def _discard(queue: Queue) -> None:
-    """Removes a queue the engine created; its messages are freed when the last holder lets go."""
-    try:
-        queue.unlink()
-    except _errors.HakobuError:
-        pass  # already removed (a worker whose parent... was us, removing it at our death)
-    try:
-        queue.close()
-    except _errors.HakobuError:
-        pass
 
 
 def _report_callback_error() -> None:

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._errors import HakobuError
 from .._queue import Queue
 from .tasks import Task
 from .tuning import (
@@ -93,13 +94,7 @@ class WorkerHandle:
                 self.in_flight.popleft()
 
     def how_it_ended(self) -> str:
-        code = self.process.returncode
-        if code is not None and code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with code {code}"
+        return how_process_ended(self.process)
 
     def what_died(self, tasks: list[Task]) -> tuple[Optional[Task], list[Task]]:
         """(the task this dead worker was running, or None; the tasks to run again) from the tasks
@@ -125,3 +120,27 @@ class WorkerHandle:
             self.process.kill()
         except ProcessLookupError:
             pass
+
+
+def how_process_ended(process: subprocess.Popen[bytes]) -> str:
+    """How a worker process that exited ended: its signal or its exit code (pools and pipelines)."""
+    code = process.returncode
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def discard_queue(queue: Queue) -> None:
+    """Removes a queue the parent created and lets go of it; its messages are freed when the
+    last holder lets go (pools and pipelines)."""
+    try:
+        queue.unlink()
+    except HakobuError:
+        pass  # already removed (a worker whose parent died, or hakobu rm)
+    try:
+        queue.close()
+    except HakobuError:
+        pass
