@@ -62,6 +62,8 @@ inline nanobind::typed<nanobind::dict, nanobind::str, nanobind::any> queue_stats
   out["senders"] = s.senders;
   out["ended"] = s.ended;
   out["senders_lost"] = s.senders_lost;
+  out["receivers_waiting"] = s.receivers_waiting;
+  out["senders_waiting"] = s.senders_waiting;
   return out;
 }
 

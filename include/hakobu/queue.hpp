@@ -105,11 +105,13 @@ struct QueueStats {
   std::uint64_t put_count = 0;
   std::uint64_t get_count = 0;
   std::int32_t creator_pid = 0;
-  std::uint64_t bytes = 0;           ///< payload bytes waiting (a snapshot)
-  std::uint64_t capacity_bytes = 0;  ///< 0: no limit
-  std::uint32_t senders = 0;         ///< handles counted as senders now (live or not yet found dead)
-  bool ended = false;                ///< empty, with senders once and none left (the next get ends)
-  bool senders_lost = false;         ///< one of this stream's senders failed or died
+  std::uint64_t bytes = 0;              ///< payload bytes waiting (a snapshot)
+  std::uint64_t capacity_bytes = 0;     ///< 0: no limit
+  std::uint32_t senders = 0;            ///< handles counted as senders now (live or not yet found dead)
+  bool ended = false;                   ///< empty, with senders once and none left (the next get ends)
+  bool senders_lost = false;            ///< one of this stream's senders failed or died
+  std::uint32_t receivers_waiting = 0;  ///< threads asleep in a get, and event loops watching for a message
+  std::uint32_t senders_waiting = 0;    ///< threads asleep in a put, and event loops watching for room
 };
 
 /// Why `WakeSocket::open` or `Queue::watch` failed.

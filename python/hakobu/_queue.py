@@ -289,7 +289,9 @@ class Queue:
         """A snapshot: ``size``, ``capacity``, ``bytes`` (payload bytes waiting),
         ``max_bytes`` (0: no limit), ``senders`` (handles counted as senders),
         ``ended`` (empty, and the senders are gone), ``senders_lost`` (one of them
-        failed or died), ``put_count``, ``get_count``, ``inline_capacity``, ``creator_pid``."""
+        failed or died), ``receivers_waiting`` and ``senders_waiting`` (threads asleep and event
+        loops waiting to get / for room, in every process), ``put_count``, ``get_count``,
+        ``inline_capacity``, ``creator_pid``."""
         return dict(self._core.stats())
 
     @property

@@ -715,6 +715,10 @@ QueueStats Queue::stats() const noexcept {
   for (const auto& entry : h.senders) out.senders += entry.load(std::memory_order_relaxed) != 0 ? 1U : 0U;
   out.ended = out.size == 0 && state_->stream_end() != Attempt::Empty;
   out.senders_lost = (h.stream_flags.load(std::memory_order_relaxed) & detail::kSenderFailed) != 0;
+  // The waiter words hold sleepers (low bits) and watchers (high bits): ring.hpp.
+  auto waiting = [](std::uint32_t word) { return (word & detail::kSleeperMask) + (word / detail::kWatcherUnit); };
+  out.receivers_waiting = waiting(h.consumers_waiting.load(std::memory_order_relaxed));
+  out.senders_waiting = waiting(h.producers_waiting.load(std::memory_order_relaxed));
   return out;
 }
 

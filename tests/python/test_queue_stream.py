@@ -199,3 +199,27 @@ def test_max_bytes_defaults_to_half_of_dev_shm_and_zero_means_no_limit(name: str
 def test_max_bytes_rejects_absurd_values(name: str, bad: object) -> None:
     with pytest.raises(hakobu.InvalidArgument):
         hakobu.Queue(name, create=True, max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_stats_count_who_waits(name: str) -> None:
+    import time
+
+    with hakobu.Queue(name, create=True, capacity=1) as q:
+        assert (q.stats()["receivers_waiting"], q.stats()["senders_waiting"]) == (0, 0)
+        receiver = start("stream_peer", "drain", name)
+        said(receiver, "ready")
+        deadline = time.monotonic() + WATCHDOG  # a watchdog, not a timing assertion
+        while q.stats()["receivers_waiting"] != 1:
+            assert time.monotonic() < deadline, "the blocked receiver never showed as waiting"
+            time.sleep(0.01)
+        receiver.kill()
+        receiver.communicate()
+        q.put(1)
+        sender = start("stream_peer", "block-put", name, 10, 1)  # the ring is full: it waits
+        while q.stats()["senders_waiting"] != 1:
+            assert time.monotonic() < deadline, "the blocked sender never showed as waiting"
+            time.sleep(0.01)
+        assert q.get() == 1
+        code, _, err = finish(sender)
+        assert code == 0, err
+        q.unlink()

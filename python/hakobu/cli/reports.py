@@ -27,6 +27,8 @@ def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -
         "senders": None,
         "ended": None,
         "senders_lost": None,
+        "receivers_waiting": None,  # threads or event loops waiting to get
+        "senders_waiting": None,  # waiting for room
         "creator_pid": None,
         "creator_alive": None,
         "file_bytes": None,
@@ -37,7 +39,15 @@ def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -
 
 
 # What a queue report holds of its stream and byte capacity (QueueStats), besides its counts.
-_STREAM_FIELDS = ("bytes", "max_bytes", "senders", "ended", "senders_lost")
+_STREAM_FIELDS = (
+    "bytes",
+    "max_bytes",
+    "senders",
+    "ended",
+    "senders_lost",
+    "receivers_waiting",
+    "senders_waiting",
+)
 
 
 def queue_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:

@@ -172,6 +172,9 @@ def queue_rows(before: Sample, after: Sample, seconds: float) -> list[dict[str, 
                 "senders": queue["senders"],
                 "ended": queue["ended"],
                 "senders_lost": queue["senders_lost"],
+                # Threads (and event loops) waiting now: to get, and for room to put.
+                "receivers_waiting": queue["receivers_waiting"],
+                "senders_waiting": queue["senders_waiting"],
                 "put_count": queue["put_count"],
                 "get_count": queue["get_count"],
                 "put_rate": _rate(old.get("put_count"), queue["put_count"], seconds),
@@ -380,6 +383,13 @@ def _stream(queue: dict[str, Any]) -> str:
     return text + (", [red]one lost[/red]" if queue["senders_lost"] else "")
 
 
+def _waiting(queue: dict[str, Any]) -> str:
+    """Who waits on a queue now: receivers / senders (threads asleep and event loops)."""
+    if queue["receivers_waiting"] is None:
+        return "-"
+    return f"{queue['receivers_waiting']} / {queue['senders_waiting']}"
+
+
 def _table(title: str, names: list[str], *columns: str) -> Any:
     """A table whose first column holds `names`: never cut nor wrapped (people copy them into
     `hakobu info`); on a narrow screen the other cells wrap (nothing is cut off)."""
@@ -442,12 +452,13 @@ def render(view: dict[str, Any]) -> RenderableType:
             "put/s",
             "get/s",
             "stream",
+            "waiting (get/put)",
             "opened by (pids)",
         )
         for queue in view["queues"]:
             if queue["error"]:
                 table.add_row(
-                    queue["name"], _error_cell(queue["error"]), "", "", "", "", format_pids(queue["pids"])
+                    queue["name"], _error_cell(queue["error"]), "", "", "", "", "", format_pids(queue["pids"])
                 )
                 continue
             table.add_row(
@@ -457,6 +468,7 @@ def render(view: dict[str, Any]) -> RenderableType:
                 _per_second(queue["put_rate"]),
                 _per_second(queue["get_rate"]),
                 _stream(queue),
+                _waiting(queue),
                 format_pids(queue["pids"]),
             )
         parts += ["", table]  # a blank line between sections
