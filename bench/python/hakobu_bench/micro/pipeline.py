@@ -902,9 +902,9 @@ class RayRun:
     def start(self) -> None:
         import ray
 
-        actor = ray.remote(RayStage)
+        actor: Any = ray.remote(RayStage)  # its handles' methods gain .remote: typed as Any
         compute = self.mode == "compute"
-        self.actors = [actor.remote(compute, False), actor.remote(compute, True)]
+        self.actors: list[Any] = [actor.remote(compute, False), actor.remote(compute, True)]
         ray.get([a.ready.remote() for a in self.actors], timeout=START_TIMEOUT)
 
     def send(self, array: np.ndarray) -> None:
