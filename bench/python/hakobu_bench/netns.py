@@ -1,0 +1,170 @@
+"""Several "hosts" on one machine: Linux network namespaces on one private Ethernet segment.
+
+The tests and benchmarks of what crosses machines (the Dask engine, the
+``hakobu://`` comm's peers, ``hakobu bridge``) run their two ends in different
+network namespaces, so that traffic really leaves one network stack and enters
+another, as between hosts:
+
+>>> with hosts(2) as (a, b):
+...     server = b.start(["python", "-m", "http.server", "8000"])
+...     client = a.start(["curl", f"http://{b.address}:8000/"])
+
+Layout: a hub namespace holds a Linux bridge; each host is a namespace joined
+to it by a veth pair, with one address in 198.18.0.0/24 (RFC 2544's range for
+network benchmarks: it never routes to a real network). Each set of hosts has
+its own hub, so parallel runs never see each other's traffic even though they
+use the same addresses. Shared memory is not isolated: /dev/shm is the
+machine's, as the mount namespace is untouched (a test that wants two separate
+hosts' worth of hakobu gives each side its own ``HAKOBU_DOMAIN``).
+
+Everything is removed when the ``with`` block ends, even on an exception:
+processes still running in a host are killed, then the namespaces (which takes
+their veth ends and the bridge with them). Names carry the creating process's
+id (``hkb<pid>-…``); ``remove_stale()`` removes those of dead creators, left by a
+run that was itself killed. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and
+iproute2's ``ip``; ``unavailable()`` says why not otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+NETWORK = "198.18.0"  # /24, host k (1-based) at NETWORK.(10 + k)
+_PREFIX = "hkb"
+_sets = itertools.count()
+
+
+def unavailable() -> Optional[str]:
+    """None when namespaces can be made here, else why not (for a skip message)."""
+    if shutil.which("ip") is None:
+        return "iproute2's `ip` is not installed (Debian: apt-get install iproute2)"
+    if os.geteuid() != 0:
+        return "network namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
+    probe = f"{_PREFIX}{os.getpid()}-probe"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    _ip("netns", "delete", probe)
+    return None
+
+
+class Host:
+    """One network namespace: a name, an address, and the programs started in it."""
+
+    def __init__(self, namespace: str, address: str) -> None:
+        self.namespace = namespace
+        self.address = address
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside this host's network namespace."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def start(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+        """Starts ``argv`` in this host (``popen``: subprocess.Popen's arguments)."""
+        return subprocess.Popen(self.command(argv), **popen)
+
+    def run(self, argv: Sequence[str], **run: Any) -> subprocess.CompletedProcess[Any]:
+        return subprocess.run(self.command(argv), **run)
+
+    def pids(self) -> list[int]:
+        """The processes whose network namespace this is."""
+        listed = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True)
+        return [int(word) for word in listed.stdout.split()]
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        """Sends ``sig`` to every process of this host: the host "dies" (a machine lost)."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def link(self, up: bool) -> None:
+        """Plugs this host's cable in or out: a network fault that both ends outlive."""
+        _ip("-n", self.namespace, "link", "set", "eth0", "up" if up else "down")
+
+    def __repr__(self) -> str:
+        return f"<Host {self.namespace} {self.address}>"
+
+
+@contextlib.contextmanager
+def hosts(count: int) -> Iterator[list[Host]]:
+    """``count`` hosts on one private segment; removed, with their processes, at the end."""
+    if not 1 <= count <= 200:
+        raise ValueError(f"count must be between 1 and 200, got {count!r}")
+    remove_stale()
+    base = f"{_PREFIX}{os.getpid()}-{next(_sets)}"
+    hub = f"{base}-hub"
+    made: list[str] = []
+    members: list[Host] = []
+    try:
+        _ip("netns", "add", hub)
+        made.append(hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        for k in range(1, count + 1):
+            host = Host(f"{base}-{k}", f"{NETWORK}.{10 + k}")
+            _ip("netns", "add", host.namespace)
+            made.append(host.namespace)
+            # Both ends are made in the host, then one moves to the hub: names stay local to a namespace.
+            _ip("-n", host.namespace, "link", "add", "eth0", "type", "veth", "peer", "name", f"port{k}")
+            _ip("-n", host.namespace, "link", "set", f"port{k}", "netns", hub)
+            _ip("-n", hub, "link", "set", f"port{k}", "master", "br0")
+            _ip("-n", hub, "link", "set", f"port{k}", "up")
+            _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _ip("-n", host.namespace, "link", "set", "eth0", "up")
+            _ip("-n", host.namespace, "link", "set", "lo", "up")
+            members.append(host)
+        yield members
+    finally:
+        for host in members:
+            host.kill_all()
+        for namespace in reversed(made):
+            _delete_namespace(namespace)
+
+
+def remove_stale() -> None:
+    """Removes namespaces left by a run of these helpers whose process is gone."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        namespace = line.split()[0] if line.split() else ""
+        if not namespace.startswith(_PREFIX):
+            continue
+        creator = namespace[len(_PREFIX) :].split("-", 1)[0]
+        if creator.isdigit() and not _alive(int(creator)):
+            for pid in Host(namespace, "").pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _delete_namespace(namespace)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _delete_namespace(namespace: str) -> None:
+    # A namespace whose processes were just killed may be busy for a moment: retry briefly.
+    for _ in range(50):
+        if subprocess.run(["ip", "netns", "delete", namespace], capture_output=True).returncode == 0:
+            return
+        if namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+            return
+        time.sleep(0.1)
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
