@@ -93,11 +93,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import _arrays, _checks, _core, _errors
-from .._pool.handle import discard_queue, how_process_ended
+from .._pool.handle import discard_queue, how_process_ended, start_worker_process
 from .._pool.main_script import main_script, running_script
 from .._pool.pickling import describe_exception, pack, rebuild_error, unpack
 from .._pool.protocol import Packed, hello_message
-from .._pool.threads import worker_threads
 from .._queue import Queue
 from ..pool import ApplyResult
 from .board import COLUMN, Board, StageInfo
@@ -729,31 +728,19 @@ class Pipeline:
         number = next(self._numbers)
         control = Queue(f"{self._prefix}-w{number}", CONTROL_CAPACITY, create=True, domain=self._domain)
         try:
-            environment = dict(os.environ)
-            environment["HAKOBU_DOMAIN"] = self._domain
-            threads = worker_threads(environment, self._workers_total, None)
-            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-            command = [
-                sys.executable,
-                *flags,
-                "-m",
+            process = start_worker_process(
                 "hakobu._pipeline.worker",
-                control.name,
-                self._queues[stage].name,
-                self._queues[stage + 1].name,
-                self.name,
-                str(os.getpid()),
-                str(threads),
-            ]
-            # Its own process group: Ctrl-C in a terminal goes to the parent alone.
-            if sys.version_info >= (3, 11):
-                process = subprocess.Popen(
-                    command, env=environment, stdin=subprocess.DEVNULL, process_group=0
-                )
-            else:
-                process = subprocess.Popen(
-                    command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True
-                )
+                [
+                    control.name,
+                    self._queues[stage].name,
+                    self._queues[stage + 1].name,
+                    self.name,
+                    str(os.getpid()),
+                ],
+                domain=self._domain,
+                workers=self._workers_total,
+                threads_per_worker=None,
+            )
             slot = _arrays.zeros(SLOT_FIELDS, np.int64, domain=self._domain)
             script = main_script()
             where = None if script is None else (script.path, script.module)

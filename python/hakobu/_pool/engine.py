@@ -84,7 +84,7 @@ from typing import Any, Callable, Optional
 
 from .. import _core, _errors
 from .._queue import Queue
-from .handle import WorkerHandle, discard_queue
+from .handle import WorkerHandle, discard_queue, start_worker_process
 from .main_script import main_script, running_script
 from .pickling import Function, describe_exception, pack, rebuild_error, unpack
 from .protocol import (
@@ -102,7 +102,6 @@ from .protocol import (
     tasks_frame,
 )
 from .tasks import CLOSE, RUN, TERMINATE, Outcome, Task
-from .threads import worker_threads
 from .tuning import (
     DRAIN_BATCH,
     FUNCTION_CACHE_SIZE,
@@ -514,29 +513,13 @@ class Engine:
         number = next(self._worker_numbers)
         inbox = Queue(f"{self._prefix}-in-{number}", INBOX_CAPACITY, create=True, domain=self._domain)
         try:
-            threads, environment = self._worker_environment()
-            # The interpreter's options (-I, -O, -X ...), passed on as multiprocessing does.
-            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-            command = [
-                sys.executable,
-                *flags,
-                "-m",
+            process = start_worker_process(
                 "hakobu._pool.worker",
-                inbox.name,
-                self._results_name,
-                str(number),
-                str(os.getpid()),
-                str(threads),
-            ]
-            # Its own process group: Ctrl-C in a terminal goes to the parent alone.
-            if sys.version_info >= (3, 11):
-                process = subprocess.Popen(
-                    command, env=environment, stdin=subprocess.DEVNULL, process_group=0
-                )
-            else:
-                process = subprocess.Popen(
-                    command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True
-                )
+                [inbox.name, self._results_name, str(number), str(os.getpid())],
+                domain=self._domain,
+                workers=self.workers,
+                threads_per_worker=self._threads_per_worker,
+            )
             script = main_script()
             where = None if script is None else (script.path, script.module)
             # An array message of its own: sent by reference, so the worker writes this memory.
@@ -548,13 +531,6 @@ class Engine:
             raise
         with self._lock:
             self._workers[number] = WorkerHandle(number, process, inbox, progress)
-
-    def _worker_environment(self) -> tuple[int, dict[str, str]]:
-        """(threads to set with threadpoolctl, or 0; the worker's environment: the parent's, its
-        domain, and the thread caps of threads.py)."""
-        environment = dict(os.environ)
-        environment["HAKOBU_DOMAIN"] = self._domain
-        return worker_threads(environment, self.workers, self._threads_per_worker), environment
 
     def _reap(self) -> None:
         with self._lock:

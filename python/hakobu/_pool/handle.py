@@ -7,14 +7,21 @@ how long its recent tasks took, from which it decides prefetch and batch
 sizes. When a worker dies, what_died reads its progress slot to tell the
 task it was running from the tasks to run again. Every field is guarded by
 the engine's lock.
+
+What pools and pipelines share about worker processes is here too: how one
+is started (start_worker_process), how one ended (how_process_ended), and
+how a queue the parent made for it is removed (discard_queue).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
@@ -22,6 +29,7 @@ import numpy as np
 from .._errors import HakobuError
 from .._queue import Queue
 from .tasks import Task
+from .threads import worker_threads
 from .tuning import (
     BATCH_SECONDS,
     IN_FLIGHT_PER_WORKER,
@@ -120,6 +128,27 @@ class WorkerHandle:
             self.process.kill()
         except ProcessLookupError:
             pass
+
+
+def start_worker_process(
+    module: str, arguments: Sequence[str], *, domain: str, workers: int, threads_per_worker: Optional[int]
+) -> subprocess.Popen[bytes]:
+    """A fresh interpreter running ``python -m module *arguments THREADS`` (pools and pipelines).
+
+    It has this interpreter's options (-I, -O, -X ..., passed on as
+    multiprocessing does), the parent's environment with the pool's ``domain``
+    and the thread caps of threads.py (THREADS, its last argument: the
+    threadpoolctl limit to set, or 0), no stdin, and its own process group, so
+    that Ctrl-C in a terminal goes to the parent alone.
+    """
+    environment = dict(os.environ)
+    environment["HAKOBU_DOMAIN"] = domain
+    threads = worker_threads(environment, workers, threads_per_worker)
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    command = [sys.executable, *flags, "-m", module, *arguments, str(threads)]
+    if sys.version_info >= (3, 11):
+        return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, process_group=0)
+    return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def how_process_ended(process: subprocess.Popen[bytes]) -> str:
