@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
 
 if TYPE_CHECKING:  # annotations only: importing this module stays cheap
     from rich.console import Console
@@ -193,6 +194,47 @@ def _run_with_progress(names: list[str], shapes: list[Shape], args: argparse.Nam
         )
 
 
+class _Listed(Protocol):
+    """A method of a micro benchmark run by `hakobu bench` (--fanout, --pipeline): what --list shows."""
+
+    name: str
+    label: str
+
+    def missing(self) -> Optional[str]: ...
+
+
+def _print_listing(methods: Iterable[_Listed], console: Console, as_json: bool) -> int:
+    """`--list` of a micro benchmark: each method, ready or why it is skipped."""
+    import json
+
+    listing = [{"name": m.name, "label": m.label, "missing": m.missing()} for m in methods]
+    if as_json:
+        sys.stdout.write(json.dumps(listing, indent=2) + "\n")
+    else:
+        for item in listing:
+            state = "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {item['missing']}"
+            console.print(f"{item['name']:<18} {item['label']:<40} {state}")
+    return 0
+
+
+def _check_options_of(mode: str, args: argparse.Namespace) -> None:
+    """Raises ValueError for options of the round trips (or of another mode) given with ``mode``."""
+    unused = [
+        option
+        for option, given in (
+            ("--warmup", args.warmup is not None),
+            ("--serialize", args.serialize is not None),
+            ("--no-limits", args.no_limits),
+            ("--fanout", mode != "--fanout" and args.fanout is not None),
+        )
+        if given
+    ]
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not for {mode}")
+    if args.repeat is not None and args.repeat < 1:
+        raise ValueError("--repeat must be at least 1")
+
+
 def _run_fanout(args: argparse.Namespace, console: Console, as_json: bool) -> int:
     """`hakobu bench --fanout`: the fan-out measurement of ``micro.fanout``, shown and recorded
     as the round trips are (a rich table, a JSON file with the machine and versions)."""
@@ -201,32 +243,10 @@ def _run_fanout(args: argparse.Namespace, console: Console, as_json: bool) -> in
     from . import report
     from .micro import fanout
 
-    known = fanout.METHODS
     if args.list:
-        listing = [{"name": m.name, "label": m.label, "missing": m.missing()} for m in known.values()]
-        if as_json:
-            sys.stdout.write(json.dumps(listing, indent=2) + "\n")
-        else:
-            for item in listing:
-                state = (
-                    "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {item['missing']}"
-                )
-                console.print(f"{item['name']:<18} {item['label']:<40} {state}")
-        return 0
+        return _print_listing(fanout.METHODS.values(), console, as_json)
     try:
-        unused = [
-            option
-            for option, given in (
-                ("--warmup", args.warmup is not None),
-                ("--serialize", args.serialize is not None),
-                ("--no-limits", args.no_limits),
-            )
-            if given
-        ]
-        if unused:
-            raise ValueError(f"{', '.join(unused)}: for round trips, not --fanout")
-        if args.repeat is not None and args.repeat < 1:
-            raise ValueError("--repeat must be at least 1")
+        _check_options_of("--fanout", args)
         counts, sizes, names = fanout.plan(args.fanout, args.shapes, args.methods, args.quick)
     except ValueError as error:
         print(f"hakobu bench: {error}", file=sys.stderr)
@@ -272,33 +292,9 @@ def _run_pipeline(args: argparse.Namespace, console: Console, as_json: bool) -> 
     from .micro import pipeline
 
     if args.list:
-        listing = [
-            {"name": t.name, "label": t.label, "missing": t.missing()} for t in pipeline.TRANSPORTS.values()
-        ]
-        if as_json:
-            sys.stdout.write(json.dumps(listing, indent=2) + "\n")
-        else:
-            for item in listing:
-                state = (
-                    "[green]ready[/]" if item["missing"] is None else f"[yellow]skipped[/]: {item['missing']}"
-                )
-                console.print(f"{item['name']:<18} {item['label']:<40} {state}")
-        return 0
+        return _print_listing(pipeline.TRANSPORTS.values(), console, as_json)
     try:
-        unused = [
-            option
-            for option, given in (
-                ("--warmup", args.warmup is not None),
-                ("--serialize", args.serialize is not None),
-                ("--no-limits", args.no_limits),
-                ("--fanout", args.fanout is not None),
-            )
-            if given
-        ]
-        if unused:
-            raise ValueError(f"{', '.join(unused)}: not for --pipeline")
-        if args.repeat is not None and args.repeat < 1:
-            raise ValueError("--repeat must be at least 1")
+        _check_options_of("--pipeline", args)
         shapes, names = pipeline.plan(args.shapes, args.methods, args.quick)
     except ValueError as error:
         print(f"hakobu bench: {error}", file=sys.stderr)
