@@ -20,7 +20,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._pipeline import board as boards
 from .errors import CommandError, check_name
@@ -390,6 +390,27 @@ def _waiting(queue: dict[str, Any]) -> str:
     return f"{queue['receivers_waiting']} / {queue['senders_waiting']}"
 
 
+def _objects_table(
+    title: str,
+    objects: list[dict[str, Any]],
+    columns: list[str],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> list[Any]:
+    """A section of queues, topics or stores (a blank line, then the table; nothing when there is
+    none): a row per object, its name, ``cells(object)`` and who opened it, or the error that kept it
+    from being read."""
+    if not objects:
+        return []
+    table = _table(title, [o["name"] for o in objects], *columns, "opened by (pids)")
+    for entry in objects:
+        if entry["error"]:
+            blanks = [""] * (len(columns) - 2)
+            table.add_row(entry["name"], _error_cell(entry["error"]), *blanks, format_pids(entry["pids"]))
+        else:
+            table.add_row(entry["name"], *cells(entry), format_pids(entry["pids"]))
+    return ["", table]
+
+
 def _table(title: str, names: list[str], *columns: str) -> Any:
     """A table whose first column holds `names`: never cut nor wrapped (people copy them into
     `hakobu info`); on a narrow screen the other cells wrap (nothing is cut off)."""
@@ -442,85 +463,38 @@ def render(view: dict[str, Any]) -> RenderableType:
         f"(live {format_bytes(memory['live_bytes'])} in {memory['live_blocks']} blocks, "
         f"cached {format_bytes(memory['cached_bytes'])}); processes attached: {processes['alive']} alive{dead}"
     )
-    if view["queues"]:
-        table = _table(
-            "queues",
-            [q["name"] for q in view["queues"]],
-            "queue",
-            "depth",
-            "bytes in flight",
-            "put/s",
-            "get/s",
-            "stream",
-            "waiting (get/put)",
-            "opened by (pids)",
-        )
-        for queue in view["queues"]:
-            if queue["error"]:
-                table.add_row(
-                    queue["name"], _error_cell(queue["error"]), "", "", "", "", "", format_pids(queue["pids"])
-                )
-                continue
-            table.add_row(
-                queue["name"],
-                f"{queue['size']} / {queue['capacity']}",
-                _bytes_in_flight(queue),
-                _per_second(queue["put_rate"]),
-                _per_second(queue["get_rate"]),
-                _stream(queue),
-                _waiting(queue),
-                format_pids(queue["pids"]),
-            )
-        parts += ["", table]  # a blank line between sections
-    if view["topics"]:
-        table = _table(
-            "topics",
-            [t["name"] for t in view["topics"]],
-            "topic",
-            "published/s",
-            "subscribers",
-            "largest lag",
-            "dropped",
-            "held",
-            "opened by (pids)",
-        )
-        for topic in view["topics"]:
-            if topic["error"]:
-                table.add_row(
-                    topic["name"], _error_cell(topic["error"]), "", "", "", "", format_pids(topic["pids"])
-                )
-                continue
-            dead_subscribers = f" ({topic['subscribers_dead']} dead)" if topic["subscribers_dead"] else ""
-            table.add_row(
-                topic["name"],
-                _per_second(topic["publish_rate"]),
-                f"{topic['subscribers']}{dead_subscribers}",
-                str(topic["max_lag"]),
-                str(topic["dropped"]),
-                f"{topic['retained']} ({format_bytes(topic['retained_bytes'])})",
-                format_pids(topic["pids"]),
-            )
-        parts += ["", table]
-    if view["stores"]:
-        table = _table(
-            "stores",
-            [t["name"] for t in view["stores"]],
-            "store",
-            "entries",
-            "bytes held",
-            "opened by (pids)",
-        )
-        for store in view["stores"]:
-            if store["error"]:
-                table.add_row(store["name"], _error_cell(store["error"]), "", format_pids(store["pids"]))
-                continue
-            table.add_row(
-                store["name"],
-                f"{store['entries']} / {store['capacity']}",
-                format_bytes(store["bytes"]),
-                format_pids(store["pids"]),
-            )
-        parts += ["", table]
+    parts += _objects_table(
+        "queues",
+        view["queues"],
+        ["queue", "depth", "bytes in flight", "put/s", "get/s", "stream", "waiting (get/put)"],
+        lambda queue: [
+            f"{queue['size']} / {queue['capacity']}",
+            _bytes_in_flight(queue),
+            _per_second(queue["put_rate"]),
+            _per_second(queue["get_rate"]),
+            _stream(queue),
+            _waiting(queue),
+        ],
+    )
+    parts += _objects_table(
+        "topics",
+        view["topics"],
+        ["topic", "published/s", "subscribers", "largest lag", "dropped", "held"],
+        lambda topic: [
+            _per_second(topic["publish_rate"]),
+            f"{topic['subscribers']}"
+            + (f" ({topic['subscribers_dead']} dead)" if topic["subscribers_dead"] else ""),
+            str(topic["max_lag"]),
+            str(topic["dropped"]),
+            f"{topic['retained']} ({format_bytes(topic['retained_bytes'])})",
+        ],
+    )
+    parts += _objects_table(
+        "stores",
+        view["stores"],
+        ["store", "entries", "bytes held"],
+        lambda store: [f"{store['entries']} / {store['capacity']}", format_bytes(store["bytes"])],
+    )
     if view["pipelines_error"]:
         parts += ["", _error_cell(view["pipelines_error"])]
     for pipeline in view["pipelines"]:
