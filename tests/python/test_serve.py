@@ -62,6 +62,15 @@ def finish_all(*programs: subprocess.Popen) -> list[tuple[int, str, str]]:
     return [finish(program, WATCHDOG) for program in programs]
 
 
+def run_stages(*argvs: tuple[object, ...]) -> list[tuple[int, str, str]]:
+    """Starts a serve_stage program per argument tuple, in this order, and waits for them all."""
+    programs = [start("serve_stage", *argv) for argv in argvs]
+    try:
+        return finish_all(*programs)
+    finally:
+        kill_all(*programs)
+
+
 def kill_all(*programs: subprocess.Popen) -> None:
     for program in programs:
         if program.poll() is None:
@@ -100,16 +109,12 @@ def test_three_programs_in_either_order_deliver_every_item_in_order(queues: list
 
 def test_two_workers_serving_one_input_share_it(queues: list[str]) -> None:
     frames, features = queues[:2]
-    programs = [
-        start("serve_stage", "last", features),
-        start("serve_stage", "stage", frames, features),
-        start("serve_stage", "stage", frames, features),
-        start("serve_stage", "produce", frames, COUNT),
-    ]
-    try:
-        results = finish_all(*programs)
-    finally:
-        kill_all(*programs)
+    results = run_stages(
+        ("last", features),
+        ("stage", frames, features),
+        ("stage", frames, features),
+        ("produce", frames, COUNT),
+    )
     for code, _out, err in results:
         assert code == 0, err
     (_, last_out, _), workers = results[0], results[1:3]
@@ -122,18 +127,12 @@ def test_a_stage_that_raises_ends_every_later_stage_with_senders_lost(queues: li
     frames, first, second = queues[:3]
     fails_at = 4
     before = live_blocks()
-    programs = [
-        start("serve_stage", "produce", frames, COUNT),
-        start("serve_stage", "stage", frames, first, fails_at),
-        start("serve_stage", "stage", first, second),
-        start("serve_stage", "last", second),
-    ]
-    try:
-        (p_code, _, p_err), (f_code, _, f_err), (s_code, s_out, s_err), (l_code, l_out, l_err) = finish_all(
-            *programs
-        )
-    finally:
-        kill_all(*programs)
+    (p_code, _, p_err), (f_code, _, f_err), (s_code, s_out, s_err), (l_code, l_out, l_err) = run_stages(
+        ("produce", frames, COUNT),
+        ("stage", frames, first, fails_at),
+        ("stage", first, second),
+        ("last", second),
+    )
     assert p_code == 0, p_err
     assert f_code == 1 and f_err.rstrip().endswith(f"ValueError: the stage fails on {fails_at:g}"), f_err
     # What was sent before the failure arrives; then SendersLost, at the next stage and the one after.
@@ -168,16 +167,9 @@ def test_a_killed_producer_ends_the_other_stages_with_senders_lost(queues: list[
 
 def test_a_producer_that_finishes_ends_every_stage_normally(queues: list[str]) -> None:
     frames, first, second = queues[:3]
-    programs = [
-        start("serve_stage", "last", second),
-        start("serve_stage", "stage", first, second),
-        start("serve_stage", "stage", frames, first),
-        start("serve_stage", "produce", frames, COUNT),
-    ]
-    try:
-        results = finish_all(*programs)
-    finally:
-        kill_all(*programs)
+    results = run_stages(
+        ("last", second), ("stage", first, second), ("stage", frames, first), ("produce", frames, COUNT)
+    )
     for code, _out, err in results:
         assert code == 0, err
     assert [lines(out, "served ") for _code, out, _err in results[:3]] == [[str(COUNT)]] * 3
