@@ -7,6 +7,7 @@ import gc
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -94,6 +95,12 @@ def test_ls_shows_the_queue_its_size_and_the_program_that_holds_it(name: str) ->
         assert text.returncode == 0 and name in text.stdout and "3 / 8" in text.stdout, text.stderr
         text = run_cli("info", name)
         assert text.returncode == 0 and str(holder.pid) in text.stdout, text.stderr
+        rows = dict(
+            re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in text.stdout.splitlines() if line
+        )
+        assert rows["stream"] == "1 sender(s)", text.stdout  # the holder put, and has not closed
+        assert rows["bytes in flight"].startswith("0 B / "), text.stdout  # small messages ride in the ring
+        assert rows["waiting (get / put)"] == "0 / 0", text.stdout
 
         every = cli_json("ls", "--all")
         assert any(d["domain"] == DOMAIN and queue_entry(d, name) for d in every["domains"])

@@ -12,7 +12,17 @@ from .. import _core
 from .._errors import HakobuError, NotFound
 from .errors import CommandError, check_name
 from .files import SYNC_KINDS, DomainFiles, domain_files, find_domain_names, objects_named
-from .output import Output, escape, format_bytes, format_pids, object_state, render_domain
+from .output import (
+    Output,
+    escape,
+    format_bytes,
+    format_pids,
+    object_state,
+    queue_bytes_in_flight,
+    queue_stream,
+    queue_waiting,
+    render_domain,
+)
 from .processes import ProcessScan, scan_processes
 from .reports import domain_report, object_report, queue_report, summarize_domain
 
@@ -128,6 +138,12 @@ def render_queue(out: Output, report: dict[str, Any]) -> None:
         ("opened by (pids)", format_pids(report["pids"])),
     ):
         grid.add_row(label, escape(value))
+    for label, value in (  # our own text, with markup
+        ("bytes in flight", queue_bytes_in_flight(report)),
+        ("stream", queue_stream(report)),
+        ("waiting (get / put)", queue_waiting(report)),
+    ):
+        grid.add_row(label, value)
     out.console.print(grid)
 
 

@@ -49,6 +49,31 @@ def escape(text: object) -> str:
     return rich_escape(str(text))
 
 
+def queue_bytes_in_flight(queue: dict[str, Any]) -> str:
+    """Payload bytes a queue holds, over its byte capacity (`hakobu top`, `hakobu info`)."""
+    if queue["bytes"] is None:
+        return "-"
+    limit = queue["max_bytes"]
+    return f"{format_bytes(queue['bytes'])} / {format_bytes(limit) if limit else 'no limit'}"
+
+
+def queue_stream(queue: dict[str, Any]) -> str:
+    """The end-of-stream state of a queue: its senders, and whether the stream ended (rich markup)."""
+    if queue["senders"] is None:
+        return "-"
+    if queue["ended"]:
+        return "[red]ended, senders lost[/red]" if queue["senders_lost"] else "ended"
+    text = f"{queue['senders']} sender(s)"
+    return text + (", [red]one lost[/red]" if queue["senders_lost"] else "")
+
+
+def queue_waiting(queue: dict[str, Any]) -> str:
+    """Who waits on a queue now: receivers / senders (threads asleep and event loops)."""
+    if queue["receivers_waiting"] is None:
+        return "-"
+    return f"{queue['receivers_waiting']} / {queue['senders_waiting']}"
+
+
 def render_domain(out: Output, report: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table

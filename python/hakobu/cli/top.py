@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .._pipeline import board as boards
 from .errors import CommandError, check_name
 from .files import domain_files, find_domain_names
-from .output import Output, escape, format_bytes, format_pids
+from .output import (
+    Output,
+    escape,
+    format_bytes,
+    format_pids,
+    queue_bytes_in_flight,
+    queue_stream,
+    queue_waiting,
+)
 from .processes import process_exists, scan_processes
 from .reports import domain_report
 
@@ -366,30 +374,6 @@ def _share(share: Optional[float]) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
-def _bytes_in_flight(queue: dict[str, Any]) -> str:
-    if queue["bytes"] is None:
-        return "-"
-    limit = queue["max_bytes"]
-    return f"{format_bytes(queue['bytes'])} / {format_bytes(limit) if limit else 'no limit'}"
-
-
-def _stream(queue: dict[str, Any]) -> str:
-    """The end-of-stream state of a queue: its senders, and whether the stream ended."""
-    if queue["senders"] is None:
-        return "-"
-    if queue["ended"]:
-        return "[red]ended, senders lost[/red]" if queue["senders_lost"] else "ended"
-    text = f"{queue['senders']} sender(s)"
-    return text + (", [red]one lost[/red]" if queue["senders_lost"] else "")
-
-
-def _waiting(queue: dict[str, Any]) -> str:
-    """Who waits on a queue now: receivers / senders (threads asleep and event loops)."""
-    if queue["receivers_waiting"] is None:
-        return "-"
-    return f"{queue['receivers_waiting']} / {queue['senders_waiting']}"
-
-
 def _objects_table(
     title: str,
     objects: list[dict[str, Any]],
@@ -469,11 +453,11 @@ def render(view: dict[str, Any]) -> RenderableType:
         ["queue", "depth", "bytes in flight", "put/s", "get/s", "stream", "waiting (get/put)"],
         lambda queue: [
             f"{queue['size']} / {queue['capacity']}",
-            _bytes_in_flight(queue),
+            queue_bytes_in_flight(queue),
             _per_second(queue["put_rate"]),
             _per_second(queue["get_rate"]),
-            _stream(queue),
-            _waiting(queue),
+            queue_stream(queue),
+            queue_waiting(queue),
         ],
     )
     parts += _objects_table(
