@@ -635,9 +635,6 @@ class DaskEngine:
 
     def _release(self) -> None:
         """The manager's last act: the client and the cluster it made are closed."""
-        with self._lock:
-            self._state = TERMINATE if self._state == TERMINATE else CLOSE
-            self._room.notify_all()
         try:
             if self._own_client:
                 self._client.close(timeout=CLOSE_SECONDS)
