@@ -123,7 +123,9 @@ def _engine_kind(engine: str, address: Optional[str], client: Any) -> str:
         if engine != "dask":
             raise ValueError(f"address={address!r} is a Dask scheduler's address: pass engine='dask' too")
         if not isinstance(address, str) or not address:
-            raise ValueError(f"address must be a Dask scheduler's address such as 'tcp://host:8786', got {address!r}")
+            raise ValueError(
+                f"address must be a Dask scheduler's address such as 'tcp://host:8786', got {address!r}"
+            )
     return engine
 
 

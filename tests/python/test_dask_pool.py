@@ -5,7 +5,6 @@ namespaces) one of which dies mid-map."""
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -181,7 +180,9 @@ def test_close_then_join_finishes_the_submitted_work(client: Any) -> None:
         pool.apply(tasks.square, (1,))
 
 
-def test_imap_over_an_endless_iterable_reads_only_a_bounded_way_ahead(pool: hakobu.Pool, tmp_path: Path) -> None:
+def test_imap_over_an_endless_iterable_reads_only_a_bounded_way_ahead(
+    pool: hakobu.Pool, tmp_path: Path
+) -> None:
     """Tasks that wait for a file: none finishes, so the producer must stop once the window runs and
     as many wait (the engine's window: 4 tasks per worker thread)."""
     gate = tmp_path / "go"
@@ -306,16 +307,33 @@ def test_a_host_that_dies_mid_map_has_its_tasks_run_on_the_other() -> None:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         processes = [
             first.start(
-                [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", first.address,
-                 "--port", "8786", "--no-dashboard"],
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    first.address,
+                    "--port",
+                    "8786",
+                    "--no-dashboard",
+                ],
                 **quiet,
             )
         ]
         for host in (second, third):
             processes.append(
                 host.start(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", scheduler_address, "--nthreads", "1",
-                     "--host", host.address, "--no-dashboard"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        scheduler_address,
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        host.address,
+                        "--no-dashboard",
+                    ],
                     **quiet,
                 )
             )
@@ -364,3 +382,71 @@ def test_the_example_runs_on_a_local_cluster() -> None:
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "all 16 results correct" in ran.stdout, ran.stdout
+
+
+# --- what travels ------------------------------------------------------------------------------------
+
+
+def test_work_and_outcomes_survive_every_way_dask_may_send_them() -> None:
+    """Dask's own frames (no copy), pickle 5 (buffers out of band) and older pickle (bytes)."""
+    from hakobu._dask import engine
+    from hakobu._pool.pickling import pack, unpack
+
+    array = np.arange(300_000, dtype=np.int32)
+    work = engine.Work("pool-x", pack((None, ())), 2, b"k" * 16, b"blob", 0, pack([array]))
+    header, frames = engine._dump_work(work)
+    copies = [engine._load_work(header, frames)]
+    copies += [pickle_roundtrip(work, protocol) for protocol in (4, 5)]
+    for copy in copies:
+        assert (copy.pool, copy.threads, copy.key, copy.blob, copy.mode) == (
+            "pool-x",
+            2,
+            b"k" * 16,
+            b"blob",
+            0,
+        )
+        np.testing.assert_array_equal(unpack(*copy.items)[0], array)
+    outcome = engine.Outcome(engine.DONE, pack([array * 2]))
+    header, frames = engine._dump_outcome(outcome)
+    for copy in [
+        engine._load_outcome(header, frames),
+        pickle_roundtrip(outcome, 4),
+        pickle_roundtrip(outcome, 5),
+    ]:
+        assert copy.kind == engine.DONE
+        np.testing.assert_array_equal(unpack(*copy.packed)[0], array * 2)
+
+
+def pickle_roundtrip(obj: Any, protocol: int) -> Any:
+    import pickle
+
+    buffers: list[Any] = []
+    stream = pickle.dumps(obj, protocol, buffer_callback=buffers.append if protocol >= 5 else None)
+    return pickle.loads(stream, buffers=buffers)
+
+
+@pytest.mark.parametrize(
+    ("header", "frames", "error"),
+    [
+        ({"pool": "p", "threads": None, "mode": 0, "init": 99}, [b"k", b"b", b"s", b"i"], "4 frames"),
+        ({"pool": "p", "threads": None, "mode": "0", "init": 1}, [b"k", b"b", b"s", b"i"], "mode='0'"),
+        ({"pool": 7, "threads": None, "mode": 0, "init": 1}, [b"k", b"b", b"s", b"i"], "pool=7"),
+        ({"pool": "p", "threads": True, "mode": 0, "init": 1}, [b"k", b"b", b"s", b"i"], "threads=True"),
+    ],
+)
+def test_a_damaged_task_from_the_network_is_refused_saying_what_was_wrong(
+    header: dict[str, Any], frames: list[bytes], error: str
+) -> None:
+    from hakobu._dask import engine
+
+    with pytest.raises(hakobu.Corrupt, match=error):
+        engine._load_work(header, frames)
+
+
+def test_a_damaged_result_from_the_network_is_refused_saying_what_was_wrong() -> None:
+    from hakobu._dask import engine
+
+    with pytest.raises(hakobu.Corrupt, match="kind 'exploded'"):
+        engine._load_outcome({"kind": "exploded"}, [b"x"])
+    with pytest.raises(hakobu.Corrupt, match="kind=None"):
+        engine._load_outcome({}, [b"x"])

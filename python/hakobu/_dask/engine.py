@@ -74,11 +74,15 @@ from .._pool.protocol import Packed, call
 from .._pool.tasks import CLOSE, RUN, TERMINATE, Task
 
 try:
-    import distributed
-except ImportError as missing:  # pragma: no cover - the extra is not installed
+    import distributed as _distributed
+except ImportError as missing:  # the extra is not installed
     raise ImportError(
         'hakobu.Pool(engine="dask") needs Dask\'s distributed scheduler: pip install "hakobu[dask]"'
     ) from missing
+
+# Dask's API is only partly typed (its Client's methods are not): used as Any here, and the tests
+# check the calls against the real thing.
+distributed: Any = _distributed
 
 # Work whose pickled items hold more out-of-band bytes than this goes to a worker before its task
 # (Client.scatter): the scheduler then never holds it.
@@ -120,6 +124,11 @@ class Work:
     def __sizeof__(self) -> int:  # what Dask's memory accounting counts (dask.sizeof falls back to this)
         return _packed_size(self.items) + len(self.blob) + _packed_size(self.init)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled inside Dask's task graph: buffers out of band with protocol 5, else as bytes."""
+        fields = (self.pool, _in_band(self.init, protocol), self.threads, self.key, self.blob, self.mode)
+        return Work, (*fields, _in_band(self.items, protocol))
+
 
 @dataclass(eq=False)
 class Outcome:
@@ -130,6 +139,17 @@ class Outcome:
 
     def __sizeof__(self) -> int:
         return _packed_size(self.packed)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return Outcome, (self.kind, _in_band(self.packed, protocol))
+
+
+def _in_band(packed: Packed, protocol: Any) -> Packed:
+    """``packed`` as it can be pickled with ``protocol``: PickleBuffers need 5, else bytes (a copy)."""
+    if isinstance(protocol, int) and protocol >= 5:
+        return packed
+    stream, buffers = packed
+    return stream, [bytes(_bytes_view(buffer)) for buffer in buffers]
 
 
 # Dask's own serialization for both (its "dask" family): the pickle stream and each large buffer
@@ -148,16 +168,23 @@ def _bytes_view(buffer: Any) -> Any:
     return memoryview(buffer).cast("B")
 
 
-@distributed.protocol.dask_serialize.register(Work)
 def _dump_work(work: Work) -> tuple[dict[str, Any], list[Any]]:
     init = _to_frames(work.init)
     header = {"pool": work.pool, "threads": work.threads, "mode": work.mode, "init": len(init)}
     return header, [work.key, work.blob, *init, *_to_frames(work.items)]
 
 
-@distributed.protocol.dask_deserialize.register(Work)
 def _load_work(header: dict[str, Any], frames: list[Any]) -> Work:
-    split = 2 + header["init"]
+    split = 2 + _field(header, "init", int)
+    if not 3 <= split < len(frames):
+        raise _errors.Corrupt(
+            f"a hakobu task from the network has {len(frames)} frames, its header says {split} come "
+            "before its items: a peer of another hakobu version, or a damaged message"
+        )
+    _field(header, "pool", str)
+    _field(header, "mode", int)
+    if header.get("threads") is not None:
+        _field(header, "threads", int)
     init, items = frames[2:split], frames[split:]
     return Work(
         header["pool"],
@@ -170,14 +197,36 @@ def _load_work(header: dict[str, Any], frames: list[Any]) -> Work:
     )
 
 
-@distributed.protocol.dask_serialize.register(Outcome)
 def _dump_outcome(outcome: Outcome) -> tuple[dict[str, Any], list[Any]]:
     return {"kind": outcome.kind}, _to_frames(outcome.packed)
 
 
-@distributed.protocol.dask_deserialize.register(Outcome)
 def _load_outcome(header: dict[str, Any], frames: list[Any]) -> Outcome:
-    return Outcome(header["kind"], (frames[0], frames[1:]))
+    kind = _field(header, "kind", str)
+    if kind not in (DONE, FAILED, INIT_FAILED) or not frames:
+        raise _errors.Corrupt(
+            f"a hakobu result from the network is of kind {kind!r} with {len(frames)} frames: a peer of "
+            "another hakobu version, or a damaged message"
+        )
+    return Outcome(kind, (frames[0], frames[1:]))
+
+
+def _field(header: dict[str, Any], name: str, kind: type) -> Any:
+    """``header[name]``, which must be a ``kind``: else Corrupt, saying what was wrong."""
+    value = header.get(name) if isinstance(header, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _errors.Corrupt(
+            f"a hakobu message from the network has {name}={value!r} where a {kind.__name__} belongs: "
+            "a peer of another hakobu version, or a damaged message"
+        )
+    return value
+
+
+# Registered by call, not as decorators: Dask's dispatch is untyped.
+distributed.protocol.dask_serialize.register(Work)(_dump_work)
+distributed.protocol.dask_deserialize.register(Work)(_load_work)
+distributed.protocol.dask_serialize.register(Outcome)(_dump_outcome)
+distributed.protocol.dask_deserialize.register(Outcome)(_load_outcome)
 
 
 def _packed_size(packed: Packed) -> int:
@@ -242,7 +291,9 @@ def run(work: Work) -> Outcome:
         return Outcome(FAILED, pack_error(unsendable))
 
 
-def _call_limited(function: Callable[..., Any], mode: int, items: list[Any], threads: Optional[int]) -> list[Any]:
+def _call_limited(
+    function: Callable[..., Any], mode: int, items: list[Any], threads: Optional[int]
+) -> list[Any]:
     """The task's calls, with OpenMP/BLAS threads capped at ``threads`` while they run.
 
     Scoped (threadpoolctl's context), not for the whole process as a local
@@ -276,7 +327,7 @@ class DaskEngine:
         drain_at_exit: bool,
         description: str = "",
         address: Optional[str] = None,
-        client: Optional[distributed.Client] = None,
+        client: Any = None,  # a distributed.Client
     ) -> None:
         self.drain_at_exit = drain_at_exit
         self.description = description
@@ -328,7 +379,8 @@ class DaskEngine:
         return self._prefix
 
     @property
-    def client(self) -> distributed.Client:
+    def client(self) -> Any:
+        """The distributed.Client the engine uses."""
         return self._client
 
     @property
@@ -500,8 +552,8 @@ class DaskEngine:
     def _collect(self, keys: list[str]) -> None:
         """Gives the outcomes of finished futures to their sinks."""
         with self._lock:
-            found = [(key, *self._running.pop(key)) for key in keys if key in self._running]
-        finished = [(task, future) for _, task, future in found if future.status == "finished"]
+            found = [self._running.pop(key) for key in keys if key in self._running]
+        finished = [(task, future) for task, future in found if future.status == "finished"]
         values: list[Any] = []
         if finished:
             try:
@@ -509,7 +561,7 @@ class DaskEngine:
             except Exception:  # noqa: BLE001 - one of them failed meanwhile: one at a time
                 values = [_one_result(future) for _, future in finished]
         outcomes = dict(zip((task.id for task, _ in finished), values))
-        for key, task, future in found:
+        for task, future in found:
             if task.id in outcomes:
                 self._deliver(task, outcomes[task.id])
             elif future.status == "cancelled":
@@ -550,7 +602,9 @@ class DaskEngine:
             # Dask itself failed the task (e.g. hakobu missing on the worker): as it said.
             self._finish(task, False, value)
         else:
-            error = _errors.RemoteError(f"a Dask worker returned {type(value).__name__} instead of an outcome")
+            error = _errors.RemoteError(
+                f"a Dask worker returned {type(value).__name__} instead of an outcome"
+            )
             self._finish(task, False, error)
 
     def _lost(self, task: Task, killed: Optional[BaseException]) -> None:
@@ -563,13 +617,13 @@ class DaskEngine:
                 self._pending.appendleft(task)
                 self._counts["resubmitted"] += 1
                 return
-        if killed is not None:
-            where = f"{killed}"  # Dask's text: how many workers died running it, the last one
-        else:
-            where = "its data was lost with the Dask worker that held it"
+        # Dask's text says how many workers died running it, and the last one.
+        where = f"{killed}" if killed is not None else "its data was lost with the Dask worker that held it"
         message = f"task {task.id} ({task.label}) failed: the Dask worker running it died. {where}"
         if self._cluster is not None:
-            message += f" (retries={self._retries})" if self._retries else "; pass retries=N to run such tasks again"
+            message += (
+                f" (retries={self._retries})" if self._retries else "; pass retries=N to run such tasks again"
+            )
         else:
             message += (
                 "; the scheduler's distributed.scheduler.allowed-failures says how often it runs such a "
@@ -631,7 +685,9 @@ class DaskEngine:
     def _ending_error(self, task: Task, broken: bool) -> BaseException:
         if broken:
             return self._broken_error()
-        return _errors.PoolTerminated(f"the pool was terminated before task {task.id} ({task.label}) finished")
+        return _errors.PoolTerminated(
+            f"the pool was terminated before task {task.id} ({task.label}) finished"
+        )
 
     def _release(self) -> None:
         """The manager's last act: the client and the cluster it made are closed."""
