@@ -184,7 +184,7 @@ def test_imap_over_an_endless_iterable_reads_only_a_bounded_way_ahead(
     pool: hakobu.Pool, tmp_path: Path
 ) -> None:
     """Tasks that wait for a file: none finishes, so the producer must stop once the window runs and
-    as many wait (the engine's window: 4 tasks per worker thread)."""
+    as many wait (the engine's window: 16 tasks per worker thread)."""
     gate = tmp_path / "go"
     read = [0]
     stopped = threading.Event()
@@ -192,13 +192,13 @@ def test_imap_over_an_endless_iterable_reads_only_a_bounded_way_ahead(
     def endless() -> Iterator[tuple[str, int]]:
         while True:
             read[0] += 1
-            if read[0] > 100:
+            if read[0] > 200:
                 stopped.set()  # it should never get here
             yield (str(gate), read[0])
 
     results = pool.imap(tasks.wait_for_item, endless())
     assert not stopped.wait(2.0), f"imap read {read[0]} items ahead"
-    assert read[0] <= 2 * 4 * 2 + 1, read[0]
+    assert read[0] <= 2 * 16 * 2 + 1, read[0]
     gate.touch()
     assert [next(results) for _ in range(30)] == list(range(1, 31))
 
@@ -219,11 +219,11 @@ def test_executor_semantics(client: Any) -> None:
 
 def test_shutdown_with_cancel_futures_cancels_what_has_not_started(client: Any) -> None:
     executor = hakobu.Executor(client=client)
-    futures = [executor.submit(tasks.sleep_then, 0.3, k) for k in range(60)]
+    futures = [executor.submit(tasks.sleep_then, 0.1, k) for k in range(100)]
     executor.shutdown(wait=True, cancel_futures=True)
     cancelled = [future for future in futures if future.cancelled()]
     finished = [future for future in futures if not future.cancelled()]
-    assert cancelled, "the window holds far fewer than 60 tasks: the rest never started"
+    assert cancelled, "the window holds far fewer than 100 tasks: the rest never started"
     assert [future.result(0) for future in finished] == [futures.index(f) for f in finished]
 
 

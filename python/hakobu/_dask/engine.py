@@ -30,8 +30,9 @@ Design
   arrive as themselves, exactly as from a local worker.
 * Flow: one manager thread per engine submits pending tasks to the cluster
   (at most ``window`` at once: WINDOW_PER_THREAD per thread of the cluster,
-  so that each worker has its next tasks at hand while the pool's memory
-  stays bounded),
+  so that each worker has its next tasks at hand, and WINDOW_BYTES of
+  arguments, so that the workers' memory stays bounded; the rest waits in the
+  pool, where cancel_pending can still cancel it),
   receives finished futures (Dask's done-callbacks only put them into a
   queue the manager reads) and gives each outcome to its task's sink. Only
   the manager talks to the client after start-up; the front-ends' threads
@@ -89,7 +90,9 @@ distributed: Any = _distributed
 SCATTER_BYTES = 1 << 20
 # Tasks on the cluster at once, per worker thread: enough that each worker's next tasks are at hand
 # while results travel back (Dask's round trip is milliseconds), few enough to bound memory.
-WINDOW_PER_THREAD = 4
+WINDOW_PER_THREAD = 16
+# ... and at most this many bytes of pickled items (big ones wait in the pool, not on the workers).
+WINDOW_BYTES = 256 << 20
 # How long the manager waits for a finished future before it looks at its state again.
 POLL_SECONDS = 0.1
 # Functions a worker process keeps unpickled, per process (the most recently used).
@@ -502,8 +505,13 @@ class DaskEngine:
             self._window = WINDOW_PER_THREAD * max(1, self._threads())
         with self._lock:
             room = self._window - len(self._running)
+            room_bytes = WINDOW_BYTES - sum(_packed_size(task.payload) for task, _ in self._running.values())
             batch: list[Task] = []
             while self._pending and len(batch) < room:
+                size = _packed_size(self._pending[0].payload)
+                if size > room_bytes and (batch or self._running):
+                    break  # one task always goes, however big
+                room_bytes -= size
                 task = self._pending.popleft()
                 if not task.started:
                     if not task.sink.start():
@@ -517,7 +525,7 @@ class DaskEngine:
 
     def _send(self, batch: list[Task]) -> None:
         works: list[Any] = []
-        keys: list[str] = []
+        big: list[int] = []  # where in ``works`` the ones to scatter first are
         for task in batch:
             work = Work(
                 self._prefix,
@@ -529,13 +537,15 @@ class DaskEngine:
                 task.payload,
             )
             if _packed_size(task.payload) > SCATTER_BYTES:
-                # Straight to a worker (the task then runs there, near its data); a list of one,
-                # as scatter spreads a list's items.
-                works.append(self._client.scatter([work], hash=False)[0])
-                self._counts["scattered"] += 1
-            else:
-                works.append(work)
-            keys.append(_key(self._prefix, task))
+                big.append(len(works))
+            works.append(work)
+        if big:
+            # Straight to the workers, in one exchange (each task then runs where its data is).
+            scattered = self._client.scatter([works[index] for index in big], hash=False)
+            for index, future in zip(big, scattered):
+                works[index] = future
+            self._counts["scattered"] += len(big)
+        keys = [_key(self._prefix, task) for task in batch]
         futures = self._client.map(run, works, key=keys, pure=False)
         with self._lock:
             for task, key, future in zip(batch, keys, futures):
@@ -608,27 +618,40 @@ class DaskEngine:
             self._finish(task, False, error)
 
     def _lost(self, task: Task, killed: Optional[BaseException]) -> None:
-        """The task's worker died (KilledWorker: the scheduler's allowed failures are used up;
-        None: the task vanished, its scattered data lost with a worker). Runs it again while
-        ``retries`` allow, else it fails with WorkerLost."""
+        """The task's worker died. ``killed``: Dask's KilledWorker, the scheduler's allowed failures
+        used up; None: the task vanished, the work it needed (scattered) lost with its worker.
+
+        On the cluster the engine started, the scheduler already ran a killed
+        task ``retries`` times more: it fails. Otherwise the engine sends it
+        again while ``retries`` allow (on a given cluster, after the
+        scheduler's own runs). Then it fails with WorkerLost.
+        """
         task.attempts += 1
+        scheduler_retried = killed is not None and self._cluster is not None
         with self._lock:
-            if task.attempts <= self._retries and self._state != TERMINATE and self._broken is None:
+            if (
+                not scheduler_retried
+                and task.attempts <= self._retries
+                and self._state != TERMINATE
+                and self._broken is None
+            ):
                 self._pending.appendleft(task)
                 self._counts["resubmitted"] += 1
                 return
-        # Dask's text says how many workers died running it, and the last one.
-        where = f"{killed}" if killed is not None else "its data was lost with the Dask worker that held it"
-        message = f"task {task.id} ({task.label}) failed: the Dask worker running it died. {where}"
-        if self._cluster is not None:
+        # Dask's text says on how many workers it ran, and the last one.
+        where = (
+            str(killed).rstrip(".") if killed is not None else "its data was lost with the worker holding it"
+        )
+        message = f"task {task.id} ({task.label}) failed: the Dask worker running it died ({where})"
+        if self._cluster is None:
             message += (
-                f" (retries={self._retries})" if self._retries else "; pass retries=N to run such tasks again"
+                "; on this cluster its scheduler's distributed.scheduler.allowed-failures says how often such "
+                f"a task runs again, then the pool's retries (now {self._retries}) add runs"
             )
+        elif self._retries:
+            message += f"; retries={self._retries} were used up"
         else:
-            message += (
-                "; the scheduler's distributed.scheduler.allowed-failures says how often it runs such a "
-                "task again, then the pool's retries=N"
-            )
+            message += "; pass retries=N to run such tasks again"
         error = _errors.WorkerLost(message, task=task.id)
         if killed is not None:
             error.__cause__ = killed
