@@ -371,7 +371,8 @@ class Pool:
     is the started cluster's allowed failures (runs again of a task whose
     worker died); on a given cluster its scheduler's
     ``distributed.scheduler.allowed-failures`` (default 3) says that, and
-    ``retries`` adds runs after it. ``processes`` sets the default chunksize
+    ``retries`` adds runs after it: at most (allowed_failures + 1) *
+    (retries + 1) runs in all. ``processes`` sets the default chunksize
     there (default: the cluster's threads). ``maxtasksperchild`` cannot be
     used: Dask does not replace workers after a number of tasks.
     """

@@ -292,6 +292,16 @@ def test_a_worker_killed_with_no_retries_left_fails_the_task_with_worker_lost(tm
         assert pool.apply(tasks.square, (7,)) == 49  # the pool goes on (Dask restarted the worker)
 
 
+def test_a_task_that_kills_every_worker_runs_retries_plus_one_times(tmp_path: Path) -> None:
+    """As with the local engine: retries=1 is two runs in all (the pool's own cluster re-runs it, the
+    pool does not send it again on top), then WorkerLost."""
+    with hakobu.Pool(2, engine="dask", retries=1) as pool:
+        with pytest.raises(hakobu.WorkerLost, match="retries=1 were used up"):
+            pool.apply_async(tasks.die_every_time, (str(tmp_path),)).get(WATCHDOG * 2)
+        assert pool._engine.stats()["resubmitted"] == 0
+    assert len(list(tmp_path.glob("run-*"))) == 2
+
+
 # --- "hosts": a scheduler, two workers and the client in network namespaces ------------------
 
 

@@ -87,3 +87,10 @@ def die_once(directory: str, x: int, victim: int = 0) -> int:
     os.rename(mark + ".tmp", mark)
     time.sleep(60)
     raise TimeoutError("the test never killed this worker")
+
+
+def die_every_time(directory: str) -> None:
+    """Notes this run (a file per run), then kills its own worker process: a poison task."""
+    with open(os.path.join(directory, f"run-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+        pass
+    os.kill(os.getpid(), 9)
