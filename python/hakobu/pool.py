@@ -411,7 +411,7 @@ class Pool:
             retries,
             threads_per_worker,
             drain_at_exit=False,
-            description=f"<hakobu.Pool pool_size={processes}>",
+            description=f"<hakobu.Pool pool_size={processes}>" if processes else "<hakobu.Pool on Dask>",
             engine=kind,
             address=address,
             client=client,
