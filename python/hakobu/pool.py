@@ -27,7 +27,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union
 
 from . import _checks, _errors
 from ._pool.pickling import Function, function
@@ -36,7 +36,10 @@ from ._pool.tasks import CLOSE, RUN, TERMINATE, Sink, Task, make_task
 from ._pool.threads import available_cores
 
 if TYPE_CHECKING:
+    from ._dask.engine import DaskEngine
     from ._pool.engine import Engine
+
+    AnyEngine = Union[Engine, DaskEngine]
 
 T = TypeVar("T")
 
@@ -52,7 +55,7 @@ __all__ = [
 
 
 def _start_engine(
-    workers: int,
+    workers: Optional[int],
     initializer: Optional[Callable[..., Any]],
     initargs: Sequence[Any],
     max_tasks_per_worker: Optional[int],
@@ -61,11 +64,35 @@ def _start_engine(
     *,
     drain_at_exit: bool,
     description: str = "",
-) -> Engine:
-    """A new engine. Its module is imported here, with the first pool, not with hakobu: a pool's
-    worker, which imports hakobu, then never imports it nor installs its process-wide hooks."""
+    engine: str = "local",
+    address: Optional[str] = None,
+    client: Any = None,
+) -> AnyEngine:
+    """A new engine, local or on Dask (``engine`` as _engine_kind returned). Its module is imported
+    here, with the first pool, not with hakobu: a pool's worker, which imports hakobu, then never
+    imports it nor installs its process-wide hooks (nor imports Dask)."""
+    if engine == "dask":
+        if max_tasks_per_worker is not None:
+            raise ValueError(
+                "maxtasksperchild/max_tasks_per_child cannot be used with engine='dask': Dask does not "
+                "replace its worker processes after a number of tasks; leave it None"
+            )
+        from ._dask.engine import DaskEngine
+
+        return DaskEngine(
+            workers,
+            initializer,
+            initargs,
+            retries,
+            threads_per_worker,
+            drain_at_exit=drain_at_exit,
+            description=description,
+            address=address,
+            client=client,
+        )
     from ._pool.engine import Engine
 
+    assert workers is not None
     return Engine(
         workers,
         initializer,
@@ -76,6 +103,30 @@ def _start_engine(
         drain_at_exit=drain_at_exit,
         description=description,
     )
+
+
+ENGINES = ("local", "dask")
+
+
+def _engine_kind(engine: str, address: Optional[str], client: Any) -> str:
+    """Which engine the arguments ask for: "local" or "dask" (``client=`` implies "dask")."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if address is not None and client is not None:
+        raise ValueError(
+            "pass either address= (the pool connects its own client to that scheduler) or client= "
+            "(an existing distributed.Client), not both"
+        )
+    if client is not None:
+        return "dask"
+    if address is not None:
+        if engine != "dask":
+            raise ValueError(f"address={address!r} is a Dask scheduler's address: pass engine='dask' too")
+        if not isinstance(address, str) or not address:
+            raise ValueError(
+                f"address must be a Dask scheduler's address such as 'tcp://host:8786', got {address!r}"
+            )
+    return engine
 
 
 def _check_options(retries: int, threads_per_worker: Optional[int]) -> None:
@@ -308,6 +359,22 @@ class Pool:
     state that cannot be pickled, such as a lock; a script without a guard,
     a notebook or ``python -c`` code is never run again: its functions and
     classes travel by value (cloudpickle), as do lambdas.
+
+    ``engine="dask"`` runs the tasks on a ``dask.distributed`` cluster
+    instead (``pip install "hakobu[dask]"``): the scheduler at ``address``
+    (``"tcp://host:8786"``, any scheme Dask knows), or the cluster of
+    ``client``, an existing ``distributed.Client`` the pool uses and never
+    closes (``client=`` implies ``engine="dask"``); with neither, a
+    ``LocalCluster`` of ``processes`` worker processes (one thread each) that
+    the pool closes when it ends. Tasks and results travel as Dask moves
+    them; the main script's functions and classes travel by value. ``retries``
+    is the started cluster's allowed failures (runs again of a task whose
+    worker died); on a given cluster its scheduler's
+    ``distributed.scheduler.allowed-failures`` (default 3) says that, and
+    ``retries`` adds runs after it: at most (allowed_failures + 1) *
+    (retries + 1) runs in all. ``processes`` sets the default chunksize
+    there (default: the cluster's threads). ``maxtasksperchild`` cannot be
+    used: Dask does not replace workers after a number of tasks.
     """
 
     def __init__(
@@ -320,18 +387,22 @@ class Pool:
         *,
         retries: int = 0,
         threads_per_worker: Optional[int] = None,
+        engine: str = "local",
+        address: Optional[str] = None,
+        client: Any = None,
     ) -> None:
         del context  # multiprocessing's start method: hakobu's workers are always fresh interpreters
-        if processes is None:
+        kind = _engine_kind(engine, address, client)
+        on_given_cluster = address is not None or client is not None
+        if processes is None and not on_given_cluster:
             processes = available_cores()
-        if processes < 1:
+        if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_options(retries, threads_per_worker)
-        self._processes = processes
         self._engine = _start_engine(
             processes,
             initializer,
@@ -340,13 +411,19 @@ class Pool:
             retries,
             threads_per_worker,
             drain_at_exit=False,
-            description=f"<hakobu.Pool pool_size={processes}>",
+            description=f"<hakobu.Pool pool_size={processes}>" if processes else "<hakobu.Pool on Dask>",
+            engine=kind,
+            address=address,
+            client=client,
         )
+        self._processes = processes if processes is not None else self._engine.workers
+        # The main script's names go by reference only to workers that can run the script.
+        self._by_reference = kind == "local"
         # Garbage-collected while running: warn and terminate, as multiprocessing does.
         self._finalizer = weakref.finalize(
-            self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={processes}>"
+            self, _collect_pool, self._engine, f"<hakobu.Pool pool_size={self._processes}>"
         )
-        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit terminates it
+        self._finalizer.atexit = False  # at exit, the engine's own exit hook terminates it
 
     # --- one call ----------------------------------------------------------------------
 
@@ -443,14 +520,22 @@ class Pool:
         chunksize: int = 1,
     ) -> None:
         """Sends ``func`` over ``chunks``; what cannot be pickled fails its result, as in multiprocessing."""
+        by_reference = self._by_reference
         try:
-            fn = function(func)
+            fn = function(func, main_by_reference=by_reference)
         except Exception as error:  # noqa: BLE001
             for index, _ in enumerate(chunks):
                 sink_for(index).finish(False, error)
             return
         tasks = [
-            make_task(fn, mode, chunk, sink_for(index), _label(fn, mode, index * chunksize, len(chunk)))
+            make_task(
+                fn,
+                mode,
+                chunk,
+                sink_for(index),
+                _label(fn, mode, index * chunksize, len(chunk)),
+                main_by_reference=by_reference,
+            )
             for index, chunk in enumerate(chunks)
         ]
         if not self._engine.submit([task for task in tasks if task is not None]):
@@ -477,7 +562,7 @@ class Pool:
         self._engine.open_feed()
         feeder = threading.Thread(
             target=_feed,
-            args=(self._engine, func, iterable, chunksize, results),
+            args=(self._engine, func, iterable, chunksize, results, self._by_reference),
             name="hakobu-pool-imap",
             daemon=True,
         )
@@ -520,7 +605,7 @@ class Pool:
         return f"<hakobu.Pool state={self._engine.state} pool_size={self._processes}>"
 
 
-def _collect_pool(engine: Engine, description: str) -> None:
+def _collect_pool(engine: AnyEngine, description: str) -> None:
     if engine.owner_pid != os.getpid():
         return  # a forked child: the workers are its parent's
     if engine.state == RUN:
@@ -529,17 +614,18 @@ def _collect_pool(engine: Engine, description: str) -> None:
 
 
 def _feed(
-    engine: Engine,
+    engine: AnyEngine,
     func: Callable[..., Any],
     iterable: Iterable[Any],
     chunksize: int,
     results: IMapIterator[Any],
+    by_reference: bool,
 ) -> None:
     """imap's producer thread: reads ``iterable`` as room frees up, one task per chunk."""
     index = 0
     try:
         try:
-            fn = function(func)
+            fn = function(func, main_by_reference=by_reference)
             items = iter(iterable)
             while True:
                 engine.wait_for_room()
@@ -548,7 +634,12 @@ def _feed(
                     break
                 sink = _ChunkSink(results, index, chunksize == 1)
                 task = make_task(
-                    fn, MODE_ARG, chunk, sink, _label(fn, MODE_ARG, index * chunksize, len(chunk))
+                    fn,
+                    MODE_ARG,
+                    chunk,
+                    sink,
+                    _label(fn, MODE_ARG, index * chunksize, len(chunk)),
+                    main_by_reference=by_reference,
                 )
                 index += 1
                 if task is not None and not engine.submit([task], feeding=True):
@@ -602,6 +693,10 @@ class Executor(concurrent.futures.Executor):
     each worker's OpenMP/BLAS threads (default: cores / workers). ``mp_context``
     is accepted and ignored: workers always start as fresh interpreters (the
     main script's functions travel as for Pool).
+
+    ``engine="dask"``, ``address`` and ``client`` run the tasks on a Dask
+    cluster, as for Pool (``max_workers``: the started LocalCluster's
+    processes; ``max_tasks_per_child`` cannot be used there).
     """
 
     def __init__(
@@ -614,10 +709,15 @@ class Executor(concurrent.futures.Executor):
         retries: int = 0,
         threads_per_worker: Optional[int] = None,
         mp_context: object = None,
+        engine: str = "local",
+        address: Optional[str] = None,
+        client: Any = None,
     ) -> None:
         del mp_context  # ProcessPoolExecutor's start method: hakobu's workers are always fresh interpreters
+        kind = _engine_kind(engine, address, client)
         if max_workers is None:
-            max_workers = available_cores()
+            if address is None and client is None:
+                max_workers = available_cores()
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
@@ -628,7 +728,6 @@ class Executor(concurrent.futures.Executor):
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
         _check_options(retries, threads_per_worker)
-        self._max_workers = max_workers
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._engine = _start_engine(
@@ -639,10 +738,15 @@ class Executor(concurrent.futures.Executor):
             retries,
             threads_per_worker,
             drain_at_exit=True,
+            engine=kind,
+            address=address,
+            client=client,
         )
+        self._max_workers = max_workers if max_workers is not None else self._engine.workers
+        self._by_reference = kind == "local"
         # Garbage-collected: the work goes on, then the workers exit (as concurrent.futures does).
         self._finalizer = weakref.finalize(self, self._engine.close)
-        self._finalizer.atexit = False  # at exit, _pool.engine._at_exit lets the work finish
+        self._finalizer.atexit = False  # at exit, the engine's own exit hook lets the work finish
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Schedules ``fn(*args, **kwargs)``; returns its Future."""
@@ -680,7 +784,7 @@ class Executor(concurrent.futures.Executor):
             futures: list[concurrent.futures.Future[Any]] = []
             tasks: list[Task] = []
             try:
-                pickled: Optional[Function] = function(fn)
+                pickled: Optional[Function] = function(fn, main_by_reference=self._by_reference)
             except Exception as error:  # noqa: BLE001 - as concurrent.futures: the future carries it
                 pickled, failure = None, error
             start = 0
@@ -691,7 +795,14 @@ class Executor(concurrent.futures.Executor):
                 if pickled is None:
                     sink.finish(False, failure)
                     continue
-                task = make_task(pickled, mode, chunk, sink, _label(pickled, mode, start, len(chunk)))
+                task = make_task(
+                    pickled,
+                    mode,
+                    chunk,
+                    sink,
+                    _label(pickled, mode, start, len(chunk)),
+                    main_by_reference=self._by_reference,
+                )
                 start += len(chunk)
                 if task is not None:
                     tasks.append(task)

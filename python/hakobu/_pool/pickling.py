@@ -5,7 +5,9 @@ buffers ride the hakobu queue out of band, by reference when they already live
 in hakobu memory, so a task's big arrays are never pickled. Plain pickle first
 (fast), cloudpickle for what it cannot do (lambdas, local functions). The main
 script's functions and classes go by reference when workers can find them
-there (main_script.py). A function is pickled once (Function, function()); an
+there (main_script.py), unless the caller says the workers cannot run the
+script (``main_by_reference=False``: a Dask cluster's workers, maybe on other
+hosts): then they travel by value. A function is pickled once (Function, function()); an
 exception travels with its traceback text (pack_error, rebuild_error). The
 engine and the workers both use this module.
 """
@@ -34,15 +36,23 @@ class _ByValue(Exception):
     """Raised by _Pickler for what only cloudpickle can send (the main script's, by value)."""
 
 
+def _in_main(obj: Any) -> bool:
+    """A function or class of the main script (or of the script a worker ran as __mp_main__)."""
+    return isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in (
+        "__main__",
+        "__mp_main__",
+    )
+
+
 class _Pickler(pickle.Pickler):
-    """Plain pickle, with the main script's functions and classes by reference (main_script.py)."""
+    """Plain pickle, with the main script's functions and classes by reference (main_script.py),
+    or handed to cloudpickle when ``main_by_reference`` is False."""
+
+    main_by_reference = True
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in (
-            "__main__",
-            "__mp_main__",
-        ):
-            reference = main_reference(obj)
+        if _in_main(obj):
+            reference = main_reference(obj) if self.main_by_reference else None
             if reference is None:
                 raise _ByValue
             return main_global, (reference,)
@@ -52,22 +62,22 @@ class _Pickler(pickle.Pickler):
 class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the main script's names by reference where workers can find them."""
 
+    main_by_reference = True
+
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) in (
-            "__main__",
-            "__mp_main__",
-        ):
+        if self.main_by_reference and _in_main(obj):
             reference = main_reference(obj)
             if reference is not None:
                 return main_global, (reference,)
         return super().reducer_override(obj)
 
 
-def dumps(obj: Any, buffers: Optional[list[Any]]) -> tuple[bytes, bool]:
+def dumps(obj: Any, buffers: Optional[list[Any]], *, main_by_reference: bool = True) -> tuple[bytes, bool]:
     """(stream, by value): ``obj`` pickled, its large buffers appended to ``buffers`` (None:
     every buffer in the stream).
 
     ``by value``: cloudpickle was needed (the stream holds code, not only names).
+    ``main_by_reference``: False when the workers cannot run the main script.
     """
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -85,20 +95,25 @@ def dumps(obj: Any, buffers: Optional[list[Any]]) -> tuple[bytes, bool]:
     first = 0 if buffers is None else len(buffers)
     file = io.BytesIO()
     try:
-        _Pickler(file, 5, buffer_callback=callback).dump(obj)
+        plain = _Pickler(file, 5, buffer_callback=callback)
+        plain.main_by_reference = main_by_reference
+        plain.dump(obj)
         return file.getvalue(), False
     except (_ByValue, pickle.PicklingError, AttributeError, TypeError):
         if buffers is not None:
             del buffers[first:]
     file = io.BytesIO()
-    _CloudPickler(file, 5, buffer_callback=callback).dump(obj)
+    cloud = _CloudPickler(file, 5, buffer_callback=callback)
+    cloud.main_by_reference = main_by_reference
+    cloud.dump(obj)
     return file.getvalue(), True
 
 
-def pack(obj: Any) -> Packed:
-    """(stream, buffers): ``obj`` pickled with its large buffers apart."""
+def pack(obj: Any, *, main_by_reference: bool = True) -> Packed:
+    """(stream, buffers): ``obj`` pickled with its large buffers apart (``main_by_reference``:
+    see dumps)."""
     buffers: list[Any] = []
-    stream, _ = dumps(obj, buffers)
+    stream, _ = dumps(obj, buffers, main_by_reference=main_by_reference)
     return stream, buffers
 
 
@@ -173,21 +188,24 @@ _functions: weakref.WeakKeyDictionary[Any, Function] = weakref.WeakKeyDictionary
 _functions_lock = threading.Lock()
 
 
-def function(fn: Callable[..., Any]) -> Function:
-    """``fn`` pickled for the workers: by reference when they can import it, else by value.
+def function(fn: Callable[..., Any], *, main_by_reference: bool = True) -> Function:
+    """``fn`` pickled for the workers: by reference when they can import it, else by value
+    (``main_by_reference``: see dumps).
 
     A function pickled by reference is pickled once per process; one pickled by
     value (a closure, a lambda) at every call, so that the workers see the
     values it captures now.
     """
-    with _functions_lock:
-        try:
-            cached = _functions.get(fn)
-        except TypeError:  # not weakly referenceable, or not hashable
-            cached = None
+    cached = None
+    if main_by_reference or not _in_main(fn):  # the cache holds the main script's by reference
+        with _functions_lock:
+            try:
+                cached = _functions.get(fn)
+            except TypeError:  # not weakly referenceable, or not hashable
+                cached = None
     if cached is not None:
         return cached
-    blob, by_value = dumps(fn, None)
+    blob, by_value = dumps(fn, None, main_by_reference=main_by_reference)
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     pickled = Function(hashlib.blake2b(blob, digest_size=KEY_BYTES).digest(), blob, str(name))
     if not by_value and isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):

@@ -46,10 +46,16 @@ class Task:
     started: bool = False
 
 
-def make_task(fn: Function, mode: int, items: list[Any], sink: Sink, label: str) -> Optional[Task]:
-    """A task for ``items``; None, with the error given to the sink, if they cannot be pickled."""
+def make_task(
+    fn: Function, mode: int, items: list[Any], sink: Sink, label: str, *, main_by_reference: bool = True
+) -> Optional[Task]:
+    """A task for ``items``; None, with the error given to the sink, if they cannot be pickled.
+
+    ``main_by_reference``: False when the workers cannot run the main script
+    (pickling.dumps): its classes in ``items`` then travel by value.
+    """
     try:
-        payload = pack(items)
+        payload = pack(items, main_by_reference=main_by_reference)
     except Exception as error:  # noqa: BLE001 - as multiprocessing: the result carries the error
         sink.finish(False, error)
         return None
