@@ -1,0 +1,48 @@
+"""A hakobu:// listener in its own process: prints its address, then serves each connection.
+
+argv[1] is what it does with a connection:
+- ``echo``: sends every message back until the peer closes;
+- ``big``: sends one message holding a 64 MiB array (values 0..255 repeating), then echoes;
+- ``silent``: reads and never answers (the peer waits in read, for a kill of this process).
+Stops after the first connection ends, or when stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import numpy as np
+from distributed.comm import CommClosedError, listen
+from distributed.comm.core import Comm
+
+
+async def main(mode: str) -> None:
+    done = asyncio.Event()
+
+    async def serve(comm: Comm) -> None:
+        try:
+            if mode == "big":
+                await comm.write({"array": (np.arange(64 << 20) % 256).astype(np.uint8)})
+            while True:
+                message = await comm.read()
+                if mode != "silent":
+                    await comm.write(message)
+        except CommClosedError:
+            pass
+        finally:
+            await comm.close()
+            done.set()
+
+    async with listen("hakobu://127.0.0.1:0", serve) as listener:
+        print(listener.contact_address, flush=True)
+        stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await asyncio.wait(
+            [asyncio.ensure_future(done.wait()), stdin_closed],
+            timeout=120,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    print("stopped", flush=True)
+
+
+asyncio.run(main(sys.argv[1]))
