@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 
 import numpy as np
 from distributed.comm import CommClosedError, listen
@@ -36,12 +37,15 @@ async def main(mode: str) -> None:
 
     async with listen("hakobu://127.0.0.1:0", serve) as listener:
         print(listener.contact_address, flush=True)
-        stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await asyncio.wait(
-            [asyncio.ensure_future(done.wait()), stdin_closed],
-            timeout=120,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        # The test closing stdin (or dying) stops this program too; a daemon thread watches.
+        loop = asyncio.get_running_loop()
+
+        def watch_stdin() -> None:
+            sys.stdin.read()
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        await asyncio.wait_for(done.wait(), timeout=120)
     print("stopped", flush=True)
 
 
