@@ -22,15 +22,15 @@ import pytest
 
 pytest.importorskip("distributed", reason="Dask is not installed (pip install 'hakobu[dask]')")
 
-from conftest import DOMAIN, files_of_domain, start  # noqa: E402
-from distributed.comm import CommClosedError, connect, listen  # noqa: E402
-from distributed.comm.core import Comm, FatalCommClosedError  # noqa: E402
-from distributed.comm.registry import get_backend  # noqa: E402
-from distributed.protocol import to_serialize  # noqa: E402
+from conftest import DOMAIN, files_of_domain, start
+from distributed.comm import CommClosedError, connect, listen
+from distributed.comm.core import Comm, FatalCommClosedError
+from distributed.comm.registry import get_backend
+from distributed.protocol import to_serialize
 
-import hakobu  # noqa: E402
-from hakobu import _arrays, _core  # noqa: E402
-from hakobu._dask import comm as hakobu_comm  # noqa: E402
+import hakobu
+from hakobu import _arrays, _core
+from hakobu._dask import comm as hakobu_comm
 
 T = TypeVar("T")
 WATCHDOG = 60.0  # seconds: no test waits longer for anything
@@ -110,7 +110,7 @@ def test_dask_finds_the_backend_by_its_scheme() -> None:
 def test_connecting_to_another_host_fails_at_once_and_says_why() -> None:
     async def attempt() -> float:
         started = time.monotonic()
-        with pytest.raises(FatalCommClosedError, match="not an address of this machine.*tcp://"):
+        with pytest.raises(FatalCommClosedError, match=r"not an address of this machine.*tcp://"):
             await connect("hakobu://192.0.2.77:8786", timeout=30)
         return time.monotonic() - started
 
@@ -437,21 +437,23 @@ def test_the_connector_killed_mid_read_ends_the_listeners_read() -> None:
 def test_a_local_cluster_computes_with_arrays_over_hakobu() -> None:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        protocol="hakobu", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        with Client(cluster) as client:
-            assert cluster.scheduler_address.startswith("hakobu://")
-            workers = sorted(client.scheduler_info()["workers"])
-            assert len(workers) == 2 and all(w.startswith("hakobu://") for w in workers)
-            # Made on one worker, used on the other: the arrays cross between processes.
-            a = client.submit(np.full, 1 << 20, 1.0, workers=[workers[0]], pure=False)
-            b = client.submit(np.full, 1 << 20, 2.0, workers=[workers[1]], pure=False)
-            # A lambda travels by value: a function of this module would make the worker import
-            # it, and with it conftest, which points HAKOBU_DOMAIN at a domain of its own.
-            total = client.submit(lambda x, y: x + y, a, b, workers=[workers[1]]).result(timeout=WATCHDOG)
-            np.testing.assert_array_equal(total, np.full(1 << 20, 3.0))
-            assert client.submit(lambda: os.getpid(), workers=[workers[0]]).result() != os.getpid()
+    with (
+        LocalCluster(
+            protocol="hakobu", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert cluster.scheduler_address.startswith("hakobu://")
+        workers = sorted(client.scheduler_info()["workers"])
+        assert len(workers) == 2 and all(w.startswith("hakobu://") for w in workers)
+        # Made on one worker, used on the other: the arrays cross between processes.
+        a = client.submit(np.full, 1 << 20, 1.0, workers=[workers[0]], pure=False)
+        b = client.submit(np.full, 1 << 20, 2.0, workers=[workers[1]], pure=False)
+        # A lambda travels by value: a function of this module would make the worker import
+        # it, and with it conftest, which points HAKOBU_DOMAIN at a domain of its own.
+        total = client.submit(lambda x, y: x + y, a, b, workers=[workers[1]]).result(timeout=WATCHDOG)
+        np.testing.assert_array_equal(total, np.full(1 << 20, 3.0))
+        assert client.submit(lambda: os.getpid(), workers=[workers[0]]).result() != os.getpid()
     assert connection_queues() == []
 
 
