@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, cast
 
 import numpy as np
+from dask.utils import parse_bytes
 from distributed import utils as _distributed_utils
 from distributed.comm import utils as _comm_utils
 from distributed.comm.addressing import parse_host_port, unparse_host_port
@@ -60,6 +61,7 @@ from distributed.comm.registry import Backend
 from distributed.utils import ensure_ip
 
 from .. import _core, _errors
+from .._arrays import empty
 from .._queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,12 @@ to_frames = cast(Callable[..., Awaitable[list[Any]]], _comm_utils.to_frames)
 from_frames = cast(Callable[..., Awaitable[Any]], _comm_utils.from_frames)
 ensure_concrete_host = cast(Callable[..., str], _comm_utils.ensure_concrete_host)
 get_ip = cast(Callable[..., str], _distributed_utils.get_ip)
+offload = cast(Callable[..., Awaitable[Any]], _distributed_utils.offload)
+# Frames from this size are copied into shared memory in Dask's offload thread: its own
+# threshold for moving (de)serialization off the event loop (10 MiB by default; 0 or
+# false in Dask's config turns offloading off, here too).
+_threshold = _comm_utils.OFFLOAD_THRESHOLD
+OFFLOAD_BYTES: Optional[int] = int(parse_bytes(_threshold)) if _threshold else None
 
 PREFIX = "hakobu://"
 # Queue names: the listener's accept queue, and the two queues of each connection.
@@ -291,7 +299,7 @@ class HakobuComm(Comm):
             try:
                 await send.put_async(header)
                 for frame in large:
-                    await send.put_async(np.frombuffer(frame, dtype=np.uint8))
+                    await send.put_async(await _in_shared_memory(frame, self.allow_offload))
             except (_errors.Closed, _errors.Unlinked) as exc:
                 self.abort()
                 raise CommClosedError(f"in {self!r}: the peer is gone ({exc})") from None
@@ -324,6 +332,19 @@ class HakobuComm(Comm):
 
     def closed(self) -> bool:
         return self._closed
+
+
+async def _in_shared_memory(frame: memoryview, allow_offload: bool) -> np.ndarray:
+    """A large frame as a uint8 array to put: copied into a hakobu block off the event loop
+    when big (as Dask offloads (de)serializing big messages), so that the copy and the page
+    faults of fresh shared memory do not stall the loop's heartbeats; the block then goes on
+    the queue by reference. Smaller frames are copied by the put itself."""
+    source = np.frombuffer(frame, dtype=np.uint8)
+    if not allow_offload or OFFLOAD_BYTES is None or source.nbytes < OFFLOAD_BYTES:
+        return source
+    block = empty(source.nbytes, np.uint8)
+    await offload(np.copyto, block, source)
+    return block
 
 
 def _release(
@@ -441,6 +462,8 @@ class HakobuConnector(Connector):
         try:
             creator = int(accept.stats()["creator_pid"])
             if not _process_alive(creator):
+                # A listener that was killed leaves its accept queue; nobody else will remove it.
+                _remove_queue(accept.name)
                 raise ConnectionRefusedError(
                     errno.ECONNREFUSED,
                     f"the hakobu:// listener at {PREFIX}{address} (process {creator}) is gone",
