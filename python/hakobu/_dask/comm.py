@@ -353,9 +353,17 @@ def _release(
     """Closes both handles and removes the queue received on (and the peer's, if it is gone)."""
     if send is not None:
         name = send.name
+        # The peer's process is gone (its stream ended as lost, or its id is free and no loop
+        # watches the queue: an id alone could mislead across PID namespaces): nobody else
+        # will remove the queue. A live peer removes it itself after reading what is left.
+        try:
+            watched = bool(send.stats()["receivers_waiting"])
+        except _errors.HakobuError:
+            watched = False  # removed already, by the peer: nothing to decide
+        gone = peer_lost or (not _process_alive(peer_pid) and not watched)
         send.close(failed=failed)
-        if peer_lost or not _process_alive(peer_pid):
-            _remove_queue(name)  # nobody else will remove it
+        if gone:
+            _remove_queue(name)
     if receive is not None:
         name = receive.name
         receive.close()
@@ -460,9 +468,12 @@ class HakobuConnector(Connector):
                 errno.ECONNREFUSED, f"no hakobu:// listener at {PREFIX}{address} (no accept queue)"
             ) from None
         try:
-            creator = int(accept.stats()["creator_pid"])
-            if not _process_alive(creator):
-                # A listener that was killed leaves its accept queue; nobody else will remove it.
+            stats = accept.stats()
+            creator = int(stats["creator_pid"])
+            # A listener that was killed leaves its accept queue; nobody else will remove it.
+            # Its process id alone could mislead (another PID namespace sharing /dev/shm), so
+            # only a queue that no event loop watches either counts as the dead listener's.
+            if not _process_alive(creator) and not stats["receivers_waiting"]:
                 _remove_queue(accept.name)
                 raise ConnectionRefusedError(
                     errno.ECONNREFUSED,
