@@ -502,3 +502,88 @@ def test_dask_worker_command_joins_a_scheduler_over_hakobu() -> None:
 
 def test_nothing_of_the_comm_is_left_in_shared_memory() -> None:
     assert connection_queues() == [], files_of_domain()
+
+
+# --- regressions: a dead or misbehaving peer never hangs or stops the comm -----------------------
+def test_a_write_waiting_for_room_fails_when_the_peer_dies() -> None:
+    listener, address = start_listener("idle")
+
+    async def scenario() -> None:
+        comm = await connect(address, timeout=10)
+        for index in range(hakobu_comm.CONNECTION_CAPACITY):  # the idle peer reads none of them
+            await comm.write({"n": index})
+        blocked = asyncio.ensure_future(comm.write({"n": "one too many"}))
+        await asyncio.sleep(0.3)
+        assert not blocked.done()  # waits for room, as it should while the peer lives
+        listener.send_signal(signal.SIGKILL)
+        listener.wait(timeout=WATCHDOG)  # reaped: a zombie still counts as a process
+        with pytest.raises(CommClosedError, match="peer process died"):
+            await blocked
+        assert comm.closed()
+
+    try:
+        run(scenario())
+    finally:
+        stop(listener)
+    # The connection's queues went with the abort; the dead listener's accept queue is left
+    # for the next listener to reap (tested below): removed here so that tests stay apart.
+    port = address.rsplit(":", 1)[1]
+    assert connection_queues() == [f"dask.listen.{port}"]
+    hakobu.remove(f"dask.listen.{port}")
+
+
+def test_a_read_cancelled_in_the_middle_of_a_message_closes_the_comm() -> None:
+    async def scenario() -> None:
+        async with listen("hakobu://127.0.0.1:0", echo) as listener:
+            comm = await connect(listener.contact_address, timeout=10)
+            assert isinstance(comm, hakobu_comm.HakobuComm)
+            # A header announcing a large frame that never comes: the read waits mid-message.
+            header, _large = hakobu_comm.build_header([b"x" * hakobu_comm.LARGE_FRAME])
+            with hakobu.Queue(comm._receive_name, create=False) as writer:
+                writer.put(header)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(comm.read(), 0.3)
+            assert comm.closed()  # the next read must not take the frame for a header
+
+    run(scenario())
+    assert connection_queues() == []
+
+
+@pytest.mark.parametrize("request_", [b"[" * 4000, b"\xff\xfe", b'{"version": 1}', b"{}"])
+def test_a_bad_connection_request_is_dropped_and_the_listener_goes_on(request_: bytes) -> None:
+    async def scenario() -> None:
+        async with listen("hakobu://127.0.0.1:0", echo) as listener:
+            port = listener.contact_address.rsplit(":", 1)[1]
+            with hakobu.Queue(f"dask.listen.{port}", create=False) as accept:
+                accept.put(request_)
+            comm = await connect(listener.contact_address, timeout=10)
+            await comm.write({"still": "accepting"})
+            assert await comm.read() == {"still": "accepting"}
+            await comm.close()
+
+    run(scenario())
+    assert connection_queues() == []
+
+
+def test_a_new_listener_removes_the_accept_queue_of_a_killed_one() -> None:
+    listener, address = start_listener("silent")
+    port = address.rsplit(":", 1)[1]
+
+    async def scenario() -> None:
+        listener.send_signal(signal.SIGKILL)
+        listener.wait(timeout=WATCHDOG)  # reaped: a zombie still counts as a process
+        assert connection_queues() == [f"dask.listen.{port}"]
+        async with listen("hakobu://127.0.0.1:0", echo) as fresh:
+            fresh_port = fresh.contact_address.rsplit(":", 1)[1]
+            # The dead process's watch of its queue may still be registered for a moment
+            # (it is dropped lazily): look again, within the watchdog, as later listeners do.
+            while f"dask.listen.{port}" in connection_queues():
+                hakobu_comm.reap_stale_queues(DOMAIN)
+                await asyncio.sleep(0.05)
+            assert connection_queues() == [f"dask.listen.{fresh_port}"]
+
+    try:
+        run(scenario())
+    finally:
+        stop(listener)
+    assert connection_queues() == []

@@ -84,6 +84,8 @@ ACCEPT_NAME = "dask.listen.{port}"
 CONNECTION_NAME = "dask.{port}.{token}"
 # Ports chosen when a listener asks for port 0 (as an ephemeral TCP port would be).
 EPHEMERAL_PORTS = (20000, 64999)
+# How often a write waiting for room looks whether the peer process still lives.
+SENDER_CHECK_SECONDS = 0.1
 # Messages in flight per direction: a writer waits for room beyond this (backpressure).
 CONNECTION_CAPACITY = 64
 # Frames from this size travel as their own message, in a block of shared memory read
@@ -114,6 +116,28 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, as another user's process
     return True
+
+
+def _pid_namespace() -> int:
+    """This process's PID namespace (0 if unknown): process ids mean something only within one."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _peer_pid(fields: dict[str, Any]) -> int:
+    """The peer's process id from its set-up message, or 0 (unknown: never judged dead) when it
+    lives in another PID namespace, where the same number names another process or none."""
+    namespace = fields.get("pidns")
+    if not isinstance(namespace, int) or namespace != _pid_namespace() or namespace == 0:
+        return 0
+    return int(fields["pid"])
+
+
+def _peer_dead(pid: int) -> bool:
+    """Whether a known peer process (pid > 0) is gone; an unknown one (0) is not judged."""
+    return pid > 0 and not _process_alive(pid)
 
 
 def _remove_queue(name: str) -> None:
@@ -244,31 +268,12 @@ class HakobuComm(Comm):
         async with self._read_lock:
             header = await self._get()
             try:
-                layout, inline = parse_header(header)
-            except ValueError as exc:
+                frames = await self._read_frames(header)
+            except BaseException:
+                # A message taken in part (a cancelled read, an error): what follows on the
+                # queue would be read out of step, so the connection cannot go on (as Dask's TCP comm).
                 self.abort()
-                raise CommClosedError(f"in {self!r}: malformed message from the peer: {exc}") from None
-            frames: list[Any] = []
-            offset = 0
-            for kind, size in layout:
-                if kind == _INLINE:
-                    frames.append(inline[offset : offset + size])
-                    offset += size
-                    continue
-                block = await self._get()
-                if not (isinstance(block, np.ndarray) and block.dtype == np.uint8 and block.ndim == 1):
-                    self.abort()
-                    raise CommClosedError(
-                        f"in {self!r}: malformed message from the peer: a large frame arrived as "
-                        f"{type(block).__name__}, expected a uint8 array"
-                    )
-                if block.nbytes != size:
-                    self.abort()
-                    raise CommClosedError(
-                        f"in {self!r}: malformed message from the peer: a frame of {block.nbytes} "
-                        f"bytes where the header says {size}"
-                    )
-                frames.append(block.data)  # a view of the block: no copy
+                raise
         try:
             return await from_frames(
                 frames,
@@ -279,6 +284,36 @@ class HakobuComm(Comm):
         except EOFError:
             self.abort()
             raise CommClosedError(f"in {self!r}: aborted stream on truncated data") from None
+
+    async def _read_frames(self, header: Any) -> list[Any]:
+        """The frames of the message whose header was read: small ones from it, large ones from the queue."""
+        try:
+            layout, inline = parse_header(header)
+        except ValueError as exc:
+            self.abort()
+            raise CommClosedError(f"in {self!r}: malformed message from the peer: {exc}") from None
+        frames: list[Any] = []
+        offset = 0
+        for kind, size in layout:
+            if kind == _INLINE:
+                frames.append(inline[offset : offset + size])
+                offset += size
+                continue
+            block = await self._get()
+            if not (isinstance(block, np.ndarray) and block.dtype == np.uint8 and block.ndim == 1):
+                self.abort()
+                raise CommClosedError(
+                    f"in {self!r}: malformed message from the peer: a large frame arrived as "
+                    f"{type(block).__name__}, expected a uint8 array"
+                )
+            if block.nbytes != size:
+                self.abort()
+                raise CommClosedError(
+                    f"in {self!r}: malformed message from the peer: a frame of {block.nbytes} "
+                    f"bytes where the header says {size}"
+                )
+            frames.append(block.data)  # a view of the block: no copy
+        return frames
 
     # --- writing ---
     async def write(self, msg: Any, serializers: Any = None, on_error: Any = "message") -> int:
@@ -297,9 +332,9 @@ class HakobuComm(Comm):
             if send is None:
                 raise CommClosedError(f"in {self!r}: closed")
             try:
-                await send.put_async(header)
+                await self._put(send, header)
                 for frame in large:
-                    await send.put_async(await _in_shared_memory(frame, self.allow_offload))
+                    await self._put(send, await _in_shared_memory(frame, self.allow_offload))
             except (_errors.Closed, _errors.Unlinked) as exc:
                 self.abort()
                 raise CommClosedError(f"in {self!r}: the peer is gone ({exc})") from None
@@ -308,6 +343,20 @@ class HakobuComm(Comm):
                 self.abort()
                 raise
         return len(header) + sum(frame.nbytes for frame in large)
+
+    async def _put(self, send: Queue, message: Any) -> None:
+        """Puts one message, waiting for room while the peer lives: a dead peer reads nothing
+        more, so a writer waiting on its full queue would wait forever (TCP: a broken pipe)."""
+        while True:
+            if _peer_dead(self._peer_pid):
+                self._peer_lost = True
+                self.abort()
+                raise CommClosedError(f"in {self!r}: the peer process died")
+            try:
+                await send.put_async(message, timeout=SENDER_CHECK_SECONDS)
+                return
+            except _errors.Full:
+                continue  # no room yet: look at the peer again
 
     # --- ending ---
     async def close(self) -> None:
@@ -360,7 +409,7 @@ def _release(
             watched = bool(send.stats()["receivers_waiting"])
         except _errors.HakobuError:
             watched = False  # removed already, by the peer: nothing to decide
-        gone = peer_lost or (not _process_alive(peer_pid) and not watched)
+        gone = peer_lost or (_peer_dead(peer_pid) and not watched)
         send.close(failed=failed)
         if gone:
             _remove_queue(name)
@@ -439,8 +488,8 @@ def _read_hello(message: Any, what: str, required: dict[str, type]) -> dict[str,
         raise ValueError(f"{what}: expected at most {MAX_HELLO_BYTES} bytes of JSON")
     try:
         fields = json.loads(message)
-    except ValueError as exc:
-        raise ValueError(f"{what}: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested beyond the stack
+        raise ValueError(f"{what}: not JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(fields, dict):
         raise ValueError(f"{what}: expected a JSON object")
     if fields.get("version") != _VERSION:
@@ -504,13 +553,14 @@ class HakobuConnector(Connector):
                         "up": up_name,
                         "down": down_name,
                         "pid": os.getpid(),
+                        "pidns": _pid_namespace(),
                         "address": local,
                     }
                 )
             )
             answer = await down.get_async()  # Dask's connect timeout bounds this wait
             fields = _read_hello(answer, "the listener's answer", {"pid": int, "address": str})
-            comm = HakobuComm(up, down, local, fields["address"], fields["pid"], deserialize)
+            comm = HakobuComm(up, down, local, fields["address"], _peer_pid(fields), deserialize)
             made = True
             return comm
         except _errors.EndOfStream:
@@ -544,6 +594,12 @@ class HakobuListener(BaseListener):
 
     async def start(self) -> None:
         self._accept = self._open_accept_queue()
+        try:
+            reap_stale_queues(self._accept.domain)
+        except _errors.HakobuError as exc:  # tidying must not keep a listener from starting
+            logger.warning(
+                "hakobu:// listener %s: could not look for stale queues: %s", self.contact_address, exc
+            )
         self._task = asyncio.ensure_future(self._serve())
         self._task.add_done_callback(self._served)
 
@@ -607,7 +663,7 @@ class HakobuListener(BaseListener):
                     message, "a connection request", {"up": str, "down": str, "pid": int, "address": str}
                 )
                 comm = self._open(fields)
-            except (ValueError, _errors.HakobuError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the listener
                 logger.warning(
                     "hakobu:// listener %s: dropped a connection request: %s", self.contact_address, exc
                 )
@@ -630,10 +686,18 @@ class HakobuListener(BaseListener):
             receive.close()
             raise
         send.put(
-            _hello({"version": _VERSION, "pid": os.getpid(), "address": self.contact_address}), timeout=0
+            _hello(
+                {
+                    "version": _VERSION,
+                    "pid": os.getpid(),
+                    "pidns": _pid_namespace(),
+                    "address": self.contact_address,
+                }
+            ),
+            timeout=0,
         )
         return HakobuComm(
-            send, receive, self.contact_address, fields["address"], fields["pid"], self._deserialize
+            send, receive, self.contact_address, fields["address"], _peer_pid(fields), self._deserialize
         )
 
     async def _handle(self, comm: HakobuComm) -> None:
@@ -663,6 +727,42 @@ class HakobuListener(BaseListener):
     @property
     def contact_address(self) -> str:
         return f"{PREFIX}{unparse_host_port(self._host, self._port)}"
+
+
+def _stale(name: str) -> bool:
+    """Whether the queue ``name`` was left by a process that is gone: its creator's process id
+    is free and no event loop watches it (an id alone could mislead across PID namespaces)."""
+    try:
+        with Queue(name, create=False, allow_pickle=False) as queue:
+            stats = queue.stats()
+    except _errors.HakobuError:
+        return False  # gone already, or not ours to judge
+    return not _process_alive(int(stats["creator_pid"])) and not stats["receivers_waiting"]
+
+
+def reap_stale_queues(domain: str) -> list[str]:
+    """Removes the queues of this comm that processes killed before they could remove them, and
+    returns their names: the accept queues of dead listeners, and the connection queues of a dead
+    connector whose listener is gone too (both ends dead: nobody else will). Every listener
+    runs it when it starts, so a cluster whose workers get killed and restarted does not pile up
+    queues (``hakobu rm`` removes them by hand)."""
+    names = {name for _path, kind, name in _core.domain_files(domain) if kind == "queue"}
+    removed = []
+    for name in sorted(names):
+        parts = name.split(".")
+        if len(parts) == 3 and name.startswith("dask.listen.") and _stale(name):
+            _remove_queue(name)
+            removed.append(name)
+    listening = {name for name in names if name.startswith("dask.listen.")} - set(removed)
+    for name in sorted(names):
+        parts = name.split(".")
+        connection = len(parts) == 4 and parts[0] == "dask" and parts[3] in ("up", "down")
+        if connection and f"dask.listen.{parts[1]}" not in listening and _stale(name):
+            _remove_queue(name)
+            removed.append(name)
+    if removed:
+        logger.info("hakobu:// removed queues left by processes that are gone: %s", ", ".join(removed))
+    return removed
 
 
 # --- the backend Dask loads --------------------------------------------------------------

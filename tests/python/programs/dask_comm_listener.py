@@ -3,7 +3,8 @@
 argv[1] is what it does with a connection:
 - ``echo``: sends every message back until the peer closes;
 - ``big``: sends one message holding a 64 MiB array (values 0..255 repeating), then echoes;
-- ``silent``: reads and never answers (the peer waits in read, for a kill of this process).
+- ``silent``: reads and never answers (the peer waits in read, for a kill of this process);
+- ``idle``: never reads (the peer's writes fill the queue, for a kill of this process).
 Stops after the first connection ends, or when stdin closes.
 """
 
@@ -25,6 +26,8 @@ async def main(mode: str) -> None:
         try:
             if mode == "big":
                 await comm.write({"array": (np.arange(64 << 20) % 256).astype(np.uint8)})
+            if mode == "idle":
+                await asyncio.sleep(120)  # never reads: the peer's writes fill the queue
             while True:
                 message = await comm.read()
                 if mode != "silent":
