@@ -740,6 +740,15 @@ def _stale(name: str) -> bool:
     return not _process_alive(int(stats["creator_pid"])) and not stats["receivers_waiting"]
 
 
+def _watched(name: str) -> bool:
+    """Whether an event loop or thread waits on the queue ``name`` now (True when unsure)."""
+    try:
+        with Queue(name, create=False, allow_pickle=False) as queue:
+            return bool(queue.stats()["receivers_waiting"])
+    except _errors.HakobuError:
+        return True  # gone already, or not ours to judge: leave it
+
+
 def reap_stale_queues(domain: str) -> list[str]:
     """Removes the queues of this comm that processes killed before they could remove them, and
     returns their names: the accept queues of dead listeners, and the connection queues of a dead
@@ -754,10 +763,18 @@ def reap_stale_queues(domain: str) -> list[str]:
             _remove_queue(name)
             removed.append(name)
     listening = {name for name in names if name.startswith("dask.listen.")} - set(removed)
+    dead_listeners = {name.rsplit(".", 1)[1] for name in removed}
     for name in sorted(names):
         parts = name.split(".")
-        connection = len(parts) == 4 and parts[0] == "dask" and parts[3] in ("up", "down")
-        if connection and f"dask.listen.{parts[1]}" not in listening and _stale(name):
+        if not (len(parts) == 4 and parts[0] == "dask" and parts[3] in ("up", "down")):
+            continue
+        if parts[1] in dead_listeners:
+            # The listener's process is dead, so each of its connections is over: the queue
+            # goes unless a connector's loop is reading it now (that one removes it itself).
+            stale = not _watched(name)
+        else:
+            stale = f"dask.listen.{parts[1]}" not in listening and _stale(name)
+        if stale:
             _remove_queue(name)
             removed.append(name)
     if removed:
