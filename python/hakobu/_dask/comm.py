@@ -26,7 +26,10 @@ side's sending handle, so the peer's ``read`` raises CommClosedError once it
 has read everything (hakobu.EndOfStream); a peer that dies or aborts ends it
 as failed (hakobu.SendersLost, noticed within about 0.1 s). Each side removes
 the queue it receives on when it is done with the connection; the survivor of
-a dead peer removes the peer's queue too. Nothing read from shared memory is
+a dead peer removes the peer's queue too; a writer waiting for room looks whether the
+peer's process lives every 0.1 s. What a killed process leaves (its accept queue, the
+queues of its connections nobody reads) is removed by the next listener that starts in
+the domain (``reap_stale_queues``). Nothing read from shared memory is
 trusted: headers are checked (magic, version, counts, sizes) and a message
 that fails aborts the connection with CommClosedError saying what was wrong.
 """
