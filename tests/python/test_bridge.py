@@ -14,6 +14,7 @@ import pickle
 import random
 import socket
 import struct
+import subprocess
 import sys
 import time
 import warnings
@@ -471,3 +472,12 @@ def test_pickled_bridge_errors_keep_their_class() -> None:
     error = hakobu.PeerTimeout("gone")
     assert isinstance(pickle.loads(pickle.dumps(error)), hakobu.PeerTimeout)
     assert issubclass(hakobu.PeerTimeout, TimeoutError) and issubclass(hakobu.BridgeError, hakobu.HakobuError)
+
+
+def test_the_cluster_example_carries_every_frame() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "cluster" / "bridge_frames.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "demo", "20"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sent 20 frames" in done.stdout and "received 20 frames" in done.stdout
