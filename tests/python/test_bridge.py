@@ -147,6 +147,19 @@ def test_senders_lost_travels_as_senders_lost(names: tuple[str, str], bridges: l
         producer.kill()
 
 
+def test_either_end_may_bind(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    sending = hakobu.Bridge(names[0], send_to="tcp://127.0.0.1:*", bind=True)
+    bridges.append(sending)
+    receiving = hakobu.Bridge(names[1], receive_at=sending.endpoint, bind=False)
+    bridges.append(receiving)
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+        for i in range(20):
+            source.put(np.full(2, i))
+        source.close()
+        assert [int(a[0]) for a in sink] == list(range(20))
+    assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+
+
 class _Tripwire:
     """Unpickling it creates a file: shows who unpickled (no bridge may)."""
 

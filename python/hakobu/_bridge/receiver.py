@@ -220,3 +220,5 @@ class ReceivingEnd:
             self.queue.close(failed=True)
         if self.topic_handle is not None:
             self.topic_handle.close()
+        # Let go of the handles: a Bridge object that lives on must not keep the domain attached.
+        self.queue = self.topic_handle = self.channel = None

@@ -314,3 +314,7 @@ class SendingEnd:
             self.topic_handle.close()
         if self.queue is not None:
             self.queue.close(failed=failed)
+        # Let go of the handles and of any received message: a Bridge object that lives on
+        # (its stats are still read) must not keep this process attached to the domain.
+        self.subscriber = self.topic_handle = self.queue = None
+        self.unacked.clear()
