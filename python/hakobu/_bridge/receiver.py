@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import _errors
+from .. import _core, _errors
 from . import deliver, wire
 from .link import HEARTBEAT_SECONDS, Link
 
@@ -70,6 +70,14 @@ class ReceivingEnd:
         self.end_failed = False
         self.queue: Optional[Queue] = None
         self.topic_handle: Optional[Topic] = None
+        # Where each session stands, kept in the domain (a hakobu.Store): a receiving end that
+        # is killed and restarted knows what it delivered, even what the sender never heard
+        # acknowledged. Made at the first delivery, removed when the stream ends.
+        self.progress_name: Optional[str] = f"{name}.bridge"
+        if _core.validate_name(self.progress_name):
+            self.progress_name = None  # too long a name: the restart check uses the sender's word alone
+        self.domain = domain
+        self.progress: Any = None
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -109,7 +117,8 @@ class ReceivingEnd:
     def _session(self, header: wire.Header) -> Session:
         session = self.sessions.get(header.session)
         if session is None:
-            session = self.sessions[header.session] = Session(last=header.acked)
+            last = max(header.acked, self._persisted(header.session))
+            session = self.sessions[header.session] = Session(last=last)
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
         else:
@@ -156,6 +165,7 @@ class ReceivingEnd:
         except Stopping:
             return  # not acknowledged: the sender keeps it
         session.last = header.seq
+        self._persist(header.session, header.seq)
         counters = self.link.counters
         counters.messages += 1
         counters.bytes += sum(len(f) for f in frames[2:])
@@ -172,9 +182,42 @@ class ReceivingEnd:
                 raise Stopping
             self._status(identity, session_id, session, wire.BUSY)
 
+    def _persisted(self, session_id: bytes) -> int:
+        """The last message of the session delivered by this end or an earlier one (0: none)."""
+        from .._store import Store
+
+        if self.progress_name is None:
+            return 0
+        try:
+            if self.progress is None:
+                self.progress = Store(
+                    self.progress_name, create=False, domain=self.domain, allow_pickle=False
+                )
+            value = self.progress.get(session_id.hex())
+        except _errors.NotFound:
+            return 0
+        return value if type(value) is int and value >= 0 else 0
+
+    def _persist(self, session_id: bytes, seq: int) -> None:
+        from .._store import Store
+
+        if self.progress_name is None:
+            return
+        if self.progress is None:
+            self.progress = Store(self.progress_name, domain=self.domain, allow_pickle=False)
+        self.progress[session_id.hex()] = seq
+
     def _end(self, failed: bool) -> None:
         """The sending end's stream ended: so does the local queue's, through this handle."""
         self.ended_at = time.monotonic()
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.progress_name is not None:
+            try:
+                _core.remove_store(self.progress_name, self.domain or "")
+            except _errors.NotFound:
+                pass
         self.end_failed = failed
         if self.queue is not None:
             self.queue.close(failed=failed)
@@ -220,5 +263,7 @@ class ReceivingEnd:
             self.queue.close(failed=True)
         if self.topic_handle is not None:
             self.topic_handle.close()
+        if self.progress is not None:
+            self.progress.close()
         # Let go of the handles: a Bridge object that lives on must not keep the domain attached.
-        self.queue = self.topic_handle = self.channel = None
+        self.queue = self.topic_handle = self.channel = self.progress = None
