@@ -29,6 +29,7 @@ from . import deliver, wire
 from .link import HEARTBEAT_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
+ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
@@ -78,6 +79,8 @@ class ReceivingEnd:
             self.progress_name = None  # too long a name: the restart check uses the sender's word alone
         self.domain = domain
         self.progress: Any = None
+        self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
+        self.batched = 0
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -101,7 +104,22 @@ class ReceivingEnd:
             self._timers()
 
     def _read_socket(self) -> None:
+        try:
+            self._read_batch()
+        finally:
+            self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """One STATUS per sender for the deliveries of a batch (not one per message)."""
+        for (identity, session_id), session in self.unacknowledged.items():
+            self._status(identity, session_id, session, 0)
+        self.unacknowledged.clear()
+
+    def _read_batch(self) -> None:
         for _ in range(1000):
+            if len(self.unacknowledged) and self.batched >= ACK_BATCH:
+                self._acknowledge()
+                self.batched = 0
             got = self.link.receive()
             if got is None:
                 return
@@ -169,7 +187,8 @@ class ReceivingEnd:
         counters = self.link.counters
         counters.messages += 1
         counters.bytes += sum(len(f) for f in frames[2:])
-        self._status(identity, header.session, session, 0)
+        self.unacknowledged[(identity, header.session)] = session  # acknowledged with the batch
+        self.batched += 1
 
     def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
         while True:

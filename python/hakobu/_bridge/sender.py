@@ -105,8 +105,11 @@ class SendingEnd:
             if self.link.poll(0 if room else 0.1):
                 self._read_socket()
             self._timers()
-            if room and not self.done:
-                self._take_local()
+            # Up to a window's worth from the local queue between looks at the socket.
+            for _ in range(self.window):
+                if not (room and not self.done and self._take_local()):
+                    break
+                room = self.end_seq is None and self._has_room()
             counters.in_flight = len(self.unacked)
         if self.done:
             return
@@ -118,7 +121,8 @@ class SendingEnd:
             return True
         return len(self.unacked) < self.window and counters.in_flight_bytes < self.window_bytes
 
-    def _take_local(self) -> None:
+    def _take_local(self) -> bool:
+        """Takes one local message and sends it; False when none came (or the stream ended)."""
         try:
             if self.subscriber is not None:
                 item = self.subscriber._core.get_object(LOCAL_WAIT, False)
@@ -127,25 +131,26 @@ class SendingEnd:
                 assert self.queue is not None
                 item = self.queue._core.get(LOCAL_WAIT)
         except _errors.Empty:
-            return
+            return False
         except _errors.SendersLost:
             self._queue_end(failed=True)
-            return
+            return False
         except _errors.EndOfStream:
             self._queue_end(failed=False)
-            return
+            return False
         except _errors.Unlinked:
             self._queue_end(failed=not self.topic)  # a topic's end; a queue removed under its readers
-            return
+            return False
         try:
             outgoing = self._frames_of(item)
         except wire.Rejected as error:
             self.link.reject("the local queue", str(error))
-            return
+            return True
         self.seq += 1
         self.unacked[self.seq] = outgoing
         self.link.counters.in_flight_bytes += outgoing.nbytes
         self._send(self.seq, outgoing)
+        return True
 
     def _frames_of(self, item: Any) -> Outgoing:
         """A received local message as frames (see wire.py), without copying its memory."""
