@@ -174,14 +174,19 @@ class ReceivingEnd:
             return
         try:
             put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
-        except wire.Rejected:
-            session.last = header.seq  # numbered, so acknowledged: sending it again would not help
-            self._status(identity, header.session, session, 0)
-            raise
-        try:
             self._put(put, identity, header.session, session)
         except Stopping:
             return  # not acknowledged: the sender keeps it
+        except (wire.Rejected, _errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
+            # Whatever the peer's bytes make the core refuse is bad input too: dropped, counted,
+            # acknowledged (numbered, so sending it again would not help); the bridge goes on.
+            session.last = header.seq
+            self._status(identity, header.session, session, 0)
+            if isinstance(error, wire.Rejected):
+                raise
+            raise wire.Rejected(
+                f"a message the local queue refused ({type(error).__name__}: {error})"
+            ) from None
         session.last = header.seq
         self._persist(header.session, header.seq)
         counters = self.link.counters

@@ -40,6 +40,8 @@ LOCAL_WAIT = 0.02
 # close(): how long to wait for the acknowledgements of what is in flight, so that as
 # little as possible goes back into the local queue (and arrives twice).
 CLOSE_DRAIN_SECONDS = 0.5
+# close(): how long putting the unacknowledged messages back may wait for room.
+GIVE_BACK_SECONDS = 2.0
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SendingEnd:
         self.gap_resent_at: Optional[int] = None
         self.hello_at = 0.0
         self.started = time.monotonic()
+        self.given_back = 0
+        self.not_given_back = 0
         if topic:
             self.topic_handle: Optional[Topic] = Topic(name, domain=domain)
             self.subscriber: Any = self.topic_handle.subscribe()
@@ -132,6 +136,11 @@ class SendingEnd:
                 item = self.queue._core.get(LOCAL_WAIT)
         except _errors.Empty:
             return False
+        except _errors.Corrupt as error:
+            # A damaged or foreign message (another kind, from a C++ producer): the core dropped
+            # it; so does the bridge, and it goes on with the next.
+            self.link.reject("the local queue", str(error))
+            return True
         except _errors.SendersLost:
             self._queue_end(failed=True)
             return False
@@ -303,14 +312,31 @@ class SendingEnd:
         self.link.counters.in_flight = self.link.counters.in_flight_bytes = 0
         if self.queue is None or not data:
             return 0
+        # Bounded: under backpressure the local queue may be full, and its one consumer is this
+        # bridge. What finds no room within GIVE_BACK_SECONDS is counted (not_given_back) and
+        # reported by join(), never waited for forever.
+        deadline = time.monotonic() + GIVE_BACK_SECONDS
         for outgoing in data:
             frames = [memoryview(p) if not isinstance(p, memoryview) else p for p in outgoing.payload]
             meta = memoryview(outgoing.meta)
             put = deliver.rebuild(
                 self.queue._core, outgoing.kind, meta, [f.cast("B") for f in frames], 1 << 62
             )
-            put(None)
-        return len(data)
+            try:
+                put(max(0.0, deadline - time.monotonic()))
+            except _errors.Full:
+                break
+            self.given_back += 1
+        self.not_given_back = len(data) - self.given_back
+        if self.not_given_back:
+            raise _errors.BridgeError(
+                f"hakobu bridge {self._describe()}: {self.not_given_back} messages the other end had not "
+                f"acknowledged could not be put back into the local queue {self.queue.name!r} (full for "
+                f"{GIVE_BACK_SECONDS:g} s, its only reader being this bridge); {self.given_back} were put back. "
+                f"The {self.not_given_back} others are lost: stop the producers before the bridge, or give "
+                "the queue room"
+            )
+        return self.given_back
 
     def close(self, failed: bool) -> None:
         if self.subscriber is not None:
