@@ -236,20 +236,28 @@ def test_a_held_up_consumer_stops_the_sender_reading_its_queue(
             sink.get(timeout=WATCHDOG)
 
 
-def test_close_puts_what_was_not_acknowledged_back(name: str, bridges: list[hakobu.Bridge]) -> None:
-    nobody = f"tcp://127.0.0.1:{free_port()}"
-    with hakobu.Queue(name) as source:
-        sending = hakobu.Bridge(name, send_to=nobody, window=8)
-        bridges.append(sending)
-        for i in range(5):
+def test_close_puts_what_was_in_flight_back_and_takes_nothing_without_a_peer(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    with hakobu.Queue(names[0]) as source:
+        # No peer: nothing leaves the local queue (it survives this process; a window would not).
+        alone = hakobu.Bridge(names[0], send_to=f"tcp://127.0.0.1:{free_port()}", window=8)
+        bridges.append(alone)
+        for i in range(3):
+            source.put(i)
+        alone.close()
+        assert alone.stats()["given_back"] == 0 and source.qsize() == 3
+        assert [source.get(timeout=WATCHDOG) for _ in range(3)] == [0, 1, 2]
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1], capacity=1) as sink:
+        sending, _ = pair(names, bridges, window=4)
+        for i in range(6):
             source.put(np.arange(i + 1))
-        wait_for(lambda: sending.stats()["in_flight"] == 5, "five messages taken")
-        assert source.qsize() == 0
+        # The sink holds 0, 1..4 are in flight (not acknowledged: the sink is full), 5 waits.
+        wait_for(lambda: sink.qsize() == 1 and sending.stats()["in_flight"] == 4, "a full window")
         sending.close()
-        assert sending.stats()["given_back"] == 5
-        assert [list(source.get(timeout=WATCHDOG)) for _ in range(5)] == [
-            list(range(i + 1)) for i in range(5)
-        ]
+        assert sending.stats()["given_back"] == 4
+        back = sorted(len(source.get(timeout=WATCHDOG)) for _ in range(5))
+        assert back == [2, 3, 4, 5, 6]  # 5 was still there; 1..4 put back after it
 
 
 def test_close_under_backpressure_returns_and_says_what_it_could_not_put_back(
@@ -380,6 +388,7 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
             session, 11, 2, b'{"t": "<f8", "s": [0, 2305843009213693952], "o": "C"}', b""
         ),  # empty, huge extent
         _data(session, 12, 2, b'{"t": "<f8", "s": [2305843009213693952, 0], "o": "C"}', b""),
+        _data(session, 13, 2, b"[" * 60000, b""),  # nesting deeper than a parser recurses
         [
             wire.data_header(os.urandom(16), 1, 0, 1),
             b"",
@@ -394,7 +403,7 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         for frames in hostile:
             raw.send_multipart(frames)
         # A good message of the same session after all that (numbered next), then a real bridge.
-        raw.send_multipart(_data(session, 13, 2, array_meta, np.arange(4.0).tobytes()))
+        raw.send_multipart(_data(session, 14, 2, array_meta, np.arange(4.0).tobytes()))
         with hakobu.Queue(names[1]) as sink:
             assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]
             sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
@@ -489,8 +498,10 @@ def test_curve_accepts_listed_clients_and_nothing_from_others(
             with pytest.raises(hakobu.PeerTimeout):
                 plain.join(WATCHDOG)
             assert receiving.stats()["messages"] == 0
-            assert stranger.stats()["given_back"] == 1 and plain.stats()["given_back"] == 1
-            # The listed client: its message, then the stranger's (given back) through it.
+            # Never heard from the other end: they took nothing from their queues.
+            assert stranger.stats()["given_back"] == 0 and plain.stats()["given_back"] == 0
+            assert source.qsize() == 1 and plain_source.qsize() == 1
+            # The listed client carries what the stranger could not.
             client = hakobu.Bridge(
                 names[0], send_to=receiving.endpoint, secret_key=client_secret, peer_key=server_public
             )

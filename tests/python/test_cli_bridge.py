@@ -82,25 +82,30 @@ def test_both_ends_carry_a_stream_and_end_with_it(
     assert stats["messages"] == 500 and stats["role"] == "receive" and stats["rejected"] == 0
 
 
-def test_ctrl_c_exits_130_and_puts_what_was_in_flight_back(
-    name: str, processes: list[subprocess.Popen]
+def test_ctrl_c_exits_130_and_loses_nothing(
+    names: tuple[str, str], processes: list[subprocess.Popen]
 ) -> None:
-    with hakobu.Queue(name) as queue:
-        for i in range(5):
+    with hakobu.Queue(names[0]) as queue, hakobu.Queue(names[1], capacity=1) as sink:
+        for i in range(6):
             queue.put(i)
-        # Nobody listens there: the five messages stay unacknowledged.
-        sending = hakobu_command("--json", "bridge", name, "--to", "tcp://127.0.0.1:9", "--interval", "0.1")
+        receiving = hakobu_command("bridge", names[1], "--at", "tcp://127.0.0.1:*")
+        processes.append(receiving)
+        endpoint = endpoint_of(receiving)
+        sending = hakobu_command("--json", "bridge", names[0], "--to", endpoint, "--window", "2")
         processes.append(sending)
+        # The sink holds 0; 1 and 2 are in flight, not acknowledged (nobody reads the sink).
         deadline = time.monotonic() + WATCHDOG
-        while queue.qsize() > 0:
-            assert time.monotonic() < deadline, "watchdog: the bridge took nothing"
+        while not (sink.qsize() == 1 and queue.qsize() == 3):
+            assert time.monotonic() < deadline, "watchdog: the window did not fill"
             time.sleep(0.01)
         sending.send_signal(signal.SIGINT)
         code, out, err = finish(sending, WATCHDOG)
         assert code == 130, err
-        assert json.loads(out)["given_back"] == 5
-        assert "5 put back into the local queue" in err
-        assert [queue.get(timeout=WATCHDOG) for _ in range(5)] == list(range(5))
+        assert json.loads(out)["given_back"] == 2
+        assert "2 put back into the local queue" in err
+        assert sorted(queue.get(timeout=WATCHDOG) for _ in range(5)) == [1, 2, 3, 4, 5]
+        receiving.send_signal(signal.SIGINT)
+        assert finish(receiving, WATCHDOG)[0] == 130
 
 
 def test_keys_writes_a_pair_and_refuses_to_overwrite_it(tmp_path: Path) -> None:

@@ -105,7 +105,9 @@ class SendingEnd:
     def run(self) -> None:
         counters = self.link.counters
         while not self.stop.is_set() and not self.done:
-            room = self.end_seq is None and self._has_room()
+            # Nothing is taken from the local queue while the other end is not heard: a message
+            # waits there (surviving this process) rather than in this process's window.
+            room = self.end_seq is None and self._has_room() and self.link.connected()
             if self.link.poll(0 if room else 0.1):
                 self._read_socket()
             self._timers()

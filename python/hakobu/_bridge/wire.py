@@ -187,8 +187,8 @@ def _meta(frame: memoryview) -> Any:
         raise Rejected(f"a meta frame of {len(frame)} bytes (at most {MAX_META_BYTES})")
     try:
         return json.loads(bytes(frame))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Rejected(f"an unreadable meta frame ({error})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise Rejected(f"an unreadable meta frame ({type(error).__name__})") from None
 
 
 @dataclass
