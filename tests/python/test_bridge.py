@@ -164,6 +164,34 @@ def test_either_end_may_bind(names: tuple[str, str], bridges: list[hakobu.Bridge
     assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
 
 
+def test_two_sending_ends_into_one_the_stream_ends_with_the_last(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    other = f"{names[0]}-2"
+    try:
+        with hakobu.Queue(names[0]) as first, hakobu.Queue(other) as second, hakobu.Queue(names[1]) as sink:
+            for source, queue_name in ((first, names[0]), (second, other)):
+                bridges.append(hakobu.Bridge(queue_name, send_to=receiving.endpoint))
+                source.put(f"hello from {queue_name}")
+            wait_for(lambda: sink.qsize() == 2, "both first messages")
+            first.close()  # one stream ends: the other still sends
+            wait_for(lambda: not bridges[1].running, "the first sending end's end")
+            for i in range(5):
+                second.put(i)
+            second.close()
+            got = list(sink)  # ends once both ended
+            assert sorted(map(str, got[:2])) == sorted(f"hello from {n}" for n in (names[0], other))
+            assert got[2:] == list(range(5))
+        assert receiving.join(WATCHDOG)
+    finally:
+        try:
+            hakobu.remove(other)
+        except hakobu.NotFound:
+            pass
+
+
 class _Tripwire:
     """Unpickling it creates a file: shows who unpickled (no bridge may)."""
 

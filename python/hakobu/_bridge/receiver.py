@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from .. import _core, _errors
 from . import deliver, wire
-from .link import HEARTBEAT_SECONDS, Link
+from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
 ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
@@ -43,6 +43,7 @@ class Stopping(Exception):
 class Session:
     last: int
     ended: bool = False
+    heard: float = 0.0
 
 
 class ReceivingEnd:
@@ -131,6 +132,9 @@ class ReceivingEnd:
                 self._on_message(identity, header, frames, address)
             except wire.Rejected as error:
                 self.link.reject(address, str(error))
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as error:
+                # A check that missed a case: still the peer's bytes, still not a reason to stop.
+                self.link.reject(address, f"a malformed message ({type(error).__name__}: {error})")
 
     def _session(self, header: wire.Header) -> Session:
         session = self.sessions.get(header.session)
@@ -158,6 +162,7 @@ class ReceivingEnd:
         self.link.heard()
         self.peers[identity] = (time.monotonic(), header.session)
         session = self._session(header)
+        session.heard = time.monotonic()
         if header.type == wire.HELLO:
             self._status(identity, header.session, session, 0)
             return
@@ -168,10 +173,15 @@ class ReceivingEnd:
             self._status(identity, header.session, session, wire.GAP)
             return
         if header.type == wire.END:
-            self._end(header.failed)
             session.last, session.ended = header.seq, True
+            self.end_failed = self.end_failed or header.failed
+            # Several sending ends may feed this one: the local stream ends with the last of
+            # them (those heard lately that have not ended).
+            self._end_if_last()
             self._status(identity, header.session, session, 0)
             return
+        if self.ended_at is not None:
+            raise wire.Rejected("a message after the end of the stream")
         try:
             put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
             self._put(put, identity, header.session, session)
@@ -246,6 +256,15 @@ class ReceivingEnd:
         if self.queue is not None:
             self.queue.close(failed=failed)
 
+    def _end_if_last(self) -> None:
+        """Ends the local stream once a session ended and no other is alive (heard within
+        LOST_SECONDS: a sending end says HELLO every HEARTBEAT_SECONDS)."""
+        if self.ended_at is not None or not any(s.ended for s in self.sessions.values()):
+            return
+        now = time.monotonic()
+        if not any(not s.ended and now - s.heard < LOST_SECONDS for s in self.sessions.values()):
+            self._end(self.end_failed)
+
     def _status(
         self, identity: Optional[bytes], session_id: bytes, session: Optional[Session], flags: int
     ) -> None:
@@ -257,6 +276,7 @@ class ReceivingEnd:
         self.link.send(identity, [wire.status(self.receiver_id, session_id, last, flags)])
 
     def _timers(self) -> None:
+        self._end_if_last()
         now = time.monotonic()
         if now - self.heartbeat_at >= HEARTBEAT_SECONDS:
             self.heartbeat_at = now

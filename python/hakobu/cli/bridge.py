@@ -117,6 +117,18 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
     role = "to" if args.to is not None else "at"
     status = _Status(f"{'topic' if args.topic else 'queue'} {args.name} {role} {bridge.endpoint}")
     print(f"hakobu bridge: {status.what} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    if args.secret_key is None and bridge.endpoint.split("://")[-1].split(":")[0] not in (
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+    ):
+        print(
+            "hakobu bridge: warning: no CurveZMQ keys: anyone who reaches this endpoint can read or put messages "
+            "(and a consumer unpickles object messages); use --secret-key/--peer-key/--allowed-keys outside a "
+            "trusted network",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         while not bridge.join(args.interval):
             status.show(bridge.stats())
