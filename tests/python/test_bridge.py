@@ -281,7 +281,10 @@ def test_close_puts_what_was_in_flight_back_and_takes_nothing_without_a_peer(
         for i in range(6):
             source.put(np.arange(i + 1))
         # The sink holds 0, 1..4 are in flight (not acknowledged: the sink is full), 5 waits.
-        wait_for(lambda: sink.qsize() == 1 and sending.stats()["in_flight"] == 4, "a full window")
+        wait_for(
+            lambda: sink.qsize() == 1 and sending.stats()["in_flight"] == 4 and source.qsize() == 1,
+            "a full window after the first acknowledgement",
+        )
         sending.close()
         assert sending.stats()["given_back"] == 4
         back = sorted(len(source.get(timeout=WATCHDOG)) for _ in range(5))
