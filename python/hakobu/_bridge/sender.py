@@ -314,6 +314,22 @@ class SendingEnd:
         self.link.counters.in_flight = self.link.counters.in_flight_bytes = 0
         if self.queue is None or not data:
             return 0
+        self._put_back(data)
+        self.not_given_back = len(data) - self.given_back
+        data.clear()  # the error's traceback must not hold the messages (and so the domain)
+        if self.not_given_back:
+            raise _errors.BridgeError(
+                f"hakobu bridge {self._describe()}: {self.not_given_back} messages the other end had not "
+                f"acknowledged could not be put back into the local queue {self.queue.name!r} (full for "
+                f"{GIVE_BACK_SECONDS:g} s, its only reader being this bridge); {self.given_back} were put back. "
+                f"The {self.not_given_back} others are lost: stop the producers before the bridge, or give "
+                "the queue room"
+            )
+        return self.given_back
+
+    def _put_back(self, data: list[Outgoing]) -> None:
+        """Puts ``data`` back into the local queue, in order, counting into ``given_back``."""
+        assert self.queue is not None
         # Bounded: under backpressure the local queue may be full, and its one consumer is this
         # bridge. What finds no room within GIVE_BACK_SECONDS is counted (not_given_back) and
         # reported by join(), never waited for forever.
@@ -329,16 +345,6 @@ class SendingEnd:
             except _errors.Full:
                 break
             self.given_back += 1
-        self.not_given_back = len(data) - self.given_back
-        if self.not_given_back:
-            raise _errors.BridgeError(
-                f"hakobu bridge {self._describe()}: {self.not_given_back} messages the other end had not "
-                f"acknowledged could not be put back into the local queue {self.queue.name!r} (full for "
-                f"{GIVE_BACK_SECONDS:g} s, its only reader being this bridge); {self.given_back} were put back. "
-                f"The {self.not_given_back} others are lost: stop the producers before the bridge, or give "
-                "the queue room"
-            )
-        return self.given_back
 
     def close(self, failed: bool) -> None:
         if self.subscriber is not None:
