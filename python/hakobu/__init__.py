@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from . import _checks, _core
 from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
+from ._bridge import Bridge
 from ._errors import (
     AccessDenied,
     AlreadyExists,
+    BridgeError,
+    BridgeInputWarning,
     BrokenBarrierError,
     BrokenPool,
     Busy,
@@ -36,6 +39,7 @@ from ._errors import (
     NotHeld,
     OutOfSharedMemory,
     OwnerDied,
+    PeerTimeout,
     PoolTerminated,
     RemoteError,
     RemoteTraceback,
@@ -81,6 +85,9 @@ __all__ = [
     "Array",
     "Barrier",
     "BoundedSemaphore",
+    "Bridge",
+    "BridgeError",
+    "BridgeInputWarning",
     "BrokenBarrierError",
     "BrokenPool",
     "Busy",
@@ -106,6 +113,7 @@ __all__ = [
     "NotHeld",
     "OutOfSharedMemory",
     "OwnerDied",
+    "PeerTimeout",
     "Pipeline",
     "Pool",
     "PoolTerminated",
