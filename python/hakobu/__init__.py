@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from . import _checks, _core
 from ._arrays import array, empty, empty_like, full, is_shared, zeros, zeros_like
+from ._bridge import Bridge
 from ._errors import (
     AccessDenied,
     AlreadyExists,
     BrokenBarrierError,
+    BridgeError,
+    BridgeInputWarning,
     BrokenPool,
     Busy,
     Closed,
@@ -36,6 +39,7 @@ from ._errors import (
     NotHeld,
     OutOfSharedMemory,
     OwnerDied,
+    PeerTimeout,
     PoolTerminated,
     RemoteError,
     RemoteTraceback,
@@ -81,6 +85,9 @@ __all__ = [
     "Array",
     "Barrier",
     "BoundedSemaphore",
+    "Bridge",
+    "BridgeError",
+    "BridgeInputWarning",
     "BrokenBarrierError",
     "BrokenPool",
     "Busy",
@@ -107,6 +114,7 @@ __all__ = [
     "OutOfSharedMemory",
     "OwnerDied",
     "Pipeline",
+    "PeerTimeout",
     "Pool",
     "PoolTerminated",
     "Queue",

@@ -276,6 +276,29 @@ class EncodingError(HakobuError, _MaybeEncodingErrorBase):
         return f"{type(self).__name__}({self.args[0]!r})"
 
 
+# --- hakobu.Bridge ------------------------------------------------------------------------
+
+
+class BridgeError(HakobuError):
+    """A hakobu.Bridge cannot run or stopped: its endpoint cannot be bound or connected, a
+    key file is missing or unreadable, pyzmq is not installed, or the peer answered with
+    something this bridge cannot go on with. The message says which and what to do;
+    ``Bridge.join()`` re-raises it."""
+
+
+class PeerTimeout(BridgeError, TimeoutError):
+    """A hakobu.Bridge given ``timeout=`` went that long without hearing from its peer (never
+    reached, or gone since). Messages not acknowledged by the peer are back in the local
+    queue (see Bridge.close); start the bridge again once the other end is up."""
+
+
+class BridgeInputWarning(UserWarning):
+    """A hakobu.Bridge dropped what the network brought because it was malformed: bad frames,
+    another protocol version, an unknown kind, sizes that do not match, a message larger
+    than ``max_message_bytes``. The message names the peer and what was wrong; the bridge
+    goes on, counts it in ``stats()["rejected"]``, and warns at most once a few seconds."""
+
+
 __all__ = [
     name for name, value in globals().items() if isinstance(value, type) and issubclass(value, Exception)
 ]

@@ -1,0 +1,216 @@
+"""hakobu.Bridge: a queue or a topic carried to another host over ZeroMQ."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional, Union
+
+from .. import _checks, _errors
+from . import wire
+from .link import Link, Security
+from .receiver import ReceivingEnd
+from .sender import SendingEnd
+
+
+class Bridge:
+    """Carries the local queue (or topic) ``name`` to or from another host, over ZeroMQ.
+
+    Give exactly one of ``send_to`` and ``receive_at`` (ZeroMQ endpoints,
+    ``tcp://host:port``). ``send_to``: this end reads the local queue ``name``
+    (with ``topic=True``: subscribes to the local topic) and sends each message
+    to the other end; it connects by default. ``receive_at``: this end puts each
+    message it receives into the local queue ``name`` (publishes it on the local
+    topic); it binds by default. ``bind=True/False`` says otherwise: either end
+    may be the one that binds (``tcp://*:port``; port 0 or ``*`` picks a free
+    one, ``endpoint`` tells which).
+
+    Messages keep their kind, dtype and shape. Objects travel as their pickle
+    and are unpickled by the final consumer only (as its queue's
+    ``allow_pickle`` says), never by a bridge. Arrays leave shared memory without
+    a copy and are written once into the receiving host's heap.
+
+    Nothing is lost or duplicated by a network fault: the sending end keeps
+    what the receiving end has not acknowledged (at most ``window`` messages and
+    ``window_bytes`` bytes; while that is full it stops reading its local
+    queue, whose producers then block) and sends it again after a reconnect;
+    the receiving end drops what it has delivered already. When the local
+    stream ends (``hakobu.EndOfStream``), the end travels too: the receiving
+    end closes its sending handle of its queue (``failed=True`` after
+    SendersLost), so its consumers see the end; then both bridges end.
+
+    Input from the network is checked (versioned frames, sizes before any
+    allocation, messages larger than ``max_message_bytes``: by default the
+    local queue's ``max_bytes``, else 1 GiB); what fails is dropped, counted in
+    ``stats()["rejected"]`` and warned about (BridgeInputWarning), and the bridge
+    goes on.
+
+    CurveZMQ (encryption and authentication): ``secret_key`` is this end's
+    secret key file (``hakobu bridge keys DIR`` writes a pair), ``peer_key``
+    the binding end's public key file (on the connecting end), ``allowed_keys``
+    a directory of the public keys the binding end accepts. Without keys the
+    bridge is plain TCP: for trusted networks only.
+
+    ``timeout``: seconds without hearing from the peer after which the bridge
+    stops with PeerTimeout (None: keep trying). The bridge runs in a background
+    thread from construction; ``join()`` waits for its end, ``close()`` stops it
+    (what was not acknowledged goes back into the local queue), ``with`` closes
+    on exit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        send_to: Optional[str] = None,
+        receive_at: Optional[str] = None,
+        topic: bool = False,
+        bind: Optional[bool] = None,
+        domain: Optional[str] = None,
+        secret_key: Optional[Union[str, Any]] = None,
+        peer_key: Optional[Union[str, Any]] = None,
+        allowed_keys: Optional[Union[str, Any]] = None,
+        window: int = 64,
+        window_bytes: int = 256 * 2**20,
+        max_message_bytes: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
+        _checks.name(name, "topic" if topic else "queue")
+        if (send_to is None) == (receive_at is None):
+            raise _errors.InvalidArgument(
+                "give exactly one of send_to= (this end sends: the other end's address) and "
+                "receive_at= (this end receives: its own address), e.g. receive_at='tcp://*:5555'"
+            )
+        endpoint = send_to if send_to is not None else receive_at
+        if not isinstance(endpoint, str) or "://" not in endpoint:
+            raise _errors.InvalidArgument(
+                f"a ZeroMQ endpoint such as 'tcp://host:5555' is needed, got {endpoint!r}"
+            )
+        self.sending = send_to is not None
+        binds = (not self.sending) if bind is None else _checks.flag(bind, "bind")
+        window = _positive(window, "window")
+        window_bytes = _positive(window_bytes, "window_bytes")
+        if max_message_bytes is not None:
+            max_message_bytes = _positive(max_message_bytes, "max_message_bytes")
+        if timeout is not None:
+            timeout = _checks.duration(timeout, "timeout")
+        self.name = name
+        self.topic = _checks.flag(topic, "topic")
+        security = Security(
+            None if secret_key is None else str(secret_key),
+            None if peer_key is None else str(peer_key),
+            None if allowed_keys is None else str(allowed_keys),
+        )
+        # The largest frame the receiving end lets ZeroMQ take: a message and its meta frame.
+        frame_limit = (max_message_bytes or 1 << 30) + wire.MAX_META_BYTES if not self.sending else 65536
+        self._stop = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._given_back = 0
+        self._link = Link(endpoint, binds, security, frame_limit, window)
+        try:
+            self._end: Union[SendingEnd, ReceivingEnd]
+            if self.sending:
+                self._end = SendingEnd(
+                    self._link, name, self.topic, domain, window, window_bytes, timeout, self._stop
+                )
+            else:
+                receiving = ReceivingEnd(
+                    self._link, name, self.topic, domain, max_message_bytes, timeout, self._stop
+                )
+                self._end = receiving
+                if max_message_bytes is None:
+                    self._link.socket.setsockopt(
+                        self._link.zmq.MAXMSGSIZE, receiving.limit + wire.MAX_META_BYTES
+                    )
+        except BaseException:
+            self._link.close()
+            raise
+        self.endpoint: str = self._link.endpoint
+        self._thread = threading.Thread(target=self._run, name=f"hakobu-bridge-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        failed = False
+        try:
+            self._end.run()
+        except BaseException as error:  # noqa: BLE001 - handed to join()
+            self._error = error
+            failed = True
+        finally:
+            try:
+                if isinstance(self._end, SendingEnd):
+                    if not self._end.done:
+                        self._given_back = self._end.give_back()
+                    self._end.close(failed=False)
+                else:
+                    self._end.close()
+            except BaseException as error:  # noqa: BLE001
+                if self._error is None:
+                    self._error = error
+            finally:
+                self._link.close()
+        del failed
+
+    # --- the public API ---------------------------------------------------------------
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Waits for the bridge to end (the stream ended, or close()); at most ``timeout``
+        seconds (None: no limit). Returns True when it ended; re-raises what stopped it."""
+        limit = None if timeout is None else _checks.timeout(timeout)
+        self._thread.join(limit)
+        if self._thread.is_alive():
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+    def close(self) -> None:
+        """Stops the bridge. On the sending end, messages not acknowledged by the other end go
+        back into the local queue (nothing is lost; a message the other end received but whose
+        acknowledgement was still on its way arrives twice). A receiving end closes its
+        sending handle of the local queue as failed if the stream had not ended."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stats(self) -> dict[str, Any]:
+        """messages and bytes carried (acknowledged by the receiving end, or delivered here),
+        resent, rejected (bad input dropped), connected (the peer was heard lately),
+        in_flight (sent, not acknowledged), in_flight_bytes, dropped (a topic subscription
+        skipped ahead), given_back (put back into the local queue on close), role, endpoint."""
+        counters = self._link.counters
+        return {
+            "messages": counters.messages,
+            "bytes": counters.bytes,
+            "resent": counters.resent,
+            "rejected": counters.rejected,
+            "connected": self._link.connected() and self._thread.is_alive(),
+            "in_flight": counters.in_flight,
+            "in_flight_bytes": counters.in_flight_bytes,
+            "dropped": counters.dropped,
+            "given_back": self._given_back,
+            "role": "send" if self.sending else "receive",
+            "endpoint": self.endpoint,
+            "running": self._thread.is_alive(),
+            "uptime": time.monotonic() - (self._end.started if hasattr(self._end, "started") else 0.0),
+        }
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        role = "send_to" if self.sending else "receive_at"
+        kind = "topic" if self.topic else "queue"
+        return f"hakobu.Bridge({self.name!r} {kind}, {role}={self.endpoint!r}, running={self.running})"
+
+
+def _positive(value: object, what: str) -> int:
+    if type(value) is not int or value <= 0:
+        raise _errors.InvalidArgument(f"{what} must be an int > 0, got {value!r}")
+    return value

@@ -1,0 +1,222 @@
+"""The receiving end: puts what arrives into the local queue (or publishes it on the local topic).
+
+Per session (one sending end's life) it keeps ``last``, the last sequence number
+delivered: a message numbered ``last + 1`` is delivered and acknowledged; one at
+or below is a duplicate (sent again after a reconnect), dropped and acknowledged
+again; one beyond is past a gap (its predecessors were lost with a connection),
+dropped with a STATUS flagged GAP, so the sender sends again from ``last + 1``.
+A sending end tells in every message what was acknowledged to it (``acked``), so
+a receiving end that restarted starts the session there: what it acknowledged
+before is never delivered twice.
+
+A message the sender numbered but that fails the checks (wire.Rejected) is dropped,
+counted, warned about, and acknowledged like a delivered one: sending it again would
+not make it better. While the local queue is full, the end waits in slices and
+tells the peer it is BUSY, so the sender does not take the wait for a lost message.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .. import _errors
+from . import deliver, wire
+from .link import HEARTBEAT_SECONDS, Link
+
+MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
+PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
+END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
+PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
+
+
+class Stopping(Exception):
+    """close() was called while waiting for room in the local queue."""
+
+
+@dataclass
+class Session:
+    last: int
+    ended: bool = False
+
+
+class ReceivingEnd:
+    def __init__(
+        self,
+        link: Link,
+        name: str,
+        topic: bool,
+        domain: Optional[str],
+        max_message_bytes: Optional[int],
+        timeout: Optional[float],
+        stop: threading.Event,
+    ) -> None:
+        from .._queue import Queue
+        from .._topic import Topic
+
+        self.link = link
+        self.timeout = timeout
+        self.stop = stop
+        self.receiver_id = os.urandom(16)
+        self.sessions: collections.OrderedDict[bytes, Session] = collections.OrderedDict()
+        self.peers: dict[Optional[bytes], tuple[float, bytes]] = {}  # identity -> (heard at, session)
+        self.heartbeat_at = 0.0
+        self.started = time.monotonic()
+        self.ended_at: Optional[float] = None
+        self.end_failed = False
+        self.queue: Optional[Queue] = None
+        self.topic_handle: Optional[Topic] = None
+        if topic:
+            self.topic_handle = Topic(name, domain=domain)
+            self.channel: Any = self.topic_handle._core
+            default_limit = 0
+        else:
+            # A sender of the local queue from the start: its receivers see the end only when this end says so.
+            self.queue = Queue(name, domain=domain, sends=True)
+            self.channel = self.queue._core
+            default_limit = self.queue.max_bytes
+        if max_message_bytes is None:
+            max_message_bytes = default_limit if default_limit > 0 else 1 << 30
+        self.limit = max_message_bytes
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.ended_at is not None and time.monotonic() - self.ended_at > END_LINGER_SECONDS:
+                return
+            if self.link.poll(0.1):
+                self._read_socket()
+            self._timers()
+
+    def _read_socket(self) -> None:
+        for _ in range(1000):
+            got = self.link.receive()
+            if got is None:
+                return
+            identity, frames, address = got
+            try:
+                if not frames:
+                    raise wire.Rejected(f"a message of more than {wire.MAX_FRAMES} frames")
+                header = wire.parse_header(frames[0])
+                self._on_message(identity, header, frames, address)
+            except wire.Rejected as error:
+                self.link.reject(address, str(error))
+
+    def _session(self, header: wire.Header) -> Session:
+        session = self.sessions.get(header.session)
+        if session is None:
+            session = self.sessions[header.session] = Session(last=header.acked)
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+        else:
+            self.sessions.move_to_end(header.session)
+            session.last = max(session.last, header.acked)
+        return session
+
+    def _on_message(
+        self, identity: Optional[bytes], header: wire.Header, frames: list[memoryview], address: str
+    ) -> None:
+        if header.type == wire.STATUS:
+            raise wire.Rejected("a STATUS (this end receives: is the other end a receiving bridge too?)")
+        if header.type == wire.HELLO and len(frames) != 1:
+            raise wire.Rejected(f"a HELLO of {len(frames)} frames")
+        if header.type == wire.END and len(frames) != 1:
+            raise wire.Rejected(f"an END of {len(frames)} frames")
+        if header.type == wire.DATA and len(frames) < 3:
+            raise wire.Rejected(f"a DATA message of {len(frames)} frames (at least 3)")
+        self.link.heard()
+        self.peers[identity] = (time.monotonic(), header.session)
+        session = self._session(header)
+        if header.type == wire.HELLO:
+            self._status(identity, header.session, session, 0)
+            return
+        if header.seq <= session.last:
+            self._status(identity, header.session, session, 0)  # a duplicate: say again where we are
+            return
+        if header.seq > session.last + 1:
+            self._status(identity, header.session, session, wire.GAP)
+            return
+        if header.type == wire.END:
+            self._end(header.failed)
+            session.last, session.ended = header.seq, True
+            self._status(identity, header.session, session, 0)
+            return
+        try:
+            put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
+        except wire.Rejected:
+            session.last = header.seq  # numbered, so acknowledged: sending it again would not help
+            self._status(identity, header.session, session, 0)
+            raise
+        try:
+            self._put(put, identity, header.session, session)
+        except Stopping:
+            return  # not acknowledged: the sender keeps it
+        session.last = header.seq
+        counters = self.link.counters
+        counters.messages += 1
+        counters.bytes += sum(len(f) for f in frames[2:])
+        self._status(identity, header.session, session, 0)
+
+    def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
+        while True:
+            try:
+                put(PUT_SLICE)
+                return
+            except _errors.Full:
+                pass
+            if self.stop.is_set():
+                raise Stopping
+            self._status(identity, session_id, session, wire.BUSY)
+
+    def _end(self, failed: bool) -> None:
+        """The sending end's stream ended: so does the local queue's, through this handle."""
+        self.ended_at = time.monotonic()
+        self.end_failed = failed
+        if self.queue is not None:
+            self.queue.close(failed=failed)
+
+    def _status(
+        self, identity: Optional[bytes], session_id: bytes, session: Optional[Session], flags: int
+    ) -> None:
+        last = 0
+        if session is not None:
+            last = session.last
+            if session.ended:
+                flags |= wire.ENDED
+        self.link.send(identity, [wire.status(self.receiver_id, session_id, last, flags)])
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if now - self.heartbeat_at >= HEARTBEAT_SECONDS:
+            self.heartbeat_at = now
+            if not self.link.bind:
+                # The one peer (a binding sending end learns of this end from it).
+                session_id = next(reversed(self.sessions), bytes(16)) if self.sessions else bytes(16)
+                self._status(None, session_id, self.sessions.get(session_id), 0)
+            for identity, (heard, session_id) in list(self.peers.items()):
+                if now - heard > PEER_MEMORY_SECONDS:
+                    del self.peers[identity]
+                elif self.link.bind:
+                    self._status(identity, session_id, self.sessions.get(session_id), 0)
+        if self.timeout is not None and not self.link.connected():
+            since = self.link.counters.last_heard or self.started
+            if now - since > self.timeout:
+                raise _errors.PeerTimeout(
+                    f"hakobu bridge at {self.link.endpoint}: no sending end heard for {self.timeout:g} s "
+                    f"(is `hakobu bridge ... --to` running there, and the address and keys right?)"
+                )
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    def close(self) -> None:
+        if self.queue is not None and self.ended_at is None:
+            # The remote stream did not end: the local one is cut short, not complete.
+            self.queue.close(failed=True)
+        if self.topic_handle is not None:
+            self.topic_handle.close()

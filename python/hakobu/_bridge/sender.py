@@ -1,0 +1,316 @@
+"""The sending end: reads the local queue (or a subscription to the local topic) and sends.
+
+Each message gets the next sequence number of this end's session (16 random bytes,
+new for every Bridge) and stays in the window until the receiving end acknowledges
+it (a STATUS whose ``last`` reaches it). While the window is full (``window``
+messages or ``window_bytes`` bytes, one message always allowed), the local queue is
+not read: its producers fill it and block. That is the backpressure.
+
+Sending again: everything unacknowledged goes again when the peer is (re)gained (first
+contact, a new receiving end, heard again after LOST_SECONDS), when the receiver says
+it saw a gap (once per acknowledgement progress), and when acknowledgements stalled
+while the peer was heard and not busy (after ACK_TIMEOUT, doubling up to 30 s). The
+receiving end drops what it has delivered already, so the stream arrives once, in order.
+
+An array leaves from shared memory without a copy: its frame is the received block's
+memory (pyzmq's zero-copy frames hold the buffer until ZeroMQ has sent it; the window
+holds it until it is acknowledged).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _codec, _core, _errors
+from . import deliver, wire
+from .link import HEARTBEAT_SECONDS, Link
+
+ACK_TIMEOUT = 2.0
+MAX_ACK_TIMEOUT = 30.0
+# How long a local get may wait while the window has room: the loop looks at the
+# socket in between (acknowledgements), so this bounds their delay while idle.
+LOCAL_WAIT = 0.02
+# close(): how long to wait for the acknowledgements of what is in flight, so that as
+# little as possible goes back into the local queue (and arrives twice).
+CLOSE_DRAIN_SECONDS = 0.5
+
+
+@dataclass
+class Outgoing:
+    kind: int
+    meta: bytes
+    payload: list[Any]
+    nbytes: int
+    hold: Any  # the received local message (or array) whose memory the frames are
+    epoch: int = -1  # the peer epoch it was last sent in (-1: not sent)
+
+
+class SendingEnd:
+    def __init__(
+        self,
+        link: Link,
+        name: str,
+        topic: bool,
+        domain: Optional[str],
+        window: int,
+        window_bytes: int,
+        timeout: Optional[float],
+        stop: threading.Event,
+    ) -> None:
+        from .._queue import Queue
+        from .._topic import Topic
+
+        self.link = link
+        self.topic = topic
+        self.window = window
+        self.window_bytes = window_bytes
+        self.timeout = timeout
+        self.stop = stop
+        self.session = os.urandom(16)
+        self.seq = 0
+        self.acked = 0
+        self.unacked: collections.OrderedDict[int, Outgoing] = collections.OrderedDict()
+        self.end_seq: Optional[int] = None
+        self.done = False
+        self.peer: Optional[bytes] = None  # the receiving end's ROUTER identity (binding sender)
+        self.receiver_id: Optional[bytes] = None
+        self.epoch = 0
+        self.was_connected = False
+        self.stall_wait = ACK_TIMEOUT
+        self.progress_at = time.monotonic()
+        self.gap_resent_at: Optional[int] = None
+        self.hello_at = 0.0
+        self.started = time.monotonic()
+        if topic:
+            self.topic_handle: Optional[Topic] = Topic(name, domain=domain)
+            self.subscriber: Any = self.topic_handle.subscribe()
+            self.queue: Optional[Queue] = None
+        else:
+            self.topic_handle = None
+            self.subscriber = None
+            self.queue = Queue(name, domain=domain)
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        counters = self.link.counters
+        while not self.stop.is_set() and not self.done:
+            room = self.end_seq is None and self._has_room()
+            if self.link.poll(0 if room else 0.1):
+                self._read_socket()
+            self._timers()
+            if room and not self.done:
+                self._take_local()
+            counters.in_flight = len(self.unacked)
+        if self.done:
+            return
+        self._drain_before_close()
+
+    def _has_room(self) -> bool:
+        counters = self.link.counters
+        if not self.unacked:
+            return True
+        return len(self.unacked) < self.window and counters.in_flight_bytes < self.window_bytes
+
+    def _take_local(self) -> None:
+        try:
+            if self.subscriber is not None:
+                item = self.subscriber._core.get_object(LOCAL_WAIT, False)
+                self.link.counters.dropped = self.subscriber.dropped
+            else:
+                assert self.queue is not None
+                item = self.queue._core.get(LOCAL_WAIT)
+        except _errors.Empty:
+            return
+        except _errors.SendersLost:
+            self._queue_end(failed=True)
+            return
+        except _errors.EndOfStream:
+            self._queue_end(failed=False)
+            return
+        except _errors.Unlinked:
+            self._queue_end(failed=not self.topic)  # a topic's end; a queue removed under its readers
+            return
+        try:
+            outgoing = self._frames_of(item)
+        except wire.Rejected as error:
+            self.link.reject("the local queue", str(error))
+            return
+        self.seq += 1
+        self.unacked[self.seq] = outgoing
+        self.link.counters.in_flight_bytes += outgoing.nbytes
+        self._send(self.seq, outgoing)
+
+    def _frames_of(self, item: Any) -> Outgoing:
+        """A received local message as frames (see wire.py), without copying its memory."""
+        if isinstance(item, bytes):  # a subscriber's bytes (decoded by the extension)
+            return Outgoing(_codec.KIND_BYTES, b"", [item], len(item), item)
+        if isinstance(item, np.ndarray):
+            meta, payload = wire.array_frames(item)
+            return Outgoing(_codec.KIND_ARRAY, meta, payload, item.nbytes, item)
+        if type(item) is not _core.Message:
+            raise wire.Rejected(
+                f"a local message read as {type(item).__name__} (a bridge forwards raw messages)"
+            )
+        kind = item.kind
+        if kind == _codec.KIND_BYTES:
+            view = memoryview(item)
+            return Outgoing(kind, b"", [view], len(view), item)
+        if kind == _codec.KIND_ARRAY:
+            array = _codec.decode(item)  # a view of the message's memory: no copy, nothing unpickled
+            meta, payload = wire.array_frames(array)
+            return Outgoing(kind, meta, payload, array.nbytes, array)
+        if kind == _codec.KIND_OBJECT:
+            attachments = [memoryview(item.attachment(k)) for k in range(item.attachment_count)]
+            meta, payload = wire.object_frames(memoryview(item), attachments)
+            return Outgoing(kind, meta, payload, sum(len(memoryview(p)) for p in payload), item)
+        raise wire.Rejected(f"a local message of unknown kind {kind}")
+
+    def _queue_end(self, failed: bool) -> None:
+        self.seq += 1
+        self.end_seq = self.seq
+        self.unacked[self.seq] = Outgoing(-1 if failed else 0, b"", [], 0, None)
+        self._send(self.seq, self.unacked[self.seq])
+
+    def _send(self, seq: int, outgoing: Outgoing) -> None:
+        if outgoing.kind <= 0:  # the end: 0 clean, -1 failed
+            parts: list[Any] = [wire.end(self.session, seq, self.acked, outgoing.kind < 0)]
+        else:
+            header = wire.data_header(self.session, seq, self.acked, outgoing.kind)
+            parts = [header, outgoing.meta, *outgoing.payload]
+        if self.link.send(self.peer, parts):
+            outgoing.epoch = self.epoch
+
+    def _resend(self, after: int, unsent_only: bool = False) -> None:
+        for seq, outgoing in self.unacked.items():
+            if seq > after and not (unsent_only and outgoing.epoch != -1):
+                if outgoing.epoch != -1:  # sent before (else this is its first send)
+                    self.link.counters.resent += 1
+                self._send(seq, outgoing)
+
+    # --- what the receiving end says -----------------------------------------------------
+    def _read_socket(self) -> None:
+        for _ in range(1000):
+            got = self.link.receive()
+            if got is None:
+                return
+            identity, frames, address = got
+            try:
+                if not frames:
+                    raise wire.Rejected(f"a message of more than {wire.MAX_FRAMES} frames")
+                header = wire.parse_header(frames[0])
+                if header.type != wire.STATUS or len(frames) != 1:
+                    raise wire.Rejected(
+                        f"a type-{header.type} message of {len(frames)} frames (a STATUS expected)"
+                    )
+                if header.session == self.session and header.last > self.seq:
+                    raise wire.Rejected(
+                        f"an acknowledgement of message {header.last}, never sent (last {self.seq})"
+                    )
+            except wire.Rejected as error:
+                self.link.reject(address, str(error))
+                continue
+            self._on_status(identity, header)
+
+    def _on_status(self, identity: Optional[bytes], status: wire.Header) -> None:
+        regained = not self.link.connected()
+        self.link.heard()
+        first = self.receiver_id is None
+        new_peer = status.receiver != self.receiver_id or (self.link.bind and identity != self.peer)
+        if new_peer or regained:
+            # Someone else, or heard again after a silence: what was in flight may be lost
+            # (at first contact only what could not be sent yet: ZeroMQ took the rest to it).
+            self.receiver_id, self.peer = status.receiver, identity
+            self.epoch += 1
+            self.progress_at = time.monotonic()
+            self._say_hello()
+            if status.session != self.session:
+                self._resend(self.acked, unsent_only=first)
+        if status.session != self.session:
+            return  # a heartbeat of a receiving end that does not know this session yet (HELLO told it)
+        if status.last > self.acked:
+            while self.unacked and next(iter(self.unacked)) <= status.last:
+                _, outgoing = self.unacked.popitem(last=False)
+                self.link.counters.in_flight_bytes -= outgoing.nbytes
+                if outgoing.kind > 0:
+                    self.link.counters.messages += 1
+                    self.link.counters.bytes += outgoing.nbytes
+            self.acked = status.last
+            self.progress_at = time.monotonic()
+            self.stall_wait = ACK_TIMEOUT
+        if self.end_seq is not None and self.acked >= self.end_seq:
+            self.done = True
+            return
+        if new_peer or regained:
+            self._resend(self.acked, unsent_only=first)
+        elif status.flags & wire.GAP and self.gap_resent_at != self.acked:
+            self.gap_resent_at = self.acked
+            self._resend(self.acked)
+        if status.flags & wire.BUSY:
+            self.progress_at = time.monotonic()  # waiting for room over there is not a stall
+
+    def _say_hello(self) -> None:
+        self.hello_at = time.monotonic()
+        self.link.send(self.peer, [wire.hello(self.session, self.acked)])
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if now - self.hello_at >= HEARTBEAT_SECONDS:
+            self._say_hello()
+        connected = self.link.connected()
+        if self.was_connected and not connected:
+            self.epoch += 1  # lost: what is sent from now on may go nowhere
+        self.was_connected = connected
+        if self.unacked and connected and now - self.progress_at > self.stall_wait:
+            self.stall_wait = min(2 * self.stall_wait, MAX_ACK_TIMEOUT)
+            self.progress_at = now
+            self._resend(self.acked)
+        if self.timeout is not None and not connected:
+            since = self.link.counters.last_heard or self.started
+            if now - since > self.timeout:
+                raise _errors.PeerTimeout(
+                    f"hakobu bridge {self._describe()}: no answer from the receiving end for {self.timeout:g} s "
+                    f"(is `hakobu bridge ... --at` running there, and the address and keys right?)"
+                )
+
+    def _describe(self) -> str:
+        return f"to {self.link.endpoint}"
+
+    # --- closing ----------------------------------------------------------------------
+    def _drain_before_close(self) -> None:
+        deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+        while self.unacked and self.link.connected() and time.monotonic() < deadline:
+            if self.link.poll(0.05):
+                self._read_socket()
+
+    def give_back(self) -> int:
+        """Puts what was never acknowledged back into the local queue (at its end, in order);
+        returns how many. A topic's messages are not put back (publishing them again would
+        reach the local subscribers twice)."""
+        data = [o for o in self.unacked.values() if o.kind > 0]
+        self.unacked.clear()
+        self.link.counters.in_flight = self.link.counters.in_flight_bytes = 0
+        if self.queue is None or not data:
+            return 0
+        for outgoing in data:
+            frames = [memoryview(p) if not isinstance(p, memoryview) else p for p in outgoing.payload]
+            meta = memoryview(outgoing.meta)
+            put = deliver.rebuild(
+                self.queue._core, outgoing.kind, meta, [f.cast("B") for f in frames], 1 << 62
+            )
+            put(None)
+        return len(data)
+
+    def close(self, failed: bool) -> None:
+        if self.subscriber is not None:
+            self.subscriber.close()
+        if self.topic_handle is not None:
+            self.topic_handle.close()
+        if self.queue is not None:
+            self.queue.close(failed=failed)

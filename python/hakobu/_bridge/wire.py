@@ -1,0 +1,280 @@
+"""The bridge's frame format, and the checks of everything the network brings.
+
+Every ZeroMQ message between two bridges is a multipart message whose first
+frame is a header: ``b"HKBR"``, a version byte (VERSION), a type byte, two
+zero bytes, then fixed fields by type (little-endian):
+
+* HELLO (sending end -> receiving end): session (16 bytes), acked (u64): the
+  sender's presence, sent every HEARTBEAT_SECONDS; ``acked`` is the last
+  sequence number the receiving end confirmed to this session (a receiving end
+  that restarted learns where the session stands from it).
+* DATA (sending end -> receiving end): session, seq (u64), acked (u64), kind
+  (u8), then a meta frame (JSON, at most MAX_META_BYTES) and the payload frames:
+  bytes: one frame; array: one frame of elements in C or Fortran order, meta
+  ``{"t": typestr, "s": shape, "o": "C"|"F"}``; object: the pickle stream, then
+  one frame per out-of-band buffer, meta ``{"b": [[read_only, nbytes], ...]}``;
+  another kind (from a C++ producer): one frame, forwarded as it is.
+* END (sending end -> receiving end): session, seq, acked, failed (u8): the
+  local stream ended (``failed``: SendersLost); numbered like DATA, so it is
+  delivered after every message before it.
+* STATUS (receiving end -> sending end): receiver id (16 bytes), session, last
+  (u64), flags (u8: BUSY, GAP, ENDED): the acknowledgement (every message of
+  the session up to ``last`` is in the receiving end's local queue), also sent
+  as a heartbeat.
+
+Nothing here trusts the peer: lengths are checked against the header before
+anything is allocated, the meta frame is bounded before it is parsed, and a
+dtype must be one this side would send itself (no object dtypes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _codec, _errors
+
+MAGIC = b"HKBR"
+VERSION = 1
+
+HELLO = 1
+DATA = 2
+END = 3
+STATUS = 4
+
+# STATUS flags.
+BUSY = 1  # the receiving end waits for room in its local queue: no acknowledgement is overdue
+GAP = 2  # a message arrived after a missing one (lost with a connection): send again from last + 1
+ENDED = 4  # the session's end was delivered
+
+_HEADER = struct.Struct("<4sBBxx")
+_HELLO = struct.Struct("<16sQ")
+_DATA = struct.Struct("<16sQQB")
+_END = struct.Struct("<16sQQB")
+_STATUS = struct.Struct("<16s16sQB")
+
+MAX_META_BYTES = 64 * 1024
+MAX_BUFFERS = 4096  # out-of-band buffers of one object message
+MAX_FRAMES = MAX_BUFFERS + 3  # header, meta, stream, buffers
+MAX_DIMENSIONS = 64
+MAX_TYPESTR = 4096
+KNOWN_KINDS = (_codec.KIND_BYTES, _codec.KIND_ARRAY, _codec.KIND_OBJECT)
+
+
+class Rejected(Exception):
+    """What the peer sent is malformed; the text says how (the bridge drops it and warns)."""
+
+
+def _header(kind: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind)
+
+
+def hello(session: bytes, acked: int) -> bytes:
+    return _header(HELLO) + _HELLO.pack(session, acked)
+
+
+def data_header(session: bytes, seq: int, acked: int, kind: int) -> bytes:
+    return _header(DATA) + _DATA.pack(session, seq, acked, kind)
+
+
+def end(session: bytes, seq: int, acked: int, failed: bool) -> bytes:
+    return _header(END) + _END.pack(session, seq, acked, int(failed))
+
+
+def status(receiver: bytes, session: bytes, last: int, flags: int) -> bytes:
+    return _header(STATUS) + _STATUS.pack(receiver, session, last, flags)
+
+
+@dataclass
+class Header:
+    """A checked header frame."""
+
+    type: int
+    session: bytes = b""
+    seq: int = 0
+    acked: int = 0
+    kind: int = 0
+    failed: bool = False
+    receiver: bytes = b""
+    last: int = 0
+    flags: int = 0
+
+
+def parse_header(frame: memoryview) -> Header:
+    """The header frame's fields, or Rejected saying what is wrong with it."""
+    if len(frame) < _HEADER.size:
+        raise Rejected(f"a header frame of {len(frame)} bytes (at least {_HEADER.size} expected)")
+    magic, version, kind = _HEADER.unpack_from(frame)
+    if magic != MAGIC:
+        raise Rejected(f"a frame that is not a hakobu bridge header (starts with {bytes(magic)!r})")
+    if version != VERSION:
+        raise Rejected(
+            f"protocol version {version}, this bridge speaks version {VERSION} (run the same hakobu version on both ends)"
+        )
+    body = frame[_HEADER.size :]
+    layouts = {HELLO: _HELLO, DATA: _DATA, END: _END, STATUS: _STATUS}
+    layout = layouts.get(kind)
+    if layout is None:
+        raise Rejected(f"an unknown message type {kind}")
+    if len(body) != layout.size:
+        raise Rejected(f"a type-{kind} header of {len(frame)} bytes ({_HEADER.size + layout.size} expected)")
+    fields = layout.unpack(body)
+    if kind == HELLO:
+        return Header(kind, session=fields[0], acked=fields[1])
+    if kind == DATA:
+        return Header(kind, session=fields[0], seq=fields[1], acked=fields[2], kind=fields[3])
+    if kind == END:
+        return Header(kind, session=fields[0], seq=fields[1], acked=fields[2], failed=bool(fields[3]))
+    return Header(kind, receiver=fields[0], session=fields[1], last=fields[2], flags=fields[3])
+
+
+# --- the sending end: a received local message as frames -----------------------------------
+
+
+def array_frames(array: np.ndarray) -> tuple[bytes, list[Any]]:
+    """(meta, [elements]) of ``array``: its memory itself when contiguous (no copy), else a
+    contiguous copy (a strided view sent by reference)."""
+    typestr = _codec.dtype_fields(array.dtype)[3]
+    if array.flags.c_contiguous:
+        order, flat = "C", array
+    elif array.flags.f_contiguous:
+        order, flat = "F", array.T  # C-contiguous, the same bytes
+    else:
+        order, flat = "C", np.ascontiguousarray(array)
+    # Bytes of the elements without a copy: a uint8 view of the same memory.
+    elements = flat.reshape(-1).view(np.uint8) if flat.size else b""
+    meta = json.dumps({"t": typestr, "s": list(array.shape), "o": order}).encode()
+    return meta, [elements]
+
+
+def object_frames(payload: memoryview, attachments: list[memoryview]) -> tuple[bytes, list[Any]]:
+    """(meta, [stream, buffers...]) of an object message: its payload (``b"HKP1"``, the buffer
+    table, the pickle stream) and its attachments, checked (shared memory is untrusted too).
+    Nothing is unpickled: the stream travels as bytes."""
+    header_size = struct.calcsize("<4sI")
+    entry = struct.Struct("<IQQ")
+    if len(payload) < header_size:
+        raise Rejected("an object message shorter than its header")
+    magic, count = struct.unpack_from("<4sI", payload)
+    if magic != b"HKP1" or count > len(attachments) or count > MAX_BUFFERS:
+        raise Rejected("an object message with a damaged header")
+    table_end = header_size + count * entry.size
+    if table_end > len(payload):
+        raise Rejected("an object message shorter than its buffer table")
+    buffers: list[Any] = []
+    described = []
+    for k in range(count):
+        index, offset, length = entry.unpack_from(payload, header_size + k * entry.size)
+        attachment = index & ~_codec.READ_ONLY
+        if attachment >= len(attachments) or offset + length > len(attachments[attachment]):
+            raise Rejected("an object message whose buffer lies outside its attachment")
+        buffers.append(attachments[attachment][offset : offset + length])
+        described.append([1 if index & _codec.READ_ONLY else 0, length])
+    meta = json.dumps({"b": described}).encode()
+    return meta, [payload[table_end:], *buffers]
+
+
+# --- the receiving end: frames checked against their meta ----------------------------------
+
+
+def _meta(frame: memoryview) -> Any:
+    if len(frame) > MAX_META_BYTES:
+        raise Rejected(f"a meta frame of {len(frame)} bytes (at most {MAX_META_BYTES})")
+    try:
+        return json.loads(bytes(frame))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Rejected(f"an unreadable meta frame ({error})") from None
+
+
+@dataclass
+class ArrayPlan:
+    dtype: np.dtype
+    fields: tuple[int, int, int, str]
+    shape: list[int]
+    fortran: bool
+    nbytes: int
+
+
+def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -> ArrayPlan:
+    """What an array message must become, checked against its one payload frame."""
+    meta = _meta(meta_frame)
+    if not isinstance(meta, dict) or set(meta) != {"t", "s", "o"}:
+        raise Rejected("an array meta frame without exactly the keys t, s, o")
+    typestr, shape, order = meta["t"], meta["s"], meta["o"]
+    if not isinstance(typestr, str) or not 0 < len(typestr) <= MAX_TYPESTR:
+        raise Rejected("an array type that is not a string of 1 to 4096 characters")
+    if order not in ("C", "F"):
+        raise Rejected(f"an array order {order!r} (C or F expected)")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMENSIONS
+        or not all(type(n) is int and 0 <= n < 2**62 for n in shape)
+    ):
+        raise Rejected(f"an array shape that is not a list of at most {MAX_DIMENSIONS} sizes >= 0")
+    try:
+        dtype = _codec.dtype_from_fields(0, 0, 0, typestr)
+        fields = _codec.dtype_fields(dtype)
+    except (_errors.HakobuError, ValueError, TypeError, RecursionError, MemoryError):
+        raise Rejected(f"an array type {typestr[:80]!r} this side cannot read") from None
+    if dtype.hasobject or dtype.itemsize == 0 or fields[3] != typestr:
+        raise Rejected(
+            f"an array type {typestr[:80]!r} that a bridge never sends (objects, empty or altered types)"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > limit:
+        raise Rejected(f"an array of {nbytes} bytes, more than max_message_bytes={limit}")
+    if len(payload) != 1 or len(payload[0]) != nbytes:
+        got = [len(p) for p in payload]
+        raise Rejected(
+            f"an array of {nbytes} bytes by its shape and type, with payload frames of {got} bytes"
+        )
+    return ArrayPlan(dtype, fields, shape, order == "F", nbytes)
+
+
+def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) -> list[tuple[bool, int]]:
+    """The (read_only, nbytes) of each out-of-band buffer of an object message, checked
+    against its payload frames (the stream, then one per buffer)."""
+    meta = _meta(meta_frame)
+    if not isinstance(meta, dict) or set(meta) != {"b"} or not isinstance(meta["b"], list):
+        raise Rejected("an object meta frame without exactly the key b (a list)")
+    described = meta["b"]
+    if len(described) > MAX_BUFFERS:
+        raise Rejected(f"an object with {len(described)} buffers (at most {MAX_BUFFERS})")
+    buffers = []
+    for item in described:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or item[0] not in (0, 1)
+            or type(item[1]) is not int
+            or item[1] < 0
+        ):
+            raise Rejected("an object buffer description that is not [read_only 0|1, nbytes >= 0]")
+        buffers.append((bool(item[0]), int(item[1])))
+    if len(payload) != 1 + len(buffers):
+        raise Rejected(f"an object with {len(buffers)} buffers and {len(payload)} payload frames")
+    if any(len(frame) != n for frame, (_, n) in zip(payload[1:], buffers)):
+        raise Rejected("an object whose buffer frames do not have the sizes its meta frame says")
+    total = sum(len(frame) for frame in payload)
+    if total > limit:
+        raise Rejected(f"an object of {total} bytes, more than max_message_bytes={limit}")
+    return buffers
+
+
+def check_raw(meta_frame: memoryview, payload: list[memoryview], kind: int, limit: int) -> None:
+    """A bytes message (or another kind, forwarded as it is): one frame within the limit."""
+    if len(meta_frame) != 0:
+        raise Rejected(f"a kind-{kind} message with a meta frame (none expected)")
+    if len(payload) != 1:
+        raise Rejected(f"a kind-{kind} message with {len(payload)} payload frames (1 expected)")
+    if len(payload[0]) > limit:
+        raise Rejected(f"a message of {len(payload[0])} bytes, more than max_message_bytes={limit}")
+
+
+def describe_peer(address: Optional[str]) -> str:
+    return f"peer {address}" if address else "a peer"
