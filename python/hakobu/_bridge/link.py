@@ -20,6 +20,7 @@ from . import keys, wire
 HEARTBEAT_SECONDS = 0.5  # each end makes itself heard this often
 LOST_SECONDS = 3.0  # a peer not heard for this long is taken as gone (noisy VMs stall for a second)
 WARN_EVERY_SECONDS = 5.0  # at most one BridgeInputWarning per bridge this often
+ZAP_DOMAIN = "hakobu-bridge"  # the authentication domain of a binding end (its ZAP handler serves this one)
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Link:
 
             self.authenticator = ThreadAuthenticator(self.context)
             self.authenticator.start()
-            self.authenticator.configure_curve(domain="*", location=security.allowed_keys)
+            self.authenticator.configure_curve(domain=ZAP_DOMAIN, location=security.allowed_keys)
         else:
             if security.peer_key is None:
                 raise _errors.BridgeError(
@@ -122,7 +123,7 @@ class Link:
         for option, value in options.items():
             self.socket.setsockopt(option, value)
         if self.bind:
-            self.socket.setsockopt(zmq.ZAP_DOMAIN, b"hakobu")
+            self.socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
     # --- receiving --------------------------------------------------------------------
     def poll(self, seconds: float) -> bool:

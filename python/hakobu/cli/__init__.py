@@ -9,6 +9,8 @@
     hakobu doctor                  check the system settings that matter for shared memory
     hakobu top [--interval S]      a live view: queues, topics, stores and pipeline stages with
                [--once]            their rates, depth, bytes in flight; --json/--once: one frame
+    hakobu bridge NAME --to URL    carry a queue (or --topic) to another host over ZeroMQ;
+                   --at URL        receive one there (`hakobu bridge keys DIR`: CurveZMQ keys)
     hakobu bench [--quick]         IPC methods side by side with hakobu (the hakobu-bench package)
 
 Every subcommand takes ``--domain D`` (default: $HAKOBU_DOMAIN, else u<uid>)
@@ -28,7 +30,7 @@ and friends); this package asks for it rather than parsing names itself.
 One module per concern: ``files`` (a domain's files), ``processes`` (who maps
 them), ``reports`` (what is shown, as data), ``output`` (tables and JSON),
 ``commands`` (ls, info, rm, gc), ``doctor``, ``top`` (the live view: two
-samples make a frame), ``errors`` (how a command fails), ``plugins``
+samples make a frame), ``bridge`` (hakobu.Bridge on the command line), ``errors`` (how a command fails), ``plugins``
 (subcommands of other distributions, such as ``hakobu bench``), ``parser``
 (the command line, `main`).
 """

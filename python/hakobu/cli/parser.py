@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from .. import __version__, _core
 from .._errors import HakobuError
-from . import plugins
+from . import bridge, plugins
 from .commands import command_gc, command_info, command_ls, command_rm
 from .doctor import command_doctor
 from .errors import CommandError
@@ -23,7 +23,7 @@ DOMAIN_HELP = "the domain (default: $HAKOBU_DOMAIN, else u<uid>)"
 JSON_HELP = "print machine-readable JSON instead of tables"
 
 
-BUILT_IN = ("ls", "info", "rm", "gc", "doctor", "top")
+BUILT_IN = ("ls", "info", "rm", "gc", "doctor", "top", "bridge")
 
 
 def needs_plugins(argv: Sequence[str]) -> bool:
@@ -171,6 +171,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="print one frame as text and exit (what a piped stdout gets); --json prints one as JSON",
     )
+    bridge.add_parser(commands, add_common_options)
 
     if not with_plugins:
         return parser

@@ -1,0 +1,472 @@
+"""hakobu.Bridge over loopback: every kind of message, order, the end of the stream,
+backpressure, hostile frames, CurveZMQ, and a receiving process killed and restarted.
+
+The two ends run in this process (each bridge is a thread with its own ZeroMQ
+socket) except where a separate process matters (its death, its own producer).
+Both "hosts" share the test domain here: the ends use different queue names.
+Waits are bounded by watchdogs; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import socket
+import struct
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+zmq = pytest.importorskip("zmq")
+
+import hakobu  # noqa: E402
+from hakobu._bridge import keys, wire  # noqa: E402
+
+from .conftest import PROGRAMS, finish, start  # noqa: E402
+
+sys.path.insert(0, str(PROGRAMS))
+from cases import cases, fingerprint  # noqa: E402
+
+WATCHDOG = 60.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, watchdog: float = WATCHDOG) -> None:
+    """Waits until ``condition()`` holds; the watchdog fails the test instead of hanging it."""
+    deadline = time.monotonic() + watchdog
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"watchdog: {what} did not happen within {watchdog} s")
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def names(name: str) -> Iterator[tuple[str, str]]:
+    """The local queue of the sending end and the one of the receiving end (removed after)."""
+    pair = (f"{name}-a", f"{name}-b")
+    yield pair
+    for queue in pair:
+        try:
+            hakobu.remove(queue)
+        except hakobu.NotFound:
+            pass
+
+
+@pytest.fixture
+def bridges() -> Iterator[list[hakobu.Bridge]]:
+    """Bridges a test made; closed after it whatever happened."""
+    made: list[hakobu.Bridge] = []
+    yield made
+    for bridge in made:
+        bridge.close()
+
+
+def pair(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], **options: Any
+) -> tuple[hakobu.Bridge, hakobu.Bridge]:
+    receiving_options = {k: v for k, v in options.items() if k in ("max_message_bytes", "topic")}
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", **receiving_options)
+    bridges.append(receiving)
+    sending = hakobu.Bridge(names[0], send_to=receiving.endpoint, **options)
+    bridges.append(sending)
+    return sending, receiving
+
+
+# --- what travels ------------------------------------------------------------------------
+
+
+def test_every_kind_dtype_and_shape_round_trips(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    pair(names, bridges)
+    samples = cases() + [
+        ("memoryview", memoryview(b"view of bytes" * 100)),
+        ("large-bytes", os.urandom(3_000_000)),
+        ("int", 12345),
+        ("tuple", (1, "two", 3.0)),
+        ("hakobu-array", hakobu.full((10, 10), 7.5)),  # sent by reference to shared memory
+    ]
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+        for _, obj in samples:
+            source.put(obj)
+        for label, obj in samples:
+            got = sink.get(timeout=WATCHDOG)
+            expected = bytes(obj) if isinstance(obj, (bytearray, memoryview)) else obj
+            assert fingerprint(got) == fingerprint(expected), label
+            if isinstance(obj, np.ndarray):
+                assert got.dtype == obj.dtype and got.shape == obj.shape, label
+                np.testing.assert_array_equal(got, obj)
+                # Contiguity is kept: Fortran stays Fortran; a strided view arrives C-contiguous.
+                if obj.flags.f_contiguous and not obj.flags.c_contiguous:
+                    assert got.flags.f_contiguous, label
+                else:
+                    assert got.flags.c_contiguous, label
+                assert got.flags.writeable, label
+
+
+def test_order_bytes_and_the_end_of_the_stream(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    sending, receiving = pair(names, bridges)
+    producer = start("bridge_send", names[0], 3000)
+    try:
+        assert finish(producer)[0] == 0
+        with hakobu.Queue(names[1]) as sink:
+            assert list(sink) == list(range(3000))  # stops at EndOfStream: the end travelled
+        assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+    finally:
+        producer.kill()
+    sent, received = sending.stats(), receiving.stats()
+    assert sent["messages"] == received["messages"] == 3000
+    assert sent["bytes"] == received["bytes"] > 0
+    assert sent["in_flight"] == 0 and sent["rejected"] == received["rejected"] == 0
+
+
+def test_senders_lost_travels_as_senders_lost(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    sending, receiving = pair(names, bridges)
+    producer = start("bridge_send", names[0], 10, "fail")
+    try:
+        assert finish(producer)[0] == 0
+        with hakobu.Queue(names[1]) as sink:
+            got = [sink.get(timeout=WATCHDOG) for _ in range(10)]
+            with pytest.raises(hakobu.SendersLost):
+                sink.get(timeout=WATCHDOG)
+        assert got == list(range(10))
+        assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+    finally:
+        producer.kill()
+
+
+class _Tripwire:
+    """Unpickling it creates a file: shows who unpickled (no bridge may)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_bridge_never_unpickles_and_the_consumer_decides(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], tmp_path: Path
+) -> None:
+    _, receiving = pair(names, bridges)
+    wire_marker = tmp_path / "unpickled"
+    with hakobu.Queue(names[0]) as source:
+        source.put(_Tripwire(str(wire_marker)))
+        source.put({"plain": [1, 2, 3]})
+    wait_for(lambda: receiving.stats()["messages"] == 2, "delivery of both objects")
+    assert not wire_marker.exists()  # carried by both bridges as bytes
+    with hakobu.Queue(names[1], allow_pickle=False) as sink:
+        with pytest.raises(hakobu.UnpicklingRefused):
+            sink.get(timeout=WATCHDOG)
+        assert sink.get(timeout=WATCHDOG) == {"plain": [1, 2, 3]}
+    assert not wire_marker.exists()
+
+
+def test_a_topic_is_bridged_to_a_topic(topic_name: str, bridges: list[hakobu.Bridge]) -> None:
+    far = f"{topic_name}-far"
+    try:
+        with hakobu.Topic(topic_name) as near, hakobu.Topic(far) as remote:
+            subscription = remote.subscribe()
+            pair((topic_name, far), bridges, topic=True)
+            for i in range(50):
+                near.publish(np.full(3, i, dtype=np.int16) if i % 2 else {"i": i})
+            for i in range(50):
+                got = subscription.get(timeout=WATCHDOG)
+                if i % 2:
+                    assert got.dtype == np.int16 and list(got) == [i] * 3
+                else:
+                    assert got == {"i": i}
+            subscription.close()
+            near.unlink()  # the end of the near topic ends both bridges
+            assert bridges[1].join(WATCHDOG) and bridges[0].join(WATCHDOG)
+    finally:
+        for topic in (topic_name, far):
+            try:
+                hakobu.Topic.remove(topic)
+            except hakobu.NotFound:
+                pass
+
+
+# --- flow control and faults ---------------------------------------------------------------
+
+
+def test_a_held_up_consumer_stops_the_sender_reading_its_queue(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    with hakobu.Queue(names[0], capacity=200) as source, hakobu.Queue(names[1], capacity=2) as sink:
+        sending, receiving = pair(names, bridges, window=4)
+        for i in range(100):
+            source.put(i)
+        # Nobody reads the sink: it fills, the receiving end waits, the window fills, the source stays.
+        wait_for(lambda: sink.qsize() == 2 and sending.stats()["in_flight"] == 4, "a full window")
+        assert source.qsize() >= 100 - 2 - 1 - 4  # two in the sink, one being put, four in flight
+        assert sending.stats()["in_flight"] <= 4
+        assert [sink.get(timeout=WATCHDOG) for _ in range(100)] == list(range(100))
+        source.close()
+        with pytest.raises(hakobu.EndOfStream):
+            sink.get(timeout=WATCHDOG)
+
+
+def test_close_puts_what_was_not_acknowledged_back(name: str, bridges: list[hakobu.Bridge]) -> None:
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    with hakobu.Queue(name) as source:
+        sending = hakobu.Bridge(name, send_to=nobody, window=8)
+        bridges.append(sending)
+        for i in range(5):
+            source.put(np.arange(i + 1))
+        wait_for(lambda: sending.stats()["in_flight"] == 5, "five messages taken")
+        assert source.qsize() == 0
+        sending.close()
+        assert sending.stats()["given_back"] == 5
+        assert [list(source.get(timeout=WATCHDOG)) for _ in range(5)] == [
+            list(range(i + 1)) for i in range(5)
+        ]
+
+
+def test_no_peer_within_timeout_raises_peer_timeout(name: str, bridges: list[hakobu.Bridge]) -> None:
+    sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{free_port()}", timeout=0.5)
+    bridges.append(sending)
+    with pytest.raises(hakobu.PeerTimeout, match="no answer"):
+        sending.join(WATCHDOG)
+
+
+def test_a_killed_receiving_process_restarted_loses_nothing(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    count = 400
+    first = start("bridge_receive", names[1], endpoint)
+    second = None
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith("ready")
+        sending = hakobu.Bridge(names[0], send_to=endpoint, window=16)
+        bridges.append(sending)
+        received: list[int] = []
+        with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+            for i in range(count):
+                source.put(i)
+
+            def take(until: int) -> None:
+                deadline = time.monotonic() + WATCHDOG
+                while len(received) < until:
+                    assert time.monotonic() < deadline, f"watchdog: {len(received)} of {until} received"
+                    try:
+                        received.append(sink.get(timeout=0.2))
+                    except (hakobu.Empty, hakobu.SendersLost):
+                        pass  # between the death and the restart nobody sends: the end lasts until one does
+
+            take(100)
+            first.kill()
+            first.wait(WATCHDOG)
+            second = start("bridge_receive", names[1], endpoint)
+            assert second.stdout is not None and second.stdout.readline().startswith("ready")
+            source.close()
+            take(count)
+            code, out, err = finish(second)
+            assert code == 0, err
+            try:
+                for leftover in sink:  # at most the one message delivered but not acknowledged at the kill
+                    received.append(leftover)
+            except hakobu.SendersLost:
+                pass  # the killed receiving process was a sender of the sink too
+        assert sending.join(WATCHDOG)
+        assert sorted(set(received)) == list(range(count))  # nothing lost
+        assert len(received) - count <= 1  # only the unacknowledged one may come twice
+        assert received == sorted(received)  # in order
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+
+def _data(session: bytes, seq: int, kind: int, meta: bytes, *payload: bytes) -> list[bytes]:
+    return [wire.data_header(session, seq, 0, kind), meta, *payload]
+
+
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", max_message_bytes=1 << 20)
+    bridges.append(receiving)
+    rng = random.Random(15)
+    session = os.urandom(16)
+    array_meta = b'{"t": "<f8", "s": [4], "o": "C"}'
+    hostile: list[list[bytes]] = [
+        [b""],
+        [b"HKBR"],  # truncated header
+        [b"HKBR\x01"],
+        [struct.pack("<4sBBxx", b"HKBR", 99, wire.HELLO) + bytes(24)],  # another version
+        [struct.pack("<4sBBxx", b"HKBR", wire.VERSION, 77)],  # unknown type
+        [struct.pack("<4sBBxx", b"XXXX", wire.VERSION, wire.HELLO) + bytes(24)],  # wrong magic
+        [wire.status(bytes(16), session, 5, 0)],  # a receiving end's message, to a receiving end
+        _data(session, 1, wire.DATA, b""),  # too few frames
+        _data(session, 1, 9, b"", b"x"),  # unknown kind
+        _data(session, 2, 2, b'{"t": "<f8", "s": [1000000000, 1000000000], "o": "C"}', b"x"),  # huge claim
+        _data(session, 3, 2, array_meta, b"x" * 31),  # size does not match
+        _data(session, 4, 2, b'{"t": "|O", "s": [1], "o": "C"}', b"x" * 8),  # object dtype: pointers
+        _data(session, 5, 2, b"not json", b"x" * 32),
+        _data(session, 6, 2, b'{"t": "<f8", "s": [-4], "o": "C"}', b"x" * 32),
+        _data(session, 7, 3, b'{"b": [[0, 10]]}', b"stream", b"short"),  # buffer size mismatch
+        _data(session, 8, 3, b'{"b": "x"}', b"stream"),
+        _data(session, 9, 1, b"", b"x" * ((1 << 20) + 1000)),  # over max_message_bytes
+        _data(session, 10, 1, b"", b"a", b"b"),  # too many payload frames
+        [
+            wire.data_header(os.urandom(16), 1, 0, 1),
+            b"",
+            *([b"x"] * (wire.MAX_FRAMES + 5)),
+        ],  # far too many frames
+        *[[rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 5))] for _ in range(40)],
+    ]
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(receiving.endpoint)
+        for frames in hostile:
+            raw.send_multipart(frames)
+        # A good message of the same session after all that (numbered next), then a real bridge.
+        raw.send_multipart(_data(session, 11, 2, array_meta, np.arange(4.0).tobytes()))
+        with hakobu.Queue(names[1]) as sink:
+            assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]
+            sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+            bridges.append(sending)
+            with hakobu.Queue(names[0]) as source:
+                source.put(b"good")
+                source.put(np.ones(3))
+            assert sink.get(timeout=WATCHDOG) == b"good"
+            assert list(sink.get(timeout=WATCHDOG)) == [1.0, 1.0, 1.0]
+            assert receiving.stats()["rejected"] == len(hostile)  # each one, once
+        assert receiving.running and sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+    finally:
+        raw.close()
+
+
+def test_bad_input_warns_naming_the_peer_and_the_fault(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(receiving.endpoint)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", hakobu.BridgeInputWarning)
+            raw.send_multipart([struct.pack("<4sBBxx", b"HKBR", 99, wire.HELLO) + bytes(24)])
+            wait_for(lambda: receiving.stats()["rejected"] == 1, "the rejection")
+        texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
+        assert len(texts) == 1
+        assert "127.0.0.1" in texts[0] and "version 99" in texts[0]
+    finally:
+        raw.close()
+
+
+def test_a_hostile_receiving_end_cannot_break_the_sender(name: str, bridges: list[hakobu.Bridge]) -> None:
+    fake = zmq.Context.instance().socket(zmq.ROUTER)
+    try:
+        fake.setsockopt(zmq.LINGER, 0)
+        port = fake.bind_to_random_port("tcp://127.0.0.1")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", hakobu.BridgeInputWarning)
+            sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
+            bridges.append(sending)
+            with hakobu.Queue(name) as source:
+                source.put(b"one")
+                assert fake.poll(WATCHDOG * 1000)
+                identity = fake.recv_multipart()[0]
+                for frames in (
+                    [b"junk"],
+                    [wire.status(bytes(16), bytes(16), 1, 0), b"extra"],
+                    [wire.hello(bytes(16), 3)],
+                ):
+                    fake.send_multipart([identity, *frames])
+                wait_for(lambda: sending.stats()["rejected"] == 3, "three rejections")
+                assert sending.running
+    finally:
+        fake.close()
+
+
+# --- CurveZMQ --------------------------------------------------------------------------------
+
+
+def test_curve_accepts_listed_clients_and_nothing_from_others(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], tmp_path: Path
+) -> None:
+    _, server_secret = keys.write_pair(str(tmp_path / "server"), "server")
+    client_public, client_secret = keys.write_pair(str(tmp_path / "client"), "client")
+    _, stranger_secret = keys.write_pair(str(tmp_path / "stranger"), "stranger")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "client.key").write_bytes(Path(client_public).read_bytes())
+    server_public = str(tmp_path / "server" / "server.key")
+    receiving = hakobu.Bridge(
+        names[1], receive_at="tcp://127.0.0.1:*", secret_key=server_secret, allowed_keys=str(allowed)
+    )
+    bridges.append(receiving)
+    # An unlisted key and no key at all: neither gets a message in.
+    stranger = hakobu.Bridge(
+        names[0], send_to=receiving.endpoint, secret_key=stranger_secret, peer_key=server_public, timeout=2
+    )
+    bridges.append(stranger)
+    plain_name = f"{names[0]}-plain"
+    plain = hakobu.Bridge(plain_name, send_to=receiving.endpoint, timeout=2)
+    bridges.append(plain)
+    try:
+        with hakobu.Queue(names[0]) as source, hakobu.Queue(plain_name) as plain_source:
+            source.put(b"from a stranger")
+            plain_source.put(b"in the clear")
+            with pytest.raises(hakobu.PeerTimeout):
+                stranger.join(WATCHDOG)
+            with pytest.raises(hakobu.PeerTimeout):
+                plain.join(WATCHDOG)
+            assert receiving.stats()["messages"] == 0
+            assert stranger.stats()["given_back"] == 1 and plain.stats()["given_back"] == 1
+            # The listed client: its message, then the stranger's (given back) through it.
+            client = hakobu.Bridge(
+                names[0], send_to=receiving.endpoint, secret_key=client_secret, peer_key=server_public
+            )
+            bridges.append(client)
+            with hakobu.Queue(names[1]) as sink:
+                assert sink.get(timeout=WATCHDOG) == b"from a stranger"
+            source.close()
+            assert client.join(WATCHDOG)
+    finally:
+        try:
+            hakobu.remove(plain_name)
+        except hakobu.NotFound:
+            pass
+
+
+def test_key_errors_say_what_to_give(name: str, tmp_path: Path) -> None:
+    public, secret = keys.write_pair(str(tmp_path), "k")
+    with pytest.raises(hakobu.BridgeError, match="allowed_keys"):
+        hakobu.Bridge(name, receive_at="tcp://127.0.0.1:*", secret_key=secret)
+    with pytest.raises(hakobu.BridgeError, match="peer_key"):
+        hakobu.Bridge(name, send_to="tcp://127.0.0.1:9", secret_key=secret)
+    with pytest.raises(hakobu.BridgeError, match="no secret key"):
+        hakobu.Bridge(name, send_to="tcp://127.0.0.1:9", secret_key=public, peer_key=public)
+    with pytest.raises(hakobu.BridgeError, match="exists already"):
+        keys.write_pair(str(tmp_path), "k")
+    with pytest.raises(hakobu.InvalidArgument, match="exactly one"):
+        hakobu.Bridge(name)
+    with pytest.raises(hakobu.BridgeError, match="cannot bind"):
+        hakobu.Bridge(name, receive_at="tcp://192.0.2.1:5555")  # not this host's address
+
+
+def test_pickled_bridge_errors_keep_their_class() -> None:
+    error = hakobu.PeerTimeout("gone")
+    assert isinstance(pickle.loads(pickle.dumps(error)), hakobu.PeerTimeout)
+    assert issubclass(hakobu.PeerTimeout, TimeoutError) and issubclass(hakobu.BridgeError, hakobu.HakobuError)
