@@ -139,7 +139,9 @@ def receiving_bridge(world: World, options: dict[str, Any] | None = None) -> sub
     return bridge
 
 
-def sending_bridge(world: World, host: int = 0, options: dict[str, Any] | None = None) -> subprocess.Popen[str]:
+def sending_bridge(
+    world: World, host: int = 0, options: dict[str, Any] | None = None
+) -> subprocess.Popen[str]:
     bridge = world.start(host, "bridgenet_bridge", "send", NAME, world.address(1), json.dumps(options or {}))
     line(bridge, "ready")
     return bridge
@@ -212,7 +214,9 @@ def test_the_receiving_host_killed_and_restarted(world: World) -> None:
     lines, end, err = consumed(consumer)
     seen += [int(x.split()[1]) for x in lines if x.startswith("got ")]
     firsts = list(dict.fromkeys(seen))
-    assert firsts == list(range(count)), f"lost or out of order: {sorted(set(range(count)) - set(seen))}; {err}"
+    assert firsts == list(range(count)), (
+        f"lost or out of order: {sorted(set(range(count)) - set(seen))}; {err}"
+    )
     doubled = sorted({k for k in seen if seen.count(k) > 1})
     assert all(k >= acknowledged for k in doubled), (acknowledged, doubled)
     # The first bridge of B died as a sender of B's queue: the core may call the end SendersLost.
@@ -284,4 +288,6 @@ def test_a_hostile_host_does_not_stop_or_spoil_the_stream(world: World) -> None:
     received = ended(receiving)
     assert received["messages"] == count and received["rejected"] >= 3 * 10, received
     _, warned = receiving.communicate(timeout=WATCHDOG)
-    assert "BridgeInputWarning" in warned and "dropped input from peer" in warned, warned[-2000:]
+    # Rate-limited: the first warning may be about the raw bytes, which ZeroMQ reads as a ZMTP 1.0
+    # peer's frames (such a peer has no address to name); later ones name C.
+    assert "BridgeInputWarning" in warned and "dropped input from" in warned, warned[-2000:]

@@ -113,7 +113,7 @@ def tcp_send(address: str, port: int, count: int, size: int) -> None:
         for number in range(count):
             if number == WARMUP:
                 started = time.perf_counter()
-            connection.sendall(memoryview(numbered(array, number)).cast("B"))
+            connection.sendall(numbered(array, number).data.cast("B"))
         connection.shutdown(socket.SHUT_WR)
         connection.recv(1)  # the receiver closes once it has everything
     stamp(started=started)
@@ -121,7 +121,7 @@ def tcp_send(address: str, port: int, count: int, size: int) -> None:
 
 def tcp_receive(port: int, count: int, size: int) -> None:
     array = np.empty(size // 8)
-    view = memoryview(array).cast("B")
+    view = array.data.cast("B")
     with socket.create_server(("", port)) as listener:
         listener.settimeout(WATCHDOG)
         print("ready", flush=True)
@@ -157,7 +157,7 @@ def zmq_send(address: str, port: int, count: int, size: int) -> None:
         slot = number % ZMQ_RING
         if trackers[slot] is not None:
             trackers[slot].wait(WATCHDOG)  # ZeroMQ is done with this array: refill it
-        trackers[slot] = push.send(numbered(ring[slot], number), copy=False, track=True)
+        trackers[slot] = push.send(numbered(ring[slot], number).data, copy=False, track=True)
     push.close()  # lingers until everything is sent
     context.term()
     stamp(started=started)
