@@ -268,17 +268,22 @@ def test_curve_keys_let_the_allowed_host_in_and_no_other(world: World, tmp_path:
 
 @pytest.mark.parametrize("world", [3], indirect=True)
 def test_a_hostile_host_does_not_stop_or_spoil_the_stream(world: World) -> None:
-    """While A streams to B, C sends B garbage of every kind (see programs/bridgenet_hostile.py):
-    B drops it, counts it, and goes on; the consumer gets A's stream exactly."""
-    count = 300
+    """While A streams to B, C sends B garbage of every kind (see programs/bridgenet_hostile.py), from
+    while messages flow until the producer, holding the stream open, lets it end: B drops the garbage,
+    counts it, warns, and goes on; the consumer gets A's stream exactly."""
+    count, hold_at = 300, 150
     receiving = receiving_bridge(world, {"max_message_bytes": 2**20})
     consumer = world.start(1, "bridgenet_consume", NAME, "numbered")
     line(consumer, "ready")
     sending = sending_bridge(world)
-    producer = world.start(0, "bridgenet_produce", NAME, "numbered", count, 0.01)
+    producer = world.start(0, "bridgenet_produce", NAME, "numbered", count, 0.01, hold_at)
     seen = [int(line(consumer, "got ").split()[1]) for _ in range(count // 5)]
     hostile = world.start(2, "bridgenet_hostile", world.address(1), 3)
     line(hostile, "sent ")
+    line(producer, "holding")
+    assert producer.stdin is not None
+    producer.stdin.write("go on\n")
+    producer.stdin.flush()
     lines, end, err = consumed(consumer)
     seen += [int(x.split()[1]) for x in lines if x.startswith("got ")]
     assert seen == list(range(count)), f"{len(seen)} messages; stderr: {err[-2000:]}"
