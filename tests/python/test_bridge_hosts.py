@@ -59,7 +59,10 @@ class World:
 
     def start(self, host: int, program: str, *args: object) -> subprocess.Popen[str]:
         """tests/python/programs/<program>.py in host ``host`` (0 = A, 1 = B, ...), in its domain."""
-        argv = [sys.executable, str(PROGRAMS / f"{program}.py"), *map(str, args)]
+        return self.run(host, [sys.executable, str(PROGRAMS / f"{program}.py"), *map(str, args)], program)
+
+    def run(self, host: int, argv: list[str], program: str) -> subprocess.Popen[str]:
+        """``argv`` in host ``host``, in its domain."""
         env = {**os.environ, "HAKOBU_DOMAIN": self.domains[host]}
         process = self.hosts[host].start(
             argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -296,3 +299,35 @@ def test_a_hostile_host_does_not_stop_or_spoil_the_stream(world: World) -> None:
     # Rate-limited: the first warning may be about the raw bytes, which ZeroMQ reads as a ZMTP 1.0
     # peer's frames (such a peer has no address to name); later ones name C.
     assert "BridgeInputWarning" in warned and "dropped input from" in warned, warned[-2000:]
+
+
+def test_the_command_between_hosts_with_keys_it_made(world: World, tmp_path: Path) -> None:
+    """What a user types on two machines: `hakobu bridge keys` for each end, then `hakobu bridge
+    NAME --at` on B and `--to` on A, with CurveZMQ. Both commands end by themselves when the
+    stream's end has travelled (exit 0) and print their stats as JSON."""
+    count = len(messages.VARIETY)
+    hakobu = [sys.executable, "-m", "hakobu", "bridge"]
+    for name in ("server", "client"):
+        made = subprocess.run(
+            [*hakobu, "keys", str(tmp_path), "--name", name], capture_output=True, text=True, timeout=WATCHDOG
+        )
+        assert made.returncode == 0, made.stderr
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "client.key").write_bytes((tmp_path / "client.key").read_bytes())
+    at = [*hakobu, NAME, "--at", f"tcp://*:{PORT}", "--json"]
+    at += ["--secret-key", str(tmp_path / "server.key_secret"), "--allowed-keys", str(allowed)]
+    receiving = world.run(1, at, "hakobu bridge --at")
+    consumer = world.start(1, "bridgenet_consume", NAME, "variety")
+    line(consumer, "ready")
+    to = [*hakobu, NAME, "--to", world.address(1), "--json"]
+    to += ["--secret-key", str(tmp_path / "client.key_secret"), "--peer-key", str(tmp_path / "server.key")]
+    sending = world.run(0, to, "hakobu bridge --to")
+    world.start(0, "bridgenet_produce", NAME, "variety", count)
+    lines, end, err = consumed(consumer)
+    assert [x for x in lines if x.startswith("ok ")] == [f"ok {k}" for k in range(count)], err
+    assert end == "end EndOfStream"
+    for command in (sending, receiving):
+        out, err = command.communicate(timeout=WATCHDOG)
+        assert command.returncode == 0, err[-2000:]
+        assert json.loads(out)["messages"] == count, out
