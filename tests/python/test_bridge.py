@@ -14,6 +14,7 @@ import pickle
 import random
 import socket
 import struct
+import subprocess
 import sys
 import time
 import warnings
@@ -26,10 +27,10 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
+from conftest import PROGRAMS, finish, start  # noqa: E402
+
 import hakobu  # noqa: E402
 from hakobu._bridge import keys, wire  # noqa: E402
-
-from .conftest import PROGRAMS, finish, start  # noqa: E402
 
 sys.path.insert(0, str(PROGRAMS))
 from cases import cases, fingerprint  # noqa: E402
@@ -89,7 +90,8 @@ def pair(
 
 def test_every_kind_dtype_and_shape_round_trips(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
     pair(names, bridges)
-    samples = cases() + [
+    samples = [
+        *cases(),
         ("memoryview", memoryview(b"view of bytes" * 100)),
         ("large-bytes", os.urandom(3_000_000)),
         ("int", 12345),
@@ -118,9 +120,9 @@ def test_order_bytes_and_the_end_of_the_stream(names: tuple[str, str], bridges: 
     sending, receiving = pair(names, bridges)
     producer = start("bridge_send", names[0], 3000)
     try:
-        assert finish(producer)[0] == 0
         with hakobu.Queue(names[1]) as sink:
             assert list(sink) == list(range(3000))  # stops at EndOfStream: the end travelled
+        assert finish(producer)[0] == 0
         assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
     finally:
         producer.kill()
@@ -204,7 +206,7 @@ def test_a_held_up_consumer_stops_the_sender_reading_its_queue(
     names: tuple[str, str], bridges: list[hakobu.Bridge]
 ) -> None:
     with hakobu.Queue(names[0], capacity=200) as source, hakobu.Queue(names[1], capacity=2) as sink:
-        sending, receiving = pair(names, bridges, window=4)
+        sending, _ = pair(names, bridges, window=4)
         for i in range(100):
             source.put(i)
         # Nobody reads the sink: it fills, the receiving end waits, the window fills, the source stays.
@@ -272,7 +274,7 @@ def test_a_killed_receiving_process_restarted_loses_nothing(
             assert second.stdout is not None and second.stdout.readline().startswith("ready")
             source.close()
             take(count)
-            code, out, err = finish(second)
+            code, _, err = finish(second)
             assert code == 0, err
             try:
                 for leftover in sink:  # at most the one message delivered but not acknowledged at the kill
@@ -470,3 +472,12 @@ def test_pickled_bridge_errors_keep_their_class() -> None:
     error = hakobu.PeerTimeout("gone")
     assert isinstance(pickle.loads(pickle.dumps(error)), hakobu.PeerTimeout)
     assert issubclass(hakobu.PeerTimeout, TimeoutError) and issubclass(hakobu.BridgeError, hakobu.HakobuError)
+
+
+def test_the_cluster_example_carries_every_frame() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "cluster" / "bridge_frames.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "demo", "20"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sent 20 frames" in done.stdout and "received 20 frames" in done.stdout

@@ -104,6 +104,10 @@ class Bridge:
         # The largest frame the receiving end lets ZeroMQ take: a message and its meta frame.
         frame_limit = (max_message_bytes or 1 << 30) + wire.MAX_META_BYTES if not self.sending else 65536
         self._stop = threading.Event()
+        # Set by the thread as its very last step. Waited on instead of Thread.join: a join
+        # that Ctrl-C interrupts can leave the Thread looking ended while it still runs (CPython
+        # 3.11), and close() must not return before the unacknowledged messages are back.
+        self._finished = threading.Event()
         self._error: Optional[BaseException] = None
         self._given_back = 0
         self._link = Link(endpoint, binds, security, frame_limit, window)
@@ -130,12 +134,10 @@ class Bridge:
         self._thread.start()
 
     def _run(self) -> None:
-        failed = False
         try:
             self._end.run()
         except BaseException as error:  # noqa: BLE001 - handed to join()
             self._error = error
-            failed = True
         finally:
             try:
                 if isinstance(self._end, SendingEnd):
@@ -149,15 +151,14 @@ class Bridge:
                     self._error = error
             finally:
                 self._link.close()
-        del failed
+                self._finished.set()
 
     # --- the public API ---------------------------------------------------------------
     def join(self, timeout: Optional[float] = None) -> bool:
         """Waits for the bridge to end (the stream ended, or close()); at most ``timeout``
         seconds (None: no limit). Returns True when it ended; re-raises what stopped it."""
         limit = None if timeout is None else _checks.timeout(timeout)
-        self._thread.join(limit)
-        if self._thread.is_alive():
+        if not self._finished.wait(limit):
             return False
         if self._error is not None:
             raise self._error
@@ -170,11 +171,11 @@ class Bridge:
         sending handle of the local queue as failed if the stream had not ended."""
         self._stop.set()
         if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._finished.wait()
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return not self._finished.is_set()
 
     def stats(self) -> dict[str, Any]:
         """messages and bytes carried (acknowledged by the receiving end, or delivered here),
@@ -187,14 +188,14 @@ class Bridge:
             "bytes": counters.bytes,
             "resent": counters.resent,
             "rejected": counters.rejected,
-            "connected": self._link.connected() and self._thread.is_alive(),
+            "connected": self._link.connected() and not self._finished.is_set(),
             "in_flight": counters.in_flight,
             "in_flight_bytes": counters.in_flight_bytes,
             "dropped": counters.dropped,
             "given_back": self._given_back,
             "role": "send" if self.sending else "receive",
             "endpoint": self.endpoint,
-            "running": self._thread.is_alive(),
+            "running": not self._finished.is_set(),
             "uptime": time.monotonic() - (self._end.started if hasattr(self._end, "started") else 0.0),
         }
 

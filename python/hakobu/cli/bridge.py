@@ -122,6 +122,10 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
             status.show(bridge.stats())
     except KeyboardInterrupt:
         bridge.close()
+        try:
+            bridge.join(0)  # what went wrong while stopping, if anything
+        except Exception as error:  # noqa: BLE001 - reported; the exit code is Ctrl-C's
+            print(f"hakobu bridge: while stopping: {type(error).__name__}: {error}", file=sys.stderr)
         status.show(bridge.stats(), final=True)
         _report(out, bridge.stats())
         raise
