@@ -24,6 +24,11 @@ Method
   - ``zmq``: pyzmq PUSH/PULL with ``copy=False`` frames (the sender reuses a
     ring of 4 arrays, each refilled once ZeroMQ is done with it, ``track=True``):
     the ceiling of the library the bridge is built on;
+  - ``zmq-1mib``: the same, each message sent as one multipart message of 1 MiB
+    frames (views of the array, no copy). libzmq receives every frame into a
+    buffer it allocates: a 64 MiB one is a fresh mmap each time, faulted in page
+    by page, while 1 MiB ones are recycled by malloc. This row shows what the
+    library reaches when frames stay small (the bridge sends one frame per array);
   - ``hakobu``: the bridge end to end, queue to queue: a producer in A
     ``put``s the array into queue Q of A's domain; ``hakobu.Bridge(Q,
     send_to=...)`` in a process of A carries it; ``hakobu.Bridge(Q,
@@ -65,12 +70,14 @@ from ..machine import with_versions as machine
 
 MODULE = "hakobu_bench.micro.bridge"  # the programs of each method run this module again (python -m)
 MIB = 2**20
-METHODS = ("tcp", "zmq", "hakobu")
+METHODS = ("tcp", "zmq", "zmq-1mib", "hakobu")
 LABELS = {
     "tcp": "raw TCP socket (sendall / recv_into)",
     "zmq": "pyzmq PUSH/PULL, copy=False",
+    "zmq-1mib": "pyzmq PUSH/PULL, copy=False, 1 MiB frames",
     "hakobu": "hakobu bridge, queue -> queue",
 }
+FRAME_BYTES = {"zmq": 0, "zmq-1mib": MIB}  # 0: the message in one frame
 GOAL = 0.8  # the bridge's throughput >= GOAL x raw TCP's
 WATCHDOG = 120.0  # s: no program of a method waits longer for anything (only against a hang)
 ZMQ_RING = 4  # arrays the zmq sender refills in turn
@@ -140,7 +147,7 @@ def tcp_receive(port: int, count: int, size: int) -> None:
     stamp(finished=finished)
 
 
-def zmq_send(address: str, port: int, count: int, size: int) -> None:
+def zmq_send(address: str, port: int, count: int, size: int, frame_bytes: int) -> None:
     import zmq
 
     context = zmq.Context()
@@ -157,7 +164,11 @@ def zmq_send(address: str, port: int, count: int, size: int) -> None:
         slot = number % ZMQ_RING
         if trackers[slot] is not None:
             trackers[slot].wait(WATCHDOG)  # ZeroMQ is done with this array: refill it
-        trackers[slot] = push.send(numbered(ring[slot], number).data, copy=False, track=True)
+        view = numbered(ring[slot], number).data.cast("B")
+        step = frame_bytes or size
+        parts = [view[start : start + step] for start in range(0, size, step)]
+        # The frames go out in order: the last one's tracker says ZeroMQ is done with them all.
+        trackers[slot] = push.send_multipart(parts, copy=False, track=True)
     push.close()  # lingers until everything is sent
     context.term()
     stamp(started=started)
@@ -172,9 +183,15 @@ def zmq_receive(port: int, count: int, size: int) -> None:
     pull.bind(f"tcp://*:{port}")
     print("ready", flush=True)
     for number in range(count):
-        frame = pull.recv(copy=False)
-        check(np.frombuffer(frame.buffer, dtype=np.float64), number, size)
-        del frame
+        frames = pull.recv_multipart(copy=False)
+        first = np.frombuffer(frames[0].buffer, dtype=np.float64)
+        last = np.frombuffer(frames[-1].buffer, dtype=np.float64)
+        total = sum(len(frame.buffer) for frame in frames)
+        if total != size or first[0] != number or last[-1] != number:
+            raise SystemExit(
+                f"message {number} arrived wrong: {total} bytes, numbered {first[0]} / {last[-1]}"
+            )
+        del frames, first, last
     finished = time.perf_counter()
     pull.close(linger=0)
     context.term()
@@ -242,7 +259,7 @@ def role_main(argv: Sequence[str]) -> None:
     elif role == "tcp-receive":
         tcp_receive(int(rest[0]), int(rest[1]), int(rest[2]))
     elif role == "zmq-send":
-        zmq_send(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        zmq_send(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
     elif role == "zmq-receive":
         zmq_receive(int(rest[0]), int(rest[1]), int(rest[2]))
     elif role == "hakobu-produce":
@@ -336,11 +353,13 @@ def run_method(
     common = [args.warmup]
     stats: dict[str, Any] = {}
     with programs() as started:
-        if method in ("tcp", "zmq"):
-            receiver = start_role(started, b, "receiver", [f"{method}-receive", *common, port, count, size])
+        if method != "hakobu":
+            kind = method.split("-")[0]
+            receiver = start_role(started, b, "receiver", [f"{kind}-receive", *common, port, count, size])
             wait_ready("receiver", receiver)
+            extra = [FRAME_BYTES[method]] if kind == "zmq" else []
             sender = start_role(
-                started, a, "sender", [f"{method}-send", *common, b.address, port, count, size]
+                started, a, "sender", [f"{kind}-send", *common, b.address, port, count, size, *extra]
             )
             finished = outcome("receiver", receiver)["finished"]
             began = outcome("sender", sender)["started"]
@@ -450,7 +469,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--queue-mib", type=int, default=None, help="bound of each queue (default 4 messages)"
     )
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: tcp,zmq,hakobu")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: " + ",".join(METHODS))
     parser.add_argument("--loopback", action="store_true", help="one namespace over 127.0.0.1, even as root")
     parser.add_argument("--quick", action="store_true", help="4 timed messages, 2 warm-up, 1 round")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
