@@ -434,10 +434,10 @@ def measure(args: argparse.Namespace, a: Place, b: Place, loopback: bool) -> lis
                 row = run_method(method, a, b, port, args, run_id)
             except MethodFailed as error:
                 row = {"method": method, "error": str(error)}
-                print(f"  round {round_number + 1}: {LABELS[method]:40s}: FAILED: {error}", flush=True)
+                print(f"  round {round_number + 1}: {LABELS[method]:42s}: FAILED: {error}", flush=True)
             else:
                 print(
-                    f"  round {round_number + 1}: {LABELS[method]:40s}: {row['throughput_gb_s']:6.2f} GB/s "
+                    f"  round {round_number + 1}: {LABELS[method]:42s}: {row['throughput_gb_s']:6.2f} GB/s "
                     f"({row['seconds'] * 1e3:7.1f} ms for {args.messages} x {args.size_mib} MiB)",
                     flush=True,
                 )
@@ -513,11 +513,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("results (median over rounds):")
     for method in args.methods:
         if method not in result["median_gb_s"]:
-            print(f"  {LABELS[method]:40s}: every round failed")
+            print(f"  {LABELS[method]:42s}: every round failed")
             continue
         ratio = result["ratio_to_tcp"].get(method)
         shown = f"{ratio:5.2f}x raw TCP" if ratio is not None else ""
-        print(f"  {LABELS[method]:40s}: {result['median_gb_s'][method]:6.2f} GB/s  {shown}")
+        print(f"  {LABELS[method]:42s}: {result['median_gb_s'][method]:6.2f} GB/s  {shown}")
     goal = result["goal"]
     if "met" in goal:
         print(f"goal: {goal['goal']}: {goal['ratio']:.2f}x, {'met' if goal['met'] else 'NOT met'}")
