@@ -63,6 +63,10 @@ def names(name: str) -> Iterator[tuple[str, str]]:
             hakobu.remove(queue)
         except hakobu.NotFound:
             pass
+        try:  # where a receiving end that did not see the end of the stream keeps its progress
+            hakobu._core.remove_store(f"{queue}.bridge")
+        except hakobu.NotFound:
+            pass
 
 
 @pytest.fixture
@@ -145,6 +149,19 @@ def test_senders_lost_travels_as_senders_lost(names: tuple[str, str], bridges: l
         assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
     finally:
         producer.kill()
+
+
+def test_either_end_may_bind(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    sending = hakobu.Bridge(names[0], send_to="tcp://127.0.0.1:*", bind=True)
+    bridges.append(sending)
+    receiving = hakobu.Bridge(names[1], receive_at=sending.endpoint, bind=False)
+    bridges.append(receiving)
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+        for i in range(20):
+            source.put(np.full(2, i))
+        source.close()
+        assert [int(a[0]) for a in sink] == list(range(20))
+    assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
 
 
 class _Tripwire:
@@ -233,6 +250,39 @@ def test_close_puts_what_was_not_acknowledged_back(name: str, bridges: list[hako
         assert [list(source.get(timeout=WATCHDOG)) for _ in range(5)] == [
             list(range(i + 1)) for i in range(5)
         ]
+
+
+def test_close_under_backpressure_returns_and_says_what_it_could_not_put_back(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    with hakobu.Queue(names[0], capacity=4) as source, hakobu.Queue(names[1], capacity=1) as sink:
+        sending, _ = pair(names, bridges, window=4)
+        for i in range(100):  # until the source is full again behind a full window
+            try:
+                source.put(i, timeout=0.5)
+            except hakobu.Full:
+                break
+        wait_for(
+            lambda: sending.stats()["in_flight"] == 4 and source.qsize() == 4 and sink.qsize() == 1,
+            "a full window, source and sink",
+        )
+        sending.close()  # its one reader is the bridge: no room to put the window back
+        with pytest.raises(hakobu.BridgeError, match="could not be put back"):
+            sending.join(0)
+        assert sending.stats()["not_given_back"] == 4 and sending.stats()["given_back"] == 0
+        assert sink.qsize() == 1
+
+
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_a_foreign_local_message_is_dropped_and_the_bridge_goes_on(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    sending, _ = pair(names, bridges)
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+        source._core.put_bytes(b"a kind no codec knows", 9, 10.0)  # as a C++ producer may
+        source.put(b"after it")
+        assert sink.get(timeout=WATCHDOG) == b"after it"
+        assert sending.stats()["rejected"] == 1 and sending.running
 
 
 def test_no_peer_within_timeout_raises_peer_timeout(name: str, bridges: list[hakobu.Bridge]) -> None:
@@ -326,6 +376,10 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         _data(session, 8, 3, b'{"b": "x"}', b"stream"),
         _data(session, 9, 1, b"", b"x" * ((1 << 20) + 1000)),  # over max_message_bytes
         _data(session, 10, 1, b"", b"a", b"b"),  # too many payload frames
+        _data(
+            session, 11, 2, b'{"t": "<f8", "s": [0, 2305843009213693952], "o": "C"}', b""
+        ),  # empty, huge extent
+        _data(session, 12, 2, b'{"t": "<f8", "s": [2305843009213693952, 0], "o": "C"}', b""),
         [
             wire.data_header(os.urandom(16), 1, 0, 1),
             b"",
@@ -340,7 +394,7 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         for frames in hostile:
             raw.send_multipart(frames)
         # A good message of the same session after all that (numbered next), then a real bridge.
-        raw.send_multipart(_data(session, 11, 2, array_meta, np.arange(4.0).tobytes()))
+        raw.send_multipart(_data(session, 13, 2, array_meta, np.arange(4.0).tobytes()))
         with hakobu.Queue(names[1]) as sink:
             assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]
             sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)

@@ -109,8 +109,8 @@ class Bridge:
         # 3.11), and close() must not return before the unacknowledged messages are back.
         self._finished = threading.Event()
         self._error: Optional[BaseException] = None
-        self._given_back = 0
-        self._link = Link(endpoint, binds, security, frame_limit, window)
+        receive_hwm = 1000 if self.sending else window + 8  # a sending end hears only STATUS messages
+        self._link = Link(endpoint, binds, security, frame_limit, window, receive_hwm)
         try:
             self._end: Union[SendingEnd, ReceivingEnd]
             if self.sending:
@@ -141,9 +141,11 @@ class Bridge:
         finally:
             try:
                 if isinstance(self._end, SendingEnd):
-                    if not self._end.done:
-                        self._given_back = self._end.give_back()
-                    self._end.close(failed=False)
+                    try:
+                        if not self._end.done:
+                            self._end.give_back()
+                    finally:
+                        self._end.close(failed=False)
                 else:
                     self._end.close()
             except BaseException as error:  # noqa: BLE001
@@ -192,7 +194,8 @@ class Bridge:
             "in_flight": counters.in_flight,
             "in_flight_bytes": counters.in_flight_bytes,
             "dropped": counters.dropped,
-            "given_back": self._given_back,
+            "given_back": self._end.given_back if isinstance(self._end, SendingEnd) else 0,
+            "not_given_back": self._end.not_given_back if isinstance(self._end, SendingEnd) else 0,
             "role": "send" if self.sending else "receive",
             "endpoint": self.endpoint,
             "running": not self._finished.is_set(),

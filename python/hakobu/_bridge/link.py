@@ -49,7 +49,9 @@ class Link:
     """One end's socket; made in the constructor's thread (so bind errors raise there), then
     used by the bridge's thread alone."""
 
-    def __init__(self, endpoint: str, bind: bool, security: Security, max_frame: int, window: int) -> None:
+    def __init__(
+        self, endpoint: str, bind: bool, security: Security, max_frame: int, window: int, receive_hwm: int
+    ) -> None:
         zmq = keys.zmq_module()
         self.zmq = zmq
         self.bind = bind
@@ -64,7 +66,10 @@ class Link:
             socket = self.socket
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.SNDHWM, max(1000, 4 * window))
-            socket.setsockopt(zmq.RCVHWM, max(1000, 4 * window))
+            # What ZeroMQ may buffer per peer before this end reads it: each message up to
+            # max_frame. A receiving end needs no more than the sender's window (give both ends
+            # the same one); more from a peer waits in the peer's own buffers.
+            socket.setsockopt(zmq.RCVHWM, receive_hwm)
             socket.setsockopt(zmq.MAXMSGSIZE, max_frame)  # ZeroMQ drops a peer that sends a larger frame
             socket.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)

@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import _errors
+from .. import _core, _errors
 from . import deliver, wire
 from .link import HEARTBEAT_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
+ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
@@ -70,6 +71,16 @@ class ReceivingEnd:
         self.end_failed = False
         self.queue: Optional[Queue] = None
         self.topic_handle: Optional[Topic] = None
+        # Where each session stands, kept in the domain (a hakobu.Store): a receiving end that
+        # is killed and restarted knows what it delivered, even what the sender never heard
+        # acknowledged. Made at the first delivery, removed when the stream ends.
+        self.progress_name: Optional[str] = f"{name}.bridge"
+        if _core.validate_name(self.progress_name):
+            self.progress_name = None  # too long a name: the restart check uses the sender's word alone
+        self.domain = domain
+        self.progress: Any = None
+        self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
+        self.batched = 0
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -93,7 +104,22 @@ class ReceivingEnd:
             self._timers()
 
     def _read_socket(self) -> None:
+        try:
+            self._read_batch()
+        finally:
+            self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """One STATUS per sender for the deliveries of a batch (not one per message)."""
+        for (identity, session_id), session in self.unacknowledged.items():
+            self._status(identity, session_id, session, 0)
+        self.unacknowledged.clear()
+
+    def _read_batch(self) -> None:
         for _ in range(1000):
+            if len(self.unacknowledged) and self.batched >= ACK_BATCH:
+                self._acknowledge()
+                self.batched = 0
             got = self.link.receive()
             if got is None:
                 return
@@ -109,7 +135,8 @@ class ReceivingEnd:
     def _session(self, header: wire.Header) -> Session:
         session = self.sessions.get(header.session)
         if session is None:
-            session = self.sessions[header.session] = Session(last=header.acked)
+            last = max(header.acked, self._persisted(header.session))
+            session = self.sessions[header.session] = Session(last=last)
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
         else:
@@ -147,19 +174,26 @@ class ReceivingEnd:
             return
         try:
             put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
-        except wire.Rejected:
-            session.last = header.seq  # numbered, so acknowledged: sending it again would not help
-            self._status(identity, header.session, session, 0)
-            raise
-        try:
             self._put(put, identity, header.session, session)
         except Stopping:
             return  # not acknowledged: the sender keeps it
+        except (wire.Rejected, _errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
+            # Whatever the peer's bytes make the core refuse is bad input too: dropped, counted,
+            # acknowledged (numbered, so sending it again would not help); the bridge goes on.
+            session.last = header.seq
+            self._status(identity, header.session, session, 0)
+            if isinstance(error, wire.Rejected):
+                raise
+            raise wire.Rejected(
+                f"a message the local queue refused ({type(error).__name__}: {error})"
+            ) from None
         session.last = header.seq
+        self._persist(header.session, header.seq)
         counters = self.link.counters
         counters.messages += 1
         counters.bytes += sum(len(f) for f in frames[2:])
-        self._status(identity, header.session, session, 0)
+        self.unacknowledged[(identity, header.session)] = session  # acknowledged with the batch
+        self.batched += 1
 
     def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
         while True:
@@ -172,9 +206,42 @@ class ReceivingEnd:
                 raise Stopping
             self._status(identity, session_id, session, wire.BUSY)
 
+    def _persisted(self, session_id: bytes) -> int:
+        """The last message of the session delivered by this end or an earlier one (0: none)."""
+        from .._store import Store
+
+        if self.progress_name is None:
+            return 0
+        try:
+            if self.progress is None:
+                self.progress = Store(
+                    self.progress_name, create=False, domain=self.domain, allow_pickle=False
+                )
+            value = self.progress.get(session_id.hex())
+        except _errors.NotFound:
+            return 0
+        return value if type(value) is int and value >= 0 else 0
+
+    def _persist(self, session_id: bytes, seq: int) -> None:
+        from .._store import Store
+
+        if self.progress_name is None:
+            return
+        if self.progress is None:
+            self.progress = Store(self.progress_name, domain=self.domain, allow_pickle=False)
+        self.progress[session_id.hex()] = seq
+
     def _end(self, failed: bool) -> None:
         """The sending end's stream ended: so does the local queue's, through this handle."""
         self.ended_at = time.monotonic()
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.progress_name is not None:
+            try:
+                _core.remove_store(self.progress_name, self.domain or "")
+            except _errors.NotFound:
+                pass
         self.end_failed = failed
         if self.queue is not None:
             self.queue.close(failed=failed)
@@ -220,3 +287,7 @@ class ReceivingEnd:
             self.queue.close(failed=True)
         if self.topic_handle is not None:
             self.topic_handle.close()
+        if self.progress is not None:
+            self.progress.close()
+        # Let go of the handles: a Bridge object that lives on must not keep the domain attached.
+        self.queue = self.topic_handle = self.channel = self.progress = None

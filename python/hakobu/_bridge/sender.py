@@ -40,6 +40,8 @@ LOCAL_WAIT = 0.02
 # close(): how long to wait for the acknowledgements of what is in flight, so that as
 # little as possible goes back into the local queue (and arrives twice).
 CLOSE_DRAIN_SECONDS = 0.5
+# close(): how long putting the unacknowledged messages back may wait for room.
+GIVE_BACK_SECONDS = 2.0
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SendingEnd:
         self.gap_resent_at: Optional[int] = None
         self.hello_at = 0.0
         self.started = time.monotonic()
+        self.given_back = 0
+        self.not_given_back = 0
         if topic:
             self.topic_handle: Optional[Topic] = Topic(name, domain=domain)
             self.subscriber: Any = self.topic_handle.subscribe()
@@ -105,8 +109,11 @@ class SendingEnd:
             if self.link.poll(0 if room else 0.1):
                 self._read_socket()
             self._timers()
-            if room and not self.done:
-                self._take_local()
+            # Up to a window's worth from the local queue between looks at the socket.
+            for _ in range(self.window):
+                if not (room and not self.done and self._take_local()):
+                    break
+                room = self.end_seq is None and self._has_room()
             counters.in_flight = len(self.unacked)
         if self.done:
             return
@@ -118,7 +125,8 @@ class SendingEnd:
             return True
         return len(self.unacked) < self.window and counters.in_flight_bytes < self.window_bytes
 
-    def _take_local(self) -> None:
+    def _take_local(self) -> bool:
+        """Takes one local message and sends it; False when none came (or the stream ended)."""
         try:
             if self.subscriber is not None:
                 item = self.subscriber._core.get_object(LOCAL_WAIT, False)
@@ -127,25 +135,31 @@ class SendingEnd:
                 assert self.queue is not None
                 item = self.queue._core.get(LOCAL_WAIT)
         except _errors.Empty:
-            return
+            return False
+        except _errors.Corrupt as error:
+            # A damaged or foreign message (another kind, from a C++ producer): the core dropped
+            # it; so does the bridge, and it goes on with the next.
+            self.link.reject("the local queue", str(error))
+            return True
         except _errors.SendersLost:
             self._queue_end(failed=True)
-            return
+            return False
         except _errors.EndOfStream:
             self._queue_end(failed=False)
-            return
+            return False
         except _errors.Unlinked:
             self._queue_end(failed=not self.topic)  # a topic's end; a queue removed under its readers
-            return
+            return False
         try:
             outgoing = self._frames_of(item)
         except wire.Rejected as error:
             self.link.reject("the local queue", str(error))
-            return
+            return True
         self.seq += 1
         self.unacked[self.seq] = outgoing
         self.link.counters.in_flight_bytes += outgoing.nbytes
         self._send(self.seq, outgoing)
+        return True
 
     def _frames_of(self, item: Any) -> Outgoing:
         """A received local message as frames (see wire.py), without copying its memory."""
@@ -298,14 +312,31 @@ class SendingEnd:
         self.link.counters.in_flight = self.link.counters.in_flight_bytes = 0
         if self.queue is None or not data:
             return 0
+        # Bounded: under backpressure the local queue may be full, and its one consumer is this
+        # bridge. What finds no room within GIVE_BACK_SECONDS is counted (not_given_back) and
+        # reported by join(), never waited for forever.
+        deadline = time.monotonic() + GIVE_BACK_SECONDS
         for outgoing in data:
             frames = [memoryview(p) if not isinstance(p, memoryview) else p for p in outgoing.payload]
             meta = memoryview(outgoing.meta)
             put = deliver.rebuild(
                 self.queue._core, outgoing.kind, meta, [f.cast("B") for f in frames], 1 << 62
             )
-            put(None)
-        return len(data)
+            try:
+                put(max(0.0, deadline - time.monotonic()))
+            except _errors.Full:
+                break
+            self.given_back += 1
+        self.not_given_back = len(data) - self.given_back
+        if self.not_given_back:
+            raise _errors.BridgeError(
+                f"hakobu bridge {self._describe()}: {self.not_given_back} messages the other end had not "
+                f"acknowledged could not be put back into the local queue {self.queue.name!r} (full for "
+                f"{GIVE_BACK_SECONDS:g} s, its only reader being this bridge); {self.given_back} were put back. "
+                f"The {self.not_given_back} others are lost: stop the producers before the bridge, or give "
+                "the queue room"
+            )
+        return self.given_back
 
     def close(self, failed: bool) -> None:
         if self.subscriber is not None:
@@ -314,3 +345,7 @@ class SendingEnd:
             self.topic_handle.close()
         if self.queue is not None:
             self.queue.close(failed=failed)
+        # Let go of the handles and of any received message: a Bridge object that lives on
+        # (its stats are still read) must not keep this process attached to the domain.
+        self.subscriber = self.topic_handle = self.queue = None
+        self.unacked.clear()

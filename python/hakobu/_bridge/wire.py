@@ -12,8 +12,8 @@ zero bytes, then fixed fields by type (little-endian):
   (u8), then a meta frame (JSON, at most MAX_META_BYTES) and the payload frames:
   bytes: one frame; array: one frame of elements in C or Fortran order, meta
   ``{"t": typestr, "s": shape, "o": "C"|"F"}``; object: the pickle stream, then
-  one frame per out-of-band buffer, meta ``{"b": [[read_only, nbytes], ...]}``;
-  another kind (from a C++ producer): one frame, forwarded as it is.
+  one frame per out-of-band buffer, meta ``{"b": [[read_only, nbytes], ...]}``.
+  Other kinds are not forwarded (the core refuses them as Corrupt; counted as rejected).
 * END (sending end -> receiving end): session, seq, acked, failed (u8): the
   local stream ended (``failed``: SendersLost); numbered like DATA, so it is
   delivered after every message before it.
@@ -226,8 +226,13 @@ def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -
             f"an array type {typestr[:80]!r} that a bridge never sends (objects, empty or altered types)"
         )
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > limit:
-        raise Rejected(f"an array of {nbytes} bytes, more than max_message_bytes={limit}")
+    # What the core checks even for an empty array: the extent of its non-zero dimensions
+    # (strides, byte size) must fit, so an empty [0, 2**61] is refused here, not at put time.
+    extent = math.prod(n for n in shape if n) * dtype.itemsize
+    if nbytes > limit or extent >= 2**62:
+        raise Rejected(
+            f"an array of {max(nbytes, extent)} bytes by its shape, more than max_message_bytes={limit}"
+        )
     if len(payload) != 1 or len(payload[0]) != nbytes:
         got = [len(p) for p in payload]
         raise Rejected(
