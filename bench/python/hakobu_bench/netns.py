@@ -62,6 +62,9 @@ class Host:
     def __init__(self, namespace: str, address: str) -> None:
         self.namespace = namespace
         self.address = address
+        # What start() began: a program just started may not have entered the namespace yet
+        # (`ip netns exec` switches, then execs it), so pids() alone would miss it.
+        self._started: list[subprocess.Popen[Any]] = []
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this host's network namespace."""
@@ -69,7 +72,10 @@ class Host:
 
     def start(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
         """Starts ``argv`` in this host (``popen``: subprocess.Popen's arguments)."""
-        return subprocess.Popen(self.command(argv), **popen)
+        process = subprocess.Popen(self.command(argv), **popen)
+        self._started = [p for p in self._started if p.poll() is None]
+        self._started.append(process)
+        return process
 
     def run(self, argv: Sequence[str], **run: Any) -> subprocess.CompletedProcess[Any]:
         return subprocess.run(self.command(argv), **run)
@@ -81,13 +87,22 @@ class Host:
 
     def kill_all(self, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` to every process of this host: the host "dies" (a machine lost)."""
+        for process in self._started:
+            if process.poll() is None:
+                process.send_signal(sig)
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
     def link(self, up: bool) -> None:
-        """Plugs this host's cable in or out: a network fault that both ends outlive."""
+        """Plugs this host's cable in or out: a network fault that both ends outlive.
+
+        Plugging in returns once the link carries traffic again (a veth end
+        reports carrier a few ms after ``up``; a connect before that fails).
+        """
         _ip("-n", self.namespace, "link", "set", "eth0", "up" if up else "down")
+        if up:
+            _wait_until_up(self.namespace)
 
     def __repr__(self) -> str:
         return f"<Host {self.namespace} {self.address}>"
@@ -121,6 +136,8 @@ def hosts(count: int) -> Iterator[list[Host]]:
             _ip("-n", host.namespace, "link", "set", "eth0", "up")
             _ip("-n", host.namespace, "link", "set", "lo", "up")
             members.append(host)
+        for host in members:
+            _wait_until_up(host.namespace)
         yield members
     finally:
         for host in members:
@@ -162,6 +179,22 @@ def _delete_namespace(namespace: str) -> None:
         if namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
             return
         time.sleep(0.1)
+
+
+def _wait_until_up(namespace: str, seconds: float = 10.0) -> None:
+    """Waits until eth0 of ``namespace`` is operationally up (carrier on both veth ends)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        shown = subprocess.run(
+            ["ip", "-n", namespace, "-o", "link", "show", "eth0"], capture_output=True, text=True
+        )
+        if " state UP " in shown.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"eth0 of network namespace {namespace} is not up after {seconds} s: {shown.stdout.strip()}"
+            )
+        time.sleep(0.01)
 
 
 def _ip(*args: str) -> None:
