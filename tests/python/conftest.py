@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,14 +83,32 @@ def start_with_small_dev_shm(program: str, *args: object, mib: int = 48) -> subp
 
 
 def finish(process: subprocess.Popen, watchdog: float = 120) -> tuple[int, str, str]:
-    """Waits for a program (the watchdog kills a deadlocked one) and returns (code, out, err)."""
+    """Waits for a program (the watchdog kills a deadlocked one) and returns (code, out, err).
+
+    Its pipes are read through their file objects, not with communicate(): communicate() reads
+    the descriptors and would miss lines a readline() of the test already took into the file's
+    buffer (what a program printed right after the line the test waited for)."""
+    streams = {"out": process.stdout, "err": process.stderr}
+    read: dict[str, str] = {}
+
+    def drain(key: str) -> None:
+        stream = streams[key]
+        read[key] = stream.read() if stream is not None else ""
+
+    readers = [threading.Thread(target=drain, args=(key,), daemon=True) for key in streams]
+    for reader in readers:
+        reader.start()
     try:
-        out, err = process.communicate(timeout=watchdog)
+        process.wait(timeout=watchdog)
     except subprocess.TimeoutExpired:
         process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"program did not finish within the {watchdog} s watchdog: {err}")
-    return process.returncode, out, err
+        process.wait()
+        for reader in readers:
+            reader.join(timeout=10)
+        pytest.fail(f"program did not finish within the {watchdog} s watchdog: {read.get('err', '')}")
+    for reader in readers:
+        reader.join(timeout=watchdog)  # a child of the program may hold a pipe open: not forever
+    return process.returncode, read.get("out", ""), read.get("err", "")
 
 
 @pytest.fixture

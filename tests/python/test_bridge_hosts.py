@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOMAIN, PROGRAMS, files_of_domain
+from conftest import DOMAIN, PROGRAMS, files_of_domain, finish
 
 netns = pytest.importorskip(
     "hakobu_bench.netns", reason="hakobu-bench is not installed (pip install ./bench/python)"
@@ -130,7 +130,7 @@ def stats_now(bridge: subprocess.Popen[str]) -> dict[str, Any]:
 
 def consumed(consumer: subprocess.Popen[str]) -> tuple[list[str], str, str]:
     """Every line of a consumer until it exits: (its lines, the end it saw, its stderr)."""
-    out, err = consumer.communicate(timeout=WATCHDOG)
+    _code, out, err = finish(consumer, WATCHDOG)
     lines = out.splitlines()
     ends = [x for x in lines if x.startswith("end ")]
     return lines, ends[-1] if ends else "", err
