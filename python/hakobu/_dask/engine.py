@@ -1,8 +1,11 @@
 """The engine under ``hakobu.Pool(engine="dask")`` and ``hakobu.Executor(client=...)``.
 
-It implements the interface of hakobu._pool.engine.Engine (what the
-front-ends in hakobu.pool call), so that a front-end only chooses which engine
-to start; the front-ends' Tasks, Sinks and pickling are the same.
+Like hakobu._pool.engine.Engine, it is an EngineCore (hakobu._pool.core:
+the interface the front-ends in hakobu.pool call, its front-end half and the
+process-wide hooks), so that a front-end only chooses which engine to start;
+the front-ends' Tasks, Sinks and pickling are the same. What is this
+engine's own is how tasks reach the cluster and how outcomes and deaths are
+learned.
 
 Design
 ------
@@ -45,34 +48,30 @@ Design
 
 Locking rules
 -------------
-``_lock`` guards ``_pending``, ``_running``, ``_state``, ``_broken`` and
-``_feeders``; ``_room`` (on the same lock) wakes lazy producers waiting for
-room. Sinks are called without it, on the manager thread (callbacks should
-return quickly, as with the local engine).
+Besides what hakobu._pool.core's rules say, ``_lock`` guards ``_running``.
+Sinks are called without it, on the manager thread (callbacks should return
+quickly, as with the local engine).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
-import itertools
 import os
 import pickle
 import queue
 import secrets
-import sys
 import threading
 import time
-import traceback
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .. import _errors
+from .._pool import core
 from .._pool.pickling import describe_exception, pack, pack_error, rebuild_error, unpack
 from .._pool.protocol import Packed, call
-from .._pool.tasks import CLOSE, RUN, TERMINATE, Task
+from .._pool.tasks import CLOSE, TERMINATE, Task
+from .._pool.tasks import Outcome as TaskOutcome
 
 try:
     import distributed as _distributed
@@ -104,9 +103,6 @@ CLOSE_SECONDS = 30.0
 
 # Outcomes of run_task.
 DONE, FAILED, INIT_FAILED = "done", "failed", "init-failed"
-
-_live_engines: set[DaskEngine] = set()
-_live_lock = threading.Lock()
 
 
 # --- the worker's side (runs in Dask worker processes) -------------------------------------
@@ -316,7 +312,7 @@ def _call_limited(
 # --- the pool's side ---------------------------------------------------------------------------
 
 
-class DaskEngine:
+class DaskEngine(core.EngineCore):
     """Tasks of a hakobu.Pool or hakobu.Executor run on a Dask cluster; see the module's docstring."""
 
     def __init__(
@@ -332,12 +328,13 @@ class DaskEngine:
         address: Optional[str] = None,
         client: Any = None,  # a distributed.Client
     ) -> None:
-        self.drain_at_exit = drain_at_exit
-        self.description = description
-        self.owner_pid = os.getpid()
+        super().__init__(
+            f"hakobu-pool-{os.getpid()}-{secrets.token_hex(4)}",
+            drain_at_exit=drain_at_exit,
+            description=description,
+        )
         self._retries = retries
         self._threads_per_worker = threads_per_worker
-        self._prefix = f"hakobu-pool-{os.getpid()}-{secrets.token_hex(4)}"
         self._init = pack((initializer, tuple(initargs)), main_by_reference=False)
         self._cluster: Any = None  # the LocalCluster this engine started, if any
         self._own_client = client is None
@@ -355,125 +352,42 @@ class DaskEngine:
         self.workers = max(1, workers or 0) if self._cluster is not None else max(1, self._threads())
         self._window = WINDOW_PER_THREAD * self.workers
         self._resized = _now()
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._pending: collections.deque[Task] = collections.deque()
         self._running: dict[str, tuple[Task, Any]] = {}  # Dask key: (task, its Dask future)
-        self._state = RUN
-        self._broken: Optional[_errors.BrokenPool] = None
-        self._feeders = 0
-        self._task_ids = itertools.count(1)
+        # Tasks sent to the cluster, results received, tasks scattered first, tasks sent again (stats()).
         self._counts = {"tasks": 0, "results": 0, "scattered": 0, "resubmitted": 0}
         self._events: queue.SimpleQueue[Optional[str]] = queue.SimpleQueue()  # finished keys; None: look
-        self._thread = threading.Thread(target=self._run, name=self._prefix, daemon=True)
-        with _live_lock:
-            _live_engines.add(self)
-        self._thread.start()
+        self._start(self._prefix)
 
-    # --- what the front-ends call (any thread) ----------------------------------------------
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @property
-    def name(self) -> str:
-        """The prefix of the keys of this engine's tasks on the cluster."""
-        return self._prefix
+    # --- what the front-ends call (any thread); the rest is EngineCore's ---------------------
 
     @property
     def client(self) -> Any:
         """The distributed.Client the engine uses."""
         return self._client
 
-    @property
-    def finished(self) -> bool:
-        return not self._thread.is_alive()
+    # --- EngineCore's hooks (the lock held) ---------------------------------------------------
 
-    def submit(self, tasks: Sequence[Task], *, feeding: bool = False) -> bool:
-        """Queues ``tasks`` for the manager; False once the engine takes no more work. Raises
-        BrokenPool. ``feeding``: from a lazy producer, which may go on after close()."""
-        if os.getpid() != self.owner_pid:
-            raise RuntimeError(
-                "a pool made before os.fork() cannot be used in the child: make a new pool there"
-            )
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken_error()
-            if self._state != RUN and not (feeding and self._state == CLOSE):
-                return False
-            for task in tasks:
-                task.id = next(self._task_ids)
-                self._pending.append(task)
+    def _poke(self) -> list[TaskOutcome]:
+        """Only the manager talks to the client: it is woken."""
         self._events.put(None)
-        return True
+        return []
 
-    def stats(self) -> dict[str, int]:
-        """Tasks sent to the cluster, results received, tasks scattered first, tasks sent again."""
-        with self._lock:
-            return dict(self._counts)
-
-    def open_feed(self) -> None:
-        with self._lock:
-            self._feeders += 1
-
-    def close_feed(self) -> None:
-        with self._lock:
-            self._feeders -= 1
+    def _interrupt(self, on_manager: bool) -> None:
         self._events.put(None)
 
-    def wait_for_room(self) -> None:
-        """Waits while a window's worth of tasks waits already (imap reads its input no further)."""
-        with self._room:
-            while self._state != TERMINATE and self._broken is None and len(self._pending) >= self._window:
-                self._room.wait()
+    def _room_limit(self) -> int:
+        """A window's worth of tasks waits already: imap reads its input no further."""
+        return self._window
 
-    def close(self) -> None:
-        """Takes no more work; the submitted tasks finish, then the engine lets the cluster go."""
-        with self._lock:
-            if self._state == RUN:
-                self._state = CLOSE
-            self._room.notify_all()
+    def _cancellable(self, task: Task) -> bool:
+        return True  # every task not yet sent to the cluster
+
+    def _take_on_break(self) -> list[Task]:
+        """None: the manager, woken, fails them (_terminate_now)."""
         self._events.put(None)
-
-    def terminate(self) -> None:
-        """Unfinished tasks fail with PoolTerminated and are cancelled on the cluster; a cluster
-        the engine started is closed (its workers stop, running tasks with them)."""
-        with self._lock:
-            self._state = TERMINATE
-            self._room.notify_all()
-        self._events.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("a pool cannot be joined from one of its own callbacks")
-        self._thread.join(timeout)
-
-    def cancel_pending(self) -> None:
-        """Cancels the tasks not yet sent to the cluster (Executor.shutdown(cancel_futures=True))."""
-        with self._lock:
-            cancelled = list(self._pending)
-            self._pending.clear()
-            self._room.notify_all()
-        for task in cancelled:
-            self._cancel(task, _errors.PoolTerminated("cancelled before it started"))
-        self._events.put(None)
+        return []
 
     # --- the manager thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._serve()
-        except BaseException as error:  # noqa: BLE001 - a fault here must fail tasks, never hang them
-            failure = _errors.BrokenPool(
-                f"the pool's manager thread failed ({describe_exception(error)}); every pending task fails"
-            )
-            failure.__cause__ = error
-            self._break(failure)
-        finally:
-            self._release()
 
     def _serve(self) -> None:
         while True:
@@ -512,11 +426,9 @@ class DaskEngine:
                 if size > room_bytes and (batch or self._running):
                     break  # one task always goes, however big
                 room_bytes -= size
-                task = self._pending.popleft()
-                if not task.started:
-                    if not task.sink.start():
-                        continue  # cancelled while it waited
-                    task.started = True
+                task = self._start_next()
+                if task is None:
+                    continue  # cancelled while it waited
                 batch.append(task)
             if batch:
                 self._room.notify_all()
@@ -586,23 +498,9 @@ class DaskEngine:
         """One task's outcome as it came from the cluster (an Outcome, or Dask's exception)."""
         if isinstance(value, Outcome):
             if value.kind == DONE:
-                try:
-                    self._finish(task, True, unpack(*value.packed))
-                except Exception as why:  # noqa: BLE001 - the task fails, the pool goes on
-                    error = _errors.RemoteError(
-                        f"the result of task {task.id} ({task.label}) cannot be rebuilt here "
-                        f"({describe_exception(why)})"
-                    )
-                    error.__cause__ = why
-                    self._finish(task, False, error)
+                self._finish(task, *self._rebuilt(task, value.packed, "here"))
             elif value.kind == INIT_FAILED:
-                cause = rebuild_error(*value.packed)
-                broken = _errors.BrokenPool(
-                    f"the pool's initializer failed in a Dask worker: {describe_exception(cause)}; "
-                    "every pending task fails: fix the initializer and make a new pool"
-                )
-                broken.__cause__ = cause
-                self._break(broken)
+                self._initializer_failed(value.packed, "in a Dask worker")
                 self._finish(task, False, self._broken_error())
             else:
                 self._finish(task, False, rebuild_error(*value.packed))
@@ -657,36 +555,6 @@ class DaskEngine:
             error.__cause__ = killed
         self._finish(task, False, error)
 
-    def _finish(self, task: Task, ok: bool, value: Any) -> None:
-        try:
-            task.sink.finish(ok, value)
-        except BaseException:  # noqa: BLE001 - a user callback raised: report it, keep serving
-            _report_callback_error()
-
-    def _cancel(self, task: Task, error: BaseException) -> None:
-        try:
-            if task.started:
-                task.sink.finish(False, error)
-            else:
-                task.sink.cancel(error)
-        except BaseException:  # noqa: BLE001
-            _report_callback_error()
-
-    def _break(self, error: _errors.BrokenPool) -> None:
-        """Nothing more can run: every task fails with ``error``, new ones are refused."""
-        with self._lock:
-            if self._broken is not None:
-                return
-            self._broken = error
-            self._room.notify_all()
-        self._events.put(None)
-
-    def _broken_error(self) -> _errors.BrokenPool:
-        assert self._broken is not None
-        error = _errors.BrokenPool(*self._broken.args)
-        error.__cause__ = self._broken.__cause__
-        return error
-
     def _terminate_now(self) -> None:
         """Fails what is left (PoolTerminated, or the error that broke the pool) and cancels it."""
         with self._lock:
@@ -721,8 +589,6 @@ class DaskEngine:
                 self._cluster.close(timeout=CLOSE_SECONDS)
         except Exception:  # noqa: BLE001 - closing is best effort; the processes die with ours
             pass
-        with _live_lock:
-            _live_engines.discard(self)
 
     def _threads(self) -> int:
         """The cluster's worker threads now (0 while it has no worker)."""
@@ -764,24 +630,6 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _report_callback_error() -> None:
-    print("Exception in a callback of a hakobu pool (the pool goes on):", file=sys.stderr)
-    traceback.print_exc()
-
-
-def _at_exit() -> None:
-    """At interpreter exit: Executors finish their work, Pools are terminated (as the local
-    engine does, before Dask's own exit hooks close the clients under them)."""
-    with _live_lock:
-        engines = [engine for engine in _live_engines if engine.owner_pid == os.getpid()]
-    for engine in engines:
-        if engine.drain_at_exit:
-            engine.close()
-            engine.join()
-        else:
-            if engine.state == RUN:
-                warnings.warn(f"unclosed running pool {engine.description}", ResourceWarning, stacklevel=1)
-            engine.terminate()
-
-
-atexit.register(_at_exit)
+# At interpreter exit, the pools' hook (hakobu._pool.core._at_exit) must run before Dask's own exit
+# hooks close the clients under the engines: installed again now, after Dask's.
+core.install_at_exit()

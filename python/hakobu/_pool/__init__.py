@@ -3,8 +3,12 @@ worker processes, and what travels between them.
 
 Parent side:
 
+* core.py -- EngineCore, what every engine shares (this one and the Dask
+  engine, hakobu._dask.engine): the interface the front-ends call, its
+  states, pending tasks, feeders, sinks, breaking; the process-wide hooks
+  (at exit, at fork) serving every engine.
 * engine.py -- the Engine: starts workers, dispatches tasks, reads results,
-  notices deaths; its process-wide hooks (at exit, at fork).
+  notices deaths.
 * handle.py -- WorkerHandle, the engine's handle on one worker process, and
   what a dead worker held.
 * tasks.py -- what the front-ends hand to an engine: Task, Sink, the states.
@@ -24,7 +28,7 @@ Worker side:
   WorkerLoop, which serves its inbox.
 
 The worker imports protocol, pickling, main_script, tuning and threads, never
-the engine; hakobu.pool imports the engine only when it makes the first pool.
+the engine or core; hakobu.pool imports an engine only when it makes the first pool.
 This file imports nothing, so that starting a worker imports no more than it
 needs.
 """

@@ -46,47 +46,37 @@ Design
   was doing. Before judging a dead worker it drains the results queue, where
   whatever the worker finished before dying already is.
 
-Process-wide hooks
-------------------
-At interpreter exit, Executors finish their work and Pools are terminated
-(_at_exit); a forked child forgets its parent's engines (_forget_in_child).
-Both are installed when this module is imported, which hakobu.pool does
-when the first pool is made: a process that never makes a pool, a worker
-above all (it imports the protocol, never this module), installs neither.
+The front-end half (states, pending tasks, feeders, the manager thread's
+frame, sinks, breaking) and the process-wide hooks (at exit, at fork) are
+EngineCore's, in core.py.
 
 Locking rules
 -------------
-``_lock`` guards the engine's state: ``_pending``, ``_state``, ``_broken``,
-``_feeders``, ``_workers`` and every worker handle's bookkeeping (what it
-holds, its function cache mirror) and sending to inboxes. Any thread may
-dispatch, holding it. Processes are started and waited for, results are
-unpickled and sinks are called without it (user callbacks run on the manager
-thread, as multiprocessing and concurrent.futures run them on their result
-threads: they should return quickly; they may submit more work).
+Besides what core.py's rules say, ``_lock`` guards ``_workers`` and every
+worker handle's bookkeeping (what it holds, its function cache mirror) and
+sending to inboxes. Any thread may dispatch, holding it (_poke). Processes
+are started and waited for, results are unpickled and sinks are called
+without it.
 """
 
 from __future__ import annotations
 
-import atexit
-import collections
 import itertools
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
-import traceback
-import warnings
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from .. import _core, _errors
 from .._queue import Queue
+from .core import EngineCore
 from .handle import WorkerHandle, discard_queue, start_worker_process
 from .main_script import main_script, running_script
-from .pickling import Function, describe_exception, pack, rebuild_error, unpack
+from .pickling import Function, describe_exception, pack, rebuild_error
 from .protocol import (
     DONE,
     INIT_FAILED,
@@ -115,11 +105,8 @@ from .tuning import (
     STOP_GRACE_SECONDS,
 )
 
-_live_engines: set[Engine] = set()
-_live_lock = threading.Lock()
 
-
-class Engine:
+class Engine(EngineCore):
     """Worker processes running Tasks; see the module's docstring."""
 
     def __init__(
@@ -139,26 +126,18 @@ class Engine:
                 "a pool was made while a pool worker ran the main script to find a function of it: make pools "
                 'under the script\'s `if __name__ == "__main__":` guard (workers run the script without it)'
             )
+        super().__init__(
+            f"pool-{os.getpid()}-{secrets.token_hex(4)}", drain_at_exit=drain_at_exit, description=description
+        )
         self.workers = workers
         self._max_tasks = max_tasks_per_worker
         self._retries = retries
         self._threads_per_worker = threads_per_worker
-        self.drain_at_exit = drain_at_exit
-        self.description = description
-        self.owner_pid = os.getpid()
         self._domain = _core.default_domain()
-        self._prefix = f"pool-{os.getpid()}-{secrets.token_hex(4)}"
         self._init = pack((initializer, tuple(initargs)))
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._pending: collections.deque[Task] = collections.deque()
-        self._state = RUN
-        self._broken: Optional[_errors.BrokenPool] = None
-        self._task_ids = itertools.count(1)
         self._worker_numbers = itertools.count(1)
         self._workers: dict[int, WorkerHandle] = {}
         self._start_failures = 0
-        self._feeders = 0  # lazy producers (imap) still submitting: a closing engine waits for them
         # Messages and tasks both ways, for stats(): how well tasks and results are batched.
         self._counts = {"task_messages": 0, "tasks": 0, "result_messages": 0, "results": 0}
         capacity = max(RESULTS_CAPACITY, 8 * workers)
@@ -168,116 +147,43 @@ class Engine:
         self._results_name = results.name
         # Dropped when the engine ends: a finished pool keeps no handle (nor the domain) open.
         self._results: Optional[Queue] = results
-        self._thread = threading.Thread(target=self._run, name=f"hakobu-{self._prefix}", daemon=True)
-        with _live_lock:
-            _live_engines.add(self)
-        self._thread.start()
+        self._start(f"hakobu-{self._prefix}")
 
-    # --- what the front-ends call (any thread) -------------------------------------------
+    # --- what the front-ends call (any thread); the rest is EngineCore's ---------------------
 
-    @property
-    def state(self) -> str:
-        return self._state
+    # --- EngineCore's hooks (the lock held) -------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        """The prefix of the engine's queue names (and of its workers' command lines)."""
-        return self._prefix
+    def _poke(self) -> list[Outcome]:
+        """Any thread dispatches itself: a lone task goes straight to an idle worker, a closing
+        engine tells idle workers to stop."""
+        return self._dispatch()
 
-    def submit(self, tasks: Sequence[Task], *, feeding: bool = False) -> bool:
-        """Queues ``tasks`` and sends what workers have room for; False once the engine takes
-        no more work. Raises BrokenPool.
+    def _interrupt(self, on_manager: bool) -> None:
+        if not on_manager and self._results is not None:
+            try:
+                self._results.unlink()  # wakes the manager at once (Closed/Unlinked in its get)
+            except _errors.HakobuError:
+                pass
 
-        ``feeding``: from a lazy producer started while the engine ran, which
-        may go on after close() (as multiprocessing's imap does).
-        """
-        if os.getpid() != self.owner_pid:
-            raise RuntimeError(
-                "a pool made before os.fork() cannot be used in the child: make a new pool there"
-            )
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken_error()
-            if self._state != RUN and not (feeding and self._state == CLOSE):
-                return False
-            for task in tasks:
-                task.id = next(self._task_ids)
-                self._pending.append(task)
-            failed = self._dispatch()
-        self._finish_all(failed)
-        return True
+    def _room_limit(self) -> int:
+        """Enough for the messages in flight, batches of short tasks included."""
+        batch = max((w.batch_size(MAX_BATCH, 1, None) for w in self._workers.values()), default=1)
+        return self.workers * IN_FLIGHT_PER_WORKER * batch
 
-    def stats(self) -> dict[str, int]:
-        """Messages sent to workers and tasks in them; messages of results and results in them."""
-        with self._lock:
-            return dict(self._counts)
+    def _cancellable(self, task: Task) -> bool:
+        return not task.started  # a started task waits again after its worker died: it runs again
 
-    def open_feed(self) -> None:
-        """A lazy producer (imap) starts submitting; a closing engine waits for its end."""
-        with self._lock:
-            self._feeders += 1
+    def _take_on_break(self) -> list[Task]:
+        tasks = list(self._pending)
+        self._pending.clear()
+        for worker in self._workers.values():
+            tasks.extend(worker.outstanding.values())
+            worker.outstanding.clear()
+            worker.in_flight.clear()
+        return tasks
 
-    def close_feed(self) -> None:
-        with self._lock:
-            self._feeders -= 1
-            failed = self._dispatch()  # a closing engine may now stop its workers
-        self._finish_all(failed)
-
-    def wait_for_room(self) -> None:
-        """Waits while enough tasks wait for a worker (lazy producers need not read ahead):
-        enough for the messages in flight, batches of short tasks included."""
-        with self._room:
-            while self._state != TERMINATE and self._broken is None:
-                batch = max((w.batch_size(MAX_BATCH, 1, None) for w in self._workers.values()), default=1)
-                if len(self._pending) < self.workers * IN_FLIGHT_PER_WORKER * batch:
-                    return
-                self._room.wait()
-
-    def close(self) -> None:
-        """Takes no more work; finishes what was submitted, then the workers exit."""
-        with self._lock:
-            if self._state == RUN:
-                self._state = CLOSE
-            self._room.notify_all()
-            failed = self._dispatch()  # idle workers are told to stop now
-        self._finish_all(failed)
-
-    def terminate(self) -> None:
-        """Kills the workers now; unfinished tasks fail with PoolTerminated (never started: cancelled)."""
-        on_manager = threading.current_thread() is self._thread
-        with self._lock:
-            self._state = TERMINATE
-            self._room.notify_all()
-            if not on_manager and self._results is not None:
-                try:
-                    self._results.unlink()  # wakes the manager at once (Closed/Unlinked in its get)
-                except _errors.HakobuError:
-                    pass
-        if not on_manager:  # from a callback: the manager sees the state
-            self._thread.join()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        """Waits until the manager has stopped the workers and removed the queues."""
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("a pool cannot be joined from one of its own callbacks")
-        self._thread.join(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return not self._thread.is_alive()
-
-    def cancel_pending(self) -> None:
-        """Cancels the tasks no worker has started (Executor.shutdown(cancel_futures=True))."""
-        with self._lock:
-            cancelled = [task for task in self._pending if not task.started]
-            kept = [task for task in self._pending if task.started]
-            self._pending.clear()
-            self._pending.extend(kept)
-            self._room.notify_all()
-            failed = self._dispatch()
-        for task in cancelled:
-            self._cancel(task, _errors.PoolTerminated("cancelled before it started"))
-        self._finish_all(failed)
+    def _after_fault(self) -> None:
+        self._stop_workers(kill=True)
 
     # --- dispatch (any thread, the lock held) -----------------------------------------------
 
@@ -295,11 +201,9 @@ class Engine:
             batch: list[Task] = []
             inline = 0
             while self._pending and len(batch) < size and inline < MAX_BATCH_BYTES:
-                task = self._pending.popleft()
-                if not task.started:
-                    if not task.sink.start():
-                        continue  # cancelled while it waited
-                    task.started = True
+                task = self._start_next()
+                if task is None:
+                    continue  # cancelled while it waited
                 batch.append(task)
                 inline += len(task.payload[0])
             if batch:
@@ -357,19 +261,6 @@ class Engine:
             worker.kill()  # cannot tell it: it dies, and its tasks with it
 
     # --- the manager thread ---------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._serve()
-        except BaseException as error:  # noqa: BLE001 - a fault here must fail tasks, never hang them
-            failure = _errors.BrokenPool(
-                f"the pool's manager thread failed ({describe_exception(error)}); every pending task fails"
-            )
-            failure.__cause__ = error
-            self._break(failure)
-            self._stop_workers(kill=True)
-        finally:
-            self._release()
 
     def _serve(self) -> None:
         next_poll = 0.0
@@ -458,19 +349,11 @@ class Engine:
                     assert worker is not None
                     worker.done(len(done))
                 failed = self._dispatch()  # the worker has room again: send before unpickling
-            for task, ok, (stream, buffers) in done:
+            for task, ok, payload in done:
                 if ok:
-                    try:
-                        value = unpack(stream, buffers)
-                    except Exception as why:  # noqa: BLE001 - the task fails, the pool goes on
-                        value = _errors.RemoteError(
-                            f"the result of task {task.id} ({task.label}) cannot be rebuilt in the parent "
-                            f"({describe_exception(why)})"
-                        )
-                        value.__cause__ = why
-                        ok = False
+                    ok, value = self._rebuilt(task, payload, "in the parent")
                 else:
-                    value = rebuild_error(stream, buffers)
+                    value = rebuild_error(*payload)
                 self._finish(task, bool(ok), value)
             self._finish_all(failed)
         elif tag == READY:
@@ -482,13 +365,7 @@ class Engine:
                 failed = self._dispatch()
             self._finish_all(failed)
         elif tag == INIT_FAILED and records:
-            cause = rebuild_error(*records[0][2])
-            error = _errors.BrokenPool(
-                f"the pool's initializer failed in worker {number}: {describe_exception(cause)}; "
-                "every pending task fails: fix the initializer and make a new pool"
-            )
-            error.__cause__ = cause
-            self._break(error)
+            self._initializer_failed(records[0][2], f"in worker {number}")
         # BYE: a worker leaves as told; it is buried when its process has exited (_reap).
 
     def _replenish(self, state: str) -> None:
@@ -596,48 +473,6 @@ class Engine:
             task=task.id,
         )
 
-    def _finish(self, task: Task, ok: bool, value: Any) -> None:
-        try:
-            task.sink.finish(ok, value)
-        except BaseException:  # noqa: BLE001 - a user callback raised: report it, keep serving
-            _report_callback_error()
-
-    def _finish_all(self, outcomes: list[Outcome]) -> None:
-        for task, ok, value in outcomes:
-            self._finish(task, ok, value)
-
-    def _cancel(self, task: Task, error: BaseException) -> None:
-        try:
-            if task.started:
-                task.sink.finish(False, error)
-            else:
-                task.sink.cancel(error)
-        except BaseException:  # noqa: BLE001
-            _report_callback_error()
-
-    def _break(self, error: _errors.BrokenPool) -> None:
-        """Nothing more can run: every task fails with ``error``, new ones are refused."""
-        with self._lock:
-            if self._broken is not None:
-                return
-            self._broken = error
-            tasks = list(self._pending)
-            self._pending.clear()
-            self._room.notify_all()
-            for worker in self._workers.values():
-                tasks.extend(worker.outstanding.values())
-                worker.outstanding.clear()
-                worker.in_flight.clear()
-        for task in tasks:
-            self._finish(task, False, self._broken_error())
-
-    def _broken_error(self) -> _errors.BrokenPool:
-        """A fresh copy of the error that broke the pool (one exception object per task)."""
-        assert self._broken is not None
-        error = _errors.BrokenPool(*self._broken.args)
-        error.__cause__ = self._broken.__cause__
-        return error
-
     def _terminate_now(self) -> None:
         with self._lock:
             workers = list(self._workers.values())
@@ -693,35 +528,3 @@ class Engine:
             results, self._results = self._results, None
         if results is not None:
             discard_queue(results)
-        with _live_lock:
-            _live_engines.discard(self)
-
-
-def _report_callback_error() -> None:
-    print("Exception in a callback of a hakobu pool (the pool goes on):", file=sys.stderr)
-    traceback.print_exc()
-
-
-def _at_exit() -> None:
-    """At interpreter exit: Executors finish their work (as concurrent.futures does), Pools are
-    terminated, with a ResourceWarning for one still running (as multiprocessing's Pool warns)."""
-    with _live_lock:
-        engines = [engine for engine in _live_engines if engine.owner_pid == os.getpid()]
-    for engine in engines:
-        if engine.drain_at_exit:
-            engine.close()
-            engine.join()
-        else:
-            if engine.state == RUN:
-                warnings.warn(f"unclosed running pool {engine.description}", ResourceWarning, stacklevel=1)
-            engine.terminate()
-
-
-def _forget_in_child() -> None:
-    # A forked child has the engines' objects but not their threads or workers.
-    _live_engines.clear()
-
-
-atexit.register(_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
