@@ -37,6 +37,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
+from hakobu._processes import process_exists
+
 NETWORK = "198.18.0"  # /24, host k (1-based) at NETWORK.(10 + k)
 _PREFIX = "hkb"
 _sets = itertools.count()
@@ -154,21 +156,11 @@ def remove_stale() -> None:
         if not namespace.startswith(_PREFIX):
             continue
         creator = namespace[len(_PREFIX) :].split("-", 1)[0]
-        if creator.isdigit() and not _alive(int(creator)):
+        if creator.isdigit() and not process_exists(int(creator)):
             for pid in Host(namespace, "").pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             _delete_namespace(namespace)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _delete_namespace(namespace: str) -> None:

@@ -65,6 +65,7 @@ from distributed.utils import ensure_ip
 
 from .. import _core, _errors
 from .._arrays import empty
+from .._processes import process_exists
 from .._queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -108,19 +109,6 @@ MAX_FRAME_BYTES = 1 << 44
 MAX_HELLO_BYTES = 4096
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this id exists (a queue's creator that died leaves its name)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    return True
-
-
 def _pid_namespace() -> int:
     """This process's PID namespace (0 if unknown): process ids mean something only within one."""
     try:
@@ -140,7 +128,7 @@ def _peer_pid(fields: dict[str, Any]) -> int:
 
 def _peer_dead(pid: int) -> bool:
     """Whether a known peer process (pid > 0) is gone; an unknown one (0) is not judged."""
-    return pid > 0 and not _process_alive(pid)
+    return pid > 0 and not process_exists(pid)
 
 
 def _remove_queue(name: str) -> None:
@@ -525,7 +513,7 @@ class HakobuConnector(Connector):
             # A listener that was killed leaves its accept queue; nobody else will remove it.
             # Its process id alone could mislead (another PID namespace sharing /dev/shm), so
             # only a queue that no event loop watches either counts as the dead listener's.
-            if not _process_alive(creator) and not stats["receivers_waiting"]:
+            if not process_exists(creator) and not stats["receivers_waiting"]:
                 _remove_queue(accept.name)
                 raise ConnectionRefusedError(
                     errno.ECONNREFUSED,
@@ -649,7 +637,7 @@ class HakobuListener(BaseListener):
         try:
             with Queue(name, create=False, allow_pickle=False) as old:
                 creator = int(old.stats()["creator_pid"])
-            if _process_alive(creator):
+            if process_exists(creator):
                 return False
             _remove_queue(name)
         except _errors.NotFound:
@@ -740,7 +728,7 @@ def _stale(name: str) -> bool:
             stats = queue.stats()
     except _errors.HakobuError:
         return False  # gone already, or not ours to judge
-    return not _process_alive(int(stats["creator_pid"])) and not stats["receivers_waiting"]
+    return not process_exists(int(stats["creator_pid"])) and not stats["receivers_waiting"]
 
 
 def _watched(name: str) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from .. import _core, _errors
+from .._processes import process_exists
 from .._store import Store
 from .._sync import Array
 
@@ -163,16 +164,6 @@ def _shape_of(pipeline: str, domain: str) -> tuple[int, int]:
     return (max(sum(int(stage["workers"]) for stage in stages), 1), len(FIELDS))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running(domain: str) -> list[dict[str, Any]]:
     """The boards of ``domain``: each description with ``alive`` (its process runs) and
     ``workers`` (a list of dicts, one per worker slot, FIELDS as keys, a snapshot)."""
@@ -188,7 +179,7 @@ def running(domain: str) -> list[dict[str, Any]]:
         except (_errors.HakobuError, KeyError):
             continue  # removed meanwhile, or being made
         snapshot = np.array(array.array, copy=True)
-        description["alive"] = _alive(int(description.get("pid", 0)))
+        description["alive"] = process_exists(int(description.get("pid", 0)))
         description["workers"] = [dict(zip(FIELDS, (float(x) for x in row))) for row in snapshot]
         boards.append(description)
     return boards

@@ -14,10 +14,11 @@ import re
 from typing import Any, Callable, Optional
 
 from .. import _errors
+from .._processes import process_exists
 from .._queue import Queue
 from .._store import Store
 from .._sync import Array
-from .board import Board, StageInfo, WorkerRow, _alive, board_name
+from .board import Board, StageInfo, WorkerRow, board_name
 from .outputs import outputs
 
 # The longest board name a stage may have: a name has at most 64 characters,
@@ -173,7 +174,7 @@ def _remove_if_abandoned(name: str, domain: str) -> bool:
     try:
         with Store(board_name(name), 4, create=False, domain=domain) as store:
             pid = int(store["description"]["pid"])
-            if _alive(pid):
+            if process_exists(pid):
                 return False
             store.unlink()
     except (_errors.NotFound, KeyError):

@@ -73,8 +73,3 @@ def scan_processes() -> ProcessScan:
                 continue
             scan.mapped_by.setdefault(identity, set()).add(pid)
     return scan
-
-
-def process_exists(pid: int) -> bool:
-    """Whether some process has this pid now (pids are reused, so a hint, not proof)."""
-    return pid > 0 and Path(f"/proc/{pid}").exists()

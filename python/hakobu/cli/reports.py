@@ -8,8 +8,9 @@ from typing import Any
 
 from .. import _core
 from .._errors import Corrupt, HakobuError, NotFound
+from .._processes import process_exists
 from .files import domain_files
-from .processes import ProcessScan, process_exists
+from .processes import ProcessScan
 
 
 def _queue_files_report(name: str, domain: str, path: Path, scan: ProcessScan) -> dict[str, Any]:

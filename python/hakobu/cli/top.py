@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._pipeline import board as boards
+from .._processes import process_exists
 from .errors import CommandError, check_name
 from .files import domain_files, find_domain_names
 from .output import (
@@ -34,7 +35,7 @@ from .output import (
     queue_stream,
     queue_waiting,
 )
-from .processes import process_exists, scan_processes
+from .processes import scan_processes
 from .reports import domain_report
 
 if TYPE_CHECKING:
