@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-# Set before hakobu is used, and inherited by every program a test starts.
-DOMAIN = f"py{os.getpid()}"
-os.environ["HAKOBU_DOMAIN"] = DOMAIN
+# Set before hakobu is used, and inherited by every program a test starts. A process of the run
+# that imports this module again (a Dask worker unpickling a test's function) keeps the run's
+# domain, and whatever domain its starter gave it.
+if "HAKOBU_TEST_DOMAIN" in os.environ:
+    DOMAIN = os.environ["HAKOBU_TEST_DOMAIN"]
+else:
+    DOMAIN = f"py{os.getpid()}"
+    os.environ["HAKOBU_TEST_DOMAIN"] = DOMAIN
+    os.environ["HAKOBU_DOMAIN"] = DOMAIN
 
 PROGRAMS = Path(__file__).parent / "programs"
 _names = itertools.count()
@@ -34,8 +40,20 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
     import gc
 
     gc.collect()
-    left = files_of_domain()
+    left = [path for domain in domains_of_run() for path in files_of_domain(domain)]
     assert not left, f"files left in shared memory: {left}"
+
+
+def domains_of_run() -> list[str]:
+    """This run's domain and those its tests made from it (DOMAIN + a suffix not starting with a
+    digit: "py123k", "py123h0"; "py1234" is another run's)."""
+    from hakobu import _core
+
+    return [
+        name
+        for name in _core.domain_names()
+        if name == DOMAIN or (name.startswith(DOMAIN) and not name[len(DOMAIN)].isdigit())
+    ]
 
 
 @pytest.fixture
