@@ -132,11 +132,11 @@ def test_everything_is_removed_with_the_programs_in_it() -> None:
     with netns.hosts(2) as (a, b):
         made = {a.namespace, b.namespace}
         assert made <= namespaces() and len(namespaces() - before) == 3  # and the hub
-        sleepers = [a.start(["sleep", "600"]), b.start(["sleep", "600"])]
+        # One stops when asked (SIGTERM); one ignores it and is killed after the grace period.
+        sleepers = [a.start(["sleep", "600"]), b.start(["sh", "-c", "trap '' TERM; sleep 600"])]
     try:
         assert namespaces() == before
-        for sleeper in sleepers:
-            assert sleeper.wait(timeout=WATCHDOG) == -signal.SIGKILL
+        assert [sleeper.wait(timeout=WATCHDOG) for sleeper in sleepers] == [-signal.SIGTERM, -signal.SIGKILL]
     finally:
         for sleeper in sleepers:
             sleeper.kill()
@@ -150,7 +150,7 @@ def test_everything_is_removed_when_the_block_raises() -> None:
         1 / 0  # noqa: B018 - the exception is the point
     try:
         assert namespaces() == before
-        assert sleeper.wait(timeout=WATCHDOG) == -signal.SIGKILL
+        assert sleeper.wait(timeout=WATCHDOG) == -signal.SIGTERM  # asked to stop, and it did
     finally:
         sleeper.kill()
         sleeper.wait(timeout=WATCHDOG)

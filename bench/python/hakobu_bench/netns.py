@@ -18,7 +18,8 @@ machine's, as the mount namespace is untouched (a test that wants two separate
 hosts' worth of hakobu gives each side its own ``HAKOBU_DOMAIN``).
 
 Everything is removed when the ``with`` block ends, even on an exception:
-processes still running in a host are killed, then the namespaces (which takes
+processes still running in a host are stopped (SIGTERM, then SIGKILL after a
+grace period), then the namespaces (which takes
 their veth ends and the bridge with them). Names carry the creating process's
 id (``hkb<pid>-…``); ``remove_stale()`` removes those of dead creators, left by a
 run that was itself killed. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and
@@ -41,6 +42,7 @@ from hakobu._processes import process_exists
 
 NETWORK = "198.18.0"  # /24, host k (1-based) at NETWORK.(10 + k)
 _PREFIX = "hkb"
+STOP_GRACE_SECONDS = 5.0  # at the end, how long a host's programs may take to stop on SIGTERM
 _sets = itertools.count()
 
 
@@ -96,6 +98,17 @@ class Host:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
+    def stop_all(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Asks every process of this host to stop (SIGTERM), waits up to ``grace`` seconds, then
+        kills what is left: programs that clean up on SIGTERM (Dask's, hakobu's) leave nothing."""
+        self.kill_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (
+            self.pids() or any(process.poll() is None for process in self._started)
+        ):
+            time.sleep(0.05)
+        self.kill_all()
+
     def link(self, up: bool) -> None:
         """Plugs this host's cable in or out: a network fault that both ends outlive.
 
@@ -143,7 +156,7 @@ def hosts(count: int) -> Iterator[list[Host]]:
         yield members
     finally:
         for host in members:
-            host.kill_all()
+            host.stop_all()
         for namespace in reversed(made):
             _delete_namespace(namespace)
 
