@@ -13,6 +13,10 @@ A message the sender numbered but that fails the checks (wire.Rejected) is dropp
 counted, warned about, and acknowledged like a delivered one: sending it again would
 not make it better. While the local queue is full, the end waits in slices and
 tells the peer it is BUSY, so the sender does not take the wait for a lost message.
+
+Object messages (pickles) are refused the same way unless the peer is authenticated
+(CurveZMQ keys) or the bridge was told ``allow_objects``: a consumer's get() unpickles
+them, which runs whatever code their sender chose.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import _core, _errors
+from .. import _codec, _core, _errors
 from . import deliver, wire
 from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
@@ -56,11 +60,13 @@ class ReceivingEnd:
         max_message_bytes: Optional[int],
         timeout: Optional[float],
         stop: threading.Event,
+        allow_objects: bool = False,
     ) -> None:
         from .._queue import Queue
         from .._topic import Topic
 
         self.link = link
+        self.allow_objects = allow_objects
         self.timeout = timeout
         self.stop = stop
         self.receiver_id = os.urandom(16)
@@ -127,7 +133,7 @@ class ReceivingEnd:
             identity, frames, address = got
             try:
                 if not frames:
-                    raise wire.Rejected(f"a message of more than {wire.MAX_FRAMES} frames")
+                    raise wire.Rejected(f"a message of more than {self.link.frame_cap} frames")
                 header = wire.parse_header(frames[0])
                 self._on_message(identity, header, frames, address)
             except wire.Rejected as error:
@@ -183,6 +189,12 @@ class ReceivingEnd:
         if self.ended_at is not None:
             raise wire.Rejected("a message after the end of the stream")
         try:
+            if header.kind == _codec.KIND_OBJECT and not self.allow_objects:
+                raise wire.Rejected(
+                    "an object message (a pickle, which a consumer's get() would unpickle) from an "
+                    "unauthenticated peer: use keys (--allowed-keys) or --allow-objects on a trusted network "
+                    "(hakobu.Bridge(allowed_keys=...) or allow_objects=True)"
+                )
             put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
             self._put(put, identity, header.session, session)
         except Stopping:
