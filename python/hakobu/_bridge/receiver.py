@@ -34,6 +34,10 @@ from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
 ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
+# Bytes delivered in a row at most before their acknowledgement goes: large messages fill the
+# sender's window_bytes after a few (256 MiB: four of 64 MiB), and a sender waiting for an
+# acknowledgement held back until its window is all here leaves the network idle meanwhile.
+ACK_BATCH_BYTES = 8 << 20
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
@@ -88,6 +92,7 @@ class ReceivingEnd:
         self.progress: Any = None
         self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
         self.batched = 0
+        self.batched_bytes = 0
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -124,9 +129,11 @@ class ReceivingEnd:
 
     def _read_batch(self) -> None:
         for _ in range(1000):
-            if len(self.unacknowledged) and self.batched >= ACK_BATCH:
+            if len(self.unacknowledged) and (
+                self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES
+            ):
                 self._acknowledge()
-                self.batched = 0
+                self.batched = self.batched_bytes = 0
             got = self.link.receive()
             if got is None:
                 return
@@ -213,9 +220,11 @@ class ReceivingEnd:
         self._persist(header.session, header.seq)
         counters = self.link.counters
         counters.messages += 1
-        counters.bytes += sum(len(f) for f in frames[2:])
+        nbytes = sum(len(f) for f in frames[2:])
+        counters.bytes += nbytes
         self.unacknowledged[(identity, header.session)] = session  # acknowledged with the batch
         self.batched += 1
+        self.batched_bytes += nbytes
 
     def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
         while True:
