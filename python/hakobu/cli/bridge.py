@@ -130,7 +130,8 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
     ):
         print(
             "hakobu bridge: warning: no CurveZMQ keys: anyone who reaches this endpoint can read or put messages "
-            "(and a consumer unpickles object messages); use --secret-key/--peer-key/--allowed-keys outside a "
+            "(object messages, which a consumer unpickles, only with --allow-objects); use "
+            "--secret-key/--peer-key/--allowed-keys outside a "
             "trusted network",
             file=sys.stderr,
             flush=True,
