@@ -9,6 +9,7 @@ Waits are bounded by watchdogs; nothing is timed.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -82,6 +83,8 @@ def pair(
     names: tuple[str, str], bridges: list[hakobu.Bridge], **options: Any
 ) -> tuple[hakobu.Bridge, hakobu.Bridge]:
     receiving_options = {k: v for k, v in options.items() if k in ("max_message_bytes", "topic")}
+    # Objects travel between these (no keys): as on a trusted network.
+    receiving_options["allow_objects"] = options.pop("allow_objects", True)
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", **receiving_options)
     bridges.append(receiving)
     sending = hakobu.Bridge(names[0], send_to=receiving.endpoint, **options)
@@ -167,7 +170,7 @@ def test_either_end_may_bind(names: tuple[str, str], bridges: list[hakobu.Bridge
 def test_two_sending_ends_into_one_the_stream_ends_with_the_last(
     names: tuple[str, str], bridges: list[hakobu.Bridge]
 ) -> None:
-    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", allow_objects=True)
     bridges.append(receiving)
     other = f"{names[0]}-2"
     try:
@@ -391,9 +394,13 @@ def _data(session: bytes, seq: int, kind: int, meta: bytes, *payload: bytes) -> 
 def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
     names: tuple[str, str], bridges: list[hakobu.Bridge]
 ) -> None:
-    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", max_message_bytes=1 << 20)
+    receiving = hakobu.Bridge(
+        names[1], receive_at="tcp://127.0.0.1:*", max_message_bytes=4 << 20, allow_objects=True
+    )
     bridges.append(receiving)
     rng = random.Random(15)
+    chunk = wire.CHUNK
+    big_meta = json.dumps({"t": "<f8", "s": [chunk // 4], "o": "C"}).encode()  # 2 chunks of elements
     session = os.urandom(16)
     array_meta = b'{"t": "<f8", "s": [4], "o": "C"}'
     hostile: list[list[bytes]] = [
@@ -413,13 +420,21 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         _data(session, 6, 2, b'{"t": "<f8", "s": [-4], "o": "C"}', b"x" * 32),
         _data(session, 7, 3, b'{"b": [[0, 10]]}', b"stream", b"short"),  # buffer size mismatch
         _data(session, 8, 3, b'{"b": "x"}', b"stream"),
-        _data(session, 9, 1, b"", b"x" * ((1 << 20) + 1000)),  # over max_message_bytes
-        _data(session, 10, 1, b"", b"a", b"b"),  # too many payload frames
+        _data(session, 9, 1, b"", *[b"x" * chunk] * 4, b"x"),  # over max_message_bytes
+        _data(session, 10, 1, b"", b"a", b"b", b"", b"", b""),  # too many payload frames
         _data(
             session, 11, 2, b'{"t": "<f8", "s": [0, 2305843009213693952], "o": "C"}', b""
         ),  # empty, huge extent
         _data(session, 12, 2, b'{"t": "<f8", "s": [2305843009213693952, 0], "o": "C"}', b""),
         _data(session, 13, 2, b"[" * 60000, b""),  # nesting deeper than a parser recurses
+        # Chunks: a frame over CHUNK, too few or too many bytes in all, too many frames.
+        _data(session, 14, 2, big_meta, b"x" * (2 * chunk)),
+        _data(session, 15, 2, big_meta, b"x" * chunk, b"x" * (chunk // 2)),
+        _data(session, 16, 2, big_meta, b"x" * chunk, b"x" * chunk, b"x" * 8),
+        _data(session, 17, 2, array_meta, *[b"x" * 4] * 8),  # 32 bytes in 8 frames
+        _data(session, 99, 2, array_meta),  # no payload frame at all (refused before its number counts)
+        _data(session, 18, 1, b"", b"x" * (chunk + 1)),  # bytes: a frame over CHUNK
+        _data(session, 19, 1, b"", *[b""] * 5),  # empty, in too many frames
         [
             wire.data_header(os.urandom(16), 1, 0, 1),
             b"",
@@ -434,9 +449,15 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         for frames in hostile:
             raw.send_multipart(frames)
         # A good message of the same session after all that (numbered next), then a real bridge.
-        raw.send_multipart(_data(session, 14, 2, array_meta, np.arange(4.0).tobytes()))
+        raw.send_multipart(_data(session, 20, 2, array_meta, np.arange(4.0).tobytes()))
+        # Chunks cut elsewhere than at CHUNK are accepted when they fill the array exactly.
+        two = np.arange(chunk // 4, dtype="<f8").tobytes()
+        raw.send_multipart(
+            _data(session, 21, 2, big_meta, two[:1000], two[1000 : 1000 + chunk], two[1000 + chunk :])
+        )
         with hakobu.Queue(names[1]) as sink:
             assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]
+            assert sink.get(timeout=WATCHDOG).tobytes() == two
             sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
             bridges.append(sending)
             with hakobu.Queue(names[0]) as source:
@@ -468,6 +489,62 @@ def test_bad_input_warns_naming_the_peer_and_the_fault(
         assert "127.0.0.1" in texts[0] and "version 99" in texts[0]
     finally:
         raw.close()
+
+
+def test_a_peer_of_the_previous_protocol_version_is_told_so(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(receiving.endpoint)
+        old = struct.pack("<4sBBxx", b"HKBR", wire.VERSION - 1, wire.DATA) + bytes(
+            33
+        )  # a whole DATA header of version 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", hakobu.BridgeInputWarning)
+            raw.send_multipart([old, b"", b"x" * 16])
+            wait_for(lambda: receiving.stats()["rejected"] == 1, "the rejection")
+        texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
+        assert len(texts) == 1 and f"protocol version {wire.VERSION - 1}" in texts[0]
+        assert "same hakobu version" in texts[0]
+    finally:
+        raw.close()
+
+
+# --- objects and who may send them ---------------------------------------------------------
+
+
+def test_objects_from_unauthenticated_peers_are_refused_and_the_rest_flows(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], tmp_path: Path
+) -> None:
+    sending, receiving = pair(names, bridges, allow_objects=False)
+    marker = tmp_path / "unpickled"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", hakobu.BridgeInputWarning)
+        with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1], allow_pickle=True) as sink:
+            source.put(b"before")
+            source.put(_Tripwire(str(marker)))
+            source.put(np.arange(3))
+            source.put({"plain": 1})
+            source.put(b"after")
+            source.close()
+            got = list(sink)  # the stream still ends
+        assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+    assert got[0] == b"before" and list(got[1]) == [0, 1, 2] and got[2] == b"after" and len(got) == 3
+    assert not marker.exists()
+    assert receiving.stats()["rejected"] == 2 and receiving.stats()["messages"] == 3
+    assert sending.stats()["messages"] == 5  # acknowledged, not sent again
+    texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
+    assert texts and "127.0.0.1" in texts[0] and "object message" in texts[0]
+    assert "--allowed-keys" in texts[0] and "--allow-objects" in texts[0]
+
+
+def test_allow_objects_must_be_a_flag(name: str) -> None:
+    with pytest.raises(hakobu.InvalidArgument):
+        hakobu.Bridge(name, receive_at="tcp://127.0.0.1:*", allow_objects="yes")  # type: ignore[arg-type]
 
 
 def test_a_hostile_receiving_end_cannot_break_the_sender(name: str, bridges: list[hakobu.Bridge]) -> None:
@@ -539,6 +616,9 @@ def test_curve_accepts_listed_clients_and_nothing_from_others(
             bridges.append(client)
             with hakobu.Queue(names[1]) as sink:
                 assert sink.get(timeout=WATCHDOG) == b"from a stranger"
+                source.put({"from": "a listed client"})  # authenticated: objects are delivered
+                assert sink.get(timeout=WATCHDOG) == {"from": "a listed client"}
+            assert receiving.stats()["rejected"] == 0
             source.close()
             assert client.join(WATCHDOG)
     finally:

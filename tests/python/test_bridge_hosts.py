@@ -137,7 +137,10 @@ def consumed(consumer: subprocess.Popen[str]) -> tuple[list[str], str, str]:
 
 
 def receiving_bridge(world: World, options: dict[str, Any] | None = None) -> subprocess.Popen[str]:
-    bridge = world.start(1, "bridgenet_bridge", "receive", NAME, f"tcp://*:{PORT}", json.dumps(options or {}))
+    """Host B's receiving bridge; objects from a peer without keys are allowed (the test's private
+    network is trusted) unless ``options`` say otherwise."""
+    options = {"allow_objects": True, **(options or {})}
+    bridge = world.start(1, "bridgenet_bridge", "receive", NAME, f"tcp://*:{PORT}", json.dumps(options))
     line(bridge, "ready")
     return bridge
 
@@ -265,7 +268,8 @@ def keys(tmp_path: Path, name: str) -> tuple[Path, Path]:
 @pytest.mark.parametrize("world", [3], indirect=True)
 def test_curve_keys_let_the_allowed_host_in_and_no_other(world: World, tmp_path: Path) -> None:
     """B binds with its secret key and accepts A's public key only. A's stream flows, encrypted. C,
-    with a key pair of its own (and B's right public key), never gets a message in."""
+    with a key pair of its own (and B's right public key), never gets a message in. B authenticates its
+    peers, so A's objects are delivered without allow_objects."""
     count = 60
     server_public, server_secret = keys(tmp_path, "server")
     client_public, client_secret = keys(tmp_path, "client")
@@ -273,7 +277,9 @@ def test_curve_keys_let_the_allowed_host_in_and_no_other(world: World, tmp_path:
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     (allowed / "client.key").write_bytes(client_public.read_bytes())
-    receiving = receiving_bridge(world, {"secret_key": str(server_secret), "allowed_keys": str(allowed)})
+    receiving = receiving_bridge(
+        world, {"secret_key": str(server_secret), "allowed_keys": str(allowed), "allow_objects": False}
+    )
     consumer = world.start(1, "bridgenet_consume", NAME, "variety")
     line(consumer, "ready")
     intruder = sending_bridge(world, 2, {"secret_key": str(intruder_secret), "peer_key": str(server_public)})

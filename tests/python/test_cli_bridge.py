@@ -63,7 +63,7 @@ def names(name: str) -> Iterator[tuple[str, str]]:
 def test_both_ends_carry_a_stream_and_end_with_it(
     names: tuple[str, str], processes: list[subprocess.Popen]
 ) -> None:
-    receiving = hakobu_command("--json", "bridge", names[1], "--at", "tcp://127.0.0.1:*")
+    receiving = hakobu_command("--json", "bridge", names[1], "--at", "tcp://127.0.0.1:*", "--allow-objects")
     processes.append(receiving)
     endpoint = endpoint_of(receiving).replace("0.0.0.0", "127.0.0.1")
     sending = hakobu_command("bridge", names[0], "--to", endpoint, "--window", "8")
@@ -88,7 +88,7 @@ def test_ctrl_c_exits_130_and_loses_nothing(
     with hakobu.Queue(names[0]) as queue, hakobu.Queue(names[1], capacity=1) as sink:
         for i in range(6):
             queue.put(i)
-        receiving = hakobu_command("bridge", names[1], "--at", "tcp://127.0.0.1:*")
+        receiving = hakobu_command("bridge", names[1], "--at", "tcp://127.0.0.1:*", "--allow-objects")
         processes.append(receiving)
         endpoint = endpoint_of(receiving)
         sending = hakobu_command("--json", "bridge", names[0], "--to", endpoint, "--window", "2")
@@ -106,6 +106,28 @@ def test_ctrl_c_exits_130_and_loses_nothing(
         assert sorted(queue.get(timeout=WATCHDOG) for _ in range(5)) == [1, 2, 3, 4, 5]
         receiving.send_signal(signal.SIGINT)
         assert finish(receiving, WATCHDOG)[0] == 130
+
+
+def test_without_keys_or_allow_objects_objects_are_refused_and_bytes_flow(
+    names: tuple[str, str], processes: list[subprocess.Popen]
+) -> None:
+    with hakobu.Queue(names[0]) as queue:
+        queue.put(b"bytes")
+        queue.put({"an": "object"})
+        queue.put(b"more bytes")
+        queue.close()
+    receiving = hakobu_command("--json", "bridge", names[1], "--at", "tcp://127.0.0.1:*")
+    processes.append(receiving)
+    sending = hakobu_command("bridge", names[0], "--to", endpoint_of(receiving))
+    processes.append(sending)
+    with hakobu.Queue(names[1]) as sink:
+        assert list(sink) == [b"bytes", b"more bytes"]
+    assert finish(sending, WATCHDOG)[0] == 0
+    code, out, err = finish(receiving, WATCHDOG)
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["messages"] == 2 and stats["rejected"] == 1
+    assert "object message" in err and "--allowed-keys" in err and "--allow-objects" in err
 
 
 def test_keys_writes_a_pair_and_refuses_to_overwrite_it(tmp_path: Path) -> None:

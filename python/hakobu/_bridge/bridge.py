@@ -51,6 +51,13 @@ class Bridge:
     a directory of the public keys the binding end accepts. Without keys the
     bridge is plain TCP: for trusted networks only.
 
+    Object messages (pickles, which a consumer's ``get()`` unpickles: code
+    execution for whoever wrote them) are delivered by a receiving end only
+    when it authenticates its peers (``allowed_keys`` on a binding end,
+    ``peer_key`` on a connecting one) or ``allow_objects=True`` says the
+    network is trusted; otherwise each is dropped, counted in ``rejected`` and
+    warned about. Arrays and bytes flow either way.
+
     ``timeout``: seconds without hearing from the peer after which the bridge
     stops with PeerTimeout (None: keep trying). The bridge runs in a background
     thread from construction; ``join()`` waits for its end, ``close()`` stops it
@@ -74,6 +81,7 @@ class Bridge:
         window_bytes: int = 256 * 2**20,
         max_message_bytes: Optional[int] = None,
         timeout: Optional[float] = None,
+        allow_objects: bool = False,
     ) -> None:
         _checks.name(name, "topic" if topic else "queue")
         if (send_to is None) == (receive_at is None):
@@ -96,6 +104,7 @@ class Bridge:
             timeout = _checks.duration(timeout, "timeout")
         self.name = name
         self.topic = _checks.flag(topic, "topic")
+        allow_objects = _checks.flag(allow_objects, "allow_objects")
         security = Security(
             None if secret_key is None else str(secret_key),
             None if peer_key is None else str(peer_key),
@@ -118,10 +127,21 @@ class Bridge:
                     self._link, name, self.topic, domain, window, window_bytes, timeout, self._stop
                 )
             else:
+                # CurveZMQ authenticates the peer: the binding end by its allowed keys, the
+                # connecting end by the binding end's key.
+                authenticated = (allowed_keys if binds else peer_key) is not None
                 receiving = ReceivingEnd(
-                    self._link, name, self.topic, domain, max_message_bytes, timeout, self._stop
+                    self._link,
+                    name,
+                    self.topic,
+                    domain,
+                    max_message_bytes,
+                    timeout,
+                    self._stop,
+                    allow_objects=allow_objects or authenticated,
                 )
                 self._end = receiving
+                self._link.frame_cap = wire.max_frames(receiving.limit)
                 if max_message_bytes is None:
                     self._link.socket.setsockopt(
                         self._link.zmq.MAXMSGSIZE, receiving.limit + wire.MAX_META_BYTES

@@ -29,13 +29,13 @@ def rebuild(channel: Any, kind: int, meta: memoryview, payload: list[memoryview]
     ``channel`` (a queue's or a topic's core); raises wire.Rejected if they do not fit."""
     if kind == _codec.KIND_BYTES:
         wire.check_raw(meta, payload, kind, limit)
-        data = payload[0]
-        if len(data) <= 224:
-            small = bytes(data)
+        size = sum(len(frame) for frame in payload)
+        if size <= 224:
+            small = b"".join(payload)
             return lambda timeout: channel.put_bytes(small, _codec.KIND_BYTES, timeout)
-        loan = channel.loan(len(data), _codec.KIND_BYTES, 0)
+        loan = channel.loan(size, _codec.KIND_BYTES, 0)
         target = memoryview(loan)
-        target[: len(data)] = data
+        _copy_chunks(target, 0, payload)
         target.release()
         return lambda timeout: channel.put_loan(loan, timeout)
     if kind == _codec.KIND_ARRAY:
@@ -45,7 +45,7 @@ def rebuild(channel: Any, kind: int, meta: memoryview, payload: list[memoryview]
         if plan.nbytes:
             target = memoryview(loan)
             start = loan.data_offset
-            target[start : start + plan.nbytes] = payload[0]
+            _copy_chunks(target, start, payload)
             target.release()
         return lambda timeout: channel.put_loan(loan, timeout)
     if kind == _codec.KIND_OBJECT:
@@ -56,6 +56,14 @@ def rebuild(channel: Any, kind: int, meta: memoryview, payload: list[memoryview]
             return lambda timeout: channel.put_pickle(small_stream, timeout)
         return _object_loan(channel, stream, buffers, payload[1:])
     raise wire.Rejected(f"a message of unknown kind {kind} (1 bytes, 2 array, 3 object expected)")
+
+
+def _copy_chunks(target: memoryview, start: int, payload: list[memoryview]) -> None:
+    """Each chunk straight to its offset (wire.check_chunks made sure they fill the block)."""
+    for frame in payload:
+        end = start + len(frame)
+        target[start:end] = frame
+        start = end
 
 
 def _object_loan(

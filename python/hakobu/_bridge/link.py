@@ -58,6 +58,7 @@ class Link:
         self.context = zmq.Context()
         self.authenticator: Any = None
         self.counters = Counters()
+        self.frame_cap = wire.MAX_FRAMES  # frames kept of one message (a receiving end: wire.max_frames)
         self._warned_at = -1e9
         self._unwarned = 0
         try:
@@ -136,7 +137,7 @@ class Link:
 
     def receive(self) -> Optional[tuple[Optional[bytes], list[memoryview], str]]:
         """One message as (peer identity or None, frames, peer address), or None when none
-        waits. At most wire.MAX_FRAMES frames are kept; the rest of a longer one is read and
+        waits. At most ``frame_cap`` frames are kept; the rest of a longer one is read and
         dropped (then its frames are reported as [] to be rejected)."""
         zmq = self.zmq
         try:
@@ -147,7 +148,7 @@ class Link:
         too_many = False
         while self.socket.getsockopt(zmq.RCVMORE):
             frame = self.socket.recv(copy=False)
-            if len(frames) < wire.MAX_FRAMES + 1:
+            if len(frames) < self.frame_cap + 1:
                 frames.append(frame)
             else:
                 too_many = True

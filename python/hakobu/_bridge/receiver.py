@@ -13,6 +13,10 @@ A message the sender numbered but that fails the checks (wire.Rejected) is dropp
 counted, warned about, and acknowledged like a delivered one: sending it again would
 not make it better. While the local queue is full, the end waits in slices and
 tells the peer it is BUSY, so the sender does not take the wait for a lost message.
+
+Object messages (pickles) are refused the same way unless the peer is authenticated
+(CurveZMQ keys) or the bridge was told ``allow_objects``: a consumer's get() unpickles
+them, which runs whatever code their sender chose.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import _core, _errors
+from .. import _codec, _core, _errors
 from . import deliver, wire
 from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
 ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
+# Bytes delivered in a row at most before their acknowledgement goes: large messages fill the
+# sender's window_bytes after a few (256 MiB: four of 64 MiB), and a sender waiting for an
+# acknowledgement held back until its window is all here leaves the network idle meanwhile.
+ACK_BATCH_BYTES = 8 << 20
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
@@ -56,11 +64,13 @@ class ReceivingEnd:
         max_message_bytes: Optional[int],
         timeout: Optional[float],
         stop: threading.Event,
+        allow_objects: bool = False,
     ) -> None:
         from .._queue import Queue
         from .._topic import Topic
 
         self.link = link
+        self.allow_objects = allow_objects
         self.timeout = timeout
         self.stop = stop
         self.receiver_id = os.urandom(16)
@@ -82,6 +92,7 @@ class ReceivingEnd:
         self.progress: Any = None
         self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
         self.batched = 0
+        self.batched_bytes = 0
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -118,16 +129,18 @@ class ReceivingEnd:
 
     def _read_batch(self) -> None:
         for _ in range(1000):
-            if len(self.unacknowledged) and self.batched >= ACK_BATCH:
+            if len(self.unacknowledged) and (
+                self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES
+            ):
                 self._acknowledge()
-                self.batched = 0
+                self.batched = self.batched_bytes = 0
             got = self.link.receive()
             if got is None:
                 return
             identity, frames, address = got
             try:
                 if not frames:
-                    raise wire.Rejected(f"a message of more than {wire.MAX_FRAMES} frames")
+                    raise wire.Rejected(f"a message of more than {self.link.frame_cap} frames")
                 header = wire.parse_header(frames[0])
                 self._on_message(identity, header, frames, address)
             except wire.Rejected as error:
@@ -183,6 +196,12 @@ class ReceivingEnd:
         if self.ended_at is not None:
             raise wire.Rejected("a message after the end of the stream")
         try:
+            if header.kind == _codec.KIND_OBJECT and not self.allow_objects:
+                raise wire.Rejected(
+                    "an object message (a pickle, which a consumer's get() would unpickle) from an "
+                    "unauthenticated peer: use keys (--allowed-keys) or --allow-objects on a trusted network "
+                    "(hakobu.Bridge(allowed_keys=...) or allow_objects=True)"
+                )
             put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
             self._put(put, identity, header.session, session)
         except Stopping:
@@ -201,9 +220,11 @@ class ReceivingEnd:
         self._persist(header.session, header.seq)
         counters = self.link.counters
         counters.messages += 1
-        counters.bytes += sum(len(f) for f in frames[2:])
+        nbytes = sum(len(f) for f in frames[2:])
+        counters.bytes += nbytes
         self.unacknowledged[(identity, header.session)] = session  # acknowledged with the batch
         self.batched += 1
+        self.batched_bytes += nbytes
 
     def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
         while True:

@@ -166,7 +166,7 @@ class SendingEnd:
     def _frames_of(self, item: Any) -> Outgoing:
         """A received local message as frames (see wire.py), without copying its memory."""
         if isinstance(item, bytes):  # a subscriber's bytes (decoded by the extension)
-            return Outgoing(_codec.KIND_BYTES, b"", [item], len(item), item)
+            return Outgoing(_codec.KIND_BYTES, b"", wire.chunks(memoryview(item)), len(item), item)
         if isinstance(item, np.ndarray):
             meta, payload = wire.array_frames(item)
             return Outgoing(_codec.KIND_ARRAY, meta, payload, item.nbytes, item)
@@ -176,8 +176,8 @@ class SendingEnd:
             )
         kind = item.kind
         if kind == _codec.KIND_BYTES:
-            view = memoryview(item)
-            return Outgoing(kind, b"", [view], len(view), item)
+            view = memoryview(item).cast("B")
+            return Outgoing(kind, b"", wire.chunks(view), len(view), item)
         if kind == _codec.KIND_ARRAY:
             array = _codec.decode(item)  # a view of the message's memory: no copy, nothing unpickled
             meta, payload = wire.array_frames(array)

@@ -10,9 +10,15 @@ zero bytes, then fixed fields by type (little-endian):
   that restarted learns where the session stands from it).
 * DATA (sending end -> receiving end): session, seq (u64), acked (u64), kind
   (u8), then a meta frame (JSON, at most MAX_META_BYTES) and the payload frames:
-  bytes: one frame; array: one frame of elements in C or Fortran order, meta
-  ``{"t": typestr, "s": shape, "o": "C"|"F"}``; object: the pickle stream, then
-  one frame per out-of-band buffer, meta ``{"b": [[read_only, nbytes], ...]}``.
+  bytes: the bytes as chunks (empty meta); array: the elements in C or Fortran
+  order as chunks, meta ``{"t": typestr, "s": shape, "o": "C"|"F"}``; object: the
+  pickle stream, then one frame per out-of-band buffer, meta
+  ``{"b": [[read_only, nbytes], ...]}``. Chunks: consecutive frames of at most
+  CHUNK bytes each (the sender cuts at CHUNK; an empty payload is one empty
+  frame), whose total is the payload's size, at most size // CHUNK + CHUNK_SLACK
+  of them. Large frames cost the receiving side a fresh mapping (page faults) per
+  message in libzmq; chunks reuse its buffers, and each is copied straight to its
+  offset in the local block.
   Other kinds are not forwarded (the core refuses them as Corrupt; counted as rejected).
 * END (sending end -> receiving end): session, seq, acked, failed (u8): the
   local stream ended (``failed``: SendersLost); numbered like DATA, so it is
@@ -40,7 +46,7 @@ import numpy as np
 from .. import _codec, _errors
 
 MAGIC = b"HKBR"
-VERSION = 1
+VERSION = 2  # 2: bytes and arrays as chunks of at most CHUNK bytes
 
 HELLO = 1
 DATA = 2
@@ -61,6 +67,39 @@ _STATUS = struct.Struct("<16s16sQB")
 MAX_META_BYTES = 64 * 1024
 MAX_BUFFERS = 4096  # out-of-band buffers of one object message
 MAX_FRAMES = MAX_BUFFERS + 3  # header, meta, stream, buffers
+CHUNK = 1 << 20  # the largest payload frame of a bytes or array message
+CHUNK_SLACK = 4  # chunk frames allowed beyond size // CHUNK
+
+
+def max_frames(limit: int) -> int:
+    """The most frames a message within ``limit`` bytes can have (objects or chunks)."""
+    return max(MAX_FRAMES, 2 + limit // CHUNK + CHUNK_SLACK)
+
+
+def chunks(data: Any) -> list[Any]:
+    """``data`` (a 1-D bytes-like of unsigned bytes) as frames of at most CHUNK bytes: views of
+    it, no copy; an empty ``data`` is one empty frame."""
+    size = len(data)
+    if size <= CHUNK:
+        return [data]
+    return [data[start : start + CHUNK] for start in range(0, size, CHUNK)]
+
+
+def check_chunks(payload: list[memoryview], nbytes: int, what: str) -> None:
+    """Chunk frames whose total is ``nbytes``: each at most CHUNK bytes, at least one, at most
+    nbytes // CHUNK + CHUNK_SLACK of them."""
+    count = len(payload)
+    if not 1 <= count <= nbytes // CHUNK + CHUNK_SLACK:
+        raise Rejected(
+            f"{what} of {nbytes} bytes in {count} payload frames (1 to {nbytes // CHUNK + CHUNK_SLACK})"
+        )
+    sizes = [len(frame) for frame in payload]
+    if max(sizes) > CHUNK:
+        raise Rejected(f"{what} with a payload frame of {max(sizes)} bytes (at most {CHUNK})")
+    if sum(sizes) != nbytes:
+        raise Rejected(f"{what} of {nbytes} bytes with payload frames of {sum(sizes)} bytes in all")
+
+
 MAX_DIMENSIONS = 64
 MAX_TYPESTR = 4096
 KNOWN_KINDS = (_codec.KIND_BYTES, _codec.KIND_ARRAY, _codec.KIND_OBJECT)
@@ -149,7 +188,7 @@ def array_frames(array: np.ndarray) -> tuple[bytes, list[Any]]:
     # Bytes of the elements without a copy: a uint8 view of the same memory.
     elements = flat.reshape(-1).view(np.uint8) if flat.size else b""
     meta = json.dumps({"t": typestr, "s": list(array.shape), "o": order}).encode()
-    return meta, [elements]
+    return meta, chunks(elements)
 
 
 def object_frames(payload: memoryview, attachments: list[memoryview]) -> tuple[bytes, list[Any]]:
@@ -201,7 +240,7 @@ class ArrayPlan:
 
 
 def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -> ArrayPlan:
-    """What an array message must become, checked against its one payload frame."""
+    """What an array message must become, checked against its payload frames (chunks)."""
     meta = _meta(meta_frame)
     if not isinstance(meta, dict) or set(meta) != {"t", "s", "o"}:
         raise Rejected("an array meta frame without exactly the keys t, s, o")
@@ -233,11 +272,7 @@ def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -
         raise Rejected(
             f"an array of {max(nbytes, extent)} bytes by its shape, more than max_message_bytes={limit}"
         )
-    if len(payload) != 1 or len(payload[0]) != nbytes:
-        got = [len(p) for p in payload]
-        raise Rejected(
-            f"an array of {nbytes} bytes by its shape and type, with payload frames of {got} bytes"
-        )
+    check_chunks(payload, nbytes, "an array (by its shape and type)")
     return ArrayPlan(dtype, fields, shape, order == "F", nbytes)
 
 
@@ -272,13 +307,13 @@ def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) 
 
 
 def check_raw(meta_frame: memoryview, payload: list[memoryview], kind: int, limit: int) -> None:
-    """A bytes message (or another kind, forwarded as it is): one frame within the limit."""
+    """A bytes message: chunks within the limit."""
     if len(meta_frame) != 0:
         raise Rejected(f"a kind-{kind} message with a meta frame (none expected)")
-    if len(payload) != 1:
-        raise Rejected(f"a kind-{kind} message with {len(payload)} payload frames (1 expected)")
-    if len(payload[0]) > limit:
-        raise Rejected(f"a message of {len(payload[0])} bytes, more than max_message_bytes={limit}")
+    total = sum(len(frame) for frame in payload)
+    if total > limit:
+        raise Rejected(f"a message of {total} bytes, more than max_message_bytes={limit}")
+    check_chunks(payload, total, f"a kind-{kind} message")
 
 
 def describe_peer(address: Optional[str]) -> str:

@@ -60,6 +60,11 @@ def add_parser(commands: Any, add_common_options: Any, run: Any = None) -> argpa
         metavar="DIR",
         help="a directory of the public keys allowed to connect, when binding",
     )
+    p.add_argument(
+        "--allow-objects",
+        action="store_true",
+        help="receive object messages (pickles) from peers not authenticated by keys: trusted networks only",
+    )
     p.add_argument("--window", type=int, default=64, help="messages in flight at most (default: 64)")
     p.add_argument(
         "--timeout",
@@ -113,6 +118,7 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
         allowed_keys=args.allowed_keys,
         window=args.window,
         timeout=args.timeout,
+        allow_objects=args.allow_objects,
     )
     role = "to" if args.to is not None else "at"
     status = _Status(f"{'topic' if args.topic else 'queue'} {args.name} {role} {bridge.endpoint}")
@@ -124,7 +130,8 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
     ):
         print(
             "hakobu bridge: warning: no CurveZMQ keys: anyone who reaches this endpoint can read or put messages "
-            "(and a consumer unpickles object messages); use --secret-key/--peer-key/--allowed-keys outside a "
+            "(object messages, which a consumer unpickles, only with --allow-objects); use "
+            "--secret-key/--peer-key/--allowed-keys outside a "
             "trusted network",
             file=sys.stderr,
             flush=True,

@@ -28,7 +28,8 @@ Method
     frames (views of the array, no copy). libzmq receives every frame into a
     buffer it allocates: a 64 MiB one is a fresh mmap each time, faulted in page
     by page, while 1 MiB ones are recycled by malloc. This row shows what the
-    library reaches when frames stay small (the bridge sends one frame per array);
+    library reaches when frames stay small (the bridge too sends an array as 1 MiB
+    frames, wire.CHUNK);
   - ``hakobu``: the bridge end to end, queue to queue: a producer in A
     ``put``s the array into queue Q of A's domain; ``hakobu.Bridge(Q,
     send_to=...)`` in a process of A carries it; ``hakobu.Bridge(Q,
