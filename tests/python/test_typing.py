@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# Imported by hakobu_bench only when installed (its dependencies, and its extra: "pip install './bench/python[peers]'").
+# Imported by hakobu_bench only when installed (its dependencies, and its extra: "pip install './bench/python[peers]'"),
+# and by hakobu's optional parts (the bridge: pyzmq; Dask).
 OPTIONAL = [
     "mpi4py",
     "ray",
@@ -23,6 +24,8 @@ OPTIONAL = [
     "zmq",
     "matplotlib",
     "joblib",
+    "dask",
+    "distributed",
 ]
 
 
@@ -32,7 +35,13 @@ def test_mypy_passes_without_the_optional_libraries(tmp_path: Path) -> None:
     with open(REPO / "pyproject.toml", "rb") as pyproject:
         settings = tomllib.load(pyproject)["tool"]["mypy"]
     # The project's own settings, plus: treat the optional libraries as missing (Any), installed or not.
+    overrides = settings.pop("overrides", [])
     lines = ["[tool.mypy]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    for override in overrides:  # the project's per-module settings, as they are
+        lines += [
+            "[[tool.mypy.overrides]]",
+            *(f"{key} = {json.dumps(value)}" for key, value in override.items()),
+        ]
     lines += ["[[tool.mypy.overrides]]", f"module = {json.dumps([f'{m}.*' for m in OPTIONAL] + OPTIONAL)}"]
     lines += ['follow_imports = "skip"', "follow_imports_for_stubs = true"]
     config = tmp_path / "mypy.toml"
