@@ -183,11 +183,13 @@ def test_an_error_reaches_the_caller_with_its_stage_and_traceback_and_the_pipeli
             assert any("'checker'" in note for note in error.__notes__)
         assert isinstance(error.__cause__, hakobu.RemoteTraceback)
         assert "fail_on_three" in str(error.__cause__)  # the worker's traceback
+        # map raises the first error; the inputs after it may never be read (their feeder stops),
+        # so this one has nothing after it and every count below is exact.
         with pytest.raises(ValueError, match="three is not allowed"):
-            pipe.map(range(6))
+            pipe.map([2, 3])
         assert pipe.map([5]) == [10]  # the pipeline goes on
         # A worker counts an item once it has sent what came of it: maybe after the caller got it.
-        expected = [("checker", 13, 2), ("double", 11, 0)]
+        expected = [("checker", 9, 2), ("double", 7, 0)]
         eventually(
             lambda: [(s["name"], s["items"], s["errors"]) for s in pipe.stats()] == expected,
             "every worker has counted its items",

@@ -556,7 +556,8 @@ class Pipeline:
         return Outputs(self._start_call(iterable, ordered))
 
     def map(self, iterable: Iterable[Any], ordered: bool = True) -> list[Any]:
-        """Every output, as a list; the first error raises (the other inputs still finish)."""
+        """Every output, as a list. The first error raises: the inputs already fed still finish
+        (their outputs are dropped) and the rest of ``iterable`` is not read."""
         outputs = self.imap(iterable, ordered)
         try:
             return list(outputs)
