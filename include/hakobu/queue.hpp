@@ -19,7 +19,8 @@
 //
 // Byte capacity: besides `capacity` messages, a queue holds at most
 // `capacity_bytes` of payload in messages too large for a slot (the ring
-// bounds the others); a put that would exceed it waits for
+// bounds the others), counting the blocks a message holds by reference (its
+// attachments, which the queue keeps alive); a put that would exceed it waits for
 // room like a put on a full ring. A message is always let in when the queue
 // holds none (a single message may be larger than the limit).
 #pragma once
@@ -80,9 +81,9 @@ enum class Ending : std::uint8_t {
 struct QueueOptions {
   /// Number of messages the queue holds; rounded up to a power of two.
   std::size_t capacity = 1024;
-  /// Payload bytes of messages too large for a slot that the queue holds (0: no
-  /// limit; kAutoCapacityBytes: half of the shared-memory file system). A put
-  /// waits while the queue is at the limit.
+  /// Payload bytes of messages too large for a slot that the queue holds, their
+  /// attachments' included (0: no limit; kAutoCapacityBytes: half of the
+  /// shared-memory file system). A put waits while the queue is at the limit.
   std::size_t capacity_bytes = kAutoCapacityBytes;
   /// Count this handle as a sender from the start (else from its first put),
   /// so that receivers do not see the end of the stream before it sends.

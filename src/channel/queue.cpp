@@ -107,7 +107,8 @@ class QueueState : public WaitingHandle {
     if (side.is_get && dequeue_ready()) notify(side, 1);
   }
   /// One try at claiming a slot, filling its descriptor with `fill` and publishing it.
-  /// `block_bytes`: the payload length of a message carried in a block (0: inline).
+  /// `block_bytes`: what a message carried in a block counts against the byte capacity, its
+  /// length and the bytes it holds by reference (0: inline).
   template <class Fill>
   Attempt try_send(std::uint32_t& blocker, std::uint64_t block_bytes, Fill&& fill) noexcept {
     // Shown in this sender's entry while reserved but not yet named in a slot (ring.hpp).
@@ -169,10 +170,18 @@ class QueueState : public WaitingHandle {
     return position_diff(header->enqueue_pos.load(std::memory_order_relaxed),
                          header->dequeue_pos.load(std::memory_order_relaxed)) <= 0;
   }
+  /// What a block message's slot counts against the byte capacity: its length and the bytes it
+  /// holds by reference ("Bytes queued"). Read from shared memory: clamped so that the sum
+  /// stays a positive int64 whatever the slot says.
+  static std::int64_t counted_bytes(const SlotHeader& s) noexcept {
+    constexpr std::uint64_t kBound = INT64_MAX / 4;
+    return static_cast<std::int64_t>(std::min(s.length, kBound) + std::min(attached_bytes(s), kBound));
+  }
   /// Takes a taken block message's bytes off the count (receiver, or repairer of a dead one).
   void settle_taken_bytes(SlotHeader* s) const noexcept {
-    if (s->block != 0 && s->length != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(s->length));
+    if (s->block != 0) header->bytes_queued.fetch_sub(counted_bytes(*s));
     s->length = 0;
+    set_attached_bytes(*s, 0);
     s->block = 0;
   }
   void wake_everyone() const noexcept;
@@ -389,9 +398,9 @@ void QueueState::repair(std::uint32_t blocker) noexcept {
       if (control_state(c) == SlotState::Writing) {
         // A descriptor naming a block says the dead producer had reserved its bytes.
         const std::uint64_t block = s->block;
-        const std::uint64_t length = s->length;
+        const std::int64_t counted = counted_bytes(*s);
         if (claim_as_tombstone(*s, c, domain->token())) {
-          if (block != 0 && length != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(length));
+          if (block != 0) header->bytes_queued.fetch_sub(counted);
           publish(s, p);
         }
       } else if (control_state(c) == SlotState::Reading) {
@@ -869,6 +878,7 @@ Result<void, PutError> Queue::put_bytes(std::span<const std::byte> bytes, Messag
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
     return q.try_send(blocker, 0, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(kind);
+      detail::set_attached_bytes(s, 0);
       s.length = bytes.size();
       s.block = 0;
       if (!bytes.empty()) std::memcpy(detail::QueueState::inline_data(&s), bytes.data(), bytes.size());
@@ -895,10 +905,14 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
   }
   q.become_sender();
   const std::uint64_t length = loan.bytes().size();
+  // What the message keeps alive by reference counts too ("Bytes queued" in ring.hpp): the
+  // loan's attachments are fixed once it is sent.
+  const std::uint64_t attached = q.domain->heap().attached_bytes(MessageAccess::block(loan));
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
-    return q.try_send(blocker, length, [&](detail::SlotHeader& s) {
+    return q.try_send(blocker, length + attached, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(loan.kind());
-      s.length = loan.bytes().size();
+      detail::set_attached_bytes(s, attached);
+      s.length = length;
       s.block = MessageAccess::block(loan);
       q.domain->clear_holding(MessageAccess::holding(loan));  // the reference moves to the ring: unlisted first
     });

@@ -28,9 +28,12 @@
 //   look like its new owner's; slots are taken round-robin, see take_slot).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "hakobu/message.hpp"
@@ -71,13 +74,29 @@ inline constexpr std::uint8_t kTombstone = 0;
 struct SlotHeader {
   std::atomic<std::uint64_t> control;
   std::uint8_t kind;  ///< MessageKind, or kTombstone
-  std::uint8_t reserved0[7];
+  /// A queue's: the payload bytes of the blocks the message holds by reference
+  /// (its attachments: arrays sent without a copy), counted with `length`
+  /// against the byte capacity. 56 bits, little-endian (attached_bytes() below).
+  std::uint8_t attached[7];
   std::uint64_t length;  ///< payload bytes
   std::uint64_t block;   ///< heap offset of the payload's block; 0: payload inline
 };
 inline constexpr std::size_t kSlotHeaderBytes = sizeof(SlotHeader);
 static_assert(kSlotHeaderBytes == 32, "a ring slot's header is 32 bytes in shared memory: its layout changed");
 static_assert(std::is_standard_layout_v<SlotHeader>, "SlotHeader lives in shared memory: it must be standard-layout");
+static_assert(std::endian::native == std::endian::little, "SlotHeader::attached holds the low 7 bytes of a uint64");
+
+/// SlotHeader::attached. Heaps hold at most 2^46 bytes, so 56 bits hold any true count; the
+/// value is shared memory all the same, and its reader clamps what it subtracts.
+inline std::uint64_t attached_bytes(const SlotHeader& s) noexcept {
+  std::uint64_t bytes = 0;
+  std::memcpy(&bytes, s.attached, sizeof s.attached);
+  return bytes;
+}
+inline void set_attached_bytes(SlotHeader& s, std::uint64_t bytes) noexcept {
+  bytes = std::min<std::uint64_t>(bytes, (std::uint64_t{1} << 56) - 1);
+  std::memcpy(s.attached, &bytes, sizeof s.attached);
+}
 
 /// A dead publisher's WRITING(p) claim, read as `control`: taken over by `me`
 /// and emptied into a tombstone, for the caller to publish (FULL(p)) in its
@@ -87,6 +106,7 @@ inline bool claim_as_tombstone(SlotHeader& s, std::uint64_t control, std::uint32
     return false;
   }
   s.kind = kTombstone;
+  set_attached_bytes(s, 0);
   s.length = 0;
   s.block = 0;
   return true;
@@ -110,7 +130,8 @@ inline constexpr std::uint32_t kQueueUnlinked = 1;
 
 /// The queue file's own layout version (the registry and heap have kLayoutVersion).
 /// 4: senders (end of stream) and the byte count; before it, queues used kLayoutVersion 3.
-inline constexpr std::uint32_t kQueueLayoutVersion = 4;
+/// 5: slots carry the bytes their message holds by reference (SlotHeader::attached).
+inline constexpr std::uint32_t kQueueLayoutVersion = 5;
 
 // Senders and the end of the stream
 // ---------------------------------
@@ -145,11 +166,16 @@ inline constexpr std::uint32_t kSenderFailed = 2;
 // Bytes queued
 // ------------
 // bytes_queued counts the payload bytes of the messages carried in blocks
-// (inline ones are bounded by the ring): a producer reserves a message's
-// length (CAS: only while the total stays within capacity_bytes, or the ring
-// is empty, so one message always gets in) before claiming a slot, and gives
-// it back if the claim fails; the receiver subtracts it when it takes the
-// message, then zeroes the slot's length and block. Between its reservation
+// (inline ones are bounded by the ring), with the payload bytes of the blocks
+// each holds by reference (its attachments: an array sent without a copy is
+// memory the queue keeps alive, as a copied one is). A message's count is its
+// length plus its slot's `attached`, fixed by the producer when it sends, so
+// that whoever subtracts it later (receiver, repairer) needs nothing but the
+// slot. A producer reserves a message's count (CAS: only while the total
+// stays within capacity_bytes, or the ring is empty, so one message always
+// gets in) before claiming a slot, and gives it back if the claim fails; the
+// receiver subtracts it when it takes the message, then zeroes the slot's
+// length, attached and block. Between its reservation
 // and the fill of its slot's descriptor a listed sender shows the amount in
 // senders_reserving[its entry]: whoever reaps its entry after its death
 // subtracts that. A dead claimer's slot is settled by its repairer: a dead

@@ -466,6 +466,17 @@ std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) con
   return {reinterpret_cast<std::atomic<std::uint64_t>*>(data + table), count};  // NOLINT
 }
 
+std::uint64_t Heap::attached_bytes(std::uint64_t block) const noexcept {
+  std::uint64_t total = 0;  // at most kMaxAttachments entries of at most kMaxHeapCapacity each: no overflow
+  for (const auto& entry : attachments(block)) {
+    const std::uint64_t child = entry.load(std::memory_order_relaxed);
+    if (child == 0 || child == block || !check_block(child, 0)) continue;
+    const std::uint64_t bytes = header(child)->payload_bytes.load(std::memory_order_relaxed);
+    if (check_block(child, bytes)) total += bytes;  // a size its block cannot hold counts nothing
+  }
+  return total;
+}
+
 bool Heap::drop_ref(std::uint64_t block, unsigned depth) noexcept {
   BlockHeader* h = header(block);
   std::uint32_t refs = h->refs.load(std::memory_order_relaxed);

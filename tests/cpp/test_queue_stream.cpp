@@ -631,6 +631,39 @@ TEST(QueueStream, StatsBytesFollowPutsAndGets) {
   EXPECT_EQ(q.stats().bytes, 0U);
 }
 
+TEST(QueueStream, BytesHeldByReferenceCountAgainstTheLimit) {
+  // A message that carries a block by reference (an array sent without a copy) keeps that
+  // block alive: the queue counts it, or a producer of such messages would fill /dev/shm.
+  auto q = make_stream_queue(8, kMiB);
+  Unlinker cleanup{q};
+  auto by_reference = [&] {
+    auto data = q.loan(kBig);
+    EXPECT_TRUE(data) << data.error().message;
+    auto message = q.loan(16, hakobu::MessageKind::Bytes, 1);
+    EXPECT_TRUE(message) << message.error().message;
+    EXPECT_TRUE(message->attach(*data));
+    return std::move(*message);
+  };
+  auto first = by_reference();
+  ASSERT_TRUE(q.try_put(first));
+  EXPECT_EQ(q.stats().bytes, 16 + kBig);
+  auto second = by_reference();
+  auto refused = q.try_put(second);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, PutError::Full);
+  EXPECT_TRUE(second.valid());  // kept on failure, its attachment with it
+  {
+    auto got = q.try_get();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->attachment_count(), 1U);
+    EXPECT_EQ(q.stats().bytes, 0U);  // taken: the receiver holds the block now
+  }
+  ASSERT_TRUE(q.try_put(second));
+  EXPECT_EQ(q.stats().bytes, 16 + kBig);
+  ASSERT_TRUE(q.try_get());
+  EXPECT_EQ(q.stats().bytes, 0U);
+}
+
 TEST(QueueStream, AnEmptyLoanLeavesNoBytesCounted) {
   auto q = make_stream_queue(8, kMiB);
   Unlinker cleanup{q};

@@ -169,6 +169,30 @@ def test_max_bytes_makes_a_put_wait_for_room(name: str) -> None:
         q.unlink()
 
 
+def test_arrays_sent_by_reference_count_against_max_bytes(name: str) -> None:
+    # A shared-memory array travels by reference, but the queue keeps its memory alive: without
+    # counting it, a producer of hakobu.empty arrays would fill /dev/shm past any max_bytes.
+    size = 400_000
+    with hakobu.Queue(name, create=True, max_bytes=1_000_000) as q:
+        q.put_nowait(hakobu.empty(size, np.uint8))
+        q.put_nowait({"frame": hakobu.empty(size, np.uint8), "id": 1})  # out of band in a pickle
+        assert 2 * size <= q.stats()["bytes"] <= 1_000_000
+        kept = hakobu.empty(size, np.uint8)
+        with pytest.raises(hakobu.Full):
+            q.put_nowait(kept)
+        with pytest.raises(hakobu.Full):
+            q.put(kept, timeout=0.05)
+        first = q.get(timeout=WATCHDOG)
+        assert first.nbytes == size
+        assert size <= q.stats()["bytes"] < 2 * size  # the receiver holds it now, not the queue
+        q.put_nowait(kept)
+        second = q.get(timeout=WATCHDOG)
+        assert second["id"] == 1 and second["frame"].nbytes == size
+        assert q.get(timeout=WATCHDOG).nbytes == size
+        assert q.stats()["bytes"] == 0
+        q.unlink()
+
+
 def test_one_message_larger_than_max_bytes_gets_into_an_empty_queue(name: str) -> None:
     with hakobu.Queue(name, create=True, max_bytes=1000) as q:
         big = np.arange(10_000, dtype=np.int64)
