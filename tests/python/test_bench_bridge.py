@@ -50,14 +50,20 @@ def check_run(code: int, out: str, err: str, pid: int, data: dict[str, object]) 
     for row in rows:
         assert "error" not in row, row
         assert row["messages"] == 3 and row["message_bytes"] == 4 * 2**20 and row["throughput_gb_s"] > 0
-    hakobu_row = next(r for r in rows if r["method"] == "hakobu")
-    stats = hakobu_row["bridge_stats"]
-    # Warm-up and timed messages, each acknowledged once, nothing rejected.
-    assert stats["sending_bridge"]["messages"] == stats["receiving_bridge"]["messages"] == 4, stats
-    assert stats["receiving_bridge"]["rejected"] == 0
+    for method in bridge.BRIDGE_METHODS:
+        stats = next(r for r in rows if r["method"] == method)["bridge_stats"]
+        # Warm-up and timed messages, each acknowledged once, nothing rejected.
+        assert stats["sending_bridge"]["messages"] == stats["receiving_bridge"]["messages"] == 4, stats
+        assert stats["receiving_bridge"]["rejected"] == 0
     ratios = data["ratio_to_tcp"]
     assert isinstance(ratios, dict) and ratios["tcp"] == 1.0 and ratios["hakobu"] > 0
-    assert data["goal"]["met"] in (True, False)  # type: ignore[index]
+    of_ceiling = data["ratio_to_zmq_shm"]
+    assert isinstance(of_ceiling, dict) and set(of_ceiling) == set(bridge.BRIDGE_METHODS)
+    assert all(value > 0 for value in of_ceiling.values())
+    met = data["goal"]["met"]  # type: ignore[index]
+    assert set(met) == set(bridge.BRIDGE_METHODS) and all(v in (True, False) for v in met.values())
+    for method in bridge.BRIDGE_METHODS:
+        assert f"goal: hakobu bridge >= 0.8x raw TCP ({method}): " in out
     assert data["machine"]["cores"]  # type: ignore[index]
     assert glob.glob(f"/dev/shm/hakobu:bridgebench?{pid}r*") == []
 
@@ -81,7 +87,25 @@ def test_the_small_run_over_loopback_says_so(tmp_path: Path) -> None:
     check_run(code, out, err, pid, data)
 
 
+def test_a_link_rate_shapes_the_hosts_links_and_says_so() -> None:
+    if netns.unavailable() is not None:
+        pytest.skip(str(netns.unavailable()))
+    options = ["--methods", "tcp,hakobu", "--link-rate", "10gbit", "--window-mib", "32"]
+    code, out, err, pid = run(*SMALL, *options)
+    assert code == 0, out + err
+    assert "link: each host sends at most 10gbit" in out
+    assert "goal: hakobu bridge >= 0.8x raw TCP (hakobu): " in out
+    assert namespaces_of(pid) == [] and glob.glob(f"/dev/shm/hakobu:bridgebench?{pid}r*") == []
+
+
 def test_wrong_options_are_refused() -> None:
-    for wrong in (["--methods", "tcp,carrier-pigeon"], ["--messages", "0"], ["--warmup", "-1"]):
+    for wrong in (
+        ["--methods", "tcp,carrier-pigeon"],
+        ["--messages", "0"],
+        ["--warmup", "-1"],
+        ["--window-mib", "0"],
+        ["--link-rate", "fast"],
+        ["--link-rate", "10gbit", "--loopback"],
+    ):
         code, _, err, _ = run(*wrong)
         assert code == 2 and "python -m hakobu_bench.micro.bridge" in err, (wrong, err)

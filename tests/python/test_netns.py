@@ -186,6 +186,32 @@ def test_hosts_checks_its_count() -> None:
             pass
 
 
+def test_a_link_rate_puts_a_token_bucket_on_each_hosts_cable() -> None:
+    before = namespaces()
+    with netns.hosts(2, rate="2.5gbit") as made:
+        for host in made:
+            shown = host.run(["tc", "qdisc", "show", "dev", "eth0"], capture_output=True, text=True)
+            assert " tbf " in shown.stdout and "rate 2500Mbit" in shown.stdout, shown.stdout
+        server = tcp(made[1], "serve", PORT, "shaped")
+        try:
+            said(server, "listening")
+            assert connect(made[0], made[1].address) == "shaped"  # still a working link
+        finally:
+            server.kill()
+            server.communicate(timeout=WATCHDOG)
+    assert namespaces() == before
+
+
+def test_a_wrong_link_rate_is_refused_before_anything_is_made() -> None:
+    before = namespaces()
+    for wrong in ("fast", "10", "0gbit", "-1mbit", "10gbps"):
+        with pytest.raises(ValueError, match="a link rate like 10gbit"), netns.hosts(2, rate=wrong):
+            pass
+    assert netns.rate_bits("10gbit") == 10**10 and netns.rate_bits("800mbit") == 8 * 10**8
+    assert netns.rate_bits("2.5gbit") == 25 * 10**8
+    assert namespaces() == before
+
+
 def test_unavailable_says_why_for_a_user_who_is_not_root() -> None:
     if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
         pytest.skip("setpriv (util-linux) is not installed")

@@ -124,10 +124,16 @@ class Host:
 
 
 @contextlib.contextmanager
-def hosts(count: int) -> Iterator[list[Host]]:
-    """``count`` hosts on one private segment; removed, with their processes, at the end."""
+def hosts(count: int, rate: Optional[str] = None) -> Iterator[list[Host]]:
+    """``count`` hosts on one private segment; removed, with their processes, at the end.
+
+    ``rate`` (a ``tc`` rate such as ``"10gbit"``): what each host's link sends at most, as
+    a network card of that speed would (a token bucket on its end of the cable); else as
+    fast as the CPUs copy."""
     if not 1 <= count <= 200:
         raise ValueError(f"count must be between 1 and 200, got {count!r}")
+    if rate is not None:
+        rate_bits(rate)  # a wrong rate fails before anything is made
     remove_stale()
     base = f"{_PREFIX}{os.getpid()}-{next(_sets)}"
     hub = f"{base}-hub"
@@ -150,6 +156,8 @@ def hosts(count: int) -> Iterator[list[Host]]:
             _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
             _ip("-n", host.namespace, "link", "set", "eth0", "up")
             _ip("-n", host.namespace, "link", "set", "lo", "up")
+            if rate is not None:
+                _shape(host.namespace, rate)
             members.append(host)
         for host in members:
             _wait_until_up(host.namespace)
@@ -184,6 +192,31 @@ def _delete_namespace(namespace: str) -> None:
         if namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
             return
         time.sleep(0.1)
+
+
+def _shape(namespace: str, rate: str) -> None:
+    """Bounds what eth0 of ``namespace`` sends to ``rate`` (a token bucket filter). Its bucket
+    holds 20 ms at that rate (at least 1 MiB), so that TCP's bursts of segments pass as they
+    would through a card's queue, and packets wait at most 50 ms."""
+    bits = rate_bits(rate)
+    burst = max(1 << 20, bits // 8 // 50)
+    command = ["tc", "-n", namespace, "qdisc", "replace", "dev", "eth0", "root", "tbf"]
+    shaped = subprocess.run(
+        [*command, "rate", rate, "burst", str(burst), "latency", "50ms"], capture_output=True, text=True
+    )
+    if shaped.returncode != 0:
+        raise RuntimeError(f"could not limit eth0 of {namespace} to {rate}: {shaped.stderr.strip()}")
+
+
+def rate_bits(rate: str) -> int:
+    """A tc rate (``10gbit``, ``800mbit``, ``1000000bit``) in bits per second; ValueError else."""
+    units = {"gbit": 10**9, "mbit": 10**6, "kbit": 10**3, "bit": 1}
+    text = rate.strip().lower()
+    for unit, scale in units.items():
+        number = text[: -len(unit)]
+        if text.endswith(unit) and number.replace(".", "", 1).isdigit() and float(number) > 0:
+            return int(float(number) * scale)
+    raise ValueError(f"a link rate like 10gbit, 2.5gbit or 800mbit, got {rate!r}")
 
 
 def _wait_until_up(namespace: str, seconds: float = 10.0) -> None:
