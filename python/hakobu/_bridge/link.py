@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -165,6 +166,26 @@ class Link:
         if too_many:
             return identity, [], address
         return identity, [frame.buffer for frame in frames], address
+
+    def incoming(
+        self, most: int = 1000
+    ) -> Iterator[tuple[Optional[bytes], wire.Header, list[memoryview], str]]:
+        """The messages waiting, each as (peer identity, header, frames, peer address): at most
+        ``most``, so that the caller's loop gets back to its timers. One with too many frames
+        or a header that is not the bridge's is rejected (counted, warned) and skipped."""
+        for _ in range(most):
+            got = self.receive()
+            if got is None:
+                return
+            identity, frames, address = got
+            try:
+                if not frames:
+                    raise wire.Rejected(f"a message of more than {self.frame_cap} frames")
+                header = wire.parse_header(frames[0])
+            except wire.Rejected as error:
+                self.reject(address, str(error))
+                continue
+            yield identity, header, frames, address
 
     # --- sending ----------------------------------------------------------------------
     def send(self, identity: Optional[bytes], parts: list[Any]) -> bool:

@@ -128,26 +128,20 @@ class ReceivingEnd:
         self.unacknowledged.clear()
 
     def _read_batch(self) -> None:
-        for _ in range(1000):
-            if len(self.unacknowledged) and (
-                self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES
-            ):
-                self._acknowledge()
-                self.batched = self.batched_bytes = 0
-            got = self.link.receive()
-            if got is None:
-                return
-            identity, frames, address = got
+        for identity, header, frames, address in self.link.incoming():
             try:
-                if not frames:
-                    raise wire.Rejected(f"a message of more than {self.link.frame_cap} frames")
-                header = wire.parse_header(frames[0])
                 self._on_message(identity, header, frames, address)
             except wire.Rejected as error:
                 self.link.reject(address, str(error))
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as error:
                 # A check that missed a case: still the peer's bytes, still not a reason to stop.
                 self.link.reject(address, f"a malformed message ({type(error).__name__}: {error})")
+            # Before the next message (whose copy takes a while): a full batch is acknowledged now.
+            if len(self.unacknowledged) and (
+                self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES
+            ):
+                self._acknowledge()
+                self.batched = self.batched_bytes = 0
 
     def _session(self, header: wire.Header) -> Session:
         session = self.sessions.get(header.session)

@@ -212,15 +212,8 @@ class SendingEnd:
 
     # --- what the receiving end says -----------------------------------------------------
     def _read_socket(self) -> None:
-        for _ in range(1000):
-            got = self.link.receive()
-            if got is None:
-                return
-            identity, frames, address = got
+        for identity, header, frames, address in self.link.incoming():
             try:
-                if not frames:
-                    raise wire.Rejected(f"a message of more than {wire.MAX_FRAMES} frames")
-                header = wire.parse_header(frames[0])
                 if header.type != wire.STATUS or len(frames) != 1:
                     raise wire.Rejected(
                         f"a type-{header.type} message of {len(frames)} frames (a STATUS expected)"

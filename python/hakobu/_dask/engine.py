@@ -68,7 +68,7 @@ from typing import Any, Callable, Optional
 
 from .. import _errors
 from .._pool import core
-from .._pool.pickling import describe_exception, pack, pack_error, rebuild_error, unpack
+from .._pool.pickling import pack, pack_error, pack_result, rebuild_error, unpack
 from .._pool.protocol import Packed, call
 from .._pool.tasks import CLOSE, TERMINATE, Task
 from .._pool.tasks import Outcome as TaskOutcome
@@ -278,16 +278,8 @@ def run(work: Work) -> Outcome:
         del items
     except BaseException as error:  # noqa: BLE001 - as concurrent.futures: SystemExit too
         return Outcome(FAILED, pack_error(error))
-    try:
-        return Outcome(DONE, pack(results, main_by_reference=False))
-    except Exception as why:  # noqa: BLE001 - the result cannot travel: say so
-        name = getattr(function, "__qualname__", None) or repr(function)
-        unsendable = _errors.EncodingError(
-            f"the result of {name} cannot be pickled to travel back to the pool "
-            f"({describe_exception(why)}); return arrays, plain data or picklable objects"
-        )
-        unsendable.__cause__ = why
-        return Outcome(FAILED, pack_error(unsendable))
+    sent, packed_results = pack_result(results, function, to="the pool", main_by_reference=False)
+    return Outcome(DONE if sent else FAILED, packed_results)
 
 
 def _call_limited(

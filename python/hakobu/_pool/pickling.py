@@ -152,6 +152,23 @@ def pack_error(error: BaseException) -> Packed:
     return stream, buffers
 
 
+def pack_result(
+    results: Any, function: Any, *, to: str, main_by_reference: bool = True
+) -> tuple[bool, Packed]:
+    """A task's ``results`` packed to travel ``to`` the caller (True), or, when they cannot
+    be pickled, the EncodingError that says so, packed (False)."""
+    try:
+        return True, pack(results, main_by_reference=main_by_reference)
+    except Exception as why:  # noqa: BLE001 - the result cannot travel: say so
+        name = getattr(function, "__qualname__", None) or repr(function)
+        unsendable = _errors.EncodingError(
+            f"the result of {name} cannot be pickled to travel back to {to} "
+            f"({describe_exception(why)}); return arrays, plain data or picklable objects"
+        )
+        unsendable.__cause__ = why
+        return False, pack_error(unsendable)
+
+
 def rebuild_error(stream: Any, buffers: Sequence[Any]) -> BaseException:
     """The exception a worker sent, with its traceback as ``__cause__`` (as multiprocessing does)."""
     error: BaseException

@@ -38,7 +38,7 @@ from typing import Any, Optional
 from .. import _core, _errors
 from .._queue import Queue
 from . import main_script
-from .pickling import describe_exception, pack, pack_error, unpack
+from .pickling import describe_exception, pack_error, pack_result, unpack
 from .protocol import (
     BYE,
     DONE,
@@ -366,16 +366,7 @@ class WorkerLoop:
             raise
         except BaseException as error:  # noqa: BLE001 - as concurrent.futures: SystemExit too
             return False, pack_error(error)
-        try:
-            return True, pack(results)
-        except Exception as why:  # noqa: BLE001 - the result cannot travel: say so
-            name = getattr(function, "__qualname__", None) or repr(function)
-            unsendable = _errors.EncodingError(
-                f"the result of {name} cannot be pickled to travel back to the parent "
-                f"({describe_exception(why)}); return arrays, plain data or picklable objects"
-            )
-            unsendable.__cause__ = why
-            return False, pack_error(unsendable)
+        return pack_result(results, function, to="the parent")
 
 
 def _work(inbox_name: str, results_name: str, number: int, threads: int) -> int:
