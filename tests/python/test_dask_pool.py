@@ -103,6 +103,12 @@ def test_errors_arrive_as_themselves_with_the_remote_traceback(pool: hakobu.Pool
     assert result.ready() and not result.successful()
 
 
+def test_a_result_that_cannot_travel_fails_its_task_with_a_clear_error(pool: hakobu.Pool) -> None:
+    with pytest.raises(hakobu.EncodingError, match="result of return_lock cannot be pickled to travel back"):
+        pool.apply(tasks.return_lock)
+    assert pool.apply(tasks.square, (4,)) == 16, "the pool goes on"
+
+
 def test_big_arrays_travel_both_ways_with_their_values(pool: hakobu.Pool) -> None:
     # 16 MiB each: above the engine's scatter threshold, so they go to the workers apart from the graph.
     arrays = [np.arange(2_000_000, dtype=np.float64) + k for k in range(3)]

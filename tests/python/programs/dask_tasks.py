@@ -24,6 +24,13 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def return_lock() -> Any:
+    """A result that cannot be pickled to travel back."""
+    import threading
+
+    return threading.Lock()
+
+
 def initialize(tag: str) -> None:
     """The pool's initializer: counts its runs in this process."""
     _state["initialized"] += 1
