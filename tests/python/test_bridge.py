@@ -104,6 +104,15 @@ def test_every_kind_dtype_and_shape_round_trips(names: tuple[str, str], bridges:
         ("int", 12345),
         ("tuple", (1, "two", 3.0)),
         ("hakobu-array", hakobu.full((10, 10), 7.5)),  # sent by reference to shared memory
+        (  # an object's pieces in chunks: a stream and buffers over a chunk, one exactly a chunk
+            "object-over-chunks",
+            {
+                "big": np.arange(600_000.0),
+                "exact": np.arange(wire.CHUNK // 8, dtype=np.int64),
+                "text": "x" * (3 * wire.CHUNK + 5),
+                "small": np.arange(3),
+            },
+        ),
     ]
     with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
         for _, obj in samples:
@@ -418,7 +427,7 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         _data(session, 4, 2, b'{"t": "|O", "s": [1], "o": "C"}', b"x" * 8),  # object dtype: pointers
         _data(session, 5, 2, b"not json", b"x" * 32),
         _data(session, 6, 2, b'{"t": "<f8", "s": [-4], "o": "C"}', b"x" * 32),
-        _data(session, 7, 3, b'{"b": [[0, 10]]}', b"stream", b"short"),  # buffer size mismatch
+        _data(session, 7, 3, b'{"s": 6, "b": [[0, 10]]}', b"stream", b"short"),  # buffer size mismatch
         _data(session, 8, 3, b'{"b": "x"}', b"stream"),
         _data(session, 9, 1, b"", *[b"x" * chunk] * 4, b"x"),  # over max_message_bytes
         _data(session, 10, 1, b"", b"a", b"b", b"", b"", b""),  # too many payload frames
@@ -435,6 +444,11 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         _data(session, 99, 2, array_meta),  # no payload frame at all (refused before its number counts)
         _data(session, 18, 1, b"", b"x" * (chunk + 1)),  # bytes: a frame over CHUNK
         _data(session, 19, 1, b"", *[b""] * 5),  # empty, in too many frames
+        # Objects: a frame no piece has, a negative size, a claim over the limit, a piece not cut at CHUNK.
+        _data(session, 20, 3, b'{"s": 6, "b": []}', b"stream", b"extra"),
+        _data(session, 21, 3, b'{"s": -1, "b": []}', b""),
+        _data(session, 22, 3, b'{"s": 0, "b": [[0, 5242880]]}', b""),
+        _data(session, 23, 3, b'{"s": %d, "b": []}' % (chunk + 10), b"x" * (chunk + 10)),
         [
             wire.data_header(os.urandom(16), 1, 0, 1),
             b"",
@@ -449,11 +463,11 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         for frames in hostile:
             raw.send_multipart(frames)
         # A good message of the same session after all that (numbered next), then a real bridge.
-        raw.send_multipart(_data(session, 20, 2, array_meta, np.arange(4.0).tobytes()))
+        raw.send_multipart(_data(session, 24, 2, array_meta, np.arange(4.0).tobytes()))
         # Chunks cut elsewhere than at CHUNK are accepted when they fill the array exactly.
         two = np.arange(chunk // 4, dtype="<f8").tobytes()
         raw.send_multipart(
-            _data(session, 21, 2, big_meta, two[:1000], two[1000 : 1000 + chunk], two[1000 + chunk :])
+            _data(session, 25, 2, big_meta, two[:1000], two[1000 : 1000 + chunk], two[1000 + chunk :])
         )
         with hakobu.Queue(names[1]) as sink:
             assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]

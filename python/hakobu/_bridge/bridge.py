@@ -110,8 +110,9 @@ class Bridge:
             None if peer_key is None else str(peer_key),
             None if allowed_keys is None else str(allowed_keys),
         )
-        # The largest frame the receiving end lets ZeroMQ take: a message and its meta frame.
-        frame_limit = (max_message_bytes or 1 << 30) + wire.MAX_META_BYTES if not self.sending else 65536
+        # The largest frame the receiving end lets ZeroMQ take (a chunk: a peer's larger frame
+        # is refused before anything is allocated for it); a sending end hears small STATUS frames.
+        frame_limit = wire.LARGEST_FRAME if not self.sending else 65536
         self._stop = threading.Event()
         # Set by the thread as its very last step. Waited on instead of Thread.join: a join
         # that Ctrl-C interrupts can leave the Thread looking ended while it still runs (CPython

@@ -49,12 +49,11 @@ def rebuild(channel: Any, kind: int, meta: memoryview, payload: list[memoryview]
             target.release()
         return lambda timeout: channel.put_loan(loan, timeout)
     if kind == _codec.KIND_OBJECT:
-        buffers = wire.check_object(meta, payload, limit)
-        stream = payload[0]
-        if not buffers:
-            small_stream = bytes(stream)
+        pieces = wire.check_object(meta, payload, limit)
+        if not pieces.buffers:
+            small_stream = b"".join(pieces.stream)
             return lambda timeout: channel.put_pickle(small_stream, timeout)
-        return _object_loan(channel, stream, buffers, payload[1:])
+        return _object_loan(channel, pieces)
     raise wire.Rejected(f"a message of unknown kind {kind} (1 bytes, 2 array, 3 object expected)")
 
 
@@ -66,17 +65,16 @@ def _copy_chunks(target: memoryview, start: int, payload: list[memoryview]) -> N
         start = end
 
 
-def _object_loan(
-    channel: Any, stream: memoryview, buffers: list[tuple[bool, int]], frames: list[memoryview]
-) -> Put:
-    header = _OBJECT_HEADER.pack(b"HKP1", len(buffers))
-    size = len(header) + len(buffers) * _OBJECT_ENTRY.size + len(stream)
-    loan = channel.loan(size, _codec.KIND_OBJECT, len(buffers))
+def _object_loan(channel: Any, plan: wire.ObjectPlan) -> Put:
+    header = _OBJECT_HEADER.pack(b"HKP1", len(plan.buffers))
+    stream_bytes = sum(len(frame) for frame in plan.stream)
+    size = len(header) + len(plan.buffers) * _OBJECT_ENTRY.size + stream_bytes
+    loan = channel.loan(size, _codec.KIND_OBJECT, len(plan.buffers))
     entries = []
-    for index, ((read_only, nbytes), frame) in enumerate(zip(buffers, frames)):
+    for index, (read_only, nbytes, frames) in enumerate(plan.buffers):
         block = _core.allocate(max(nbytes, 1), channel.domain)
         target = memoryview(block)
-        target[:nbytes] = frame
+        _copy_chunks(target, 0, frames)
         target.release()
         if not loan.attach(block):
             raise wire.Rejected("an object buffer that cannot be attached (another domain)")
@@ -85,6 +83,6 @@ def _object_loan(
     out = memoryview(loan)
     out[: len(header)] = header
     out[len(header) : len(header) + len(table)] = table
-    out[len(header) + len(table) : size] = stream
+    _copy_chunks(out, len(header) + len(table), plan.stream)
     out.release()
     return lambda timeout: channel.put_loan(loan, timeout)

@@ -12,13 +12,16 @@ zero bytes, then fixed fields by type (little-endian):
   (u8), then a meta frame (JSON, at most MAX_META_BYTES) and the payload frames:
   bytes: the bytes as chunks (empty meta); array: the elements in C or Fortran
   order as chunks, meta ``{"t": typestr, "s": shape, "o": "C"|"F"}``; object: the
-  pickle stream, then one frame per out-of-band buffer, meta
-  ``{"b": [[read_only, nbytes], ...]}``. Chunks: consecutive frames of at most
-  CHUNK bytes each (the sender cuts at CHUNK; an empty payload is one empty
-  frame), whose total is the payload's size, at most size // CHUNK + CHUNK_SLACK
-  of them. Large frames cost the receiving side a fresh mapping (page faults) per
-  message in libzmq; chunks reuse its buffers, and each is copied straight to its
-  offset in the local block.
+  pickle stream, then each out-of-band buffer, each piece as exact chunks, meta
+  ``{"s": stream bytes, "b": [[read_only, nbytes], ...]}``. Chunks: consecutive
+  frames of at most CHUNK bytes each (the sender cuts at CHUNK; an empty payload
+  is one empty frame), whose total is the payload's size, at most size // CHUNK +
+  CHUNK_SLACK of them; an object's pieces are cut exactly (every frame of a piece
+  CHUNK bytes but its last), so that the meta frame alone says which frames make
+  which piece. Large frames cost the receiving side a fresh mapping (page faults)
+  per message in libzmq; chunks reuse its buffers, and each is copied straight to
+  its offset in the local block. No frame is larger than CHUNK, so a receiving
+  end has ZeroMQ refuse much larger ones (LARGEST_FRAME) before it allocates them.
   Other kinds are not forwarded (the core refuses them as Corrupt; counted as rejected).
 * END (sending end -> receiving end): session, seq, acked, failed (u8): the
   local stream ended (``failed``: SendersLost); numbered like DATA, so it is
@@ -46,7 +49,7 @@ import numpy as np
 from .. import _codec, _errors
 
 MAGIC = b"HKBR"
-VERSION = 2  # 2: bytes and arrays as chunks of at most CHUNK bytes
+VERSION = 3  # 2: bytes and arrays as chunks of at most CHUNK bytes; 3: an object's pieces too
 
 HELLO = 1
 DATA = 2
@@ -66,14 +69,25 @@ _STATUS = struct.Struct("<16s16sQB")
 
 MAX_META_BYTES = 64 * 1024
 MAX_BUFFERS = 4096  # out-of-band buffers of one object message
-MAX_FRAMES = MAX_BUFFERS + 3  # header, meta, stream, buffers
-CHUNK = 1 << 20  # the largest payload frame of a bytes or array message
+MAX_FRAMES = MAX_BUFFERS + 3  # header, meta, stream, buffers (each at least one frame)
+CHUNK = 1 << 20  # the largest payload frame
 CHUNK_SLACK = 4  # chunk frames allowed beyond size // CHUNK
+# What a receiving end lets ZeroMQ take in one frame: no bridge sends more than CHUNK, so a
+# larger frame is bad input; up to this size it arrives, is refused and counted (and warned
+# about), beyond it ZeroMQ drops the peer's connection before allocating the frame.
+LARGEST_FRAME = 4 * CHUNK
 
 
 def max_frames(limit: int) -> int:
-    """The most frames a message within ``limit`` bytes can have (objects or chunks)."""
-    return max(MAX_FRAMES, 2 + limit // CHUNK + CHUNK_SLACK)
+    """The most frames a message within ``limit`` bytes can have: an object's pieces take one
+    frame each, and one more per CHUNK bytes."""
+    return MAX_FRAMES + limit // CHUNK + CHUNK_SLACK
+
+
+def piece_sizes(nbytes: int) -> list[int]:
+    """The frames' sizes of a piece of ``nbytes`` cut exactly into chunks (one empty frame for 0)."""
+    full, rest = divmod(nbytes, CHUNK)
+    return [CHUNK] * full + ([rest] if rest or not full else [])
 
 
 def chunks(data: Any) -> list[Any]:
@@ -205,17 +219,18 @@ def object_frames(payload: memoryview, attachments: list[memoryview]) -> tuple[b
     table_end = header_size + count * entry.size
     if table_end > len(payload):
         raise Rejected("an object message shorter than its buffer table")
-    buffers: list[Any] = []
+    stream = payload[table_end:]
+    frames: list[Any] = chunks(stream)
     described = []
     for k in range(count):
         index, offset, length = entry.unpack_from(payload, header_size + k * entry.size)
         attachment = index & ~_codec.READ_ONLY
         if attachment >= len(attachments) or offset + length > len(attachments[attachment]):
             raise Rejected("an object message whose buffer lies outside its attachment")
-        buffers.append(attachments[attachment][offset : offset + length])
+        frames += chunks(attachments[attachment][offset : offset + length])
         described.append([1 if index & _codec.READ_ONLY else 0, length])
-    meta = json.dumps({"b": described}).encode()
-    return meta, [payload[table_end:], *buffers]
+    meta = json.dumps({"s": len(stream), "b": described}).encode()
+    return meta, frames
 
 
 # --- the receiving end: frames checked against their meta ----------------------------------
@@ -276,13 +291,24 @@ def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -
     return ArrayPlan(dtype, fields, shape, order == "F", nbytes)
 
 
-def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) -> list[tuple[bool, int]]:
-    """The (read_only, nbytes) of each out-of-band buffer of an object message, checked
-    against its payload frames (the stream, then one per buffer)."""
+@dataclass
+class ObjectPlan:
+    """An object message's pieces: its pickle stream's frames, then each out-of-band buffer as
+    (read_only, nbytes, its frames)."""
+
+    stream: list[memoryview]
+    buffers: list[tuple[bool, int, list[memoryview]]]
+
+
+def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) -> ObjectPlan:
+    """An object message's pieces, its payload frames checked against its meta frame: the
+    stream's size and each buffer's say how many frames of which sizes each piece has."""
     meta = _meta(meta_frame)
-    if not isinstance(meta, dict) or set(meta) != {"b"} or not isinstance(meta["b"], list):
-        raise Rejected("an object meta frame without exactly the key b (a list)")
-    described = meta["b"]
+    if not isinstance(meta, dict) or set(meta) != {"s", "b"} or not isinstance(meta["b"], list):
+        raise Rejected("an object meta frame without exactly the keys s (an int) and b (a list)")
+    stream_bytes, described = meta["s"], meta["b"]
+    if type(stream_bytes) is not int or stream_bytes < 0:
+        raise Rejected("an object whose stream size is not an int >= 0")
     if len(described) > MAX_BUFFERS:
         raise Rejected(f"an object with {len(described)} buffers (at most {MAX_BUFFERS})")
     buffers = []
@@ -296,14 +322,25 @@ def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) 
         ):
             raise Rejected("an object buffer description that is not [read_only 0|1, nbytes >= 0]")
         buffers.append((bool(item[0]), int(item[1])))
-    if len(payload) != 1 + len(buffers):
-        raise Rejected(f"an object with {len(buffers)} buffers and {len(payload)} payload frames")
-    if any(len(frame) != n for frame, (_, n) in zip(payload[1:], buffers)):
-        raise Rejected("an object whose buffer frames do not have the sizes its meta frame says")
-    total = sum(len(frame) for frame in payload)
+    total = stream_bytes + sum(n for _, n in buffers)
     if total > limit:
-        raise Rejected(f"an object of {total} bytes, more than max_message_bytes={limit}")
-    return buffers
+        raise Rejected(f"an object of {total} bytes by its meta frame, more than max_message_bytes={limit}")
+    # Bounded now: at most MAX_BUFFERS + 1 pieces and limit // CHUNK full frames among them.
+    pieces = [piece_sizes(stream_bytes), *(piece_sizes(n) for _, n in buffers)]
+    expected = [size for piece in pieces for size in piece]
+    if len(payload) != len(expected):
+        raise Rejected(
+            f"an object of {len(buffers)} buffers and {total} bytes in {len(payload)} payload frames "
+            f"({len(expected)} expected)"
+        )
+    if any(len(frame) != size for frame, size in zip(payload, expected)):
+        raise Rejected("an object whose payload frames do not have the sizes its meta frame says")
+    start = len(pieces[0])
+    plan = ObjectPlan(payload[:start], [])
+    for (read_only, nbytes), piece in zip(buffers, pieces[1:]):
+        plan.buffers.append((read_only, nbytes, payload[start : start + len(piece)]))
+        start += len(piece)
+    return plan
 
 
 def check_raw(meta_frame: memoryview, payload: list[memoryview], kind: int, limit: int) -> None:
