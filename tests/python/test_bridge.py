@@ -485,6 +485,37 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         raw.close()
 
 
+def test_a_peer_sending_a_frame_over_4_mib_is_cut_off_before_it_is_taken(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    from zmq.utils.monitor import recv_monitor_message
+
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    monitor = raw.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RECONNECT_IVL, 60_000)  # one connection: its end is what this test sees
+        raw.connect(receiving.endpoint)
+        session = os.urandom(16)
+        raw.send_multipart(_data(session, 1, 1, b"", b"x" * (wire.LARGEST_FRAME + 1)))
+        monitor.setsockopt(zmq.RCVTIMEO, int(WATCHDOG * 1000))
+        events = []
+        while zmq.EVENT_DISCONNECTED not in events:
+            events.append(recv_monitor_message(monitor)["event"])
+        assert receiving.running and receiving.stats()["rejected"] == 0  # never reached the bridge
+        sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+        bridges.append(sending)
+        with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+            source.put(b"after the cut")
+            assert sink.get(timeout=WATCHDOG) == b"after the cut"
+    finally:
+        raw.disable_monitor()
+        monitor.close()
+        raw.close()
+
+
 def test_bad_input_warns_naming_the_peer_and_the_fault(
     names: tuple[str, str], bridges: list[hakobu.Bridge]
 ) -> None:
