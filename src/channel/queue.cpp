@@ -898,16 +898,20 @@ Result<void, PutError> Queue::put_loan(Loan& loan, std::chrono::nanoseconds time
       MessageAccess::fork_epoch(loan) != detail::fork_epoch()) {
     return {PutError::Invalid, "the loan is empty, already sent, or from another domain"};
   }
+  // What the message carries by reference counts too ("Bytes queued" in ring.hpp): its
+  // attachments, each block once; an array's elements, not the whole block they are a view of.
+  std::uint64_t attached = q.domain->heap().attached_bytes(MessageAccess::block(loan));
   if (loan.kind() == MessageKind::Array) {
     // Refuse here what the receiver would refuse: metadata that does not match
     // the elements (e.g. an array by reference whose data was never attached).
-    if (auto view = loan.array(); !view) return {PutError::Invalid, view.error().message};
+    auto view = loan.array();
+    if (!view) return {PutError::Invalid, view.error().message};
+    // Checked by array(): the elements lie inside their block, so the product does not overflow.
+    attached = std::min(attached, static_cast<std::uint64_t>(view->size()) * view->dtype.itemsize());
   }
+  attached = std::min(attached, detail::kMaxAttachedBytes);  // what the slot can record
   q.become_sender();
   const std::uint64_t length = loan.bytes().size();
-  // What the message keeps alive by reference counts too ("Bytes queued" in ring.hpp): the
-  // loan's attachments are fixed once it is sent.
-  const std::uint64_t attached = q.domain->heap().attached_bytes(MessageAccess::block(loan));
   const Attempt outcome = detail::wait_until_done(q, q.put_side(), timeout, [&](std::uint32_t& blocker) {
     return q.try_send(blocker, length + attached, [&](detail::SlotHeader& s) {
       s.kind = static_cast<std::uint8_t>(loan.kind());

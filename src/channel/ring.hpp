@@ -86,15 +86,17 @@ static_assert(kSlotHeaderBytes == 32, "a ring slot's header is 32 bytes in share
 static_assert(std::is_standard_layout_v<SlotHeader>, "SlotHeader lives in shared memory: it must be standard-layout");
 static_assert(std::endian::native == std::endian::little, "SlotHeader::attached holds the low 7 bytes of a uint64");
 
-/// SlotHeader::attached. Heaps hold at most 2^46 bytes, so 56 bits hold any true count; the
-/// value is shared memory all the same, and its reader clamps what it subtracts.
+/// The most SlotHeader::attached records. A producer clamps what it reserves to it (a heap holds
+/// at most 2^46 bytes, and each attached block is counted once, so a true count fits); the value
+/// is shared memory all the same, and its reader clamps what it subtracts.
+inline constexpr std::uint64_t kMaxAttachedBytes = (std::uint64_t{1} << 56) - 1;
 inline std::uint64_t attached_bytes(const SlotHeader& s) noexcept {
   std::uint64_t bytes = 0;
   std::memcpy(&bytes, s.attached, sizeof s.attached);
   return bytes;
 }
 inline void set_attached_bytes(SlotHeader& s, std::uint64_t bytes) noexcept {
-  bytes = std::min<std::uint64_t>(bytes, (std::uint64_t{1} << 56) - 1);
+  bytes = std::min(bytes, kMaxAttachedBytes);
   std::memcpy(s.attached, &bytes, sizeof s.attached);
 }
 

@@ -1,9 +1,11 @@
 // hakobu — the shared heap of a domain (see heap.hpp for the rules).
 #include "memory/heap.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -467,10 +469,22 @@ std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) con
 }
 
 std::uint64_t Heap::attached_bytes(std::uint64_t block) const noexcept {
-  std::uint64_t total = 0;  // at most kMaxAttachments entries of at most kMaxHeapCapacity each: no overflow
+  // Each block once: views of one array attached again and again keep one block alive.
+  std::vector<std::uint64_t> children;
   for (const auto& entry : attachments(block)) {
     const std::uint64_t child = entry.load(std::memory_order_relaxed);
-    if (child == 0 || child == block || !check_block(child, 0)) continue;
+    if (child == 0 || child == block) continue;
+    try {
+      children.push_back(child);
+    } catch (const std::bad_alloc&) {
+      break;  // no memory for the list: the blocks listed so far are counted
+    }
+  }
+  std::sort(children.begin(), children.end());
+  children.erase(std::unique(children.begin(), children.end()), children.end());
+  std::uint64_t total = 0;  // at most kMaxAttachments blocks of at most kMaxHeapCapacity each: no overflow
+  for (const std::uint64_t child : children) {
+    if (!check_block(child, 0)) continue;
     const std::uint64_t bytes = header(child)->payload_bytes.load(std::memory_order_relaxed);
     if (check_block(child, bytes)) total += bytes;  // a size its block cannot hold counts nothing
   }

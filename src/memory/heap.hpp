@@ -72,8 +72,9 @@ class Heap {
   /// The attachments table of `block` (a block this process holds), bounds-checked;
   /// empty when it has none or the header is damaged.
   [[nodiscard]] std::span<std::atomic<std::uint64_t>> attachments(std::uint64_t block) const noexcept;
-  /// The payload bytes of the blocks `block` (one this process holds) has attached: what it
-  /// keeps alive by reference besides its own payload. Entries that fail check_block count 0.
+  /// The payload bytes of the blocks `block` (one this process holds) has attached, each block
+  /// once: what it keeps alive by reference besides its own payload. Entries that fail
+  /// check_block count 0.
   [[nodiscard]] std::uint64_t attached_bytes(std::uint64_t block) const noexcept;
   /// Adds one reference to a block the caller already holds one of. False (and
   /// nothing changed) when the block is free: a stale or corrupt offset.

@@ -664,6 +664,21 @@ TEST(QueueStream, BytesHeldByReferenceCountAgainstTheLimit) {
   EXPECT_EQ(q.stats().bytes, 0U);
 }
 
+TEST(QueueStream, ABlockAttachedTwiceToOneMessageCountsOnce) {
+  auto q = make_stream_queue(8, kMiB);
+  Unlinker cleanup{q};
+  auto data = q.loan(kBig);
+  ASSERT_TRUE(data) << data.error().message;
+  auto message = q.loan(16, hakobu::MessageKind::Bytes, 2);
+  ASSERT_TRUE(message) << message.error().message;
+  ASSERT_TRUE(message->attach(*data));
+  ASSERT_TRUE(message->attach(*data));
+  ASSERT_TRUE(q.try_put(*message));
+  EXPECT_EQ(q.stats().bytes, 16 + kBig);  // one block kept alive, not two
+  ASSERT_TRUE(q.try_get());
+  EXPECT_EQ(q.stats().bytes, 0U);
+}
+
 TEST(QueueStream, AnEmptyLoanLeavesNoBytesCounted) {
   auto q = make_stream_queue(8, kMiB);
   Unlinker cleanup{q};

@@ -193,6 +193,24 @@ def test_arrays_sent_by_reference_count_against_max_bytes(name: str) -> None:
         q.unlink()
 
 
+def test_views_by_reference_count_their_own_bytes_and_a_block_once_per_message(name: str) -> None:
+    # Rows of one shared array sent to workers: each message keeps the whole block alive, but
+    # counts what it carries, as a copy would; an object holding many views counts the block once.
+    rows, row_bytes = 32, 1 << 20
+    frame = hakobu.empty((rows, row_bytes), np.uint8)
+    with hakobu.Queue(name, create=True, max_bytes=64 << 20) as q:
+        for k in range(rows):
+            q.put_nowait(frame[k])  # a 1 MiB view of a 32 MiB block
+        assert rows * row_bytes <= q.stats()["bytes"] < rows * row_bytes + rows * 4096
+        for _ in range(rows):
+            assert q.get(timeout=WATCHDOG).nbytes == row_bytes
+        q.put_nowait({"rows": [frame[k] for k in range(rows)]})  # 32 views of one block, one message
+        assert rows * row_bytes <= q.stats()["bytes"] < 2 * rows * row_bytes
+        assert len(q.get(timeout=WATCHDOG)["rows"]) == rows
+        assert q.stats()["bytes"] == 0
+        q.unlink()
+
+
 def test_one_message_larger_than_max_bytes_gets_into_an_empty_queue(name: str) -> None:
     with hakobu.Queue(name, create=True, max_bytes=1000) as q:
         big = np.arange(10_000, dtype=np.int64)

@@ -143,10 +143,6 @@ class Bridge:
                 )
                 self._end = receiving
                 self._link.frame_cap = wire.max_frames(receiving.limit)
-                if max_message_bytes is None:
-                    self._link.socket.setsockopt(
-                        self._link.zmq.MAXMSGSIZE, receiving.limit + wire.MAX_META_BYTES
-                    )
         except BaseException:
             self._link.close()
             raise

@@ -325,14 +325,15 @@ def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) 
     total = stream_bytes + sum(n for _, n in buffers)
     if total > limit:
         raise Rejected(f"an object of {total} bytes by its meta frame, more than max_message_bytes={limit}")
-    # Bounded now: at most MAX_BUFFERS + 1 pieces and limit // CHUNK full frames among them.
-    pieces = [piece_sizes(stream_bytes), *(piece_sizes(n) for _, n in buffers)]
-    expected = [size for piece in pieces for size in piece]
-    if len(payload) != len(expected):
+    sizes = [stream_bytes, *(n for _, n in buffers)]
+    frame_count = sum(max(1, -(-n // CHUNK)) for n in sizes)  # counted before any list is built
+    if len(payload) != frame_count:
         raise Rejected(
             f"an object of {len(buffers)} buffers and {total} bytes in {len(payload)} payload frames "
-            f"({len(expected)} expected)"
+            f"({frame_count} expected)"
         )
+    pieces = [piece_sizes(n) for n in sizes]  # as many sizes as frames came: bounded
+    expected = [size for piece in pieces for size in piece]
     if any(len(frame) != size for frame, size in zip(payload, expected)):
         raise Rejected("an object whose payload frames do not have the sizes its meta frame says")
     start = len(pieces[0])
