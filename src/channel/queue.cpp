@@ -499,11 +499,14 @@ void QueueState::reap_dead_senders() noexcept {
     if (e == 0 || static_cast<std::uint32_t>(e) == me || domain->token_alive(static_cast<std::uint32_t>(e))) continue;
     header->stream_flags.fetch_or(kSenderFailed);  // before the entry goes (see stream_end)
     const auto index = static_cast<std::size_t>(&entry - header->senders);
-    if (entry.compare_exchange_strong(e, 0)) {
+    // The entry stays taken (as this process's) while its reservation is settled: a new sender
+    // takes only a free entry, so it cannot reset or reserve into the amount being given back.
+    if (entry.compare_exchange_strong(e, kSenderEntry | me)) {
       // What it had reserved and not yet named in a slot (ring.hpp, "Bytes queued").
       const std::uint64_t reserved =
           std::min<std::uint64_t>(header->senders_reserving[index].exchange(0), INT64_MAX / 2);
       if (reserved != 0) header->bytes_queued.fetch_sub(static_cast<std::int64_t>(reserved));
+      entry.store(0, std::memory_order_release);
       freed = true;
     }
   }

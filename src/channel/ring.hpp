@@ -155,9 +155,10 @@ inline constexpr std::uint32_t kQueueLayoutVersion = 5;
 // more and, still empty, reports the end (Ended, or SendersLost with
 // kSenderFailed). A sender frees its entry after its last put was published
 // (release), and the receiver read the entry with acquire: that second try
-// sees every message. Entries of dead processes are reaped (CAS to 0, then
-// kSenderFailed) by receivers waiting on an empty queue, every
-// kSenderCheckNs, and by pollers now and then; whoever frees the last entry
+// sees every message. Entries of dead processes are reaped (kSenderFailed set,
+// then the entry taken over by CAS as the reaper's own while it settles the
+// dead one's reserved bytes, then freed) by receivers waiting on an empty
+// queue, every kSenderCheckNs, and by pollers now and then; whoever frees the last entry
 // wakes every receiver. Entries are untrusted: a forged one can only delay
 // the end (until reaped) or report it early to a queue that is empty anyway.
 inline constexpr std::size_t kSenderSlots = 64;
