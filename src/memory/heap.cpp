@@ -164,8 +164,8 @@ std::byte* Heap::checked_payload(std::uint64_t block, std::uint64_t payload_byte
   // The header is read only once the page map says its page is backed.
   if (segment_end - block < kBlockHeaderBytes || !is_backed(block, kBlockHeaderBytes)) return nullptr;
   const BlockHeader* h = header(block);
-  const std::uint32_t magic = h->magic;
-  const unsigned size_class = h->size_class;
+  const std::uint32_t magic = h->magic.load(std::memory_order_relaxed);
+  const unsigned size_class = h->size_class.load(std::memory_order_relaxed);
   const std::uint64_t shift =
       h->payload_shift.load(std::memory_order_relaxed);  // read once: the address below is made of this value
   if (magic != kBlockMagic || size_class >= kSizeClassCount) return nullptr;
@@ -235,9 +235,10 @@ std::uint64_t Heap::backed_bytes_of(std::uint64_t block) const noexcept {
   // A count from shared memory: never more than the block. Used for accounting
   // and for what to return; what is read or written is confirmed by the page map.
   const BlockHeader* h = header(block);
-  if (h->size_class >= kSizeClassCount) return 0;
+  const unsigned size_class = h->size_class.load(std::memory_order_relaxed);
+  if (size_class >= kSizeClassCount) return 0;
   // A block owns up to its class's size rounded up to its segment's page (the next block starts there).
-  const std::uint64_t owned = align_up(class_bytes(h->size_class), segments_[segment_of(block)].page);
+  const std::uint64_t owned = align_up(class_bytes(size_class), segments_[segment_of(block)].page);
   return std::min(h->backed_bytes.load(std::memory_order_relaxed), owned);
 }
 
@@ -392,8 +393,8 @@ Result<std::uint64_t, LoanError> Heap::carve_in(unsigned segment_index, unsigned
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::uint64_t block = start + i * bytes;
     BlockHeader* h = header(block);
-    h->magic = kBlockMagic;
-    h->size_class = static_cast<std::uint16_t>(size_class);
+    h->magic.store(kBlockMagic, std::memory_order_relaxed);
+    h->size_class.store(static_cast<std::uint16_t>(size_class), std::memory_order_relaxed);
     h->payload_shift.store(0, std::memory_order_relaxed);
     h->refs.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(count > 1 ? bytes : commit_bytes, std::memory_order_relaxed);
@@ -420,7 +421,7 @@ bool Heap::pop(unsigned size_class, std::uint64_t& block) noexcept {
   for (;;) {
     const std::uint64_t offset = free_offset(old);
     if (offset == 0) return false;
-    if (!check_block(offset, 0) || header(offset)->size_class != size_class) {
+    if (!check_block(offset, 0) || header(offset)->size_class.load(std::memory_order_relaxed) != size_class) {
       // A corrupted list: abandon it (its blocks leak) rather than hand out garbage.
       head.compare_exchange_strong(old, 0, std::memory_order_acq_rel);
       return false;
@@ -517,7 +518,7 @@ void Heap::free_block(std::uint64_t block, unsigned depth) noexcept {
   }
   h->attachment_count = 0;
   kill_point("free.detached");
-  const unsigned size_class = h->size_class;
+  const unsigned size_class = h->size_class.load(std::memory_order_relaxed);
   const std::uint64_t bytes = class_bytes(size_class);
   registry_->live_blocks.fetch_sub(1, std::memory_order_relaxed);
   registry_->live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
@@ -581,8 +582,8 @@ Result<std::uint64_t, LoanError> Heap::take_returned(unsigned size_class, std::u
       return {LoanError::OutOfMemory, {}};
     }
     BlockHeader* h = header(block);
-    h->magic = kBlockMagic;
-    h->size_class = static_cast<std::uint16_t>(size_class);
+    h->magic.store(kBlockMagic, std::memory_order_relaxed);
+    h->size_class.store(static_cast<std::uint16_t>(size_class), std::memory_order_relaxed);
     h->payload_shift.store(0, std::memory_order_relaxed);
     h->backed_bytes.store(commit, std::memory_order_relaxed);
     h->payload_bytes.store(payload_bytes, std::memory_order_relaxed);

@@ -157,8 +157,10 @@ inline constexpr std::uint64_t kMaxAttachments = 0xFFFF;
 // are a table inside the payload; they are dropped when the block is freed.
 /// The first 64 bytes of every heap block.
 struct BlockHeader {
-  std::uint32_t magic;       ///< kBlockMagic once carved
-  std::uint16_t size_class;  ///< never changes once carved
+  // Written when the block is carved and read by any process that checks an offset it was given
+  // (perhaps a stale or forged one, into memory being carved at that moment): atomic, relaxed.
+  std::atomic<std::uint32_t> magic;       ///< kBlockMagic once carved
+  std::atomic<std::uint16_t> size_class;  ///< never changes once carved
   // Rewritten by each new owner and read by processes that check the block
   // without holding it (a free-list head being popped): atomic, relaxed.
   std::atomic<std::uint16_t> payload_shift;  ///< bytes between the header and the payload (see "payload placement")

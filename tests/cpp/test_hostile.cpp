@@ -39,7 +39,7 @@ std::shared_ptr<DomainState> attach(const std::string& suffix = {}) {
 // A header claiming a class far larger than the heap file: every table it
 // describes must be bounded by what is carved and backed, not by the claim.
 void forge_huge_class(BlockHeader* h) {
-  h->size_class = static_cast<std::uint16_t>(class_for(std::uint64_t{384} << 30));
+  h->size_class.store(static_cast<std::uint16_t>(class_for(std::uint64_t{384} << 30)));
   h->backed_bytes.store(std::uint64_t{384} << 30);
 }
 
@@ -53,7 +53,7 @@ TEST(Hostile, AForgedAttachmentTableBeyondTheFileIsRejected) {
   ASSERT_TRUE(loan->attach(*target));
   const auto block = static_cast<std::uint64_t>(loan->bytes().data() - heap.payload(0));
   BlockHeader* h = heap.header(block);
-  const auto saved_class = h->size_class;
+  const std::uint16_t saved_class = h->size_class.load();
   const auto saved_backed = h->backed_bytes.load();
   const auto saved_table = h->attachment_table;
   forge_huge_class(h);
@@ -61,7 +61,7 @@ TEST(Hostile, AForgedAttachmentTableBeyondTheFileIsRejected) {
   EXPECT_TRUE(heap.attachments(block).empty()) << "a table beyond the file is no table";
   EXPECT_EQ(loan->attachment_count(), 1U);
   // Restored, the loan releases normally and its attachment with it.
-  h->size_class = saved_class;
+  h->size_class.store(saved_class);
   h->backed_bytes.store(saved_backed);
   h->attachment_table = saved_table;
   EXPECT_EQ(heap.attachments(block).size(), 1U);
