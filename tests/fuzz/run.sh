@@ -5,23 +5,45 @@
 #      a scratch corpus under the build directory that keeps growing between runs.
 # Crashes, leaks and timeouts are saved in BUILD/artifacts/<target>/.
 #
-# Usage: tests/fuzz/run.sh [-b BUILD_DIR] [-t SECONDS] [TARGET...]
+# Usage: tests/fuzz/run.sh [-b BUILD_DIR] [-t SECONDS] [-j JOBS] [TARGET...]
 #   BUILD_DIR  where the fuzz binaries are (default: build/fuzz/tests/fuzz)
 #   SECONDS    fuzzing time per target (default: 30; 0 replays the regressions only)
+#   JOBS       targets run at the same time (default: 1); each target's lines are printed
+#              together when it ends, in the order of the targets
 #   TARGET     default: all six. Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 ...".
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build="$here/../../build/fuzz/tests/fuzz"
 seconds=30
-while getopts b:t: opt; do
+jobs=1
+while getopts b:t:j: opt; do
   case $opt in
     b) build=$OPTARG ;;
     t) seconds=$OPTARG ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    j) jobs=$OPTARG ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 targets=${*:-"fuzz_array_header fuzz_block fuzz_queue_attach fuzz_registry_attach fuzz_store fuzz_topic"}
+
+# Several targets at a time: this script once per target (JOBS at a time), each one's
+# output kept in BUILD/artifacts/<target>/run.out and printed in the targets' order.
+if [ "$jobs" -gt 1 ]; then
+  for target in $targets; do
+    mkdir -p "$build/artifacts/$target" && rm -f "$build/artifacts/$target/run.status"
+  done
+  # shellcheck disable=SC2086 # targets is a word list
+  printf '%s\n' $targets | xargs -P "$jobs" -I '{}' \
+    sh -c 'sh "$0" -b "$1" -t "$2" "$3" >"$1/artifacts/$3/run.out" 2>&1; echo $? >"$1/artifacts/$3/run.status"' \
+    "$0" "$build" "$seconds" '{}'
+  status=0
+  for target in $targets; do
+    cat "$build/artifacts/$target/run.out"
+    [ "$(cat "$build/artifacts/$target/run.status" 2>/dev/null)" = 0 ] || status=1
+  done
+  exit $status
+fi
 flags="-timeout=10 -rss_limit_mb=4096"
 status=0
 
