@@ -9,6 +9,7 @@ Waits are bounded by watchdogs; nothing is timed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -399,6 +400,19 @@ def _data(session: bytes, seq: int, kind: int, meta: bytes, *payload: bytes) -> 
     return [wire.data_header(session, seq, 0, kind), meta, *payload]
 
 
+@contextlib.contextmanager
+def raw_peer(endpoint: str, reconnect_ms: int = 100) -> Iterator[Any]:
+    """A bare ZeroMQ DEALER connected to ``endpoint``: a peer that sends whatever a test makes."""
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RECONNECT_IVL, reconnect_ms)
+        raw.connect(endpoint)
+        yield raw
+    finally:
+        raw.close()
+
+
 @pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
 def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
     names: tuple[str, str], bridges: list[hakobu.Bridge]
@@ -456,10 +470,7 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
         ],  # far too many frames
         *[[rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 5))] for _ in range(40)],
     ]
-    raw = zmq.Context.instance().socket(zmq.DEALER)
-    try:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(receiving.endpoint)
+    with raw_peer(receiving.endpoint) as raw:
         for frames in hostile:
             raw.send_multipart(frames)
         # A good message of the same session after all that (numbered next), then a real bridge.
@@ -481,8 +492,6 @@ def test_hostile_frames_are_dropped_and_counted_and_good_messages_still_arrive(
             assert list(sink.get(timeout=WATCHDOG)) == [1.0, 1.0, 1.0]
             assert receiving.stats()["rejected"] == len(hostile)  # each one, once
         assert receiving.running and sending.join(WATCHDOG) and receiving.join(WATCHDOG)
-    finally:
-        raw.close()
 
 
 def test_a_peer_sending_a_frame_over_4_mib_is_cut_off_before_it_is_taken(
@@ -492,28 +501,22 @@ def test_a_peer_sending_a_frame_over_4_mib_is_cut_off_before_it_is_taken(
 
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
     bridges.append(receiving)
-    raw = zmq.Context.instance().socket(zmq.DEALER)
-    monitor = raw.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-    try:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.setsockopt(zmq.RECONNECT_IVL, 60_000)  # one connection: its end is what this test sees
-        raw.connect(receiving.endpoint)
-        session = os.urandom(16)
-        raw.send_multipart(_data(session, 1, 1, b"", b"x" * (wire.LARGEST_FRAME + 1)))
-        monitor.setsockopt(zmq.RCVTIMEO, int(WATCHDOG * 1000))
-        events = []
-        while zmq.EVENT_DISCONNECTED not in events:
-            events.append(recv_monitor_message(monitor)["event"])
-        assert receiving.running and receiving.stats()["rejected"] == 0  # never reached the bridge
-        sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
-        bridges.append(sending)
-        with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
-            source.put(b"after the cut")
-            assert sink.get(timeout=WATCHDOG) == b"after the cut"
-    finally:
-        raw.disable_monitor()
-        monitor.close()
-        raw.close()
+    # One connection (no quick reconnect): its end is what this test sees.
+    with raw_peer(receiving.endpoint, reconnect_ms=60_000) as raw:
+        monitor = raw.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            raw.send_multipart(_data(os.urandom(16), 1, 1, b"", b"x" * (wire.LARGEST_FRAME + 1)))
+            monitor.setsockopt(zmq.RCVTIMEO, int(WATCHDOG * 1000))
+            recv_monitor_message(monitor)  # the disconnection (zmq.Again after the watchdog: a failure)
+        finally:
+            raw.disable_monitor()
+            monitor.close()
+    assert receiving.running and receiving.stats()["rejected"] == 0  # never reached the bridge
+    sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+    bridges.append(sending)
+    with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+        source.put(b"after the cut")
+        assert sink.get(timeout=WATCHDOG) == b"after the cut"
 
 
 def test_bad_input_warns_naming_the_peer_and_the_fault(
@@ -521,10 +524,7 @@ def test_bad_input_warns_naming_the_peer_and_the_fault(
 ) -> None:
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
     bridges.append(receiving)
-    raw = zmq.Context.instance().socket(zmq.DEALER)
-    try:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(receiving.endpoint)
+    with raw_peer(receiving.endpoint) as raw:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", hakobu.BridgeInputWarning)
             raw.send_multipart([struct.pack("<4sBBxx", b"HKBR", 99, wire.HELLO) + bytes(24)])
@@ -532,8 +532,6 @@ def test_bad_input_warns_naming_the_peer_and_the_fault(
         texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
         assert len(texts) == 1
         assert "127.0.0.1" in texts[0] and "version 99" in texts[0]
-    finally:
-        raw.close()
 
 
 def test_a_peer_of_the_previous_protocol_version_is_told_so(
@@ -541,10 +539,7 @@ def test_a_peer_of_the_previous_protocol_version_is_told_so(
 ) -> None:
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
     bridges.append(receiving)
-    raw = zmq.Context.instance().socket(zmq.DEALER)
-    try:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(receiving.endpoint)
+    with raw_peer(receiving.endpoint) as raw:
         old = struct.pack("<4sBBxx", b"HKBR", wire.VERSION - 1, wire.DATA) + bytes(
             33
         )  # a whole DATA header of version 1
@@ -555,8 +550,6 @@ def test_a_peer_of_the_previous_protocol_version_is_told_so(
         texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
         assert len(texts) == 1 and f"protocol version {wire.VERSION - 1}" in texts[0]
         assert "same hakobu version" in texts[0]
-    finally:
-        raw.close()
 
 
 # --- objects and who may send them ---------------------------------------------------------
