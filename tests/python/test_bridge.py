@@ -400,6 +400,16 @@ def _data(session: bytes, seq: int, kind: int, meta: bytes, *payload: bytes) -> 
     return [wire.data_header(session, seq, 0, kind), meta, *payload]
 
 
+def input_warnings(receiving: hakobu.Bridge, frames: list[bytes]) -> list[str]:
+    """The BridgeInputWarnings ``receiving`` gives for one message of ``frames`` from a bare
+    peer, once it has counted the message as rejected."""
+    with raw_peer(receiving.endpoint) as raw, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", hakobu.BridgeInputWarning)
+        raw.send_multipart(frames)
+        wait_for(lambda: receiving.stats()["rejected"] == 1, "the rejection")
+    return [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
+
+
 @contextlib.contextmanager
 def raw_peer(endpoint: str, reconnect_ms: int = 100) -> Iterator[Any]:
     """A bare ZeroMQ DEALER connected to ``endpoint``: a peer that sends whatever a test makes."""
@@ -524,14 +534,9 @@ def test_bad_input_warns_naming_the_peer_and_the_fault(
 ) -> None:
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
     bridges.append(receiving)
-    with raw_peer(receiving.endpoint) as raw:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", hakobu.BridgeInputWarning)
-            raw.send_multipart([struct.pack("<4sBBxx", b"HKBR", 99, wire.HELLO) + bytes(24)])
-            wait_for(lambda: receiving.stats()["rejected"] == 1, "the rejection")
-        texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
-        assert len(texts) == 1
-        assert "127.0.0.1" in texts[0] and "version 99" in texts[0]
+    texts = input_warnings(receiving, [struct.pack("<4sBBxx", b"HKBR", 99, wire.HELLO) + bytes(24)])
+    assert len(texts) == 1
+    assert "127.0.0.1" in texts[0] and "version 99" in texts[0]
 
 
 def test_a_peer_of_the_previous_protocol_version_is_told_so(
@@ -539,17 +544,10 @@ def test_a_peer_of_the_previous_protocol_version_is_told_so(
 ) -> None:
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
     bridges.append(receiving)
-    with raw_peer(receiving.endpoint) as raw:
-        old = struct.pack("<4sBBxx", b"HKBR", wire.VERSION - 1, wire.DATA) + bytes(
-            33
-        )  # a whole DATA header of version 1
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", hakobu.BridgeInputWarning)
-            raw.send_multipart([old, b"", b"x" * 16])
-            wait_for(lambda: receiving.stats()["rejected"] == 1, "the rejection")
-        texts = [str(w.message) for w in caught if issubclass(w.category, hakobu.BridgeInputWarning)]
-        assert len(texts) == 1 and f"protocol version {wire.VERSION - 1}" in texts[0]
-        assert "same hakobu version" in texts[0]
+    old = struct.pack("<4sBBxx", b"HKBR", wire.VERSION - 1, wire.DATA) + bytes(33)  # a whole DATA header
+    texts = input_warnings(receiving, [old, b"", b"x" * 16])
+    assert len(texts) == 1 and f"protocol version {wire.VERSION - 1}" in texts[0]
+    assert "same hakobu version" in texts[0]
 
 
 # --- objects and who may send them ---------------------------------------------------------

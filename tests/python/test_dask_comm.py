@@ -93,6 +93,19 @@ def stop(process: subprocess.Popen) -> None:
     process.communicate()
 
 
+def run_with(listener: subprocess.Popen, scenario: Coroutine[Any, Any, T]) -> T:
+    """``scenario`` run against ``listener``, which is stopped afterwards whatever happened."""
+    try:
+        return run(scenario)
+    finally:
+        stop(listener)
+
+
+def accept_queue(address: str) -> str:
+    """The accept queue of the listener at ``address`` (hakobu://HOST:PORT)."""
+    return f"dask.listen.{address.rsplit(':', 1)[1]}"
+
+
 # --- addresses -----------------------------------------------------------------------------
 def test_dask_finds_the_backend_by_its_scheme() -> None:
     backend = get_backend("hakobu")
@@ -388,14 +401,10 @@ def test_the_listener_killed_mid_read_ends_the_read_and_leaves_nothing() -> None
             await reading
         assert comm.closed()
 
-    try:
-        run(scenario())
-    finally:
-        stop(listener)
+    run_with(listener, scenario())
     # The survivor removed both queues of the connection; the dead listener's accept queue
     # stays (its process cannot remove it) until a connect finds its creator dead.
-    port = address.rsplit(":", 1)[1]
-    assert connection_queues() == [f"dask.listen.{port}"]
+    assert connection_queues() == [accept_queue(address)]
 
     async def connect_to_the_dead() -> None:
         with pytest.raises(OSError, match="Timed out"):
@@ -521,15 +530,11 @@ def test_a_write_waiting_for_room_fails_when_the_peer_dies() -> None:
             await blocked
         assert comm.closed()
 
-    try:
-        run(scenario())
-    finally:
-        stop(listener)
+    run_with(listener, scenario())
     # The connection's queues went with the abort; the dead listener's accept queue is left
     # for the next listener to reap (tested below): removed here so that tests stay apart.
-    port = address.rsplit(":", 1)[1]
-    assert connection_queues() == [f"dask.listen.{port}"]
-    hakobu.remove(f"dask.listen.{port}")
+    assert connection_queues() == [accept_queue(address)]
+    hakobu.remove(accept_queue(address))
 
 
 def test_a_read_cancelled_in_the_middle_of_a_message_closes_the_comm() -> None:
