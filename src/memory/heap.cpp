@@ -470,9 +470,11 @@ std::span<std::atomic<std::uint64_t>> Heap::attachments(std::uint64_t block) con
 }
 
 std::uint64_t Heap::attached_bytes(std::uint64_t block) const noexcept {
+  const auto table = attachments(block);
+  if (table.empty()) return 0;  // the put of a copied message: nothing more to do
   // Each block once: views of one array attached again and again keep one block alive.
   std::vector<std::uint64_t> children;
-  for (const auto& entry : attachments(block)) {
+  for (const auto& entry : table) {
     const std::uint64_t child = entry.load(std::memory_order_relaxed);
     if (child == 0 || child == block) continue;
     try {
