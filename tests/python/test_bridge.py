@@ -83,7 +83,7 @@ def bridges() -> Iterator[list[hakobu.Bridge]]:
 def pair(
     names: tuple[str, str], bridges: list[hakobu.Bridge], **options: Any
 ) -> tuple[hakobu.Bridge, hakobu.Bridge]:
-    receiving_options = {k: v for k, v in options.items() if k in ("max_message_bytes", "topic")}
+    receiving_options = {k: v for k, v in options.items() if k in ("max_message_bytes", "topic", "lane")}
     # Objects travel between these (no keys): as on a trusted network.
     receiving_options["allow_objects"] = options.pop("allow_objects", True)
     receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", **receiving_options)
@@ -96,8 +96,12 @@ def pair(
 # --- what travels ------------------------------------------------------------------------
 
 
-def test_every_kind_dtype_and_shape_round_trips(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
-    pair(names, bridges)
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "zeromq"])
+def test_every_kind_dtype_and_shape_round_trips(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], lane: bool
+) -> None:
+    """On the data lane (the default between ends without keys) and through ZeroMQ alone."""
+    sending, receiving = pair(names, bridges, lane=lane)
     samples = [
         *cases(),
         ("memoryview", memoryview(b"view of bytes" * 100)),
@@ -131,6 +135,14 @@ def test_every_kind_dtype_and_shape_round_trips(names: tuple[str, str], bridges:
                 else:
                     assert got.flags.c_contiguous, label
                 assert got.flags.writeable, label
+    wait_for(lambda: sending.stats()["messages"] == len(samples), "every acknowledgement")
+    # The whole stream travels on the lane when there is one (the first lane is waited for).
+    assert (
+        sending.stats()["lane_messages"]
+        == receiving.stats()["lane_messages"]
+        == (len(samples) if lane else 0)
+    )
+    assert (receiving.lane_port is not None) == lane
 
 
 def test_order_bytes_and_the_end_of_the_stream(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
@@ -606,6 +618,284 @@ def test_a_hostile_receiving_end_cannot_break_the_sender(name: str, bridges: lis
                 assert sending.running
     finally:
         fake.close()
+
+
+# --- the data lane ---------------------------------------------------------------------------
+
+
+def announced_lane(receiving: hakobu.Bridge, session: bytes) -> tuple[bytes, int]:
+    """(receiver id, lane port) as a receiving end announces them to a peer that says HELLO."""
+    with raw_peer(receiving.endpoint) as raw:
+        raw.send(wire.hello(session, 0))
+        assert raw.poll(WATCHDOG * 1000), "no STATUS from the receiving end"
+        status = wire.parse_header(memoryview(raw.recv()))
+    assert status.type == wire.STATUS and status.lane_port == receiving.lane_port
+    return status.receiver, status.lane_port
+
+
+def lane_message(frames: list[bytes]) -> bytes:
+    """A message as a sending end writes it on a lane: the prefix, then the frames."""
+    return wire.lane_prefix([len(frame) for frame in frames]) + b"".join(frames)
+
+
+def closed_by_peer(connection: socket.socket) -> bool:
+    """Waits (bounded) until the other end closes ``connection``; True when it did."""
+    connection.settimeout(WATCHDOG)
+    try:
+        while connection.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_hostile_lane_input_is_read_past_or_closes_the_lane_and_good_messages_still_arrive(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    """What a lane brings is checked like a ZeroMQ message: a bad message whose size is known is
+    read past (the lane stays in step: the next good one is delivered), a bad hello or prefix
+    closes the lane. Each is counted once; then a real sending end still gets through."""
+    limit = 4 << 20
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", max_message_bytes=limit)
+    bridges.append(receiving)
+    session = os.urandom(16)
+    receiver, port = announced_lane(receiving, session)
+    chunk, cap = wire.CHUNK, wire.max_frames(limit)
+    array_meta = b'{"t": "<f8", "s": [4], "o": "C"}'
+    read_past: list[bytes] = [
+        wire.lane_prefix([1] * (cap + 1)) + b"x" * (cap + 1),  # more frames than a message may have
+        lane_message(_data(session, 1, 1, b"", b"x" * (wire.LARGEST_FRAME + 1))),  # a frame over 4 MiB
+        lane_message([b"not a header at all", b""]),
+        lane_message(_data(os.urandom(16), 1, 2, array_meta, bytes(32))),  # another session's
+        lane_message([wire.hello(session, 0)]),  # not a numbered message
+        lane_message(_data(session, 1, 2, b"not json", bytes(32))),  # numbered 1: refused and acknowledged
+        lane_message(_data(session, 2, 2, array_meta, bytes(31))),  # its size does not match its shape
+        lane_message(_data(session, 3, 3, b'{"s": 6, "b": []}', b"stream")),  # a pickle, no keys
+        lane_message(_data(session, 4, 2, b'{"t": "<f8", "s": [1048576], "o": "C"}', *[bytes(chunk)] * 8)),
+    ]
+    unanswered = [  # numbered past a gap, and a duplicate: dropped without a warning
+        lane_message(_data(session, 9, 2, array_meta, bytes(32))),
+        lane_message(_data(session, 2, 2, array_meta, bytes(32))),
+    ]
+    closing = [
+        os.urandom(wire.LANE_HELLO_BYTES),
+        struct.pack("<4sB3x16s16s", b"HKBL", 99, session, receiver),  # another version
+        wire.lane_hello(session, os.urandom(16)),  # for another receiving end
+        wire.lane_hello(session, receiver) + b"XXXX" + bytes(12),  # a prefix that is not one
+        wire.lane_hello(session, receiver) + struct.pack("<4sIQ2I", b"HKBM", 2, 99, 1, 2),  # sizes != total
+        wire.lane_hello(session, receiver) + struct.pack("<4sIQ", b"HKBM", 0, 0),  # no frames
+    ]
+    with hakobu.Queue(names[1]) as sink:
+        with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as lane:
+            lane.sendall(wire.lane_hello(session, receiver))
+            for message in [*read_past, *unanswered]:
+                lane.sendall(message)
+            lane.sendall(lane_message(_data(session, 5, 2, array_meta, np.arange(4.0).tobytes())))
+            assert list(sink.get(timeout=WATCHDOG)) == [0.0, 1.0, 2.0, 3.0]
+            wait_for(lambda: receiving.stats()["lane_messages"] == 1, "the delivery counted")
+            assert receiving.stats()["rejected"] == len(read_past)
+        for stream in closing:
+            with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as lane:
+                lane.sendall(stream)
+                assert closed_by_peer(lane), stream[:24]
+        assert receiving.stats()["rejected"] == len(read_past) + len(closing)
+        sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+        bridges.append(sending)
+        with hakobu.Queue(names[0]) as source:
+            source.put(np.ones(3))
+            source.close()
+        assert list(sink.get(timeout=WATCHDOG)) == [1.0, 1.0, 1.0]
+        assert sending.join(WATCHDOG) and receiving.join(WATCHDOG)
+        assert sending.stats()["lane_messages"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_fuzzed_lanes_never_stop_the_receiving_end(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    """Lanes of random and half-valid bytes (a right hello, then prefixes, headers and meta frames
+    with random fields, cut anywhere), each closed after its bytes: the receiving end stays up
+    and a real sending end gets through after them."""
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", max_message_bytes=1 << 20)
+    bridges.append(receiving)
+    rng = random.Random(44)
+    session = os.urandom(16)
+    receiver, port = announced_lane(receiving, session)
+    metas = [b"", b"{}", b'{"t": "<f8", "s": [4], "o": "C"}', b'{"s": 3, "b": [[0, 2]]}', b"[[[", b"\xff"]
+
+    def message() -> bytes:
+        frames = [
+            wire.data_header(
+                rng.choice([session, os.urandom(16)]), rng.randrange(0, 4), 0, rng.randrange(0, 5)
+            ),
+            rng.choice(metas),
+            *[rng.randbytes(rng.randrange(0, 64)) for _ in range(rng.randrange(0, 4))],
+        ]
+        data = lane_message(frames)
+        if rng.random() < 0.3:  # a field or a byte changed
+            at = rng.randrange(len(data))
+            data = data[:at] + bytes([rng.randrange(256)]) + data[at + 1 :]
+        return data
+
+    for _ in range(150):
+        stream = wire.lane_hello(session, receiver) if rng.random() < 0.9 else rng.randbytes(40)
+        stream += b"".join(message() for _ in range(rng.randrange(0, 6)))
+        stream = stream[: rng.randrange(len(stream) + 1)] if rng.random() < 0.5 else stream
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as lane,
+            contextlib.suppress(OSError),
+        ):
+            lane.sendall(stream)
+    assert receiving.running and receiving.stats()["rejected"] > 0
+    with hakobu.Queue(names[1]) as sink:
+        with contextlib.suppress(hakobu.Empty):
+            while True:  # whatever the fuzz made that was a valid message
+                sink.get(timeout=1.0)
+        sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+        bridges.append(sending)
+        with hakobu.Queue(names[0]) as source:
+            source.put(b"after the fuzz")
+        assert sink.get(timeout=WATCHDOG) == b"after the fuzz"
+    assert receiving.running
+
+
+def fake_receiving_end() -> tuple[Any, int]:
+    """A bare ROUTER playing a receiving end: (socket, its port)."""
+    fake = zmq.Context.instance().socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    return fake, fake.bind_to_random_port("tcp://127.0.0.1")
+
+
+def next_of_type(fake: Any, kind: int) -> tuple[bytes, wire.Header, list[bytes]]:
+    """The next message of type ``kind`` a fake receiving end gets (others skipped): (identity,
+    header, frames)."""
+    deadline = time.monotonic() + WATCHDOG
+    while time.monotonic() < deadline:
+        if fake.poll(100):
+            identity, *frames = fake.recv_multipart()
+            header = wire.parse_header(memoryview(frames[0]))
+            if header.type == kind:
+                return identity, header, frames
+    pytest.fail(f"watchdog: no message of type {kind} within {WATCHDOG} s")
+
+
+def read_exactly(connection: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        more = connection.recv(count - len(data))
+        assert more, "the lane closed early"
+        data += more
+    return data
+
+
+def test_a_sending_end_whose_lane_is_closed_sends_again_through_zeromq(
+    name: str, bridges: list[hakobu.Bridge]
+) -> None:
+    """A fake receiving end announces a lane: the sending end connects, says its lane hello and
+    writes its first message there (in the documented format, before anything through
+    ZeroMQ); the fake closes the lane unread; the message comes again through ZeroMQ."""
+    fake, port = fake_receiving_end()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WATCHDOG)
+    try:
+        sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
+        bridges.append(sending)
+        with hakobu.Queue(name) as source:
+            source.put(b"one")
+            identity, hello, _ = next_of_type(fake, wire.HELLO)
+            receiver = os.urandom(16)
+            fake.send_multipart(
+                [identity, wire.status(receiver, hello.session, 0, 0, listener.getsockname()[1])]
+            )
+            lane, _ = listener.accept()
+            with lane:
+                lane.settimeout(WATCHDOG)
+                assert read_exactly(lane, wire.LANE_HELLO_BYTES) == wire.lane_hello(hello.session, receiver)
+                count, total = wire.parse_lane_prefix(read_exactly(lane, wire.LANE_PREFIX_BYTES))
+                sizes = wire.parse_lane_sizes(read_exactly(lane, 4 * count), count, total)
+                frames = [read_exactly(lane, size) for size in sizes]
+                header = wire.parse_header(memoryview(frames[0]))
+                assert (header.type, header.seq, header.kind, frames[1:]) == (wire.DATA, 1, 1, [b"", b"one"])
+            _, again, frames = next_of_type(fake, wire.DATA)  # the lane closed: through ZeroMQ
+            assert (again.seq, frames[2:]) == (1, [b"one"])
+            fake.send_multipart([identity, wire.status(receiver, hello.session, 1, 0)])
+            wait_for(lambda: sending.stats()["messages"] == 1, "the acknowledgement")
+            stats = sending.stats()
+            assert stats["resent"] == 1 and stats["lane_messages"] == 0 and not stats["lane"]
+    finally:
+        listener.close()
+        fake.close()
+
+
+def test_a_lane_nobody_answers_leaves_everything_to_zeromq(name: str, bridges: list[hakobu.Bridge]) -> None:
+    fake, port = fake_receiving_end()
+    try:
+        sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
+        bridges.append(sending)
+        with hakobu.Queue(name) as source:
+            source.put(b"two")
+            identity, hello, _ = next_of_type(fake, wire.HELLO)
+            closed = free_port()  # nothing listens there
+            fake.send_multipart([identity, wire.status(os.urandom(16), hello.session, 0, 0, closed)])
+            _, data, frames = next_of_type(fake, wire.DATA)
+            assert (data.seq, frames[2:]) == (1, [b"two"])
+            assert not sending.stats()["lane"]
+    finally:
+        fake.close()
+
+
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_a_lane_silent_before_its_hello_or_inside_a_message_is_closed(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane that never says which session it carries, and one that stops in the middle of a
+    message (its block allocated), are closed (shortened here from 3 and 10 s)."""
+    from hakobu._bridge import receiver as receiving_module
+
+    monkeypatch.setattr(receiving_module, "LANE_HELLO_SECONDS", 0.3)
+    monkeypatch.setattr(receiving_module, "LANE_STALL_SECONDS", 0.3)
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    session = os.urandom(16)
+    receiver, port = announced_lane(receiving, session)
+    with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as mute:
+        assert closed_by_peer(mute)
+    meta = b'{"t": "<f8", "s": [131072], "o": "C"}'  # 1 MiB
+    whole = lane_message(_data(session, 1, 2, meta, bytes(wire.CHUNK)))
+    with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as lane:
+        lane.sendall(wire.lane_hello(session, receiver) + whole[: len(whole) // 2])
+        assert closed_by_peer(lane)
+    with hakobu.Queue(names[1]) as sink:
+        assert sink.qsize() == 0
+        sending = hakobu.Bridge(names[0], send_to=receiving.endpoint)
+        bridges.append(sending)
+        with hakobu.Queue(names[0]) as source:
+            source.put(b"still here")
+        assert sink.get(timeout=WATCHDOG) == b"still here"
+
+
+def test_lane_options(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
+    without = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane=False)
+    bridges.append(without)
+    assert without.lane_port is None
+    port = free_port()
+    fixed = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane_port=port)
+    bridges.append(fixed)
+    assert fixed.lane_port == port
+    with pytest.raises(hakobu.BridgeError, match="data lane"):
+        hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane_port=port)  # taken
+    for bad in (-1, 65536, "5556", 1.5, True):
+        with pytest.raises(hakobu.InvalidArgument, match="lane_port"):
+            hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane_port=bad)
+    with pytest.raises(hakobu.InvalidArgument, match="lane"):
+        hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane="yes")
+    # A sending end that binds has no lane (the receiving end connects; it announces none).
+    sending = hakobu.Bridge(names[0], send_to="tcp://127.0.0.1:*", bind=True)
+    bridges.append(sending)
+    assert sending.lane_port is None
 
 
 # --- CurveZMQ --------------------------------------------------------------------------------

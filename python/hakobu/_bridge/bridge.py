@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 
 from .. import _checks, _errors
 from . import wire
+from .lane import LaneListener, tcp_host
 from .link import Link, Security
 from .receiver import ReceivingEnd
 from .sender import SendingEnd
@@ -58,6 +59,15 @@ class Bridge:
     network is trusted; otherwise each is dropped, counted in ``rejected`` and
     warned about. Arrays and bytes flow either way.
 
+    The data lane: without keys, a receiving end that binds also listens on a
+    TCP port (``lane_port``, 0: any free one; ``lane_port`` attribute) on the
+    address it binds, and a sending end that reaches it carries the messages
+    there instead of through ZeroMQ, so each payload is read straight into
+    its block (ZeroMQ would copy it once more). ZeroMQ still carries the
+    acknowledgements and heartbeats, and everything when the lane cannot be
+    reached (a filtered port: the bridge falls back by itself). ``lane=False``
+    keeps everything in ZeroMQ.
+
     ``timeout``: seconds without hearing from the peer after which the bridge
     stops with PeerTimeout (None: keep trying). The bridge runs in a background
     thread from construction; ``join()`` waits for its end, ``close()`` stops it
@@ -82,6 +92,8 @@ class Bridge:
         max_message_bytes: Optional[int] = None,
         timeout: Optional[float] = None,
         allow_objects: bool = False,
+        lane: bool = True,
+        lane_port: int = 0,
     ) -> None:
         _checks.name(name, "topic" if topic else "queue")
         if (send_to is None) == (receive_at is None):
@@ -105,6 +117,11 @@ class Bridge:
         self.name = name
         self.topic = _checks.flag(topic, "topic")
         allow_objects = _checks.flag(allow_objects, "allow_objects")
+        lane = _checks.flag(lane, "lane")
+        if type(lane_port) is not int or not 0 <= lane_port <= 65535:
+            raise _errors.InvalidArgument(
+                f"lane_port must be an int from 0 (any free port) to 65535, got {lane_port!r}"
+            )
         security = Security(
             None if secret_key is None else str(secret_key),
             None if peer_key is None else str(peer_key),
@@ -121,11 +138,24 @@ class Bridge:
         self._error: Optional[BaseException] = None
         receive_hwm = 1000 if self.sending else window + 8  # a sending end hears only STATUS messages
         self._link = Link(endpoint, binds, security, frame_limit, window, receive_hwm)
+        # The data lane is plain TCP: only without keys. A receiving end listens for it where it
+        # binds ZeroMQ; a sending end connects to the port the receiving end announces.
+        lane = lane and security.secret_key is None
+        listener: Optional[LaneListener] = None
         try:
+            lane_host = tcp_host(self._link.endpoint)
+            if lane and binds and not self.sending and lane_host is not None:
+                try:
+                    listener = LaneListener(lane_host, lane_port)
+                except OSError as error:
+                    raise _errors.BridgeError(
+                        f"cannot listen for the data lane on {lane_host or '*'}:{lane_port}: {error} "
+                        "(give another lane_port=, or lane=False to carry everything through ZeroMQ)"
+                    ) from None
             self._end: Union[SendingEnd, ReceivingEnd]
             if self.sending:
                 self._end = SendingEnd(
-                    self._link, name, self.topic, domain, window, window_bytes, timeout, self._stop
+                    self._link, name, self.topic, domain, window, window_bytes, timeout, self._stop, lane=lane
                 )
             else:
                 # CurveZMQ authenticates the peer: the binding end by its allowed keys, the
@@ -140,13 +170,17 @@ class Bridge:
                     timeout,
                     self._stop,
                     allow_objects=allow_objects or authenticated,
+                    lane=listener,
                 )
                 self._end = receiving
                 self._link.frame_cap = wire.max_frames(receiving.limit)
         except BaseException:
+            if listener is not None:
+                listener.close()
             self._link.close()
             raise
         self.endpoint: str = self._link.endpoint
+        self.lane_port: Optional[int] = listener.port if listener is not None else None
         self._thread = threading.Thread(target=self._run, name=f"hakobu-bridge-{name}", daemon=True)
         self._thread.start()
 
@@ -200,7 +234,9 @@ class Bridge:
         """messages and bytes carried (acknowledged by the receiving end, or delivered here),
         resent, rejected (bad input dropped), connected (the peer was heard lately),
         in_flight (sent, not acknowledged), in_flight_bytes, dropped (a topic subscription
-        skipped ahead), given_back (put back into the local queue on close), role, endpoint."""
+        skipped ahead), given_back (put back into the local queue on close), lane (messages
+        travel on the data lane now), lane_messages (of messages, those that travelled on
+        it), role, endpoint."""
         counters = self._link.counters
         return {
             "messages": counters.messages,
@@ -213,6 +249,8 @@ class Bridge:
             "dropped": counters.dropped,
             "given_back": self._end.given_back if isinstance(self._end, SendingEnd) else 0,
             "not_given_back": self._end.not_given_back if isinstance(self._end, SendingEnd) else 0,
+            "lane": counters.lane and not self._finished.is_set(),
+            "lane_messages": counters.lane_messages,
             "role": "send" if self.sending else "receive",
             "endpoint": self.endpoint,
             "running": not self._finished.is_set(),

@@ -35,6 +35,8 @@ class Counters:
     in_flight: int = 0
     in_flight_bytes: int = 0
     dropped: int = 0  # a topic subscription skipped ahead (on_full="drop_oldest")
+    lane: bool = False  # messages travel on a data lane (lane.py)
+    lane_messages: int = 0  # of ``messages``, those that travelled on a data lane
     last_heard: Optional[float] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +136,16 @@ class Link:
 
     # --- receiving --------------------------------------------------------------------
     def poll(self, seconds: float) -> bool:
+        """Waits up to ``seconds`` for the socket or a watched file descriptor (a data lane)."""
         return bool(self.poller.poll(int(seconds * 1000)))
+
+    def watch(self, fd: int, writable: bool = False) -> None:
+        """Makes poll() wake for ``fd`` too: readable, or writable (changes a watch already made)."""
+        self.poller.register(fd, self.zmq.POLLOUT if writable else self.zmq.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if fd in self.poller:
+            self.poller.unregister(fd)
 
     def receive(self) -> Optional[tuple[Optional[bytes], list[memoryview], str]]:
         """One message as (peer identity or None, frames, peer address), or None when none

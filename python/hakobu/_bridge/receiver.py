@@ -14,6 +14,13 @@ counted, warned about, and acknowledged like a delivered one: sending it again w
 not make it better. While the local queue is full, the end waits in slices and
 tells the peer it is BUSY, so the sender does not take the wait for a lost message.
 
+Numbered messages also arrive on data lanes (lane.py), at most one per session: each
+lane's parser reads a message's prefix, header and meta, runs the same checks and
+session logic, allocates the message and has its payload read straight into it.
+A message that fails the checks is read past (its size is in the prefix) and the
+lane goes on; a lane out of step (bad prefix, a hello for another receiving end) is
+closed, and its sending end falls back to ZeroMQ and opens a new one.
+
 Object messages (pickles) are refused the same way unless the peer is authenticated
 (CurveZMQ keys) or the bridge was told ``allow_objects``: a consumer's get() unpickles
 them, which runs whatever code their sender chose.
@@ -25,11 +32,13 @@ import collections
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from .. import _codec, _core, _errors
 from . import deliver, wire
+from .lane import LaneIn, LaneListener, Parser
 from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
@@ -41,6 +50,10 @@ ACK_BATCH_BYTES = 8 << 20
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
+MAX_LANES = 8  # lanes open at once (the one heard least recently is closed for a new one)
+LANE_HELLO_SECONDS = 3.0  # a lane must say which session it carries within this time
+LANE_STALL_SECONDS = 10.0  # a lane silent this long in the middle of a message is closed
+DISCARD_BYTES = 1 << 20  # the buffer that what is read past goes through
 
 
 class Stopping(Exception):
@@ -52,6 +65,7 @@ class Session:
     last: int
     ended: bool = False
     heard: float = 0.0
+    identity: Optional[bytes] = None  # the sending end's ZeroMQ identity (a binding end answers it by it)
 
 
 class ReceivingEnd:
@@ -65,6 +79,7 @@ class ReceivingEnd:
         timeout: Optional[float],
         stop: threading.Event,
         allow_objects: bool = False,
+        lane: Optional[LaneListener] = None,
     ) -> None:
         from .._queue import Queue
         from .._topic import Topic
@@ -93,6 +108,11 @@ class ReceivingEnd:
         self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
         self.batched = 0
         self.batched_bytes = 0
+        self.listener = lane
+        self.lanes: list[LaneIn] = []
+        self._discard = memoryview(bytearray(DISCARD_BYTES))
+        if lane is not None:
+            link.watch(lane.fileno())
         if topic:
             self.topic_handle = Topic(name, domain=domain)
             self.channel: Any = self.topic_handle._core
@@ -113,6 +133,7 @@ class ReceivingEnd:
                 return
             if self.link.poll(0.1):
                 self._read_socket()
+                self._read_lanes()
             self._timers()
 
     def _read_socket(self) -> None:
@@ -120,6 +141,12 @@ class ReceivingEnd:
             self._read_batch()
         finally:
             self._acknowledge()
+
+    def _batch_acknowledged(self) -> None:
+        """Before the next message (whose copy takes a while): a full batch is acknowledged now."""
+        if len(self.unacknowledged) and (self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES):
+            self._acknowledge()
+            self.batched = self.batched_bytes = 0
 
     def _acknowledge(self) -> None:
         """One STATUS per sender for the deliveries of a batch (not one per message)."""
@@ -136,12 +163,7 @@ class ReceivingEnd:
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as error:
                 # A check that missed a case: still the peer's bytes, still not a reason to stop.
                 self.link.reject(address, f"a malformed message ({type(error).__name__}: {error})")
-            # Before the next message (whose copy takes a while): a full batch is acknowledged now.
-            if len(self.unacknowledged) and (
-                self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES
-            ):
-                self._acknowledge()
-                self.batched = self.batched_bytes = 0
+            self._batch_acknowledged()
 
     def _session(self, header: wire.Header) -> Session:
         session = self.sessions.get(header.session)
@@ -158,27 +180,45 @@ class ReceivingEnd:
     def _on_message(
         self, identity: Optional[bytes], header: wire.Header, frames: list[memoryview], address: str
     ) -> None:
+        """A message from ZeroMQ."""
         if header.type == wire.STATUS:
             raise wire.Rejected("a STATUS (this end receives: is the other end a receiving bridge too?)")
         if header.type == wire.HELLO and len(frames) != 1:
             raise wire.Rejected(f"a HELLO of {len(frames)} frames")
-        if header.type == wire.END and len(frames) != 1:
-            raise wire.Rejected(f"an END of {len(frames)} frames")
-        if header.type == wire.DATA and len(frames) < 3:
-            raise wire.Rejected(f"a DATA message of {len(frames)} frames (at least 3)")
+        self._check_frame_count(header, len(frames))
+        session = self._admit(identity, header)
+        if session is None:
+            return
+        payload = frames[2:]
+        landing = self._land(header, session, frames[1], [len(frame) for frame in payload])
+        deliver.scatter(payload, landing.regions)
+        self._complete(header, session, landing, sum(len(frame) for frame in payload))
+
+    @staticmethod
+    def _check_frame_count(header: wire.Header, count: int) -> None:
+        if header.type == wire.END and count != 1:
+            raise wire.Rejected(f"an END of {count} frames")
+        if header.type == wire.DATA and count < 3:
+            raise wire.Rejected(f"a DATA message of {count} frames (at least 3)")
+
+    def _admit(self, identity: Optional[bytes], header: wire.Header) -> Optional[Session]:
+        """Where a HELLO, DATA or END stands in its session: the session when this DATA is the
+        next to deliver, else None (answered already: a HELLO, a duplicate, a gap, the end)."""
         self.link.heard()
-        self.peers[identity] = (time.monotonic(), header.session)
         session = self._session(header)
         session.heard = time.monotonic()
+        if identity is not None or not self.link.bind:  # a lane's message: its session's identity, if known
+            self.peers[identity] = (session.heard, header.session)
+            session.identity = identity
         if header.type == wire.HELLO:
             self._status(identity, header.session, session, 0)
-            return
+            return None
         if header.seq <= session.last:
             self._status(identity, header.session, session, 0)  # a duplicate: say again where we are
-            return
+            return None
         if header.seq > session.last + 1:
             self._status(identity, header.session, session, wire.GAP)
-            return
+            return None
         if header.type == wire.END:
             session.last, session.ended = header.seq, True
             self.end_failed = self.end_failed or header.failed
@@ -186,9 +226,15 @@ class ReceivingEnd:
             # them (those heard lately that have not ended).
             self._end_if_last()
             self._status(identity, header.session, session, 0)
-            return
+            return None
         if self.ended_at is not None:
             raise wire.Rejected("a message after the end of the stream")
+        return session
+
+    def _land(
+        self, header: wire.Header, session: Session, meta: memoryview, sizes: list[int]
+    ) -> deliver.Landing:
+        """The local message a DATA becomes, allocated, its payload still to be written."""
         try:
             if header.kind == _codec.KIND_OBJECT and not self.allow_objects:
                 raise wire.Rejected(
@@ -196,29 +242,147 @@ class ReceivingEnd:
                     "unauthenticated peer: use keys (--allowed-keys) or --allow-objects on a trusted network "
                     "(hakobu.Bridge(allowed_keys=...) or allow_objects=True)"
                 )
-            put = deliver.rebuild(self.channel, header.kind, frames[1], frames[2:], self.limit)
-            self._put(put, identity, header.session, session)
+            return deliver.land(self.channel, header.kind, meta, sizes, self.limit)
+        except (wire.Rejected, _errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
+            self._refused(header, session, error)
+
+    def _complete(
+        self, header: wire.Header, session: Session, landing: deliver.Landing, nbytes: int, lane: bool = False
+    ) -> None:
+        """Puts a landed message (its payload written) into the local queue and records it."""
+        try:
+            self._put(landing.seal(), session.identity, header.session, session)
         except Stopping:
             return  # not acknowledged: the sender keeps it
-        except (wire.Rejected, _errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
-            # Whatever the peer's bytes make the core refuse is bad input too: dropped, counted,
-            # acknowledged (numbered, so sending it again would not help); the bridge goes on.
-            session.last = header.seq
-            self._status(identity, header.session, session, 0)
-            if isinstance(error, wire.Rejected):
-                raise
-            raise wire.Rejected(
-                f"a message the local queue refused ({type(error).__name__}: {error})"
-            ) from None
+        except (_errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
+            self._refused(header, session, error)
         session.last = header.seq
         self._persist(header.session, header.seq)
         counters = self.link.counters
         counters.messages += 1
-        nbytes = sum(len(f) for f in frames[2:])
         counters.bytes += nbytes
-        self.unacknowledged[(identity, header.session)] = session  # acknowledged with the batch
+        counters.lane_messages += lane
+        self.unacknowledged[(session.identity, header.session)] = session  # acknowledged with the batch
         self.batched += 1
         self.batched_bytes += nbytes
+
+    def _refused(self, header: wire.Header, session: Session, error: Exception) -> NoReturn:
+        """Whatever the peer's bytes make the core refuse is bad input too: dropped, counted,
+        acknowledged (numbered, so sending it again would not help); the bridge goes on."""
+        session.last = header.seq
+        self._status(session.identity, header.session, session, 0)
+        if isinstance(error, wire.Rejected):
+            raise error
+        raise wire.Rejected(f"a message the local queue refused ({type(error).__name__}: {error})") from None
+
+    # --- data lanes -------------------------------------------------------------------
+    def _read_lanes(self) -> None:
+        if self.listener is None:
+            return
+        try:
+            for _ in range(MAX_LANES):
+                accepted = self.listener.accept()
+                if accepted is None:
+                    break
+                self._open_lane(*accepted)
+            for lane in list(self.lanes):
+                if lane in self.lanes and not lane.pump():  # (another lane's parser may have closed it)
+                    self._close_lane(lane)
+        finally:
+            self.link.counters.lane = any(lane.session is not None for lane in self.lanes)
+            self._acknowledge()
+
+    def _open_lane(self, connection: Any, address: str) -> None:
+        if len(self.lanes) >= MAX_LANES:
+            self._close_lane(min(self.lanes, key=lambda lane: lane.heard))
+        lane = LaneIn(connection, address)
+        self.lanes.append(lane)
+        self.link.watch(lane.fileno())
+        lane.start(self._lane_parser(lane))
+
+    def _close_lane(self, lane: LaneIn) -> None:
+        if lane in self.lanes:
+            self.lanes.remove(lane)
+            self.link.unwatch(lane.fileno())
+        lane.close()
+
+    def _lane_parser(self, lane: LaneIn) -> Parser:
+        """Reads one lane's messages: yields each buffer to fill, handles each message when it
+        is read. Returns (the lane is closed) when the lane is out of step."""
+        try:
+            hello = bytearray(wire.LANE_HELLO_BYTES)
+            yield memoryview(hello)
+            session_id, receiver = wire.parse_lane_hello(hello)
+            if receiver != self.receiver_id:
+                raise wire.Rejected("a lane opened for another receiving end (this one restarted?)")
+            for other in [o for o in self.lanes if o.session == session_id]:
+                self._close_lane(other)  # the sending end opened a new one: the old one is stale
+            lane.session = session_id
+            while True:
+                prefix = bytearray(wire.LANE_PREFIX_BYTES)
+                yield memoryview(prefix)
+                count, total = wire.parse_lane_prefix(prefix)
+                lane.busy = True
+                if count > self.link.frame_cap:
+                    self.link.reject(lane.address, f"a message of more than {self.link.frame_cap} frames")
+                    yield from self._read_past(4 * count + total)
+                else:
+                    raw_sizes = bytearray(4 * count)
+                    yield memoryview(raw_sizes)
+                    yield from self._lane_message(
+                        lane, session_id, wire.parse_lane_sizes(raw_sizes, count, total)
+                    )
+                lane.busy = False
+        except wire.Rejected as error:
+            self.link.reject(lane.address, f"a data lane out of step, closed: {error}")
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as error:
+            # A check that missed a case: still the peer's bytes; the lane cannot be trusted to be in step.
+            self.link.reject(
+                lane.address, f"a malformed message on a data lane, closed ({type(error).__name__}: {error})"
+            )
+
+    def _lane_message(self, lane: LaneIn, session_id: bytes, sizes: list[int]) -> Parser:
+        """One message of a lane, whose frame sizes are read: its header and meta frames, then
+        its payload straight into the local message (or read past if it is refused)."""
+        header_bytes, meta_bytes = sizes[0], (sizes[1] if len(sizes) > 1 else 0)
+        payload = sizes[2:]
+        unread = sum(sizes)  # what is read past if the message is refused
+        try:
+            if header_bytes > 64 or meta_bytes > wire.MAX_META_BYTES or max(sizes) > wire.LARGEST_FRAME:
+                raise wire.Rejected(f"a message with a frame of {max(sizes)} bytes on the data lane")
+            head = bytearray(header_bytes + meta_bytes)
+            yield memoryview(head)
+            unread = sum(payload)
+            header = wire.parse_header(memoryview(head)[:header_bytes])
+            if header.type not in (wire.DATA, wire.END) or header.session != session_id:
+                raise wire.Rejected("a message of another type or session than the data lane's")
+            self._check_frame_count(header, len(sizes))
+            session = self._admit(self._identity(session_id), header)
+            if session is None:
+                yield from self._read_past(unread)
+                return
+            landing = self._land(header, session, memoryview(head)[header_bytes:], payload)
+        except wire.Rejected as error:
+            self.link.reject(lane.address, str(error))
+            yield from self._read_past(unread)
+            return
+        yield from landing.regions
+        try:
+            self._complete(header, session, landing, unread, lane=True)
+        except wire.Rejected as error:
+            self.link.reject(lane.address, str(error))
+        self._batch_acknowledged()
+
+    def _read_past(self, nbytes: int) -> Iterator[memoryview]:
+        """Buffers that ``nbytes`` of the lane are read into and dropped."""
+        while nbytes > 0:
+            step = min(nbytes, DISCARD_BYTES)
+            yield self._discard[:step]
+            nbytes -= step
+
+    def _identity(self, session_id: bytes) -> Optional[bytes]:
+        session = self.sessions.get(session_id)
+        return session.identity if session is not None else None
 
     def _put(self, put: deliver.Put, identity: Optional[bytes], session_id: bytes, session: Session) -> None:
         while True:
@@ -288,11 +452,17 @@ class ReceivingEnd:
             last = session.last
             if session.ended:
                 flags |= wire.ENDED
-        self.link.send(identity, [wire.status(self.receiver_id, session_id, last, flags)])
+        lane_port = self.listener.port if self.listener is not None else 0
+        self.link.send(identity, [wire.status(self.receiver_id, session_id, last, flags, lane_port)])
 
     def _timers(self) -> None:
         self._end_if_last()
         now = time.monotonic()
+        for lane in list(self.lanes):
+            if (lane.session is None and now - lane.opened > LANE_HELLO_SECONDS) or (
+                lane.busy and now - lane.heard > LANE_STALL_SECONDS
+            ):
+                self._close_lane(lane)
         if now - self.heartbeat_at >= HEARTBEAT_SECONDS:
             self.heartbeat_at = now
             if not self.link.bind:
@@ -317,6 +487,10 @@ class ReceivingEnd:
         return self.ended_at is not None
 
     def close(self) -> None:
+        for lane in list(self.lanes):
+            self._close_lane(lane)
+        if self.listener is not None:
+            self.listener.close()
         if self.queue is not None and self.ended_at is None:
             # The remote stream did not end: the local one is cut short, not complete.
             self.queue.close(failed=True)

@@ -15,6 +15,14 @@ receiving end drops what it has delivered already, so the stream arrives once, i
 An array leaves from shared memory without a copy: its frame is the received block's
 memory (pyzmq's zero-copy frames hold the buffer until ZeroMQ has sent it; the window
 holds it until it is acknowledged).
+
+The data lane (lane.py): when the receiving end announces a lane port and this end may
+use one (no keys), it connects to it and, once connected, sends its numbered messages
+there. It switches only when everything sent through ZeroMQ before is acknowledged (it
+takes nothing from the local queue meanwhile), so the two paths never overtake each
+other. A lane lost (an error, the receiving end closed it, the peer regained after a
+silence) is closed, what is unacknowledged goes again through ZeroMQ, and a new lane is
+tried after LANE_RETRY_SECONDS (doubling while attempts fail).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 
 from .. import _codec, _core, _errors
 from . import deliver, wire
+from .lane import LaneOut, tcp_host
 from .link import HEARTBEAT_SECONDS, Link
 
 ACK_TIMEOUT = 2.0
@@ -42,6 +51,9 @@ LOCAL_WAIT = 0.02
 CLOSE_DRAIN_SECONDS = 0.5
 # close(): how long putting the unacknowledged messages back may wait for room.
 GIVE_BACK_SECONDS = 2.0
+LANE_CONNECT_SECONDS = 3.0  # a lane not connected by then is given up (a port filtered on the way)
+LANE_RETRY_SECONDS = 2.0  # the wait before the next lane after one is lost (doubles while attempts fail)
+MAX_LANE_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -52,6 +64,7 @@ class Outgoing:
     nbytes: int
     hold: Any  # the received local message (or array) whose memory the frames are
     epoch: int = -1  # the peer epoch it was last sent in (-1: not sent)
+    on_lane: bool = False  # last sent on the data lane
 
 
 class SendingEnd:
@@ -65,11 +78,22 @@ class SendingEnd:
         window_bytes: int,
         timeout: Optional[float],
         stop: threading.Event,
+        lane: bool = False,
     ) -> None:
         from .._queue import Queue
         from .._topic import Topic
 
         self.link = link
+        # The data lane's host: the receiving end's (this end connects to it), when a lane is allowed.
+        self.lane_host = tcp_host(link.endpoint) if lane and not link.bind else None
+        self.lane: Optional[LaneOut] = None
+        self.lane_retry_at = 0.0
+        self.lane_backoff = LANE_RETRY_SECONDS
+        # Messages up to lane_from went through ZeroMQ: they are acknowledged before the lane is used.
+        self.lane_from = 0
+        # The first lane is waited for (at most LANE_CONNECT_SECONDS) before anything is taken
+        # from the local queue, so that the whole stream travels on it.
+        self.lane_first = True
         self.topic = topic
         self.window = window
         self.window_bytes = window_bytes
@@ -110,6 +134,7 @@ class SendingEnd:
             room = self.end_seq is None and self._has_room() and self.link.connected()
             if self.link.poll(0 if room else 0.1):
                 self._read_socket()
+            self._flush_lane()
             self._timers()
             # Up to a window's worth from the local queue between looks at the socket.
             for _ in range(self.window):
@@ -123,6 +148,10 @@ class SendingEnd:
 
     def _has_room(self) -> bool:
         counters = self.link.counters
+        if self.lane is not None and self.lane.connected and self.acked < self.lane_from:
+            return False  # switching to the lane: what went through ZeroMQ is acknowledged first
+        if self.lane is not None and self.lane_first:
+            return False  # the first lane is being connected
         if not self.unacked:
             return True
         return len(self.unacked) < self.window and counters.in_flight_bytes < self.window_bytes
@@ -200,8 +229,60 @@ class SendingEnd:
         else:
             header = wire.data_header(self.session, seq, self.acked, outgoing.kind)
             parts = [header, outgoing.meta, *outgoing.payload]
-        if self.link.send(self.peer, parts):
-            outgoing.epoch = self.epoch
+        lane = self.lane
+        if lane is not None and lane.connected and self.acked >= self.lane_from:
+            if not lane.waiting(seq):  # (a resend of what the socket has not taken yet adds nothing)
+                lane.queue(seq, [wire.lane_prefix([memoryview(part).nbytes for part in parts]), *parts])
+                self._flush_lane()
+            outgoing.epoch, outgoing.on_lane = self.epoch, True
+        elif self.link.send(self.peer, parts):
+            outgoing.epoch, outgoing.on_lane = self.epoch, False
+
+    # --- the data lane ------------------------------------------------------------------
+    def _open_lane(self, status: wire.Header) -> None:
+        """Connects a lane to the port the receiving end announced, unless one is open or the
+        last one was lost too recently."""
+        if (
+            self.lane_host is None
+            or not status.lane_port
+            or self.lane is not None
+            or time.monotonic() < self.lane_retry_at
+        ):
+            return
+        self.lane = LaneOut(self.lane_host, status.lane_port, wire.lane_hello(self.session, status.receiver))
+        if self.lane.fileno() >= 0:
+            self.link.watch(self.lane.fileno(), writable=True)
+
+    def _flush_lane(self) -> None:
+        """Writes what the lane's socket takes; notices a lane connected, or lost."""
+        lane = self.lane
+        if lane is None:
+            return
+        was_connected = lane.connected
+        if lane.failed(LANE_CONNECT_SECONDS) or not lane.flush():
+            self._lose_lane(resend=was_connected)
+            return
+        if lane.connected and not was_connected:
+            self.lane_from = self.seq
+            self.lane_backoff = LANE_RETRY_SECONDS
+            self.lane_first = False
+        self.link.watch(lane.fileno(), writable=lane.wants_write())
+        self.link.counters.lane = lane.connected and self.acked >= self.lane_from
+
+    def _lose_lane(self, resend: bool) -> None:
+        """Closes the lane; with ``resend``, what is unacknowledged goes again (through ZeroMQ):
+        what the lane took may not have arrived."""
+        lane, self.lane = self.lane, None
+        if lane is None:
+            return
+        self.link.unwatch(lane.fileno())
+        lane.close()
+        self.link.counters.lane = self.lane_first = False
+        self.lane_retry_at = time.monotonic() + self.lane_backoff
+        self.lane_backoff = min(2 * self.lane_backoff, MAX_LANE_RETRY_SECONDS)
+        if resend:
+            self.epoch += 1
+            self._resend(self.acked)
 
     def _resend(self, after: int, unsent_only: bool = False) -> None:
         for seq, outgoing in self.unacked.items():
@@ -235,12 +316,17 @@ class SendingEnd:
         if new_peer or regained:
             # Someone else, or heard again after a silence: what was in flight may be lost
             # (at first contact only what could not be sent yet: ZeroMQ took the rest to it).
+            # So may a lane be (to a receiving end gone, or stalled): a new one is opened.
+            if self.lane is not None:
+                self._lose_lane(resend=False)
+                self.lane_retry_at, self.lane_backoff = 0.0, LANE_RETRY_SECONDS
             self.receiver_id, self.peer = status.receiver, identity
             self.epoch += 1
             self.progress_at = time.monotonic()
             self._say_hello()
             if status.session != self.session:
                 self._resend(self.acked, unsent_only=first)
+        self._open_lane(status)
         if status.session != self.session:
             return  # a heartbeat of a receiving end that does not know this session yet (HELLO told it)
         if status.last > self.acked:
@@ -250,6 +336,7 @@ class SendingEnd:
                 if outgoing.kind > 0:
                     self.link.counters.messages += 1
                     self.link.counters.bytes += outgoing.nbytes
+                    self.link.counters.lane_messages += outgoing.on_lane
             self.acked = status.last
             self.progress_at = time.monotonic()
             self.stall_wait = ACK_TIMEOUT
@@ -297,6 +384,7 @@ class SendingEnd:
         while self.unacked and self.link.connected() and time.monotonic() < deadline:
             if self.link.poll(0.05):
                 self._read_socket()
+            self._flush_lane()
 
     def give_back(self) -> int:
         """Puts what was never acknowledged back into the local queue (at its end, in order);
@@ -340,6 +428,8 @@ class SendingEnd:
             self.given_back += 1
 
     def close(self, failed: bool) -> None:
+        if self.lane is not None:
+            self._lose_lane(resend=False)
         if self.subscriber is not None:
             self.subscriber.close()
         if self.topic_handle is not None:

@@ -27,9 +27,20 @@ zero bytes, then fixed fields by type (little-endian):
   local stream ended (``failed``: SendersLost); numbered like DATA, so it is
   delivered after every message before it.
 * STATUS (receiving end -> sending end): receiver id (16 bytes), session, last
-  (u64), flags (u8: BUSY, GAP, ENDED): the acknowledgement (every message of
-  the session up to ``last`` is in the receiving end's local queue), also sent
-  as a heartbeat.
+  (u64), flags (u8: BUSY, GAP, ENDED), lane port (u16, 0: none): the
+  acknowledgement (every message of the session up to ``last`` is in the
+  receiving end's local queue), also sent as a heartbeat.
+
+The data lane (lane.py): a receiving end that binds without keys also listens on
+a plain TCP port (STATUS's lane port), and a sending end that reaches it carries
+its numbered messages (DATA and END) there instead of through ZeroMQ, so that the
+receiving end reads each payload straight into the block it puts in its queue
+(ZeroMQ would receive it into a buffer of its own first: one copy more). The
+connection opens with a lane hello: ``b"HKBL"``, the version byte, three zero
+bytes, the session and the receiver id the sending end heard in STATUS. Each
+message on it is a prefix, ``b"HKBM"``, the frame count (u32) and the frames'
+total size (u64), then each frame's size (u32 each), then the frames themselves:
+the same frames as the message would have in ZeroMQ, checked the same way.
 
 Nothing here trusts the peer: lengths are checked against the header before
 anything is allocated, the meta frame is bounded before it is parsed, and a
@@ -49,7 +60,8 @@ import numpy as np
 from .. import _codec, _errors
 
 MAGIC = b"HKBR"
-VERSION = 3  # 2: bytes and arrays as chunks of at most CHUNK bytes; 3: an object's pieces too
+# 2: bytes and arrays as chunks of at most CHUNK bytes; 3: an object's pieces too; 4: the data lane.
+VERSION = 4
 
 HELLO = 1
 DATA = 2
@@ -65,7 +77,11 @@ _HEADER = struct.Struct("<4sBBxx")
 _HELLO = struct.Struct("<16sQ")
 _DATA = struct.Struct("<16sQQB")
 _END = struct.Struct("<16sQQB")
-_STATUS = struct.Struct("<16s16sQB")
+_STATUS = struct.Struct("<16s16sQBH")
+_LANE_HELLO = struct.Struct("<4sB3x16s16s")
+_LANE_PREFIX = struct.Struct("<4sIQ")
+LANE_MAGIC = b"HKBL"
+LANE_MESSAGE = b"HKBM"
 
 MAX_META_BYTES = 64 * 1024
 MAX_BUFFERS = 4096  # out-of-band buffers of one object message
@@ -99,15 +115,14 @@ def chunks(data: Any) -> list[Any]:
     return [data[start : start + CHUNK] for start in range(0, size, CHUNK)]
 
 
-def check_chunks(payload: list[memoryview], nbytes: int, what: str) -> None:
-    """Chunk frames whose total is ``nbytes``: each at most CHUNK bytes, at least one, at most
-    nbytes // CHUNK + CHUNK_SLACK of them."""
-    count = len(payload)
+def check_chunks(sizes: list[int], nbytes: int, what: str) -> None:
+    """Chunk frames (given by their ``sizes``) whose total is ``nbytes``: each at most CHUNK
+    bytes, at least one, at most nbytes // CHUNK + CHUNK_SLACK of them."""
+    count = len(sizes)
     if not 1 <= count <= nbytes // CHUNK + CHUNK_SLACK:
         raise Rejected(
             f"{what} of {nbytes} bytes in {count} payload frames (1 to {nbytes // CHUNK + CHUNK_SLACK})"
         )
-    sizes = [len(frame) for frame in payload]
     if max(sizes) > CHUNK:
         raise Rejected(f"{what} with a payload frame of {max(sizes)} bytes (at most {CHUNK})")
     if sum(sizes) != nbytes:
@@ -139,8 +154,51 @@ def end(session: bytes, seq: int, acked: int, failed: bool) -> bytes:
     return _header(END) + _END.pack(session, seq, acked, int(failed))
 
 
-def status(receiver: bytes, session: bytes, last: int, flags: int) -> bytes:
-    return _header(STATUS) + _STATUS.pack(receiver, session, last, flags)
+def status(receiver: bytes, session: bytes, last: int, flags: int, lane_port: int = 0) -> bytes:
+    return _header(STATUS) + _STATUS.pack(receiver, session, last, flags, lane_port)
+
+
+LANE_HELLO_BYTES = _LANE_HELLO.size
+LANE_PREFIX_BYTES = _LANE_PREFIX.size
+
+
+def lane_hello(session: bytes, receiver: bytes) -> bytes:
+    return _LANE_HELLO.pack(LANE_MAGIC, VERSION, session, receiver)
+
+
+def parse_lane_hello(data: Any) -> tuple[bytes, bytes]:
+    """(session, receiver id) of a lane hello, or Rejected."""
+    magic, version, session, receiver = _LANE_HELLO.unpack(data)
+    if magic != LANE_MAGIC:
+        raise Rejected(f"a lane connection that is not a hakobu bridge's (starts with {bytes(magic)!r})")
+    if version != VERSION:
+        raise Rejected(f"a lane of protocol version {version}, this bridge speaks version {VERSION}")
+    return session, receiver
+
+
+def lane_prefix(sizes: list[int]) -> bytes:
+    """What goes before a message's frames on the lane: their count, total size and sizes."""
+    return _LANE_PREFIX.pack(LANE_MESSAGE, len(sizes), sum(sizes)) + struct.pack(f"<{len(sizes)}I", *sizes)
+
+
+def parse_lane_prefix(data: Any) -> tuple[int, int]:
+    """(frame count, total bytes) of a lane message's prefix, or Rejected (the lane is then
+    out of step: its connection is closed)."""
+    magic, count, total = _LANE_PREFIX.unpack(data)
+    if magic != LANE_MESSAGE:
+        raise Rejected(f"a lane message that does not start with {LANE_MESSAGE!r} ({bytes(magic)!r})")
+    if count < 1:
+        raise Rejected("a lane message of no frames")
+    return count, total
+
+
+def parse_lane_sizes(data: Any, count: int, total: int) -> list[int]:
+    """The frame sizes of a lane message, checked against its prefix's total (Rejected: the
+    lane is out of step)."""
+    sizes = list(struct.unpack(f"<{count}I", data))
+    if sum(sizes) != total:
+        raise Rejected(f"a lane message whose frame sizes add up to {sum(sizes)}, not {total}")
+    return sizes
 
 
 @dataclass
@@ -156,6 +214,7 @@ class Header:
     receiver: bytes = b""
     last: int = 0
     flags: int = 0
+    lane_port: int = 0
 
 
 def parse_header(frame: memoryview) -> Header:
@@ -183,7 +242,9 @@ def parse_header(frame: memoryview) -> Header:
         return Header(kind, session=fields[0], seq=fields[1], acked=fields[2], kind=fields[3])
     if kind == END:
         return Header(kind, session=fields[0], seq=fields[1], acked=fields[2], failed=bool(fields[3]))
-    return Header(kind, receiver=fields[0], session=fields[1], last=fields[2], flags=fields[3])
+    return Header(
+        kind, receiver=fields[0], session=fields[1], last=fields[2], flags=fields[3], lane_port=fields[4]
+    )
 
 
 # --- the sending end: a received local message as frames -----------------------------------
@@ -254,8 +315,8 @@ class ArrayPlan:
     nbytes: int
 
 
-def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -> ArrayPlan:
-    """What an array message must become, checked against its payload frames (chunks)."""
+def check_array(meta_frame: memoryview, payload: list[int], limit: int) -> ArrayPlan:
+    """What an array message must become, checked against its payload frames' sizes (chunks)."""
     meta = _meta(meta_frame)
     if not isinstance(meta, dict) or set(meta) != {"t", "s", "o"}:
         raise Rejected("an array meta frame without exactly the keys t, s, o")
@@ -293,16 +354,16 @@ def check_array(meta_frame: memoryview, payload: list[memoryview], limit: int) -
 
 @dataclass
 class ObjectPlan:
-    """An object message's pieces: its pickle stream's frames, then each out-of-band buffer as
-    (read_only, nbytes, its frames)."""
+    """An object message's pieces: its pickle stream's size, then each out-of-band buffer as
+    (read_only, nbytes); the payload frames are these pieces in this order, each cut into chunks."""
 
-    stream: list[memoryview]
-    buffers: list[tuple[bool, int, list[memoryview]]]
+    stream: int
+    buffers: list[tuple[bool, int]]
 
 
-def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) -> ObjectPlan:
-    """An object message's pieces, its payload frames checked against its meta frame: the
-    stream's size and each buffer's say how many frames of which sizes each piece has."""
+def check_object(meta_frame: memoryview, payload: list[int], limit: int) -> ObjectPlan:
+    """An object message's pieces, its payload frames' sizes checked against its meta frame:
+    the stream's size and each buffer's say how many frames of which sizes each piece has."""
     meta = _meta(meta_frame)
     if not isinstance(meta, dict) or set(meta) != {"s", "b"} or not isinstance(meta["b"], list):
         raise Rejected("an object meta frame without exactly the keys s (an int) and b (a list)")
@@ -332,26 +393,21 @@ def check_object(meta_frame: memoryview, payload: list[memoryview], limit: int) 
             f"an object of {len(buffers)} buffers and {total} bytes in {len(payload)} payload frames "
             f"({frame_count} expected)"
         )
-    pieces = [piece_sizes(n) for n in sizes]  # as many sizes as frames came: bounded
-    expected = [size for piece in pieces for size in piece]
-    if any(len(frame) != size for frame, size in zip(payload, expected)):
+    expected = [size for n in sizes for size in piece_sizes(n)]  # as many as frames came: bounded
+    if payload != expected:
         raise Rejected("an object whose payload frames do not have the sizes its meta frame says")
-    start = len(pieces[0])
-    plan = ObjectPlan(payload[:start], [])
-    for (read_only, nbytes), piece in zip(buffers, pieces[1:]):
-        plan.buffers.append((read_only, nbytes, payload[start : start + len(piece)]))
-        start += len(piece)
-    return plan
+    return ObjectPlan(stream_bytes, buffers)
 
 
-def check_raw(meta_frame: memoryview, payload: list[memoryview], kind: int, limit: int) -> None:
-    """A bytes message: chunks within the limit."""
+def check_raw(meta_frame: memoryview, payload: list[int], kind: int, limit: int) -> int:
+    """A bytes message: chunks within the limit; returns its size."""
     if len(meta_frame) != 0:
         raise Rejected(f"a kind-{kind} message with a meta frame (none expected)")
-    total = sum(len(frame) for frame in payload)
+    total = sum(payload)
     if total > limit:
         raise Rejected(f"a message of {total} bytes, more than max_message_bytes={limit}")
     check_chunks(payload, total, f"a kind-{kind} message")
+    return total
 
 
 def describe_peer(address: Optional[str]) -> str:

@@ -67,6 +67,19 @@ def add_parser(commands: Any, add_common_options: Any, run: Any = None) -> argpa
     )
     p.add_argument("--window", type=int, default=64, help="messages in flight at most (default: 64)")
     p.add_argument(
+        "--no-lane",
+        dest="lane",
+        action="store_false",
+        help="carry everything through ZeroMQ: no data lane (a plain TCP port beside it, used without keys)",
+    )
+    p.add_argument(
+        "--lane-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="with --at: the data lane's port (default: any free one, announced to the sending end)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -119,9 +132,12 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
         window=args.window,
         timeout=args.timeout,
         allow_objects=args.allow_objects,
+        lane=args.lane,
+        lane_port=args.lane_port,
     )
     role = "to" if args.to is not None else "at"
-    status = _Status(f"{'topic' if args.topic else 'queue'} {args.name} {role} {bridge.endpoint}")
+    lane = f" (data lane on port {bridge.lane_port})" if bridge.lane_port is not None else ""
+    status = _Status(f"{'topic' if args.topic else 'queue'} {args.name} {role} {bridge.endpoint}{lane}")
     print(f"hakobu bridge: {status.what} (Ctrl-C stops)", file=sys.stderr, flush=True)
     if args.secret_key is None and bridge.endpoint.split("://")[-1].split(":")[0] not in (
         "127.0.0.1",
@@ -169,7 +185,11 @@ class _Status:
         now = time.monotonic()
         rate = (stats["messages"] - self.last_count) / max(now - self.last_time, 1e-9)
         self.last_count, self.last_time = stats["messages"], now
-        state = "connected" if stats["connected"] else "not connected"
+        state = (
+            ("connected, data lane" if stats["lane"] else "connected")
+            if stats["connected"]
+            else "not connected"
+        )
         line = (
             f"{stats['messages']} messages, {rate:.1f}/s, {format_bytes(stats['bytes'])}, {state}, "
             f"{stats['in_flight']} in flight, {stats['resent']} resent, {stats['rejected']} rejected"
