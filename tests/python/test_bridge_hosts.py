@@ -36,6 +36,8 @@ pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=str(netn
 sys.path.insert(0, str(PROGRAMS))
 import bridgenet_messages as messages  # noqa: E402 - the programs' own module, found on their path
 
+from hakobu._bridge import wire  # noqa: E402
+
 WATCHDOG = 240.0  # s: every program of a test is killed by then (only against a hang)
 PORT = 7600
 NAME = "bridged"
@@ -171,6 +173,8 @@ def test_every_kind_arrives_intact_and_in_order(world: World) -> None:
     assert sent["messages"] == received["messages"] == count, (sent, received)
     assert sent["rejected"] == received["rejected"] == 0
     assert sent["in_flight"] == 0
+    # Without keys the whole stream travels on the data lane (ZeroMQ carries the acknowledgements).
+    assert sent["lane_messages"] == received["lane_messages"] == count, (sent, received)
 
 
 def test_a_pulled_cable_loses_and_doubles_nothing(world: World) -> None:
@@ -293,7 +297,9 @@ def test_curve_keys_let_the_allowed_host_in_and_no_other(world: World, tmp_path:
     assert ended(sending)["messages"] == count
     shut_out = stats_now(intruder)
     assert shut_out["messages"] == 0 and not shut_out["connected"], shut_out
-    assert ended(receiving)["messages"] == count
+    received = ended(receiving)
+    assert received["messages"] == count
+    assert received["lane_messages"] == 0  # with keys, everything stays encrypted in ZeroMQ
 
 
 @pytest.mark.parametrize("world", [3], indirect=True)
@@ -302,13 +308,13 @@ def test_a_hostile_host_does_not_stop_or_spoil_the_stream(world: World) -> None:
     while messages flow until the producer, holding the stream open, lets it end: B drops the garbage,
     counts it, warns, and goes on; the consumer gets A's stream exactly."""
     count, hold_at = 300, 150
-    receiving = receiving_bridge(world, {"max_message_bytes": 2**20})
+    receiving = receiving_bridge(world, {"max_message_bytes": 2**20, "lane_port": PORT + 1})
     consumer = world.start(1, "bridgenet_consume", NAME, "numbered")
     line(consumer, "ready")
     sending = sending_bridge(world)
     producer = world.start(0, "bridgenet_produce", NAME, "numbered", count, 0.01, hold_at)
     seen = [int(line(consumer, "got ").split()[1]) for _ in range(count // 5)]
-    hostile = world.start(2, "bridgenet_hostile", world.address(1), 3)
+    hostile = world.start(2, "bridgenet_hostile", world.address(1), 3, wire.VERSION, PORT + 1)
     line(hostile, "sent ")
     line(producer, "holding")
     assert producer.stdin is not None
@@ -322,6 +328,7 @@ def test_a_hostile_host_does_not_stop_or_spoil_the_stream(world: World) -> None:
     assert ended(sending)["messages"] == count
     received = ended(receiving)
     assert received["messages"] == count and received["rejected"] >= 3 * 10, received
+    assert received["lane_messages"] == count, received  # A's stream kept its lane throughout
     _, warned = receiving.communicate(timeout=WATCHDOG)
     # Rate-limited: the first warning may be about the raw bytes, which ZeroMQ reads as a ZMTP 1.0
     # peer's frames (such a peer has no address to name); later ones name C.

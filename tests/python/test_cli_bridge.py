@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,33 @@ def test_both_ends_carry_a_stream_and_end_with_it(
     assert code == 0, err
     stats = json.loads(out)
     assert stats["messages"] == 500 and stats["role"] == "receive" and stats["rejected"] == 0
+    assert stats["lane_messages"] == 500  # on the data lane, the default without keys
+
+
+@pytest.mark.parametrize("lane", ["--no-lane", "--lane-port"])
+def test_the_data_lane_flags(names: tuple[str, str], processes: list[subprocess.Popen], lane: str) -> None:
+    """--no-lane keeps everything in ZeroMQ; --lane-port PORT listens there, and says so."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    flags = ["--no-lane"] if lane == "--no-lane" else ["--lane-port", str(port)]
+    receiving = hakobu_command("--json", "bridge", names[1], "--at", "tcp://127.0.0.1:*", *flags)
+    processes.append(receiving)
+    assert receiving.stderr is not None
+    first = receiving.stderr.readline()
+    assert (f"(data lane on port {port})" in first) == (lane == "--lane-port"), first
+    endpoint = first.split(" at ")[1].split(" ")[0]
+    sending = hakobu_command("bridge", names[0], "--to", endpoint)
+    processes.append(sending)
+    with hakobu.Queue(names[0]) as queue:
+        queue.put(b"through")
+        queue.close()
+    with hakobu.Queue(names[1]) as sink:
+        assert list(sink) == [b"through"]
+    assert finish(sending, WATCHDOG)[0] == 0
+    code, out, err = finish(receiving, WATCHDOG)
+    assert code == 0, err
+    assert json.loads(out)["lane_messages"] == (0 if lane == "--no-lane" else 1)
 
 
 def test_ctrl_c_exits_130_and_loses_nothing(
@@ -149,6 +177,7 @@ def test_keys_writes_a_pair_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
         (["keys"], "usage: hakobu bridge keys DIR"),
         (["bad/name", "--to", "tcp://127.0.0.1:9"], "invalid queue name"),
         (["q", "--to", "tcp://127.0.0.1:9", "--window", "0"], "--window must be > 0"),
+        (["q", "--at", "tcp://127.0.0.1:*", "--lane-port", "70000"], "--lane-port must be a port"),
         (["q", "--to", "tcp://a:1", "--at", "tcp://*:1"], "not allowed with argument"),
     ],
 )

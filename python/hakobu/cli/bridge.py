@@ -117,6 +117,10 @@ def command_bridge(args: argparse.Namespace, out: Output) -> int:
         )
     if args.window <= 0:
         raise CommandError(f"--window must be > 0, not {args.window}", 2)
+    if not 0 <= args.lane_port <= 65535:
+        raise CommandError(
+            f"--lane-port must be a port from 0 (any free one) to 65535, not {args.lane_port}", 2
+        )
     import hakobu
 
     bridge = hakobu.Bridge(
