@@ -769,11 +769,16 @@ def fake_receiving_end() -> tuple[Any, int]:
     return fake, fake.bind_to_random_port("tcp://127.0.0.1")
 
 
-def next_of_type(fake: Any, kind: int) -> tuple[bytes, wire.Header, list[bytes]]:
+def next_of_type(
+    fake: Any, kind: int, heartbeat: list[bytes] | None = None
+) -> tuple[bytes, wire.Header, list[bytes]]:
     """The next message of type ``kind`` a fake receiving end gets (others skipped): (identity,
-    header, frames)."""
+    header, frames). ``heartbeat``: frames it sends every 0.1 s meanwhile (a STATUS), as a
+    receiving end says it is there."""
     deadline = time.monotonic() + WATCHDOG
     while time.monotonic() < deadline:
+        if heartbeat is not None:
+            fake.send_multipart(heartbeat)
         if fake.poll(100):
             identity, *frames = fake.recv_multipart()
             header = wire.parse_header(memoryview(frames[0]))
@@ -825,6 +830,31 @@ def test_a_sending_end_whose_lane_is_closed_sends_again_through_zeromq(
             wait_for(lambda: sending.stats()["messages"] == 1, "the acknowledgement")
             stats = sending.stats()
             assert stats["resent"] == 1 and stats["lane_messages"] == 0 and not stats["lane"]
+    finally:
+        listener.close()
+        fake.close()
+
+
+def test_a_lane_that_swallows_everything_is_left_for_zeromq(name: str, bridges: list[hakobu.Bridge]) -> None:
+    """A lane that is accepted and never read (a middlebox, a wedged peer): the receiving end's
+    acknowledgements stop while it is heard, so the sending end drops the lane and sends again
+    through ZeroMQ."""
+    fake, port = fake_receiving_end()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WATCHDOG)
+    try:
+        sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
+        bridges.append(sending)
+        with hakobu.Queue(name) as source:
+            source.put(b"three")
+            identity, hello, _ = next_of_type(fake, wire.HELLO)
+            status = [identity, wire.status(os.urandom(16), hello.session, 0, 0, listener.getsockname()[1])]
+            fake.send_multipart(status)
+            lane, _ = listener.accept()
+            with lane:
+                _, data, frames = next_of_type(fake, wire.DATA, heartbeat=status)
+                assert (data.seq, frames[2:]) == (1, [b"three"])
+                assert sending.stats()["resent"] == 1 and not sending.stats()["lane"]
     finally:
         listener.close()
         fake.close()

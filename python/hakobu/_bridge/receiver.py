@@ -50,7 +50,7 @@ ACK_BATCH_BYTES = 8 << 20
 PUT_SLICE = 0.2  # a wait for room in the local queue, between heartbeats
 END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the acknowledgement
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
-MAX_LANES = 8  # lanes open at once (the one heard least recently is closed for a new one)
+MAX_LANES = 8  # lanes open at once (a new one replaces one silent for LOST_SECONDS, or is refused)
 LANE_HELLO_SECONDS = 3.0  # a lane must say which session it carries within this time
 LANE_STALL_SECONDS = 10.0  # a lane silent this long in the middle of a message is closed
 DISCARD_BYTES = 1 << 20  # the buffer that what is read past goes through
@@ -294,7 +294,13 @@ class ReceivingEnd:
 
     def _open_lane(self, connection: Any, address: str) -> None:
         if len(self.lanes) >= MAX_LANES:
-            self._close_lane(min(self.lanes, key=lambda lane: lane.heard))
+            # Room is made from a lane silent for LOST_SECONDS; otherwise the newcomer is refused
+            # (its sending end stays on ZeroMQ and tries again later): lanes that carry are kept.
+            quietest = min(self.lanes, key=lambda lane: lane.heard)
+            if time.monotonic() - quietest.heard < LOST_SECONDS:
+                connection.close()
+                return
+            self._close_lane(quietest)
         lane = LaneIn(connection, address)
         self.lanes.append(lane)
         self.link.watch(lane.fileno())

@@ -366,7 +366,12 @@ class SendingEnd:
         if self.unacked and connected and now - self.progress_at > self.stall_wait:
             self.stall_wait = min(2 * self.stall_wait, MAX_ACK_TIMEOUT)
             self.progress_at = now
-            self._resend(self.acked)
+            if self.lane is not None and self.lane.connected:
+                # Acknowledgements stopped while the lane carries: it may lead nowhere (a middlebox
+                # that accepts and drops): back to ZeroMQ, which sends everything again.
+                self._lose_lane(resend=True)
+            else:
+                self._resend(self.acked)
         if self.timeout is not None and not connected:
             since = self.link.counters.last_heard or self.started
             if now - since > self.timeout:
