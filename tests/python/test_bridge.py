@@ -907,6 +907,38 @@ def test_a_lane_silent_before_its_hello_or_inside_a_message_is_closed(
         assert sink.get(timeout=WATCHDOG) == b"still here"
 
 
+@pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
+def test_lanes_that_carry_are_kept_when_eight_are_open(
+    names: tuple[str, str], bridges: list[hakobu.Bridge], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 8 lanes open and heard lately, a ninth connection is refused and the 8 stay; once
+    they are silent (for LOST_SECONDS, shortened here), a new one replaces the quietest."""
+    from hakobu._bridge import receiver as receiving_module
+
+    monkeypatch.setattr(receiving_module, "LOST_SECONDS", 1.0)
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    session = os.urandom(16)
+    receiver, port = announced_lane(receiving, session)
+    with contextlib.ExitStack() as stack:
+        lanes = []
+        for _ in range(receiving_module.MAX_LANES):
+            lane = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG))
+            lane.sendall(wire.lane_hello(os.urandom(16), receiver))
+            lanes.append(lane)
+        wait_for(lambda: len(receiving._end.lanes) == receiving_module.MAX_LANES, "eight lanes")
+        with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as ninth:
+            assert closed_by_peer(ninth)
+        assert all(lane.session is not None for lane in receiving._end.lanes)
+        time.sleep(1.0)  # the eight fall silent
+        with socket.create_connection(("127.0.0.1", port), timeout=WATCHDOG) as tenth:
+            tenth.sendall(wire.lane_hello(session, receiver))
+            assert closed_by_peer(lanes[0])  # the quietest (the first) made room
+            wait_for(
+                lambda: any(lane.session == session for lane in receiving._end.lanes), "the new lane taken"
+            )
+
+
 def test_lane_options(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
     without = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*", lane=False)
     bridges.append(without)
