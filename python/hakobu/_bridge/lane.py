@@ -94,6 +94,9 @@ class LaneIn:
         self.session: Optional[bytes] = None  # set by the parser from the lane hello
         self.opened = self.heard = time.monotonic()
         self.busy = False  # in the middle of a message (its block allocated)
+        # Since when a read found nothing (None: the last read brought bytes): what a stalled
+        # peer is judged by, not by the time since it was last read (this end may have been busy).
+        self.starved_since: Optional[float] = None
         self._parser: Optional[Parser] = None
         self._target = memoryview(b"")
         self._filled = 0
@@ -123,6 +126,8 @@ class LaneIn:
             try:
                 count = self.socket.recv_into(self._target[self._filled :])
             except (BlockingIOError, InterruptedError):
+                if self.starved_since is None:
+                    self.starved_since = time.monotonic()
                 return True
             except OSError:
                 return False  # reset by the peer, or the network
@@ -131,6 +136,7 @@ class LaneIn:
             self._filled += count
             read += count
             self.heard = time.monotonic()
+            self.starved_since = None
 
     def close(self) -> None:
         if self._parser is not None:

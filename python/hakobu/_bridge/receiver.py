@@ -52,7 +52,7 @@ END_LINGER_SECONDS = 0.5  # after the end: answer a sender that did not hear the
 PEER_MEMORY_SECONDS = 10.0  # a binding end keeps sending heartbeats to a peer heard this recently
 MAX_LANES = 8  # lanes open at once (a new one replaces one silent for LOST_SECONDS, or is refused)
 LANE_HELLO_SECONDS = 3.0  # a lane must say which session it carries within this time
-LANE_STALL_SECONDS = 10.0  # a lane silent this long in the middle of a message is closed
+LANE_STALL_SECONDS = 10.0  # a lane that brings nothing this long in the middle of a message is closed
 DISCARD_BYTES = 1 << 20  # the buffer that what is read past goes through
 
 
@@ -466,7 +466,7 @@ class ReceivingEnd:
         now = time.monotonic()
         for lane in list(self.lanes):
             if (lane.session is None and now - lane.opened > LANE_HELLO_SECONDS) or (
-                lane.busy and now - lane.heard > LANE_STALL_SECONDS
+                lane.busy and lane.starved_since is not None and now - lane.starved_since > LANE_STALL_SECONDS
             ):
                 self._close_lane(lane)
         if now - self.heartbeat_at >= HEARTBEAT_SECONDS:
