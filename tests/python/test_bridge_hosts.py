@@ -199,6 +199,33 @@ def test_a_pulled_cable_loses_and_doubles_nothing(world: World) -> None:
     assert sent["messages"] == received["messages"] == count, (sent, received)
 
 
+def test_a_slow_link_keeps_its_lane_while_a_large_message_crosses() -> None:
+    """At 150 Mbit/s the 64 MiB array of the stream takes over 3 s on the lane, longer than a
+    sending end waits for an acknowledgement: the receiving end says a message is on its way
+    (STATUS flagged BUSY), so the sending end keeps the lane and sends nothing twice."""
+    count = len(messages.VARIETY)
+    with netns.hosts(2, rate="150mbit") as hosts:
+        world = World(hosts)
+        try:
+            receiving = receiving_bridge(world)
+            consumer = world.start(1, "bridgenet_consume", NAME, "variety")
+            line(consumer, "ready")
+            sending = sending_bridge(world)
+            world.start(0, "bridgenet_produce", NAME, "variety", count)
+            lines, end, err = consumed(consumer)
+            assert [x for x in lines if x.startswith("ok ")] == [f"ok {k}" for k in range(count)], err
+            assert end == "end EndOfStream"
+            sent, received = ended(sending), ended(receiving)
+        finally:
+            world.close()
+    assert sent["resent"] == 0 and sent["lane_messages"] == received["lane_messages"] == count, (
+        sent,
+        received,
+    )
+    for domain in world.domains:
+        assert files_of_domain(domain) == [], f"left in shared memory: {files_of_domain(domain)}"
+
+
 def put_count(domain: str) -> int:
     """How many messages were ever put on queue NAME of ``domain`` (asked by a short-lived process,
     so that this one never attaches the domain, whose files must be gone at the end)."""

@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 IOV_BATCH = 64  # buffers handed to one sendmsg (the kernel's limit is 1024)
 READ_BUDGET = 64 << 20  # bytes read from one lane before the loop looks at the rest again
+RECEIVING_SECONDS = 1.0  # a lane whose reads found nothing for this long is not receiving
 
 
 def tcp_host(endpoint: str) -> Optional[str]:
@@ -107,6 +108,12 @@ class LaneIn:
 
     def fileno(self) -> int:
         return self.socket.fileno()
+
+    def receiving(self) -> bool:
+        """In the middle of a message whose bytes still come (the last read found some, or
+        found none less than RECEIVING_SECONDS ago)."""
+        starved = self.starved_since
+        return self.busy and (starved is None or time.monotonic() - starved < RECEIVING_SECONDS)
 
     def pump(self) -> bool:
         """Reads what has arrived (up to READ_BUDGET), handing each filled buffer to the parser;

@@ -374,7 +374,7 @@ class ReceivingEnd:
             return
         yield from landing.regions
         try:
-            self._complete(header, session, landing, unread, lane=True)
+            self._complete(header, session, landing, sum(payload), lane=True)
         except wire.Rejected as error:
             self.link.reject(lane.address, str(error))
         self._batch_acknowledged()
@@ -458,6 +458,9 @@ class ReceivingEnd:
             last = session.last
             if session.ended:
                 flags |= wire.ENDED
+        if any(lane.session == session_id and lane.receiving() for lane in self.lanes):
+            # A message is on its way on the lane (slowly, on a slow link): none is overdue.
+            flags |= wire.BUSY
         lane_port = self.listener.port if self.listener is not None else 0
         self.link.send(identity, [wire.status(self.receiver_id, session_id, last, flags, lane_port)])
 

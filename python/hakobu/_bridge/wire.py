@@ -69,7 +69,9 @@ END = 3
 STATUS = 4
 
 # STATUS flags.
-BUSY = 1  # the receiving end waits for room in its local queue: no acknowledgement is overdue
+# BUSY: the receiving end waits for room in its local queue, or a message is on its way on the
+# lane (a slow link): no acknowledgement is overdue.
+BUSY = 1
 GAP = 2  # a message arrived after a missing one (lost with a connection): send again from last + 1
 ENDED = 4  # the session's end was delivered
 
