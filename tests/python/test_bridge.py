@@ -796,85 +796,79 @@ def read_exactly(connection: socket.socket, count: int) -> bytes:
     return data
 
 
-def test_a_sending_end_whose_lane_is_closed_sends_again_through_zeromq(
-    name: str, bridges: list[hakobu.Bridge]
-) -> None:
-    """A fake receiving end announces a lane: the sending end connects, says its lane hello and
-    writes its first message there (in the documented format, before anything through
-    ZeroMQ); the fake closes the lane unread; the message comes again through ZeroMQ."""
+@contextlib.contextmanager
+def facing_a_fake(
+    name: str, bridges: list[hakobu.Bridge], message: bytes, listen: bool = True
+) -> Iterator[tuple[Any, list[bytes], socket.socket | None]]:
+    """A sending bridge of queue ``name`` (holding ``message``) facing a fake receiving end, a
+    bare ROUTER that answers its HELLO with a STATUS announcing a lane port: one this test
+    listens on (``listen``), else one nobody listens on. Yields (the fake, its STATUS frames,
+    the listening socket or None)."""
     fake, port = fake_receiving_end()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(WATCHDOG)
+    listener = socket.create_server(("127.0.0.1", 0)) if listen else None
     try:
+        if listener is not None:
+            listener.settimeout(WATCHDOG)
         sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
         bridges.append(sending)
         with hakobu.Queue(name) as source:
-            source.put(b"one")
+            source.put(message)
             identity, hello, _ = next_of_type(fake, wire.HELLO)
-            receiver = os.urandom(16)
-            fake.send_multipart(
-                [identity, wire.status(receiver, hello.session, 0, 0, listener.getsockname()[1])]
-            )
-            lane, _ = listener.accept()
-            with lane:
-                lane.settimeout(WATCHDOG)
-                assert read_exactly(lane, wire.LANE_HELLO_BYTES) == wire.lane_hello(hello.session, receiver)
-                count, total = wire.parse_lane_prefix(read_exactly(lane, wire.LANE_PREFIX_BYTES))
-                sizes = wire.parse_lane_sizes(read_exactly(lane, 4 * count), count, total)
-                frames = [read_exactly(lane, size) for size in sizes]
-                header = wire.parse_header(memoryview(frames[0]))
-                assert (header.type, header.seq, header.kind, frames[1:]) == (wire.DATA, 1, 1, [b"", b"one"])
-            _, again, frames = next_of_type(fake, wire.DATA)  # the lane closed: through ZeroMQ
-            assert (again.seq, frames[2:]) == (1, [b"one"])
-            fake.send_multipart([identity, wire.status(receiver, hello.session, 1, 0)])
-            wait_for(lambda: sending.stats()["messages"] == 1, "the acknowledgement")
-            stats = sending.stats()
-            assert stats["resent"] == 1 and stats["lane_messages"] == 0 and not stats["lane"]
+            lane_port = listener.getsockname()[1] if listener is not None else free_port()
+            status = [identity, wire.status(os.urandom(16), hello.session, 0, 0, lane_port)]
+            fake.send_multipart(status)
+            yield fake, status, listener
     finally:
-        listener.close()
+        if listener is not None:
+            listener.close()
         fake.close()
+
+
+def test_a_sending_end_whose_lane_is_closed_sends_again_through_zeromq(
+    name: str, bridges: list[hakobu.Bridge]
+) -> None:
+    """The sending end connects to the lane a fake receiving end announced, says its lane hello
+    and writes its first message there (in the documented format, before anything through
+    ZeroMQ); the fake closes the lane unread; the message comes again through ZeroMQ."""
+    with facing_a_fake(name, bridges, b"one") as (fake, status, listener):
+        identity, said = status[0], wire.parse_header(memoryview(status[1]))
+        assert listener is not None
+        lane, _ = listener.accept()
+        with lane:
+            lane.settimeout(WATCHDOG)
+            assert read_exactly(lane, wire.LANE_HELLO_BYTES) == wire.lane_hello(said.session, said.receiver)
+            count, total = wire.parse_lane_prefix(read_exactly(lane, wire.LANE_PREFIX_BYTES))
+            sizes = wire.parse_lane_sizes(read_exactly(lane, 4 * count), count, total)
+            frames = [read_exactly(lane, size) for size in sizes]
+            header = wire.parse_header(memoryview(frames[0]))
+            assert (header.type, header.seq, header.kind, frames[1:]) == (wire.DATA, 1, 1, [b"", b"one"])
+        _, again, frames = next_of_type(fake, wire.DATA)  # the lane closed: through ZeroMQ
+        assert (again.seq, frames[2:]) == (1, [b"one"])
+        fake.send_multipart([identity, wire.status(said.receiver, said.session, 1, 0)])
+        sending = bridges[-1]
+        wait_for(lambda: sending.stats()["messages"] == 1, "the acknowledgement")
+        stats = sending.stats()
+        assert stats["resent"] == 1 and stats["lane_messages"] == 0 and not stats["lane"]
 
 
 def test_a_lane_that_swallows_everything_is_left_for_zeromq(name: str, bridges: list[hakobu.Bridge]) -> None:
     """A lane that is accepted and never read (a middlebox, a wedged peer): the receiving end's
     acknowledgements stop while it is heard, so the sending end drops the lane and sends again
     through ZeroMQ."""
-    fake, port = fake_receiving_end()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(WATCHDOG)
-    try:
-        sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
-        bridges.append(sending)
-        with hakobu.Queue(name) as source:
-            source.put(b"three")
-            identity, hello, _ = next_of_type(fake, wire.HELLO)
-            status = [identity, wire.status(os.urandom(16), hello.session, 0, 0, listener.getsockname()[1])]
-            fake.send_multipart(status)
-            lane, _ = listener.accept()
-            with lane:
-                _, data, frames = next_of_type(fake, wire.DATA, heartbeat=status)
-                assert (data.seq, frames[2:]) == (1, [b"three"])
-                assert sending.stats()["resent"] == 1 and not sending.stats()["lane"]
-    finally:
-        listener.close()
-        fake.close()
+    with facing_a_fake(name, bridges, b"three") as (fake, status, listener):
+        assert listener is not None
+        lane, _ = listener.accept()
+        with lane:
+            _, data, frames = next_of_type(fake, wire.DATA, heartbeat=status)
+            assert (data.seq, frames[2:]) == (1, [b"three"])
+            assert bridges[-1].stats()["resent"] == 1 and not bridges[-1].stats()["lane"]
 
 
 def test_a_lane_nobody_answers_leaves_everything_to_zeromq(name: str, bridges: list[hakobu.Bridge]) -> None:
-    fake, port = fake_receiving_end()
-    try:
-        sending = hakobu.Bridge(name, send_to=f"tcp://127.0.0.1:{port}")
-        bridges.append(sending)
-        with hakobu.Queue(name) as source:
-            source.put(b"two")
-            identity, hello, _ = next_of_type(fake, wire.HELLO)
-            closed = free_port()  # nothing listens there
-            fake.send_multipart([identity, wire.status(os.urandom(16), hello.session, 0, 0, closed)])
-            _, data, frames = next_of_type(fake, wire.DATA)
-            assert (data.seq, frames[2:]) == (1, [b"two"])
-            assert not sending.stats()["lane"]
-    finally:
-        fake.close()
+    with facing_a_fake(name, bridges, b"two", listen=False) as (fake, _, _):
+        _, data, frames = next_of_type(fake, wire.DATA)
+        assert (data.seq, frames[2:]) == (1, [b"two"])
+        assert not bridges[-1].stats()["lane"]
 
 
 @pytest.mark.filterwarnings("ignore::hakobu.BridgeInputWarning")
