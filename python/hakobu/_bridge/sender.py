@@ -132,13 +132,16 @@ class SendingEnd:
             # Nothing is taken from the local queue while the other end is not heard: a message
             # waits there (surviving this process) rather than in this process's window.
             room = self.end_seq is None and self._has_room() and self.link.connected()
-            if self.link.poll(0 if room else 0.1):
+            # ZeroMQ writes in a thread of its own, a lane only when this loop does: while the lane
+            # has bytes to write, the loop waits for its socket (poll), never for the local queue.
+            if self.link.poll(0 if room and not self._lane_writing() else 0.1):
                 self._read_socket()
             self._flush_lane()
             self._timers()
             # Up to a window's worth from the local queue between looks at the socket.
             for _ in range(self.window):
-                if not (room and not self.done and self._take_local()):
+                wait = 0.0 if self._lane_writing() else LOCAL_WAIT
+                if not (room and not self.done and self._take_local(wait)):
                     break
                 room = self.end_seq is None and self._has_room()
             counters.in_flight = len(self.unacked)
@@ -156,15 +159,16 @@ class SendingEnd:
             return True
         return len(self.unacked) < self.window and counters.in_flight_bytes < self.window_bytes
 
-    def _take_local(self) -> bool:
-        """Takes one local message and sends it; False when none came (or the stream ended)."""
+    def _take_local(self, wait: float) -> bool:
+        """Takes one local message (waiting up to ``wait`` seconds) and sends it; False when none
+        came (or the stream ended)."""
         try:
             if self.subscriber is not None:
-                item = self.subscriber._core.get_object(LOCAL_WAIT, False)
+                item = self.subscriber._core.get_object(wait, False)
                 self.link.counters.dropped = self.subscriber.dropped
             else:
                 assert self.queue is not None
-                item = self.queue._core.get(LOCAL_WAIT)
+                item = self.queue._core.get(wait)
         except _errors.Empty:
             return False
         except _errors.Corrupt as error:
@@ -239,6 +243,10 @@ class SendingEnd:
             outgoing.epoch, outgoing.on_lane = self.epoch, False
 
     # --- the data lane ------------------------------------------------------------------
+    def _lane_writing(self) -> bool:
+        """The lane has bytes the socket has not taken yet (or is still connecting)."""
+        return self.lane is not None and self.lane.wants_write()
+
     def _open_lane(self, status: wire.Header) -> None:
         """Connects a lane to the port the receiving end announced, unless one is open or the
         last one was lost too recently."""
