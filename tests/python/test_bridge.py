@@ -762,6 +762,62 @@ def test_fuzzed_lanes_never_stop_the_receiving_end(
     assert receiving.running
 
 
+def test_a_lane_message_delivered_through_zeromq_meanwhile_is_not_delivered_twice(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    """A sending end that gives up its lane in the middle of a message sends it again through
+    ZeroMQ, while the rest of it may still come on the old lane: the receiving end delivers it
+    once (through ZeroMQ) and drops the lane's copy when it is whole."""
+    receiving = hakobu.Bridge(names[1], receive_at="tcp://127.0.0.1:*")
+    bridges.append(receiving)
+    session = os.urandom(16)
+    meta = b'{"t": "<f8", "s": [131072], "o": "C"}'  # 1 MiB
+    payload = np.arange(131072.0).tobytes()
+    frames = _data(session, 1, 2, meta, payload)
+    with raw_peer(receiving.endpoint) as raw:
+        raw.send(wire.hello(session, 0))
+        assert raw.poll(WATCHDOG * 1000)
+        status = wire.parse_header(memoryview(raw.recv()))
+        with socket.create_connection(("127.0.0.1", status.lane_port), timeout=WATCHDOG) as lane:
+            whole = lane_message(frames)
+            lane.sendall(wire.lane_hello(session, status.receiver) + whole[: len(whole) // 2])
+            with hakobu.Queue(names[1]) as sink:
+                wait_for(lambda: any(lane.busy for lane in receiving._end.lanes), "the lane message begun")
+                raw.send_multipart(frames)  # the same message, whole, through ZeroMQ
+                np.testing.assert_array_equal(sink.get(timeout=WATCHDOG), np.arange(131072.0))
+                lane.sendall(whole[len(whole) // 2 :])
+                lane.sendall(lane_message(_data(session, 2, 1, b"", b"next")))  # the lane goes on
+                assert sink.get(timeout=WATCHDOG) == b"next"
+                assert sink.qsize() == 0
+    assert receiving.stats()["messages"] == 2 and receiving.stats()["lane_messages"] == 1
+
+
+def test_a_sending_end_whose_lane_socket_is_past_descriptor_1024_still_uses_it(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    """select() refuses descriptors from 1024 on; a busy program's lane socket may be one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the descriptor limit ({hard}) leaves no room past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        sending, _ = pair(names, bridges)
+        with hakobu.Queue(names[0]) as source, hakobu.Queue(names[1]) as sink:
+            source.put(b"high")
+            assert sink.get(timeout=WATCHDOG) == b"high"
+        assert sending.join(WATCHDOG)  # the end travelled too: no error in the bridge
+        assert sending.stats()["lane_messages"] == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def fake_receiving_end() -> tuple[Any, int]:
     """A bare ROUTER playing a receiving end: (socket, its port)."""
     fake = zmq.Context.instance().socket(zmq.ROUTER)

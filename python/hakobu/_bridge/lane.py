@@ -62,6 +62,7 @@ class LaneListener:
             self.socket.close()
             raise
         self.port: int = self.socket.getsockname()[1]
+        self.exhausted_at: Optional[float] = None  # when an accept failed for want of descriptors or memory
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -71,10 +72,12 @@ class LaneListener:
             connection, address = self.socket.accept()
         except (BlockingIOError, InterruptedError):
             return None
-        except OSError:
-            return (
-                None  # a connection reset before it was accepted, too many open files: not ours to stop for
-            )
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The connection stays in the backlog and the socket readable: the caller stops
+                # watching it for a while rather than spin.
+                self.exhausted_at = time.monotonic()
+            return None  # a connection reset before it was accepted: not ours to stop for
         connection.setblocking(False)
         return connection, f"tcp://{address[0]}:{address[1]}"
 
@@ -206,8 +209,9 @@ class LaneOut:
         if self.socket is None:
             return False
         if not self.connected:
-            _, writable, _ = select.select([], [self.socket], [], 0)
-            if not writable:
+            probe = select.poll()  # (select.select refuses descriptors from 1024 on)
+            probe.register(self.socket.fileno(), select.POLLOUT)
+            if not probe.poll(0):
                 return True
             if self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
                 return False

@@ -245,6 +245,10 @@ class ReceivingEnd:
             return deliver.land(self.channel, header.kind, meta, sizes, self.limit)
         except (wire.Rejected, _errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
             self._refused(header, session, error)
+        except (
+            MemoryError
+        ) as error:  # OutOfSharedMemory: not acknowledged, so the sender sends it again later
+            raise wire.Rejected(f"a message this host has no shared memory for now ({error})") from None
 
     def _complete(
         self, header: wire.Header, session: Session, landing: deliver.Landing, nbytes: int, lane: bool = False
@@ -254,10 +258,16 @@ class ReceivingEnd:
             self._put(landing.seal(), session.identity, header.session, session)
         except Stopping:
             return  # not acknowledged: the sender keeps it
-        except (_errors.InvalidArgument, _errors.Corrupt, _errors.TooLarge) as error:
-            self._refused(header, session, error)
-        session.last = header.seq
-        self._persist(header.session, header.seq)
+        except (
+            _errors.InvalidArgument,
+            _errors.Corrupt,
+            _errors.TooLarge,
+            _errors.Closed,
+            _errors.Unlinked,
+        ) as error:
+            self._refused(header, session, error)  # (Closed: the local stream ended meanwhile)
+        session.last = max(session.last, header.seq)
+        self._persist(header.session, session.last)
         counters = self.link.counters
         counters.messages += 1
         counters.bytes += nbytes
@@ -283,6 +293,8 @@ class ReceivingEnd:
             for _ in range(MAX_LANES):
                 accepted = self.listener.accept()
                 if accepted is None:
+                    if self.listener.exhausted_at is not None:
+                        self.link.unwatch(self.listener.fileno())  # watched again by _timers
                     break
                 self._open_lane(*accepted)
             for lane in list(self.lanes):
@@ -373,6 +385,12 @@ class ReceivingEnd:
             yield from self._read_past(unread)
             return
         yield from landing.regions
+        if self.sessions.get(session_id) is not session or session.last != header.seq - 1 or self.ended_at:
+            # While its payload came, the message arrived through ZeroMQ too (sent again after the
+            # sending end gave up this lane), or the stream ended: delivered once already, or too late.
+            landing.seal()
+            self._status(session.identity, session_id, session, 0)
+            return
         try:
             self._complete(header, session, landing, sum(payload), lane=True)
         except wire.Rejected as error:
@@ -467,6 +485,10 @@ class ReceivingEnd:
     def _timers(self) -> None:
         self._end_if_last()
         now = time.monotonic()
+        listener = self.listener
+        if listener is not None and listener.exhausted_at is not None and now - listener.exhausted_at > 1.0:
+            listener.exhausted_at = None
+            self.link.watch(listener.fileno())
         for lane in list(self.lanes):
             if (lane.session is None and now - lane.opened > LANE_HELLO_SECONDS) or (
                 lane.busy and lane.starved_since is not None and now - lane.starved_since > LANE_STALL_SECONDS

@@ -238,7 +238,8 @@ class SendingEnd:
             if not lane.waiting(seq):  # (a resend of what the socket has not taken yet adds nothing)
                 lane.queue(seq, [wire.lane_prefix([memoryview(part).nbytes for part in parts]), *parts])
                 self._flush_lane()
-            outgoing.epoch, outgoing.on_lane = self.epoch, True
+            if self.lane is lane:  # (else it was lost, and this message went again through ZeroMQ)
+                outgoing.epoch, outgoing.on_lane = self.epoch, True
         elif self.link.send(self.peer, parts):
             outgoing.epoch, outgoing.on_lane = self.epoch, False
 
@@ -293,7 +294,10 @@ class SendingEnd:
             self._resend(self.acked)
 
     def _resend(self, after: int, unsent_only: bool = False) -> None:
-        for seq, outgoing in self.unacked.items():
+        lane = self.lane
+        for seq, outgoing in list(self.unacked.items()):
+            if self.lane is not lane:
+                return  # the lane was lost meanwhile, and everything went again through ZeroMQ
             if seq > after and not (unsent_only and outgoing.epoch != -1):
                 if outgoing.epoch != -1:  # sent before (else this is its first send)
                     self.link.counters.resent += 1
@@ -374,7 +378,7 @@ class SendingEnd:
         if self.unacked and connected and now - self.progress_at > self.stall_wait:
             self.stall_wait = min(2 * self.stall_wait, MAX_ACK_TIMEOUT)
             self.progress_at = now
-            if self.lane is not None and self.lane.connected:
+            if self.lane is not None and self.lane.connected and self.acked >= self.lane_from:
                 # Acknowledgements stopped while the lane carries: it may lead nowhere (a middlebox
                 # that accepts and drops): back to ZeroMQ, which sends everything again.
                 self._lose_lane(resend=True)
