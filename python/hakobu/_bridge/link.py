@@ -202,20 +202,47 @@ class Link:
     def send(self, identity: Optional[bytes], parts: list[Any]) -> bool:
         """Sends without waiting; False if ZeroMQ cannot take it now (no connection, peer gone,
         queue full): the protocol sends it again later."""
+        return self._send(identity, parts, track=False) is not None
+
+    def send_tracked(self, identity: Optional[bytes], parts: list[Any]) -> Optional[Any]:
+        """As send(); None if ZeroMQ cannot take it now, else a zmq.MessageTracker whose ``done``
+        turns True once ZeroMQ has written the whole message to the network (so a sending end
+        can tell a message still leaving over a slow link from one that left long ago)."""
+        return self._send(identity, parts, track=True)
+
+    def _send(self, identity: Optional[bytes], parts: list[Any], track: bool) -> Optional[Any]:
         zmq = self.zmq
         if self.bind:
             if identity is None:
-                return False
+                return None
             parts = [identity, *parts]
+        # ZeroMQ writes a message's parts in order, so the last part it does not copy (pyzmq copies
+        # those under copy_threshold) is released last: its tracker stands for the whole message.
+        threshold = self.socket.copy_threshold
+        tracked = -1
+        if track:
+            tracked = max(
+                (k for k, part in enumerate(parts) if memoryview(part).nbytes >= threshold), default=-1
+            )
+        tracker = zmq.MessageTracker()  # (one without frames is done)
         try:
-            self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            if tracked < 0:
+                self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            else:
+                last = len(parts) - 1
+                for k, part in enumerate(parts):
+                    # Once the first part is taken, ZeroMQ takes the rest of the message.
+                    flags = zmq.NOBLOCK | (zmq.SNDMORE if k < last else 0)
+                    sent = self.socket.send(part, flags=flags, copy=False, track=k == tracked)
+                    if k == tracked:
+                        tracker = sent
         except zmq.Again:
-            return False
+            return None
         except zmq.ZMQError as error:
             if error.errno == zmq.EHOSTUNREACH:
-                return False
+                return None
             raise
-        return True
+        return tracker
 
     # --- bad input ----------------------------------------------------------------------
     def reject(self, address: str, what: str) -> None:

@@ -9,8 +9,10 @@ not read: its producers fill it and block. That is the backpressure.
 Sending again: everything unacknowledged goes again when the peer is (re)gained (first
 contact, a new receiving end, heard again after LOST_SECONDS), when the receiver says
 it saw a gap (once per acknowledgement progress), and when acknowledgements stalled
-while the peer was heard and not busy (after ACK_TIMEOUT, doubling up to 30 s). The
-receiving end drops what it has delivered already, so the stream arrives once, in order.
+while the peer was heard and not busy and everything sent had left this end (after
+ACK_TIMEOUT, doubling up to 30 s; a large message still being written out over a slow
+link is not a stall). The receiving end drops what it has delivered already, so the
+stream arrives once, in order.
 
 An array leaves from shared memory without a copy: its frame is the received block's
 memory (pyzmq's zero-copy frames hold the buffer until ZeroMQ has sent it; the window
@@ -65,6 +67,7 @@ class Outgoing:
     hold: Any  # the received local message (or array) whose memory the frames are
     epoch: int = -1  # the peer epoch it was last sent in (-1: not sent)
     on_lane: bool = False  # last sent on the data lane
+    leaving: Any = None  # sent through ZeroMQ: its zmq.MessageTracker (done once written out)
 
 
 class SendingEnd:
@@ -239,9 +242,11 @@ class SendingEnd:
                 lane.queue(seq, [wire.lane_prefix([memoryview(part).nbytes for part in parts]), *parts])
                 self._flush_lane()
             if self.lane is lane:  # (else it was lost, and this message went again through ZeroMQ)
-                outgoing.epoch, outgoing.on_lane = self.epoch, True
-        elif self.link.send(self.peer, parts):
-            outgoing.epoch, outgoing.on_lane = self.epoch, False
+                outgoing.epoch, outgoing.on_lane, outgoing.leaving = self.epoch, True, None
+        else:
+            leaving = self.link.send_tracked(self.peer, parts)
+            if leaving is not None:
+                outgoing.epoch, outgoing.on_lane, outgoing.leaving = self.epoch, False, leaving
 
     # --- the data lane ------------------------------------------------------------------
     def _lane_writing(self) -> bool:
@@ -375,7 +380,11 @@ class SendingEnd:
         if self.was_connected and not connected:
             self.epoch += 1  # lost: what is sent from now on may go nowhere
         self.was_connected = connected
-        if self.unacked and connected and now - self.progress_at > self.stall_wait:
+        if self.unacked and connected and now - self.progress_at > self.stall_wait and self._still_leaving():
+            # ZeroMQ is still writing what is unacknowledged (a large message on a slow link): the
+            # acknowledgements are not late yet. (On the lane the receiving end says BUSY instead.)
+            self.progress_at = now
+        elif self.unacked and connected and now - self.progress_at > self.stall_wait:
             self.stall_wait = min(2 * self.stall_wait, MAX_ACK_TIMEOUT)
             self.progress_at = now
             if self.lane is not None and self.lane.connected and self.acked >= self.lane_from:
@@ -391,6 +400,10 @@ class SendingEnd:
                     f"hakobu bridge {self._describe()}: no answer from the receiving end for {self.timeout:g} s "
                     f"(is `hakobu bridge ... --at` running there, and the address and keys right?)"
                 )
+
+    def _still_leaving(self) -> bool:
+        """Whether ZeroMQ has not yet written out a message that is unacknowledged."""
+        return any(o.leaving is not None and not o.leaving.done for o in self.unacked.values())
 
     def _describe(self) -> str:
         return f"to {self.link.endpoint}"
