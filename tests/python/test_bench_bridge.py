@@ -101,11 +101,42 @@ def test_a_link_rate_shapes_the_hosts_links_and_says_so() -> None:
     assert namespaces_of(pid) == [] and glob.glob(f"/dev/shm/hakobu:bridgebench?{pid}r*") == []
 
 
+def test_small_messages_are_counted_per_second_and_not_judged(tmp_path: Path) -> None:
+    """--size-kib: 4 KiB messages, each checked by its receiving program; every row gives
+    messages per second, and the goal (for large arrays) is said not to be judged."""
+    out_file = tmp_path / "bridge.json"
+    options = [
+        "--size-kib",
+        "4",
+        "--quick",
+        "--loopback",
+        "--methods",
+        "tcp,zmq,hakobu",
+        "--json",
+        str(out_file),
+    ]
+    code, out, err, pid = run(*options)
+    assert code == 0, out + err
+    data = json.loads(out_file.read_text())
+    rows = data["results"]
+    assert {r["method"] for r in rows} == {"tcp", "zmq", "hakobu"}
+    for row in rows:
+        assert "error" not in row and row["message_bytes"] == 4096 and row["messages"] == 200, row
+        assert row["messages_per_s"] > 0
+    assert set(data["median_messages_per_s"]) == {"tcp", "zmq", "hakobu"}
+    assert "met" not in data["goal"] and "not judged for 4 KiB messages" in out and "msg/s" in out
+    stats = next(r for r in rows if r["method"] == "hakobu")["bridge_stats"]
+    assert stats["receiving_bridge"]["lane_messages"] == 220, stats  # warm-up and timed, all on the lane
+    assert glob.glob(f"/dev/shm/hakobu:bridgebench?{pid}r*") == []
+
+
 def test_wrong_options_are_refused() -> None:
     for wrong in (
         ["--methods", "tcp,carrier-pigeon"],
         ["--messages", "0"],
         ["--warmup", "-1"],
+        ["--size-kib", "0"],
+        ["--size-kib", "4", "--size-mib", "4"],
         ["--window-mib", "0"],
         ["--link-rate", "fast"],
         ["--link-rate", "10gbit", "--loopback"],

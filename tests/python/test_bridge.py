@@ -14,10 +14,12 @@ import json
 import os
 import pickle
 import random
+import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from conftest import PROGRAMS, finish, start  # noqa: E402
 
 import hakobu  # noqa: E402
 from hakobu._bridge import keys, wire  # noqa: E402
+from hakobu._bridge.lane import DIRECT_BYTES, LaneIn, Parser  # noqa: E402
 
 sys.path.insert(0, str(PROGRAMS))
 from cases import cases, fingerprint  # noqa: E402
@@ -760,6 +763,82 @@ def test_fuzzed_lanes_never_stop_the_receiving_end(
             source.put(b"after the fuzz")
         assert sink.get(timeout=WATCHDOG) == b"after the fuzz"
     assert receiving.running
+
+
+def test_a_lane_hands_on_every_byte_in_order_however_it_arrives_and_is_asked_for() -> None:
+    """The receiving end's lane reader (lane.LaneIn) over a socket pair: the peer writes a stream
+    in pieces of random sizes (1 byte to 300 KiB) with pauses; a parser asks for buffers of random
+    sizes, small ones (served from the reader's staging buffer) and large ones (read into
+    directly), and the last buffer comes even though the socket stays silent after it. Every byte
+    lands in order, once."""
+    rng = random.Random(7)
+    sizes = [
+        rng.choice([1, 7, 16, 4096, DIRECT_BYTES - 1, DIRECT_BYTES, 300_000, 1 << 20]) for _ in range(120)
+    ]
+    stream = rng.randbytes(sum(sizes))
+    got: list[bytes] = []
+
+    def parser() -> Parser:
+        for size in sizes:
+            buffer = bytearray(size)
+            yield memoryview(buffer)
+            got.append(bytes(buffer))
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    reader = LaneIn(ours, "a socket pair")
+
+    def write() -> None:
+        at = 0
+        while at < len(stream):
+            step = rng.choice([1, 13, 4096, 65536, 300_000])
+            theirs.sendall(stream[at : at + step])
+            at += step
+            if rng.random() < 0.1:
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        reader.start(parser())
+        deadline = time.monotonic() + WATCHDOG
+        while reader.pump():
+            assert time.monotonic() < deadline, "watchdog: the reader did not finish"
+            select.select([ours], [], [], 0.05)
+    finally:
+        writer.join(WATCHDOG)
+        reader.close()
+        theirs.close()
+    assert [len(piece) for piece in got] == sizes
+    assert b"".join(got) == stream
+
+
+def test_a_remembered_array_layout_is_still_checked_against_each_message() -> None:
+    """The receiving end remembers the array meta frames it parsed (a stream repeats a few), but
+    the size limit and the payload's frame sizes are checked for every message; the sending end
+    remembers what it wrote per dtype, shape and order, so different byte orders or shapes never
+    share a meta frame."""
+    meta, payload = wire.array_frames(np.zeros((4, 4), "<f8"))
+    sizes = [len(memoryview(p)) for p in payload]
+    for _ in range(3):
+        plan = wire.check_array(memoryview(meta), sizes, 1 << 20)
+        assert plan.shape == [4, 4] and plan.nbytes == 128 and plan.dtype == np.dtype("<f8")
+        plan.shape.append(99)  # a caller's change does not reach the remembered layout
+    with pytest.raises(wire.Rejected, match="max_message_bytes=100"):
+        wire.check_array(memoryview(meta), sizes, 100)
+    with pytest.raises(wire.Rejected):
+        wire.check_array(memoryview(meta), [64], 1 << 20)  # frames that do not add up to the shape
+    big, _ = wire.array_frames(np.zeros((4, 4), ">f8"))
+    fortran, _ = wire.array_frames(np.zeros((4, 4), "<f8", order="F"))
+    other, _ = wire.array_frames(np.zeros((16,), "<f8"))
+    assert len({meta, big, fortran, other}) == 4
+    assert json.loads(big)["t"] != json.loads(meta)["t"] and json.loads(fortran)["o"] == "F"
+    point = np.dtype([("x", "<f4"), ("y", "<f4")])
+    structured, _ = wire.array_frames(np.zeros(3, point))
+    assert wire.check_array(memoryview(structured), [24], 1 << 20).dtype == point
+    for k in range(3 * wire.MEMO_ENTRIES):  # more layouts than are remembered: each still right
+        shaped, _ = wire.array_frames(np.zeros((k + 1,), "<i2"))
+        assert wire.check_array(memoryview(shaped), [2 * (k + 1)], 1 << 20).shape == [k + 1]
 
 
 def test_a_lane_message_delivered_through_zeromq_meanwhile_is_not_delivered_twice(

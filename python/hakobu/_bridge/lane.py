@@ -31,6 +31,11 @@ from typing import Any, Optional
 
 IOV_BATCH = 64  # buffers handed to one sendmsg (the kernel's limit is 1024)
 READ_BUDGET = 64 << 20  # bytes read from one lane before the loop looks at the rest again
+# What arrives is read into a staging buffer of STAGING_BYTES and handed on from there (small
+# messages: one read for many), except into a buffer of at least DIRECT_BYTES still to fill
+# while nothing is staged: that is read into directly (a large payload lands in its block).
+STAGING_BYTES = 256 << 10
+DIRECT_BYTES = 64 << 10
 RECEIVING_SECONDS = 1.0  # a lane whose reads found nothing for this long is not receiving
 
 
@@ -104,6 +109,8 @@ class LaneIn:
         self._parser: Optional[Parser] = None
         self._target = memoryview(b"")
         self._filled = 0
+        self._staging = memoryview(bytearray(STAGING_BYTES))
+        self._staged_from = self._staged_to = 0  # the staged bytes not handed on yet
 
     def start(self, parser: Parser) -> None:
         self._parser = parser
@@ -126,15 +133,29 @@ class LaneIn:
         while True:
             # A filled buffer goes to the parser at once (also the last one before the budget
             # runs out): the socket may stay silent after a stream's last message.
-            while self._filled == len(self._target):
-                try:
-                    self._target, self._filled = self._parser.send(None), 0
-                except StopIteration:
-                    return False
+            while True:
+                while self._filled == len(self._target):
+                    try:
+                        self._target, self._filled = self._parser.send(None), 0
+                    except StopIteration:
+                        return False
+                staged = self._staged_to - self._staged_from
+                if not staged:
+                    break
+                step = min(staged, len(self._target) - self._filled)
+                start = self._staged_from
+                self._target[self._filled : self._filled + step] = self._staging[start : start + step]
+                self._filled += step
+                self._staged_from += step
             if read >= READ_BUDGET:
                 return True
+            wanted = len(self._target) - self._filled
+            direct = wanted >= DIRECT_BYTES
             try:
-                count = self.socket.recv_into(self._target[self._filled :])
+                if direct:
+                    count = self.socket.recv_into(self._target[self._filled :])
+                else:
+                    count = self.socket.recv_into(self._staging)
             except (BlockingIOError, InterruptedError):
                 if self.starved_since is None:
                     self.starved_since = time.monotonic()
@@ -143,7 +164,10 @@ class LaneIn:
                 return False  # reset by the peer, or the network
             if count == 0:
                 return False
-            self._filled += count
+            if direct:
+                self._filled += count
+            else:
+                self._staged_from, self._staged_to = 0, count
             read += count
             self.heard = time.monotonic()
             self.starved_since = None
@@ -169,6 +193,7 @@ class LaneOut:
         self._pending: collections.deque[tuple[memoryview, int]] = collections.deque()
         self._waiting: set[int] = set()
         self._pending.append((memoryview(hello), 0))
+        self.pending_bytes = len(hello)  # queued, not yet taken by the socket
         try:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         except OSError:
@@ -203,6 +228,7 @@ class LaneOut:
             self._pending.append((view, 0))
         self._pending.append((views[-1], seq))
         self._waiting.add(seq)
+        self.pending_bytes += sum(len(view) for view in views)
 
     def flush(self) -> bool:
         """Writes as much as the socket takes now; False when the lane is lost."""
@@ -233,6 +259,7 @@ class LaneOut:
                 return False  # the peer closed it, or the network
             if sent == 0:
                 return True
+            self.pending_bytes -= sent
             while sent:
                 view, seq = self._pending[0]
                 if sent >= len(view):
@@ -247,6 +274,7 @@ class LaneOut:
     def close(self) -> None:
         self._pending.clear()
         self._waiting.clear()
+        self.pending_bytes = 0
         if self.socket is not None:
             self.socket.close()
             self.socket = None

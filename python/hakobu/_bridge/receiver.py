@@ -43,6 +43,7 @@ from .link import HEARTBEAT_SECONDS, LOST_SECONDS, Link
 
 MAX_SESSIONS = 1024  # sessions remembered (the oldest are forgotten first)
 ACK_BATCH = 32  # messages delivered in a row at most before their acknowledgement goes
+ACK_DELAY = 0.005  # s: how long a delivery waits at most for others to be acknowledged with
 # Bytes delivered in a row at most before their acknowledgement goes: large messages fill the
 # sender's window_bytes after a few (256 MiB: four of 64 MiB), and a sender waiting for an
 # acknowledgement held back until its window is all here leaves the network idle meanwhile.
@@ -106,6 +107,7 @@ class ReceivingEnd:
         self.domain = domain
         self.progress: Any = None
         self.unacknowledged: dict[tuple[Optional[bytes], bytes], Session] = {}
+        self.unacknowledged_since = 0.0  # when the first of them was delivered
         self.batched = 0
         self.batched_bytes = 0
         self.listener = lane
@@ -131,28 +133,32 @@ class ReceivingEnd:
         while not self.stop.is_set():
             if self.ended_at is not None and time.monotonic() - self.ended_at > END_LINGER_SECONDS:
                 return
-            if self.link.poll(0.1):
+            # Deliveries are acknowledged together: with a full batch, or ACK_DELAY after the
+            # first of them (not one by one: each acknowledgement wakes threads on both hosts).
+            wait = 0.1
+            if self.unacknowledged:
+                wait = max(0.0, self.unacknowledged_since + ACK_DELAY - time.monotonic())
+            if self.link.poll(wait):
                 self._read_socket()
                 self._read_lanes()
+            if self.unacknowledged and time.monotonic() - self.unacknowledged_since >= ACK_DELAY:
+                self._acknowledge()
             self._timers()
 
     def _read_socket(self) -> None:
-        try:
-            self._read_batch()
-        finally:
-            self._acknowledge()
+        self._read_batch()
 
     def _batch_acknowledged(self) -> None:
         """Before the next message (whose copy takes a while): a full batch is acknowledged now."""
         if len(self.unacknowledged) and (self.batched >= ACK_BATCH or self.batched_bytes >= ACK_BATCH_BYTES):
             self._acknowledge()
-            self.batched = self.batched_bytes = 0
 
     def _acknowledge(self) -> None:
         """One STATUS per sender for the deliveries of a batch (not one per message)."""
         for (identity, session_id), session in self.unacknowledged.items():
             self._status(identity, session_id, session, 0)
         self.unacknowledged.clear()
+        self.batched = self.batched_bytes = 0
 
     def _read_batch(self) -> None:
         for identity, header, frames, address in self.link.incoming():
@@ -272,6 +278,8 @@ class ReceivingEnd:
         counters.messages += 1
         counters.bytes += nbytes
         counters.lane_messages += lane
+        if not self.unacknowledged:
+            self.unacknowledged_since = time.monotonic()
         self.unacknowledged[(session.identity, header.session)] = session  # acknowledged with the batch
         self.batched += 1
         self.batched_bytes += nbytes
@@ -302,7 +310,6 @@ class ReceivingEnd:
                     self._close_lane(lane)
         finally:
             self.link.counters.lane = any(lane.session is not None for lane in self.lanes)
-            self._acknowledge()
 
     def _open_lane(self, connection: Any, address: str) -> None:
         if len(self.lanes) >= MAX_LANES:
@@ -433,7 +440,9 @@ class ReceivingEnd:
             value = self.progress.get(session_id.hex())
         except _errors.NotFound:
             return 0
-        return value if type(value) is int and value >= 0 else 0
+        if type(value) is bytes and len(value) == 8:
+            return int.from_bytes(value, "little")
+        return value if type(value) is int and value >= 0 else 0  # (as an earlier version kept it)
 
     def _persist(self, session_id: bytes, seq: int) -> None:
         from .._store import Store
@@ -442,7 +451,7 @@ class ReceivingEnd:
             return
         if self.progress is None:
             self.progress = Store(self.progress_name, domain=self.domain, allow_pickle=False)
-        self.progress[session_id.hex()] = seq
+        self.progress[session_id.hex()] = seq.to_bytes(8, "little")  # (bytes: no pickling, once per message)
 
     def _end(self, failed: bool) -> None:
         """The sending end's stream ended: so does the local queue's, through this handle."""
@@ -518,6 +527,13 @@ class ReceivingEnd:
         return self.ended_at is not None
 
     def close(self) -> None:
+        if self.unacknowledged:
+            # What was delivered is acknowledged before leaving (its sending end would send it
+            # again, to be dropped as a duplicate): best effort, the socket may be gone.
+            try:
+                self._acknowledge()
+            except self.link.zmq.ZMQError:
+                pass
         for lane in list(self.lanes):
             self._close_lane(lane)
         if self.listener is not None:

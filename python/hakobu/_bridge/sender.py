@@ -53,6 +53,9 @@ LOCAL_WAIT = 0.02
 CLOSE_DRAIN_SECONDS = 0.5
 # close(): how long putting the unacknowledged messages back may wait for room.
 GIVE_BACK_SECONDS = 2.0
+# Queued on the lane, written at once from this many bytes on (the loop writes the rest after
+# taking what the local queue has): a large message starts crossing while the next is taken.
+LANE_FLUSH_BYTES = 1 << 20
 LANE_CONNECT_SECONDS = 3.0  # a lane not connected by then is given up (a port filtered on the way)
 LANE_RETRY_SECONDS = 2.0  # the wait before the next lane after one is lost (doubles while attempts fail)
 MAX_LANE_RETRY_SECONDS = 60.0
@@ -90,6 +93,7 @@ class SendingEnd:
         # The data lane's host: the receiving end's (this end connects to it), when a lane is allowed.
         self.lane_host = tcp_host(link.endpoint) if lane and not link.bind else None
         self.lane: Optional[LaneOut] = None
+        self.lane_watched_writable = False  # how the loop's poll watches the lane's socket
         self.lane_retry_at = 0.0
         self.lane_backoff = LANE_RETRY_SECONDS
         # Messages up to lane_from went through ZeroMQ: they are acknowledged before the lane is used.
@@ -147,6 +151,8 @@ class SendingEnd:
                 if not (room and not self.done and self._take_local(wait)):
                     break
                 room = self.end_seq is None and self._has_room()
+            if self._lane_writing():
+                self._flush_lane()  # what was taken, in one write (small messages are not written one by one)
             counters.in_flight = len(self.unacked)
         if self.done:
             return
@@ -240,7 +246,8 @@ class SendingEnd:
         if lane is not None and lane.connected and self.acked >= self.lane_from:
             if not lane.waiting(seq):  # (a resend of what the socket has not taken yet adds nothing)
                 lane.queue(seq, [wire.lane_prefix([memoryview(part).nbytes for part in parts]), *parts])
-                self._flush_lane()
+                if lane.pending_bytes >= LANE_FLUSH_BYTES:
+                    self._flush_lane()  # (smaller messages are written together, by the loop)
             if self.lane is lane:  # (else it was lost, and this message went again through ZeroMQ)
                 outgoing.epoch, outgoing.on_lane, outgoing.leaving = self.epoch, True, None
         else:
@@ -266,6 +273,7 @@ class SendingEnd:
         self.lane = LaneOut(self.lane_host, status.lane_port, wire.lane_hello(self.session, status.receiver))
         if self.lane.fileno() >= 0:
             self.link.watch(self.lane.fileno(), writable=True)
+            self.lane_watched_writable = True
 
     def _flush_lane(self) -> None:
         """Writes what the lane's socket takes; notices a lane connected, or lost."""
@@ -280,7 +288,10 @@ class SendingEnd:
             self.lane_from = self.seq
             self.lane_backoff = LANE_RETRY_SECONDS
             self.lane_first = False
-        self.link.watch(lane.fileno(), writable=lane.wants_write())
+        writable = lane.wants_write()
+        if writable != self.lane_watched_writable:
+            self.link.watch(lane.fileno(), writable=writable)
+            self.lane_watched_writable = writable
         self.link.counters.lane = lane.connected and self.acked >= self.lane_from
 
     def _lose_lane(self, resend: bool) -> None:

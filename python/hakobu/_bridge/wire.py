@@ -252,10 +252,22 @@ def parse_header(frame: memoryview) -> Header:
 # --- the sending end: a received local message as frames -----------------------------------
 
 
+# Meta frames of the last array layouts sent / received (a stream repeats a few): what is
+# made or parsed and checked again for every small message otherwise. Bounded: emptied when full.
+MEMO_ENTRIES = 64
+_sent_metas: dict[tuple[str, tuple[int, ...], str], bytes] = {}
+_received_metas: dict[bytes, tuple[np.dtype, tuple[int, int, int, str], tuple[int, ...], bool, int, int]] = {}
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+
+
 def array_frames(array: np.ndarray) -> tuple[bytes, list[Any]]:
     """(meta, [elements]) of ``array``: its memory itself when contiguous (no copy), else a
     contiguous copy (a strided view sent by reference)."""
-    typestr = _codec.dtype_fields(array.dtype)[3]
     if array.flags.c_contiguous:
         order, flat = "C", array
     elif array.flags.f_contiguous:
@@ -264,7 +276,15 @@ def array_frames(array: np.ndarray) -> tuple[bytes, list[Any]]:
         order, flat = "C", np.ascontiguousarray(array)
     # Bytes of the elements without a copy: a uint8 view of the same memory.
     elements = flat.reshape(-1).view(np.uint8) if flat.size else b""
-    meta = json.dumps({"t": typestr, "s": list(array.shape), "o": order}).encode()
+    # dtype.str says all of a dtype without fields or subarrays (the memo's key); others are described anew.
+    simple = array.dtype.names is None and array.dtype.subdtype is None
+    key = (array.dtype.str, array.shape, order)
+    meta = _sent_metas.get(key) if simple else None
+    if meta is None:
+        typestr = _codec.dtype_fields(array.dtype)[3]
+        meta = json.dumps({"t": typestr, "s": list(array.shape), "o": order}).encode()
+        if simple:
+            _remember(_sent_metas, key, meta)
     return meta, chunks(elements)
 
 
@@ -319,6 +339,25 @@ class ArrayPlan:
 
 def check_array(meta_frame: memoryview, payload: list[int], limit: int) -> ArrayPlan:
     """What an array message must become, checked against its payload frames' sizes (chunks)."""
+    key = bytes(meta_frame)
+    known = _received_metas.get(key)
+    if known is None:
+        known = _array_layout(meta_frame)
+        _remember(_received_metas, key, known)
+    dtype, fields, shape, fortran, nbytes, extent = known
+    if nbytes > limit or extent >= 2**62:
+        raise Rejected(
+            f"an array of {max(nbytes, extent)} bytes by its shape, more than max_message_bytes={limit}"
+        )
+    check_chunks(payload, nbytes, "an array (by its shape and type)")
+    return ArrayPlan(dtype, fields, list(shape), fortran, nbytes)
+
+
+def _array_layout(
+    meta_frame: memoryview,
+) -> tuple[np.dtype, tuple[int, int, int, str], tuple[int, ...], bool, int, int]:
+    """An array meta frame parsed and checked: (dtype, its fields, shape, Fortran order, bytes,
+    extent of its non-zero dimensions). The same bytes always give the same answer."""
     meta = _meta(meta_frame)
     if not isinstance(meta, dict) or set(meta) != {"t", "s", "o"}:
         raise Rejected("an array meta frame without exactly the keys t, s, o")
@@ -346,12 +385,7 @@ def check_array(meta_frame: memoryview, payload: list[int], limit: int) -> Array
     # What the core checks even for an empty array: the extent of its non-zero dimensions
     # (strides, byte size) must fit, so an empty [0, 2**61] is refused here, not at put time.
     extent = math.prod(n for n in shape if n) * dtype.itemsize
-    if nbytes > limit or extent >= 2**62:
-        raise Rejected(
-            f"an array of {max(nbytes, extent)} bytes by its shape, more than max_message_bytes={limit}"
-        )
-    check_chunks(payload, nbytes, "an array (by its shape and type)")
-    return ArrayPlan(dtype, fields, shape, order == "F", nbytes)
+    return dtype, fields, tuple(shape), order == "F", nbytes, extent
 
 
 @dataclass
