@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_memory_segments
 
 pytest.importorskip("hakobu_bench", reason="hakobu-bench is not installed (pip install ./bench/python)")
 
@@ -30,20 +32,36 @@ SMALL = [parse_shape("64B"), parse_shape("1x3x224x224")]
 WATCHDOG = 120  # s, for whole commands: only against a hang
 
 
+# The bench's tests (test_bench.py, test_bench_pipeline.py) run one after the other in one pytest-xdist
+# worker: a shared memory segment has a random name, and one that a bench run beside this one has just
+# handed over (closed by its maker, not yet attached by its reader) would look left behind.
+pytestmark = pytest.mark.xdist_group("bench")
+
+
 def leftovers() -> list[str]:
-    """What a bench run may create outside hakobu's domain: work directories, tmpfs files, segments."""
+    """What a bench run may create outside hakobu's domain: work directories (in the temporary
+    directory of the test's own, see `clean`), tmpfs files, segments."""
     return (
         glob.glob(os.path.join(tempfile.gettempdir(), "hakobu-bench-*-*"))
         + glob.glob(f"/dev/shm/hakobu-bench.{os.getpid()}.*")
-        + [p for p in glob.glob("/dev/shm/psm_*") if os.stat(p).st_uid == os.getuid()]
+        + sorted(shared_memory_segments())
     )
 
 
 @pytest.fixture
-def clean() -> Iterator[None]:
-    before = set(leftovers())
-    yield
-    assert set(leftovers()) - before == set(), "the bench left files behind"
+def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test's bench run works in a temporary directory of its own (this process's and its peers'
+    TMPDIR), so that its work directories are told apart from those of a run beside it."""
+    own = tempfile.mkdtemp(prefix=f"hakobu-test-{os.getpid()}-")
+    monkeypatch.setenv("TMPDIR", own)
+    monkeypatch.setattr(tempfile, "tempdir", own)
+    try:
+        before = set(leftovers())
+        yield
+        assert set(leftovers()) - before == set(), "the bench left files behind"
+    finally:
+        monkeypatch.undo()
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.mark.parametrize("method", METHODS)
