@@ -50,6 +50,40 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
     assert not left, f"files left in shared memory: {left}"
 
 
+@pytest.fixture(autouse=True)
+def one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist: tests marked `serial(NAME)` never run at the same time as another test of
+    that NAME in any worker of the run, and a test marked `alone` (it measures the whole machine: the
+    huge pages in use, say) runs while no other test of the run does. The locks are files in the
+    run's temporary directory, which its workers share. Every test holds the run's lock shared; an
+    `alone` test first closes a gate, so that no test starts meanwhile, then waits for it alone."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process runs one test at a time
+        return
+    import fcntl
+    from contextlib import ExitStack
+
+    shared = tmp_path_factory.getbasetemp().parent  # .../pytest-N/, above popen-gw0, popen-gw1
+    alone = request.node.get_closest_marker("alone") is not None
+    with ExitStack() as held:
+        gate = held.enter_context(open(shared / "alone.gate", "a"))
+        lock = held.enter_context(open(shared / "alone.lock", "a"))
+        if alone:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            held.callback(fcntl.flock, gate, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)  # waits while an `alone` test closes the gate
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+        for mark in request.node.iter_markers("serial"):
+            group = held.enter_context(open(shared / f"serial-{mark.args[0]}.lock", "a"))
+            fcntl.flock(group, fcntl.LOCK_EX)
+            held.callback(fcntl.flock, group, fcntl.LOCK_UN)
+        yield
+
+
 def domains_of_run() -> list[str]:
     """This run's domain and those its tests made from it (DOMAIN + a suffix not starting with a
     digit: "py123k", "py123h0"; "py1234" is another run's)."""

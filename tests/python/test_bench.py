@@ -32,10 +32,10 @@ SMALL = [parse_shape("64B"), parse_shape("1x3x224x224")]
 WATCHDOG = 120  # s, for whole commands: only against a hang
 
 
-# The bench's tests (test_bench.py, test_bench_pipeline.py) run one after the other in one pytest-xdist
-# worker: a shared memory segment has a random name, and one that a bench run beside this one has just
-# handed over (closed by its maker, not yet attached by its reader) would look left behind.
-pytestmark = pytest.mark.xdist_group("bench")
+# The bench's tests (test_bench.py, test_bench_pipeline.py) run one at a time under pytest-xdist
+# (conftest.py): a shared memory segment has a random name, and one that a bench run beside this one has
+# just handed over (closed by its maker, not yet attached by its reader) would look left behind.
+pytestmark = pytest.mark.serial("bench")
 
 
 def leftovers() -> list[str]:
@@ -411,6 +411,7 @@ def test_the_small_message_benchmark_runs() -> None:
         assert line in done.stdout, done.stdout
 
 
+@pytest.mark.alone  # the benchmark counts the machine's huge pages in use (conftest.py)
 def test_the_store_benchmark_runs_and_cleans_up(tmp_path: Path) -> None:
     """hakobu_bench.micro.store on a small array: every method's readers sum the same array, one copy in memory."""
     out = tmp_path / "store.json"

@@ -23,10 +23,10 @@ from hakobu_bench.micro import pipeline
 
 WATCHDOG = 240  # s, for whole commands: only against a hang
 
-# The bench's tests (test_bench.py, test_bench_pipeline.py) run one after the other in one pytest-xdist
-# worker: a shared memory segment has a random name, and one that a bench run beside this one has just
-# handed over (closed by its maker, not yet attached by its reader) would look left behind.
-pytestmark = pytest.mark.xdist_group("bench")
+# The bench's tests (test_bench.py, test_bench_pipeline.py) run one at a time under pytest-xdist
+# (conftest.py): a shared memory segment has a random name, and one that a bench run beside this one has
+# just handed over (closed by its maker, not yet attached by its reader) would look left behind.
+pytestmark = pytest.mark.serial("bench")
 
 
 def leftovers(pid: int) -> list[str]:
