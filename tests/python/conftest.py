@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Under pytest-xdist: tests marked `serial(NAME)` never run at the same time as another test of
-    that NAME in any worker of the run, and a test marked `alone` (it measures the whole machine: the
+    that NAME in any worker of the run (see `serial`), and a test marked `alone` (it measures the whole machine: the
     huge pages in use, say) runs while no other test of the run does. The locks are files in the
     run's temporary directory, which its workers share. Every test holds the run's lock shared; an
     `alone` test first closes a gate, so that no test starts meanwhile, then waits for it alone."""
@@ -78,10 +79,25 @@ def one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             fcntl.flock(gate, fcntl.LOCK_UN)
         held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
         for mark in request.node.iter_markers("serial"):
-            group = held.enter_context(open(shared / f"serial-{mark.args[0]}.lock", "a"))
-            fcntl.flock(group, fcntl.LOCK_EX)
-            held.callback(fcntl.flock, group, fcntl.LOCK_UN)
+            held.enter_context(serial(mark.args[0], tmp_path_factory))
         yield
+
+
+@contextmanager
+def serial(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, waits until no other worker of the run is inside serial(`name`) (the marker
+    `serial(name)` holds it for the whole test)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    import fcntl
+
+    with open(tmp_path_factory.getbasetemp().parent / f"serial-{name}.lock", "a") as group:
+        fcntl.flock(group, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(group, fcntl.LOCK_UN)
 
 
 def domains_of_run() -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_memory_segments
+from conftest import serial, shared_memory_segments
 
 pytest.importorskip("hakobu_bench", reason="hakobu-bench is not installed (pip install ./bench/python)")
 
@@ -32,12 +32,6 @@ SMALL = [parse_shape("64B"), parse_shape("1x3x224x224")]
 WATCHDOG = 120  # s, for whole commands: only against a hang
 
 
-# The bench's tests (test_bench.py, test_bench_pipeline.py) run one at a time under pytest-xdist
-# (conftest.py): a shared memory segment has a random name, and one that a bench run beside this one has
-# just handed over (closed by its maker, not yet attached by its reader) would look left behind.
-pytestmark = pytest.mark.serial("bench")
-
-
 def leftovers() -> list[str]:
     """What a bench run may create outside hakobu's domain: work directories (in the temporary
     directory of the test's own, see `clean`), tmpfs files, segments."""
@@ -49,16 +43,20 @@ def leftovers() -> list[str]:
 
 
 @pytest.fixture
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The test's bench run works in a temporary directory of its own (this process's and its peers'
-    TMPDIR), so that its work directories are told apart from those of a run beside it."""
+    TMPDIR), so that its work directories are told apart from those of a run beside it; and, under
+    pytest-xdist, while no other bench run of the tests (these, test_bench_pipeline.py's) makes shared
+    memory segments: a segment has a random name, and one that a bench run beside this one has just
+    handed over (closed by its maker, not yet attached by its reader) would look left behind."""
     own = tempfile.mkdtemp(prefix=f"hakobu-test-{os.getpid()}-")
     monkeypatch.setenv("TMPDIR", own)
     monkeypatch.setattr(tempfile, "tempdir", own)
     try:
-        before = set(leftovers())
-        yield
-        assert set(leftovers()) - before == set(), "the bench left files behind"
+        with serial("bench", tmp_path_factory):
+            before = set(leftovers())
+            yield
+            assert set(leftovers()) - before == set(), "the bench left files behind"
     finally:
         monkeypatch.undo()
         shutil.rmtree(own, ignore_errors=True)

@@ -23,9 +23,9 @@ from hakobu_bench.micro import pipeline
 
 WATCHDOG = 240  # s, for whole commands: only against a hang
 
-# The bench's tests (test_bench.py, test_bench_pipeline.py) run one at a time under pytest-xdist
-# (conftest.py): a shared memory segment has a random name, and one that a bench run beside this one has
-# just handed over (closed by its maker, not yet attached by its reader) would look left behind.
+# Under pytest-xdist, one at a time, and not beside test_bench.py's bench runs (its fixture `clean`):
+# a shared memory segment has a random name, and one that a bench run beside this one has just handed
+# over (closed by its maker, not yet attached by its reader) would look left behind.
 pytestmark = pytest.mark.serial("bench")
 
 
