@@ -1,5 +1,7 @@
 """pytest setup: every run works in its own hakobu domain, and fails if it
-leaves anything of that domain in /dev/shm (or on a hugetlbfs mount)."""
+leaves anything of that domain in /dev/shm (or on a hugetlbfs mount). Under
+pytest-xdist (`pytest -n 2`) each worker is such a run: its own domain, its own
+leftover check."""
 
 from __future__ import annotations
 
@@ -9,18 +11,23 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 # Set before hakobu is used, and inherited by every program a test starts. A process of the run
 # that imports this module again (a Dask worker unpickling a test's function) keeps the run's
-# domain, and whatever domain its starter gave it.
-if "HAKOBU_TEST_DOMAIN" in os.environ:
+# domain, and whatever domain its starter gave it. A pytest-xdist worker (PYTEST_XDIST_WORKER set:
+# "gw0", "gw1", ...) inherits the variables of the controller that started it, which ran no test:
+# it takes a domain of its own, so that two workers never judge each other's files.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if "HAKOBU_TEST_DOMAIN" in os.environ and os.environ.get("HAKOBU_TEST_WORKER", "") == _WORKER:
     DOMAIN = os.environ["HAKOBU_TEST_DOMAIN"]
 else:
     DOMAIN = f"py{os.getpid()}"
     os.environ["HAKOBU_TEST_DOMAIN"] = DOMAIN
+    os.environ["HAKOBU_TEST_WORKER"] = _WORKER
     os.environ["HAKOBU_DOMAIN"] = DOMAIN
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -44,6 +51,55 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
     assert not left, f"files left in shared memory: {left}"
 
 
+@pytest.fixture(autouse=True)
+def one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist: tests marked `serial(NAME)` never run at the same time as another test of
+    that NAME in any worker of the run (see `serial`), and a test marked `alone` (it measures the whole machine: the
+    huge pages in use, say) runs while no other test of the run does. The locks are files in the
+    run's temporary directory, which its workers share. Every test holds the run's lock shared; an
+    `alone` test first closes a gate, so that no test starts meanwhile, then waits for it alone."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process runs one test at a time
+        return
+    import fcntl
+    from contextlib import ExitStack
+
+    shared = tmp_path_factory.getbasetemp().parent  # .../pytest-N/, above popen-gw0, popen-gw1
+    alone = request.node.get_closest_marker("alone") is not None
+    with ExitStack() as held:
+        gate = held.enter_context(open(shared / "alone.gate", "a"))
+        lock = held.enter_context(open(shared / "alone.lock", "a"))
+        if alone:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            held.callback(fcntl.flock, gate, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)  # waits while an `alone` test closes the gate
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+        for mark in request.node.iter_markers("serial"):
+            held.enter_context(serial(mark.args[0], tmp_path_factory))
+        yield
+
+
+@contextmanager
+def serial(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, waits until no other worker of the run is inside serial(`name`) (the marker
+    `serial(name)` holds it for the whole test)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    import fcntl
+
+    with open(tmp_path_factory.getbasetemp().parent / f"serial-{name}.lock", "a") as group:
+        fcntl.flock(group, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(group, fcntl.LOCK_UN)
+
+
 def domains_of_run() -> list[str]:
     """This run's domain and those its tests made from it (DOMAIN + a suffix not starting with a
     digit: "py123k", "py123h0"; "py1234" is another run's)."""
@@ -54,6 +110,38 @@ def domains_of_run() -> list[str]:
         for name in _core.domain_names()
         if name == DOMAIN or (name.startswith(DOMAIN) and not name[len(DOMAIN)].isdigit())
     ]
+
+
+def shared_memory_segments() -> set[str]:
+    """This user's multiprocessing.shared_memory segments (/dev/shm/psm_*), but those that a program
+    outside this process and the programs it started has mapped: the segments of a run beside this
+    one (another pytest-xdist worker, a benchmark) come and go meanwhile, while one that this run left
+    is mapped by nobody, or by this process or one of its programs."""
+    import glob
+
+    segments = {p for p in glob.glob("/dev/shm/psm_*") if os.stat(p).st_uid == os.getuid()}
+    if not segments:
+        return segments
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it exited meanwhile
+    ours = {os.getpid()}
+    for pid in parents:
+        chain = [pid]
+        while chain[-1] in parents and chain[-1] not in ours and len(chain) < 64:
+            chain.append(parents[chain[-1]])
+        if chain[-1] in ours:
+            ours.update(chain)
+    for pid in set(parents) - ours:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        segments -= {path for path in segments if path in maps}
+    return segments
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serial, shared_memory_segments
 
 pytest.importorskip("hakobu_bench", reason="hakobu-bench is not installed (pip install ./bench/python)")
 
@@ -31,19 +33,33 @@ WATCHDOG = 120  # s, for whole commands: only against a hang
 
 
 def leftovers() -> list[str]:
-    """What a bench run may create outside hakobu's domain: work directories, tmpfs files, segments."""
+    """What a bench run may create outside hakobu's domain: work directories (in the temporary
+    directory of the test's own, see `clean`), tmpfs files, segments."""
     return (
         glob.glob(os.path.join(tempfile.gettempdir(), "hakobu-bench-*-*"))
         + glob.glob(f"/dev/shm/hakobu-bench.{os.getpid()}.*")
-        + [p for p in glob.glob("/dev/shm/psm_*") if os.stat(p).st_uid == os.getuid()]
+        + sorted(shared_memory_segments())
     )
 
 
 @pytest.fixture
-def clean() -> Iterator[None]:
-    before = set(leftovers())
-    yield
-    assert set(leftovers()) - before == set(), "the bench left files behind"
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test's bench run works in a temporary directory of its own (this process's and its peers'
+    TMPDIR), so that its work directories are told apart from those of a run beside it; and, under
+    pytest-xdist, while no other bench run of the tests (these, test_bench_pipeline.py's) makes shared
+    memory segments: a segment has a random name, and one that a bench run beside this one has just
+    handed over (closed by its maker, not yet attached by its reader) would look left behind."""
+    own = tempfile.mkdtemp(prefix=f"hakobu-test-{os.getpid()}-")
+    monkeypatch.setenv("TMPDIR", own)
+    monkeypatch.setattr(tempfile, "tempdir", own)
+    try:
+        with serial("bench", tmp_path_factory):
+            before = set(leftovers())
+            yield
+            assert set(leftovers()) - before == set(), "the bench left files behind"
+    finally:
+        monkeypatch.undo()
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -393,6 +409,7 @@ def test_the_small_message_benchmark_runs() -> None:
         assert line in done.stdout, done.stdout
 
 
+@pytest.mark.alone  # the benchmark counts the machine's huge pages in use (conftest.py)
 def test_the_store_benchmark_runs_and_cleans_up(tmp_path: Path) -> None:
     """hakobu_bench.micro.store on a small array: every method's readers sum the same array, one copy in memory."""
     out = tmp_path / "store.json"

@@ -323,9 +323,24 @@ def test_a_host_that_dies_mid_map_has_its_tasks_run_on_the_other() -> None:
         _a_host_dies_mid_map(netns, count)
     finally:
         # The killed host's Dask processes could not remove their multiprocessing semaphores (a
-        # machine lost loses nothing on the others; here the hosts share /dev/shm): remove them.
-        for path in set(Path("/dev/shm").glob("sem.mp-*")) - semaphores:
+        # machine lost loses nothing on the others; here the hosts share /dev/shm): remove them,
+        # the new ones that no process has open (not those of a test running beside this one).
+        for path in set(Path("/dev/shm").glob("sem.mp-*")) - semaphores - _mapped():
             path.unlink(missing_ok=True)
+
+
+def _mapped() -> set[Path]:
+    """The multiprocessing semaphores in /dev/shm that some process has open (mapped)."""
+    found: set[Path] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:
+            continue  # it exited meanwhile, or is not ours to read
+        found.update(
+            Path(line.split(maxsplit=5)[5]) for line in text.splitlines() if "/dev/shm/sem.mp-" in line
+        )
+    return found
 
 
 def _a_host_dies_mid_map(netns: Any, count: int) -> None:

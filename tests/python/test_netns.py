@@ -27,9 +27,14 @@ PORT = 7311
 pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=str(netns.unavailable()))
 
 
-def namespaces() -> set[str]:
+def namespaces(creator: int | None = None) -> set[str]:
+    """The network namespaces that process ``creator`` made through netns.hosts() (named hkb<pid>-...),
+    this process's by default: those of another run (a pytest-xdist worker beside this one, a benchmark)
+    come and go meanwhile and are none of this test's business."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=WATCHDOG)
-    return {line.split()[0] for line in listed.stdout.splitlines() if line.split()}
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line.split()}
+    prefix = f"hkb{os.getpid() if creator is None else creator}-"
+    return {name for name in names if name.startswith(prefix)}
 
 
 def gone(pid: int) -> bool:
@@ -165,18 +170,18 @@ def test_what_a_killed_run_left_is_removed_by_the_next() -> None:
         line = creator.stdout.readline()  # type: ignore[union-attr]
         assert line, creator.communicate(timeout=WATCHDOG)
         *left, sleeper = line.split()
-        assert set(left) <= namespaces()
+        assert set(left) <= namespaces(creator.pid)
     finally:
         creator.kill()
         finish(creator, WATCHDOG)
     try:
         with netns.hosts(1) as (mine,):
-            assert not set(left) & namespaces()
+            assert not set(left) & namespaces(creator.pid)
             assert gone(int(sleeper))
             netns.remove_stale()  # a live creator's namespaces stay
             assert mine.namespace in namespaces()
     finally:
-        for namespace in set(left) & namespaces():
+        for namespace in set(left) & namespaces(creator.pid):
             subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, timeout=WATCHDOG)
 
 
