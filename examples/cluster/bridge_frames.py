@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -59,7 +60,19 @@ def demo(frames: int) -> None:
     try:
         assert receiver.stdout is not None
         endpoint = receiver.stdout.readline().split()[-1]
-        subprocess.run([sys.executable, __file__, "send", endpoint, str(frames)], check=True, timeout=300)
+        sender = subprocess.Popen([sys.executable, __file__, "send", endpoint, str(frames)])
+        try:
+            # The sending end waits for the receiving one to acknowledge everything: if the
+            # receiving program ends first (an error, which it printed), waiting is pointless.
+            while sender.poll() is None:
+                if receiver.poll() not in (None, 0):
+                    raise SystemExit(f"the receiving program failed (exit {receiver.returncode}), see above")
+                time.sleep(0.1)
+        finally:
+            sender.kill()
+            sender.wait()
+        if sender.returncode != 0:
+            raise SystemExit(f"the sending program failed (exit {sender.returncode}), see above")
         print(receiver.communicate(timeout=300)[0], end="")
     finally:
         receiver.kill()

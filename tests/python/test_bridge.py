@@ -164,6 +164,28 @@ def test_order_bytes_and_the_end_of_the_stream(names: tuple[str, str], bridges: 
     assert sent["in_flight"] == 0 and sent["rejected"] == received["rejected"] == 0
 
 
+def test_a_receiving_end_closed_as_soon_as_the_stream_ends_still_acknowledges_its_end(
+    names: tuple[str, str], bridges: list[hakobu.Bridge]
+) -> None:
+    """The usual receiving program: read until the end of the stream, then leave (closing the
+    bridge at once). The acknowledgement of the end, sent just before, still reaches the sending
+    end, whose join() returns: it does not wait forever for a receiving end that is gone."""
+    for attempt in range(20):
+        sending, receiving = pair(names, bridges, lane=attempt % 2 == 0)
+        with hakobu.Queue(names[0]) as source:
+            for k in range(5):
+                source.put(k)
+        with hakobu.Queue(names[1]) as sink:
+            assert list(sink) == list(range(5))
+        receiving.close()
+        assert sending.join(WATCHDOG / 4), (
+            f"attempt {attempt}: the sending end never heard the end acknowledged"
+        )
+        bridges.clear()
+        for queue in names:
+            hakobu.remove(queue)
+
+
 def test_senders_lost_travels_as_senders_lost(names: tuple[str, str], bridges: list[hakobu.Bridge]) -> None:
     sending, receiving = pair(names, bridges)
     producer = start("bridge_send", names[0], 10, "fail")

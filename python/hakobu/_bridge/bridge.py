@@ -13,6 +13,10 @@ from .link import Link, Security
 from .receiver import ReceivingEnd
 from .sender import SendingEnd
 
+# How long closing a receiving end may take to write its last acknowledgements (ZeroMQ's linger):
+# nothing when they are out already, at most this when the sending end cannot be reached.
+CLOSING_ACKNOWLEDGEMENTS_MS = 1000
+
 
 class Bridge:
     """Carries the local queue (or topic) ``name`` to or from another host, over ZeroMQ.
@@ -203,7 +207,9 @@ class Bridge:
                 if self._error is None:
                     self._error = error
             finally:
-                self._link.close()
+                # A receiving end's last acknowledgements (the end of the stream's, sent just before
+                # its program closes it) still go out; a sending end has nothing to write that matters.
+                self._link.close(0 if self.sending else CLOSING_ACKNOWLEDGEMENTS_MS)
                 self._finished.set()
 
     # --- the public API ---------------------------------------------------------------

@@ -267,10 +267,11 @@ class Link:
         last = self.counters.last_heard
         return last is not None and time.monotonic() - last < LOST_SECONDS
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Closes the socket; what ZeroMQ has not written yet is written for up to ``linger_ms``."""
         socket = getattr(self, "socket", None)
         if socket is not None:
-            socket.close(linger=0)
+            socket.close(linger=linger_ms)
         if self.authenticator is not None:
             self.authenticator.stop()
         self.context.term()

@@ -228,10 +228,11 @@ class ReceivingEnd:
         if header.type == wire.END:
             session.last, session.ended = header.seq, True
             self.end_failed = self.end_failed or header.failed
+            # Acknowledged before the local stream ends: its consumer may close this end at once.
+            self._status(identity, header.session, session, 0)
             # Several sending ends may feed this one: the local stream ends with the last of
             # them (those heard lately that have not ended).
             self._end_if_last()
-            self._status(identity, header.session, session, 0)
             return None
         if self.ended_at is not None:
             raise wire.Rejected("a message after the end of the stream")
