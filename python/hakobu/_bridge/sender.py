@@ -9,9 +9,9 @@ not read: its producers fill it and block. That is the backpressure.
 Sending again: everything unacknowledged goes again when the peer is (re)gained (first
 contact, a new receiving end, heard again after LOST_SECONDS), when the receiver says
 it saw a gap (once per acknowledgement progress), and when acknowledgements stalled
-while the peer was heard and not busy and everything sent had left this end (after
-ACK_TIMEOUT, doubling up to 30 s; a large message still being written out over a slow
-link is not a stall). The receiving end drops what it has delivered already, so the
+while everything sent had left this end and the peer, not busy, was heard since without
+acknowledging it (after ACK_TIMEOUT, doubling up to 30 s; a large message still being
+written out over a slow link, or a receiving end too busy to answer, is not a stall). The receiving end drops what it has delivered already, so the
 stream arrives once, in order.
 
 An array leaves from shared memory without a copy: its frame is the received block's
@@ -391,11 +391,14 @@ class SendingEnd:
         if self.was_connected and not connected:
             self.epoch += 1  # lost: what is sent from now on may go nowhere
         self.was_connected = connected
-        if self.unacked and connected and now - self.progress_at > self.stall_wait and self._still_leaving():
+        stalled = bool(self.unacked) and connected and now - self.progress_at > self.stall_wait
+        if stalled and self._still_leaving():
             # ZeroMQ is still writing what is unacknowledged (a large message on a slow link): the
             # acknowledgements are not late yet. (On the lane the receiving end says BUSY instead.)
             self.progress_at = now
-        elif self.unacked and connected and now - self.progress_at > self.stall_wait:
+        elif stalled and (self.link.counters.last_heard or 0.0) - self.progress_at > self.stall_wait:
+            # Late, and the receiving end has spoken since without acknowledging (a receiving end
+            # too busy or starved of CPU to say anything is not taken for one that lost a message).
             self.stall_wait = min(2 * self.stall_wait, MAX_ACK_TIMEOUT)
             self.progress_at = now
             if self.lane is not None and self.lane.connected and self.acked >= self.lane_from:
