@@ -325,22 +325,65 @@ def test_a_host_that_dies_mid_map_has_its_tasks_run_on_the_other() -> None:
         # The killed host's Dask processes could not remove their multiprocessing semaphores (a
         # machine lost loses nothing on the others; here the hosts share /dev/shm): remove them,
         # the new ones that no process has open (not those of a test running beside this one).
-        for path in set(Path("/dev/shm").glob("sem.mp-*")) - semaphores - _mapped():
+        for path in _unused_semaphores(semaphores):
             path.unlink(missing_ok=True)
 
 
-def _mapped() -> set[Path]:
-    """The multiprocessing semaphores in /dev/shm that some process has open (mapped)."""
-    found: set[Path] = set()
+def _unused_semaphores(before: set[Path]) -> set[Path]:
+    """The multiprocessing semaphores in /dev/shm, but those in ``before``, that no process has open.
+
+    Judged by file (device and inode), not by name: sem_open makes a semaphore
+    as a temporary file that it maps, then links under its name and removes, so
+    the process that made it (a Dask nanny of a test or run beside this one,
+    whose spawned worker has not opened it yet) maps "/dev/shm/sem.XXXXXX
+    (deleted)", never "/dev/shm/sem.mp-...".
+    """
+    candidates: dict[tuple[int, int], Path] = {}
+    for path in set(Path("/dev/shm").glob("sem.mp-*")) - before:
+        try:
+            status = path.stat()
+        except OSError:
+            continue  # removed meanwhile
+        candidates[(os.major(status.st_dev), os.minor(status.st_dev)), status.st_ino] = path
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
             text = maps.read_text()
         except OSError:
             continue  # it exited meanwhile, or is not ours to read
-        found.update(
-            Path(line.split(maxsplit=5)[5]) for line in text.splitlines() if "/dev/shm/sem.mp-" in line
-        )
-    return found
+        for line in text.splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or not fields[5].startswith("/dev/shm/sem."):
+                continue
+            major, minor = (int(part, 16) for part in fields[3].split(":"))
+            candidates.pop(((major, minor), int(fields[4])), None)
+    return set(candidates.values())
+
+
+def test_semaphores_of_a_run_beside_this_one_are_not_taken_for_leftovers() -> None:
+    """A semaphore that its creator holds (and no other process has opened) is in use: the clean-up
+    after the host test must leave it, or a Dask nanny starting beside it loses its worker."""
+    before = set(Path("/dev/shm").glob("sem.mp-*"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import multiprocessing, sys\n"
+            "lock = multiprocessing.get_context('spawn').Lock()\n"
+            "print(lock._semlock.name, flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        name = holder.stdout.readline().strip()
+        path = Path("/dev/shm") / f"sem.{name.lstrip('/')}"
+        assert path.exists(), name
+        assert path not in _unused_semaphores(before)
+    finally:
+        holder.communicate("", timeout=WATCHDOG)
 
 
 def _a_host_dies_mid_map(netns: Any, count: int) -> None:

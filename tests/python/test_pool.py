@@ -181,7 +181,11 @@ def test_timeouts_raise_multiprocessing_timeout_error(pool: hakobu.Pool, tmp_pat
     assert results.next(timeout=WATCHDOG) > 0  # type: ignore[attr-defined]
 
 
-def test_imap_reads_its_iterable_as_workers_free_up(pool: hakobu.Pool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("history", ["fresh", "after short tasks"])
+def test_imap_reads_its_iterable_as_workers_free_up(history: str, tmp_path: Path) -> None:
+    """How far imap reads ahead follows how long the pool's recent tasks took (short ones travel
+    in batches), so the pool is this test's own: one shared with other tests would read as far
+    ahead as the tests that ran before on it (in one order or another, under pytest-xdist) made it."""
     gate = str(tmp_path / "gate")
     consumed: list[int] = []
 
@@ -190,12 +194,23 @@ def test_imap_reads_its_iterable_as_workers_free_up(pool: hakobu.Pool, tmp_path:
             consumed.append(k)
             yield gate
 
-    results = pool.imap(tasks.wait_for, paths())
-    eventually(lambda: len(consumed) >= 4, "the first items are read")
-    time.sleep(0.3)  # a pause for the producer to run ahead, were it to
-    assert len(consumed) <= 12, f"{len(consumed)} items read while the first task cannot finish"
-    Path(gate).touch()
-    assert len(list(results)) == 100
+    with hakobu.Pool(2) as pool:
+        limit = 12
+        if history != "fresh":
+            for _ in range(3):
+                pool.map(tasks.square, range(2000))
+            workers = list(pool._engine._workers.values())
+            batch = max(worker.batch_size(10**6, 1, None) for worker in workers)
+            limit = 2 * 2 * batch + 2 * 2 * batch + 1  # the room limit, what the workers hold, the next item
+        results = pool.imap(tasks.wait_for, paths())
+        eventually(lambda: len(consumed) >= 4, "the first items are read")
+        time.sleep(0.3)  # a pause for the producer to run ahead, were it to
+        assert len(consumed) <= limit, f"{len(consumed)} items read while the first task cannot finish"
+        Path(gate).touch()
+        assert len(list(results)) == 100
+        pool.close()
+        pool.join()
+    assert not leftovers(pool)
 
 
 def test_lambdas_closures_and_local_functions(pool: hakobu.Pool) -> None:
